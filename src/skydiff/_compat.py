@@ -1,0 +1,35 @@
+"""Small helpers shared across skydiff: quiet pysteps import, numpy/torch conversion."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def import_pysteps() -> Any:
+    """Import pysteps without its configuration banner on stdout."""
+    os.environ.setdefault("PYSTEPS_SILENT_IMPORT", "1")
+    with contextlib.redirect_stdout(io.StringIO()):
+        import pysteps  # noqa: F401
+
+    return pysteps
+
+
+def to_tensor(x: Any, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> torch.Tensor:
+    """Return ``x`` as a torch tensor (no copy when it already is one with the right dtype/device)."""
+    if isinstance(x, torch.Tensor):
+        return x.to(dtype=dtype or x.dtype, device=device or x.device)
+    arr = np.asarray(x)
+    if dtype is None and arr.dtype.kind in "iub":
+        arr = arr.astype(np.float64)
+    t = torch.from_numpy(np.ascontiguousarray(arr))
+    return t.to(dtype=dtype or t.dtype, device=device or "cpu")
+
+
+def is_numpy(x: Any) -> bool:
+    return not isinstance(x, torch.Tensor)

@@ -1,0 +1,45 @@
+"""Errors raised by skydiff.
+
+Every problem with a user's input is reported with a :class:`SkydiffError` (or a subclass) whose message names
+the problem: wrong shape, wrong units, NaN where none is allowed, gaps in time, an unreadable file. The CLI turns
+these into one-line ``skydiff: error: ...`` messages instead of tracebacks.
+
+The subclasses also inherit from the matching built-in exception (``ValueError``, ``OSError``) so that code
+written against numpy/pysteps conventions keeps working.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+
+class SkydiffError(Exception):
+    """Base class of every error skydiff raises on purpose."""
+
+
+class InputError(SkydiffError, ValueError):
+    """An argument has the wrong value, type, units or contains NaN where none is allowed."""
+
+
+class ShapeError(InputError):
+    """An array has the wrong number of dimensions or the wrong shape."""
+
+
+class ReadError(SkydiffError, OSError):
+    """A file does not exist, cannot be read, or its format is not recognised."""
+
+
+class TimeGapError(SkydiffError, ValueError):
+    """A time series has missing or irregular time steps where a regular series is needed."""
+
+
+class SkydiffWarning(UserWarning):
+    """Warnings issued by skydiff (e.g. gaps reported when reading a radar series)."""
+
+
+def warn(message: str) -> None:
+    """Issue a :class:`SkydiffWarning` pointing at the caller's caller."""
+    warnings.warn(message, SkydiffWarning, stacklevel=3)
+
+
+__all__ = ["SkydiffError", "InputError", "ShapeError", "ReadError", "TimeGapError", "SkydiffWarning", "warn"]

@@ -1,0 +1,30 @@
+"""Shared fixtures. Real data is read from SKYDIFF_DATA (default: ../shared/data beside the repository)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("SKYDIFF_DATA", ROOT.parent / "shared" / "data")).resolve()
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    d = data_dir()
+    if not (d / "radar").is_dir():
+        pytest.skip(f"real data not found at {d} (set SKYDIFF_DATA to the shared data folder)")
+    return d
+
+
+@pytest.fixture(scope="session")
+def knmi2010(shared_data: Path) -> list[Path]:
+    files = sorted((shared_data / "radar" / "KNMI" / "2010" / "08").glob("RAD_NL25_RAP_5min_*.h5"))
+    if not files:
+        pytest.skip("KNMI 2010 files not found in the shared data")
+    return files
