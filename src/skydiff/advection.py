@@ -1,6 +1,358 @@
-"""Differentiable backward semi-Lagrangian advection (placeholder: full implementation landing)."""
+"""Differentiable backward semi-Lagrangian advection — the operator the rest of skydiff stands on.
+
+:func:`advect` extrapolates a field along a steady motion field with the semantics and conventions of
+``pysteps.extrapolation.semilagrangian.extrapolate`` (Germann & Zawadzki 2002):
+
+- velocity ``(2, H, W)`` in pixels per time step, ``[0]`` = x (columns), ``[1]`` = y (rows), constant in time;
+- backward trajectories integrated with the midpoint rule, ``n_iter`` sub-steps per lead time (``n_iter=0``:
+  forward Euler), velocity sampled bilinearly with edge-clamped coordinates;
+- every lead time interpolates the *original* field once (no cumulative numerical diffusion), bilinearly
+  without extrapolation: departure points outside ``[0, W-1] x [0, H-1]`` get ``outval``;
+- NaN in the field propagates to every output pixel whose interpolation stencil touches it.
+
+It is exactly differentiable with respect to the field and the velocity (float64 ``gradcheck`` tests), runs on
+CPU and CUDA (device and dtype follow the inputs), and accepts numpy (pysteps-like) or batched torch inputs.
+
+Two implementations give the same numbers:
+
+- ``backend="torch"``: ``torch.nn.functional.grid_sample`` and autograd; used on CUDA, for ``interp="bicubic"``
+  and as the reference;
+- ``backend="numba"``: fused CPU kernels (one pass per pixel over all lead times) with a hand-written exact
+  adjoint, used by default on CPU for bilinear interpolation (several times faster than the torch path).
+
+``interp="bicubic"`` uses cubic convolution with a = -0.5 (Catmull-Rom, third-order accurate; *not*
+``grid_sample``'s a = -0.75, which is less accurate than bilinear on smooth fields), not pysteps' cubic B-spline
+(``interp_order=3``); both are third order and agree closely on smooth fields. Like pysteps,
+bicubic output is reset to the field minimum where a bilinearly advected "above-minimum" mask is < 0.5 and to
+NaN where an advected finite-data mask is < 0.5, which suppresses cubic overshoot at rain edges.
+"""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
 
-def advect(field, velocity, steps, *, n_iter=1, interp="bilinear", outval=float("nan")):
-    raise NotImplementedError
+import numpy as np
+import torch
+import torch.nn.functional as nnf
+
+from .errors import InputError, ShapeError
+
+__all__ = ["advect", "timestep_increments"]
+
+_INTERP = ("bilinear", "bicubic")
+_BACKENDS = ("auto", "torch", "numba")
+
+
+def timestep_increments(steps: int | Sequence[float]) -> np.ndarray:
+    """Lead-time increments in units of the velocity time step (pysteps' ``timesteps`` argument).
+
+    An int ``n`` means lead times ``1, 2, ..., n``; a sequence gives strictly increasing lead times (floats
+    allowed), e.g. ``[0.5, 1, 2]``.
+    """
+    if isinstance(steps, (bool, np.bool_)):
+        raise InputError("steps must be a positive int or an increasing sequence of lead times, got a bool")
+    if isinstance(steps, (int, np.integer)):
+        if steps < 1:
+            raise InputError(f"steps must be >= 1, got {steps}")
+        return np.ones(int(steps))
+    try:
+        lead = np.asarray(list(steps), dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"steps must be a positive int or a sequence of lead times, got {steps!r}") from exc
+    if lead.ndim != 1 or lead.size == 0:
+        raise InputError("steps must be a non-empty 1-D sequence of lead times")
+    if not np.all(np.isfinite(lead)) or lead[0] <= 0 or np.any(np.diff(lead) <= 0):
+        raise InputError(f"lead times must be positive, finite and strictly increasing, got {lead.tolist()}")
+    return np.diff(np.concatenate([[0.0], lead]))
+
+
+def advect(
+    field: Any,
+    velocity: Any,
+    steps: int | Sequence[float],
+    *,
+    n_iter: int = 1,
+    interp: str = "bilinear",
+    outval: float | str = float("nan"),
+    backend: str = "auto",
+) -> Any:
+    """Backward semi-Lagrangian extrapolation of ``field`` along a steady ``velocity``.
+
+    Parameters
+    ----------
+    field
+        numpy ``(H, W)``, or torch ``(B, C, H, W)`` (also ``(H, W)``). NaN marks no data and propagates.
+    velocity
+        numpy/torch ``(2, H, W)`` or torch ``(B, 2, H, W)``; pixels per time step, ``[0]`` = x (columns),
+        ``[1]`` = y (rows). Must be finite.
+    steps
+        Number of lead times (1..steps) or an increasing sequence of lead times in velocity time steps.
+    n_iter
+        Midpoint iterations per lead time (pysteps' ``n_iter``, default 1); 0 = forward Euler.
+    interp
+        ``"bilinear"`` (pysteps' default ``interp_order=1``) or ``"bicubic"``.
+    outval
+        Value for departure points outside the grid (default NaN), or ``"min"`` for the field's minimum.
+    backend
+        ``"auto"`` (numba kernels on CPU for bilinear, torch otherwise), ``"torch"`` or ``"numba"``.
+
+    Returns
+    -------
+    numpy in: ``(steps, H, W)`` numpy array. torch in: ``(B, steps, C, H, W)`` for a ``(B, C, H, W)`` field, or
+    ``(steps, H, W)`` for a 2-D field; same device and dtype as the field.
+
+    Examples
+    --------
+    >>> import numpy as np, skydiff
+    >>> R = np.zeros((8, 8)); R[2, 2] = 1.0
+    >>> V = np.ones((2, 8, 8))            # one pixel right and one pixel down per step
+    >>> skydiff.advect(R, V, 2)[1][4, 4]
+    1.0
+    """
+    numpy_in = not isinstance(field, torch.Tensor)
+    if interp not in _INTERP:
+        raise InputError(f"interp must be one of {_INTERP}, got {interp!r}")
+    if backend not in _BACKENDS:
+        raise InputError(f"backend must be one of {_BACKENDS}, got {backend!r}")
+    if not isinstance(n_iter, (int, np.integer)) or isinstance(n_iter, bool) or n_iter < 0:
+        raise InputError(f"n_iter must be an int >= 0, got {n_iter!r}")
+    td = timestep_increments(steps)
+
+    F, squeeze = _as_field(field)
+    V = _as_velocity(velocity, F)
+    if not torch.is_floating_point(F):
+        F = F.to(torch.float64 if numpy_in else torch.get_default_dtype())
+    V = V.to(dtype=F.dtype, device=F.device)
+    if V.shape[0] == 1 and F.shape[0] > 1:
+        V = V.expand(F.shape[0], -1, -1, -1)
+    if V.shape[0] != F.shape[0]:
+        raise ShapeError(f"batch sizes differ: field has {F.shape[0]}, velocity has {V.shape[0]}")
+    if not bool(torch.isfinite(V).all()):
+        raise InputError("velocity contains NaN or infinite values; fill or mask them before advecting")
+
+    if outval == "min":
+        finite = F[torch.isfinite(F)]
+        if finite.numel() == 0:
+            raise InputError("outval='min' but the field has no finite values")
+        outv = float(finite.min())
+    elif isinstance(outval, str):
+        raise InputError(f"outval must be a number or 'min', got {outval!r}")
+    else:
+        outv = float(outval)
+
+    use_numba = backend == "numba" or (backend == "auto" and F.device.type == "cpu" and interp == "bilinear")
+    if use_numba:
+        if interp != "bilinear":
+            raise InputError("backend='numba' supports interp='bilinear' only; use backend='torch' for bicubic")
+        if F.device.type != "cpu":
+            raise InputError("backend='numba' runs on the CPU only; CUDA tensors use backend='torch'")
+        out = _NumbaAdvect.apply(F, V, td, int(n_iter), outv)
+    else:
+        out = _advect_torch(F, V, td, int(n_iter), interp, outv)
+
+    if squeeze:
+        out = out[0, :, 0]
+    if numpy_in:
+        return out.detach().cpu().numpy()
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# input handling
+
+
+def _as_field(field: Any) -> tuple[torch.Tensor, bool]:
+    if isinstance(field, torch.Tensor):
+        F = field
+    else:
+        arr = np.asarray(field)
+        if arr.dtype == object:
+            raise InputError("field must be a numeric array")
+        if arr.dtype.kind in "iub":
+            arr = arr.astype(np.float64)
+        F = torch.from_numpy(np.ascontiguousarray(arr))
+        if F.ndim != 2:
+            raise ShapeError(f"numpy field must be 2-D (H, W), got shape {tuple(F.shape)}")
+    if F.ndim == 2:
+        H, W = F.shape
+        F4, squeeze = F[None, None], True
+    elif F.ndim == 4:
+        F4, squeeze = F, False
+    else:
+        raise ShapeError(f"field must be (H, W) or (B, C, H, W), got shape {tuple(F.shape)}")
+    H, W = F4.shape[-2:]
+    if H < 2 or W < 2:
+        raise ShapeError(f"field must be at least 2 x 2 pixels, got {H} x {W}")
+    return F4, squeeze
+
+
+def _as_velocity(velocity: Any, F: torch.Tensor) -> torch.Tensor:
+    if isinstance(velocity, torch.Tensor):
+        V = velocity
+    else:
+        arr = np.asarray(velocity)
+        if arr.dtype.kind not in "iuf":
+            raise InputError("velocity must be a numeric array")
+        V = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float64))
+    H, W = F.shape[-2:]
+    if V.ndim == 3:
+        V = V[None]
+    if V.ndim != 4 or V.shape[1] != 2:
+        raise ShapeError(
+            f"velocity must be (2, H, W) or (B, 2, H, W) with [0] = x and [1] = y in pixels per step, "
+            f"got shape {tuple(velocity.shape)}"
+        )
+    if tuple(V.shape[-2:]) != (H, W):
+        raise ShapeError(f"velocity grid {tuple(V.shape[-2:])} does not match the field grid {(H, W)}")
+    return V
+
+
+def _step_factors(td: np.ndarray, n_iter: int) -> np.ndarray:
+    return td / n_iter if n_iter > 1 else td.copy()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# torch (grid_sample) implementation: reference, CUDA, bicubic
+
+
+def _advect_torch(F: torch.Tensor, V: torch.Tensor, td: np.ndarray, n_iter: int, interp: str, outv: float) -> torch.Tensor:
+    B, C, H, W = F.shape
+    dev, dt = F.device, F.dtype
+    # grid_sample works in normalised coordinates: x_n = 2 x / (W - 1) - 1 (align_corners=True)
+    scale = torch.tensor([2.0 / (W - 1), 2.0 / (H - 1)], dtype=dt, device=dev)
+    ys = torch.linspace(-1.0, 1.0, H, dtype=dt, device=dev)
+    xs = torch.linspace(-1.0, 1.0, W, dtype=dt, device=dev)
+    base = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)[None]  # (1, H, W, 2), [...,0] = x
+    Vn = V * scale.view(1, 2, 1, 1)  # velocity in normalised units per step
+
+    def sample_vel(D: torch.Tensor) -> torch.Tensor:  # D (B, H, W, 2) normalised displacement
+        s = nnf.grid_sample(Vn, base + D, mode="bilinear", padding_mode="border", align_corners=True)
+        return s.permute(0, 2, 3, 1)
+
+    cst = _step_factors(td, n_iter)
+    D = torch.zeros(B, H, W, 2, dtype=dt, device=dev)
+    w = Vn.permute(0, 2, 3, 1) * float(td[0])
+    grids = []
+    for t in range(len(td)):
+        c = float(cst[t])
+        if n_iter > 0:
+            for _ in range(n_iter):
+                w = sample_vel(D - 0.5 * w) * c
+                D = D - w
+                w = sample_vel(D) * c
+        else:
+            if t > 0:
+                w = sample_vel(D) * c
+            D = D - w
+        grids.append(base + D)
+    grid = torch.stack(grids, dim=1).reshape(B * len(td), H, W, 2)  # (B*T, H, W, 2)
+    T = len(td)
+
+    Fin = F
+    if interp == "bicubic":
+        finite = torch.isfinite(F)
+        fmin = torch.where(finite, F, torch.full_like(F, float("inf"))).amin(dim=(-2, -1), keepdim=True)
+        mask_min = (F > fmin).to(dt)
+        mask_fin = finite.to(dt)
+        Fin = torch.where(finite, F, torch.zeros_like(F))
+    Fr = Fin[:, None].expand(B, T, C, H, W).reshape(B * T, C, H, W)
+    if interp == "bicubic":
+        out = _cubic_sample(Fr, (grid[..., 0] + 1.0) * (0.5 * (W - 1)), (grid[..., 1] + 1.0) * (0.5 * (H - 1)))
+    else:
+        out = nnf.grid_sample(Fr, grid, mode="bilinear", padding_mode="border", align_corners=True)
+    if interp == "bicubic":
+        masks = torch.cat([mask_min, mask_fin], dim=1)[:, None].expand(B, T, 2 * C, H, W).reshape(B * T, 2 * C, H, W)
+        mw = nnf.grid_sample(masks, grid, mode="bilinear", padding_mode="border", align_corners=True)
+        fmin_r = fmin[:, None].expand(B, T, C, 1, 1).reshape(B * T, C, 1, 1)
+        out = torch.where(mw[:, :C] < 0.5, fmin_r.expand_as(out), out)
+        out = torch.where(mw[:, C:] < 0.5, torch.full_like(out, float("nan")), out)
+    # departure points outside [0, W-1] x [0, H-1] (normalised [-1, 1]) get outval
+    outside = (grid.abs() > 1.0).any(dim=-1, keepdim=True).permute(0, 3, 1, 2)
+    out = torch.where(outside, torch.full_like(out, outv), out)
+    return out.reshape(B, T, C, H, W)
+
+
+def _cubic_weights(t: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Cubic convolution weights with a = -0.5 (Catmull-Rom; third-order accurate) for offsets -1, 0, 1, 2."""
+    t2 = t * t
+    t3 = t2 * t
+    return (
+        -0.5 * t3 + t2 - 0.5 * t,
+        1.5 * t3 - 2.5 * t2 + 1.0,
+        -1.5 * t3 + 2.0 * t2 + 0.5 * t,
+        0.5 * t3 - 0.5 * t2,
+    )
+
+
+def _cubic_sample(F: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Bicubic (Catmull-Rom) sample of F (N, C, H, W) at pixel coordinates x, y (N, H', W'), edge-replicated.
+
+    Written by hand because ``grid_sample(mode="bicubic")`` uses a = -0.75, which is only first-order accurate
+    (less accurate than bilinear on smooth fields).
+    """
+    N, C, H, W = F.shape
+    x0 = torch.floor(x.detach())
+    y0 = torch.floor(y.detach())
+    wx = _cubic_weights(x - x0)
+    wy = _cubic_weights(y - y0)
+    x0 = x0.long()
+    y0 = y0.long()
+    flat = F.reshape(N, C, H * W)
+    out = None
+    for a in range(4):
+        yi = (y0 + (a - 1)).clamp(0, H - 1)
+        row = None
+        for b in range(4):
+            xi = (x0 + (b - 1)).clamp(0, W - 1)
+            idx = (yi * W + xi).reshape(N, 1, -1).expand(N, C, -1)
+            v = torch.gather(flat, 2, idx).reshape(N, C, *x.shape[1:]) * wx[b][:, None]
+            row = v if row is None else row + v
+        term = row * wy[a][:, None]
+        out = term if out is None else out + term
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# numba implementation with a hand-written adjoint
+
+
+class _NumbaAdvect(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, F: torch.Tensor, V: torch.Tensor, td: np.ndarray, n_iter: int, outv: float) -> torch.Tensor:
+        from . import _sl_kernels as K
+
+        Fn = K.as_c(F.detach().numpy())
+        Vn = K.as_c(V.detach().numpy())
+        B, C, H, W = Fn.shape
+        T = len(td)
+        out = np.empty((B, T, C, H, W), dtype=Fn.dtype)
+        cst = _step_factors(td, n_iter)
+        K.sl_forward(Fn, Vn, td, cst, n_iter, outv, out)
+        ctx.save_for_backward(F, V)
+        ctx.td, ctx.n_iter = td, n_iter
+        return torch.from_numpy(out)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, gout: torch.Tensor) -> tuple[Any, ...]:
+        from . import _sl_kernels as K
+
+        F, V = ctx.saved_tensors
+        need_f, need_v = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        if not (need_f or need_v):
+            return None, None, None, None, None
+        Fn = K.as_c(F.detach().numpy())
+        Vn = K.as_c(V.detach().numpy())
+        G = K.as_c(gout.detach().to(F.dtype).numpy())
+        B, C, H, W = Fn.shape
+        P = min(K.n_parts(), B * H)
+        # one accumulation buffer per thread; a gradient that is not needed gets a dummy of the right rank,
+        # which the kernel never touches
+        gF = np.zeros((P, B, C, H, W) if need_f else (P, 1, 1, 1, 1), dtype=Fn.dtype)
+        gV = np.zeros((P, B, 2, H, W) if need_v else (P, 1, 1, 1, 1), dtype=Fn.dtype)
+        K.sl_backward(Fn, Vn, ctx.td, _step_factors(ctx.td, ctx.n_iter), ctx.n_iter, G, need_f, need_v, gF, gV)
+        grad_f = torch.from_numpy(gF.sum(axis=0)) if need_f else None
+        grad_v = torch.from_numpy(gV.sum(axis=0)) if need_v else None
+        return grad_f, grad_v, None, None, None
+

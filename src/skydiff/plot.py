@@ -1,0 +1,712 @@
+"""Matplotlib figures for rain fields, motion fields, nowcasts and verification scores.
+
+Everything here builds :class:`matplotlib.figure.Figure` objects directly (with an Agg canvas) instead of going
+through :mod:`matplotlib.pyplot`, so it works headless, never opens a window and never leaves figures registered
+with pyplot: a figure is freed as soon as the caller drops it.
+
+Conventions (the same as the rest of skydiff):
+
+- rain fields are ``(H, W)`` arrays or tensors in mm/h; NaN means "no data" and is drawn light grey;
+- motion fields are ``(2, H, W)`` in pixels per time step, ``[0]`` = x (columns, to the right) and ``[1]`` = y
+  (rows, downward); images are drawn with ``origin="upper"`` (row 0 at the top, like radar composites with
+  ``yorigin="upper"``), so a positive ``[1]`` component points *down* on the figure.
+
+Figure-level functions (:func:`plot_nowcast`, :func:`plot_scores`, :func:`plot_spectra`, :func:`plot_sequence`)
+return the :class:`~matplotlib.figure.Figure` and, when ``path`` is given, save it atomically (written to a
+temporary file in the same directory, then moved over ``path``; parent directories are created). Axes-level
+functions (:func:`plot_field`, :func:`plot_motion`) draw on an existing axis and return the artist they drew.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import uuid
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import BoundaryNorm, ListedColormap, hsv_to_rgb
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch, Rectangle
+
+from .errors import InputError, ShapeError
+
+__all__ = [
+    "RAIN_BOUNDS",
+    "DPI",
+    "rain_cmap",
+    "motion_to_rgb",
+    "plot_field",
+    "plot_motion",
+    "plot_nowcast",
+    "plot_scores",
+    "plot_spectra",
+    "plot_sequence",
+    "save_figure",
+]
+
+#: Class bounds of the rain colour scale, mm/h.
+RAIN_BOUNDS: tuple[float, ...] = (0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 50.0, 100.0)
+#: Resolution used for every figure (on screen and saved).
+DPI = 110
+
+_RAIN_COLOURS = (
+    "#b4dcf5",  # 0.1 - 0.5  very light
+    "#6aaee8",  # 0.5 - 1    light
+    "#2166c4",  # 1 - 2
+    "#2e9e3c",  # 2 - 5      moderate
+    "#9ccd2a",  # 5 - 10
+    "#f6e12b",  # 10 - 20    heavy
+    "#f79a1f",  # 20 - 30
+    "#e2341d",  # 30 - 50
+    "#a8102f",  # 50 - 100   very heavy
+)
+_RAIN_OVER = "#c23bd4"  # > 100 mm/h
+_NODATA = "#d3d3d3"  # light grey
+_PANEL_IN = 3.0  # width of one map panel, inches
+
+
+# --------------------------------------------------------------------------------------------------- helpers
+def _as_array(x: Any, name: str) -> np.ndarray:
+    """numpy float array from an array, tensor (any device, with grad) or array-like."""
+    if hasattr(x, "detach") and hasattr(x, "cpu"):
+        x = x.detach().cpu().numpy()
+    try:
+        arr = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{name} must be a numeric array, got {type(x).__name__}") from exc
+    return arr
+
+
+def _field(x: Any, name: str = "field") -> np.ndarray:
+    arr = _as_array(x, name)
+    if arr.ndim != 2:
+        raise ShapeError(f"{name} must be a 2-D (H, W) rain field, got shape {tuple(arr.shape)}")
+    return arr
+
+
+def _velocity(x: Any, name: str = "velocity") -> np.ndarray:
+    arr = _as_array(x, name)
+    if arr.ndim != 3 or arr.shape[0] != 2:
+        raise ShapeError(
+            f"{name} must have shape (2, H, W) ([0] = x/columns, [1] = y/rows, pixels per step), "
+            f"got shape {tuple(arr.shape)}"
+        )
+    return arr
+
+
+def _stack(x: Any, name: str) -> np.ndarray:
+    """(n, H, W) stack from an array/tensor or a sequence of 2-D fields."""
+    if isinstance(x, (list, tuple)):
+        if len(x) == 0:
+            raise ShapeError(f"{name} is empty: need at least one (H, W) field")
+        fields = [_field(f, f"{name}[{i}]") for i, f in enumerate(x)]
+        shapes = {f.shape for f in fields}
+        if len(shapes) != 1:
+            raise ShapeError(f"all fields of {name} must have the same shape, got {sorted(shapes)}")
+        return np.stack(fields)
+    arr = _as_array(x, name)
+    if arr.ndim != 3:
+        raise ShapeError(f"{name} must be a 3-D (n, H, W) stack of rain fields, got shape {tuple(arr.shape)}")
+    if arr.shape[0] == 0:
+        raise ShapeError(f"{name} is empty: need at least one (H, W) field")
+    return arr
+
+
+def _new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained", facecolor="white")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _map_axes(ax: Axes, shape: tuple[int, int]) -> None:
+    """Pixel extent, row 0 at the top, square pixels, no ticks."""
+    h, w = shape
+    ax.set_xlim(-0.5, w - 0.5)
+    ax.set_ylim(h - 0.5, -0.5)
+    ax.set_aspect("equal")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def _panel_size(shape: tuple[int, int]) -> tuple[float, float]:
+    h, w = shape
+    ratio = min(max(h / max(w, 1), 0.25), 4.0)
+    return _PANEL_IN, _PANEL_IN * ratio
+
+
+def save_figure(fig: Figure, path: str | os.PathLike[str]) -> Path:
+    """Save ``fig`` to ``path`` atomically and return the path.
+
+    The image is written to a hidden temporary file in the target directory and moved over ``path`` with
+    :func:`os.replace`, so readers never see a half-written file and an existing file is replaced in one step.
+    Parent directories are created. The format follows the suffix (PNG when there is none).
+    """
+    path = Path(path)
+    fmt = path.suffix[1:].lower() or "png"
+    supported = fig.canvas.get_supported_filetypes()
+    if fmt not in supported:
+        raise InputError(f"cannot save a figure as {fmt!r} ({path}); use one of {sorted(supported)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        with os.fdopen(fd, "wb") as fh:
+            fig.savefig(fh, format=fmt, dpi=DPI, facecolor=fig.get_facecolor())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _finish(fig: Figure, path: str | os.PathLike[str] | None) -> Figure:
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+def _nice_floor(x: float) -> float:
+    """``x`` rounded down to one significant digit (4.7 -> 4, 0.36 -> 0.3); 1 for non-positive input."""
+    if not np.isfinite(x) or x <= 0:
+        return 1.0
+    e = 10.0 ** math.floor(math.log10(x))
+    return float(f"{max(1, math.floor(x / e * (1 + 1e-9))) * e:.1g}")
+
+
+# --------------------------------------------------------------------------------------------------- colours
+def rain_cmap() -> tuple[ListedColormap, BoundaryNorm]:
+    """Discrete radar-like colour scale for rain rates in mm/h.
+
+    Returns ``(cmap, norm)`` for ``imshow(..., cmap=cmap, norm=norm)``: classes bounded by :data:`RAIN_BOUNDS`
+    (0.1, 0.5, 1, 2, 5, 10, 20, 30, 50, 100 mm/h), transparent below 0.1 mm/h (dry), magenta above 100 mm/h and
+    light grey for NaN (no data).
+    """
+    cmap = ListedColormap(list(_RAIN_COLOURS), name="skydiff_rain").with_extremes(
+        under=(1.0, 1.0, 1.0, 0.0), over=_RAIN_OVER, bad=_NODATA
+    )
+    norm = BoundaryNorm(list(RAIN_BOUNDS), ncolors=cmap.N)
+    return cmap, norm
+
+
+def motion_to_rgb(velocity: Any, vmax: float | None = None) -> tuple[np.ndarray, float]:
+    """Colour image of a motion field: hue = direction, saturation = speed / ``vmax``.
+
+    Returns ``(rgb, vmax)`` with ``rgb`` of shape ``(H, W, 3)`` in [0, 1]. Zero motion is white, speeds at or
+    above ``vmax`` (default: the largest speed) fully saturated (darkened when above), NaN light grey. The hue is
+    measured in image coordinates (x to the right, y downward), so the colour of a pixel matches the direction
+    in which it moves on a figure drawn with ``origin="upper"``.
+    """
+    v = _velocity(velocity)
+    vx, vy = v[0], v[1]
+    speed = np.hypot(vx, vy)
+    finite = np.isfinite(speed)
+    if vmax is None:
+        vmax = float(np.max(speed[finite])) if finite.any() else 0.0
+    vmax = float(vmax) if vmax and np.isfinite(vmax) and vmax > 0 else 1.0
+    hue = np.mod(np.arctan2(np.nan_to_num(vy), np.nan_to_num(vx)) / (2 * np.pi), 1.0)
+    rel = np.nan_to_num(speed / vmax)
+    sat = np.clip(rel, 0.0, 1.0)
+    val = np.where(rel > 1.0 + 1e-9, 0.75, 1.0)
+    rgb = hsv_to_rgb(np.stack([hue, sat, val], axis=-1))
+    rgb[~finite] = (0.827, 0.827, 0.827)
+    return rgb, vmax
+
+
+def _wheel_inset(ax: Axes, vmax: float) -> Axes:
+    n = 101
+    c = (n - 1) / 2
+    y, x = np.mgrid[0:n, 0:n]
+    dx, dy = (x - c) / c, (y - c) / c
+    rgb, _ = motion_to_rgb(np.stack([dx, dy]), vmax=1.0)
+    alpha = (np.hypot(dx, dy) <= 1.0).astype(float)
+    ins = ax.inset_axes((0.74, 0.74, 0.24, 0.24))
+    ins.imshow(np.concatenate([rgb, alpha[..., None]], axis=-1), origin="upper", interpolation="bilinear")
+    ins.set_axis_off()
+    ins.text(
+        0.5, -0.04, f"rim {vmax:.3g} px/step", transform=ins.transAxes, ha="center", va="top", fontsize=6,
+        bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1.0},
+    )
+    return ins
+
+
+# --------------------------------------------------------------------------------------------------- axes level
+def plot_field(
+    ax: Axes | None, field: Any, *, title: str | None = None, colorbar: bool = True, nodata_legend: bool = True
+) -> Any:
+    """Draw one rain field (mm/h, NaN = no data) on ``ax`` with the :func:`rain_cmap` scale.
+
+    ``ax=None`` draws on a new single-panel figure. Returns the ``AxesImage`` (its ``.figure`` is the figure),
+    usable for a shared colorbar. A "no data" legend entry is added when the field has NaN and
+    ``nodata_legend`` (multi-panel figures turn it off and show one for the whole figure).
+    """
+    arr = _field(field)
+    if ax is None:
+        ax = _new_figure(*_panel_size(arr.shape)).add_subplot()
+    cmap, norm = rain_cmap()
+    im = ax.imshow(np.ma.masked_invalid(arr), cmap=cmap, norm=norm, origin="upper", interpolation="nearest")
+    _map_axes(ax, arr.shape)
+    if title is not None:
+        ax.set_title(title, fontsize=9)
+    if nodata_legend and np.isnan(arr).any():
+        ax.legend(
+            handles=[_nodata_patch()],
+            loc="lower left",
+            fontsize=6,
+            framealpha=0.8,
+            handlelength=1.0,
+            borderpad=0.3,
+        )
+    if colorbar:
+        _rain_colorbar(ax.figure, im, ax)
+    return im
+
+
+def _nodata_patch() -> Patch:
+    return Patch(facecolor=_NODATA, edgecolor="0.5", linewidth=0.5, label="no data")
+
+
+def _figure_nodata_legend(fig: Figure, *arrays: np.ndarray | None) -> None:
+    if any(a is not None and np.isnan(a).any() for a in arrays):
+        fig.legend(handles=[_nodata_patch()], loc="outside lower right", fontsize=7, frameon=False, handlelength=1.0)
+
+
+def _rain_colorbar(fig: Any, im: Any, ax: Any) -> Any:
+    cb = fig.colorbar(im, ax=ax, extend="max", spacing="uniform", shrink=0.9, pad=0.02, aspect=25)
+    cb.set_label("rain rate (mm/h)", fontsize=8)
+    cb.set_ticks(list(RAIN_BOUNDS))
+    cb.set_ticklabels([f"{b:g}" for b in RAIN_BOUNDS])
+    cb.ax.tick_params(labelsize=7)
+    return cb
+
+
+def plot_motion(
+    ax: Axes | None,
+    velocity: Any,
+    *,
+    background: Any = None,
+    step: int | None = None,
+    kind: str = "quiver",
+    title: str | None = None,
+    colorbar: bool = True,
+    vmax: float | None = None,
+    nodata_legend: bool = True,
+) -> Any:
+    """Draw a motion field ``(2, H, W)`` (pixels per step) on ``ax``.
+
+    ``kind="quiver"``: arrows every ``step`` pixels (default: about 25 arrows along the longer side) over the
+    optional rain field ``background`` (``(H, W)``, mm/h; its colorbar when ``colorbar``). Arrows are scaled in
+    pixels per step so that the longest ones about fill the spacing; a reference arrow (``"N px/step"``) sits at
+    the lower right. A positive ``[0]`` points right, a positive ``[1]`` points down.
+
+    ``kind="wheel"``: the motion as a colour image (hue = direction, saturation = speed up to ``vmax``, see
+    :func:`motion_to_rgb`) with a colour-wheel inset as legend; ``background`` is outlined at 1 mm/h.
+
+    ``ax=None`` draws on a new figure. Returns the ``Quiver`` (quiver) or the ``AxesImage`` (wheel).
+    """
+    v = _velocity(velocity)
+    _, h, w = v.shape
+    bg = None
+    if background is not None:
+        bg = _field(background, "background")
+        if bg.shape != (h, w):
+            raise ShapeError(f"background has shape {bg.shape} but velocity is (2, {h}, {w})")
+    if kind not in ("quiver", "wheel"):
+        raise InputError(f"kind must be 'quiver' or 'wheel', got {kind!r}")
+    if step is not None and (int(step) != step or step < 1):
+        raise InputError(f"step must be a positive integer, got {step!r}")
+    if ax is None:
+        width, height = _panel_size((h, w))
+        ax = _new_figure(width + (0.8 if colorbar and bg is not None else 0.0), height).add_subplot()
+
+    if kind == "wheel":
+        rgb, vmax_used = motion_to_rgb(v, vmax=vmax)
+        art = ax.imshow(rgb, origin="upper", interpolation="nearest")
+        if bg is not None and np.nanmax(np.nan_to_num(bg, nan=0.0)) > 1.0:
+            yy, xx = np.mgrid[0:h, 0:w]
+            ax.contour(xx, yy, np.nan_to_num(bg, nan=0.0), levels=[1.0], colors="0.25", linewidths=0.6)
+        _map_axes(ax, (h, w))
+        _wheel_inset(ax, vmax_used)
+        ax.set_title(title if title is not None else "motion (hue: direction, saturation: speed)", fontsize=9)
+        return art
+
+    if bg is not None:
+        plot_field(ax, bg, colorbar=colorbar, nodata_legend=nodata_legend)
+    else:
+        _map_axes(ax, (h, w))
+    step = int(step) if step is not None else max(1, int(round(max(h, w) / 25)))
+    r0, c0 = min(step // 2, h - 1), min(step // 2, w - 1)
+    rows, cols = np.arange(r0, h, step), np.arange(c0, w, step)
+    yy, xx = np.meshgrid(rows, cols, indexing="ij")
+    u, vv = v[0][np.ix_(rows, cols)], v[1][np.ix_(rows, cols)]
+    speed = np.hypot(u, vv)
+    ok = np.isfinite(speed)
+    vref = float(np.percentile(speed[ok], 99)) if ok.any() else 0.0
+    if not vref > 0:
+        vref = float(np.max(speed[ok])) if ok.any() and np.max(speed[ok]) > 0 else 1.0
+    # arrow length in pixels = speed / scale; the 99th-percentile speed spans 0.9 of the arrow spacing
+    scale = vref / (0.9 * step)
+    q = ax.quiver(
+        xx[ok],
+        yy[ok],
+        u[ok],
+        vv[ok],
+        angles="xy",
+        scale_units="xy",
+        scale=scale,
+        color="black",
+        width=0.004,
+        headwidth=4,
+        headlength=4.5,
+        headaxislength=4,
+        minlength=0.1,
+        zorder=3,
+    )
+    uref = _nice_floor(vref)
+    ax.add_patch(
+        Rectangle(
+            (0.66, 0.0), 0.34, 0.1, transform=ax.transAxes, facecolor="white", alpha=0.85, edgecolor="none", zorder=4
+        )
+    )
+    qk = ax.quiverkey(
+        q, 0.71, 0.05, uref, f"{uref:g} px/step", labelpos="E", coordinates="axes", fontproperties={"size": 7}
+    )
+    qk.set_zorder(5)
+    if title is not None:
+        ax.set_title(title, fontsize=9)
+    return q
+
+
+# --------------------------------------------------------------------------------------------------- figures
+def _lead_labels(leadtimes_min: Any, n: int) -> list[float]:
+    arr = np.atleast_1d(_as_array(leadtimes_min, "leadtimes_min"))
+    if arr.ndim != 1:
+        raise ShapeError(f"leadtimes_min must be 1-D, got shape {tuple(arr.shape)}")
+    if arr.size == 1 and n > 1:  # a time step: leads step, 2 step, ...
+        arr = arr[0] * np.arange(1, n + 1)
+    if arr.size != n:
+        raise ShapeError(f"leadtimes_min has {arr.size} values but the nowcast has {n} lead times")
+    return [float(a) for a in arr]
+
+
+def plot_nowcast(
+    last_obs: Any,
+    velocity: Any,
+    nowcast: Any,
+    *,
+    leadtimes_min: Any,
+    observed: Any = None,
+    path: str | os.PathLike[str] | None = None,
+    title: str | None = None,
+    panels: int = 3,
+) -> Figure:
+    """Summary figure of one nowcast.
+
+    Top row: the last observation ``(H, W)`` with the motion arrows, then the nowcast ``(n_lead, H, W)`` at
+    ``panels`` lead times spread over the run (first, ..., last). The motion colour wheel comes after the arrows
+    in the same row, or, when ``observed`` ``(n_lead, H, W)`` is given, below them at the start of a second row
+    holding the observed fields at the same lead times. ``leadtimes_min`` gives the lead time of each nowcast
+    step in minutes (a sequence of ``n_lead`` values, or one number = the time step).
+    """
+    obs0 = _field(last_obs, "last_obs")
+    v = _velocity(velocity)
+    fc = _stack(nowcast, "nowcast")
+    h, w = obs0.shape
+    if v.shape[1:] != (h, w):
+        raise ShapeError(f"velocity has shape {v.shape} but last_obs is ({h}, {w})")
+    if fc.shape[1:] != (h, w):
+        raise ShapeError(f"nowcast has shape {fc.shape} but last_obs is ({h}, {w})")
+    n = fc.shape[0]
+    leads = _lead_labels(leadtimes_min, n)
+    ob = None
+    if observed is not None:
+        ob = _stack(observed, "observed")
+        if ob.shape != fc.shape:
+            raise ShapeError(f"observed has shape {ob.shape} but nowcast has shape {fc.shape}")
+    if int(panels) != panels or panels < 1:
+        raise InputError(f"panels must be a positive integer, got {panels!r}")
+    idx = sorted({int(round(i)) for i in np.linspace(0, n - 1, min(int(panels), n))})
+
+    nrows = 1 if ob is None else 2
+    ncols = len(idx) + (2 if ob is None else 1)
+    pw, ph = _panel_size((h, w))
+    fig = _new_figure(ncols * pw + 0.9, nrows * (ph + 0.35) + (0.35 if title else 0.0))
+    axes = np.asarray(fig.subplots(nrows, ncols, squeeze=False))
+
+    plot_motion(
+        axes[0, 0], v, background=obs0, kind="quiver", title="last observation + motion", colorbar=False,
+        nodata_legend=False,
+    )
+    wheel_ax = axes[0, 1] if ob is None else axes[1, 0]
+    plot_motion(wheel_ax, v, background=obs0, kind="wheel", title="motion")
+    first = 2 if ob is None else 1
+    im = None
+    for j, i in enumerate(idx):
+        im = plot_field(
+            axes[0, first + j], fc[i], title=f"nowcast +{leads[i]:g} min", colorbar=False, nodata_legend=False
+        )
+        if ob is not None:
+            plot_field(
+                axes[1, first + j], ob[i], title=f"observed +{leads[i]:g} min", colorbar=False, nodata_legend=False
+            )
+    _rain_colorbar(fig, im, axes.ravel().tolist())
+    _figure_nodata_legend(fig, obs0, fc[idx], None if ob is None else ob[idx])
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return _finish(fig, path)
+
+
+_SCORE_LABELS = {
+    "csi": "CSI",
+    "pod": "POD",
+    "far": "FAR",
+    "ets": "ETS",
+    "hss": "HSS",
+    "fss": "FSS",
+    "bias": "frequency bias",
+    "mae": "MAE (mm/h)",
+    "rmse": "RMSE (mm/h)",
+    "me": "mean error (mm/h)",
+    "corr": "correlation",
+}
+_UNIT_INTERVAL = {"csi", "pod", "far", "fss", "hss"}
+_LINESTYLES = ("-", "--", ":", "-.")
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+
+
+def _group_label(col: str, value: Any) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "all"
+    if col == "threshold":
+        return f"≥{value:g} mm/h" if isinstance(value, (int, float, np.number)) else str(value)
+    return str(value)
+
+
+def plot_scores(
+    table: Any,
+    *,
+    scores: str | Sequence[str] = ("csi", "mae"),
+    path: str | os.PathLike[str] | None = None,
+    by: str = "leadtime_min",
+    hue: str = "model",
+    title: str | None = None,
+) -> Figure:
+    """Verification scores against lead time, one subplot per score.
+
+    ``table`` is a pandas DataFrame (or anything ``pandas.DataFrame`` accepts) with the column ``by`` (default
+    ``leadtime_min``), optionally ``model`` and ``threshold``, and one column per score. One line per value of
+    ``hue`` (``"model"`` or ``"threshold"``, colours); when the other of the two columns is present with several
+    values it varies the line style. Rows where a score is NaN are left out of that score's plot; duplicate
+    rows for the same line and lead time are averaged.
+    """
+    import pandas as pd
+
+    df = table if isinstance(table, pd.DataFrame) else pd.DataFrame(table)
+    if isinstance(scores, str):
+        scores = (scores,)
+    scores = list(scores)
+    if not scores:
+        raise InputError("scores is empty: name at least one score column")
+    if by not in df.columns:
+        raise InputError(f"table has no column {by!r} (columns: {list(df.columns)})")
+    missing = [s for s in scores if s not in df.columns]
+    if missing:
+        raise InputError(f"table has no score column(s) {missing} (columns: {list(df.columns)})")
+    if hue not in ("model", "threshold"):
+        raise InputError(f"hue must be 'model' or 'threshold', got {hue!r}")
+    other = "threshold" if hue == "model" else "model"
+    hue_col = hue if hue in df.columns else None
+    style_col = other if other in df.columns and df[other].nunique(dropna=True) > 1 else None
+    keys = [c for c in (hue_col, style_col) if c is not None]
+
+    def _levels(col: str | None) -> list[Any]:
+        """Values of ``col``: numbers sorted, anything else in order of appearance; NaN/None last."""
+        if col is None:
+            return [None]
+        vals = list(pd.unique(df[col]))
+        missing = [x for x in vals if x is None or _isnan(x)]
+        present = [x for x in vals if not (x is None or _isnan(x))]
+        if all(isinstance(x, (int, float, np.number)) for x in present):
+            present = sorted(present)
+        return present + missing[:1]
+
+    levels = {c: _levels(c) for c in keys}
+
+    def _index(col: str, value: Any) -> int:
+        for i, lv in enumerate(levels[col]):
+            if lv == value or (_isnan(lv) and _isnan(value)):
+                return i
+        return 0
+
+    ncols = min(len(scores), 3)
+    nrows = math.ceil(len(scores) / ncols)
+    fig = _new_figure(4.0 * ncols, 3.0 * nrows + (0.3 if title else 0.0))
+    axes = np.asarray(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    for ax, score in zip(axes, scores):
+        sub = df.dropna(subset=[score, by])
+        # per subplot, only the columns that vary there matter (e.g. MAE rows have no threshold): colour by
+        # ``hue`` when it has values here, else by the other column; line style by the other one if it varies
+        colour_col = hue_col if hue_col is not None and sub[hue_col].notna().any() else None
+        style_eff = style_col if style_col is not None and sub[style_col].nunique(dropna=False) > 1 else None
+        if colour_col is None and style_eff is not None:
+            colour_col, style_eff = style_eff, None
+        sub_keys = [c for c in (colour_col, style_eff) if c is not None]
+        groups = sub.groupby(sub_keys, dropna=False, sort=False) if sub_keys else [((), sub)]
+        lines = []
+        for key, grp in groups:
+            key = key if isinstance(key, tuple) else (key,)
+            values = dict(zip(sub_keys, key))
+            ci = _index(colour_col, values[colour_col]) if colour_col else 0
+            si = _index(style_eff, values[style_eff]) if style_eff else 0
+            series = grp.groupby(by)[score].mean().sort_index()
+            label = ", ".join(_group_label(c, values[c]) for c in sub_keys) or score
+            lines.append(((ci, si), series, label))
+        for (ci, si), series, label in sorted(lines, key=lambda t: t[0]):
+            ax.plot(
+                series.index.to_numpy(dtype=float),
+                series.to_numpy(dtype=float),
+                color=f"C{ci % 10}",
+                linestyle=_LINESTYLES[si % len(_LINESTYLES)],
+                marker=_MARKERS[ci % len(_MARKERS)],
+                markersize=3.5,
+                linewidth=1.4,
+                label=label,
+            )
+        name = score.lower()
+        ax.set_title(_SCORE_LABELS.get(name, score), fontsize=10)
+        ax.set_ylabel(_SCORE_LABELS.get(name, score), fontsize=9)
+        ax.set_xlabel("lead time (min)" if by == "leadtime_min" else by, fontsize=9)
+        ax.tick_params(labelsize=8)
+        ax.grid(True, color="0.88", linewidth=0.6)
+        if name in _UNIT_INTERVAL:
+            ax.set_ylim(0.0, 1.02)
+        if lines and sub_keys:
+            ax.legend(fontsize=7, framealpha=0.85)
+        if not lines:
+            ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="0.5")
+    for ax in axes[len(scores):]:
+        ax.set_visible(False)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return _finish(fig, path)
+
+
+def _isnan(x: Any) -> bool:
+    try:
+        return bool(np.isnan(x))
+    except (TypeError, ValueError):
+        return False
+
+
+def plot_spectra(
+    spectra: Mapping[str, tuple[Any, Any]],
+    *,
+    pixel_km: float = 1.0,
+    path: str | os.PathLike[str] | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Log-log radially averaged power spectra, one curve per entry of ``spectra``.
+
+    ``spectra`` maps a label to ``(freq, psd)``: 1-D arrays of the same length, ``freq`` in cycles per pixel (as
+    from a RAPSD with unit pixel spacing). ``pixel_km`` converts to wavenumbers in 1/km on the bottom axis; the
+    top axis shows the matching wavelength in km. Non-positive or non-finite points are skipped.
+    """
+    if not isinstance(spectra, Mapping) or not spectra:
+        raise InputError("spectra must be a non-empty dict {label: (freq, psd)}")
+    if not (np.isfinite(pixel_km) and pixel_km > 0):
+        raise InputError(f"pixel_km must be a positive number, got {pixel_km!r}")
+    fig = _new_figure(5.2, 3.9 + (0.3 if title else 0.0))
+    ax = fig.add_subplot()
+    for label, pair in spectra.items():
+        try:
+            freq, psd = pair
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"spectra[{label!r}] must be a pair (freq, psd)") from exc
+        f = _as_array(freq, f"spectra[{label!r}] freq")
+        p = _as_array(psd, f"spectra[{label!r}] psd")
+        if f.ndim != 1 or p.ndim != 1 or f.shape != p.shape:
+            raise ShapeError(
+                f"spectra[{label!r}]: freq and psd must be 1-D of the same length, got {f.shape} and {p.shape}"
+            )
+        ok = np.isfinite(f) & np.isfinite(p) & (f > 0) & (p > 0)
+        k = f[ok] / pixel_km
+        order = np.argsort(k)
+        ax.plot(k[order], p[ok][order], linewidth=1.5, label=str(label))
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("wavenumber (1/km)", fontsize=9)
+    ax.set_ylabel("power spectral density", fontsize=9)
+    ax.tick_params(labelsize=8)
+    ax.grid(True, which="major", color="0.85", linewidth=0.6)
+    ax.grid(True, which="minor", color="0.94", linewidth=0.4)
+
+    def _inv(x: Any) -> Any:
+        x = np.asarray(x, dtype=float)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(x > 0, 1.0 / np.where(x > 0, x, 1.0), np.inf)
+
+    top = ax.secondary_xaxis("top", functions=(_inv, _inv))
+    top.set_xlabel("wavelength (km)", fontsize=9)
+    top.tick_params(labelsize=8)
+    ax.legend(fontsize=8, framealpha=0.85)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return _finish(fig, path)
+
+
+def _time_label(t: Any, i: int) -> str:
+    if t is None:
+        return f"frame {i}"
+    if isinstance(t, np.datetime64):
+        t = t.astype("datetime64[s]").item()
+    if hasattr(t, "strftime"):
+        return t.strftime("%Y-%m-%d %H:%M")
+    if isinstance(t, (int, float, np.number)):
+        return f"t = {t:g}"
+    return str(t)
+
+
+def plot_sequence(
+    fields: Any,
+    times: Sequence[Any] | None = None,
+    *,
+    ncols: int = 6,
+    path: str | os.PathLike[str] | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Grid of rain maps, ``ncols`` per row, with one shared mm/h colorbar.
+
+    ``fields`` is an ``(n, H, W)`` array/tensor or a list of ``(H, W)`` fields; ``times`` (optional, ``n``
+    values: datetimes, numpy datetime64, numbers or strings) label the panels.
+    """
+    stack = _stack(fields, "fields")
+    n, h, w = stack.shape
+    if times is not None:
+        times = list(np.asarray(times).ravel()) if isinstance(times, np.ndarray) else list(times)
+        if len(times) != n:
+            raise ShapeError(f"times has {len(times)} values but there are {n} fields")
+    if int(ncols) != ncols or ncols < 1:
+        raise InputError(f"ncols must be a positive integer, got {ncols!r}")
+    ncols = min(int(ncols), n)
+    nrows = math.ceil(n / ncols)
+    pw, ph = _panel_size((h, w))
+    pw, ph = 0.8 * pw, 0.8 * ph
+    fig = _new_figure(ncols * pw + 0.9, nrows * (ph + 0.3) + (0.35 if title else 0.0))
+    axes = np.asarray(fig.subplots(nrows, ncols, squeeze=False))
+    im = None
+    for i, ax in enumerate(axes.ravel()):
+        if i < n:
+            label = _time_label(None if times is None else times[i], i)
+            im = plot_field(ax, stack[i], title=label, colorbar=False, nodata_legend=False)
+            ax.title.set_fontsize(8)
+        else:
+            ax.set_axis_off()
+    _rain_colorbar(fig, im, axes.ravel().tolist())
+    _figure_nodata_legend(fig, stack)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return _finish(fig, path)

@@ -1,0 +1,42 @@
+"""Verification scores in torch: continuous, categorical, FSS, RAPSD, lead-time tables.
+
+Every function accepts numpy arrays or torch tensors. numpy in → python floats / numpy arrays out; torch in →
+torch tensors out on the inputs' device. A pixel where the forecast or the observation is NaN is masked out
+(not counted) everywhere — unlike pysteps, which treats NaN as "no event" in its categorical scores and FSS.
+Forecast and observation must have the same shape (:class:`~skydiff.errors.ShapeError` otherwise).
+
+- :func:`continuous`    MSE, RMSE, MAE, ME (differentiable)
+- :func:`contingency`   2×2 table (:class:`Contingency`, addable), event ``x >= thr`` by default, ``event="gt"``
+                        reproduces pysteps' ``det_cat_fct`` (``x > thr``)
+- :func:`categorical`   CSI, POD, FAR (ratio), ETS (= pysteps GSS), HSS, ACC, precision, F1, bias, POFD
+- :func:`aggregate`     scores over a data set, ``how="pooled"`` (micro) or ``"mean"`` (macro)
+- :func:`fss`, :func:`fss_curve`  fractions skill score with pysteps' definition (event ``x >= thr``,
+                        zero-padded box filter); optional soft (differentiable) events
+- :func:`rapsd`         radially averaged power spectrum with pysteps' binning
+- :func:`score_table`   one row per lead time and threshold (pandas DataFrame)
+
+The conventions are documented in the sub-modules :mod:`.continuous`, :mod:`.categorical`, :mod:`.spatial`,
+:mod:`.spectral`.
+"""
+
+from __future__ import annotations
+
+from .categorical import CATEGORICAL_SCORES, Contingency, aggregate, categorical, contingency
+from .continuous import CONTINUOUS_SCORES, continuous
+from .spatial import fss, fss_curve
+from .spectral import rapsd
+from .table import score_table
+
+__all__ = [
+    "continuous",
+    "contingency",
+    "categorical",
+    "aggregate",
+    "fss",
+    "fss_curve",
+    "rapsd",
+    "score_table",
+    "Contingency",
+    "CONTINUOUS_SCORES",
+    "CATEGORICAL_SCORES",
+]

@@ -1,0 +1,185 @@
+"""skydiff.advect: pysteps semantics, exactness, gradients, input checks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch.autograd import gradcheck
+
+import skydiff
+from skydiff import InputError, ShapeError
+from skydiff._compat import import_pysteps
+
+import_pysteps()
+from pysteps.extrapolation.semilagrangian import extrapolate  # noqa: E402
+
+BACKENDS = ["numba", "torch"]
+
+
+def smooth_case(H=90, W=120):
+    yy, xx = np.mgrid[0:H, 0:W].astype(np.float64)
+    R = 2.0 + np.sin(xx / 9.0) * np.cos(yy / 11.0) + 0.3 * np.sin((xx + yy) / 17.0)
+    V = np.stack([1.3 + 0.5 * np.sin(yy / 20.0), -0.7 + 0.4 * np.cos(xx / 25.0)])
+    return R, V
+
+
+def rel_max_err(a, b, border=8):
+    if border:
+        a = a[..., border:-border, border:-border]
+        b = b[..., border:-border, border:-border]
+    m = np.isfinite(a) & np.isfinite(b)
+    return np.max(np.abs(a[m] - b[m])) / np.max(np.abs(b[m]))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("n_iter", [0, 1, 2])
+@pytest.mark.parametrize("steps", [12, [0.5, 1.0, 2.5, 4.0]])
+def test_matches_pysteps_bilinear(backend, n_iter, steps):
+    R, V = smooth_case()
+    ref = extrapolate(R, V, steps, n_iter=n_iter)
+    out = skydiff.advect(R, V, steps, n_iter=n_iter, backend=backend)
+    assert out.shape == ref.shape
+    # same pixels leave the domain, and the values agree to round-off (the target is 1e-3)
+    np.testing.assert_array_equal(np.isfinite(out), np.isfinite(ref))
+    assert rel_max_err(out, ref, border=0) < 1e-10
+
+
+def test_matches_pysteps_bicubic_on_smooth_field():
+    R, V = smooth_case()
+    ref = extrapolate(R, V, 6, interp_order=3)
+    out = skydiff.advect(R, V, 6, interp="bicubic")
+    # Catmull-Rom vs pysteps' cubic B-spline: both third order; pysteps' spline prefilter with mode="constant"
+    # bends values within ~10 px of the edge, so compare away from it (measured: 2.6e-5 at 15 px)
+    assert rel_max_err(out, ref, border=15) < 1e-4
+
+
+def test_nan_in_field_propagates_like_pysteps():
+    R, V = smooth_case()
+    R[40:45, 50:60] = np.nan
+    ref = extrapolate(R, V, 5, allow_nonfinite_values=True)
+    out = skydiff.advect(R, V, 5)
+    np.testing.assert_array_equal(np.isnan(out), np.isnan(ref))
+    assert rel_max_err(out, ref, border=0) < 1e-10
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_integer_shift_is_exact(backend, dtype):
+    rng = np.random.default_rng(1)
+    R = rng.random((40, 50)).astype(dtype)
+    V = np.zeros((2, 40, 50), dtype=dtype)
+    V[0] = 2.0  # two columns right per step
+    V[1] = -1.0  # one row up per step
+    out = skydiff.advect(R, V, 3, backend=backend)
+    assert out.dtype == dtype
+    for t in range(1, 4):
+        expect = np.full_like(R, np.nan)
+        expect[: 40 - t, 2 * t :] = R[t:, : 50 - 2 * t]
+        if backend == "torch":
+            # grid_sample works in normalised coordinates: exact up to round-off of the coordinates
+            atol = 1e-4 if dtype == np.float32 else 1e-12
+            np.testing.assert_allclose(out[t - 1], expect, atol=atol, rtol=0, equal_nan=True)
+        else:
+            np.testing.assert_array_equal(out[t - 1], expect)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_zero_velocity_is_identity(backend):
+    R = np.random.default_rng(2).random((33, 47))
+    out = skydiff.advect(R, np.zeros((2, 33, 47)), 4, backend=backend)
+    for t in range(4):
+        if backend == "numba":  # pixel coordinates: bit-exact
+            np.testing.assert_array_equal(out[t], R)
+        else:  # normalised coordinates: exact to round-off
+            np.testing.assert_allclose(out[t], R, atol=1e-13, rtol=0)
+
+
+def test_torch_shapes_batch_channels_nonsquare_dtype():
+    F = torch.rand(3, 2, 17, 29, dtype=torch.float32)
+    V = torch.randn(3, 2, 17, 29, dtype=torch.float32)
+    out = skydiff.advect(F, V, 4)
+    assert out.shape == (3, 4, 2, 17, 29) and out.dtype == torch.float32
+    # a single velocity broadcasts over the batch
+    out1 = skydiff.advect(F, V[0], 4)
+    ref1 = skydiff.advect(F, V[:1].expand(3, -1, -1, -1), 4)
+    torch.testing.assert_close(out1, ref1, equal_nan=True)
+    # 2-D torch field
+    assert skydiff.advect(F[0, 0], V[0], 2).shape == (2, 17, 29)
+
+
+def test_backends_agree_on_random_fields():
+    torch.manual_seed(3)
+    F = torch.rand(2, 3, 25, 31, dtype=torch.float64)
+    V = torch.randn(2, 2, 25, 31, dtype=torch.float64) * 1.5
+    for n_iter in (0, 1, 3):
+        a = skydiff.advect(F, V, [1, 2, 3.5, 6], n_iter=n_iter, backend="numba")
+        b = skydiff.advect(F, V, [1, 2, 3.5, 6], n_iter=n_iter, backend="torch")
+        torch.testing.assert_close(a, b, equal_nan=True, atol=1e-10, rtol=0)
+
+
+def test_outval_options():
+    R, V = smooth_case(30, 40)
+    out0 = skydiff.advect(R, V, 3, outval=0.0)
+    assert np.isfinite(out0).all()
+    outm = skydiff.advect(R, V, 3, outval="min")
+    nan_mask = np.isnan(skydiff.advect(R, V, 3))
+    np.testing.assert_allclose(outm[nan_mask], R.min())
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("n_iter", [0, 1, 2])
+def test_gradcheck_bilinear(backend, n_iter):
+    torch.manual_seed(4)
+    F = torch.rand(2, 2, 7, 9, dtype=torch.float64, requires_grad=True)
+    V = (torch.randn(2, 2, 7, 9, dtype=torch.float64) * 0.8).requires_grad_()
+
+    def f(F, V):
+        return skydiff.advect(F, V, [1, 2, 3.5], n_iter=n_iter, backend=backend, outval=0.0)
+
+    assert gradcheck(f, (F, V), eps=1e-6, atol=1e-6)
+
+
+def test_gradcheck_bicubic():
+    torch.manual_seed(5)
+    F = torch.rand(1, 1, 8, 7, dtype=torch.float64, requires_grad=True)
+    V = (torch.randn(1, 2, 8, 7, dtype=torch.float64) * 0.8).requires_grad_()
+    assert gradcheck(lambda F, V: skydiff.advect(F, V, 3, interp="bicubic", outval=0.0), (F, V), eps=1e-6, atol=1e-6)
+
+
+def test_gradient_only_wrt_velocity_and_only_field():
+    torch.manual_seed(6)
+    F = torch.rand(1, 1, 12, 14, dtype=torch.float64)
+    V = torch.randn(1, 2, 12, 14, dtype=torch.float64, requires_grad=True)
+    assert gradcheck(lambda V: skydiff.advect(F, V, 2, outval=0.0), (V,), eps=1e-6, atol=1e-6)
+    F2 = F.clone().requires_grad_()
+    assert gradcheck(lambda F: skydiff.advect(F, V.detach(), 2, outval=0.0), (F2,), eps=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "field, velocity, kwargs, err, match",
+    [
+        (np.zeros((10, 12)), np.zeros((3, 10, 12)), {}, ShapeError, r"velocity must be \(2, H, W\)"),
+        (np.zeros((10, 12)), np.zeros((2, 10, 11)), {}, ShapeError, "does not match the field grid"),
+        (np.zeros((2, 10, 12)), np.zeros((2, 10, 12)), {}, ShapeError, "numpy field must be 2-D"),
+        (np.zeros((1, 12)), np.zeros((2, 1, 12)), {}, ShapeError, "at least 2 x 2"),
+        (np.zeros((10, 12)), np.full((2, 10, 12), np.nan), {}, InputError, "velocity contains NaN"),
+        (np.zeros((10, 12)), np.zeros((2, 10, 12)), {"steps": 0}, InputError, "steps must be >= 1"),
+        (np.zeros((10, 12)), np.zeros((2, 10, 12)), {"steps": [2, 1]}, InputError, "strictly increasing"),
+        (np.zeros((10, 12)), np.zeros((2, 10, 12)), {"interp": "spline"}, InputError, "interp must be one of"),
+        (np.zeros((10, 12)), np.zeros((2, 10, 12)), {"n_iter": -1}, InputError, "n_iter must be"),
+        (np.zeros((10, 12)), np.zeros((2, 10, 12)), {"outval": "max"}, InputError, "outval must be"),
+    ],
+)
+def test_bad_input(field, velocity, kwargs, err, match):
+    kwargs = dict(kwargs)
+    steps = kwargs.pop("steps", 2)
+    with pytest.raises(err, match=match):
+        skydiff.advect(field, velocity, steps, **kwargs)
+
+
+def test_errors_are_skydiff_errors_and_value_errors():
+    with pytest.raises(ValueError):
+        skydiff.advect(np.zeros((4, 4)), np.zeros((4, 4)), 1)
+    with pytest.raises(skydiff.SkydiffError):
+        skydiff.advect(np.zeros((4, 4)), np.zeros((4, 4)), 1)
