@@ -1,0 +1,37 @@
+"""Radar input and nowcast output.
+
+- :func:`read_radar` reads radar composites (any pysteps importer, plus skydiff's ``npz`` and CF ``netcdf``) into
+  an ``xarray.DataArray`` of rain rate in mm/h on ``(time, y, x)``; :func:`check_regular` and
+  :func:`require_frames` validate the series; :func:`importer_names` lists the accepted importer names.
+- :func:`write_nowcast` / :func:`read_nowcast` write and read CF-1.8 netCDF nowcasts (atomically).
+- unit conversions (numpy and torch): :func:`dbz_to_rainrate`, :func:`rainrate_to_dbz`,
+  :func:`accumulation_to_rainrate`, :func:`rainrate_to_dbr`, :func:`dbr_to_rainrate`, :func:`to_rainrate`.
+"""
+
+from __future__ import annotations
+
+from .netcdf import read_nowcast, write_nowcast
+from .radar import check_regular, importer_names, read_radar, require_frames
+from .units import (
+    accumulation_to_rainrate,
+    dbr_to_rainrate,
+    dbz_to_rainrate,
+    rainrate_to_dbr,
+    rainrate_to_dbz,
+    to_rainrate,
+)
+
+__all__ = [
+    "read_radar",
+    "check_regular",
+    "require_frames",
+    "importer_names",
+    "write_nowcast",
+    "read_nowcast",
+    "dbz_to_rainrate",
+    "rainrate_to_dbz",
+    "accumulation_to_rainrate",
+    "rainrate_to_dbr",
+    "dbr_to_rainrate",
+    "to_rainrate",
+]

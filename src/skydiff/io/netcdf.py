@@ -1,0 +1,653 @@
+"""CF-1.8 netCDF output for nowcasts (:func:`write_nowcast`, :func:`read_nowcast`) and the reader behind
+``read_radar(..., importer="netcdf")``.
+
+File layout written by :func:`write_nowcast` (netCDF4/HDF5, one deterministic nowcast):
+
+=========================== ====================== ==========================================================
+variable                    dimensions             content
+=========================== ====================== ==========================================================
+``precip_rate``             (lead_time, y, x)      float32 rain rate, units ``mm h-1``, ``_FillValue`` NaN,
+                                                   zlib-compressed, ``grid_mapping = "crs"``
+``lead_time``               (lead_time)            minutes after the reference time (``forecast_period``)
+``time``                    (lead_time)            valid times (``standard_name = "time"``)
+``forecast_reference_time`` scalar                 time of the last observation used
+``x``, ``y``                (x), (y)               pixel centres (``projection_x/y_coordinate``, metres), or
+                                                   longitude/latitude for geographic grids
+``crs``                     scalar                 CF grid mapping from pyproj plus ``crs_wkt``,
+                                                   ``spatial_ref`` and ``proj4_params``
+``velocity_x/_y``           (y, x), optional       motion field in pixels per time step (pysteps convention)
+=========================== ====================== ==========================================================
+
+Global attributes: ``Conventions``, ``title``, ``institution``, ``source`` (``skydiff <version>``), ``model``,
+``history``, ``timestep`` (minutes), ``reference_time`` (ISO), the grid description (``xpixelsize``,
+``ypixelsize``, ``cartesian_unit``, ``yorigin``) and, when a ``like`` observation is given, ``zr_a``, ``zr_b``,
+``importer``, ``source_files`` of the observations. User ``attrs`` are added last.
+
+Files are written atomically: to a temporary file in the target directory, then ``os.replace``d onto the
+target, so readers never see a partial file and a failed write leaves any previous file untouched.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import os
+import re
+import stat
+import uuid
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import xarray as xr
+
+from ..errors import InputError, ReadError, ShapeError
+from .units import normalize_unit
+
+__all__ = ["write_nowcast", "read_nowcast"]
+
+_EPOCH_UNITS = "seconds since 1970-01-01 00:00:00"
+
+# names under which a precipitation variable is looked for in foreign CF files (in this order)
+_PRECIP_NAMES = (
+    "precip_rate",
+    "precipitation_rate",
+    "rainfall_rate",
+    "rain_rate",
+    "rainrate",
+    "precip",
+    "precipitation",
+    "rr",
+    "rain",
+)
+# units that are not pysteps units but convert to mm/h by a factor
+_RATE_FACTORS = {"m s-1": 3.6e6, "mm s-1": 3600.0, "kg m-2 s-1": 3600.0, "m h-1": 1000.0}
+
+
+# --------------------------------------------------------------------------------------------- helpers
+def _to_numpy(x: Any) -> np.ndarray:
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu().numpy()
+    if isinstance(x, xr.DataArray):
+        return np.asarray(x.values)
+    return np.asarray(x)
+
+
+def _to_datetime64(value: Any, what: str) -> np.datetime64:
+    try:
+        if isinstance(value, str):
+            t = np.datetime64(value.rstrip("Z").replace(" ", "T"), "ns")
+        elif isinstance(value, _dt.datetime) and value.tzinfo is not None:
+            t = np.datetime64(value.astimezone(_dt.timezone.utc).replace(tzinfo=None), "ns")
+        else:
+            t = np.datetime64(value, "ns")
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{what} must be a datetime, numpy.datetime64 or ISO string, got {value!r}") from exc
+    if np.isnat(t):
+        raise InputError(f"{what} is NaT")
+    return t
+
+
+def _iso(t: np.datetime64) -> str:
+    return str(np.datetime64(t, "s"))
+
+
+def _epoch_seconds(t: np.ndarray) -> np.ndarray:
+    return (np.asarray(t, "datetime64[ns]") - np.datetime64("1970-01-01T00:00:00", "ns")) / np.timedelta64(1, "s")
+
+
+def _unit_key(unit: str) -> str:
+    return " ".join(str(unit).strip().lower().split())
+
+
+def _precip_unit(unit: Any) -> tuple[str, float] | None:
+    """(pysteps unit, factor) for a CF units string, or None when it is not a precipitation unit."""
+    if unit is None:
+        return None
+    key = _unit_key(unit)
+    if key in _RATE_FACTORS:
+        return "mm/h", _RATE_FACTORS[key]
+    try:
+        return normalize_unit(key), 1.0
+    except InputError:
+        return None
+
+
+def _find_precip_variable(ds: Any, variable: str | None = None) -> str | None:
+    """Name of the rain variable of a netCDF4.Dataset / xarray.Dataset: 3-D (time-like, y, x) with a known unit."""
+
+    def dims_of(name: str) -> tuple[str, ...]:
+        return tuple(ds.variables[name].dimensions if hasattr(ds.variables[name], "dimensions") else ds[name].dims)
+
+    def attr(name: str, key: str) -> Any:
+        v = ds.variables[name]
+        if hasattr(v, "ncattrs"):
+            return v.getncattr(key) if key in v.ncattrs() else None
+        return v.attrs.get(key)
+
+    names = list(ds.variables)
+    if variable is not None:
+        return variable if variable in names else None
+    cands = [n for n in names if len(dims_of(n)) == 3 and _precip_unit(attr(n, "units")) is not None]
+    lower = {n.lower(): n for n in cands}
+    for n in _PRECIP_NAMES:
+        if n in lower:
+            return lower[n]
+    for n in cands:
+        sn = str(attr(n, "standard_name") or "").lower()
+        if "precipitation" in sn or "rainfall" in sn or "reflectivity" in sn:
+            return n
+    return cands[0] if len(cands) == 1 else None
+
+
+def _proj_from_crs_attrs(attrs: dict[str, Any]) -> str:
+    """PROJ string from a CF grid-mapping variable's attributes (skydiff's proj4_params first)."""
+    for key in ("proj4_params", "proj4", "proj4text", "proj_string"):
+        if attrs.get(key):
+            return " ".join(str(attrs[key]).split())
+    from pyproj import CRS
+
+    for key in ("crs_wkt", "spatial_ref"):
+        if attrs.get(key):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    return CRS.from_wkt(str(attrs[key])).to_proj4()
+            except Exception:  # noqa: BLE001 - unparsable WKT: fall back to the CF attributes
+                pass
+    if attrs.get("grid_mapping_name"):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return CRS.from_cf(dict(attrs)).to_proj4()
+        except Exception:  # noqa: BLE001
+            pass
+    return ""
+
+
+def _clean_attr(v: Any) -> Any:
+    if isinstance(v, np.ndarray) and v.size == 1:
+        v = v.reshape(()).item()
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, bytes):
+        v = v.decode(errors="replace")
+    return v
+
+
+# ----------------------------------------------------------------------------------- reading CF files
+def read_cf_frames(path: str, variable: str | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Read a CF netCDF precipitation file: ``(data (T, H, W), times datetime64[ns] (T,), metadata)``.
+
+    The metadata is pysteps-like (``unit``, ``accutime``, ``projection``, ``xpixelsize``, ..., plus the
+    coordinate arrays ``x`` and ``y``). The time axis is the variable's first dimension; its times come from a
+    ``time`` coordinate along it (``time`` itself, or ``time`` along ``lead_time`` in nowcast files).
+    """
+    try:
+        ds = xr.open_dataset(path, decode_timedelta=False)
+    except Exception as exc:  # noqa: BLE001
+        raise ReadError(f"cannot open {path} as netCDF: {type(exc).__name__}: {exc}") from exc
+    with ds:
+        name = _find_precip_variable(ds, variable)
+        if name is None:
+            if variable is not None:
+                raise ReadError(f"{path} has no variable {variable!r} (variables: {', '.join(map(str, ds.variables))})")
+            raise ReadError(
+                f"{path}: no precipitation variable on (time, y, x) with units mm/h, mm or dBZ found "
+                f"(variables: {', '.join(map(str, ds.data_vars))}); pass variable=NAME"
+            )
+        var = ds[name]
+        if var.ndim != 3:
+            raise ReadError(f"{path}: variable {name!r} has dimensions {var.dims}, expected (time, y, x)")
+        tdim, ydim, xdim = var.dims
+        tcoord = None
+        if tdim in ds.coords and np.issubdtype(ds[tdim].dtype, np.datetime64):
+            tcoord = ds[tdim]
+        elif "time" in ds.variables and ds["time"].dims == (tdim,) and np.issubdtype(ds["time"].dtype, np.datetime64):
+            tcoord = ds["time"]
+        if tcoord is None:
+            raise ReadError(f"{path}: cannot find the times of {name!r} (no datetime 'time' coordinate along {tdim!r})")
+        times = np.asarray(tcoord.values, dtype="datetime64[ns]")
+        unit_info = _precip_unit(var.attrs.get("units"))
+        if unit_info is None:
+            raise ReadError(f"{path}: variable {name!r} has unknown units {var.attrs.get('units')!r}")
+        unit, factor = unit_info
+        data = np.asarray(var.values, dtype=np.float64)
+        if factor != 1.0:
+            data = data * factor
+
+        gattrs = {k: _clean_attr(v) for k, v in ds.attrs.items()}
+        vattrs = {k: _clean_attr(v) for k, v in var.attrs.items()}
+        meta: dict[str, Any] = {"unit": unit, "transform": None}
+        for key in ("accutime", "zr_a", "zr_b"):
+            for src in (vattrs, gattrs):
+                if key in src:
+                    try:
+                        meta[key] = float(src[key])
+                    except (TypeError, ValueError):
+                        pass
+                    break
+        if unit == "mm" and "accutime" not in meta:
+            for key in ("timestep",):
+                if key in gattrs:
+                    meta["accutime"] = float(gattrs[key])
+        meta["institution"] = str(vattrs.get("institution") or gattrs.get("institution", ""))
+
+        # grid
+        proj = ""
+        gm = vattrs.get("grid_mapping")
+        if gm and str(gm).split(":")[0].strip() in ds.variables:
+            proj = _proj_from_crs_attrs(dict(ds[str(gm).split(":")[0].strip()].attrs))
+        elif "crs" in ds.variables:
+            proj = _proj_from_crs_attrs(dict(ds["crs"].attrs))
+        if not proj:
+            proj = " ".join(str(vattrs.get("projection") or gattrs.get("projection") or "").split())
+        meta["projection"] = proj
+
+        if xdim in ds.variables and ydim in ds.variables:
+            x = np.asarray(ds[xdim].values, dtype=np.float64)
+            y = np.asarray(ds[ydim].values, dtype=np.float64)
+            xunit = _unit_key(ds[xdim].attrs.get("units", ""))
+        else:
+            x = np.arange(var.shape[2], dtype=np.float64)
+            y = np.arange(var.shape[1], dtype=np.float64)[::-1].copy()
+            xunit = "pixel"
+        if xunit in ("m", "meter", "meters", "metre", "metres"):
+            cu = "m"
+        elif xunit in ("km", "kilometer", "kilometers", "kilometre", "kilometres"):
+            cu = "km"
+        elif xunit.startswith("degree"):
+            cu = "degrees"
+        else:
+            cu = str(vattrs.get("cartesian_unit") or gattrs.get("cartesian_unit") or xunit or "m")
+        meta["cartesian_unit"] = cu
+        meta["x"], meta["y"] = x, y
+        meta["xpixelsize"] = float(abs(x[1] - x[0])) if x.size > 1 else float(gattrs.get("xpixelsize", 1.0))
+        meta["ypixelsize"] = float(abs(y[1] - y[0])) if y.size > 1 else float(gattrs.get("ypixelsize", 1.0))
+        meta["yorigin"] = "upper" if (y.size > 1 and y[0] > y[-1]) else str(gattrs.get("yorigin", "lower"))
+    return data, times, meta
+
+
+# ----------------------------------------------------------------------------------------- writing
+def _grid_from(like: Any, nowcast: Any, shape: tuple[int, int]) -> dict[str, Any]:
+    """x, y (in metres or degrees), projection and descriptive attrs from ``like`` or an xarray nowcast."""
+    src = like if like is not None else (nowcast if isinstance(nowcast, xr.DataArray) else None)
+    g: dict[str, Any] = {"attrs": {}}
+    if src is None:
+        g["x"] = np.arange(shape[1], dtype=np.float64)
+        g["y"] = np.arange(shape[0], dtype=np.float64)[::-1].copy()
+        g["projection"] = ""
+        g["cartesian_unit"] = "pixel"
+        g["yorigin"] = "upper"
+        return g
+    if not isinstance(src, (xr.DataArray, xr.Dataset)):
+        raise InputError(f"like must be the xarray.DataArray returned by read_radar, got {type(src).__name__}")
+    if "x" not in src.coords or "y" not in src.coords:
+        raise InputError("like has no 'x'/'y' coordinates (pass the DataArray returned by read_radar)")
+    x = np.asarray(src["x"].values, dtype=np.float64)
+    y = np.asarray(src["y"].values, dtype=np.float64)
+    if (y.size, x.size) != tuple(shape):
+        raise ShapeError(f"the nowcast grid {tuple(shape)} differs from the grid of like {(y.size, x.size)}")
+    attrs = dict(src.attrs)
+    cu = str(attrs.get("cartesian_unit", "m"))
+    xps = float(attrs.get("xpixelsize", abs(x[1] - x[0]) if x.size > 1 else 1.0))
+    yps = float(attrs.get("ypixelsize", abs(y[1] - y[0]) if y.size > 1 else 1.0))
+    if cu == "km":  # CF files are written in metres
+        x, y, xps, yps, cu = x * 1000.0, y * 1000.0, xps * 1000.0, yps * 1000.0, "m"
+    g.update(
+        x=x,
+        y=y,
+        projection=" ".join(str(attrs.get("projection", "")).split()),
+        cartesian_unit=cu,
+        yorigin=str(attrs.get("yorigin", "upper" if (y.size > 1 and y[0] > y[-1]) else "lower")),
+        xpixelsize=xps,
+        ypixelsize=yps,
+        attrs=attrs,
+    )
+    return g
+
+
+def _crs_attrs(projection: str) -> dict[str, Any]:
+    from pyproj import CRS
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            crs = CRS.from_proj4(projection) if projection.lstrip().startswith("+") else CRS.from_user_input(projection)
+        except Exception as exc:  # noqa: BLE001
+            raise InputError(f"cannot interpret the projection {projection!r} with pyproj: {exc}") from exc
+        try:
+            cf = crs.to_cf()
+        except Exception:  # noqa: BLE001 - no CF grid mapping for this projection: WKT only
+            cf = {}
+        wkt = crs.to_wkt()
+    out: dict[str, Any] = {}
+    for k, v in cf.items():
+        if v is None:
+            continue
+        if isinstance(v, (list, tuple)):
+            v = np.asarray(v, dtype=np.float64)
+        out[k] = v
+    if out.get("grid_mapping_name") == "polar_stereographic" and "latitude_of_projection_origin" not in out:
+        # CF requires the pole (+-90); pyproj leaves it out for variant B (standard_parallel) definitions
+        m = re.search(r"\+lat_0=([-+0-9.]+)", projection)
+        if m:
+            lat0 = float(m.group(1))
+        else:
+            lat0 = 90.0 if float(np.ravel([out.get("standard_parallel", 90.0)])[0]) >= 0 else -90.0
+        out["latitude_of_projection_origin"] = lat0
+    out["crs_wkt"] = wkt
+    out["spatial_ref"] = wkt
+    out["proj4_params"] = projection
+    return out
+
+
+def _netcdf_attr(v: Any) -> Any:
+    """A value netCDF4 can store as an attribute (None dropped, bools as int, other objects as str)."""
+    if v is None:
+        return None
+    if isinstance(v, (bool, np.bool_)):
+        return int(v)
+    if isinstance(v, (int, float, str, np.integer, np.floating)):
+        return v
+    if isinstance(v, np.ndarray) and v.dtype.kind in "iuf":
+        return v
+    if isinstance(v, (list, tuple)) and all(isinstance(e, str) for e in v):
+        return "\n".join(v)
+    if isinstance(v, (list, tuple)) and all(isinstance(e, (int, float)) for e in v):
+        return np.asarray(v)
+    return str(v)
+
+
+def _write_variables(nc: Any, content: dict[str, Any]) -> None:
+    """Define and fill every variable of a nowcast file (split out so that tests can inject failures)."""
+    n, h, w = content["data"].shape
+    nc.createDimension("lead_time", n)
+    nc.createDimension("y", h)
+    nc.createDimension("x", w)
+
+    v = nc.createVariable("lead_time", "f8", ("lead_time",), fill_value=False)
+    v.setncatts(
+        {"standard_name": "forecast_period", "long_name": "lead time after the forecast reference time",
+         "units": "minutes", "axis": "T"}
+    )
+    v[:] = content["leadtimes"]
+
+    v = nc.createVariable("time", "f8", ("lead_time",), fill_value=False)
+    v.setncatts({"standard_name": "time", "long_name": "valid time", "units": _EPOCH_UNITS, "calendar": "standard"})
+    v[:] = _epoch_seconds(content["valid_times"])
+
+    v = nc.createVariable("forecast_reference_time", "f8", (), fill_value=False)
+    v.setncatts(
+        {"standard_name": "forecast_reference_time", "long_name": "time of the last observation used",
+         "units": _EPOCH_UNITS, "calendar": "standard"}
+    )
+    v[...] = _epoch_seconds(np.asarray([content["reference_time"]]))[0]
+
+    geographic = content["cartesian_unit"] == "degrees"
+    v = nc.createVariable("y", "f8", ("y",), fill_value=False)
+    if geographic:
+        v.setncatts({"standard_name": "latitude", "long_name": "latitude of pixel centres", "units": "degrees_north",
+                     "axis": "Y"})
+    else:
+        v.setncatts({"standard_name": "projection_y_coordinate", "long_name": "y coordinate of pixel centres",
+                     "units": "m" if content["cartesian_unit"] == "m" else "1", "axis": "Y"})
+    v[:] = content["y"]
+    v = nc.createVariable("x", "f8", ("x",), fill_value=False)
+    if geographic:
+        v.setncatts({"standard_name": "longitude", "long_name": "longitude of pixel centres", "units": "degrees_east",
+                     "axis": "X"})
+    else:
+        v.setncatts({"standard_name": "projection_x_coordinate", "long_name": "x coordinate of pixel centres",
+                     "units": "m" if content["cartesian_unit"] == "m" else "1", "axis": "X"})
+    v[:] = content["x"]
+
+    has_crs = bool(content["crs_attrs"])
+    if has_crs:
+        v = nc.createVariable("crs", "i4", (), fill_value=False)
+        v.setncatts(content["crs_attrs"])
+
+    v = nc.createVariable(
+        "precip_rate", "f4", ("lead_time", "y", "x"), zlib=True, complevel=4, shuffle=True,
+        chunksizes=(1, h, w), fill_value=np.float32(np.nan),
+    )
+    atts = {"standard_name": "lwe_precipitation_rate", "long_name": "precipitation rate (nowcast)",
+            "units": "mm h-1", "coordinates": "time"}
+    if has_crs:
+        atts["grid_mapping"] = "crs"
+    v.setncatts(atts)
+    for i in range(n):
+        v[i] = content["data"][i]
+
+    if content["velocity"] is not None:
+        vel = content["velocity"]
+        for comp, idx, desc in (
+            ("x", 0, "x (column) component, positive towards increasing column index"),
+            ("y", 1, "y (row) component, positive towards increasing row index "
+                     f"({'southward' if content['yorigin'] == 'upper' else 'northward'} on this grid)"),
+        ):
+            v = nc.createVariable(f"velocity_{comp}", "f4", ("y", "x"), zlib=True, complevel=4,
+                                  fill_value=np.float32(np.nan))
+            vatts = {
+                "long_name": f"advection velocity, {desc}, in pixels per time step "
+                             "(pysteps convention: velocity[0] = x, velocity[1] = y)",
+                "units": "1",
+                "comment": f"pixels per {content['timestep']:g} min time step",
+            }
+            if has_crs:
+                vatts["grid_mapping"] = "crs"
+            v.setncatts(vatts)
+            v[:] = vel[idx]
+
+    for k, val in content["global_attrs"].items():
+        val = _netcdf_attr(val)
+        if val is not None:
+            nc.setncattr(k, val)
+
+
+def write_nowcast(
+    path: str | os.PathLike[str],
+    nowcast: Any,
+    *,
+    reference_time: Any,
+    timestep: float,
+    like: xr.DataArray | None = None,
+    leadtimes: Sequence[float] | None = None,
+    velocity: Any = None,
+    model: str | None = None,
+    attrs: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> str:
+    """Write a deterministic nowcast to a CF-1.8 netCDF4 file, atomically; returns the path written.
+
+    Parameters
+    ----------
+    path
+        Target file. An existing file is only replaced with ``overwrite=True`` (InputError otherwise).
+    nowcast
+        Rain rate in mm/h, ``(n_lead, H, W)`` numpy array, torch tensor (detached) or xarray DataArray
+        (a 2-D field is one lead time). NaN = no data.
+    reference_time
+        Time of the last observation (datetime, numpy.datetime64 or ISO string, UTC).
+    timestep
+        Minutes between lead times (and the time unit of ``velocity``).
+    like
+        The DataArray returned by :func:`skydiff.io.read_radar`: grid (x, y), projection, institution and
+        observation metadata are copied from it. Without it (and without coordinates on an xarray nowcast) the
+        grid is written as pixel indices and no ``crs`` variable is written.
+    leadtimes
+        Lead times in minutes (default ``timestep * (1..n_lead)``).
+    velocity
+        Optional ``(2, H, W)`` motion field in pixels per time step, pysteps' layout ([0] = x, [1] = y).
+    model
+        Name of the nowcasting model (global attribute ``model``).
+    attrs
+        Extra global attributes (override the defaults).
+    """
+    from .. import __version__
+
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise InputError(f"cannot write the nowcast to {path}: it is a directory")
+    if os.path.exists(path) and not overwrite:
+        raise InputError(f"{path} already exists; pass overwrite=True to replace it")
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise InputError(f"cannot write {path}: directory {directory} does not exist")
+
+    data = _to_numpy(nowcast).astype(np.float32, copy=False)
+    if data.ndim == 2:
+        data = data[None]
+    if data.ndim != 3:
+        raise ShapeError(f"nowcast must have shape (n_lead, H, W), got {data.shape}")
+    n, h, w = data.shape
+    if n < 1:
+        raise ShapeError("nowcast has no lead times")
+    try:
+        timestep = float(timestep)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"timestep must be a number of minutes, got {timestep!r}") from exc
+    if not (timestep > 0 and math.isfinite(timestep)):
+        raise InputError(f"timestep must be a positive number of minutes, got {timestep}")
+    ref = _to_datetime64(reference_time, "reference_time")
+
+    if leadtimes is None:
+        lead = timestep * np.arange(1, n + 1, dtype=np.float64)
+    else:
+        lead = np.asarray(_to_numpy(leadtimes), dtype=np.float64).ravel()
+        if lead.size != n:
+            raise ShapeError(f"{lead.size} leadtimes given for a nowcast with {n} lead times")
+        if not np.all(np.isfinite(lead)) or np.any(np.diff(lead) <= 0):
+            raise InputError("leadtimes must be finite and strictly increasing (minutes)")
+    valid = ref + np.round(lead * 60e9).astype("timedelta64[ns]")
+
+    vel = None
+    if velocity is not None:
+        vel = _to_numpy(velocity).astype(np.float32, copy=False)
+        if vel.shape != (2, h, w):
+            raise ShapeError(f"velocity must have shape (2, {h}, {w}) (pysteps layout), got {vel.shape}")
+
+    grid = _grid_from(like, nowcast, (h, w))
+    crs_attrs = _crs_attrs(grid["projection"]) if grid["projection"] else {}
+    src_attrs = grid["attrs"]
+
+    gattrs: dict[str, Any] = {
+        "Conventions": "CF-1.8",
+        "title": "precipitation nowcast",
+        "institution": str(src_attrs.get("institution", "")) or "unknown",
+        "source": f"skydiff {__version__}",
+        "model": model or "unknown",
+        "history": f"{_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ')} created by "
+        f"skydiff.io.write_nowcast",
+        "reference_time": _iso(ref),
+        "timestep": int(timestep) if float(timestep).is_integer() else timestep,
+        "cartesian_unit": grid["cartesian_unit"],
+        "yorigin": grid["yorigin"],
+    }
+    if "xpixelsize" in grid:
+        gattrs["xpixelsize"] = grid["xpixelsize"]
+        gattrs["ypixelsize"] = grid["ypixelsize"]
+    for key in ("zr_a", "zr_b", "accutime"):
+        if key in src_attrs:
+            gattrs[key] = src_attrs[key]
+    if "importer" in src_attrs:
+        gattrs["observation_importer"] = src_attrs["importer"]
+    if "source_files" in src_attrs:
+        gattrs["observation_files"] = src_attrs["source_files"]
+    if attrs:
+        gattrs.update(attrs)
+
+    content = {
+        "data": data,
+        "leadtimes": lead,
+        "valid_times": valid,
+        "reference_time": ref,
+        "x": grid["x"],
+        "y": grid["y"],
+        "cartesian_unit": grid["cartesian_unit"],
+        "yorigin": grid["yorigin"],
+        "crs_attrs": crs_attrs,
+        "velocity": vel,
+        "timestep": timestep,
+        "global_attrs": gattrs,
+    }
+
+    import netCDF4
+
+    # a fresh hidden name in the target directory (same file system, so os.replace is atomic); netCDF4 creates
+    # it with the usual permissions (umask), unlike tempfile.mkstemp's 0600
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with netCDF4.Dataset(tmp, "w", format="NETCDF4", clobber=False) as nc:
+            _write_variables(nc, content)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        if os.path.exists(path):  # keep the permissions of the file being replaced
+            os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
+        if os.path.exists(path) and not overwrite:  # appeared while writing
+            raise InputError(f"{path} already exists; pass overwrite=True to replace it")
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        raise
+    return path
+
+
+def read_nowcast(path: str | os.PathLike[str], with_velocity: bool = False) -> Any:
+    """Read a file written by :func:`write_nowcast`.
+
+    Returns the nowcast as an ``xarray.DataArray`` named ``precip_rate`` with dims ``(lead_time, y, x)``,
+    coordinates ``lead_time`` (minutes), ``time`` (valid times, along ``lead_time``), ``x``, ``y`` and attrs
+    (``units`` "mm/h", ``projection``, ``reference_time``, ``timestep``, ``model``, ``institution``, the grid
+    description and the file's global attributes). With ``with_velocity=True`` returns ``(nowcast, velocity)``
+    where velocity is a ``(component, y, x)`` DataArray (component = ["x", "y"], pysteps layout) or None.
+    """
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise ReadError(f"file not found: {path}")
+    try:
+        ds = xr.open_dataset(path, decode_timedelta=False)
+    except Exception as exc:  # noqa: BLE001
+        raise ReadError(f"cannot open {path} as netCDF: {type(exc).__name__}: {exc}") from exc
+    with ds:
+        if "precip_rate" not in ds.variables or ds["precip_rate"].dims != ("lead_time", "y", "x"):
+            raise ReadError(f"{path} is not a skydiff nowcast file (no precip_rate on (lead_time, y, x))")
+        var = ds["precip_rate"].load()
+        attrs = {k: _clean_attr(v) for k, v in ds.attrs.items()}
+        proj = _proj_from_crs_attrs(dict(ds["crs"].attrs)) if "crs" in ds.variables else ""
+        coords: dict[str, Any] = {
+            "lead_time": ("lead_time", np.asarray(ds["lead_time"].values, dtype=np.float64), {"units": "minutes"}),
+            "time": ("lead_time", np.asarray(ds["time"].values, dtype="datetime64[ns]")),
+            "y": ("y", np.asarray(ds["y"].values, dtype=np.float64), dict(ds["y"].attrs)),
+            "x": ("x", np.asarray(ds["x"].values, dtype=np.float64), dict(ds["x"].attrs)),
+        }
+        if "forecast_reference_time" in ds.variables:
+            coords["forecast_reference_time"] = ((), np.asarray(ds["forecast_reference_time"].values,
+                                                                dtype="datetime64[ns]"))
+        attrs["units"] = "mm/h"
+        attrs["projection"] = proj
+        attrs.setdefault("cartesian_unit", "m")
+        out = xr.DataArray(
+            np.asarray(var.values, dtype=np.float32), dims=("lead_time", "y", "x"), coords=coords,
+            name="precip_rate", attrs=attrs,
+        )
+        velocity = None
+        if with_velocity and "velocity_x" in ds.variables and "velocity_y" in ds.variables:
+            vel = np.stack([np.asarray(ds["velocity_x"].values), np.asarray(ds["velocity_y"].values)]).astype(
+                np.float32
+            )
+            velocity = xr.DataArray(
+                vel, dims=("component", "y", "x"),
+                coords={"component": ["x", "y"], "y": coords["y"][1], "x": coords["x"][1]},
+                name="velocity",
+                attrs={"units": f"pixels per {attrs.get('timestep', '')} min time step".replace("  ", " "),
+                       "convention": "pysteps: [0] = x (columns), [1] = y (rows)"},
+            )
+    if with_velocity:
+        return out, velocity
+    return out

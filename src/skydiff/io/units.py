@@ -1,0 +1,169 @@
+"""Unit conversions for radar precipitation fields (pysteps conventions), for numpy arrays and torch tensors.
+
+Every function accepts a numpy array (or scalar / anything ``np.asarray`` takes) or a ``torch.Tensor`` and returns
+the same kind: numpy in, numpy out (float64 unless the input is already floating point); torch in, torch out on the
+same device and dtype, built from differentiable torch operations so gradients flow through the conversion.
+NaN (no data) stays NaN everywhere.
+
+Conventions (see ``pysteps.utils.conversion`` and ``pysteps.utils.transformation``):
+
+- reflectivity ``Z = a * R**b`` with ``Z = 10**(dBZ / 10)`` (mm^6 m^-3) and ``R`` in mm/h; Marshall-Palmer
+  ``a = 200``, ``b = 1.6`` by default (FMI uses 223 / 1.53, MeteoSwiss 316 / 1.5);
+- accumulations in mm over ``accutime`` minutes: ``R = mm / accutime * 60``;
+- dBR: ``10 * log10(R)`` where ``R >= threshold`` (default 0.1 mm/h = -10 dBR), ``zerovalue`` (default -15 dBR)
+  elsewhere; back-transform ``10**(dBR / 10)`` with values below ``threshold`` (default -10 dBR) set to 0.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+
+__all__ = [
+    "dbz_to_rainrate",
+    "rainrate_to_dbz",
+    "accumulation_to_rainrate",
+    "rainrate_to_dbr",
+    "dbr_to_rainrate",
+    "to_rainrate",
+    "normalize_unit",
+]
+
+# accepted spellings of the three pysteps units
+_UNIT_ALIASES = {
+    "mm/h": "mm/h",
+    "mm h-1": "mm/h",
+    "mm h**-1": "mm/h",
+    "mm h^-1": "mm/h",
+    "mm/hr": "mm/h",
+    "mm hr-1": "mm/h",
+    "mmh-1": "mm/h",
+    "rainrate": "mm/h",
+    "kg m-2 h-1": "mm/h",
+    "mm": "mm",
+    "kg m-2": "mm",
+    "dbz": "dBZ",
+}
+
+
+def normalize_unit(unit: str) -> str:
+    """Return the pysteps name ('mm/h', 'mm' or 'dBZ') of a unit string; InputError for anything else."""
+    if not isinstance(unit, str):
+        raise InputError(f"unit must be a string ('mm/h', 'mm' or 'dBZ'), got {type(unit).__name__}")
+    key = " ".join(unit.strip().lower().split())
+    if key not in _UNIT_ALIASES:
+        raise InputError(f"unknown precipitation unit {unit!r}: expected one of 'mm/h', 'mm' (accumulation) or 'dBZ'")
+    return _UNIT_ALIASES[key]
+
+
+def _as_array(x: Any) -> np.ndarray | torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        return x if x.is_floating_point() else x.to(torch.get_default_dtype())
+    arr = np.asarray(x)
+    if arr.dtype.kind not in "fc":
+        arr = arr.astype(np.float64)
+    return arr
+
+
+def _check_zr(a: float, b: float) -> tuple[float, float]:
+    try:
+        a, b = float(a), float(b)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"Z-R coefficients must be numbers, got a={a!r}, b={b!r}") from exc
+    if not (a > 0 and b > 0 and math.isfinite(a) and math.isfinite(b)):
+        raise InputError(f"Z-R coefficients must be positive and finite, got a={a}, b={b}")
+    return a, b
+
+
+def dbz_to_rainrate(dbz: Any, a: float = 200.0, b: float = 1.6) -> Any:
+    """Rain rate (mm/h) from reflectivity in dBZ: ``R = (10**(dBZ/10) / a)**(1/b)``.
+
+    Computed as ``10**((dBZ/10 - log10 a) / b)``, smooth in ``dbz`` (torch gradients are finite everywhere).
+    """
+    a, b = _check_zr(a, b)
+    x = _as_array(dbz)
+    return 10.0 ** ((x / 10.0 - math.log10(a)) / b)
+
+
+def rainrate_to_dbz(rainrate: Any, a: float = 200.0, b: float = 1.6) -> Any:
+    """Reflectivity in dBZ from rain rate (mm/h): ``dBZ = 10*log10(a * R**b)``.
+
+    ``R = 0`` gives ``-inf`` (and negative rates NaN), exactly as the formula; mask or threshold the output (or
+    use :func:`rainrate_to_dbr`) before training on it.
+    """
+    a, b = _check_zr(a, b)
+    x = _as_array(rainrate)
+    if isinstance(x, torch.Tensor):
+        return 10.0 * math.log10(a) + 10.0 * b * torch.log10(x)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return 10.0 * math.log10(a) + 10.0 * b * np.log10(x)
+
+
+def accumulation_to_rainrate(mm: Any, accutime_min: float) -> Any:
+    """Rain rate (mm/h) from an accumulation in mm over ``accutime_min`` minutes: ``mm / accutime * 60``."""
+    try:
+        acc = float(accutime_min)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"accutime must be a number of minutes, got {accutime_min!r}") from exc
+    if not (acc > 0 and math.isfinite(acc)):
+        raise InputError(f"accutime must be a positive number of minutes, got {accutime_min!r}")
+    return _as_array(mm) * (60.0 / acc)
+
+
+def rainrate_to_dbr(rainrate: Any, threshold: float = 0.1, zerovalue: float = -15.0) -> Any:
+    """pysteps' dB transform: ``10*log10(R)`` where ``R >= threshold`` (mm/h), ``zerovalue`` elsewhere; NaN kept.
+
+    With torch the log is evaluated on ``max(R, threshold)`` so that the unused branch never produces NaN
+    gradients.
+    """
+    threshold, zerovalue = float(threshold), float(zerovalue)
+    if not threshold > 0:
+        raise InputError(f"the dBR threshold must be a positive rain rate in mm/h, got {threshold}")
+    x = _as_array(rainrate)
+    if isinstance(x, torch.Tensor):
+        db = 10.0 * torch.log10(torch.clamp(x, min=threshold))
+        out = torch.where(x >= threshold, db, torch.full_like(x, zerovalue))
+        return torch.where(torch.isnan(x), x, out)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(x >= threshold, 10.0 * np.log10(np.maximum(x, threshold)), zerovalue)
+    return np.where(np.isnan(x), np.nan, out)
+
+
+def dbr_to_rainrate(dbr: Any, threshold: float = -10.0) -> Any:
+    """Inverse dB transform: ``10**(dBR/10)``, values below ``threshold`` (dBR) set to 0; NaN kept."""
+    threshold = float(threshold)
+    x = _as_array(dbr)
+    r = 10.0 ** (x / 10.0)
+    if isinstance(x, torch.Tensor):
+        return torch.where(x < threshold, torch.zeros_like(r), r)
+    return np.where(x < threshold, 0.0, r)
+
+
+def to_rainrate(
+    data: Any,
+    unit: str,
+    accutime: float | None = None,
+    zr_a: float | None = None,
+    zr_b: float | None = None,
+) -> Any:
+    """Convert ``data`` given in ``unit`` ('mm/h', 'mm' or 'dBZ') to rain rate in mm/h.
+
+    - 'mm/h': returned unchanged (as a floating-point array);
+    - 'mm': accumulation over ``accutime`` minutes (required);
+    - 'dBZ': Z-R relation with ``zr_a``/``zr_b`` (default Marshall-Palmer 200 / 1.6).
+
+    Unknown units raise :class:`~skydiff.errors.InputError` naming the unit.
+    """
+    u = normalize_unit(unit)
+    if u == "mm/h":
+        return _as_array(data)
+    if u == "mm":
+        if accutime is None:
+            raise InputError("converting an accumulation ('mm') to mm/h needs accutime (minutes)")
+        return accumulation_to_rainrate(data, accutime)
+    return dbz_to_rainrate(data, 200.0 if zr_a is None else zr_a, 1.6 if zr_b is None else zr_b)

@@ -1,0 +1,416 @@
+"""Motion-estimation registry (pysteps style) and the :func:`estimate` entry point.
+
+Every method is registered under a case-insensitive name (plus aliases) with the number of input frames it
+needs. :func:`estimate` does the checks and the conversions that are common to all methods, so that a method
+function only ever sees a clean, finite ``float64`` numpy array ``(T, H, W)`` with ``min_frames <= T <=
+max_frames``:
+
+1. shape check: ``(T, H, W)``; a single 2-D field raises :class:`~skydiff.errors.ShapeError`;
+2. too few frames raise :class:`~skydiff.errors.InputError`; if more than ``max_frames`` are given, only the
+   **last** ``max_frames`` frames are used (e.g. VET uses the last 3, Proesmans the last 2);
+3. a frame that is entirely NaN (no data), infinite values, or (with ``transform="db"``) negative rain rates
+   raise :class:`~skydiff.errors.InputError`;
+4. if the frames contain no rain (``transform="db"``: no value >= 0.1 mm/h; ``transform=None``: no contrast
+   at all), the result is a zero field and a :class:`~skydiff.errors.SkydiffWarning` is issued, instead of
+   calling the method (pysteps would return zeros or fail depending on the method);
+5. transform: ``"db"`` converts mm/h to dBR (``10 log10 R`` where ``R >= 0.1`` mm/h, else the zero value
+   -15 dBR, pysteps' example convention); NaN (no data) is set to the zero value -15 dBR, i.e. treated as
+   "no rain". ``None`` passes the values through unchanged with NaN set to 0;
+6. the method is called, its result checked to be ``(2, H, W)``; non-finite values are replaced by 0 with a
+   warning; the output is numpy ``float64`` for numpy (or array-like) input, and a tensor on the input's
+   device and dtype for torch input (the estimate itself is computed on the CPU; it is not differentiable).
+
+Velocities are in pixels per time step of the input frames, ``[0]`` = x (columns), ``[1]`` = y (rows).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from .._compat import import_pysteps
+from ..errors import InputError, ShapeError, warn
+
+#: rain/no-rain threshold of the dB transform (mm/h)
+DB_THRESHOLD = 0.1
+#: value given to dry (< threshold) and missing (NaN) pixels by the dB transform (dBR)
+DB_ZEROVALUE = -15.0
+
+_TRANSFORMS = {"db": "db", "dbr": "db", "decibel": "db"}
+
+
+@dataclass(frozen=True)
+class MotionMethod:
+    """A registered motion-estimation method.
+
+    ``fn(frames, **kwargs)`` receives a finite ``float64`` numpy array ``(T, H, W)`` (or, with
+    ``backend="torch"``, a tensor on the caller's device) and returns the velocity ``(2, H, W)`` in pixels per
+    time step. Calling the record runs :func:`estimate` with this method.
+    """
+
+    name: str
+    fn: Callable[..., Any]
+    min_frames: int
+    max_frames: int | None = None
+    aliases: tuple[str, ...] = ()
+    backend: str = "numpy"
+    zero: bool = field(default=False, repr=False)
+
+    def __call__(self, frames: Any, *, transform: str | None = "db", **kwargs: Any) -> Any:
+        return estimate(frames, self.name, transform=transform, **kwargs)
+
+
+_REGISTRY: dict[str, MotionMethod] = {}  # canonical name -> method
+_LOOKUP: dict[str, str] = {}  # lower-case name or alias -> canonical name
+
+
+def _key(name: Any) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise InputError(f"a motion method name must be a non-empty string, got {name!r}")
+    return name.strip().lower()
+
+
+def register(
+    name: str,
+    fn: Callable[..., Any],
+    *,
+    min_frames: int,
+    max_frames: int | None = None,
+    aliases: tuple[str, ...] | list[str] = (),
+    backend: str = "numpy",
+    overwrite: bool = False,
+) -> MotionMethod:
+    """Register a motion-estimation method under ``name`` (case-insensitive) and ``aliases``.
+
+    Parameters
+    ----------
+    name, aliases:
+        Names under which :func:`get_method` and :func:`estimate` find the method.
+    fn:
+        ``fn(frames, **kwargs) -> velocity (2, H, W)``; ``frames`` is a finite ``float64`` array ``(T, H, W)``
+        already transformed by :func:`estimate`.
+    min_frames:
+        Fewest frames the method accepts (>= 1).
+    max_frames:
+        Most frames the method uses; when more are given, :func:`estimate` passes the last ``max_frames``.
+        ``None``: no limit, all frames are passed.
+    backend:
+        ``"numpy"`` (default): ``fn`` gets a numpy ``float64`` array (torch input is moved to the CPU).
+        ``"torch"``: ``fn`` gets a tensor (on the caller's device/dtype; numpy input becomes a ``float64`` CPU
+        tensor) and may return a tensor, e.g. for a differentiable (4D-Var) method.
+    overwrite:
+        Allow replacing a method registered under the same name or alias.
+
+    Returns the :class:`MotionMethod` record.
+    """
+    canonical = _key(name)
+    if not callable(fn):
+        raise InputError(f"motion method {name!r}: fn must be callable, got {type(fn).__name__}")
+    if isinstance(min_frames, bool) or not isinstance(min_frames, (int, np.integer)) or min_frames < 1:
+        raise InputError(f"motion method {name!r}: min_frames must be an integer >= 1, got {min_frames!r}")
+    if max_frames is not None and (
+        isinstance(max_frames, bool) or not isinstance(max_frames, (int, np.integer)) or max_frames < min_frames
+    ):
+        raise InputError(
+            f"motion method {name!r}: max_frames must be None or an integer >= min_frames={min_frames}, "
+            f"got {max_frames!r}"
+        )
+    if backend not in ("numpy", "torch"):
+        raise InputError(f"motion method {name!r}: backend must be 'numpy' or 'torch', got {backend!r}")
+    if isinstance(aliases, str):
+        aliases = (aliases,)
+    alias_keys = tuple(dict.fromkeys(_key(a) for a in aliases if _key(a) != canonical))
+    keys = (canonical, *alias_keys)
+    clashes = sorted({_LOOKUP[k] for k in keys if k in _LOOKUP})
+    if clashes and not overwrite:
+        raise InputError(
+            f"motion method {name!r}: name or alias already registered by {clashes}; pass overwrite=True to "
+            "replace it"
+        )
+    for old in clashes:  # remove every name of a replaced method
+        rec = _REGISTRY.pop(old)
+        for k in (rec.name, *rec.aliases):
+            _LOOKUP.pop(k, None)
+    rec = MotionMethod(
+        name=canonical,
+        fn=fn,
+        min_frames=int(min_frames),
+        max_frames=None if max_frames is None else int(max_frames),
+        aliases=alias_keys,
+        backend=backend,
+    )
+    _REGISTRY[canonical] = rec
+    for k in keys:
+        _LOOKUP[k] = canonical
+    return rec
+
+
+def _available() -> str:
+    parts = []
+    for n in sorted(_REGISTRY):
+        al = _REGISTRY[n].aliases
+        parts.append(f"{n} (alias {', '.join(al)})" if al else n)
+    return ", ".join(parts)
+
+
+def get_method(name: str) -> MotionMethod:
+    """Return the registered method ``name`` (case-insensitive; aliases accepted).
+
+    Unknown names raise :class:`~skydiff.errors.InputError` listing the available methods. The returned
+    :class:`MotionMethod` is callable like :func:`estimate` without the ``method`` argument.
+    """
+    if name is None:
+        name = "none"
+    key = _key(name)
+    if key not in _LOOKUP:
+        raise InputError(f"unknown motion method {name!r}; available: {_available()}")
+    return _REGISTRY[_LOOKUP[key]]
+
+
+def methods() -> tuple[str, ...]:
+    """Canonical names of the registered methods, sorted (aliases: ``get_method(name).aliases``)."""
+    return tuple(sorted(_REGISTRY))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# estimate
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _as_numpy(frames: Any) -> np.ndarray:
+    if isinstance(frames, torch.Tensor):
+        if frames.is_complex():
+            raise InputError("frames must be real-valued, got a complex tensor")
+        return frames.detach().to("cpu", torch.float64).numpy()
+    if isinstance(frames, np.ma.MaskedArray):
+        frames = frames.astype(np.float64).filled(np.nan)
+    try:
+        arr = np.asarray(frames)
+    except Exception as exc:  # ragged lists etc.
+        raise InputError(f"frames cannot be converted to an array: {exc}") from None
+    if arr.dtype.kind not in "biuf":
+        raise InputError(f"frames must be a real numeric array, got dtype {arr.dtype}")
+    return arr.astype(np.float64)
+
+
+def _check_frames(arr: np.ndarray, rec: MotionMethod) -> None:
+    need = rec.min_frames
+    if arr.ndim == 2:
+        raise ShapeError(
+            f"motion method {rec.name!r}: need at least {need} frames as an array (T, H, W), got a single 2-D "
+            f"field of shape {arr.shape}"
+        )
+    if arr.ndim != 3:
+        raise ShapeError(f"frames must have shape (T, H, W), got {arr.ndim}-D shape {arr.shape}")
+    t, h, w = arr.shape
+    if h < 2 or w < 2:
+        raise ShapeError(f"frames must be at least 2x2 pixels, got shape {arr.shape}")
+    if t < need:
+        raise InputError(f"motion method {rec.name!r}: need at least {need} frames, got {t}")
+
+
+def _transform(arr: np.ndarray, transform: str | None, offset: int) -> tuple[np.ndarray, bool]:
+    """Return the transformed finite frames and whether they are dry (nothing to track)."""
+    if np.isinf(arr).any():
+        raise InputError("frames contain infinite values (use NaN for missing data)")
+    finite = np.isfinite(arr)
+    empty = [offset + i for i in range(arr.shape[0]) if not finite[i].any()]
+    if empty:
+        raise InputError(f"frames {empty} are entirely NaN (no data); drop them or give other frames")
+    if transform is None:
+        vals = arr[finite]
+        dry = bool(vals.max() == vals.min())
+        return np.where(finite, arr, 0.0), dry
+    with np.errstate(invalid="ignore"):
+        if (arr < -1e-6).any():
+            raise InputError(
+                f"frames contain negative rain rates (min {np.nanmin(arr):.4g}); transform='db' expects mm/h "
+                "(pass transform=None for data that are already transformed, e.g. dBR or dBZ)"
+            )
+        wet = arr >= DB_THRESHOLD
+    out = np.full(arr.shape, DB_ZEROVALUE)
+    out[wet] = 10.0 * np.log10(arr[wet])
+    return out, not wet.any()
+
+
+def estimate(frames: Any, method: str = "lk", *, transform: str | None = "db", **kwargs: Any) -> Any:
+    """Estimate the motion field of a sequence of rain fields.
+
+    Parameters
+    ----------
+    frames:
+        ``(T, H, W)`` rain rates in mm/h (NaN = no data), oldest first; numpy array, array-like or tensor.
+    method:
+        Registered method name (case-insensitive), see :func:`methods`: ``"lk"``/``"lucaskanade"``,
+        ``"vet"``, ``"darts"``, ``"proesmans"``, ``"farneback"``, ``"constant"``, ``"none"``/``"zero"``.
+    transform:
+        ``"db"`` (default): mm/h -> dBR with threshold 0.1 mm/h and zero value -15 dBR; NaN -> -15 dBR.
+        ``None``: no transform (NaN -> 0), for data already in the units the method expects.
+    **kwargs:
+        Passed to the method (for pysteps methods: pysteps' keyword arguments).
+
+    Returns
+    -------
+    velocity ``(2, H, W)`` in pixels per time step ([0] = x, [1] = y), always finite: numpy ``float64`` for
+    numpy input, a tensor on the input's device and dtype for torch input.
+    """
+    rec = get_method(method)
+    if transform is not None:
+        if not isinstance(transform, str) or transform.lower() not in _TRANSFORMS:
+            raise InputError(f"unknown transform {transform!r}; use 'db' or None")
+        transform = _TRANSFORMS[transform.lower()]
+
+    is_torch = isinstance(frames, torch.Tensor)
+    arr = _as_numpy(frames)
+    _check_frames(arr, rec)
+    t, h, w = arr.shape
+    offset = 0
+    if rec.max_frames is not None and t > rec.max_frames:
+        offset = t - rec.max_frames
+        arr = arr[offset:]
+    data, dry = _transform(arr, transform, offset)
+
+    if rec.zero:
+        vel: Any = np.zeros((2, h, w))
+    elif dry:
+        warn(
+            f"motion method {rec.name!r}: the frames contain no rain"
+            + (f" (no value >= {DB_THRESHOLD} mm/h)" if transform == "db" else " (constant fields)")
+            + "; returning a zero motion field"
+        )
+        vel = np.zeros((2, h, w))
+    elif rec.backend == "torch":
+        if is_torch:
+            x = torch.as_tensor(data, dtype=frames.dtype if frames.is_floating_point() else torch.float64)
+            x = x.to(frames.device)
+        else:
+            x = torch.from_numpy(data)
+        vel = rec.fn(x, **kwargs)
+    else:
+        vel = rec.fn(data, **kwargs)
+
+    if isinstance(vel, torch.Tensor):
+        vel_np = vel.detach().to("cpu", torch.float64).numpy()
+    else:
+        try:
+            vel_np = np.asarray(vel, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InputError(
+                f"motion method {rec.name!r} returned {type(vel).__name__}, not a (2, H, W) array; check the "
+                "keyword arguments (e.g. dense=False or full_output=True are not supported)"
+            ) from None
+    if vel_np.shape != (2, h, w):
+        raise InputError(
+            f"motion method {rec.name!r} returned shape {vel_np.shape}, expected {(2, h, w)}; check the keyword "
+            "arguments"
+        )
+    bad = ~np.isfinite(vel_np)
+    if bad.any():
+        warn(f"motion method {rec.name!r} returned {int(bad.sum())} non-finite values; replaced by 0")
+        vel_np = np.where(bad, 0.0, vel_np)
+
+    if is_torch:
+        dtype = frames.dtype if frames.is_floating_point() else torch.get_default_dtype()
+        if isinstance(vel, torch.Tensor) and not bad.any() and vel.shape == (2, h, w):
+            return vel.to(device=frames.device, dtype=dtype)
+        return torch.from_numpy(vel_np).to(device=frames.device, dtype=dtype)
+    return vel_np
+
+
+# --------------------------------------------------------------------------------------------------------------
+# built-in methods (pysteps.motion)
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _pysteps_motion(name: str) -> Callable[..., Any]:
+    import_pysteps()
+    from pysteps import motion
+
+    return motion.get_method(name)
+
+
+def _lk(frames: np.ndarray, **kwargs: Any) -> np.ndarray:
+    if kwargs.get("dense", True) is not True:
+        raise InputError("motion method 'lk': dense=False (sparse vectors) is not supported by estimate()")
+    kwargs.setdefault("verbose", False)
+    return _pysteps_motion("lk")(frames, **kwargs)
+
+
+def _vet(frames: np.ndarray, **kwargs: Any) -> np.ndarray:
+    kwargs.setdefault("verbose", False)
+    if kwargs.get("intermediate_steps", False):
+        raise InputError("motion method 'vet': intermediate_steps=True is not supported by estimate()")
+    out = _pysteps_motion("vet")(frames, **kwargs)
+    return out[0] if isinstance(out, tuple) else out
+
+
+def _darts(frames: np.ndarray, **kwargs: Any) -> np.ndarray:
+    n_t = kwargs.get("N_t", 4)
+    t = frames.shape[0]
+    if not isinstance(n_t, (int, np.integer)) or n_t < 1:
+        raise InputError(f"motion method 'darts': N_t must be an integer >= 1, got {n_t!r}")
+    if t < n_t + 2:
+        raise InputError(
+            f"motion method 'darts': need at least N_t + 2 = {n_t + 2} frames (pysteps requires N_t < T - 1, "
+            f"N_t={n_t}), got {t}; give more frames or a smaller N_t"
+        )
+    if kwargs.get("output_type", "spatial") != "spatial":
+        raise InputError("motion method 'darts': only output_type='spatial' is supported by estimate()")
+    kwargs.setdefault("verbose", False)
+    return _pysteps_motion("darts")(frames, **kwargs)
+
+
+def _proesmans(frames: np.ndarray, **kwargs: Any) -> np.ndarray:
+    if kwargs.get("full_output", False):
+        raise InputError("motion method 'proesmans': full_output=True is not supported by estimate()")
+    kwargs.setdefault("verbose", False)
+    return _pysteps_motion("proesmans")(frames, **kwargs)
+
+
+def _farneback(frames: np.ndarray, **kwargs: Any) -> np.ndarray:
+    kwargs.setdefault("verbose", False)
+    return _pysteps_motion("farneback")(frames, **kwargs)
+
+
+def _constant(frames: np.ndarray, **kwargs: Any) -> np.ndarray:
+    return _pysteps_motion("constant")(frames, **kwargs)
+
+
+def _zero(frames: np.ndarray, **kwargs: Any) -> np.ndarray:
+    return np.zeros((2, *frames.shape[1:]))
+
+
+def _has_pysteps_module(name: str) -> bool:
+    """Whether pysteps ships ``pysteps/motion/<name>.py``, found without importing pysteps (slow, chatty)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("pysteps")
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    return any((Path(loc) / "motion" / f"{name}.py").is_file() for loc in spec.submodule_search_locations)
+
+
+register("lk", _lk, min_frames=2, aliases=("lucaskanade",))
+register("vet", _vet, min_frames=2, max_frames=3)
+# DARTS: pysteps requires N_t < T - 1 (default N_t = 4 -> T >= 6); checked against N_t in _darts.
+register("darts", _darts, min_frames=3)
+register("proesmans", _proesmans, min_frames=2, max_frames=2)
+register("constant", _constant, min_frames=2, max_frames=2)
+if _has_pysteps_module("farneback"):  # pysteps >= 1.14
+    register("farneback", _farneback, min_frames=2)
+_REGISTRY["none"] = MotionMethod("none", _zero, min_frames=1, aliases=("zero",), zero=True)
+_LOOKUP["none"] = _LOOKUP["zero"] = "none"
+
+__all__ = [
+    "DB_THRESHOLD",
+    "DB_ZEROVALUE",
+    "MotionMethod",
+    "estimate",
+    "get_method",
+    "methods",
+    "register",
+]

@@ -1,0 +1,206 @@
+"""The one nowcasting entry point: :func:`forecast`, with a registry every model plugs into.
+
+A model is a function ``fn(frames, leadtimes, *, velocity, motion, motion_kwargs, **kwargs) -> (leadtimes, H, W)``
+taking a float tensor of past frames ``(T, H, W)`` in mm/h (NaN = no data). Register it with
+:func:`register_model`; ``forecast(frames, n, model="name")`` then validates the input, converts numpy/torch/xarray,
+and returns the same kind the user passed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..advection import advect
+from ..errors import InputError, ShapeError, warn
+
+__all__ = ["forecast", "register_model", "get_model", "models", "check_frames"]
+
+
+@dataclass(frozen=True)
+class _Model:
+    name: str
+    fn: Callable[..., torch.Tensor]
+    min_frames: int
+    uses_motion: bool
+    description: str
+
+
+_MODELS: dict[str, _Model] = {}
+_ALIASES: dict[str, str] = {}
+
+
+def register_model(
+    name: str,
+    fn: Callable[..., torch.Tensor],
+    *,
+    min_frames: int = 1,
+    uses_motion: bool = False,
+    aliases: tuple[str, ...] = (),
+    description: str = "",
+) -> None:
+    """Register a nowcasting model under ``name`` (case-insensitive)."""
+    key = name.lower()
+    _MODELS[key] = _Model(key, fn, min_frames, uses_motion, description)
+    for a in aliases:
+        _ALIASES[a.lower()] = key
+
+
+def get_model(name: str) -> _Model:
+    if not isinstance(name, str):
+        raise InputError(f"model must be a name, got {type(name).__name__}")
+    key = _ALIASES.get(name.lower(), name.lower())
+    if key not in _MODELS:
+        raise InputError(f"unknown nowcasting model {name!r}; available: {', '.join(models())}")
+    return _MODELS[key]
+
+
+def models() -> list[str]:
+    """Names of the registered nowcasting models."""
+    return sorted(_MODELS)
+
+
+def check_frames(frames: Any, min_frames: int = 1, *, what: str = "frames") -> torch.Tensor:
+    """Validate a ``(T, H, W)`` rain-rate sequence in mm/h and return it as a float tensor (no copy if possible)."""
+    if hasattr(frames, "dims") and hasattr(frames, "values"):  # xarray.DataArray
+        units = str(frames.attrs.get("units", "mm/h"))
+        if units not in ("mm/h", "mm h-1", "mm hr-1"):
+            raise InputError(f"{what} must be a rain rate in mm/h, the DataArray has units {units!r}")
+        frames = frames.values
+    if isinstance(frames, torch.Tensor):
+        x = frames
+    else:
+        arr = np.asarray(frames)
+        if arr.dtype.kind not in "iuf":
+            raise InputError(f"{what} must be numeric, got dtype {arr.dtype}")
+        x = torch.from_numpy(np.ascontiguousarray(arr))
+    if not torch.is_floating_point(x):
+        x = x.to(torch.float64)
+    if x.ndim != 3:
+        raise ShapeError(f"{what} must be a (T, H, W) sequence of rain fields, got shape {tuple(x.shape)}")
+    if x.shape[0] < min_frames:
+        raise InputError(f"need at least {min_frames} {what} for this method, got {x.shape[0]}")
+    if x.shape[1] < 2 or x.shape[2] < 2:
+        raise ShapeError(f"{what} must be at least 2 x 2 pixels, got {tuple(x.shape[1:])}")
+    finite = torch.isfinite(x)
+    if not bool(finite.any()):
+        raise InputError(f"{what} contain no data: every value is NaN")
+    if bool(torch.isinf(x).any()):
+        raise InputError(f"{what} contain infinite values; use NaN for no data")
+    lo = float(x[finite].min())
+    if lo < -1e-6:
+        raise InputError(
+            f"{what} must be rain rates in mm/h (>= 0), found {lo:.3g}; convert dBZ/dBR to mm/h first "
+            "(skydiff.io.to_rainrate)"
+        )
+    hi = float(x[finite].max())
+    if hi > 1000.0:
+        warn(f"{what} reach {hi:.0f} mm/h: are they really rain rates in mm/h?")
+    return x
+
+
+def forecast(
+    frames: Any,
+    leadtimes: int,
+    model: str = "extrapolation",
+    motion: str = "lk",
+    *,
+    velocity: Any = None,
+    motion_kwargs: dict[str, Any] | None = None,
+    return_velocity: bool = False,
+    **kwargs: Any,
+) -> Any:
+    """Nowcast ``leadtimes`` steps ahead from past rain fields.
+
+    Parameters
+    ----------
+    frames
+        ``(T, H, W)`` rain rate in mm/h at a regular time step (numpy, torch or an xarray.DataArray from
+        :func:`skydiff.io.read_radar`); NaN marks no data.
+    leadtimes
+        Number of lead times, in steps of the input time step.
+    model
+        A registered model: ``"extrapolation"`` (semi-Lagrangian, :func:`skydiff.advect`), ``"persistence"``
+        (alias ``"eulerian"``), and whatever else is registered (see :func:`models`).
+    motion
+        Motion method for models that need one (:func:`skydiff.motion.estimate`), unless ``velocity`` is given.
+    velocity
+        Optional precomputed motion ``(2, H, W)`` in pixels per step.
+    motion_kwargs
+        Extra keyword arguments for the motion method (e.g. ``{"frames": 3}`` is handled here: the number of
+        most recent frames used for motion, default 3).
+    return_velocity
+        Also return the motion field used (or None).
+
+    Returns
+    -------
+    ``(leadtimes, H, W)`` in mm/h, numpy for numpy/xarray input, torch (same device/dtype) for torch input;
+    with ``return_velocity`` a tuple ``(nowcast, velocity)``.
+    """
+    numpy_in = not isinstance(frames, torch.Tensor)
+    if isinstance(leadtimes, bool) or not isinstance(leadtimes, (int, np.integer)) or leadtimes < 1:
+        raise InputError(f"leadtimes must be a positive number of steps, got {leadtimes!r}")
+    m = get_model(model)
+    x = check_frames(frames, m.min_frames)
+    out, vel = m.fn(x, int(leadtimes), velocity=velocity, motion=motion, motion_kwargs=dict(motion_kwargs or {}), **kwargs)
+    if numpy_in:
+        out = out.detach().cpu().numpy()
+        vel = None if vel is None else (vel.detach().cpu().numpy() if isinstance(vel, torch.Tensor) else np.asarray(vel))
+    if return_velocity:
+        return out, vel
+    return out
+
+
+def _velocity_for(x: torch.Tensor, velocity: Any, motion: str, motion_kwargs: dict[str, Any]) -> torch.Tensor:
+    if velocity is not None:
+        v = velocity if isinstance(velocity, torch.Tensor) else torch.from_numpy(np.asarray(velocity, dtype=np.float64))
+        if v.shape != (2, *x.shape[1:]):
+            raise ShapeError(f"velocity must be (2, H, W) = {(2, *x.shape[1:])}, got {tuple(v.shape)}")
+        return v.to(dtype=x.dtype, device=x.device)
+    from ..motion import estimate
+
+    n = int(motion_kwargs.pop("frames", 3))
+    if n < 2:
+        raise InputError(f"motion needs at least 2 frames, motion_kwargs['frames'] = {n}")
+    return estimate(x[-n:], method=motion, **motion_kwargs).to(dtype=x.dtype, device=x.device)
+
+
+def _extrapolation(
+    x: torch.Tensor,
+    leadtimes: int,
+    *,
+    velocity: Any,
+    motion: str,
+    motion_kwargs: dict[str, Any],
+    n_iter: int = 1,
+    interp: str = "bilinear",
+    outval: float = float("nan"),
+) -> tuple[torch.Tensor, torch.Tensor]:
+    v = _velocity_for(x, velocity, motion, motion_kwargs)
+    out = advect(x[-1][None, None], v[None], leadtimes, n_iter=n_iter, interp=interp, outval=outval)
+    return out[0, :, 0], v
+
+
+def _persistence(x: torch.Tensor, leadtimes: int, **_: Any) -> tuple[torch.Tensor, None]:
+    return x[-1][None].expand(leadtimes, -1, -1).clone(), None
+
+
+register_model(
+    "extrapolation",
+    _extrapolation,
+    min_frames=2,
+    uses_motion=True,
+    aliases=("lagrangian", "semilagrangian"),
+    description="semi-Lagrangian extrapolation of the last frame along the estimated motion (skydiff.advect)",
+)
+register_model(
+    "persistence",
+    _persistence,
+    min_frames=1,
+    aliases=("eulerian",),
+    description="the last observation, unchanged",
+)

@@ -1,0 +1,86 @@
+"""The skydiff command: nowcast, verify, demo and clear errors."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from skydiff.cli import main
+
+
+def test_help_and_version(capsys):
+    assert main([]) == 0
+    assert "nowcast" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0
+    for sub in ("nowcast", "verify", "demo"):
+        with pytest.raises(SystemExit) as e:
+            main([sub, "--help"])
+        assert e.value.code == 0
+
+
+def test_demo_synthetic_only(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("SKYDIFF_DATA", raising=False)
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--size", "96", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "extrapolation (LK)" in out and "persistence" in out
+    for f in ("synthetic_nowcast.nc", "synthetic_nowcast.png", "synthetic_scores.csv", "synthetic_scores.png"):
+        assert (tmp_path / "demo" / f).stat().st_size > 0
+
+
+@pytest.mark.realdata
+def test_nowcast_and_verify_on_knmi(knmi2010, tmp_path, capsys):
+    from skydiff.io import read_nowcast
+
+    names = [f.name for f in knmi2010]
+    i = names.index("RAD_NL25_RAP_5min_201008260530.h5")
+    inputs = [str(p) for p in knmi2010[i - 2 : i + 1]]
+    out_nc, out_png = tmp_path / "nc.nc", tmp_path / "nc.png"
+    rc = main(["nowcast", *inputs, "--leadtimes", "6", "--out", str(out_nc), "--plot", str(out_png), "-q"])
+    assert rc == 0
+    nc = read_nowcast(out_nc)
+    assert nc.shape == (6, 765, 700)
+    assert str(nc["time"].values[0])[:16] == "2010-08-26T05:35"
+    assert out_png.stat().st_size > 10_000
+    # refuses to overwrite without --overwrite
+    capsys.readouterr()
+    assert main(["nowcast", *inputs, "--out", str(out_nc), "-q"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    # verify against the observed frames
+    obs = [str(p) for p in knmi2010[i + 1 : i + 7]]
+    csv = tmp_path / "scores.csv"
+    assert main(["verify", str(out_nc), *obs, "--thresholds", "1", "5", "--csv", str(csv), "-q"]) == 0
+    text = capsys.readouterr().out
+    assert "csi" in text
+    import pandas as pd
+
+    table = pd.read_csv(csv)
+    assert len(table) == 12 and set(table["threshold"]) == {1.0, 5.0}
+    assert table[table.threshold == 1.0]["csi"].iloc[0] > 0.5
+
+
+@pytest.mark.realdata
+def test_cli_errors_are_one_line_messages(knmi2010, tmp_path, capsys):
+    names = [f.name for f in knmi2010]
+    i = names.index("RAD_NL25_RAP_5min_201008260530.h5")
+    # gap in time: 05:10, 05:15, 05:20 and 05:30 without 05:25
+    gap = [str(knmi2010[k]) for k in (i - 4, i - 3, i - 2, i)]
+    assert main(["nowcast", *gap, "--out", str(tmp_path / "a.nc"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "skydiff: error:" in err and "Traceback" not in err and "05:25" in err
+    # too few frames
+    assert main(["nowcast", str(knmi2010[i]), "--out", str(tmp_path / "b.nc"), "-q"]) == 2
+    assert "frames" in capsys.readouterr().err
+    # unreadable file
+    bad = tmp_path / "RAD_NL25_RAP_5min_201008260530.h5"
+    bad.write_text("not hdf5")
+    assert main(["nowcast", str(bad), str(bad), "--out", str(tmp_path / "c.nc"), "-q"]) == 2
+    assert "skydiff: error:" in capsys.readouterr().err
+    # missing file
+    assert main(["nowcast", str(tmp_path / "nope.h5"), "--out", str(tmp_path / "d.nc"), "-q"]) == 2
+    assert "nope.h5" in capsys.readouterr().err
+    assert not any((tmp_path / n).exists() for n in ("a.nc", "b.nc", "c.nc", "d.nc"))

@@ -1,0 +1,519 @@
+"""Tests of skydiff.io: unit conversions, read_radar on the real KNMI / FMI / MRMS files, CF netCDF nowcasts."""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from skydiff.errors import InputError, ReadError, ShapeError, SkydiffWarning, TimeGapError
+from skydiff.io import (
+    accumulation_to_rainrate,
+    check_regular,
+    dbr_to_rainrate,
+    dbz_to_rainrate,
+    importer_names,
+    rainrate_to_dbr,
+    rainrate_to_dbz,
+    read_nowcast,
+    read_radar,
+    require_frames,
+    to_rainrate,
+    write_nowcast,
+)
+from skydiff.io import netcdf as sk_netcdf
+
+
+# --------------------------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def knmi2021(shared_data: Path) -> list[Path]:
+    files = sorted((shared_data / "radar" / "KNMI" / "2021" / "2021-01-01-2005").glob("*.hf5"))
+    if not files:
+        pytest.skip("KNMI 2021 files not found in the shared data")
+    return files
+
+
+@pytest.fixture(scope="module")
+def fmi2016(shared_data: Path) -> list[Path]:
+    files = sorted((shared_data / "radar" / "fmi" / "pgm" / "20160928").glob("*.pgm.gz"))
+    if not files:
+        pytest.skip("FMI 2016 files not found in the shared data")
+    return files
+
+
+@pytest.fixture(scope="module")
+def knmi6(knmi2010: list[Path]) -> xr.DataArray:
+    """Six consecutive KNMI 2010 frames (00:00-00:25), passed in shuffled order."""
+    files = [str(f) for f in knmi2010[:6]]
+    random.Random(3).shuffle(files)
+    return read_radar(files)
+
+
+def _pysteps_importer(name: str):
+    from skydiff._compat import import_pysteps
+
+    import_pysteps()
+    from pysteps.io import get_method
+
+    return get_method(name, "importer")
+
+
+def _no_warnings():
+    return warnings.catch_warnings()
+
+
+# ------------------------------------------------------------------------------------------------ units
+def test_units_known_values_and_round_trips():
+    # Z = 200 R^1.6: R = 1 mm/h <-> 10 log10(200) dBZ
+    assert np.isclose(dbz_to_rainrate(10 * np.log10(200.0)), 1.0)
+    assert np.isclose(rainrate_to_dbz(1.0), 10 * np.log10(200.0))
+    r = np.array([0.05, 0.1, 1.0, 7.5, 120.0])
+    assert np.allclose(dbz_to_rainrate(rainrate_to_dbz(r)), r)
+    assert np.allclose(dbz_to_rainrate(rainrate_to_dbz(r, 223.0, 1.53), 223.0, 1.53), r)
+    # FMI coefficients give a different rate for the same reflectivity
+    assert not np.isclose(dbz_to_rainrate(30.0, 223.0, 1.53), dbz_to_rainrate(30.0))
+    assert np.isclose(accumulation_to_rainrate(0.5, 5), 6.0)
+    assert np.isclose(to_rainrate(0.5, "mm", accutime=5), 6.0)
+    assert np.isclose(to_rainrate(23.0, "dBZ", zr_a=223.0, zr_b=1.53), dbz_to_rainrate(23.0, 223.0, 1.53))
+    assert np.allclose(to_rainrate([1, 2], "mm/h"), [1.0, 2.0])
+    # dBR (pysteps: threshold 0.1 mm/h, zerovalue -15, back-transform threshold -10)
+    rr = np.array([0.0, 0.05, 0.1, 1.0, 10.0, np.nan])
+    dbr = rainrate_to_dbr(rr)
+    assert np.allclose(dbr[:5], [-15.0, -15.0, -10.0, 0.0, 10.0]) and np.isnan(dbr[5])
+    back = dbr_to_rainrate(dbr)
+    assert np.allclose(back[:5], [0.0, 0.0, 0.1, 1.0, 10.0]) and np.isnan(back[5])
+    # NaN propagates everywhere
+    assert np.isnan(dbz_to_rainrate(np.nan)) and np.isnan(to_rainrate(np.nan, "mm", accutime=5))
+
+
+def test_units_errors():
+    with pytest.raises(InputError, match="furlongs"):
+        to_rainrate(1.0, "furlongs")
+    with pytest.raises(InputError, match="accutime"):
+        to_rainrate(1.0, "mm")
+    with pytest.raises(InputError):
+        accumulation_to_rainrate(1.0, 0)
+    with pytest.raises(InputError):
+        dbz_to_rainrate(1.0, a=-1)
+
+
+def test_units_torch_differentiable():
+    dbz = torch.tensor([-10.0, 0.0, 20.0, 45.0], dtype=torch.float64, requires_grad=True)
+    r = dbz_to_rainrate(dbz)
+    assert isinstance(r, torch.Tensor) and r.dtype == torch.float64
+    assert np.allclose(r.detach().numpy(), dbz_to_rainrate(dbz.detach().numpy()))
+    r.sum().backward()
+    assert torch.all(torch.isfinite(dbz.grad)) and torch.all(dbz.grad > 0)
+
+    rate = torch.tensor([0.0, 0.05, 0.5, 5.0], dtype=torch.float32, requires_grad=True)
+    out = rainrate_to_dbr(rate)
+    assert out.dtype == torch.float32
+    assert np.allclose(out.detach().numpy(), rainrate_to_dbr(rate.detach().numpy()))
+    out.sum().backward()
+    assert torch.all(torch.isfinite(rate.grad))
+    assert rate.grad[0] == 0 and rate.grad[3] > 0
+    assert torch.allclose(dbr_to_rainrate(out.detach()), torch.tensor([0.0, 0.0, 0.5, 5.0]), atol=1e-6)
+    assert torch.allclose(to_rainrate(torch.tensor([0.5]), "mm", accutime=5), torch.tensor([6.0]))
+    assert torch.isnan(rainrate_to_dbr(torch.tensor([float("nan")])))[0]
+
+
+# --------------------------------------------------------------------------------------- KNMI 2010 (ACRR)
+@pytest.mark.realdata
+def test_knmi2010_acrr(knmi2010, knmi6):
+    da = knmi6
+    assert isinstance(da, xr.DataArray) and da.name == "precip_rate"
+    assert da.dims == ("time", "y", "x") and da.shape == (6, 765, 700) and da.dtype == np.float32
+    times = da["time"].values
+    expected = np.array(["2010-08-26T00:%02d" % m for m in range(0, 30, 5)], dtype="datetime64[ns]")
+    assert np.array_equal(times, expected)  # parsed from the files, sorted although passed shuffled
+    a = da.attrs
+    assert a["units"] == "mm/h" and a["timestep"] == 5 and a["importer"] == "knmi_hdf5"
+    assert a["source_unit"] == "mm" and a["accutime"] == 5
+    assert a["projection"].startswith("+proj=stere") and "KNMI" in a["institution"]
+    assert a["cartesian_unit"] == "m" and a["xpixelsize"] == 1000.0 and a["ypixelsize"] == 1000.0
+    assert a["yorigin"] == "upper" and a["n_gaps"] == 0 and a["gaps"] == ""
+    files = a["source_files"].split("\n")
+    assert [os.path.basename(f) for f in files] == [p.name for p in knmi2010[:6]]
+    # pixel centres in metres, y decreasing for yorigin='upper'
+    assert np.isclose(da.x.values[0], 500.0) and np.isclose(da.x.values[-1], 699500.0)
+    assert np.isclose(da.y.values[0], -3650500.0) and np.all(np.diff(da.y.values) < 0)
+    # NaN outside the radar disk, valid inside
+    assert np.isnan(da.values[:, 0, 0]).all() and np.isfinite(da.values[:, 428, 369]).all()
+    assert np.isfinite(da.values[:, 284:572, 225:513]).all()
+    v = da.values[np.isfinite(da.values)]
+    assert v.min() >= 0 and 1.0 < v.max() < 300.0
+    # one frame against the raw pysteps importer: mm per 5 min -> mm/h
+    raw, _, meta = _pysteps_importer("knmi_hdf5")(str(knmi2010[3]), qty="ACRR")
+    assert meta["unit"] == "mm"
+    np.testing.assert_allclose(da.values[3], (raw * 12.0).astype(np.float32), rtol=1e-6, equal_nan=True)
+
+
+@pytest.mark.realdata
+def test_knmi2021_reflectivity_detected(knmi2021, knmi6):
+    files = [str(f) for f in knmi2021[:4]][::-1]
+    da = read_radar(files)
+    assert da.shape == (4, 765, 700)
+    assert da.attrs["source_unit"] == "dBZ" and da.attrs["zr_a"] == 200.0 and da.attrs["zr_b"] == 1.6
+    assert str(da.time.values[0])[:16] == "2021-01-01T20:05" and da.attrs["timestep"] == 5
+    raw, _, meta = _pysteps_importer("knmi_hdf5")(str(knmi2021[1]), qty="DBZH")
+    ref = ((10 ** (raw / 10.0)) / 200.0) ** (1 / 1.6)
+    np.testing.assert_allclose(da.values[1], ref.astype(np.float32), rtol=1e-5, equal_nan=True)
+    assert np.isnan(da.values[:, 0, 0]).all() and np.isfinite(da.values[:, 428, 369]).all()
+    assert np.nanmax(da.values) < 300.0 and np.nanpercentile(da.values, 99.9) < 20.0
+    # the km grid of 2010 and the metre grid of 2021 are the same grid
+    np.testing.assert_allclose(da.x.values, knmi6.x.values)
+    np.testing.assert_allclose(da.y.values, knmi6.y.values)
+    assert da.attrs["projection"] == knmi6.attrs["projection"]
+
+
+# ------------------------------------------------------------------------------------------------- FMI
+@pytest.mark.realdata
+def test_fmi_pgm_gzip(fmi2016):
+    files = [str(f) for f in fmi2016[:3]]
+    da = read_radar([files[2], files[0], files[1]])
+    assert da.shape == (3, 1226, 760)
+    assert da.attrs["importer"] == "fmi_pgm" and da.attrs["zr_a"] == 223.0 and da.attrs["zr_b"] == 1.53
+    assert np.array_equal(
+        da.time.values, np.array(["2016-09-28T14:45", "2016-09-28T14:50", "2016-09-28T14:55"], "datetime64[ns]")
+    )
+    assert da.attrs["timestep"] == 5 and da.attrs["cartesian_unit"] == "m"
+    assert np.isclose(da.attrs["xpixelsize"], 999.674053)
+    raw, _, meta = _pysteps_importer("fmi_pgm")(files[0], gzipped=True)
+    ref = ((10 ** (raw / 10.0)) / 223.0) ** (1 / 1.53)
+    np.testing.assert_allclose(da.values[0], ref.astype(np.float32), rtol=1e-5, equal_nan=True)
+    frac = np.nanmean(da.values > 1.0)
+    assert 0.005 < frac < 0.3 and np.nanmax(da.values) < 500.0
+    assert np.isnan(da.values).any()  # outside the composite
+    # user Z-R coefficients win over the importer's
+    mp = read_radar(files[0], zr_a=200.0, zr_b=1.6)
+    assert mp.attrs["zr_a"] == 200.0 and not np.allclose(mp.values[0], da.values[0], equal_nan=True)
+    # explicit importer name works too (gzipped detected)
+    ex = read_radar(files[0], importer="fmi_pgm")
+    np.testing.assert_array_equal(ex.values, da.values[:1])
+
+
+# ------------------------------------------------------------------------------------ gaps and grids
+@pytest.mark.realdata
+def test_gap_warning_and_check_regular(knmi2010, knmi6):
+    files = [knmi2010[i] for i in (0, 1, 3, 4)]
+    with pytest.warns(SkydiffWarning, match="2010-08-26T00:10:00"):
+        da = read_radar(files)
+    assert da.sizes["time"] == 4 and da.attrs["timestep"] == 5
+    assert da.attrs["n_gaps"] == 1 and da.attrs["gaps"] == "2010-08-26T00:10:00"
+    with pytest.raises(TimeGapError, match="00:10"):
+        check_regular(da)
+    assert check_regular(knmi6) is knmi6
+    with pytest.raises(TimeGapError):
+        check_regular(knmi6, timestep=2)
+    assert require_frames(da, 4) is da
+    with pytest.raises(InputError, match="5"):
+        require_frames(da, 5)
+    # a user timestep sets the regular series
+    with _no_warnings():
+        warnings.simplefilter("error")
+        one = read_radar(knmi2010[0], timestep=5)
+    assert one.attrs["timestep"] == 5 and one.attrs["n_gaps"] == 0
+
+
+@pytest.mark.realdata
+def test_mixed_grids(knmi2010, fmi2016):
+    with pytest.raises(InputError, match="mixed grids") as exc:
+        read_radar([knmi2010[0], fmi2016[0]])
+    assert knmi2010[0].name in str(exc.value) and fmi2016[0].name in str(exc.value)
+
+
+@pytest.mark.realdata
+def test_duplicate_times(knmi2010, tmp_path):
+    copy = tmp_path / "copy_of_first.h5"
+    shutil.copy(knmi2010[0], copy)
+    with pytest.raises(InputError, match="duplicate time 2010-08-26T00:00:00"):
+        read_radar([knmi2010[0], copy])
+
+
+@pytest.mark.realdata
+def test_glob_and_directory(knmi2010, tmp_path):
+    for f in knmi2010[:3]:
+        shutil.copy(f, tmp_path / f.name)
+    (tmp_path / "README.txt").write_text("not radar data\n")
+    pattern = str(tmp_path / "RAD_NL25_*.h5")
+    assert read_radar(pattern).sizes["time"] == 3
+    with pytest.warns(SkydiffWarning, match="README"):
+        da = read_radar(tmp_path)
+    assert da.sizes["time"] == 3
+    threaded = read_radar(pattern, workers=2)
+    np.testing.assert_array_equal(threaded.values, da.values)
+
+
+# ------------------------------------------------------------------------------------------ read errors
+def test_read_errors(tmp_path):
+    with pytest.raises(ReadError, match="not found"):
+        read_radar(tmp_path / "missing.h5")
+    with pytest.raises(ReadError, match="no file matches"):
+        read_radar(str(tmp_path / "nothing_*.h5"))
+    with pytest.raises(ReadError, match="empty"):
+        read_radar([])
+    text = tmp_path / "fake.h5"
+    text.write_text("this is just text\n")
+    with pytest.raises(ReadError, match="cannot detect the format") as exc:
+        read_radar(text)
+    assert "knmi_hdf5" in str(exc.value) and "fmi_pgm" in str(exc.value)
+    with pytest.raises(ReadError, match="not an HDF5 file"):
+        read_radar(text, importer="knmi_hdf5")
+    named = tmp_path / "RAD_NL25_RAP_5min_201008260000.h5"
+    named.write_text("still text\n")
+    with pytest.raises(ReadError, match="not an HDF5 file"):
+        read_radar(named)
+    blob = tmp_path / "data.xyz"
+    blob.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(ReadError, match="importer=NAME"):
+        read_radar(blob)
+    empty = tmp_path / "empty.h5"
+    empty.write_bytes(b"")
+    with pytest.raises(ReadError, match="empty"):
+        read_radar(empty)
+    with pytest.raises(InputError, match="unknown importer"):
+        read_radar(blob, importer="no_such_importer")
+    assert {"knmi_hdf5", "fmi_pgm", "mrms_grib", "odim_hdf5", "npz", "netcdf"} <= set(importer_names())
+
+
+def test_importer_failure_is_a_read_error(tmp_path):
+    import h5py
+
+    bad = tmp_path / "broken.h5"
+    with h5py.File(bad, "w") as f:
+        f.create_group("image1")
+        f.create_group("overview")
+    with pytest.raises(ReadError, match="knmi_hdf5"):
+        read_radar(bad)
+
+
+# ----------------------------------------------------------------------------------------------- npz
+def test_npz_reader(tmp_path):
+    rng = np.random.default_rng(0)
+    precip = rng.gamma(0.5, 1.0, size=(3, 8, 10))
+    precip[:, 0, 0] = np.nan
+    path = tmp_path / "seq.npz"
+    np.savez(
+        path,
+        precip=precip,
+        time=np.array(["2020-01-01T00:10", "2020-01-01T00:00", "2020-01-01T00:05"]),
+        unit="mm",
+        accutime=5.0,
+        projection="+proj=stere +lat_0=90 +lon_0=0 +lat_ts=60 +a=6378137 +b=6356752",
+        x1=0.0, x2=10000.0, y1=-8000.0, y2=0.0, xpixelsize=1000.0, ypixelsize=1000.0, yorigin="upper",
+        institution="test",
+    )
+    da = read_radar(path)
+    assert da.attrs["importer"] == "npz" and da.shape == (3, 8, 10)
+    assert str(da.time.values[0])[:16] == "2020-01-01T00:00"
+    np.testing.assert_allclose(da.values[0], precip[1] * 12, rtol=1e-6, equal_nan=True)
+    np.testing.assert_allclose(da.x.values, 500.0 + 1000.0 * np.arange(10))
+    np.testing.assert_allclose(da.y.values, -500.0 - 1000.0 * np.arange(8))
+    # datetime64 times, default unit mm/h, no georeference
+    p2 = tmp_path / "plain.npz"
+    np.savez(p2, precip=precip[0], time=np.array(["2021-05-01T12:00"], dtype="datetime64[s]"))
+    d2 = read_radar(p2, importer="npz")
+    assert d2.shape == (1, 8, 10) and d2.attrs["source_unit"] == "mm/h"
+    np.testing.assert_allclose(d2.values[0], precip[0], rtol=1e-6, equal_nan=True)
+    p3 = tmp_path / "notime.npz"
+    np.savez(p3, precip=precip)
+    with pytest.raises(ReadError, match="time"):
+        read_radar(p3)
+
+
+# -------------------------------------------------------------------------------------------- netCDF
+@pytest.mark.realdata
+def test_write_read_nowcast_round_trip(knmi6, tmp_path):
+    from pyproj import CRS
+
+    obs = knmi6
+    rng = np.random.default_rng(1)
+    nowcast = np.abs(rng.normal(0, 2, size=(3,) + obs.shape[1:])).astype(np.float32)
+    nowcast[:, :10, :10] = np.nan
+    velocity = rng.normal(0, 1, size=(2,) + obs.shape[1:]).astype(np.float32)
+    ref = obs.time.values[-1]
+    path = tmp_path / "nowcast.nc"
+    out = write_nowcast(
+        path, torch.from_numpy(nowcast), reference_time=ref, timestep=5, like=obs, velocity=velocity,
+        model="extrapolation", attrs={"comment": "test"},
+    )
+    assert out == str(path) and path.exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["nowcast.nc"]  # no temporary file left
+
+    da, vel = read_nowcast(path, with_velocity=True)
+    assert da.dims == ("lead_time", "y", "x") and da.name == "precip_rate"
+    np.testing.assert_array_equal(da.values, nowcast)
+    np.testing.assert_array_equal(da.lead_time.values, [5.0, 10.0, 15.0])
+    assert np.array_equal(da.time.values, ref + np.array([5, 10, 15], "timedelta64[m]"))
+    np.testing.assert_allclose(da.x.values, obs.x.values)
+    np.testing.assert_allclose(da.y.values, obs.y.values)
+    assert da.attrs["units"] == "mm/h" and da.attrs["model"] == "extrapolation" and da.attrs["comment"] == "test"
+    assert da.attrs["timestep"] == 5 and da.attrs["Conventions"] == "CF-1.8"
+    assert da.attrs["source"].startswith("skydiff ") and "KNMI" in da.attrs["institution"]
+    assert da.attrs["projection"] == obs.attrs["projection"]
+    np.testing.assert_array_equal(vel.values, velocity)
+    assert list(vel.component.values) == ["x", "y"]
+    assert read_nowcast(path).shape == nowcast.shape
+
+    # CF structure, read raw
+    with xr.open_dataset(path, decode_times=False, decode_timedelta=False) as ds:
+        v = ds["precip_rate"]
+        assert v.attrs["units"] == "mm h-1" and v.attrs["grid_mapping"] == "crs"
+        assert v.encoding["zlib"] and np.isnan(v.encoding["_FillValue"])
+        assert ds["lead_time"].attrs["standard_name"] == "forecast_period"
+        assert ds["time"].attrs["standard_name"] == "time" and ds["time"].dims == ("lead_time",)
+        assert ds["forecast_reference_time"].attrs["standard_name"] == "forecast_reference_time"
+        assert ds["x"].attrs["standard_name"] == "projection_x_coordinate" and ds["x"].attrs["units"] == "m"
+        assert ds["y"].attrs["standard_name"] == "projection_y_coordinate"
+        crs = ds["crs"].attrs
+        assert crs["grid_mapping_name"] == "polar_stereographic"
+        assert CRS.from_wkt(crs["crs_wkt"]).equals(CRS.from_proj4(obs.attrs["projection"]))
+        assert crs["spatial_ref"] == crs["crs_wkt"] and crs["proj4_params"] == obs.attrs["projection"]
+        assert "pixels per time step" in ds["velocity_x"].attrs["long_name"]
+        for key in ("Conventions", "title", "institution", "source", "model", "history"):
+            assert key in ds.attrs
+
+    # read_radar reads nowcast files as observations (valid times)
+    back = read_radar(path)
+    assert back.attrs["importer"] == "netcdf" and back.dims == ("time", "y", "x")
+    np.testing.assert_array_equal(back.values, nowcast)
+    assert np.array_equal(back.time.values, da.time.values)
+    np.testing.assert_allclose(back.x.values, obs.x.values)
+    assert back.attrs["projection"] == obs.attrs["projection"]
+
+
+@pytest.mark.realdata
+def test_read_radar_generic_cf_netcdf(knmi6, tmp_path):
+    sub = knmi6.isel(time=slice(0, 2), y=slice(284, 300), x=slice(225, 245))
+    path = tmp_path / "obs.nc"
+    sub.to_netcdf(path)
+    da = read_radar(path)
+    np.testing.assert_array_equal(da.values, sub.values)
+    assert np.array_equal(da.time.values, sub.time.values)
+    np.testing.assert_allclose(da.y.values, sub.y.values)
+    assert da.attrs["projection"] == sub.attrs["projection"] and da.attrs["timestep"] == 5
+
+
+def test_write_nowcast_validation_and_defaults(tmp_path):
+    field = np.zeros((2, 4, 5), np.float32)
+    path = tmp_path / "plain.nc"
+    write_nowcast(path, field, reference_time="2020-01-01T00:00:00", timestep=10, leadtimes=[10, 30])
+    da = read_nowcast(path)
+    np.testing.assert_array_equal(da.lead_time.values, [10.0, 30.0])
+    assert str(da.time.values[1])[:16] == "2020-01-01T00:30" and da.attrs["projection"] == ""
+    da2, vel = read_nowcast(path, with_velocity=True)
+    assert vel is None
+    with pytest.raises(ShapeError):
+        write_nowcast(tmp_path / "a.nc", np.zeros((2, 2, 4, 5)), reference_time="2020-01-01", timestep=5)
+    with pytest.raises(ShapeError):
+        write_nowcast(tmp_path / "b.nc", field, reference_time="2020-01-01", timestep=5, leadtimes=[5])
+    with pytest.raises(ShapeError):
+        write_nowcast(tmp_path / "c.nc", field, reference_time="2020-01-01", timestep=5, velocity=np.zeros((2, 3, 3)))
+    with pytest.raises(InputError):
+        write_nowcast(tmp_path / "d.nc", field, reference_time="2020-01-01", timestep=0)
+    with pytest.raises(InputError):
+        write_nowcast(tmp_path / "e.nc", field, reference_time="not a time", timestep=5)
+    with pytest.raises(ReadError):
+        read_nowcast(tmp_path / "missing.nc")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.nc"]
+
+
+def test_write_nowcast_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "nc.nc"
+    first = np.ones((2, 4, 5), np.float32)
+    write_nowcast(path, first, reference_time="2020-01-01T00:00", timestep=5)
+    before = path.read_bytes()
+    with pytest.raises(InputError, match="already exists"):
+        write_nowcast(path, 2 * first, reference_time="2020-01-01T00:00", timestep=5)
+    assert path.read_bytes() == before
+
+    original = sk_netcdf._write_variables
+
+    def failing(nc, content):
+        original(nc, content)  # a complete-looking file, then a crash before it is closed
+        raise RuntimeError("disk full (simulated)")
+
+    monkeypatch.setattr(sk_netcdf, "_write_variables", failing)
+    with pytest.raises(RuntimeError, match="simulated"):
+        write_nowcast(path, 3 * first, reference_time="2020-01-01T00:00", timestep=5, overwrite=True)
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["nc.nc"]
+    monkeypatch.setattr(sk_netcdf, "_write_variables", original)
+
+    write_nowcast(path, 4 * first, reference_time="2020-01-01T00:00", timestep=5, overwrite=True)
+    np.testing.assert_array_equal(read_nowcast(path).values, 4 * first)
+    assert [p.name for p in tmp_path.iterdir()] == ["nc.nc"]
+
+
+# ------------------------------------------------------------------------------------------ speed, MRMS
+@pytest.mark.realdata
+def test_read_all_knmi2010_quickly(knmi2010):
+    t0 = time.perf_counter()
+    da = read_radar(knmi2010, progress=True)
+    elapsed = time.perf_counter() - t0
+    assert da.shape == (92, 765, 700) and da.attrs["n_gaps"] == 0
+    assert str(da.time.values[-1])[:16] == "2010-08-26T07:35"
+    assert elapsed < 30.0, f"reading 92 KNMI files took {elapsed:.1f} s"
+
+
+@pytest.mark.realdata
+def test_mrms_grib_one_file(shared_data):
+    pytest.importorskip("pygrib")
+    files = sorted((shared_data / "radar" / "mrms").rglob("PrecipRate_*.grib2"))
+    if not files:
+        pytest.skip("MRMS files not found in the shared data")
+    da = read_radar(files[0], window_size=4)
+    assert da.shape == (1, 875, 1750) and da.attrs["importer"] == "mrms_grib"
+    assert da.attrs["cartesian_unit"] == "degrees" and np.isclose(da.attrs["xpixelsize"], 0.04)
+    assert str(da.time.values[0])[:19] == "2019-06-10T00:00:00"
+    assert da.y.values[0] > da.y.values[-1] and -130 < da.x.values[0] < -129.9
+    v = da.values[np.isfinite(da.values)]
+    assert v.min() >= 0 and v.max() > 10
+
+
+def _write_odim(path: Path, date: str, hhmmss: str, quantity: str = "DBZH") -> np.ndarray:
+    """A minimal ODIM_H5 composite (10 x 12, LAEA) with uint8 data."""
+    import h5py
+    from pyproj import Proj
+
+    proj = "+proj=laea +lat_0=55 +lon_0=10 +x_0=1950000 +y_0=-2100000 +ellps=WGS84"
+    pr = Proj(proj)
+    ll_lon, ll_lat = pr(0.0, 0.0, inverse=True)
+    ur_lon, ur_lat = pr(12000.0, 10000.0, inverse=True)
+    raw = np.arange(120, dtype=np.uint8).reshape(10, 12)
+    raw[0, 0] = 255  # nodata
+    with h5py.File(path, "w") as f:
+        f.create_group("what").attrs.update(
+            {"date": np.bytes_(date), "time": np.bytes_(hhmmss), "object": np.bytes_("COMP"),
+             "source": np.bytes_("ORG:247")}
+        )
+        f.create_group("where").attrs.update(
+            {"projdef": np.bytes_(proj), "LL_lat": ll_lat, "LL_lon": ll_lon, "UR_lat": ur_lat, "UR_lon": ur_lon,
+             "xscale": 1000.0, "yscale": 1000.0, "xsize": 12, "ysize": 10}
+        )
+        d = f.create_group("dataset1").create_group("data1")
+        d.create_group("what").attrs.update(
+            {"quantity": np.bytes_(quantity), "gain": 0.5, "offset": -32.0, "nodata": 255.0, "undetect": 0.0}
+        )
+        d.create_dataset("data", data=raw)
+    return raw
+
+
+def test_odim_detection(tmp_path):
+    raws = [_write_odim(tmp_path / f"comp_{i}.h5", "20240101", f"00{5 * i:02d}00") for i in range(2)]
+    da = read_radar(sorted(tmp_path.glob("*.h5")))
+    assert da.attrs["importer"] == "odim_hdf5" and da.attrs["source_unit"] == "dBZ"
+    assert np.array_equal(da.time.values, np.array(["2024-01-01T00:00", "2024-01-01T00:05"], "datetime64[ns]"))
+    ref = dbz_to_rainrate(raws[0] * 0.5 - 32.0)
+    ref[0, 0] = np.nan
+    ref[raws[0] == 0] = dbz_to_rainrate(-30.0)  # pysteps' undetect value for DBZH
+    np.testing.assert_allclose(da.values[0], ref.astype(np.float32), rtol=1e-5, equal_nan=True)
+    assert np.isclose(da.attrs["xpixelsize"], 1000.0) and da.attrs["yorigin"] == "upper"
