@@ -155,14 +155,6 @@ def _vel_adjoint(V, gV, b, x, y, H, W, gsu, gsv):
     w01 = fx * (1.0 - fy)
     w10 = (1.0 - fx) * fy
     w11 = fx * fy
-    gV[b, 0, y0, x0] += w00 * gsu
-    gV[b, 0, y0, x0 + 1] += w01 * gsu
-    gV[b, 0, y0 + 1, x0] += w10 * gsu
-    gV[b, 0, y0 + 1, x0 + 1] += w11 * gsu
-    gV[b, 1, y0, x0] += w00 * gsv
-    gV[b, 1, y0, x0 + 1] += w01 * gsv
-    gV[b, 1, y0 + 1, x0] += w10 * gsv
-    gV[b, 1, y0 + 1, x0 + 1] += w11 * gsv
     gx = 0.0
     gy = 0.0
     if cx:
@@ -173,6 +165,14 @@ def _vel_adjoint(V, gV, b, x, y, H, W, gsu, gsv):
         du = (1.0 - fx) * (V[b, 0, y0 + 1, x0] - V[b, 0, y0, x0]) + fx * (V[b, 0, y0 + 1, x0 + 1] - V[b, 0, y0, x0 + 1])
         dv = (1.0 - fx) * (V[b, 1, y0 + 1, x0] - V[b, 1, y0, x0]) + fx * (V[b, 1, y0 + 1, x0 + 1] - V[b, 1, y0, x0 + 1])
         gy = gsu * du + gsv * dv
+    gV[b, 0, y0, x0] += w00 * gsu
+    gV[b, 0, y0, x0 + 1] += w01 * gsu
+    gV[b, 0, y0 + 1, x0] += w10 * gsu
+    gV[b, 0, y0 + 1, x0 + 1] += w11 * gsu
+    gV[b, 1, y0, x0] += w00 * gsv
+    gV[b, 1, y0, x0 + 1] += w01 * gsv
+    gV[b, 1, y0 + 1, x0] += w10 * gsv
+    gV[b, 1, y0 + 1, x0 + 1] += w11 * gsv
     return gx, gy
 
 
@@ -293,23 +293,29 @@ def sl_backward(F, V, td, cstep, n_iter, gout, need_gF, need_gV, gF_parts, gV_pa
                 if n_iter > 0:
                     for k in range(n_iter - 1, -1, -1):
                         n = t * K + k
-                        for j in range(W):
-                            Dox = st[n, 0, j]
-                            Doy = st[n, 1, j]
-                            Dnx = Dox - st[n, 4, j]
-                            Dny = Doy - st[n, 5, j]
-                            # w2 = c S(x + D_new)
-                            gqx, gqy = _vel_adjoint(V, gV, b, j + Dnx, i + Dny, H, W, gwx[j] * c, gwy[j] * c)
-                            ax = gDx[j] + gqx
-                            ay = gDy[j] + gqy
-                            # D_new = D_old - w1 ; w1 = c S(p) ; p = x + D_old - w_old / 2
-                            px = j + Dox - 0.5 * st[n, 2, j]
-                            py = i + Doy - 0.5 * st[n, 3, j]
-                            gpx, gpy = _vel_adjoint(V, gV, b, px, py, H, W, -ax * c, -ay * c)
-                            gDx[j] = ax + gpx
-                            gDy[j] = ay + gpy
-                            gwx[j] = -0.5 * gpx
-                            gwy[j] = -0.5 * gpy
+                        # two passes over the row, even pixels then odd ones: neighbouring pixels scatter into
+                        # shared corners, and interleaving them would chain read-modify-writes on one address
+                        for par in range(2):
+                            for j in range(par, W, 2):
+                                # w2 = c S(x + D_new), D_new = D_old - w1
+                                gqx, gqy = _vel_adjoint(
+                                    V, gV, b, j + st[n, 0, j] - st[n, 4, j], i + st[n, 1, j] - st[n, 5, j], H, W,
+                                    gwx[j] * c, gwy[j] * c,
+                                )
+                                gDx[j] += gqx
+                                gDy[j] += gqy
+                        for par in range(2):
+                            for j in range(par, W, 2):
+                                # D_new = D_old - w1 ; w1 = c S(p) ; p = x + D_old - w_old / 2
+                                ax = gDx[j]
+                                ay = gDy[j]
+                                px = j + st[n, 0, j] - 0.5 * st[n, 2, j]
+                                py = i + st[n, 1, j] - 0.5 * st[n, 3, j]
+                                gpx, gpy = _vel_adjoint(V, gV, b, px, py, H, W, -ax * c, -ay * c)
+                                gDx[j] = ax + gpx
+                                gDy[j] = ay + gpy
+                                gwx[j] = -0.5 * gpx
+                                gwy[j] = -0.5 * gpy
                 else:
                     for j in range(W):
                         # D_new = D_old - w ; w = c S(x + D_old) for t > 0
