@@ -410,12 +410,13 @@ def main(argv: list[str] | None = None) -> int:
     from skydiff.plot import plot_scores
 
     whole = tables[0]
-    fig_df = whole[["model", "leadtime_min", "csi_1mmh", "csi_5mmh", "mae"]]
+    labels = {"csi_1mmh": "CSI at 1 mm/h", "csi_5mmh": "CSI at 5 mm/h", "mae": "MAE (mm/h)"}
+    fig_df = whole[["model", "leadtime_min", *labels]].rename(columns=labels)
     fig_path = Path(args.fig)
     fig_path.parent.mkdir(parents=True, exist_ok=True)
     plot_scores(
         fig_df,
-        scores=["csi_1mmh", "csi_5mmh", "mae"],
+        scores=list(labels.values()),
         hue="model",
         path=fig_path,
         title=f"KNMI 2010-08-26, {len(stats)} nowcasts ({hhmm(cases_t0[0])}-{hhmm(cases_t0[-1])} UTC, every "

@@ -249,14 +249,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _show_warning(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+    print(f"skydiff: warning: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    import warnings
+
+    from .errors import SkydiffWarning
+
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()
         return 0
+    old_show = warnings.showwarning
+    warnings.showwarning = _show_warning  # one-line warnings on the command line
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", SkydiffWarning)
+            return int(args.func(args) or 0)
     except SkydiffError as exc:
         if args.debug:
             raise
@@ -265,6 +277,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nskydiff: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = old_show
 
 
 if __name__ == "__main__":  # pragma: no cover
