@@ -26,16 +26,6 @@ import skydiff
 from skydiff._compat import import_pysteps
 
 
-def timed(fn, repeats):
-    fn()  # warm-up (numba compilation, allocator)
-    ts = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t)
-    return min(ts), statistics.median(ts)
-
-
 def case(data: str | None):
     if data and Path(data, "radar/KNMI/2010/08").is_dir():
         from skydiff.io import read_radar
@@ -74,12 +64,8 @@ def main(argv=None):
           f"({torch.get_num_threads()} threads), numba {numba.__version__} ({numba.get_num_threads()} threads), "
           f"python {sys.version.split()[0]}")
 
-    rows = []
     ref = extrapolate(R, V, n)
-    t_ps = timed(lambda: extrapolate(R, V, n), args.repeats)
-    rows.append(("pysteps extrapolate (numpy float64, bilinear)", t_ps, None, None))
     ref3 = extrapolate(R, V, n, interp_order=3)
-    t_ps3 = timed(lambda: extrapolate(R, V, n, interp_order=3), max(3, args.repeats // 2))
 
     def err(out, r, border=0):
         out = np.asarray(out)
@@ -89,30 +75,56 @@ def main(argv=None):
         same_mask = bool(np.array_equal(np.isfinite(out), np.isfinite(r))) if not border else None
         return float(np.max(np.abs(out[m] - r[m])) / np.max(np.abs(r[m]))), same_mask
 
-    results = {"case": what, "grid": [H, W], "steps": n, "pysteps_s": t_ps[0]}
+    # every implementation as a closure; all are run round-robin (interleaved) so that drifts in machine load
+    # hit them alike, and the best and median of the rounds are reported
+    fwd = {"pysteps extrapolate (numpy float64, bilinear)": lambda: extrapolate(R, V, n)}
+    fb = {}
+    errors = {}
     for backend in ("numba", "torch"):
         for dt in (torch.float32, torch.float64):
             F = torch.tensor(R, dtype=dt)[None, None]
             Vt = torch.tensor(V, dtype=dt)[None]
-            t_f = timed(lambda: skydiff.advect(F, Vt, n, backend=backend), args.repeats)
-            e, same = err(skydiff.advect(F, Vt, n, backend=backend)[0, :, 0].numpy().astype(np.float64), ref)
+            name = f"skydiff {backend} {str(dt).replace('torch.', '')}"
+            fwd[name] = lambda F=F, Vt=Vt, backend=backend: skydiff.advect(F, Vt, n, backend=backend)
+            errors[name] = err(skydiff.advect(F, Vt, n, backend=backend)[0, :, 0].numpy().astype(np.float64), ref)
             Fg = F.clone().requires_grad_()
             Vg = Vt.clone().requires_grad_()
 
-            def fb():
+            def fwd_bwd(Fg=Fg, Vg=Vg, backend=backend):
                 out = skydiff.advect(Fg, Vg, n, backend=backend, outval=0.0)
                 out.sum().backward()
                 Fg.grad = None
                 Vg.grad = None
 
-            t_fb = timed(fb, max(3, args.repeats // 2))
-            name = f"skydiff {backend} {str(dt).replace('torch.', '')}"
-            rows.append((name, t_f, t_fb, (e, same)))
-            results[name] = {"forward_s": t_f[0], "fwd_bwd_s": t_fb[0], "rel_max_err": e, "same_nan_mask": same}
-    F = torch.tensor(R)[None, None]
-    Vt = torch.tensor(V)[None]
-    t_b3 = timed(lambda: skydiff.advect(F, Vt, n, interp="bicubic"), max(3, args.repeats // 2))
-    e3, _ = err(skydiff.advect(F, Vt, n, interp="bicubic")[0, :, 0].numpy(), ref3, border=20)
+            fb[name] = fwd_bwd
+    F64 = torch.tensor(R)[None, None]
+    V64 = torch.tensor(V)[None]
+    cubic = {
+        "pysteps interp_order=3": lambda: extrapolate(R, V, n, interp_order=3),
+        "skydiff bicubic": lambda: skydiff.advect(F64, V64, n, interp="bicubic"),
+    }
+    e3, _ = err(skydiff.advect(F64, V64, n, interp="bicubic")[0, :, 0].numpy(), ref3, border=20)
+
+    def rounds(fns, repeats):
+        for f in fns.values():
+            f()  # warm-up: numba compilation, allocator
+        ts = {k: [] for k in fns}
+        for _ in range(repeats):
+            for k, f in fns.items():
+                t = time.perf_counter()
+                f()
+                ts[k].append(time.perf_counter() - t)
+        return {k: (min(v), statistics.median(v)) for k, v in ts.items()}
+
+    t_fwd = rounds(fwd, args.repeats)
+    t_fb = rounds(fb, max(3, args.repeats // 2))
+    t_cub = rounds(cubic, max(3, args.repeats // 3))
+    t_ps = t_fwd["pysteps extrapolate (numpy float64, bilinear)"]
+    rows = [(k, t_fwd[k], t_fb.get(k), errors.get(k)) for k in fwd]
+    t_ps3, t_b3 = t_cub["pysteps interp_order=3"], t_cub["skydiff bicubic"]
+    results = {"case": what, "grid": [H, W], "steps": n, "pysteps_s": t_ps[0]}
+    for k, tf, tfb, e in rows[1:]:
+        results[k] = {"forward_s": tf[0], "fwd_bwd_s": tfb[0], "rel_max_err": e[0], "same_nan_mask": e[1]}
 
     print()
     print("| implementation | forward best (median) | speed-up vs pysteps | fwd+bwd best | fwd+bwd / fwd | rel. max error vs pysteps |")

@@ -28,33 +28,27 @@ import numpy as np
 # no 'nnan'/'ninf' fast-math flags: NaN in the field must propagate like in pysteps
 _FAST = {"contract", "arcp", "reassoc", "nsz"}
 _JIT = dict(nogil=True, cache=True, fastmath=_FAST)
+_ONE = np.uint64(1)
 
 
 @numba.njit(inline="always", **{k: v for k, v in _JIT.items() if k != "cache"})
 def _vel_sample(V, b, x, y, H, W):
     """Bilinear sample of both velocity components at (x, y), coordinates clamped to the grid."""
-    if x < 0.0:
-        x = 0.0
-    elif x > W - 1:
-        x = W - 1.0
-    if y < 0.0:
-        y = 0.0
-    elif y > H - 1:
-        y = H - 1.0
-    x0 = int(x)
-    y0 = int(y)
-    if x0 > W - 2:
-        x0 = W - 2
-    if y0 > H - 2:
-        y0 = H - 2
+    x = min(max(x, 0.0), W - 1.0)
+    y = min(max(y, 0.0), H - 1.0)
+    # unsigned indices: numba then skips its negative-index wraparound on every load
+    x0 = np.uint64(min(int(x), W - 2))
+    y0 = np.uint64(min(int(y), H - 2))
+    x1 = x0 + _ONE
+    y1 = y0 + _ONE
     fx = x - x0
     fy = y - y0
     w00 = (1.0 - fx) * (1.0 - fy)
     w01 = fx * (1.0 - fy)
     w10 = (1.0 - fx) * fy
     w11 = fx * fy
-    su = w00 * V[b, 0, y0, x0] + w01 * V[b, 0, y0, x0 + 1] + w10 * V[b, 0, y0 + 1, x0] + w11 * V[b, 0, y0 + 1, x0 + 1]
-    sv = w00 * V[b, 1, y0, x0] + w01 * V[b, 1, y0, x0 + 1] + w10 * V[b, 1, y0 + 1, x0] + w11 * V[b, 1, y0 + 1, x0 + 1]
+    su = w00 * V[b, 0, y0, x0] + w01 * V[b, 0, y0, x1] + w10 * V[b, 0, y1, x0] + w11 * V[b, 0, y1, x1]
+    sv = w00 * V[b, 1, y0, x0] + w01 * V[b, 1, y0, x1] + w10 * V[b, 1, y1, x0] + w11 * V[b, 1, y1, x1]
     return su, sv
 
 
@@ -81,98 +75,95 @@ def sl_forward(F, V, td, cstep, n_iter, outval, out):
             c = cstep[t]
             if n_iter > 0:
                 for _k in range(n_iter):
-                    for j in range(W):
-                        su, sv = _vel_sample(V, b, j + Dx[j] - 0.5 * wx[j], i + Dy[j] - 0.5 * wy[j], H, W)
-                        dx = Dx[j] - su * c
-                        dy = Dy[j] - sv * c
-                        Dx[j] = dx
-                        Dy[j] = dy
-                        su, sv = _vel_sample(V, b, j + dx, i + dy, H, W)
-                        wx[j] = su * c
-                        wy[j] = sv * c
+                    if t < T - 1 or _k < n_iter - 1:
+                        for j in range(W):
+                            su, sv = _vel_sample(V, b, j + Dx[j] - 0.5 * wx[j], i + Dy[j] - 0.5 * wy[j], H, W)
+                            dx = Dx[j] - su * c
+                            dy = Dy[j] - sv * c
+                            Dx[j] = dx
+                            Dy[j] = dy
+                            su, sv = _vel_sample(V, b, j + dx, i + dy, H, W)
+                            wx[j] = su * c
+                            wy[j] = sv * c
+                    else:  # the end-point sample only seeds the next sub-step: the very last one is never used
+                        for j in range(W):
+                            su, sv = _vel_sample(V, b, j + Dx[j] - 0.5 * wx[j], i + Dy[j] - 0.5 * wy[j], H, W)
+                            Dx[j] -= su * c
+                            Dy[j] -= sv * c
             else:
-                for j in range(W):
-                    if t > 0:
+                if t > 0:
+                    for j in range(W):
                         su, sv = _vel_sample(V, b, j + Dx[j], i + Dy[j], H, W)
                         wx[j] = su * c
                         wy[j] = sv * c
+                for j in range(W):
                     Dx[j] -= wx[j]
                     Dy[j] -= wy[j]
             for j in range(W):
+                # branch-free: sample at the clamped point, then select outval outside the grid
                 x = j + Dx[j]
                 y = i + Dy[j]
-                if x < 0.0 or x > W - 1 or y < 0.0 or y > H - 1:
-                    for ch in range(C):
-                        out[b, t, ch, i, j] = outval
-                else:
-                    x0 = int(x)
-                    y0 = int(y)
-                    if x0 > W - 2:
-                        x0 = W - 2
-                    if y0 > H - 2:
-                        y0 = H - 2
-                    fx = x - x0
-                    fy = y - y0
-                    w00 = (1.0 - fx) * (1.0 - fy)
-                    w01 = fx * (1.0 - fy)
-                    w10 = (1.0 - fx) * fy
-                    w11 = fx * fy
-                    for ch in range(C):
-                        out[b, t, ch, i, j] = (
-                            w00 * F[b, ch, y0, x0]
-                            + w01 * F[b, ch, y0, x0 + 1]
-                            + w10 * F[b, ch, y0 + 1, x0]
-                            + w11 * F[b, ch, y0 + 1, x0 + 1]
-                        )
+                inside = (x >= 0.0) & (x <= W - 1.0) & (y >= 0.0) & (y <= H - 1.0)
+                x = min(max(x, 0.0), W - 1.0)
+                y = min(max(y, 0.0), H - 1.0)
+                x0 = np.uint64(min(int(x), W - 2))  # unsigned: numba skips negative-index wraparound
+                y0 = np.uint64(min(int(y), H - 2))
+                x1 = x0 + _ONE
+                y1 = y0 + _ONE
+                fx = x - x0
+                fy = y - y0
+                w00 = (1.0 - fx) * (1.0 - fy)
+                w01 = fx * (1.0 - fy)
+                w10 = (1.0 - fx) * fy
+                w11 = fx * fy
+                for ch in range(C):
+                    v = (
+                        w00 * F[b, ch, y0, x0]
+                        + w01 * F[b, ch, y0, x1]
+                        + w10 * F[b, ch, y1, x0]
+                        + w11 * F[b, ch, y1, x1]
+                    )
+                    out[b, t, ch, i, j] = v if inside else outval
 
 
 @numba.njit(inline="always", **{k: v for k, v in _JIT.items() if k != "cache"})
 def _vel_adjoint(V, gV, b, x, y, H, W, gsu, gsv):
-    """Adjoint of _vel_sample: scatter (gsu, gsv) into gV and return d/d(x, y) of <g, S(x, y)>."""
-    cx = True
-    cy = True
-    if x < 0.0:
-        x = 0.0
-        cx = False
-    elif x > W - 1:
-        x = W - 1.0
-        cx = False
-    if y < 0.0:
-        y = 0.0
-        cy = False
-    elif y > H - 1:
-        y = H - 1.0
-        cy = False
-    x0 = int(x)
-    y0 = int(y)
-    if x0 > W - 2:
-        x0 = W - 2
-    if y0 > H - 2:
-        y0 = H - 2
+    """Adjoint of _vel_sample: scatter (gsu, gsv) into gV and return d/d(x, y) of <g, S(x, y)>.
+
+    Branch-free: a coordinate clamped at the edge has zero derivative (factor kx / ky).
+    """
+    kx = 1.0 if (x >= 0.0) & (x <= W - 1.0) else 0.0
+    ky = 1.0 if (y >= 0.0) & (y <= H - 1.0) else 0.0
+    x = min(max(x, 0.0), W - 1.0)
+    y = min(max(y, 0.0), H - 1.0)
+    x0 = np.uint64(min(int(x), W - 2))  # unsigned: numba skips negative-index wraparound
+    y0 = np.uint64(min(int(y), H - 2))
+    x1 = x0 + _ONE
+    y1 = y0 + _ONE
     fx = x - x0
     fy = y - y0
+    u00 = V[b, 0, y0, x0]
+    u01 = V[b, 0, y0, x1]
+    u10 = V[b, 0, y1, x0]
+    u11 = V[b, 0, y1, x1]
+    v00 = V[b, 1, y0, x0]
+    v01 = V[b, 1, y0, x1]
+    v10 = V[b, 1, y1, x0]
+    v11 = V[b, 1, y1, x1]
+    gx = kx * (gsu * ((1.0 - fy) * (u01 - u00) + fy * (u11 - u10)) + gsv * ((1.0 - fy) * (v01 - v00) + fy * (v11 - v10)))
+    gy = ky * (gsu * ((1.0 - fx) * (u10 - u00) + fx * (u11 - u01)) + gsv * ((1.0 - fx) * (v10 - v00) + fx * (v11 - v01)))
     w00 = (1.0 - fx) * (1.0 - fy)
     w01 = fx * (1.0 - fy)
     w10 = (1.0 - fx) * fy
     w11 = fx * fy
-    gx = 0.0
-    gy = 0.0
-    if cx:
-        du = (1.0 - fy) * (V[b, 0, y0, x0 + 1] - V[b, 0, y0, x0]) + fy * (V[b, 0, y0 + 1, x0 + 1] - V[b, 0, y0 + 1, x0])
-        dv = (1.0 - fy) * (V[b, 1, y0, x0 + 1] - V[b, 1, y0, x0]) + fy * (V[b, 1, y0 + 1, x0 + 1] - V[b, 1, y0 + 1, x0])
-        gx = gsu * du + gsv * dv
-    if cy:
-        du = (1.0 - fx) * (V[b, 0, y0 + 1, x0] - V[b, 0, y0, x0]) + fx * (V[b, 0, y0 + 1, x0 + 1] - V[b, 0, y0, x0 + 1])
-        dv = (1.0 - fx) * (V[b, 1, y0 + 1, x0] - V[b, 1, y0, x0]) + fx * (V[b, 1, y0 + 1, x0 + 1] - V[b, 1, y0, x0 + 1])
-        gy = gsu * du + gsv * dv
     gV[b, 0, y0, x0] += w00 * gsu
-    gV[b, 0, y0, x0 + 1] += w01 * gsu
-    gV[b, 0, y0 + 1, x0] += w10 * gsu
-    gV[b, 0, y0 + 1, x0 + 1] += w11 * gsu
+    gV[b, 0, y0, x1] += w01 * gsu
+    gV[b, 0, y1, x0] += w10 * gsu
+    gV[b, 0, y1, x1] += w11 * gsu
     gV[b, 1, y0, x0] += w00 * gsv
-    gV[b, 1, y0, x0 + 1] += w01 * gsv
-    gV[b, 1, y0 + 1, x0] += w10 * gsv
-    gV[b, 1, y0 + 1, x0 + 1] += w11 * gsv
+    gV[b, 1, y0, x1] += w01 * gsv
+    gV[b, 1, y1, x0] += w10 * gsv
+    gV[b, 1, y1, x1] += w11 * gsv
     return gx, gy
 
 
@@ -183,6 +174,7 @@ def sl_backward(F, V, td, cstep, n_iter, gout, need_gF, need_gV, gF_parts, gV_pa
     gout (B,T,C,H,W) -> gF_parts (P,B,C,H,W), gV_parts (P,B,2,H,W): one accumulation buffer per chunk of rows
     (P chunks run in parallel without write conflicts); the caller sums over P. Each row's forward trajectory
     is recomputed (saving the state before every sub-step), then swept in reverse, a whole row at a time.
+    Conditions are hoisted out of the pixel loops (a branch inside them costs ~30 %).
     """
     B, C, H, W = F.shape
     T = td.shape[0]
@@ -194,8 +186,8 @@ def sl_backward(F, V, td, cstep, n_iter, gout, need_gF, need_gV, gF_parts, gV_pa
         gV = gV_parts[p]
         r0 = (nrows * p) // P
         r1 = (nrows * (p + 1)) // P
-        st = np.empty((T * K, 6, W))  # before each sub-step: D_old (2), w_old (2); w1 (2) = midpoint increment
-        dend = np.empty((T, 2, W))  # D after each lead time
+        Dst = np.empty((T * K + 1, 2, W))  # displacement before each sub-step (and after the last)
+        Wst = np.empty((T * K, 2, W))  # increment w before each sub-step
         Dx = np.empty(W)
         Dy = np.empty(W)
         wx = np.empty(W)
@@ -219,33 +211,33 @@ def sl_backward(F, V, td, cstep, n_iter, gout, need_gF, need_gV, gF_parts, gV_pa
                     for k in range(n_iter):
                         n = t * K + k
                         for j in range(W):
-                            st[n, 0, j] = Dx[j]
-                            st[n, 1, j] = Dy[j]
-                            st[n, 2, j] = wx[j]
-                            st[n, 3, j] = wy[j]
+                            Dst[n, 0, j] = Dx[j]
+                            Dst[n, 1, j] = Dy[j]
+                            Wst[n, 0, j] = wx[j]
+                            Wst[n, 1, j] = wy[j]
                             su, sv = _vel_sample(V, b, j + Dx[j] - 0.5 * wx[j], i + Dy[j] - 0.5 * wy[j], H, W)
-                            st[n, 4, j] = su * c
-                            st[n, 5, j] = sv * c
-                            dx = Dx[j] - su * c
-                            dy = Dy[j] - sv * c
-                            Dx[j] = dx
-                            Dy[j] = dy
-                            su, sv = _vel_sample(V, b, j + dx, i + dy, H, W)
-                            wx[j] = su * c
-                            wy[j] = sv * c
+                            Dx[j] -= su * c
+                            Dy[j] -= sv * c
+                        if t < T - 1 or k < n_iter - 1:  # the very last end-point sample is never used
+                            for j in range(W):
+                                su, sv = _vel_sample(V, b, j + Dx[j], i + Dy[j], H, W)
+                                wx[j] = su * c
+                                wy[j] = sv * c
                 else:
                     for j in range(W):
-                        st[t, 0, j] = Dx[j]
-                        st[t, 1, j] = Dy[j]
-                        if t > 0:
+                        Dst[t, 0, j] = Dx[j]
+                        Dst[t, 1, j] = Dy[j]
+                    if t > 0:
+                        for j in range(W):
                             su, sv = _vel_sample(V, b, j + Dx[j], i + Dy[j], H, W)
                             wx[j] = su * c
                             wy[j] = sv * c
+                    for j in range(W):
                         Dx[j] -= wx[j]
                         Dy[j] -= wy[j]
-                for j in range(W):
-                    dend[t, 0, j] = Dx[j]
-                    dend[t, 1, j] = Dy[j]
+            for j in range(W):
+                Dst[T * K, 0, j] = Dx[j]
+                Dst[T * K, 1, j] = Dy[j]
             # ---- reverse sweep
             for j in range(W):
                 gDx[j] = 0.0
@@ -254,38 +246,34 @@ def sl_backward(F, V, td, cstep, n_iter, gout, need_gF, need_gV, gF_parts, gV_pa
                 gwy[j] = 0.0
             for t in range(T - 1, -1, -1):
                 c = cstep[t]
-                # output of lead t: F sampled at x + D_t
+                # output of lead t = F sampled at x + D_t (outval outside the grid: no gradient there)
                 for j in range(W):
-                    x = j + dend[t, 0, j]
-                    y = i + dend[t, 1, j]
-                    if x < 0.0 or x > W - 1 or y < 0.0 or y > H - 1:
-                        continue
-                    x0 = int(x)
-                    y0 = int(y)
-                    if x0 > W - 2:
-                        x0 = W - 2
-                    if y0 > H - 2:
-                        y0 = H - 2
+                    x = j + Dst[(t + 1) * K, 0, j]
+                    y = i + Dst[(t + 1) * K, 1, j]
+                    kin = 1.0 if (x >= 0.0) & (x <= W - 1.0) & (y >= 0.0) & (y <= H - 1.0) else 0.0
+                    x = min(max(x, 0.0), W - 1.0)
+                    y = min(max(y, 0.0), H - 1.0)
+                    x0 = np.uint64(min(int(x), W - 2))  # unsigned: numba skips negative-index wraparound
+                    y0 = np.uint64(min(int(y), H - 2))
+                    x1 = x0 + _ONE
+                    y1 = y0 + _ONE
                     fx = x - x0
                     fy = y - y0
                     ax = 0.0
                     ay = 0.0
                     for ch in range(C):
-                        g = gout[b, t, ch, i, j]
-                        if g == 0.0:
-                            continue
+                        g = kin * gout[b, t, ch, i, j]
                         if need_gF:
                             gF[b, ch, y0, x0] += (1.0 - fx) * (1.0 - fy) * g
-                            gF[b, ch, y0, x0 + 1] += fx * (1.0 - fy) * g
-                            gF[b, ch, y0 + 1, x0] += (1.0 - fx) * fy * g
-                            gF[b, ch, y0 + 1, x0 + 1] += fx * fy * g
-                        if need_gV:
-                            f00 = F[b, ch, y0, x0]
-                            f01 = F[b, ch, y0, x0 + 1]
-                            f10 = F[b, ch, y0 + 1, x0]
-                            f11 = F[b, ch, y0 + 1, x0 + 1]
-                            ax += g * ((1.0 - fy) * (f01 - f00) + fy * (f11 - f10))
-                            ay += g * ((1.0 - fx) * (f10 - f00) + fx * (f11 - f01))
+                            gF[b, ch, y0, x1] += fx * (1.0 - fy) * g
+                            gF[b, ch, y1, x0] += (1.0 - fx) * fy * g
+                            gF[b, ch, y1, x1] += fx * fy * g
+                        f00 = F[b, ch, y0, x0]
+                        f01 = F[b, ch, y0, x1]
+                        f10 = F[b, ch, y1, x0]
+                        f11 = F[b, ch, y1, x1]
+                        ax += g * ((1.0 - fy) * (f01 - f00) + fy * (f11 - f10))
+                        ay += g * ((1.0 - fx) * (f10 - f00) + fx * (f11 - f01))
                     gDx[j] += ax
                     gDy[j] += ay
                 if not need_gV:
@@ -293,43 +281,50 @@ def sl_backward(F, V, td, cstep, n_iter, gout, need_gF, need_gV, gF_parts, gV_pa
                 if n_iter > 0:
                     for k in range(n_iter - 1, -1, -1):
                         n = t * K + k
-                        # two passes over the row, even pixels then odd ones: neighbouring pixels scatter into
-                        # shared corners, and interleaving them would chain read-modify-writes on one address
-                        for par in range(2):
-                            for j in range(par, W, 2):
+                        if t < T - 1 or k < n_iter - 1:
+                            for j in range(W):
                                 # w2 = c S(x + D_new), D_new = D_old - w1
                                 gqx, gqy = _vel_adjoint(
-                                    V, gV, b, j + st[n, 0, j] - st[n, 4, j], i + st[n, 1, j] - st[n, 5, j], H, W,
-                                    gwx[j] * c, gwy[j] * c,
+                                    V, gV, b, j + Dst[n + 1, 0, j], i + Dst[n + 1, 1, j], H, W, gwx[j] * c, gwy[j] * c
                                 )
-                                gDx[j] += gqx
-                                gDy[j] += gqy
-                        for par in range(2):
-                            for j in range(par, W, 2):
                                 # D_new = D_old - w1 ; w1 = c S(p) ; p = x + D_old - w_old / 2
+                                ax = gDx[j] + gqx
+                                ay = gDy[j] + gqy
+                                gpx, gpy = _vel_adjoint(
+                                    V, gV, b, j + Dst[n, 0, j] - 0.5 * Wst[n, 0, j], i + Dst[n, 1, j] - 0.5 * Wst[n, 1, j], H, W,
+                                    -ax * c, -ay * c,
+                                )
+                                gDx[j] = ax + gpx
+                                gDy[j] = ay + gpy
+                                gwx[j] = -0.5 * gpx
+                                gwy[j] = -0.5 * gpy
+                        else:  # the very last end-point sample has no adjoint
+                            for j in range(W):
                                 ax = gDx[j]
                                 ay = gDy[j]
-                                px = j + st[n, 0, j] - 0.5 * st[n, 2, j]
-                                py = i + st[n, 1, j] - 0.5 * st[n, 3, j]
-                                gpx, gpy = _vel_adjoint(V, gV, b, px, py, H, W, -ax * c, -ay * c)
+                                gpx, gpy = _vel_adjoint(
+                                    V, gV, b, j + Dst[n, 0, j] - 0.5 * Wst[n, 0, j], i + Dst[n, 1, j] - 0.5 * Wst[n, 1, j],
+                                    H, W, -ax * c, -ay * c,
+                                )
                                 gDx[j] = ax + gpx
                                 gDy[j] = ay + gpy
                                 gwx[j] = -0.5 * gpx
                                 gwy[j] = -0.5 * gpy
                 else:
-                    for j in range(W):
-                        # D_new = D_old - w ; w = c S(x + D_old) for t > 0
-                        ax = gwx[j] - gDx[j]
-                        ay = gwy[j] - gDy[j]
-                        if t > 0:
-                            gqx, gqy = _vel_adjoint(V, gV, b, j + st[t, 0, j], i + st[t, 1, j], H, W, ax * c, ay * c)
+                    # D_new = D_old - w ; w = c S(x + D_old) for t > 0
+                    if t > 0:
+                        for j in range(W):
+                            ax = gwx[j] - gDx[j]
+                            ay = gwy[j] - gDy[j]
+                            gqx, gqy = _vel_adjoint(V, gV, b, j + Dst[t, 0, j], i + Dst[t, 1, j], H, W, ax * c, ay * c)
                             gDx[j] += gqx
                             gDy[j] += gqy
                             gwx[j] = 0.0
                             gwy[j] = 0.0
-                        else:
-                            gwx[j] = ax
-                            gwy[j] = ay
+                    else:
+                        for j in range(W):
+                            gwx[j] -= gDx[j]
+                            gwy[j] -= gDy[j]
             if need_gV:
                 for j in range(W):
                     gV[b, 0, i, j] += gwx[j] * td[0]

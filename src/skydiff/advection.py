@@ -323,7 +323,8 @@ class _NumbaAdvect(torch.autograd.Function):
         from . import _sl_kernels as K
 
         Fn = K.as_c(F.detach().numpy())
-        Vn = K.as_c(V.detach().numpy())
+        # velocity samples dominate the cost; float64 avoids a conversion per corner load (measured faster)
+        Vn = np.ascontiguousarray(V.detach().numpy(), dtype=np.float64)
         B, C, H, W = Fn.shape
         T = len(td)
         out = np.empty((B, T, C, H, W), dtype=Fn.dtype)
@@ -343,16 +344,17 @@ class _NumbaAdvect(torch.autograd.Function):
         if not (need_f or need_v):
             return None, None, None, None, None
         Fn = K.as_c(F.detach().numpy())
-        Vn = K.as_c(V.detach().numpy())
-        G = K.as_c(gout.detach().to(F.dtype).numpy())
+        Vn = np.ascontiguousarray(V.detach().numpy(), dtype=np.float64)
+        # no copy: an upstream gradient that is a broadcast view (e.g. from .sum()) is read through its strides
+        G = gout.detach().to(F.dtype).numpy()
         B, C, H, W = Fn.shape
         P = min(K.n_parts(), B * H)
         # one accumulation buffer per thread; a gradient that is not needed gets a dummy of the right rank,
         # which the kernel never touches
         gF = np.zeros((P, B, C, H, W) if need_f else (P, 1, 1, 1, 1), dtype=Fn.dtype)
-        gV = np.zeros((P, B, 2, H, W) if need_v else (P, 1, 1, 1, 1), dtype=Fn.dtype)
+        gV = np.zeros((P, B, 2, H, W) if need_v else (P, 1, 1, 1, 1), dtype=np.float64)
         K.sl_backward(Fn, Vn, ctx.td, _step_factors(ctx.td, ctx.n_iter), ctx.n_iter, G, need_f, need_v, gF, gV)
         grad_f = torch.from_numpy(gF.sum(axis=0)) if need_f else None
-        grad_v = torch.from_numpy(gV.sum(axis=0)) if need_v else None
+        grad_v = torch.from_numpy(gV.sum(axis=0).astype(Fn.dtype, copy=False)) if need_v else None
         return grad_f, grad_v, None, None, None
 
