@@ -183,3 +183,20 @@ def test_errors_are_skydiff_errors_and_value_errors():
         skydiff.advect(np.zeros((4, 4)), np.zeros((4, 4)), 1)
     with pytest.raises(skydiff.SkydiffError):
         skydiff.advect(np.zeros((4, 4)), np.zeros((4, 4)), 1)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_outval_edge_matches_pysteps_nearest_mode(backend):
+    R, V = smooth_case(40, 50)
+    ref = extrapolate(R, V, 4, map_coordinates_mode="nearest")
+    out = skydiff.advect(R, V, 4, outval="edge", backend=backend)
+    assert np.isfinite(out).all()
+    np.testing.assert_allclose(out, ref, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_gradcheck_edge_mode(backend):
+    torch.manual_seed(7)
+    F = torch.rand(1, 2, 7, 8, dtype=torch.float64, requires_grad=True)
+    V = (torch.randn(1, 2, 7, 8, dtype=torch.float64) * 1.2).requires_grad_()
+    assert gradcheck(lambda F, V: skydiff.advect(F, V, [1, 2.5], outval="edge", backend=backend), (F, V), eps=1e-6, atol=1e-6)

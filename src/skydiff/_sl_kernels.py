@@ -53,8 +53,10 @@ def _vel_sample(V, b, x, y, H, W):
 
 
 @numba.njit(parallel=True, **_JIT)
-def sl_forward(F, V, td, cstep, n_iter, outval, out):
+def sl_forward(F, V, td, cstep, n_iter, outval, edge, out):
     """F (B,C,H,W), V (B,2,H,W), td (T,), cstep (T,) -> out (B,T,C,H,W).
+
+    ``edge``: departure points outside the grid take the nearest edge value instead of ``outval``.
 
     Loops run lead time outside, pixels of a row inside: each pixel's trajectory is a serial chain of dependent
     samples (latency-bound), so advancing a whole row one sub-step at a time lets the CPU overlap the chains.
@@ -103,7 +105,7 @@ def sl_forward(F, V, td, cstep, n_iter, outval, out):
                 # branch-free: sample at the clamped point, then select outval outside the grid
                 x = j + Dx[j]
                 y = i + Dy[j]
-                inside = (x >= 0.0) & (x <= W - 1.0) & (y >= 0.0) & (y <= H - 1.0)
+                inside = edge | ((x >= 0.0) & (x <= W - 1.0) & (y >= 0.0) & (y <= H - 1.0))
                 x = min(max(x, 0.0), W - 1.0)
                 y = min(max(y, 0.0), H - 1.0)
                 x0 = np.uint64(min(int(x), W - 2))  # unsigned: numba skips negative-index wraparound
@@ -168,7 +170,7 @@ def _vel_adjoint(V, gV, b, x, y, H, W, gsu, gsv):
 
 
 @numba.njit(parallel=True, **_JIT)
-def sl_backward(F, V, td, cstep, n_iter, gout, need_gF, need_gV, gF_parts, gV_parts):
+def sl_backward(F, V, td, cstep, n_iter, edge, gout, need_gF, need_gV, gF_parts, gV_parts):
     """Exact adjoint of sl_forward.
 
     gout (B,T,C,H,W) -> gF_parts (P,B,C,H,W), gV_parts (P,B,2,H,W): one accumulation buffer per chunk of rows
@@ -250,7 +252,11 @@ def sl_backward(F, V, td, cstep, n_iter, gout, need_gF, need_gV, gF_parts, gV_pa
                 for j in range(W):
                     x = j + Dst[(t + 1) * K, 0, j]
                     y = i + Dst[(t + 1) * K, 1, j]
-                    kin = 1.0 if (x >= 0.0) & (x <= W - 1.0) & (y >= 0.0) & (y <= H - 1.0) else 0.0
+                    kx = 1.0 if (x >= 0.0) & (x <= W - 1.0) else 0.0
+                    ky = 1.0 if (y >= 0.0) & (y <= H - 1.0) else 0.0
+                    # outval outside: no gradient at all; edge mode: value flows, position derivative is zero
+                    # along a clamped axis
+                    kin = 1.0 if edge else kx * ky
                     x = min(max(x, 0.0), W - 1.0)
                     y = min(max(y, 0.0), H - 1.0)
                     x0 = np.uint64(min(int(x), W - 2))  # unsigned: numba skips negative-index wraparound
@@ -272,8 +278,8 @@ def sl_backward(F, V, td, cstep, n_iter, gout, need_gF, need_gV, gF_parts, gV_pa
                         f01 = F[b, ch, y0, x1]
                         f10 = F[b, ch, y1, x0]
                         f11 = F[b, ch, y1, x1]
-                        ax += g * ((1.0 - fy) * (f01 - f00) + fy * (f11 - f10))
-                        ay += g * ((1.0 - fx) * (f10 - f00) + fx * (f11 - f01))
+                        ax += g * kx * ((1.0 - fy) * (f01 - f00) + fy * (f11 - f10))
+                        ay += g * ky * ((1.0 - fx) * (f10 - f00) + fx * (f11 - f01))
                     gDx[j] += ax
                     gDy[j] += ay
                 if not need_gV:

@@ -93,7 +93,9 @@ def advect(
     interp
         ``"bilinear"`` (pysteps' default ``interp_order=1``) or ``"bicubic"``.
     outval
-        Value for departure points outside the grid (default NaN), or ``"min"`` for the field's minimum.
+        Value for departure points outside the grid (default NaN), ``"min"`` for the field's minimum, or
+        ``"edge"`` for the value at the nearest edge point (pysteps' ``map_coordinates_mode="nearest"``; used
+        for motion fields and model states, where an inflow boundary must not pull values toward a constant).
     backend
         ``"auto"`` (numba kernels on CPU for bilinear, torch otherwise), ``"torch"`` or ``"numba"``.
 
@@ -131,13 +133,16 @@ def advect(
     if not bool(torch.isfinite(V).all()):
         raise InputError("velocity contains NaN or infinite values; fill or mask them before advecting")
 
-    if outval == "min":
+    edge = outval == "edge"
+    if edge:
+        outv = float("nan")  # unused
+    elif outval == "min":
         finite = F[torch.isfinite(F)]
         if finite.numel() == 0:
             raise InputError("outval='min' but the field has no finite values")
         outv = float(finite.min())
     elif isinstance(outval, str):
-        raise InputError(f"outval must be a number or 'min', got {outval!r}")
+        raise InputError(f"outval must be a number, 'min' or 'edge', got {outval!r}")
     else:
         outv = float(outval)
 
@@ -147,9 +152,9 @@ def advect(
             raise InputError("backend='numba' supports interp='bilinear' only; use backend='torch' for bicubic")
         if F.device.type != "cpu":
             raise InputError("backend='numba' runs on the CPU only; CUDA tensors use backend='torch'")
-        out = _NumbaAdvect.apply(F, V, td, int(n_iter), outv)
+        out = _NumbaAdvect.apply(F, V, td, int(n_iter), outv, edge)
     else:
-        out = _advect_torch(F, V, td, int(n_iter), interp, outv)
+        out = _advect_torch(F, V, td, int(n_iter), interp, outv, edge)
 
     if squeeze:
         out = out[0, :, 0]
@@ -216,7 +221,9 @@ def _step_factors(td: np.ndarray, n_iter: int) -> np.ndarray:
 # torch (grid_sample) implementation: reference, CUDA, bicubic
 
 
-def _advect_torch(F: torch.Tensor, V: torch.Tensor, td: np.ndarray, n_iter: int, interp: str, outv: float) -> torch.Tensor:
+def _advect_torch(
+    F: torch.Tensor, V: torch.Tensor, td: np.ndarray, n_iter: int, interp: str, outv: float, edge: bool = False
+) -> torch.Tensor:
     B, C, H, W = F.shape
     dev, dt = F.device, F.dtype
     # grid_sample works in normalised coordinates: x_n = 2 x / (W - 1) - 1 (align_corners=True)
@@ -268,8 +275,9 @@ def _advect_torch(F: torch.Tensor, V: torch.Tensor, td: np.ndarray, n_iter: int,
         out = torch.where(mw[:, :C] < 0.5, fmin_r.expand_as(out), out)
         out = torch.where(mw[:, C:] < 0.5, torch.full_like(out, float("nan")), out)
     # departure points outside [0, W-1] x [0, H-1] (normalised [-1, 1]) get outval
-    outside = (grid.abs() > 1.0).any(dim=-1, keepdim=True).permute(0, 3, 1, 2)
-    out = torch.where(outside, torch.full_like(out, outv), out)
+    if not edge:  # (edge: grid_sample's border padding / clamped cubic indices already give the edge value)
+        outside = (grid.abs() > 1.0).any(dim=-1, keepdim=True).permute(0, 3, 1, 2)
+        out = torch.where(outside, torch.full_like(out, outv), out)
     return out.reshape(B, T, C, H, W)
 
 
@@ -319,7 +327,9 @@ def _cubic_sample(F: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Te
 
 class _NumbaAdvect(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, F: torch.Tensor, V: torch.Tensor, td: np.ndarray, n_iter: int, outv: float) -> torch.Tensor:
+    def forward(
+        ctx: Any, F: torch.Tensor, V: torch.Tensor, td: np.ndarray, n_iter: int, outv: float, edge: bool
+    ) -> torch.Tensor:
         from . import _sl_kernels as K
 
         Fn = K.as_c(F.detach().numpy())
@@ -329,9 +339,9 @@ class _NumbaAdvect(torch.autograd.Function):
         T = len(td)
         out = np.empty((B, T, C, H, W), dtype=Fn.dtype)
         cst = _step_factors(td, n_iter)
-        K.sl_forward(Fn, Vn, td, cst, n_iter, outv, out)
+        K.sl_forward(Fn, Vn, td, cst, n_iter, outv, edge, out)
         ctx.save_for_backward(F, V)
-        ctx.td, ctx.n_iter = td, n_iter
+        ctx.td, ctx.n_iter, ctx.edge = td, n_iter, edge
         return torch.from_numpy(out)
 
     @staticmethod
@@ -342,7 +352,7 @@ class _NumbaAdvect(torch.autograd.Function):
         F, V = ctx.saved_tensors
         need_f, need_v = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         if not (need_f or need_v):
-            return None, None, None, None, None
+            return None, None, None, None, None, None
         Fn = K.as_c(F.detach().numpy())
         Vn = np.ascontiguousarray(V.detach().numpy(), dtype=np.float64)
         # no copy: an upstream gradient that is a broadcast view (e.g. from .sum()) is read through its strides
@@ -353,8 +363,10 @@ class _NumbaAdvect(torch.autograd.Function):
         # which the kernel never touches
         gF = np.zeros((P, B, C, H, W) if need_f else (P, 1, 1, 1, 1), dtype=Fn.dtype)
         gV = np.zeros((P, B, 2, H, W) if need_v else (P, 1, 1, 1, 1), dtype=np.float64)
-        K.sl_backward(Fn, Vn, ctx.td, _step_factors(ctx.td, ctx.n_iter), ctx.n_iter, G, need_f, need_v, gF, gV)
+        K.sl_backward(
+            Fn, Vn, ctx.td, _step_factors(ctx.td, ctx.n_iter), ctx.n_iter, ctx.edge, G, need_f, need_v, gF, gV
+        )
         grad_f = torch.from_numpy(gF.sum(axis=0)) if need_f else None
         grad_v = torch.from_numpy(gV.sum(axis=0).astype(Fn.dtype, copy=False)) if need_v else None
-        return grad_f, grad_v, None, None, None
+        return grad_f, grad_v, None, None, None, None
 
