@@ -364,3 +364,17 @@ def test_bad_shapes_raise_shape_error(rain, velocity, nowcast):
     with pytest.raises(InputError, match="kind"):
         P.plot_motion(None, velocity, kind="streamlines")
     assert issubclass(ShapeError, ValueError)
+
+
+def test_plot_assimilation(tmp_path):
+    from skydiff.plot import plot_assimilation
+
+    H, W = 48, 60
+    obs = np.random.default_rng(0).random((H, W)) * 5
+    obs[:6] = np.nan
+    v = np.stack([np.full((H, W), 2.0), np.full((H, W), -1.0)])
+    out = tmp_path / "assim.png"
+    plot_assimilation(obs, v, np.logspace(3, 1, 30), obs, leadtime_min=15, path=out, title="t")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(ShapeError):
+        plot_assimilation(obs, v[:, :10], [1.0], obs, leadtime_min=5)

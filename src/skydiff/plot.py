@@ -47,6 +47,7 @@ __all__ = [
     "plot_spectra",
     "plot_sequence",
     "save_figure",
+    "plot_assimilation",
 ]
 
 #: Class bounds of the rain colour scale, mm/h.
@@ -709,4 +710,45 @@ def plot_sequence(
     _figure_nodata_legend(fig, stack)
     if title:
         fig.suptitle(title, fontsize=11)
+    return _finish(fig, path)
+
+
+def plot_assimilation(
+    last_obs: Any,
+    velocity: Any,
+    cost_history: Any,
+    forecast: Any,
+    *,
+    leadtime_min: float,
+    path: str | os.PathLike[str] | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Motion from an assimilation (e.g. 4D-Var): arrows over the last observation, the flow as a colour wheel,
+    the cost against iteration, and a forecast from the estimated state at ``leadtime_min``."""
+    obs = _field(last_obs, "last_obs")
+    vel = _velocity(velocity)
+    fc = _field(forecast, "forecast")
+    cost = np.asarray(cost_history, dtype=float).ravel()
+    if vel.shape[1:] != obs.shape or fc.shape != obs.shape:
+        raise ShapeError(
+            f"last_obs {obs.shape}, velocity {vel.shape} and forecast {fc.shape} must share one grid"
+        )
+    pw, ph = _panel_size(obs.shape)
+    fig = _new_figure(4 * pw + 0.8, ph + 0.6)
+    axes = fig.subplots(1, 4)
+    plot_motion(axes[0], vel, background=obs, title="last observation + motion", colorbar=False, nodata_legend=False)
+    plot_motion(axes[1], vel, kind="wheel", title="motion (colour wheel)", colorbar=False)
+    ax = axes[2]
+    if cost.size:
+        ax.semilogy(np.arange(cost.size), np.where(cost > 0, cost, np.nan), color="C0")
+    ax.set_xlabel("iteration", fontsize=8)
+    ax.set_ylabel("cost J", fontsize=8)
+    ax.set_title("cost", fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.tick_params(labelsize=7)
+    im = plot_field(axes[3], fc, title=f"forecast +{leadtime_min:g} min", colorbar=False, nodata_legend=False)
+    _rain_colorbar(fig, im, axes[3])
+    _figure_nodata_legend(fig, obs, fc)
+    if title:
+        fig.suptitle(title, fontsize=10)
     return _finish(fig, path)
