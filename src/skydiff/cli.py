@@ -67,7 +67,9 @@ def cmd_nowcast(args: argparse.Namespace) -> int:
     prog.step(f"reading {len(args.files)} input path(s)")
     da = read_radar(args.files, importer=args.importer, progress=not args.quiet)
     prog.done()
-    n_motion = max(2, args.motion_frames)
+    from .nowcast.interface import default_motion_frames
+
+    n_motion = max(2, args.motion_frames or default_motion_frames(args.motion))
     require_frames(da, n_motion if args.model != "persistence" else 1)
     da = da.isel(time=slice(-n_motion, None))
     if not args.allow_gaps:
@@ -207,8 +209,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     n.add_argument("files", nargs="+", help="radar files, directories or glob patterns (5-min series)")
     n.add_argument("--leadtimes", type=int, default=12, help="number of lead times (steps of the input, default 12)")
-    n.add_argument("--motion", default="lk", help="motion method: lk, vet, darts, proesmans, ... (default lk)")
-    n.add_argument("--motion-frames", type=int, default=3, help="most recent frames used for motion (default 3)")
+    n.add_argument("--motion", default="lk", help="motion method: lk, vet, darts, proesmans, 4dvar, ... (default lk)")
+    n.add_argument(
+        "--motion-frames", type=int, default=None, help="most recent frames used for motion (default 3; 4 for 4dvar)"
+    )
     n.add_argument("--model", default="extrapolation", help="nowcasting model (default extrapolation)")
     n.add_argument("--importer", default=None, help="pysteps importer name when it cannot be detected")
     n.add_argument("--out", default="nowcast.nc", help="output netCDF (default nowcast.nc)")

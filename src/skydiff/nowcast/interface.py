@@ -131,8 +131,8 @@ def forecast(
     velocity
         Optional precomputed motion ``(2, H, W)`` in pixels per step.
     motion_kwargs
-        Extra keyword arguments for the motion method (e.g. ``{"frames": 3}`` is handled here: the number of
-        most recent frames used for motion, default 3).
+        Extra keyword arguments for the motion method; ``{"frames": n}`` is handled here: the number of most
+        recent frames used for motion (default :func:`default_motion_frames`: 3, or 4 for 4D-Var).
     return_velocity
         Also return the motion field used (or None).
 
@@ -155,6 +155,20 @@ def forecast(
     return out
 
 
+_MOTION_FRAMES = {"4dvar": 4}
+
+
+def default_motion_frames(method: str) -> int:
+    """Number of most recent frames a nowcast gives the motion method by default: 4 for 4D-Var (15-min
+    window), the method's maximum if it has one (VET 3, Proesmans 2), else 3 (pysteps' examples)."""
+    from ..motion import get_method
+
+    rec = get_method(method)
+    if rec.name in _MOTION_FRAMES:
+        return _MOTION_FRAMES[rec.name]
+    return int(min(rec.max_frames or 3, 3))
+
+
 def _velocity_for(x: torch.Tensor, velocity: Any, motion: str, motion_kwargs: dict[str, Any]) -> torch.Tensor:
     if velocity is not None:
         v = velocity if isinstance(velocity, torch.Tensor) else torch.from_numpy(np.asarray(velocity, dtype=np.float64))
@@ -163,7 +177,10 @@ def _velocity_for(x: torch.Tensor, velocity: Any, motion: str, motion_kwargs: di
         return v.to(dtype=x.dtype, device=x.device)
     from ..motion import estimate
 
-    n = int(motion_kwargs.pop("frames", 3))
+    n = motion_kwargs.pop("frames", None)
+    if n is None:
+        n = default_motion_frames(motion)
+    n = int(n)
     if n < 2:
         raise InputError(f"motion needs at least 2 frames, motion_kwargs['frames'] = {n}")
     return estimate(x[-n:], method=motion, **motion_kwargs).to(dtype=x.dtype, device=x.device)
