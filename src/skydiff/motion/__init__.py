@@ -3,22 +3,28 @@
 >>> import skydiff.motion as motion
 >>> velocity = motion.estimate(frames, "lk")        # (2, H, W), pixels per time step, [0] = x, [1] = y
 >>> motion.methods()
-('constant', 'darts', 'farneback', 'lk', 'none', 'proesmans', 'vet')
+('4dvar', 'constant', 'darts', 'farneback', 'lk', 'none', 'proesmans', 'vet')
 
-Built-in methods wrap :mod:`pysteps.motion` (imported on first use); further methods (e.g. a differentiable
-4D-Var estimate) are added with :func:`register`. See :mod:`skydiff.motion.interface` for the checks and the
-dB transform applied before estimation.
+Built-in methods wrap :mod:`pysteps.motion` (imported on first use); :func:`fourdvar` (method ``"4dvar"``,
+alias ``"fourdvar"``) is the differentiable 4D-Var estimate of ``skydiff/motion/fourdvar.py`` (the name
+``skydiff.motion.fourdvar`` is the function; ``importlib.import_module("skydiff.motion.fourdvar")`` gives the
+module); further methods are added with :func:`register`. See :mod:`skydiff.motion.interface` for the checks
+and the dB transform applied before estimation.
 """
 
 from __future__ import annotations
 
 from .interface import DB_THRESHOLD, DB_ZEROVALUE, MotionMethod, estimate, get_method, methods, register
+from .fourdvar import FourDVarResult, fourdvar, fourdvar_reference  # registers "4dvar" (alias "fourdvar")
 
 __all__ = [
     "DB_THRESHOLD",
     "DB_ZEROVALUE",
+    "FourDVarResult",
     "MotionMethod",
     "estimate",
+    "fourdvar",
+    "fourdvar_reference",
     "get_method",
     "methods",
     "register",

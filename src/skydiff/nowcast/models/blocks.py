@@ -1,0 +1,516 @@
+"""Shared building blocks of the nowcasting networks, and the :class:`NowcastModel` base class.
+
+Contents
+--------
+- **Scalers** (:data:`SCALERS`, :func:`get_scaler`): the data transforms the networks work in. Every model
+  exposes ``model.transform(rain_mm_h)`` and ``model.inverse_transform(y)``; the inverse clamps at 0 mm/h.
+- **Padding** (:func:`pad_to_multiple`, :func:`crop_padding`): every U-Net accepts any ``H x W``. Before the
+  first convolution the input is padded to the next multiple of the total stride ``2**depth`` and the output is
+  cropped back to ``H x W`` exactly. The padding is split evenly (the odd pixel goes to the bottom / right),
+  ``"reflect"`` by default (RainNet pads its 900x900 DWD grid to 928x928 by reflection, reference §3), falling
+  back to ``"replicate"`` for an axis whose pad is not smaller than the axis (reflection needs
+  ``pad < size``). Padding only affects pixels within the network's receptive field of the edge.
+- **Convolution blocks**: :class:`DoubleConv` (conv-ReLU x 2, the RainNet level), :class:`DepthwiseSeparableConv`,
+  :class:`DoubleConvDS` (DS-conv-BN-ReLU x 2, the SmaAt-UNet level), :class:`CBAM` (channel + spatial
+  attention of Woo et al. 2018, used by SmaAt-UNet).
+- **Lagrangian helpers** (:func:`lagrangian_stack`, :func:`gaussian_blur`) shared by LUPIN and L-CNN.
+- :class:`NowcastModel`: validation, NaN handling, ``predict`` and ``rollout`` for every model.
+
+Conventions: rain ``(..., H, W)`` in mm/h, NaN = no data; motion ``(B, 2, H, W)`` in pixels per 5-min step,
+``[0] = x`` (columns), ``[1] = y`` (rows).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as nnf
+from torch import nn
+
+from ...advection import advect
+from ...errors import InputError, ShapeError
+
+__all__ = [
+    "Scaler",
+    "SCALERS",
+    "get_scaler",
+    "pad_to_multiple",
+    "crop_padding",
+    "PaddedNet",
+    "DoubleConv",
+    "DepthwiseSeparableConv",
+    "DoubleConvDS",
+    "ChannelAttention",
+    "SpatialAttention",
+    "CBAM",
+    "gaussian_blur",
+    "lagrangian_stack",
+    "NowcastModel",
+]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# scalers (data transforms)
+# ---------------------------------------------------------------------------------------------------------------
+
+LOG_OFFSET = 0.01  # mm/h (or mm) added before the logarithm (RainNet, LUPIN, L-CNN; reference §1-§3)
+SMAAT_MAX = 47.83  # NL-50 training maximum in mm/5min (reference §4, §7.1)
+
+
+@dataclass(frozen=True)
+class Scaler:
+    """A pointwise transform of rain rates (mm/h) and its inverse (which clamps at 0 mm/h)."""
+
+    name: str
+    forward: Callable[[torch.Tensor], torch.Tensor]
+    inverse_raw: Callable[[torch.Tensor], torch.Tensor]
+    description: str
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        return self.inverse_raw(y).clamp_min(0.0)
+
+    @property
+    def zero(self) -> float:
+        """The transformed value of 0 mm/h (the "dry" value used for inflow boundaries and clamping)."""
+        return float(self.forward(torch.zeros((), dtype=torch.float64)))
+
+
+SCALERS: dict[str, Scaler] = {
+    s.name: s
+    for s in (
+        Scaler("none", lambda r: r, lambda y: y, "y = R (mm/h); LUPIN stages 2-3 and L-CNN (reference §1, §2)"),
+        Scaler(
+            "log",
+            lambda r: torch.log(r + LOG_OFFSET),
+            lambda y: torch.exp(y) - LOG_OFFSET,
+            "y = ln(R + 0.01), R in mm/h; LUPIN's MF-U-Net input and `log` scaler (reference §1)",
+        ),
+        Scaler(
+            "log_unit",
+            lambda r: (torch.log(r + LOG_OFFSET) + 5.0) / 10.0,
+            lambda y: torch.exp(10.0 * y - 5.0) - LOG_OFFSET,
+            "y = (ln(R + 0.01) + 5) / 10, R in mm/h; LUPIN's `log_unit` scaler (reference §1)",
+        ),
+        Scaler(
+            "rainnet",
+            lambda r: torch.log(r / 12.0 + LOG_OFFSET),
+            lambda y: 12.0 * (torch.exp(y) - LOG_OFFSET),
+            "y = ln(x + 0.01), x = R / 12 the 5-min depth in mm; RainNet (reference §3)",
+        ),
+        Scaler(
+            "smaat",
+            lambda r: r / (12.0 * SMAAT_MAX),
+            lambda y: y * (12.0 * SMAAT_MAX),
+            "y = (R / 12) / 47.83, min-max normalised 5-min depth; SmaAt-UNet on NL-50 (reference §4)",
+        ),
+    )
+}
+
+
+def get_scaler(name: str) -> Scaler:
+    if not isinstance(name, str) or name.lower() not in SCALERS:
+        raise InputError(f"unknown scaler {name!r}; available: {', '.join(SCALERS)}")
+    return SCALERS[name.lower()]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# padding
+# ---------------------------------------------------------------------------------------------------------------
+
+PAD_MODES = ("reflect", "replicate")
+
+
+def pad_to_multiple(
+    x: torch.Tensor, multiple: int, mode: str = "reflect"
+) -> tuple[torch.Tensor, tuple[int, int, int, int]]:
+    """Pad the last two axes of ``x`` (N, C, H, W) up to multiples of ``multiple``.
+
+    Returns the padded tensor and ``pads = (left, right, top, bottom)`` for :func:`crop_padding`. The pad is
+    split evenly, the odd pixel going to the right / bottom. ``mode`` is ``"reflect"`` or ``"replicate"``;
+    reflection falls back to replication on an axis whose pad is not smaller than the axis length.
+    """
+    if mode not in PAD_MODES:
+        raise InputError(f"pad_mode must be one of {PAD_MODES}, got {mode!r}")
+    H, W = x.shape[-2:]
+    ph = (-H) % multiple
+    pw = (-W) % multiple
+    pads = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
+    if ph == 0 and pw == 0:
+        return x, pads
+    if mode == "reflect" and max(pads[0], pads[1]) < W and max(pads[2], pads[3]) < H:
+        return nnf.pad(x, pads, mode="reflect"), pads
+    if mode == "reflect":  # reflect what can be reflected, replicate the rest (tiny grids only)
+        x = nnf.pad(x, (pads[0], pads[1], 0, 0), mode="reflect" if max(pads[0], pads[1]) < W else "replicate")
+        return nnf.pad(x, (0, 0, pads[2], pads[3]), mode="reflect" if max(pads[2], pads[3]) < H else "replicate"), pads
+    return nnf.pad(x, pads, mode="replicate"), pads
+
+
+def crop_padding(x: torch.Tensor, pads: tuple[int, int, int, int]) -> torch.Tensor:
+    """Undo :func:`pad_to_multiple`: crop ``pads = (left, right, top, bottom)`` off the last two axes."""
+    left, right, top, bottom = pads
+    H, W = x.shape[-2:]
+    return x[..., top : H - bottom, left : W - right]
+
+
+class PaddedNet(nn.Module):
+    """Base of the U-Nets: ``forward`` pads to a multiple of ``2**depth``, runs ``forward_padded``, crops back.
+
+    ``forward_padded`` is the bare network and needs ``H, W`` divisible by ``self.multiple``.
+    """
+
+    depth: int
+    pad_mode: str
+
+    @property
+    def multiple(self) -> int:
+        return 2**self.depth
+
+    def forward_padded(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xp, pads = pad_to_multiple(x, self.multiple, self.pad_mode)
+        return crop_padding(self.forward_padded(xp), pads)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# convolution blocks
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class DoubleConv(nn.Sequential):
+    """Two 3x3 'same' convolutions, each followed by ReLU (optionally batch norm before the ReLU).
+
+    The RainNet level (reference §3): ``Conv2D(k, 3, relu, same) x 2``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, mid_channels: int | None = None, batchnorm: bool = False):
+        mid = out_channels if mid_channels is None else mid_channels
+        layers: list[nn.Module] = []
+        for cin, cout in ((in_channels, mid), (mid, out_channels)):
+            layers.append(nn.Conv2d(cin, cout, 3, padding=1, bias=not batchnorm))
+            if batchnorm:
+                layers.append(nn.BatchNorm2d(cout))
+            layers.append(nn.ReLU(inplace=True))
+        super().__init__(*layers)
+
+
+class DepthwiseSeparableConv(nn.Module):
+    """Depthwise convolution (``kernels_per_layer`` filters per input channel) followed by a 1x1 pointwise one.
+
+    Parameters: ``in*kpl*k*k + in*kpl`` (depthwise) + ``in*kpl*out + out`` (pointwise) instead of
+    ``in*out*k*k + out`` for a full convolution (SmaAt-UNet, reference §4).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, kernels_per_layer: int = 2):
+        super().__init__()
+        self.depthwise = nn.Conv2d(
+            in_channels,
+            in_channels * kernels_per_layer,
+            kernel_size,
+            padding=kernel_size // 2,
+            groups=in_channels,
+        )
+        self.pointwise = nn.Conv2d(in_channels * kernels_per_layer, out_channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pointwise(self.depthwise(x))
+
+
+class DoubleConvDS(nn.Sequential):
+    """(DS-conv 3x3 -> BatchNorm -> ReLU) x 2, the SmaAt-UNet level (reference §4)."""
+
+    def __init__(
+        self, in_channels: int, out_channels: int, mid_channels: int | None = None, kernels_per_layer: int = 2
+    ):
+        mid = out_channels if mid_channels is None else mid_channels
+        super().__init__(
+            DepthwiseSeparableConv(in_channels, mid, 3, kernels_per_layer),
+            nn.BatchNorm2d(mid),
+            nn.ReLU(inplace=True),
+            DepthwiseSeparableConv(mid, out_channels, 3, kernels_per_layer),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+        )
+
+
+class ChannelAttention(nn.Module):
+    """CBAM channel attention: ``sigmoid(MLP(avgpool(x)) + MLP(maxpool(x)))``, a shared 1x1-conv MLP."""
+
+    def __init__(self, channels: int, reduction: int = 16):
+        super().__init__()
+        hidden = max(1, channels // reduction)
+        self.mlp = nn.Sequential(
+            nn.Conv2d(channels, hidden, 1, bias=False),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, channels, 1, bias=False),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a = self.mlp(x.mean(dim=(-2, -1), keepdim=True)) + self.mlp(x.amax(dim=(-2, -1), keepdim=True))
+        return x * torch.sigmoid(a)
+
+
+class SpatialAttention(nn.Module):
+    """CBAM spatial attention: ``sigmoid(conv7x7([mean_c(x), max_c(x)]))``."""
+
+    def __init__(self, kernel_size: int = 7):
+        super().__init__()
+        self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
+        return x * torch.sigmoid(self.conv(s))
+
+
+class CBAM(nn.Module):
+    """Convolutional Block Attention Module (Woo et al. 2018): channel attention, then spatial attention."""
+
+    def __init__(self, channels: int, reduction: int = 16, kernel_size: int = 7):
+        super().__init__()
+        self.channel = ChannelAttention(channels, reduction)
+        self.spatial = SpatialAttention(kernel_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.spatial(self.channel(x))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Lagrangian helpers
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float, kernel_size: int | None = None) -> torch.Tensor:
+    """Separable Gaussian blur of ``x`` (B, C, H, W) by normalised convolution (differentiable).
+
+    Outside the grid counts as missing, not as zero: each output is the Gaussian-weighted mean of the pixels
+    inside the grid, so a constant field stays constant up to the edges and a kernel larger than the grid
+    is allowed (it is truncated to the grid, which changes nothing). ``kernel_size`` defaults to
+    ``2 * ceil(3 sigma) + 1``; ``sigma <= 0`` returns ``x`` unchanged.
+    """
+    if sigma <= 0:
+        return x
+    B, C, H, W = x.shape
+    radius = (kernel_size // 2) if kernel_size else int(math.ceil(3.0 * sigma))
+    y = x.reshape(B * C, 1, H, W)
+    for axis, n in ((-1, W), (-2, H)):
+        r = min(radius, n - 1)
+        if r <= 0:
+            continue
+        t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
+        k = torch.exp(-0.5 * (t / sigma) ** 2)
+        k = k / k.sum()
+        if axis == -1:
+            w, pad = k.view(1, 1, 1, -1), (0, r)
+            ones = torch.ones(1, 1, 1, n, dtype=x.dtype, device=x.device)
+        else:
+            w, pad = k.view(1, 1, -1, 1), (r, 0)
+            ones = torch.ones(1, 1, n, 1, dtype=x.dtype, device=x.device)
+        y = nnf.conv2d(y, w, padding=pad) / nnf.conv2d(ones, w, padding=pad)
+    return y.reshape(B, C, H, W)
+
+
+def lagrangian_stack(
+    frames: torch.Tensor,
+    velocity: torch.Tensor,
+    *,
+    n_iter: int = 1,
+    interp: str = "bilinear",
+    outval: float | str = 0.0,
+) -> torch.Tensor:
+    """Move past frames into the Lagrangian frame of the last one.
+
+    ``frames`` (B, T, H, W) at times ``t-T+1 .. t`` (oldest first); ``velocity`` (B, 2, H, W) in pixels per
+    step. Frame ``t-k`` is advected ``k`` steps forward with :func:`skydiff.advect` (``k`` unit steps along the
+    same trajectories, pysteps semantics), so every output frame is aligned with the observation at ``t``; the
+    last frame is returned unchanged. One ``advect`` call moves all frames together ``T-1`` steps and the
+    diagonal (frame ``t-k`` after ``k`` steps) is kept. Differentiable with respect to frames and velocity.
+    Departure points outside the grid get ``outval`` (default 0, i.e. dry inflow for mm/h fields).
+
+    Returns (B, T, H, W).
+    """
+    B, T, H, W = frames.shape
+    if T == 1:
+        return frames
+    adv = advect(frames[:, :-1], velocity, T - 1, n_iter=n_iter, interp=interp, outval=outval)  # (B, T-1, T-1, ...)
+    ch = torch.arange(T - 1, device=frames.device)
+    step = (T - 2) - ch  # frame j (= t-k with k = T-1-j) after k steps sits at step index k-1
+    lag = adv[:, step, ch]  # (B, T-1, H, W)
+    return torch.cat([lag, frames[:, -1:]], dim=1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# base class of the nowcasting models
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _config_from_locals(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in values.items() if k not in ("self", "__class__")}
+
+
+class NowcastModel(nn.Module):
+    """Base class: transforms, input validation, NaN handling, :meth:`predict` and :meth:`rollout`.
+
+    Subclasses set ``self.config`` (the constructor keyword arguments, JSON-serialisable; used by
+    :func:`skydiff.nowcast.models.save_model`), ``self.n_input_frames`` and ``self.scaler`` and implement
+    ``forward`` on transformed tensors. Single-step models (``autoregressive = True``) map a window of
+    ``n_inputs`` channels to the next one, and get :meth:`rollout` and an autoregressive :meth:`predict`.
+    """
+
+    model_name: ClassVar[str] = ""
+    autoregressive: ClassVar[bool] = True
+
+    config: dict[str, Any]
+    n_input_frames: int
+    scaler: Scaler
+
+    # --- transforms ---------------------------------------------------------------------------------------
+
+    def transform(self, rain: torch.Tensor) -> torch.Tensor:
+        """mm/h -> the space ``forward`` works in (see ``self.scaler.description``)."""
+        return self.scaler.forward(rain)
+
+    def inverse_transform(self, y: torch.Tensor) -> torch.Tensor:
+        """Transformed space -> mm/h, clamped at 0."""
+        return self.scaler.inverse(y)
+
+    @property
+    def dry_value(self) -> float:
+        """``transform(0 mm/h)``."""
+        return self.scaler.zero
+
+    def extra_repr(self) -> str:
+        return f"scaler={self.scaler.name!r}, n_input_frames={self.n_input_frames}"
+
+    # --- helpers ------------------------------------------------------------------------------------------
+
+    @property
+    def _param(self) -> torch.Tensor:
+        return next(self.parameters())
+
+    def _check_forward_input(self, x: torch.Tensor, channels: int, what: str) -> None:
+        if not isinstance(x, torch.Tensor):
+            raise InputError(f"{type(self).__name__}.forward expects a torch tensor, got {type(x).__name__}")
+        if x.ndim != 4 or x.shape[1] != channels:
+            raise ShapeError(
+                f"{type(self).__name__}.forward expects {what} of shape (B, {channels}, H, W), got {tuple(x.shape)}"
+            )
+        if x.shape[-2] < 2 or x.shape[-1] < 2:
+            raise ShapeError(f"{type(self).__name__}: fields must be at least 2 x 2 pixels, got {tuple(x.shape[-2:])}")
+
+    def _as_frames(self, frames: Any) -> tuple[torch.Tensor, bool, bool]:
+        """Validate mm/h frames; return (B, T, H, W) on the model's device/dtype, squeezed?, numpy input?"""
+        numpy_in = not isinstance(frames, torch.Tensor)
+        if numpy_in:
+            arr = np.asarray(frames)
+            if arr.dtype.kind not in "biuf":
+                raise InputError(f"frames must be a real numeric array, got dtype {arr.dtype}")
+            x = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float64))
+        else:
+            x = frames
+            if x.is_complex():
+                raise InputError("frames must be real-valued")
+        if x.ndim == 3:
+            x, squeeze = x[None], True
+        elif x.ndim == 4:
+            squeeze = False
+        else:
+            raise ShapeError(
+                f"{type(self).__name__}.predict expects frames (B, T, H, W) or (T, H, W) in mm/h, got shape "
+                f"{tuple(x.shape)}"
+            )
+        n = self.n_input_frames
+        if x.shape[1] < n:
+            raise InputError(f"{type(self).__name__} needs at least {n} input frames, got {x.shape[1]}")
+        if x.shape[-2] < 3 or x.shape[-1] < 3:
+            raise ShapeError(f"frames must be at least 3 x 3 pixels, got {tuple(x.shape[-2:])}")
+        p = self._param
+        x = x[:, -n:].to(device=p.device, dtype=p.dtype)
+        if bool(torch.isinf(x).any()):
+            raise InputError("frames contain infinite values; use NaN for no data")
+        lo = torch.nan_to_num(x, nan=0.0).min()
+        if float(lo) < -1e-6:
+            raise InputError(f"frames must be rain rates in mm/h (>= 0), found {float(lo):.3g}")
+        return x, squeeze, numpy_in
+
+    # --- public API ---------------------------------------------------------------------------------------
+
+    def predict(self, frames: Any, leadtimes: int, **kwargs: Any) -> Any:
+        """Nowcast ``leadtimes`` steps of 5 min from past rain fields, without gradients and in eval mode.
+
+        Parameters
+        ----------
+        frames
+            ``(B, T, H, W)`` or ``(T, H, W)`` rain rates in mm/h, oldest first, 5 min apart (numpy or torch);
+            NaN = no data. ``T >= n_input_frames``; only the last ``n_input_frames`` are used.
+        leadtimes
+            Number of 5-min lead times.
+        **kwargs
+            Model-specific options (e.g. ``velocity`` for L-CNN).
+
+        NaN handling: NaN inputs are read as 0 mm/h (dry). Output pixels where *every* used input frame is NaN
+        are NaN at every lead time; all other output pixels are finite and >= 0 mm/h.
+
+        Returns
+        -------
+        ``(B, leadtimes, H, W)`` in mm/h (``(leadtimes, H, W)`` for a ``(T, H, W)`` input) on the model's
+        device and dtype; numpy for numpy input.
+        """
+        if isinstance(leadtimes, bool) or not isinstance(leadtimes, (int, np.integer)) or leadtimes < 1:
+            raise InputError(f"leadtimes must be a positive number of steps, got {leadtimes!r}")
+        x, squeeze, numpy_in = self._as_frames(frames)
+        nodata = torch.isnan(x).all(dim=1, keepdim=True)  # (B, 1, H, W)
+        x = torch.nan_to_num(x, nan=0.0).clamp_min(0.0)
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                out = self._predict(x, int(leadtimes), **kwargs)
+        finally:
+            self.train(was_training)
+        out = out.clamp_min(0.0).masked_fill(nodata, float("nan"))
+        if squeeze:
+            out = out[0]
+        if numpy_in:
+            return out.cpu().numpy()
+        return out
+
+    def _predict(self, x: torch.Tensor, leadtimes: int, **kwargs: Any) -> torch.Tensor:
+        """x (B, n_input_frames, H, W) in mm/h, NaN-free -> (B, leadtimes, H, W) mm/h."""
+        if kwargs:
+            raise InputError(f"{type(self).__name__}.predict got unexpected options {sorted(kwargs)}")
+        y = self.rollout(self.transform(x), leadtimes, clamp=True)
+        return self.inverse_transform(y)
+
+    def rollout(self, x: torch.Tensor, leadtimes: int, *, detach: bool = True, clamp: bool = False) -> torch.Tensor:
+        """Autoregressive rollout in the transformed space (single-step models).
+
+        ``x`` is the ``forward`` input ``(B, C, H, W)``; each step's output ``(B, 1, H, W)`` is appended to the
+        window and the oldest channel dropped. ``detach=True`` cuts the gradient between steps (no
+        back-propagation through time, as LUPIN's trainer, reference §1); ``clamp=True`` feeds back
+        ``max(y, dry_value)`` (used by :meth:`predict`). Returns ``(B, leadtimes, H, W)`` of raw outputs.
+        """
+        if not self.autoregressive:
+            raise InputError(f"{type(self).__name__} is not a single-step model; call it directly")
+        outs = []
+        z = x
+        for _ in range(leadtimes):
+            y = self(z)
+            outs.append(y)
+            fb = self._feedback(y) if clamp else y
+            if detach:
+                fb = fb.detach()
+            z = torch.cat([z[:, 1:], fb], dim=1)
+        return torch.cat(outs, dim=1)
+
+    def _feedback(self, y: torch.Tensor) -> torch.Tensor:
+        """What :meth:`predict` feeds back into the window: the prediction clamped at ``dry_value``."""
+        return y.clamp_min(self.dry_value)
+
+    def n_parameters(self, trainable_only: bool = False) -> int:
+        return sum(p.numel() for p in self.parameters() if p.requires_grad or not trainable_only)

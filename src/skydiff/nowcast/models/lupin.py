@@ -1,0 +1,180 @@
+"""LUPIN: fully differentiable Lagrangian CNN (Pavlík et al., arXiv 2402.10747; reference ``nowcasting.md`` §1).
+
+Two RainNet-type U-Nets joined by the differentiable semi-Lagrangian operator :func:`skydiff.advect`:
+
+1. **MF-U-Net** (``motion_net``): ``ln(R + 0.01)`` of the input frames -> motion field (B, 2, H, W) in pixels
+   per 5-min step, ``[0] = x``, ``[1] = y``. RainNet U-Net with widths 8-16-32-64-128, dropout 0.5 at the two
+   deepest levels, nearest upsampling, head Conv3x3 -> 2 then Conv1x1 2 -> 2, no output activation (§1 table).
+   The 3x3 head is linear too (``head_activation=None``): a ReLU on a 2-channel bottleneck would confine the
+   motion to a cone of directions.
+2. **Lagrangian transform** (:func:`~skydiff.nowcast.models.blocks.lagrangian_stack`): input frame ``t-k`` is
+   advected ``k`` unit steps forward along the (unblurred) motion, into the frame of the last observation
+   ``t`` (§1 step 3). Inflow from outside the grid is dry.
+3. **AF-U-Net** (``advection_net``): RainNet regression U-Net (widths 64...1024) on the ``T-1`` time
+   differences of the Lagrangian stack (``differencing=True``, §1 step 4) -> the tendency (B, 1, H, W).
+4. **Nowcast** = last observation advected one step along the *Gaussian-blurred* motion (σ = 127 px,
+   kernel 255, §1 step 2) + tendency (§1 steps 5-6). Longer leads: autoregressive (the window is rolled and
+   the prediction appended, detached — :meth:`rollout`; §1 "Autoregressive").
+
+Transform (``scaler``): the default ``"none"`` works in mm/h, the normalisation of LUPIN's stages 2 and 3
+(§1 three-stage table); the MF-U-Net always sees ``ln(R + 0.01)`` (§1 forward pass step 1), computed from the
+inverse-transformed input. ``"log"`` / ``"log_unit"`` are the other scalers of LUPIN's dataset.
+
+Training helpers: :meth:`motion` (stage 1), :meth:`divergence_penalty` (the physics term β), :meth:`advect_frames`
+(the "extra" term γ: each observed frame advected one step vs the next), :meth:`freeze_motion` (stage 2).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ...advection import advect
+from ...errors import InputError
+from ...operators import divergence_norm
+from .blocks import LOG_OFFSET, NowcastModel, _config_from_locals, gaussian_blur, get_scaler, lagrangian_stack
+from .rainnet import RainNetUNet, _check_int
+from .registry import register_model
+
+__all__ = ["LUPIN"]
+
+
+@register_model("lupin")
+class LUPIN(NowcastModel):
+    """LUPIN (reference §1): MF-U-Net -> differentiable advection -> AF-U-Net, single step, autoregressive.
+
+    Parameters
+    ----------
+    in_frames
+        Input frames (default 6, §1 data).
+    base_channels, depth, dropout
+        AF-U-Net widths ``base_channels * 2**i`` (default 64 -> 64...1024), pooling depth, dropout.
+    motion_base_channels, motion_depth, motion_dropout
+        Same for the MF-U-Net (default 8 -> 8...128).
+    motion_blur_sigma, motion_blur_size
+        Gaussian blur of the motion used to extrapolate the last frame (default σ = 127 px, kernel 255; the blur
+        is a normalised convolution, so kernels larger than the grid are fine). ``motion_blur_sigma=0`` turns
+        it off.
+    differencing
+        Feed the AF-U-Net the ``in_frames - 1`` time differences of the Lagrangian stack (default) rather than
+        the stack itself.
+    n_iter, interp
+        Passed to :func:`skydiff.advect` (midpoint iterations, ``"bilinear"``/``"bicubic"``).
+    upsample, pad_mode
+        U-Net upsampling (``"nearest"``) and padding (``"reflect"``), see :class:`RainNetUNet`.
+    scaler
+        Data transform of ``forward`` inputs/outputs: ``"none"`` (mm/h, default), ``"log"``, ``"log_unit"``.
+
+    ``forward(x, return_motion=False)``: ``x`` (B, in_frames, H, W) transformed, oldest first ->
+    (B, 1, H, W) transformed (and the motion (B, 2, H, W) with ``return_motion``); any H x W.
+    """
+
+    model_name = "lupin"
+    autoregressive = True
+
+    def __init__(
+        self,
+        in_frames: int = 6,
+        base_channels: int = 64,
+        depth: int = 4,
+        dropout: float = 0.5,
+        motion_base_channels: int = 8,
+        motion_depth: int = 4,
+        motion_dropout: float = 0.5,
+        motion_blur_sigma: float = 127.0,
+        motion_blur_size: int = 255,
+        differencing: bool = True,
+        n_iter: int = 1,
+        interp: str = "bilinear",
+        upsample: str = "nearest",
+        scaler: str = "none",
+        pad_mode: str = "reflect",
+    ):
+        super().__init__()
+        self.config = _config_from_locals(locals())
+        _check_int("in_frames", in_frames, 2)
+        _check_int("motion_blur_size", motion_blur_size, 1)
+        if not float(motion_blur_sigma) >= 0:
+            raise InputError(f"motion_blur_sigma must be >= 0, got {motion_blur_sigma!r}")
+        if interp not in ("bilinear", "bicubic"):
+            raise InputError(f"interp must be 'bilinear' or 'bicubic', got {interp!r}")
+        self.n_input_frames = in_frames
+        self.scaler = get_scaler(scaler)
+        if self.scaler.name not in ("none", "log", "log_unit"):
+            raise InputError(f"LUPIN scaler must be 'none', 'log' or 'log_unit', got {scaler!r}")
+        self.differencing = bool(differencing)
+        self.n_iter = n_iter
+        self.interp = interp
+        self.motion_blur_sigma = float(motion_blur_sigma)
+        self.motion_blur_size = motion_blur_size
+        self.motion_net = RainNetUNet(
+            in_frames, 2, motion_base_channels, motion_depth, motion_dropout, upsample,
+            head_channels=2, head_activation=None, pad_mode=pad_mode,
+        )
+        n_af = in_frames - 1 if self.differencing else in_frames
+        self.advection_net = RainNetUNet(n_af, 1, base_channels, depth, dropout, upsample, pad_mode=pad_mode)
+        self._motion_frozen = False
+
+    # --- components ---------------------------------------------------------------------------------------
+
+    def motion(self, x: torch.Tensor) -> torch.Tensor:
+        """MF-U-Net: transformed frames (B, in_frames, H, W) -> motion (B, 2, H, W) in pixels per step."""
+        self._check_forward_input(x, self.n_input_frames, "transformed frames")
+        return self.motion_net(torch.log(self.inverse_transform(x) + LOG_OFFSET))
+
+    def lagrangian(self, x: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
+        """Frames (B, T, H, W) moved into the Lagrangian frame of the last one (frame t-k advected k steps)."""
+        return lagrangian_stack(x, motion, n_iter=self.n_iter, interp=self.interp, outval=self.dry_value)
+
+    def advect_frames(self, frames: torch.Tensor, motion: torch.Tensor, steps: int = 1) -> torch.Tensor:
+        """Each frame of (B, T, H, W) advected ``steps`` unit steps: (B, T, H, W) (dry inflow)."""
+        out = advect(frames, motion, int(steps), n_iter=self.n_iter, interp=self.interp, outval=self.dry_value)
+        return out[:, -1]
+
+    def extrapolate(self, last: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
+        """Last frame (B, 1, H, W) advected one step along the Gaussian-blurred motion (§1 step 2)."""
+        smooth = gaussian_blur(motion, self.motion_blur_sigma, self.motion_blur_size)
+        return advect(last, smooth, 1, n_iter=self.n_iter, interp=self.interp, outval=self.dry_value)[:, 0]
+
+    def forward(self, x: torch.Tensor, return_motion: bool = False) -> Any:
+        self._check_forward_input(x, self.n_input_frames, "transformed frames")
+        if self._motion_frozen:
+            with torch.no_grad():
+                mf = self.motion(x)
+        else:
+            mf = self.motion(x)
+        lag = self.lagrangian(x, mf)
+        inp = lag[:, 1:] - lag[:, :-1] if self.differencing else lag
+        y = self.extrapolate(x[:, -1:], mf) + self.advection_net(inp)
+        return (y, mf) if return_motion else y
+
+    # --- training helpers ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def divergence_penalty(motion: torch.Tensor, boundary: str = "extrapolate") -> torch.Tensor:
+        """Mean squared divergence ``mean((du/dx + dv/dy)^2)`` of a motion field (B, 2, H, W), a 0-d tensor.
+
+        Centred differences via :func:`skydiff.operators.divergence_norm`. LUPIN's code uses the mean
+        absolute divergence with unnormalised 3x3 Sobel kernels (8x central differences, §1 losses); the
+        squared form is smooth at zero. Multiply by the trainer's β.
+        """
+        return divergence_norm(motion, reduction="mean", boundary=boundary).mean()
+
+    def freeze_motion(self, frozen: bool = True) -> "LUPIN":
+        """Freeze (stage 2) or unfreeze (stage 3) the MF-U-Net: no gradients, eval mode (no dropout)."""
+        self._motion_frozen = bool(frozen)
+        for p in self.motion_net.parameters():
+            p.requires_grad_(not frozen)
+        self.motion_net.train(self.training and not frozen)
+        return self
+
+    @property
+    def motion_frozen(self) -> bool:
+        return self._motion_frozen
+
+    def train(self, mode: bool = True) -> "LUPIN":
+        super().train(mode)
+        if self._motion_frozen:
+            self.motion_net.eval()
+        return self

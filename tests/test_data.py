@@ -1,0 +1,399 @@
+"""skydiff.nowcast.data: sequence datasets, splits, the NL-50-style builder and reader."""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from skydiff.errors import InputError, ShapeError, SkydiffWarning
+from skydiff.nowcast.data import (
+    NL50_NORMALISATION,
+    NLDataset,
+    RadarSequences,
+    apply_transform,
+    build_nl_dataset,
+    inverse_transform,
+    select_times,
+    shared_split,
+    split_by_time,
+    split_tail,
+)
+from skydiff.synthetic import rain_sequence
+
+T0 = np.datetime64("2021-06-01T12:00", "ns")
+STEP = np.timedelta64(5, "m")
+
+
+def make_da(values, times=None, step=5):
+    values = np.asarray(values, np.float32)
+    if times is None:
+        times = T0 + np.arange(values.shape[0]) * STEP
+    return xr.DataArray(values, dims=("time", "y", "x"), coords={"time": np.asarray(times, "datetime64[ns]")},
+                        attrs={"timestep": step, "units": "mm/h"}, name="precip_rate")
+
+
+@pytest.fixture(scope="module")
+def syn():
+    return rain_sequence(24, shape=(64, 80), seed=3)
+
+
+@pytest.fixture(scope="module")
+def knmi_da(knmi2010):
+    from skydiff.io import read_radar
+
+    return read_radar(knmi2010[:24])
+
+
+def starts_of(ds):
+    """Window start index (in the source's frames) of every sample, from the ISO time of the last input."""
+    t0 = ds._sources[0].times[0]
+    return sorted({int((np.datetime64(ds[i]["time"]) - t0) // STEP) - (ds.n_in - 1) for i in range(len(ds))})
+
+
+# ------------------------------------------------------------------------------------------ windows
+def test_window_counts_with_and_without_gaps(syn):
+    ds = RadarSequences(syn, 4, 2)
+    assert len(ds) == 24 - 6 + 1
+    assert starts_of(ds) == list(range(19))
+    # drop frame 10: windows that would span it disappear
+    gap = syn.isel(time=[i for i in range(24) if i != 10])
+    dg = RadarSequences(gap, 4, 2)
+    assert len(dg) == 5 + 8
+    assert starts_of(dg) == list(range(5)) + list(range(11, 19))
+    # stride counts from the start of each regular run
+    assert starts_of(RadarSequences(gap, 4, 2, stride=3)) == [0, 3, 11, 14, 17]
+    # a time off the regular grid (12:51) breaks windows like a gap
+    t = syn["time"].values.copy()
+    t[10] = t[10] + np.timedelta64(1, "m")
+    assert len(RadarSequences(syn.assign_coords(time=t), 4, 2)) == 13
+    # time filter [start, end): frames 5..16, windows never cross its ends
+    tt = syn["time"].values
+    assert len(RadarSequences(syn, 4, 2, times=(tt[5], tt[17]))) == 12 - 6 + 1
+    assert len(RadarSequences(syn, 4, 2, times=slice(None, str(tt[6])))) == 1
+    # several sources are windowed separately (no window joins two events)
+    a, b = syn.isel(time=slice(0, 12)), syn.isel(time=slice(12, 24))
+    dm = RadarSequences([a, b], 4, 2)
+    assert len(dm) == 2 * (12 - 6 + 1)
+    assert {dm[i]["source"] for i in range(len(dm))} == {0, 1}
+
+
+def test_crop_shapes_and_positions(syn):
+    ds = RadarSequences(syn, 4, 2, crop=32)
+    s = ds[0]
+    assert s["inputs"].shape == (4, 32, 32) and s["inputs"].dtype == torch.float32
+    assert s["targets"].shape == (2, 32, 32) and s["mask"].shape == (6, 32, 32) and s["mask"].dtype == torch.bool
+    assert s["time"] == str(np.datetime64(syn["time"].values[3], "s"))  # the last input of window 0
+    s = RadarSequences(syn, 4, 2, crop=(24, 40))[3]
+    assert s["inputs"].shape == (4, 24, 40) and s["targets"].shape == (2, 24, 40)
+    # fixed centre crop and a grid of non-overlapping tiles
+    dc = RadarSequences(syn, 4, 2, crop=32, random_crop=False)
+    assert len(dc) == 19 and dc[0]["origin"].tolist() == [16, 24]
+    dg = RadarSequences(syn, 4, 2, crop=32, random_crop=False, eval_crops="grid")
+    assert len(dg) == 19 * 4
+    assert {tuple(dg[i]["origin"].tolist()) for i in range(8)} == {(0, 8), (0, 40), (32, 8), (32, 40)}
+    # whole frames, and batching through a DataLoader
+    assert RadarSequences(syn, 4, 2)[0]["inputs"].shape == (4, 64, 80)
+    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=4)))
+    assert batch["inputs"].shape == (4, 4, 32, 32) and len(batch["time"]) == 4
+
+
+def test_samples_equal_transformed_source(syn):
+    raw = syn.values
+    for kind in ("log", "dbr", "nl50", None):
+        ds = RadarSequences(syn, 3, 2, crop=(20, 30), transform=kind, seed=1)
+        for i in (0, 7):
+            s = ds[i]
+            r, c = s["origin"].tolist()
+            st = int((np.datetime64(s["time"]) - syn["time"].values[0]) // STEP) - 2
+            win = raw[st:st + 5, r:r + 20, c:c + 30]
+            np.testing.assert_allclose(s["inputs"].numpy(), apply_transform(win[:3], kind), rtol=1e-6, atol=1e-6)
+            back = ds.to_rainrate(s["targets"])
+            if kind == "dbr":
+                win = np.where(win[3:] >= 0.1, win[3:], 0.0)
+            else:
+                win = win[3:]
+            np.testing.assert_allclose(back.numpy(), win, rtol=1e-5, atol=1e-5)
+
+
+def test_transform_round_trip_numpy_and_torch():
+    r = np.array([0.0, 0.05, 0.1, 0.5, 1.0, 12.5, 150.0, np.nan], np.float32)
+    for kind in ("log", "nl50", None):
+        back = inverse_transform(apply_transform(r, kind), kind)
+        assert back.dtype == np.float32
+        np.testing.assert_allclose(back, r, rtol=1e-5, atol=1e-6, equal_nan=True)
+        bt = inverse_transform(apply_transform(torch.from_numpy(r), kind), kind)
+        np.testing.assert_allclose(bt.numpy(), r, rtol=1e-5, atol=1e-6, equal_nan=True)
+    # log is LUPIN's ln(R + 0.01); negative rates are clipped to 0
+    np.testing.assert_allclose(apply_transform(np.array([0.0, 1.0, -3.0]), "log"), np.log([0.01, 1.01, 0.01]))
+    # nl50: mm/h -> mm/5min / 47.83
+    assert apply_transform(np.array([12 * NL50_NORMALISATION]), "nl50")[0] == pytest.approx(1.0)
+    # dbr (pysteps): 10 log10 R above 0.1 mm/h, -15 below; the inverse maps -15 back to 0
+    d = apply_transform(r, "dbr")
+    np.testing.assert_allclose(d[:3], [-15.0, -15.0, -10.0], atol=1e-5)
+    expect = np.where(np.isnan(r) | (r >= 0.1), r, 0.0)
+    np.testing.assert_allclose(inverse_transform(d, "dbr"), expect, rtol=1e-5, equal_nan=True)
+    dt = apply_transform(torch.from_numpy(r), "dbr")
+    np.testing.assert_allclose(inverse_transform(dt, "dbr").numpy(), expect, rtol=1e-5, equal_nan=True)
+    with pytest.raises(InputError, match="unknown transform"):
+        apply_transform(r, "sqrt")
+
+
+# ------------------------------------------------------------------------------------------ masks and filters
+def test_mask_marks_nan_and_nan_value_fills(syn):
+    v = syn.values.copy()
+    v[:, :10, :] = np.nan  # outside the radar range in every frame
+    v[7, 30:40, 50:70] = np.nan  # a missing block in one frame
+    da = syn.copy(data=v)
+    ds = RadarSequences(da, 4, 2, nan_value=-99.0)
+    for i in (0, 3, 5):
+        s = ds[i]
+        st = i
+        win = v[st:st + 6]
+        np.testing.assert_array_equal(s["mask"].numpy(), ~np.isnan(win))
+        x = torch.cat([s["inputs"], s["targets"]]).numpy()
+        assert np.all(x[~s["mask"].numpy()] == -99.0)
+        assert np.all(np.isfinite(x))
+    # crops: trimmed to the valid rows (origin in the full grid) and >= 90 % valid by default
+    dc = RadarSequences(da, 4, 2, crop=32, seed=2)
+    assert dc.sources[0]["offset"] == (10, 0)
+    for i in range(len(dc)):
+        s = dc[i]
+        assert s["origin"][0] >= 10 and s["mask"].float().mean() >= 0.9
+    # when no crop position has enough valid data, the error says so
+    v2 = syn.values.copy()
+    v2[:, :40, :] = np.nan
+    with pytest.raises(InputError, match="no window"):
+        RadarSequences(syn.copy(data=v2), 4, 2, crop=32)
+    assert len(RadarSequences(syn.copy(data=v2), 4, 2, crop=32, min_valid_fraction=0.5)) > 0
+
+
+def test_min_rain_fraction_filter():
+    fr = np.array([0.9, 0.1, 0.0, 0.6, 0.6, 0.2, 0.8, 0.4, 0.7, 0.0, 0.55, 0.5])
+    v = np.zeros((12, 20, 20), np.float32)
+    flat = v.reshape(12, -1)
+    for k, f in enumerate(fr):
+        flat[k, : int(round(f * 400))] = 2.0
+    flat[:, 396:] = np.nan  # fractions count valid pixels only
+    flat[:, 390:396] = 0.05  # below the rain threshold
+    da = make_da(v)
+    valid = 396
+    rainy = np.array([(flat[k, :396] >= 0.1).sum() for k in range(12)])
+    ds = RadarSequences(da, 2, 2, min_rain_fraction=0.5)
+    expect = [s for s in range(9) if rainy[s + 2:s + 4].sum() >= 0.5 * 2 * valid]
+    assert starts_of(ds) == expect and 0 < len(expect) < 9
+    assert ds.sources[0]["dropped_rain"] == 9 - len(expect)
+    # the rain threshold matters: at 0.01 mm/h the drizzle counts too
+    ds2 = RadarSequences(da, 2, 2, min_rain_fraction=0.5, rain_threshold=0.01)
+    assert len(ds2) >= len(ds)
+    # fixed crops evaluate the rule on the crop itself
+    dcrop = RadarSequences(da, 2, 2, crop=10, random_crop=False, min_rain_fraction=0.5, min_valid_fraction=0.0)
+    for i in range(len(dcrop)):
+        t = dcrop[i]["targets"].numpy()
+        m = dcrop[i]["mask"].numpy()[2:]
+        assert (inverse_transform(t, "log")[m] >= 0.1).mean() >= 0.5
+
+
+def test_deterministic_with_seed(syn):
+    a = RadarSequences(syn, 4, 2, crop=24, seed=5)
+    b = RadarSequences(syn, 4, 2, crop=24, seed=5)
+    c = RadarSequences(syn, 4, 2, crop=24, seed=6)
+    oa = [a[i]["origin"].tolist() for i in range(len(a))]
+    assert oa == [b[i]["origin"].tolist() for i in range(len(b))]
+    assert torch.equal(a[3]["inputs"], b[3]["inputs"])
+    assert oa == [a[i]["origin"].tolist() for i in range(len(a))]  # repeated access gives the same crop
+    assert oa != [c[i]["origin"].tolist() for i in range(len(c))]
+    a.set_epoch(1)
+    o1 = [a[i]["origin"].tolist() for i in range(len(a))]
+    assert o1 != oa
+    a.set_epoch(0)
+    assert [a[i]["origin"].tolist() for i in range(len(a))] == oa
+
+
+def test_throughput_288_crops():
+    rng = np.random.default_rng(0)
+    v = rng.exponential(1.0, (24, 330, 340)).astype(np.float32)
+    v[:, :20] = np.nan
+    ds = RadarSequences(make_da(v), 4, 6, crop=288, seed=0)
+    assert ds[0]["inputs"].shape == (4, 288, 288)
+    best = 0.0
+    for _ in range(3):
+        n, t = 0, time.perf_counter()
+        while n < 150:
+            ds[n % len(ds)]
+            n += 1
+        best = max(best, n / (time.perf_counter() - t))
+        if best > 400:
+            break
+    print(f"RadarSequences: {best:.0f} samples/s (288x288, 4 -> 6, random crops, log)")
+    assert best > 200
+
+
+# ------------------------------------------------------------------------------------------ bad input
+def test_bad_input_gives_clear_errors(syn):
+    with pytest.raises(InputError, match="n_in"):
+        RadarSequences(syn, 0, 2)
+    with pytest.raises(InputError, match="n_out"):
+        RadarSequences(syn, 4, -1)
+    with pytest.raises(ShapeError, match="larger than the grid"):
+        RadarSequences(syn, 4, 2, crop=100)
+    with pytest.raises(InputError, match=r"no window of 20 \+ 10 = 30 regular frames fits.*24 frames"):
+        RadarSequences(syn, 20, 10)
+    with pytest.raises(InputError, match="unknown transform"):
+        RadarSequences(syn, 4, 2, transform="boxcox")
+    with pytest.raises(InputError, match="empty time range"):
+        RadarSequences(syn, 4, 2, times=("2025-01-01T02:00", "2025-01-01T01:00"))
+    with pytest.raises(InputError):
+        RadarSequences([], 4, 2)
+    with pytest.raises(InputError, match="crop"):
+        RadarSequences(syn, 4, 2, crop=(0, 5))
+    with pytest.raises(IndexError):
+        RadarSequences(syn, 4, 2)[19]
+
+
+# ------------------------------------------------------------------------------------------ splits
+def test_split_helpers(syn):
+    t = syn["time"].values
+    parts = split_by_time(syn, [t[5], str(t[12])])
+    assert [p.sizes["time"] for p in parts] == [5, 7, 12]
+    assert parts[1]["time"].values[0] == t[5] and parts[2]["time"].values[0] == t[12]
+    lists = split_by_time([syn.isel(time=slice(0, 8)), syn.isel(time=slice(8, 24))], t[10])
+    assert [[p.sizes["time"] for p in part] for part in lists] == [[8, 2], [14]]
+    head, tail = split_tail(syn, 0.2)
+    assert head.sizes["time"] == 19 and tail.sizes["time"] == 5  # ceil(0.2 * 24)
+    assert select_times(syn, t[3], t[6]).sizes["time"] == 3
+    with pytest.raises(InputError):
+        split_by_time(syn, [t[5], t[2]])
+
+
+@pytest.mark.realdata
+def test_shared_split_parts(shared_data):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SkydiffWarning)
+        sp = shared_split(shared_data)
+    assert set(sp) == {"train", "validation", "test"}
+    names = {k: [p.name for p in v] for k, v in sp.items()}
+    assert "FMI 20170509" in names["test"] and "FMI 20160928 train" in names["train"]
+    assert sum(n.startswith("KNMI 2021-02") for n in names["test"]) == 10
+    assert [n for n in names["validation"] if n.startswith("KNMI 2021-01")] == ["KNMI 2021-01-09-2005",
+                                                                                "KNMI 2021-01-10-2005"]
+    assert not any("mrms" in n.lower() for v in names.values() for n in v)  # TODO: MRMS left out
+    files = {k: {f for p in v for f in p.files} for k, v in sp.items()}
+    assert not (files["train"] & files["test"]) and not (files["train"] & files["validation"])
+    assert not (files["validation"] & files["test"])
+    k10 = {k: sorted(os.path.basename(f)[-7:-3] for f in v if "RAD_NL25" in f) for k, v in files.items()}
+    assert k10["train"][-1] == "0355" and k10["validation"] == [f"04{m:02d}" for m in range(0, 60, 5)]
+    assert k10["test"][0] == "0500"
+    # a part is read once, with its time range applied to the times in the files
+    val = [p for p in sp["validation"] if p.name.startswith("KNMI 2010")][0]
+    ds = RadarSequences([val], 4, 6, crop=288, random_crop=False)
+    assert len(ds) == 3 and ds[0]["origin"].tolist() == [284, 225]
+
+
+# ------------------------------------------------------------------------------------------ real KNMI data
+@pytest.mark.realdata
+def test_knmi_sequences_centre_crop_is_the_nl50_cutout(knmi_da):
+    ds = RadarSequences(knmi_da, 4, 6, crop=288, random_crop=False)
+    assert len(ds) == 24 - 10 + 1
+    s = ds[0]
+    assert s["origin"].tolist() == [284, 225] and bool(s["mask"].all())
+    assert s["time"] == "2010-08-26T00:15:00"
+    raw = knmi_da.values[0:10, 284:572, 225:513]
+    np.testing.assert_allclose(s["targets"].numpy(), np.log(raw[4:] + 0.01), rtol=1e-6)
+    # random crops stay >= 90 % valid although 74 % of the grid is outside the radar range
+    dr = RadarSequences(knmi_da, 4, 6, crop=288, seed=1)
+    assert dr.nbytes < knmi_da.values.nbytes / 2  # trimmed to the radar disk
+    assert all(float(dr[i]["mask"].float().mean()) >= 0.9 for i in range(0, len(dr), 3))
+    # rain filter on the NL-50 cut-out, checked independently
+    dm = RadarSequences(knmi_da, 4, 6, crop=288, random_crop=False, min_rain_fraction=0.55)
+    rain = (knmi_da.values[:, 284:572, 225:513] >= 0.1).mean(axis=(1, 2))
+    expect = [st for st in range(15) if rain[st + 4:st + 10].mean() >= 0.55]
+    assert starts_of(dm) == expect and 0 < len(expect) < 15
+
+
+@pytest.mark.realdata
+def test_build_nl_dataset_layout_counts_and_atomic_write(knmi_da, knmi2010, tmp_path):
+    import h5py
+
+    out = tmp_path / "nl.h5"
+    split = "2010-08-26T01:00"
+    with pytest.warns(SkydiffWarning, match="split is empty"):
+        summ = build_nl_dataset(knmi_da, out, split_time=split, compression_opts=1)
+    # independent count: 24 frames, 7 windows of 18; target (last) frame >= 50 % of pixels > 0
+    cut = np.nan_to_num(knmi_da.values[:, 284:572, 225:513]) / 12.0 / NL50_NORMALISATION
+    frac = (cut > 0).mean(axis=(1, 2))
+    kept = [s for s in range(7) if frac[s + 17] >= 0.5]
+    assert summ["regular_windows"] == 7 and summ["kept"] == len(kept) and len(kept) > 0
+    assert summ["train"]["count"] == 0 and summ["dropped_straddling_split"] == len(kept)
+    with h5py.File(out, "r") as f:
+        assert set(f) == {"train", "test"} and set(f["train"]) == {"images", "timestamps"}
+        img, ts = f["test"]["images"], f["test"]["timestamps"]
+        assert img.dtype == np.float32 and img.shape == (0, 18, 288, 288) and ts.shape == (0, 18, 1)
+        assert f.attrs["normalisation"] == pytest.approx(47.83)
+    assert [p.name for p in tmp_path.iterdir()] == ["nl.h5"]  # no temporary file left
+
+    # a split where both groups get samples; values and timestamps as SmaAt stores them
+    with pytest.warns(SkydiffWarning, match="train split is empty"):
+        summ = build_nl_dataset(knmi_da, out, split_time="2010-08-26T00:05", overwrite=True, compression_opts=1,
+                                n_in=4, n_out=2)
+    frac6 = [s for s in range(19) if frac[s + 5] >= 0.5]
+    assert summ["kept"] == len(frac6) and summ["train"]["count"] == 0
+    assert summ["test"]["count"] == len(frac6) - 1  # the window starting at 00:00 straddles the split
+    with h5py.File(out, "r") as f:
+        img = f["test"]["images"]
+        assert img.shape == (len(frac6) - 1, 6, 288, 288) and img.compression == "gzip"
+        np.testing.assert_allclose(img[0], cut[frac6[1]:frac6[1] + 6], rtol=1e-6)
+        stamp = f["test"]["timestamps"][0, 0, 0]
+        assert (stamp.decode() if isinstance(stamp, bytes) else stamp) == "26-AUG-2010;00:05:00.000"
+
+    # no overwrite without overwrite=True; the file is untouched
+    before = out.stat().st_mtime_ns
+    with pytest.raises(InputError, match="exists"):
+        build_nl_dataset(knmi_da, out)
+    assert out.stat().st_mtime_ns == before
+
+    # from files (read in chunks), SmaAt's off-by-one rule, and a reader on top
+    out2 = tmp_path / "files.h5"
+    with pytest.warns(SkydiffWarning, match="test split is empty"):  # 9 frames: the test windows straddle
+        s2 = build_nl_dataset(knmi2010[:9], out2, n_in=4, n_out=2, rain_rule=0.0, compression_opts=1, chunk_files=4)
+    assert s2["n_files"] == 9 and s2["kept"] == 4 and s2["train"]["count"] == 2  # split at frame round(0.75 * 9)
+    assert s2["split_time"] == "2010-08-26T00:35:00" and s2["dropped_straddling_split"] == 2
+    with pytest.warns(SkydiffWarning, match="test split is empty"):
+        s3 = build_nl_dataset(knmi2010[:9], tmp_path / "smaat.h5", n_in=4, n_out=2, rain_rule=0.0,
+                              rain_frame="smaat", compression_opts=1)
+    assert s3["kept"] == 3  # the last window has no frame after it
+
+    ds = NLDataset(out, "test", n_in=4)
+    assert len(ds) == len(frac6) - 1 and ds.n_out == 2
+    s = ds[0]
+    assert s["inputs"].shape == (4, 288, 288) and s["targets"].shape == (2, 288, 288)
+    assert s["time"] == "2010-08-26T00:20:00"
+    np.testing.assert_allclose(s["targets"].numpy(), cut[frac6[1] + 4:frac6[1] + 6], rtol=1e-6)
+    mmh = NLDataset(out, "test", n_in=4, n_out=1, transform=None, in_memory=True)[0]
+    np.testing.assert_allclose(mmh["targets"].numpy(), knmi_da.values[frac6[1] + 4:frac6[1] + 5, 284:572, 225:513],
+                               rtol=1e-5, atol=1e-5)
+    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=2)))
+    assert batch["inputs"].shape == (2, 4, 288, 288)
+    with pytest.raises(InputError, match="split"):
+        NLDataset(out, "validation")
+    with pytest.raises(InputError, match="exceeds"):
+        NLDataset(out, "test", n_in=4, n_out=5)
+    ds.close()
+
+
+@pytest.mark.realdata
+def test_build_nl_dataset_bad_input(knmi_da, tmp_path):
+    with pytest.raises(InputError, match="n_in"):
+        build_nl_dataset(knmi_da, tmp_path / "a.h5", n_in=0)
+    with pytest.raises(ShapeError, match="does not fit"):
+        build_nl_dataset(knmi_da, tmp_path / "a.h5", crop=(600, 888, 0, 288))
+    with pytest.raises(InputError, match="no sample passes"):
+        build_nl_dataset(knmi_da, tmp_path / "a.h5", rain_rule=1.0)
+    with pytest.raises(InputError, match="no sample passes"):
+        build_nl_dataset(knmi_da.isel(time=slice(0, 10)), tmp_path / "a.h5")  # 10 frames < 18
+    assert not list(tmp_path.iterdir())

@@ -1,0 +1,354 @@
+"""Tests of the nowcasting networks (skydiff.nowcast.models): shapes, padding, gradients, registry, I/O, NaN."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from skydiff.errors import InputError, ShapeError
+from skydiff.nowcast.models import (
+    LCNN,
+    LUPIN,
+    RainNet,
+    RainNetUNet,
+    SmaAtUNet,
+    create_model,
+    list_models,
+    load_model,
+    load_weights,
+    save_model,
+)
+from skydiff.nowcast.models import registry
+from skydiff.nowcast.models.blocks import crop_padding, gaussian_blur, lagrangian_stack, pad_to_multiple
+
+H, W = 40, 52  # non-square, not multiples of 16
+NAMES = ["rainnet", "smaat", "lupin", "lcnn"]
+SMALL = {
+    "rainnet": {"base_channels": 8},
+    "smaat": {"base_channels": 8},
+    "lupin": {"base_channels": 8, "motion_base_channels": 4},
+    "lcnn": {"base_channels": 8},
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny networks: one intra-op thread is fastest and avoids OpenMP spin-waits on a shared 2-core machine."""
+    import numba
+
+    old_torch, old_numba = torch.get_num_threads(), numba.get_num_threads()
+    torch.set_num_threads(1)
+    numba.set_num_threads(1)
+    yield
+    torch.set_num_threads(old_torch)
+    numba.set_num_threads(old_numba)
+
+
+def small(name: str, **kw) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return create_model(name, **{**SMALL[name], **kw})
+
+
+def n_forward_channels(m) -> int:
+    return m.n_input_frames - 1 if isinstance(m, LCNN) else m.n_input_frames
+
+
+def rain(b: int, t: int, h: int = H, w: int = W, seed: int = 0) -> torch.Tensor:
+    """Smooth positive blobs drifting 1 px/step to the right (mm/h)."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    out = torch.zeros(b, t, h, w)
+    for i in range(b):
+        cy, cx = (torch.rand(2, generator=g) * torch.tensor([h / 2, w / 3]) + torch.tensor([h / 4, w / 6])).tolist()
+        for j in range(t):
+            out[i, j] = 20.0 * torch.exp(-((yy - cy) ** 2 + (xx - cx - j) ** 2) / 40.0)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------------------
+# shapes
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_forward_shapes(name):
+    m = small(name)
+    x = torch.rand(2, n_forward_channels(m), H, W)
+    y = m(x)
+    assert y.shape == (2, 1, H, W)
+    assert torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_predict_shapes(name):
+    m = small(name)
+    n = 1 if name == "smaat" else 3
+    x = rain(2, m.n_input_frames + 1)  # extra frames are ignored (the last n_input_frames are used)
+    out = m.predict(x, n)
+    assert isinstance(out, torch.Tensor) and out.shape == (2, n, H, W)
+    assert torch.isfinite(out).all() and (out >= 0).all()
+    one = m.predict(x[0].numpy(), n)  # (T, H, W) numpy -> (n, H, W) numpy
+    assert isinstance(one, np.ndarray) and one.shape == (n, H, W)
+    np.testing.assert_allclose(one, out[0].numpy(), rtol=1e-4, atol=1e-4)
+    assert m.training  # predict restores the mode
+
+
+def test_smaat_multi_output():
+    m = small("smaat", n_out=12)
+    assert m.leadtime_steps == tuple(range(1, 13))
+    assert m(torch.rand(1, 12, H, W)).shape == (1, 12, H, W)
+    assert m.predict(rain(1, 12), 5).shape == (1, 5, H, W)
+    with pytest.raises(InputError, match="n_out"):
+        small("smaat").predict(rain(1, 12), 2)
+    assert small("smaat").leadtime_steps == (6,)
+
+
+def test_rollout_shapes_and_detach():
+    m = small("rainnet")
+    x = torch.rand(1, 4, H, W, requires_grad=True)
+    y = m.rollout(x, 3, detach=False)
+    assert y.shape == (1, 3, H, W)
+    y[:, -1].sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    with pytest.raises(InputError):
+        small("smaat").rollout(torch.rand(1, 12, H, W), 2)
+
+
+@pytest.mark.parametrize("name", ["rainnet", "smaat"])
+def test_default_parameter_counts(name):
+    # reference §3: RainNet has 31.4 M parameters; §4: SmaAt-UNet about 4 M
+    n = create_model(name).n_parameters()
+    if name == "rainnet":
+        assert abs(n - 31.4e6) < 0.05e6
+    else:
+        assert 3.5e6 < n < 4.5e6
+
+
+# --------------------------------------------------------------------------------------------------------------
+# padding
+
+
+def test_pad_crop_roundtrip():
+    x = torch.randn(2, 3, 37, 53)
+    for mode in ("reflect", "replicate"):
+        xp, pads = pad_to_multiple(x, 16, mode)
+        assert xp.shape[-2:] == (48, 64)
+        assert pads == (5, 6, 5, 6)
+        assert torch.equal(crop_padding(xp, pads), x)
+    tiny = torch.randn(1, 1, 5, 7)  # pad >= size: reflection falls back to replication
+    tp, pads = pad_to_multiple(tiny, 16)
+    assert tp.shape[-2:] == (16, 16) and torch.equal(crop_padding(tp, pads), tiny)
+    same, pads = pad_to_multiple(torch.randn(1, 1, 32, 16), 16)
+    assert pads == (0, 0, 0, 0) and same.shape[-2:] == (32, 16)
+
+
+@pytest.mark.parametrize("hw", [(37, 53), (16, 16), (21, 9)])
+def test_unet_any_grid_crops_back(hw):
+    torch.manual_seed(0)
+    net = RainNetUNet(3, 1, base_channels=4).eval()
+    x = torch.randn(1, 3, *hw)
+    y = net(x)
+    assert y.shape == (1, 1, *hw)
+    xp, pads = pad_to_multiple(x, 16, "reflect")
+    assert torch.allclose(y, crop_padding(net.forward_padded(xp), pads))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_models_any_grid(name):
+    m = small(name).eval()
+    x = torch.rand(1, n_forward_channels(m), 19, 27)
+    assert m(x).shape == (1, 1, 19, 27)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# LUPIN: gradients, divergence, freezing, Lagrangian frame
+
+
+def test_lupin_gradient_reaches_motion_net():
+    m = small("lupin")
+    x = rain(2, 6)
+    y, mf = m(x, return_motion=True)
+    assert y.shape == (2, 1, H, W) and mf.shape == (2, 2, H, W)
+    (y.square().mean() + 0.1 * m.divergence_penalty(mf)).backward()
+    first = m.motion_net.encoder[0][0].weight.grad
+    assert first is not None and first.abs().sum() > 0
+    assert m.advection_net.encoder[0][0].weight.grad.abs().sum() > 0
+
+
+def test_lupin_gradient_through_advect_only():
+    # no divergence term, no blur path: the motion gets gradients only through the Lagrangian advection
+    m = small("lupin", motion_blur_sigma=0.0)
+    m(rain(1, 6)).sum().backward()
+    assert m.motion_net.encoder[0][0].weight.grad.abs().sum() > 0
+
+
+def test_divergence_penalty():
+    yy, xx = torch.meshgrid(torch.arange(H, dtype=torch.float64), torch.arange(W, dtype=torch.float64), indexing="ij")
+    rot = torch.stack([-(yy - H / 2), xx - W / 2])[None] * 0.1  # solid-body rotation: divergence-free
+    assert float(LUPIN.divergence_penalty(rot)) < 1e-20
+    div = torch.stack([xx, yy])[None] * 0.5  # divergence 1 everywhere
+    assert float(LUPIN.divergence_penalty(div)) == pytest.approx(1.0)
+    assert small("lupin").divergence_penalty(rot).ndim == 0
+
+
+def test_freeze_motion():
+    m = small("lupin").train()
+    m.freeze_motion()
+    assert m.motion_frozen and not m.motion_net.training and m.advection_net.training
+    m.train()
+    assert not m.motion_net.training  # stays in eval mode (no dropout) while frozen
+    m(rain(1, 6)).sum().backward()
+    assert all(p.grad is None for p in m.motion_net.parameters())
+    assert m.advection_net.encoder[0][0].weight.grad.abs().sum() > 0
+    m.freeze_motion(False)
+    m.zero_grad()
+    assert m.motion_net.training
+    m(rain(1, 6)).sum().backward()
+    assert m.motion_net.encoder[0][0].weight.grad.abs().sum() > 0
+
+
+def test_lagrangian_stack_aligns_frames():
+    frames = rain(1, 5, seed=3).double()  # drifting +1 px/step in x
+    v = torch.zeros(1, 2, H, W, dtype=torch.float64)
+    v[:, 0] = 1.0
+    lag = lagrangian_stack(frames, v)
+    assert lag.shape == frames.shape
+    assert torch.equal(lag[:, -1], frames[:, -1])
+    # frame t-k advected k steps lands on frame t (away from the inflow edge)
+    assert torch.allclose(lag[..., 5:], frames[:, -1:, :, 5:].expand_as(lag[..., 5:]), atol=1e-9)
+    assert torch.equal(lagrangian_stack(frames, torch.zeros_like(v)), frames)
+
+
+def test_gaussian_blur_keeps_constants():
+    c = torch.full((1, 2, 9, 13), 3.0, dtype=torch.float64)
+    assert torch.allclose(gaussian_blur(c, 127.0, 255), c)
+    x = torch.randn(1, 1, 9, 13, dtype=torch.float64)
+    assert torch.allclose(gaussian_blur(x, 1e4), x.mean().expand_as(x), atol=1e-6)
+    assert torch.equal(gaussian_blur(x, 0.0), x)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# L-CNN
+
+
+def test_lcnn_with_velocity_and_inputs():
+    m = small("lcnn")
+    x = rain(1, 5)
+    v = torch.zeros(2, H, W)
+    v[0] = 1.0
+    d, last = m.lagrangian_inputs(x, v[None])
+    assert d.shape == (1, 4, H, W) and last.shape == (1, 1, H, W)
+    assert d[..., 6:].abs().max() < 0.5  # the drift is removed: Lagrangian differences are small
+    out = m.predict(x, 2, velocity=v)
+    assert out.shape == (1, 2, H, W) and torch.isfinite(out).all()
+    with pytest.raises(ShapeError):
+        m.predict(x, 2, velocity=torch.zeros(2, H, W + 1))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# registry and weights
+
+
+def test_registry_lists_and_unknown():
+    assert set(NAMES) <= set(list_models())
+    with pytest.raises(InputError, match="available: .*lcnn.*lupin.*rainnet.*smaat"):
+        create_model("nope")
+    assert isinstance(create_model("RainNet", base_channels=4), RainNet)
+    with pytest.raises(InputError, match="no option.*base_width.*base_channels"):
+        create_model("lupin", base_width=8)
+    with pytest.raises(InputError, match="unexpected options"):
+        small("lcnn").predict(rain(1, 5), 1, motion="vet")
+    with pytest.raises(InputError, match="unexpected options"):
+        small("rainnet").predict(rain(1, 4), 1, velocity=None)
+
+
+def test_pretrained_without_weights(tmp_path, monkeypatch):
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)
+    with pytest.raises(InputError, match="no shipped weights for smaat yet"):
+        create_model("smaat", pretrained=True)
+
+
+def test_shipped_weights_are_found(tmp_path, monkeypatch):
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path)
+    save_model(small("rainnet"), tmp_path / "rainnet", card={"note": "test"})
+    m = create_model("rainnet", pretrained=True)  # config comes from rainnet.json
+    assert m.config["base_channels"] == 8
+    assert torch.equal(m.state_dict()["net.out.weight"], small("rainnet").state_dict()["net.out.weight"])
+
+
+def test_mismatched_weights(tmp_path):
+    save_model(small("rainnet"), tmp_path / "m")
+    other = create_model("rainnet", base_channels=4)
+    with pytest.raises(InputError, match=r"shape mismatch for net\.bottleneck"):
+        load_weights(other, tmp_path / "m.safetensors")
+    state = small("rainnet").state_dict()
+    state.pop("net.out.bias")
+    state["extra.weight"] = torch.zeros(1)
+    with pytest.raises(InputError, match=r"missing keys net\.out\.bias.*unexpected keys extra\.weight"):
+        load_weights(small("rainnet"), state)
+    with pytest.raises(InputError, match="are for model 'rainnet', not 'lcnn'"):
+        create_model("lcnn", pretrained=tmp_path / "m")
+    save_model(small("lcnn"), tmp_path / "l")
+    with pytest.raises(InputError, match=r"do not fit LCNN: shape mismatch for net\.encoder\.0\.0\.weight"):
+        create_model("lcnn", pretrained=tmp_path / "l", in_frames=6)  # 5 vs 4 input channels
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_save_load_roundtrip(name, tmp_path):
+    m = small(name, **({"depth": 3} if name == "smaat" else {})).eval()
+    with torch.no_grad():  # make BatchNorm statistics non-trivial
+        for k, v in m.state_dict().items():
+            if k.endswith("running_mean"):
+                v.uniform_(-0.1, 0.1)
+    st, js = save_model(m, tmp_path / name)
+    assert st.suffix == ".safetensors" and json.loads(js.read_text())["model"] == name
+    m2 = load_model(tmp_path / f"{name}.safetensors").eval()
+    assert type(m2) is type(m) and m2.config == m.config
+    x = torch.rand(1, n_forward_channels(m), H, W)
+    with torch.no_grad():
+        assert torch.equal(m(x), m2(x))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# NaN and bad input
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_predict_nan_handling(name):
+    m = small(name)
+    n = 1 if name == "smaat" else 2
+    x = rain(1, m.n_input_frames)
+    x[:, :, :5, :7] = float("nan")  # no data in every frame -> NaN out
+    x[:, -1, 20:25, 30:35] = float("nan")  # no data in one frame only -> read as dry, finite out
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out = m.predict(x, n)
+    assert out.shape == (1, n, H, W)
+    assert torch.isnan(out[:, :, :5, :7]).all()
+    assert torch.isnan(out).sum() == n * 5 * 7
+    rest = out.clone()
+    rest[:, :, :5, :7] = 0.0
+    assert torch.isfinite(rest).all() and (rest >= 0).all()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_bad_inputs(name):
+    m = small(name)
+    n = m.n_input_frames
+    with pytest.raises(InputError, match=f"at least {n} input frames"):
+        m.predict(rain(1, n - 1), 1)
+    with pytest.raises(ShapeError):
+        m.predict(torch.rand(H, W), 1)
+    with pytest.raises(ShapeError):
+        m.predict(torch.rand(1, 1, n, H, W), 1)
+    with pytest.raises(InputError, match="leadtimes"):
+        m.predict(rain(1, n), 0)
+    with pytest.raises(InputError, match=">= 0"):
+        m.predict(-rain(1, n) - 1.0, 1)
+    with pytest.raises(ShapeError):
+        m(torch.rand(1, n_forward_channels(m) + 1, H, W))
+    with pytest.raises(ShapeError):
+        m(torch.rand(n_forward_channels(m), H, W))
