@@ -84,3 +84,33 @@ def test_cli_errors_are_one_line_messages(knmi2010, tmp_path, capsys):
     assert main(["nowcast", str(tmp_path / "nope.h5"), "--out", str(tmp_path / "d.nc"), "-q"]) == 2
     assert "nope.h5" in capsys.readouterr().err
     assert not any((tmp_path / n).exists() for n in ("a.nc", "b.nc", "c.nc", "d.nc"))
+
+
+@pytest.mark.realdata
+def test_data_build_nl(knmi2010, tmp_path, capsys):
+    import h5py
+
+    out = tmp_path / "nl.h5"
+    files = [str(p) for p in knmi2010[:30]]
+    assert main(["data", "build-nl", *files, "--out", str(out), "--n-in", "4", "--n-out", "2", "-q"]) == 0
+    with h5py.File(out) as f:
+        n = sum(f[k]["images"].shape[0] for k in ("train", "test"))
+        assert f["train"]["images"].shape[1:] == (6, 288, 288)
+    assert n > 0
+    assert main(["data", "build-nl", *files, "--out", str(out), "-q"]) == 2  # no overwrite
+    assert "overwrite" in capsys.readouterr().err
+
+
+@pytest.mark.realdata
+def test_assimilate_4dvar_on_knmi(knmi2010, tmp_path):
+    from skydiff.io import read_nowcast
+
+    names = [f.name for f in knmi2010]
+    i = names.index("RAD_NL25_RAP_5min_201008260330.h5")
+    files = [str(p) for p in knmi2010[i - 3 : i + 1]]
+    out, png = tmp_path / "motion.nc", tmp_path / "motion.png"
+    assert main(["assimilate", *files, "--max-iter", "3", "--out", str(out), "--plot", str(png), "-q"]) == 0
+    nc, vel = read_nowcast(out, with_velocity=True)
+    assert nc.shape == (3, 765, 700) and vel.shape == (2, 765, 700)
+    assert np.isfinite(vel.values).all() and float(np.abs(vel.values).max()) > 0.1
+    assert png.stat().st_size > 10_000

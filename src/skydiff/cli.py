@@ -238,6 +238,36 @@ def cmd_assimilate(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# data
+
+
+def cmd_data_build_nl(args: argparse.Namespace) -> int:
+    from .nowcast.data import build_nl_dataset
+
+    _say(f"building an NL-50-style HDF5 file from {len(args.files)} input path(s) ...", args.quiet)
+    summary = build_nl_dataset(
+        args.files,
+        args.out,
+        n_in=args.n_in,
+        n_out=args.n_out,
+        rain_rule=args.rain_rule,
+        split_time=args.split_time,
+        overwrite=args.overwrite,
+        importer=args.importer,
+    )
+    print(summary.get("rule", ""))
+    for key in ("regular_windows", "kept", "rejected_by_rule", "dropped_straddling_split"):
+        if key in summary:
+            print(f"{key}: {summary[key]}")
+    for part in ("train", "test"):
+        info = summary.get(part)
+        n = info.get("n", info.get("count")) if isinstance(info, dict) else info
+        print(f"{part}: {n if n is not None else info}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # demo
 
 
@@ -317,6 +347,25 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("-q", "--quiet", action="store_true")
     a.set_defaults(func=cmd_assimilate)
 
+    dt = sub.add_parser("data", help="build training data sets", description="Build training data sets.")
+    dsub = dt.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
+    nl = dsub.add_parser(
+        "build-nl",
+        help="write KNMI radar files in the SmaAt-UNet / NL-50 HDF5 layout",
+        description="Cut the 288 x 288 NL-50 window out of KNMI composites, keep sequences whose target frame is "
+        "at least --rain-rule rainy, split train/test by time and write the SmaAt-UNet HDF5 layout atomically.",
+    )
+    nl.add_argument("files", nargs="+", help="KNMI files, directories or glob patterns")
+    nl.add_argument("--out", required=True, help="output HDF5 file")
+    nl.add_argument("--n-in", type=int, default=12)
+    nl.add_argument("--n-out", type=int, default=6)
+    nl.add_argument("--rain-rule", type=float, default=0.5, help="minimum rainy fraction of the target frame")
+    nl.add_argument("--split-time", default=None, help="ISO time: windows ending before it are train, after it test")
+    nl.add_argument("--importer", default=None)
+    nl.add_argument("--overwrite", action="store_true")
+    nl.add_argument("-q", "--quiet", action="store_true")
+    nl.set_defaults(func=cmd_data_build_nl)
+
     d = sub.add_parser(
         "demo",
         help="the whole chain on an embedded synthetic case (and real data if SKYDIFF_DATA is set)",
@@ -345,6 +394,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()
+        return 0
+    if not hasattr(args, "func"):  # a command group without its sub-command, e.g. `skydiff data`
+        parser.parse_args([args.command, "--help"])
         return 0
     old_show = warnings.showwarning
     warnings.showwarning = _show_warning  # one-line warnings on the command line
