@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -110,3 +112,20 @@ def test_knmi_nowcast_beats_persistence_at_30_min(knmi2010):
         csi_p = categorical(pers[5], truth[5], 1.0)["csi"]
         results.append((ref, csi_fc, csi_p))
         assert csi_fc > csi_p + 0.05, results
+
+
+def test_neural_models_plug_into_forecast(tmp_path):
+    from skydiff.nowcast.models import create_model, save_model
+
+    torch.manual_seed(0)
+    model = create_model("rainnet", base_channels=4)
+    stem = tmp_path / "my_rainnet"
+    save_model(model, stem)
+    frames = moving_blob(T=4, H=40, W=52)
+    out = forecast(frames, 3, model="rainnet", weights=f"{stem}.safetensors")
+    assert out.shape == (3, 40, 52) and np.isfinite(out).all() and (out >= 0).all()
+    with pytest.raises(InputError, match="need at least 4 frames"):
+        forecast(frames[:2], 3, model="rainnet", weights=f"{stem}.safetensors")
+    if not (Path(skydiff.__file__).parent / "nowcast" / "weights" / "lupin.safetensors").exists():
+        with pytest.raises(InputError, match="no shipped weights for lupin"):
+            forecast(moving_blob(T=6), 3, model="lupin")

@@ -221,3 +221,48 @@ register_model(
     aliases=("eulerian",),
     description="the last observation, unchanged",
 )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# neural-network models (skydiff.nowcast.models): weights are the shipped ones (pretrained=True) or a file the
+# user trained (`weights="path/to/model.safetensors"`); models are cached per (name, weights, device)
+
+_NN_CACHE: dict[tuple[str, str, str], Any] = {}
+_NN_MIN_FRAMES = {"rainnet": 4, "smaat": 12, "lupin": 6, "lcnn": 5}
+
+
+def _nn_model(name: str) -> Callable[..., Any]:
+    def run(
+        x: torch.Tensor,
+        leadtimes: int,
+        *,
+        velocity: Any = None,
+        motion: str = "lk",
+        motion_kwargs: dict[str, Any],
+        weights: Any = None,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, Any]:
+        from .models import create_model
+
+        key = (name, str(weights or "shipped"), str(x.device))
+        if key not in _NN_CACHE:
+            model = create_model(name, pretrained=weights if weights is not None else True)
+            _NN_CACHE[key] = model.to(x.device).eval()
+        model = _NN_CACHE[key]
+        if name == "lcnn" and velocity is not None:
+            kwargs["velocity"] = velocity
+        out = model.predict(x, leadtimes, **kwargs)
+        out = out if isinstance(out, torch.Tensor) else torch.from_numpy(np.asarray(out))
+        return out.to(dtype=x.dtype, device=x.device), None
+
+    return run
+
+
+for _name, _n in _NN_MIN_FRAMES.items():
+    register_model(
+        _name,
+        _nn_model(_name),
+        min_frames=_n,
+        uses_motion=_name in ("lcnn",),
+        description=f"neural network '{_name}' (skydiff.nowcast.models; shipped weights or weights=PATH)",
+    )
