@@ -69,9 +69,12 @@ def cmd_nowcast(args: argparse.Namespace) -> int:
     prog.done()
     from .nowcast.interface import default_motion_frames
 
+    from .nowcast import get_model
+
     n_motion = max(2, args.motion_frames or default_motion_frames(args.motion))
-    require_frames(da, n_motion if args.model != "persistence" else 1)
-    da = da.isel(time=slice(-n_motion, None))
+    n_need = max(n_motion if get_model(args.model).uses_motion else 1, get_model(args.model).min_frames)
+    require_frames(da, n_need)
+    da = da.isel(time=slice(-n_need, None))
     if not args.allow_gaps:
         check_regular(da)
     timestep = float(da.attrs.get("timestep") or 5.0)
@@ -81,6 +84,7 @@ def cmd_nowcast(args: argparse.Namespace) -> int:
         args.quiet,
     )
     prog.step(f"estimating motion ({args.motion}) and extrapolating {args.leadtimes} steps ({args.model})")
+    extra = {"weights": args.weights} if args.weights else {}
     nowcast, velocity = forecast(
         da,
         args.leadtimes,
@@ -88,6 +92,7 @@ def cmd_nowcast(args: argparse.Namespace) -> int:
         motion=args.motion,
         motion_kwargs={"frames": n_motion},
         return_velocity=True,
+        **extra,
     )
     prog.step(f"writing {args.out}")
     write_nowcast(
@@ -303,7 +308,11 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument(
         "--motion-frames", type=int, default=None, help="most recent frames used for motion (default 3; 4 for 4dvar)"
     )
-    n.add_argument("--model", default="extrapolation", help="nowcasting model (default extrapolation)")
+    n.add_argument(
+        "--model", default="extrapolation",
+        help="nowcasting model: extrapolation, persistence, lupin, rainnet, smaat, lcnn (default extrapolation)",
+    )
+    n.add_argument("--weights", default=None, help="a .safetensors file for a neural model (default: shipped)")
     n.add_argument("--importer", default=None, help="pysteps importer name when it cannot be detected")
     n.add_argument("--out", default="nowcast.nc", help="output netCDF (default nowcast.nc)")
     n.add_argument("--plot", default=None, help="also write a figure (PNG)")
