@@ -94,6 +94,7 @@ from . import interface
 __all__ = ["FourDVarResult", "LevelInfo", "fourdvar", "fourdvar_reference"]
 
 _CONSTRAINTS = ("strong", "weak")
+_OPTS = {"coarse_substeps": True, "carry_I0": True, "i0_max_level": 99}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -381,21 +382,30 @@ def _minimise(
     gtol: float,
     ftol: float,
     history_size: int,
+    window: int = 5,
     time_limit: float | None = None,
     t_start: float | None = None,
+    target: float | None = None,
 ) -> _Run:
-    """Minimise ``fn()`` over ``params`` with torch's L-BFGS (strong Wolfe); bookkeeping of costs and status."""
+    """Minimise ``fn()`` over ``params`` with torch's L-BFGS (strong Wolfe line search).
+
+    Stops when the largest component of the per-pixel gradient is <= ``gtol`` (torch's ``tolerance_grad``,
+    scaled by the number of pixels since ``fn`` is a per-pixel mean), when the best cost decreased by less than
+    ``ftol`` (relative) over the last ``window`` iterations, after ``max_iter`` iterations, after ``time_limit``
+    seconds, or when the cost reaches ``target``. The parameters are left at the best point evaluated.
+    """
     t_start = time.perf_counter() if t_start is None else t_start
     costs: list[float] = []
     times: list[float] = []
     per_iter: dict[int, float] = {}
+    best = {"J": math.inf, "x": [p.detach().clone() for p in params], "gmax": math.inf}
     opt = torch.optim.LBFGS(
         params,
         lr=1.0,
         max_iter=max_iter,
         max_eval=max(2 * max_iter, max_iter + 25),
         tolerance_grad=gtol / n_pix,  # J is a per-pixel mean: gtol applies to the per-pixel (summed) gradient
-        tolerance_change=1e-300,  # replaced below once the initial cost is known
+        tolerance_change=0.0,  # our own relative test over `window` iterations (below)
         history_size=history_size,
         line_search_fn="strong_wolfe",
     )
@@ -403,58 +413,69 @@ def _minimise(
     state = opt.state[params[0]]
 
     class _Stop(Exception):
-        pass
+        def __init__(self, converged: bool, status: str) -> None:
+            self.converged, self.status = converged, status
 
     def closure() -> torch.Tensor:
-        if time_limit is not None and costs and time.perf_counter() - t_start > time_limit:
-            raise _Stop
+        it = int(state.get("n_iter", 0))
+        if costs:
+            if time_limit is not None and time.perf_counter() - t_start > time_limit:
+                raise _Stop(False, "time limit reached")
+            if target is not None and best["J"] <= target:
+                raise _Stop(True, "target cost reached")
+            # a new iteration starts: test the stagnation of the best cost over the last `window` iterations
+            done = it - 1
+            if it not in per_iter and done >= window and ftol > 0:
+                hist = [per_iter[k] for k in sorted(per_iter)]
+                j_now, j_old = min(hist), min(hist[: len(hist) - window])
+                if j_old - j_now <= ftol * abs(j_now):
+                    raise _Stop(True, f"relative cost decrease < ftol={ftol:g} over {window} iterations")
         opt.zero_grad(set_to_none=False)
         J = fn()
-        if not torch.isfinite(J):
-            raise _Stop
+        if not bool(torch.isfinite(J)):
+            raise _Stop(False, "non-finite cost")
         J.backward()
         v = float(J.detach())
         costs.append(v)
         times.append(time.perf_counter() - t_start)
-        it = int(state.get("n_iter", 0))
         per_iter[it] = min(per_iter.get(it, math.inf), v)
-        if len(costs) == 1:
-            group["tolerance_change"] = max(ftol * abs(v), 1e-300)
+        if v < best["J"]:
+            best["J"] = v
+            for b, p in zip(best["x"], params):
+                b.copy_(p.detach())
+            best["gmax"] = max(float(p.grad.abs().max()) for p in params if p.grad is not None) * n_pix
         return J
 
-    stopped = None
+    stop = None
     try:
         opt.step(closure)
-    except _Stop:
-        stopped = "time limit reached" if costs and math.isfinite(costs[-1]) else "non-finite cost"
+    except _Stop as exc:
+        stop = exc
+    with torch.no_grad():
+        for b, p in zip(best["x"], params):
+            p.copy_(b)
     n_iter = int(state.get("n_iter", 0))
     n_eval = len(costs)
     history = []
-    best = math.inf
+    run_best = math.inf
     for it in sorted(per_iter):
-        best = min(best, per_iter[it])
-        history.append(best)
-    # classify why L-BFGS stopped
-    grads = [p.grad for p in params if p.grad is not None]
-    gmax = max((float(g.abs().max()) for g in grads), default=0.0) * n_pix
-    if stopped is not None:
-        converged, status = False, stopped
-    elif gmax <= gtol:
-        converged, status = True, "gradient tolerance reached"
+        run_best = min(run_best, per_iter[it])
+        history.append(run_best)
+    if stop is not None:
+        converged, status = stop.converged, stop.status
+    elif best["gmax"] <= gtol:
+        converged, status = True, f"gradient tolerance gtol={gtol:g} reached"
     elif n_iter >= max_iter:
         converged, status = False, f"max_iter={max_iter} reached"
     elif n_eval >= group["max_eval"]:
         converged, status = False, f"max_eval={group['max_eval']} reached"
     else:
-        prev = state.get("prev_loss")
-        converged, status = True, "cost change below tolerance"
-        if prev is None:
-            converged, status = False, "line search failed"
+        converged, status = False, "line search made no progress"
     return _Run(
         n_iter=n_iter,
         n_eval=n_eval,
         cost_initial=costs[0] if costs else math.nan,
-        cost_final=min(costs) if costs else math.nan,
+        cost_final=best["J"] if costs else math.nan,
         history=history,
         converged=converged,
         status=status,
@@ -666,7 +687,9 @@ def fourdvar(
     w_init = None
     if init_velocity is not None:
         w_init = torch.as_tensor(
-            init_velocity.detach() if isinstance(init_velocity, torch.Tensor) else np.asarray(init_velocity)
+            init_velocity.detach()
+            if isinstance(init_velocity, torch.Tensor)
+            else np.ascontiguousarray(init_velocity, dtype=np.float64)
         )
         if tuple(w_init.shape) != (2, H, W):
             raise ShapeError(f"4dvar: init_velocity must have shape {(2, H, W)}, got {tuple(w_init.shape)}")
@@ -718,6 +741,7 @@ def fourdvar(
     infos: list[LevelInfo] = []
     w_cur = None
     eta_cur = None
+    dI_cur = None
     n_iter_total = n_eval_total = 0
     run = None
     cost = None
@@ -727,8 +751,12 @@ def fourdvar(
         hl, wl = Yl.shape[-2:]
         weights = _weights(Yl, Vl, ymin, dry_weight, tol)
         Yl = torch.where(Vl, Yl, torch.full_like(Yl, ymin))
+        if _OPTS["coarse_substeps"] and not weak:
+            dts_l, oa_l = _schedule(tau, max(1, math.ceil(n_substeps / 2**lev)))
+        else:
+            dts_l, oa_l = dts, obs_after
         cost = _Cost(
-            Yl, weights, dts, obs_after, alpha=alpha, beta=beta, sigma=sigma, q_alpha=q_alpha, q_beta=q_beta,
+            Yl, weights, dts_l, oa_l, alpha=alpha, beta=beta, sigma=sigma, q_alpha=q_alpha, q_beta=q_beta,
             q_gamma=q_gamma,
         )  # fmt: skip
         if w_cur is None:
@@ -736,8 +764,12 @@ def fourdvar(
         else:
             w0 = _upsample(w_cur, (hl, wl))
         w0 = w0.detach().requires_grad_(True)
-        I0 = Yl[0].clone().requires_grad_(optimize_init)
-        params = [w0] + ([I0] if optimize_init else [])
+        opt_I = optimize_init and lev <= _OPTS["i0_max_level"]
+        I0 = Yl[0].clone()
+        if opt_I and dI_cur is not None and _OPTS["carry_I0"]:
+            I0 = I0 + _upsample(dI_cur[None], (hl, wl), 1.0)[0]
+        I0 = I0.requires_grad_(opt_I)
+        params = [w0] + ([I0] if opt_I else [])
         eta = None
         if weak:
             if eta_cur is None:
@@ -755,6 +787,7 @@ def fourdvar(
         )
         w_cur = w0.detach()
         I_cur = I0.detach()
+        dI_cur = I_cur - Yl[0]
         eta_cur = eta.detach() if eta is not None else None
         n_iter_total += run.n_iter
         n_eval_total += run.n_eval

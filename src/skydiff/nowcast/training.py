@@ -1,0 +1,1223 @@
+"""Training of the nowcasting networks with Lightning: :class:`NowcastModule` and :func:`train`.
+
+:class:`NowcastModule` wraps any registered model (:func:`skydiff.nowcast.models.create_model`) with its
+training recipe (reference ``nowcasting.md`` §1-§4); :func:`train` is the function behind
+``skydiff train MODEL --config FILE``: it reads a TOML/JSON config, builds the data, trains with checkpoints,
+early stopping, a progress bar and a CSV log, resumes an interrupted run automatically, and exports the best
+model with :func:`~skydiff.nowcast.models.save_model`.
+
+>>> from skydiff.nowcast.training import train
+>>> summary = train("src/skydiff/nowcast/configs/rainnet.toml",
+...                 overrides={"training.max_epochs": 1, "out": "runs/rainnet"})   # doctest: +SKIP
+>>> summary["weights"]                      # runs/rainnet/rainnet.safetensors (+ .json model card)
+
+Data space
+----------
+Datasets are built with ``transform=None``: batches hold rain rates in **mm/h** (no-data pixels set to 0 and
+flagged ``False`` in ``batch["mask"]``). :class:`NowcastModule` applies the model's own ``model.transform``
+(``model.scaler``: RainNet ``ln(R/12 + 0.01)``, SmaAt-UNet ``R/12/47.83``, LUPIN and L-CNN mm/h) inside each
+step, so one data pipeline serves every model and the validation metrics are computed in mm/h after
+``model.inverse_transform``. Losses are means over the valid pixels (``mask``) of the target frames.
+
+Recipes (defaults of the ``[training]`` section; every value can be overridden)
+--------------------------------------------------------------------------------
+
+============  ==================================================================  =======  ===================
+model/stage   loss                                                                lr       scheduler / ES
+============  ==================================================================  =======  ===================
+rainnet       LogCosh on the next frame (``rollout_steps`` > 1: mean over an       1e-4     none / ES 5
+              autoregressive rollout), in RainNet's space                                   (§3: 10 epochs)
+lcnn          LogCosh (§2's config uses RMSE: ``loss = "rmse"``) on the Eulerian   1e-4     plateau 0.1, p 3 /
+              nowcast: Lucas-Kanade motion per sample (CPU, on the fly),                    ES 5
+              Lagrangian differences -> RainNet U-Net -> cumulative sum ->
+              advected back; in the model's space (mm/h)
+smaat         MSE on every output lead (``leadtime_steps``), in SmaAt's space      1e-3     plateau 0.1, p 4 /
+              (mean over pixels: Adam is invariant to the per-image sum of §4)             ES 15
+lupin         stage ``"motion"``: MF-U-Net alone; ``(1-β)·LogCosh(ext, y) +        5e-4     plateau 0.9, p 0 /
+ motion       β·div``, ext = last frame advected along the (unblurred) motion,              ES 3
+              compared in ``ln(R + 0.01)`` (stage 1 used the ``log`` data), β = 0.1
+lupin         stage ``"tendency"``: AF-U-Net with the MF-U-Net frozen               1e-4     plateau 0.1, p 3 /
+ tendency     (:meth:`~skydiff.nowcast.models.LUPIN.freeze_motion`); RMSE of the            ES 5
+              nowcast in mm/h over 6 autoregressive leads (detached), β = γ = 0
+lupin         stage ``"joint"``: both U-Nets; ``(1-β)(1-γ)·RMSE + (1-β)γ·extra +    1e-4     plateau 0.9, p 0 /
+ joint        β·div`` with β = γ = 0.1; extra = each observed frame advected one            ES 3
+              step (:meth:`~skydiff.nowcast.models.LUPIN.advect_frames`) vs the
+              next frame, and the last one vs the target (§1 losses)
+============  ==================================================================  =======  ===================
+
+``div`` is :meth:`~skydiff.nowcast.models.LUPIN.divergence_penalty` (mean squared divergence). LUPIN's stages
+are chained with ``training.init_from``: the previous stage's exported ``.safetensors`` (or a ``.ckpt``); the
+model section may then hold only ``name``, the rest of the model config is taken from that file.
+
+Validation: ``val_loss`` (the training loss), and per lead time ``n`` (in data time steps, 5 min for the
+shared data) the masked MAE ``val_mae_lead{n}`` (mm/h) and ``val_csi_lead{n}`` at ``csi_threshold``
+(default 1 mm/h, event = value >= threshold, contingency counts summed over the whole validation set and
+all processes), plus their means over leads ``val_mae`` and ``val_csi``. Autoregressive models are rolled out
+over all ``data.n_out`` targets for the metrics (the loss uses the first ``rollout_steps``); LUPIN's stage
+``"motion"`` is scored as the pure advection nowcast it trains.
+
+Config
+------
+TOML (``tomllib``) or JSON, or a dict; ``train(config, overrides={"training.max_epochs": 1, "out": "x"})``
+sets dotted keys. ``train("lupin_motion")`` (a name that is not a file) uses the sample config
+``skydiff/nowcast/configs/lupin_motion.toml`` (:func:`sample_config`). Unknown keys are errors.
+
+.. code-block:: toml
+
+    out = "runs/rainnet"        # output folder (default runs/<model>[_<stage>])
+    resume = true               # true: resume from out/checkpoints/last.ckpt if present; false; or a .ckpt path
+    accelerator = "auto"        # passed to lightning.Trainer ("cpu", "gpu", "auto", ...)
+    devices = "auto"            # number of devices per node, or a list
+    strategy = "auto"           # "ddp" (multi-GPU / multi-node), "ddp_spawn", "auto", ...
+    num_nodes = 1
+
+    [model]                     # name + constructor keywords of create_model(name, **kwargs)
+    name = "rainnet"
+    base_channels = 64
+
+    [data]
+    source = "shared"           # "shared" (shared_split of $SKYDIFF_DATA), "nl" (NL-50 HDF5), "synthetic"
+    path = ""                   # shared: data folder (default $SKYDIFF_DATA); nl: the .h5 file
+    n_in = 4                    # input frames (default: the model's); the last model.n_input_frames are used
+    n_out = 6                   # target frames (default: what the loss needs); metrics for all of them
+    crop = [256, 256]           # training crops (random) and validation crops (centre); [] = whole frames
+    batch_size = 2
+    val_batch_size = 2          # default: batch_size
+    num_workers = 0             # DataLoader workers (each runs with 1 torch thread)
+    val_fraction = 0.2          # shared: validation tail per event; nl: tail of the train group (default 0.1)
+    stride = 1                  # shared/synthetic: step between window starts
+    min_rain_fraction = 0.0     # shared/synthetic: keep windows with at least this rainy fraction of targets
+    rain_threshold = 0.1        # mm/h, for min_rain_fraction
+    min_valid_fraction = 0.9    # least valid fraction of a crop (default 0.9 with a crop)
+    eval_crops = "centre"       # validation crops: "centre" or "grid"
+    n_frames = 24               # synthetic: frames per sequence (skydiff.synthetic.rain_sequence)
+    shape = [64, 64]            # synthetic: grid
+    n_sequences = 2             # synthetic: training sequences (seeds seed, seed+1, ...)
+    n_val_sequences = 1         # synthetic: validation sequences (seeds seed+1000, ...)
+
+    [training]
+    stage = "motion"            # lupin only: "motion" | "tendency" | "joint"
+    init_from = ""              # weights to start from (.safetensors / stem, or .ckpt)
+    max_epochs = 10
+    max_steps = -1              # optimiser steps (-1: no limit)
+    lr = 1e-4
+    weight_decay = 0.0
+    loss = "logcosh"            # "logcosh" | "mse" | "rmse" | "mae"
+    beta = 0.1                  # lupin: weight of the divergence penalty
+    gamma = 0.1                 # lupin joint: weight of the "extra" advection term
+    rollout_steps = 1           # leads in the loss (autoregressive, detached unless bptt = true)
+    bptt = false                # back-propagate through the autoregressive rollout
+    scheduler = "plateau"       # "plateau" (ReduceLROnPlateau on val_loss) | "none"
+    lr_factor = 0.1
+    lr_patience = 3
+    patience = 5                # EarlyStopping on val_loss; omit / -1 to disable
+    seed = 0                    # seed_everything(seed, workers=True) and the random crops
+    precision = "32-true"       # lightning precision ("bf16-mixed", "16-mixed", ...)
+    deterministic = false       # lightning.Trainer(deterministic=...)
+    num_threads = 0             # torch intra-op threads per process; 0 = auto (1 on CPU, torch default on GPU)
+    progress_bar = true         # Lightning's TQDM progress bar
+    checkpoint_every_n_steps = 0  # also refresh last.ckpt every N optimiser steps (long epochs, preemption)
+    csi_threshold = 1.0         # mm/h
+
+    [trainer]                   # any other lightning.Trainer keyword, e.g.
+    num_sanity_val_steps = 2
+    gradient_clip_val = 1.0
+    limit_train_batches = 256   # LUPIN's stage 3 uses 256 training batches per epoch
+    log_every_n_steps = 50
+
+Output folder ``out``: ``checkpoints/last.ckpt`` and ``checkpoints/best-epoch=E-step=S.ckpt`` (best
+``val_loss``), ``logs/version_N/metrics.csv`` (CSV logger; a new version per run/resume), ``<model>.safetensors``
+and ``<model>.json`` (the best weights and their model card: resolved config, data description, training time
+on this machine, validation scores of the exported weights), ``summary.json`` (what :func:`train` returns).
+
+Threads
+-------
+On a CPU (``accelerator = "cpu"``, or ``"auto"`` without a GPU) every process runs with **1 intra-op torch
+thread** (and 1 numba thread) unless ``training.num_threads`` says otherwise: small convolutions and the
+DataLoader collation were measured 10-50 times slower with torch's default threads on a loaded 2-core
+machine (spin-waiting OpenMP threads). For CPU data parallelism use processes (``strategy = "ddp"``, ``devices
+= N``) rather than threads. :func:`train` restores the caller's thread count when it returns.
+
+Multi-GPU and multi-node
+------------------------
+Data-parallel training is Lightning's DDP; the batch size is per process (effective batch = ``batch_size ×
+devices × num_nodes``)::
+
+    # one node, 4 GPUs (Lightning starts the 4 processes itself)
+    skydiff train lupin --config lupin_joint.toml --devices 4 --strategy ddp
+    # 2 nodes x 4 GPUs with torchrun: run on every node (node_rank 0 and 1)
+    torchrun --nnodes 2 --nproc-per-node 4 --node-rank $NODE_RANK --master-addr $MASTER --master-port 29500 \\
+        $(which skydiff) train lupin --config lupin_joint.toml --devices 4 --strategy ddp --num-nodes 2
+    # SLURM: #SBATCH --nodes=2 --ntasks-per-node=4 --gpus-per-node=4, then
+    srun skydiff train lupin --config lupin_joint.toml --devices 4 --strategy ddp --num-nodes 2
+
+Under torchrun and SLURM Lightning detects the launcher's environment (``LOCAL_RANK``, ``SLURM_PROCID``...)
+and does not start processes itself; ``--devices`` must equal the processes per node and ``--num-nodes`` the
+number of nodes. Every rank builds its data (the shared data is read once per process) and only rank 0
+exports the model and writes ``summary.json``. On CPUs use ``strategy = "ddp"`` (from the command line) or
+``"ddp_spawn"`` (from Python/notebooks/pytest, where re-running ``sys.argv`` is not possible) with
+``accelerator = "cpu"``, ``devices = N``. Resuming works the same way for every strategy (``last.ckpt``).
+"""
+
+from __future__ import annotations
+
+import copy
+import copyreg
+import inspect
+import json
+import math
+import os
+import platform
+import sys
+import time
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as nnf
+from torch.utils.data import DataLoader, Dataset
+
+from ..errors import InputError, ReadError
+from .models import create_model, list_models, load_weights, save_model
+from .models.blocks import Scaler, get_scaler
+
+__all__ = [
+    "NowcastModule",
+    "train",
+    "load_config",
+    "resolve_config",
+    "sample_config",
+    "CONFIG_DIR",
+    "STAGES",
+    "LOSSES",
+    "recipe",
+    "masked_loss",
+]
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+"""Folder of the sample configs (``rainnet``, ``smaat``, ``lupin_motion``, ``lupin_tendency``, ``lupin_joint``,
+``lcnn``)."""
+
+STAGES = ("motion", "tendency", "joint")
+LOSSES = ("logcosh", "mse", "rmse", "mae")
+_LOG_OFFSET = 0.01
+_LN2 = math.log(2.0)
+
+
+
+def _reduce_scaler(s: Any) -> tuple[Any, tuple[str]]:
+    return get_scaler, (s.name,)
+
+
+# The models hold a Scaler whose transforms are lambdas; pickle it by name so that models, modules and
+# checkpoints can cross process boundaries (ddp_spawn, DataLoader workers, torch.save of whole modules).
+copyreg.pickle(Scaler, _reduce_scaler)
+
+# ------------------------------------------------------------------------------------------------- recipes
+
+_COMMON: dict[str, Any] = {
+    "max_epochs": 10,
+    "max_steps": -1,
+    "weight_decay": 0.0,
+    "beta": 0.0,
+    "gamma": 0.0,
+    "rollout_steps": None,
+    "bptt": False,
+    "patience": 5,
+    "seed": 0,
+    "precision": "32-true",
+    "deterministic": False,
+    "num_threads": 0,
+    "progress_bar": True,
+    "checkpoint_every_n_steps": 0,
+    "csi_threshold": 1.0,
+    "init_from": "",
+    "stage": None,
+}
+
+_RECIPES: dict[str, dict[str, Any]] = {
+    "rainnet": {"loss": "logcosh", "lr": 1e-4, "scheduler": "none", "lr_factor": 0.1, "lr_patience": 3,
+                "rollout_steps": 1},
+    "lcnn": {"loss": "logcosh", "lr": 1e-4, "scheduler": "plateau", "lr_factor": 0.1, "lr_patience": 3,
+             "rollout_steps": 1},
+    "smaat": {"loss": "mse", "lr": 1e-3, "scheduler": "plateau", "lr_factor": 0.1, "lr_patience": 4,
+              "patience": 15},
+    "lupin:motion": {"loss": "logcosh", "lr": 5e-4, "scheduler": "plateau", "lr_factor": 0.9, "lr_patience": 0,
+                     "beta": 0.1, "gamma": 0.0, "patience": 3, "rollout_steps": 1},
+    "lupin:tendency": {"loss": "rmse", "lr": 1e-4, "scheduler": "plateau", "lr_factor": 0.1, "lr_patience": 3,
+                       "beta": 0.0, "gamma": 0.0, "patience": 5},
+    "lupin:joint": {"loss": "rmse", "lr": 1e-4, "scheduler": "plateau", "lr_factor": 0.9, "lr_patience": 0,
+                    "beta": 0.1, "gamma": 0.1, "patience": 3},
+}
+_GENERIC = {"loss": "logcosh", "lr": 1e-4, "scheduler": "none", "lr_factor": 0.1, "lr_patience": 3, "rollout_steps": 1}
+
+
+def recipe(name: str, stage: str | None = None) -> dict[str, Any]:
+    """Default ``[training]`` values for a model (and LUPIN stage), see the module docstring."""
+    key = name.lower()
+    if key == "lupin":
+        stage = stage or "motion"
+        if stage not in STAGES:
+            raise InputError(f"unknown LUPIN stage {stage!r}; use one of {', '.join(STAGES)}")
+        key = f"lupin:{stage}"
+    elif stage is not None:
+        raise InputError(f"training.stage is for LUPIN only (model {name!r} has a single stage)")
+    out = {**_COMMON, **_RECIPES.get(key, _GENERIC)}
+    out["stage"] = stage
+    return out
+
+
+# ------------------------------------------------------------------------------------------------- losses
+
+
+def _masked_mean(v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    if mask is None:
+        return v.mean()
+    m = mask.to(v.dtype)
+    return (v * m).sum() / m.sum().clamp_min(1.0)
+
+
+def masked_loss(kind: str, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean ``kind`` loss (``logcosh``, ``mse``, ``rmse``, ``mae``) over the pixels where ``mask`` is True.
+
+    ``logcosh(d) = d + softplus(-2 d) - ln 2`` (stable for large ``|d|``); ``rmse = sqrt(mse + 1e-8)``.
+    """
+    d = pred - target
+    if kind == "logcosh":
+        v = d + nnf.softplus(-2.0 * d) - _LN2
+    elif kind in ("mse", "rmse"):
+        v = d * d
+    elif kind == "mae":
+        v = d.abs()
+    else:
+        raise InputError(f"unknown loss {kind!r}; use one of {', '.join(LOSSES)}")
+    out = _masked_mean(v, mask)
+    return torch.sqrt(out + 1e-8) if kind == "rmse" else out
+
+
+# ------------------------------------------------------------------------------------------------- module
+
+
+def _set_threads(n: int) -> None:
+    if n and n > 0:
+        torch.set_num_threads(int(n))
+        try:
+            import numba
+
+            numba.set_num_threads(min(int(n), numba.config.NUMBA_NUM_THREADS))
+        except Exception:  # pragma: no cover - numba missing or threading layer not initialisable
+            pass
+
+
+class NowcastModule(L.LightningModule):
+    """A registered nowcasting model with its training recipe (see the module docstring).
+
+    Parameters
+    ----------
+    model
+        A model name (built with ``create_model(model, **model_config)``) or a model instance from the registry.
+    model_config
+        Constructor keywords when ``model`` is a name.
+    n_in, n_out
+        Frames in ``batch["inputs"]`` and ``batch["targets"]`` (mm/h). ``n_in >= model.n_input_frames`` (the
+        last ones are used); ``n_out`` must cover ``rollout_steps`` (SmaAt-UNet: its largest ``leadtime_steps``).
+    stage
+        LUPIN: ``"motion"`` (default), ``"tendency"`` or ``"joint"``; None for the other models.
+    init_from
+        Weights to start from: a ``.safetensors`` file / stem (:func:`save_model` output) or a Lightning
+        ``.ckpt`` of this module.
+    **options
+        ``[training]`` values: ``loss``, ``lr``, ``weight_decay``, ``beta``, ``gamma``, ``rollout_steps``,
+        ``bptt``, ``scheduler``, ``lr_factor``, ``lr_patience``, ``csi_threshold``, ``num_threads`` (defaults from
+        :func:`recipe`).
+
+    Batches are dicts with ``inputs`` (B, n_in, H, W), ``targets`` (B, n_out, H, W) in mm/h and optionally
+    ``mask`` (B, n_in + n_out, H, W) bool (True = valid). ``training_step`` returns the loss;
+    ``validation_step`` logs ``val_loss`` and accumulates the per-lead MAE/CSI logged at the epoch end.
+    ``val_history`` holds the validation scores of every epoch (saved in checkpoints).
+    """
+
+    def __init__(
+        self,
+        model: str | torch.nn.Module = "rainnet",
+        model_config: Mapping[str, Any] | None = None,
+        *,
+        n_in: int | None = None,
+        n_out: int | None = None,
+        stage: str | None = None,
+        init_from: str | os.PathLike[str] | None = None,
+        **options: Any,
+    ) -> None:
+        super().__init__()
+        if isinstance(model, torch.nn.Module):
+            net = model
+            name = getattr(net, "model_name", "")
+            if not name or getattr(net, "config", None) is None:
+                raise InputError("NowcastModule needs a registered skydiff model (with model_name and config)")
+            mcfg = dict(net.config)
+        else:
+            name = str(model).lower()
+            mcfg = dict(model_config or {})
+            net = create_model(name, **mcfg)
+            mcfg = dict(net.config)
+        self.model = net
+        self.model_name = name
+        defaults = recipe(name, stage)
+        unknown = sorted(set(options) - set(defaults))
+        if unknown:
+            raise InputError(f"NowcastModule: unknown option(s) {', '.join(unknown)}")
+        opts = {**defaults, **{k: v for k, v in options.items() if v is not None}}
+        self.stage = opts["stage"]
+        self.loss_kind = str(opts["loss"]).lower()
+        if self.loss_kind not in LOSSES:
+            raise InputError(f"unknown loss {opts['loss']!r}; use one of {', '.join(LOSSES)}")
+        self.lr = float(opts["lr"])
+        self.weight_decay = float(opts["weight_decay"])
+        self.beta = float(opts["beta"])
+        self.gamma = float(opts["gamma"])
+        for nm in ("beta", "gamma"):
+            if not 0.0 <= getattr(self, nm) < 1.0:
+                raise InputError(f"{nm} must be in [0, 1), got {getattr(self, nm)}")
+        self.bptt = bool(opts["bptt"])
+        self.scheduler = str(opts["scheduler"]).lower()
+        if self.scheduler not in ("plateau", "none"):
+            raise InputError(f"scheduler must be 'plateau' or 'none', got {opts['scheduler']!r}")
+        self.lr_factor = float(opts["lr_factor"])
+        self.lr_patience = int(opts["lr_patience"])
+        self.csi_threshold = float(opts["csi_threshold"])
+        self.num_threads = int(opts["num_threads"] or 0)
+
+        n_model = int(net.n_input_frames)
+        self.n_in = n_model if n_in is None else int(n_in)
+        if self.n_in < n_model:
+            raise InputError(f"{name} needs {n_model} input frames, but data.n_in = {self.n_in}")
+        if name == "smaat":
+            steps = list(net.leadtime_steps)
+            self.rollout_steps = len(steps)
+            need = max(steps)
+        else:
+            rs = opts["rollout_steps"]
+            if rs is None:
+                rs = (n_out or 6) if name == "lupin" else 1
+            if isinstance(rs, bool) or not isinstance(rs, (int, np.integer)) or rs < 1:
+                raise InputError(f"rollout_steps must be an integer >= 1, got {rs!r}")
+            self.rollout_steps = int(rs)
+            need = self.rollout_steps
+        self.n_out = need if n_out is None else int(n_out)
+        if self.n_out < need:
+            what = f"leadtime_steps {list(net.leadtime_steps)}" if name == "smaat" else \
+                f"rollout_steps = {self.rollout_steps}"
+            raise InputError(f"data.n_out = {self.n_out} target frames are too few for {what}")
+
+        self.save_hyperparameters({
+            "model": name, "model_config": mcfg, "n_in": self.n_in, "n_out": self.n_out,
+            "stage": self.stage, **{k: v for k, v in opts.items() if k not in ("stage", "init_from")},
+            "rollout_steps": self.rollout_steps,
+        })
+
+        if init_from:
+            self.init_weights(init_from)
+        self._configure_stage()
+        self.val_history: list[dict[str, Any]] = []
+        self._acc: torch.Tensor | None = None
+        self._time_prev = 0.0
+        self._t0: float | None = None
+
+    # --- setup ------------------------------------------------------------------------------------------
+
+    def init_weights(self, path: str | os.PathLike[str]) -> None:
+        """Load weights from a ``.safetensors`` file / stem or a ``.ckpt`` of a :class:`NowcastModule`."""
+        state = _read_init_state(path)
+        load_weights(self.model, state)
+
+    def _configure_stage(self) -> None:
+        if self.model_name != "lupin":
+            return
+        net = self.model
+        if self.stage == "motion":
+            net.freeze_motion(False)
+            for p in net.advection_net.parameters():
+                p.requires_grad_(False)
+        elif self.stage == "tendency":
+            net.freeze_motion(True)
+            for p in net.advection_net.parameters():
+                p.requires_grad_(True)
+        else:
+            net.freeze_motion(False)
+            for p in net.parameters():
+                p.requires_grad_(True)
+
+    def setup(self, stage: str) -> None:
+        _set_threads(self.num_threads)
+
+    def configure_optimizers(self) -> Any:
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        opt = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+        if self.scheduler == "none":
+            return opt
+        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=self.lr_factor,
+                                                           patience=self.lr_patience)
+        return {"optimizer": opt,
+                "lr_scheduler": {"scheduler": sched, "monitor": "val_loss", "interval": "epoch", "strict": False}}
+
+    # --- the recipes --------------------------------------------------------------------------------------
+
+    def _unpack(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, ...]:
+        x = batch["inputs"].to(self.dtype_of_model)
+        y = batch["targets"].to(self.dtype_of_model)
+        B, _, H, W = x.shape
+        mask = batch.get("mask")
+        if mask is None:
+            mask = torch.ones(B, x.shape[1] + y.shape[1], H, W, dtype=torch.bool, device=x.device)
+        n = self.model.n_input_frames
+        m_in = mask[:, : x.shape[1]][:, -n:]
+        m_out = mask[:, x.shape[1]:]
+        return x[:, -n:], y, m_in, m_out
+
+    @property
+    def dtype_of_model(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def _run(self, batch: Mapping[str, Any], eval_leads: int = 0) -> tuple[torch.Tensor, dict[str, torch.Tensor],
+                                                                           torch.Tensor | None, list[int]]:
+        """Loss, extra logs, and (with ``eval_leads``) the nowcast in mm/h with the target index of each lead."""
+        x, y, m_in, m_out = self._unpack(batch)
+        name = self.model_name
+        if name == "smaat":
+            return self._run_smaat(x, y, m_out, eval_leads)
+        if name == "lcnn":
+            return self._run_lcnn(x, y, m_out, eval_leads)
+        if name == "lupin" and self.stage == "motion":
+            return self._run_motion(x, y, m_out, eval_leads)
+        if name == "lupin":
+            return self._run_lupin(x, y, m_in, m_out, eval_leads)
+        return self._run_autoregressive(x, y, m_out, eval_leads)
+
+    def _run_autoregressive(self, x, y, m_out, eval_leads):  # type: ignore[no-untyped-def]
+        net, k = self.model, self.rollout_steps
+        leads = max(k, eval_leads)
+        pred = net.rollout(net.transform(x), leads, detach=not self.bptt)
+        loss = masked_loss(self.loss_kind, pred[:, :k], net.transform(y[:, :k]), m_out[:, :k])
+        mm = net.inverse_transform(pred[:, :eval_leads]) if eval_leads else None
+        return loss, {}, mm, list(range(eval_leads))
+
+    def _run_smaat(self, x, y, m_out, eval_leads):  # type: ignore[no-untyped-def]
+        net = self.model
+        idx = [s - 1 for s in net.leadtime_steps]
+        pred = net(net.transform(x))
+        loss = masked_loss(self.loss_kind, pred, net.transform(y[:, idx]), m_out[:, idx])
+        mm = net.inverse_transform(pred) if eval_leads else None
+        return loss, {}, mm, idx
+
+    def _run_lcnn(self, x, y, m_out, eval_leads):  # type: ignore[no-untyped-def]
+        net, k = self.model, self.rollout_steps
+        leads = max(k, eval_leads)
+        with torch.no_grad():
+            v = net.estimate_motion(x)
+        d, last = net.lagrangian_inputs(x, v)
+        dpred = net.rollout(d, leads, detach=not self.bptt)
+        lag = net.scaler.inverse_raw(last + torch.cumsum(dpred, dim=1))
+        eul = net.to_eulerian(lag, v)  # mm/h, not clamped
+        pred = eul if net.scaler.name == "none" else net.transform(eul.clamp_min(0.0))
+        loss = masked_loss(self.loss_kind, pred[:, :k], net.transform(y[:, :k]), m_out[:, :k])
+        mm = eul[:, :eval_leads].clamp_min(0.0) if eval_leads else None
+        return loss, {}, mm, list(range(eval_leads))
+
+    def _run_motion(self, x, y, m_out, eval_leads):  # type: ignore[no-untyped-def]
+        from ..advection import advect
+
+        net, k = self.model, self.rollout_steps
+        leads = max(k, eval_leads)
+        mf = net.motion(net.transform(x))
+        ext = advect(x[:, -1:], mf, leads, n_iter=net.n_iter, interp=net.interp, outval=0.0)[:, :, 0]
+        ext = ext.clamp_min(0.0)
+        crit = masked_loss(self.loss_kind, torch.log(ext[:, :k] + _LOG_OFFSET), torch.log(y[:, :k] + _LOG_OFFSET),
+                           m_out[:, :k])
+        phys = net.divergence_penalty(mf)
+        loss = (1.0 - self.beta) * crit + self.beta * phys
+        mm = ext[:, :eval_leads] if eval_leads else None
+        return loss, {"crit": crit.detach(), "div": phys.detach()}, mm, list(range(eval_leads))
+
+    def _run_lupin(self, x, y, m_in, m_out, eval_leads):  # type: ignore[no-untyped-def]
+        net, k = self.model, self.rollout_steps
+        leads = max(k, eval_leads)
+        b, g = self.beta, self.gamma
+        z = net.transform(x)
+        zm = m_in
+        preds, losses = [], []
+        crits, extras, physs = [], [], []
+        for i in range(leads):
+            yhat, mf = net(z, return_motion=True)
+            preds.append(yhat)
+            if i < k:
+                t = net.transform(y[:, i:i + 1])
+                mt = m_out[:, i:i + 1]
+                crit = masked_loss(self.loss_kind, yhat, t, mt)
+                total = (1.0 - b) * (1.0 - g) * crit
+                crits.append(crit.detach())
+                if g > 0:
+                    adv = net.advect_frames(z, mf, 1)  # (B, T, H, W): frame j one step on
+                    extra = masked_loss(self.loss_kind, adv, torch.cat([z[:, 1:], t], 1), torch.cat([zm[:, 1:], mt], 1))
+                    total = total + (1.0 - b) * g * extra
+                    extras.append(extra.detach())
+                if b > 0:
+                    phys = net.divergence_penalty(mf)
+                    total = total + b * phys
+                    physs.append(phys.detach())
+                losses.append(total)
+            fb = yhat if self.bptt else yhat.detach()
+            z = torch.cat([z[:, 1:], fb], 1)
+            zm = torch.cat([zm[:, 1:], torch.ones_like(zm[:, :1])], 1)
+        loss = torch.stack(losses).mean()
+        logs = {"crit": torch.stack(crits).mean()}
+        if extras:
+            logs["extra"] = torch.stack(extras).mean()
+        if physs:
+            logs["div"] = torch.stack(physs).mean()
+        mm = net.inverse_transform(torch.cat(preds[:eval_leads], 1)) if eval_leads else None
+        return loss, logs, mm, list(range(eval_leads))
+
+    # --- Lightning hooks ----------------------------------------------------------------------------------
+
+    def forward(self, x: torch.Tensor) -> Any:
+        return self.model(x)
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
+        loss, logs, _, _ = self._run(batch)
+        bs = int(batch["inputs"].shape[0])
+        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=bs)
+        for key, v in logs.items():
+            self.log(f"train_{key}", v, on_step=False, on_epoch=True, batch_size=bs)
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._acc = None
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
+        eval_leads = 1 if self.model_name == "smaat" else self.n_out
+        loss, logs, mm, idx = self._run(batch, eval_leads)
+        bs = int(batch["inputs"].shape[0])
+        self.log("val_loss", loss, prog_bar=True, on_step=False, on_epoch=True, sync_dist=True, batch_size=bs)
+        for key, v in logs.items():
+            self.log(f"val_{key}", v, on_step=False, on_epoch=True, sync_dist=True, batch_size=bs)
+        assert mm is not None
+        _, y, _, m_out = self._unpack(batch)
+        t, m = y[:, idx], m_out[:, idx].to(mm.dtype)
+        thr = self.csi_threshold
+        pe, te = (mm >= thr).to(mm.dtype) * m, (t >= thr).to(mm.dtype) * m
+        stats = torch.stack([
+            ((mm - t).abs() * m).sum(dim=(0, 2, 3)),
+            m.sum(dim=(0, 2, 3)),
+            (pe * te).sum(dim=(0, 2, 3)),
+            (pe * (1 - te)).sum(dim=(0, 2, 3)),
+            ((1 - pe) * te).sum(dim=(0, 2, 3)),
+        ]).to(torch.float64)
+        self._acc = stats if self._acc is None else self._acc + stats
+        return loss
+
+    def _lead_steps(self) -> list[int]:
+        if self.model_name == "smaat":
+            return list(self.model.leadtime_steps)
+        return list(range(1, self.n_out + 1))
+
+    def on_validation_epoch_end(self) -> None:
+        steps = self._lead_steps()
+        acc = self._acc if self._acc is not None else torch.zeros(5, len(steps), dtype=torch.float64,
+                                                                     device=self.device)
+        acc = self.trainer.strategy.reduce(acc, reduce_op="sum") if self.trainer.world_size > 1 else acc
+        ae, n, tp, fp, fn = acc.cpu()
+        mae = ae / n.clamp_min(1.0)
+        denom = tp + fp + fn
+        csi = torch.where(denom > 0, tp / denom.clamp_min(1.0), torch.full_like(tp, float("nan")))
+        scores: dict[str, Any] = {}
+        for j, s in enumerate(steps):
+            scores[f"val_mae_lead{s}"] = float(mae[j])
+            scores[f"val_csi_lead{s}"] = float(csi[j])
+        scores["val_mae"] = float(mae.mean())
+        finite = csi[torch.isfinite(csi)]
+        scores["val_csi"] = float(finite.mean()) if finite.numel() else float("nan")
+        for key, v in scores.items():
+            self.log(key, v, on_epoch=True, sync_dist=False)
+        if not self.trainer.sanity_checking:
+            vl = self.trainer.callback_metrics.get("val_loss")
+            entry = {"epoch": int(self.current_epoch), "step": int(self.global_step),
+                     "val_loss": None if vl is None else float(vl), **scores}
+            self.val_history.append(entry)
+        self._acc = None
+
+    def on_train_epoch_start(self) -> None:
+        dl = self.trainer.train_dataloader
+        ds = getattr(dl, "dataset", None)
+        while ds is not None and not hasattr(ds, "set_epoch") and hasattr(ds, "dataset"):
+            ds = ds.dataset
+        if ds is not None and hasattr(ds, "set_epoch"):
+            ds.set_epoch(int(self.current_epoch))
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # stop through ``should_stop`` at max_steps, so that the final weights are validated (Lightning only
+        # validates at epoch ends or when asked to stop) and checkpointed with their scores
+        ms = self.trainer.max_steps
+        if ms is not None and ms > 0 and self.global_step >= ms:
+            self.trainer.should_stop = True
+
+    def on_fit_start(self) -> None:
+        self._t0 = time.perf_counter()
+
+    def training_time(self) -> float:
+        """Seconds of training so far, summed over resumed runs."""
+        return self._time_prev + (0.0 if self._t0 is None else time.perf_counter() - self._t0)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["skydiff"] = {
+            "model": self.model_name, "model_config": dict(self.model.config), "stage": self.stage,
+            "training_time_s": self.training_time(), "val_history": list(self.val_history),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        info = checkpoint.get("skydiff", {})
+        self._time_prev = float(info.get("training_time_s", 0.0))
+        self.val_history = list(info.get("val_history", []))
+
+
+def _read_init_state(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    p = Path(path).expanduser()
+    if p.suffix == ".ckpt":
+        if not p.is_file():
+            raise InputError(f"init_from checkpoint {p} not found")
+        ck = torch.load(str(p), map_location="cpu", weights_only=False)
+        sd = ck.get("state_dict", ck)
+        return {k[len("model."):]: v for k, v in sd.items() if k.startswith("model.")}
+    stem = p.with_suffix("") if p.suffix in (".safetensors", ".json") else p
+    f = stem.with_suffix(".safetensors")
+    if not f.is_file():
+        raise InputError(f"init_from weights {f} not found (give the .safetensors written by a previous stage, "
+                         "or a .ckpt)")
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(f))
+    except Exception as exc:  # noqa: BLE001
+        raise ReadError(f"cannot read weights {f}: {exc}") from None
+
+
+def _init_model_config(path: str | os.PathLike[str], name: str) -> dict[str, Any]:
+    """The model config stored with ``init_from`` (json card or checkpoint), {} if none."""
+    p = Path(path).expanduser()
+    if p.suffix == ".ckpt":
+        if not p.is_file():
+            raise InputError(f"init_from checkpoint {p} not found")
+        ck = torch.load(str(p), map_location="cpu", weights_only=False)
+        info = ck.get("skydiff") or {}
+        saved, cfg = info.get("model"), info.get("model_config") or {}
+    else:
+        stem = p.with_suffix("") if p.suffix in (".safetensors", ".json") else p
+        j = stem.with_suffix(".json")
+        if not j.is_file():
+            return {}
+        try:
+            meta = json.loads(j.read_text())
+        except (OSError, ValueError) as exc:
+            raise ReadError(f"cannot read {j}: {exc}") from None
+        saved, cfg = meta.get("model"), meta.get("config") or {}
+    if saved and str(saved).lower() != name:
+        raise InputError(f"init_from {p} holds a {saved!r} model, not {name!r}")
+    return dict(cfg)
+
+
+# ------------------------------------------------------------------------------------------------- config
+
+_TOP_KEYS = {"model", "data", "training", "trainer", "out", "resume", "accelerator", "devices", "strategy",
+             "num_nodes"}
+_TRAINER_TOP = ("accelerator", "devices", "strategy", "num_nodes")
+_DATA_DEFAULTS: dict[str, Any] = {
+    "source": "shared", "path": "", "n_in": None, "n_out": None, "crop": None, "batch_size": 2,
+    "val_batch_size": None, "num_workers": 0, "val_fraction": None, "stride": 1, "min_rain_fraction": 0.0,
+    "rain_threshold": 0.1, "min_valid_fraction": None, "eval_crops": "centre",
+    "n_frames": 24, "shape": [64, 64], "n_sequences": 2, "n_val_sequences": 1,
+}
+_RESERVED_TRAINER = {
+    "callbacks": "set by train()", "logger": "set by train()", "default_root_dir": "use 'out'",
+    "max_epochs": "use training.max_epochs", "max_steps": "use training.max_steps",
+    "precision": "use training.precision", "enable_progress_bar": "use training.progress_bar",
+    "deterministic": "use training.deterministic", "enable_checkpointing": "always on",
+}
+
+
+def sample_config(name: str) -> Path:
+    """Path of a sample config: ``rainnet``, ``smaat``, ``lupin_motion``, ``lupin_tendency``, ``lupin_joint``,
+    ``lcnn`` (``lupin`` = ``lupin_motion``)."""
+    key = str(name).lower().removesuffix(".toml")
+    if key == "lupin":
+        key = "lupin_motion"
+    p = CONFIG_DIR / f"{key}.toml"
+    if not p.is_file():
+        have = sorted(q.stem for q in CONFIG_DIR.glob("*.toml"))
+        raise InputError(f"no sample config {name!r}; available: {', '.join(have)}")
+    return p
+
+
+def load_config(config: Mapping[str, Any] | str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a config: a dict (copied), a ``.toml`` / ``.json`` file, or a sample config name."""
+    if isinstance(config, Mapping):
+        return copy.deepcopy(dict(config))
+    if not isinstance(config, (str, os.PathLike)):
+        raise InputError(f"config must be a dict or a path to a .toml/.json file, got {type(config).__name__}")
+    p = Path(config).expanduser()
+    if not p.exists():
+        if isinstance(config, str) and os.sep not in config and p.suffix in ("", ".toml"):
+            try:
+                p = sample_config(config)
+            except InputError:
+                raise InputError(f"config file {config} not found (and no sample config of that name)") from None
+        else:
+            raise InputError(f"config file {p} not found")
+    try:
+        text = p.read_text()
+    except OSError as exc:
+        raise InputError(f"cannot read config {p}: {exc}") from None
+    if p.suffix.lower() == ".json":
+        try:
+            cfg = json.loads(text)
+        except ValueError as exc:
+            raise InputError(f"config {p} is not valid JSON: {exc}") from None
+    else:
+        import tomllib
+
+        try:
+            cfg = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise InputError(f"config {p} is not valid TOML: {exc}") from None
+    if not isinstance(cfg, dict):
+        raise InputError(f"config {p} must hold a table/object")
+    return cfg
+
+
+def _apply_overrides(cfg: dict[str, Any], overrides: Mapping[str, Any] | None) -> None:
+    for key, value in (overrides or {}).items():
+        if not isinstance(key, str) or not key:
+            raise InputError(f"override keys must be dotted strings like 'training.max_epochs', got {key!r}")
+        parts = key.split(".")
+        d = cfg
+        for part in parts[:-1]:
+            nxt = d.setdefault(part, {})
+            if not isinstance(nxt, dict):
+                raise InputError(f"override {key!r}: {part!r} is not a section")
+            d = nxt
+        d[parts[-1]] = value
+
+
+def _section(cfg: Mapping[str, Any], name: str) -> dict[str, Any]:
+    sec = cfg.get(name, {})
+    if sec is None:
+        return {}
+    if not isinstance(sec, Mapping):
+        raise InputError(f"config section [{name}] must be a table, got {type(sec).__name__}")
+    return dict(sec)
+
+
+def resolve_config(config: Mapping[str, Any] | str | os.PathLike[str],
+                   overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Read, override, validate and complete a config; returns the full config with every default filled in.
+
+    Raises :class:`~skydiff.errors.InputError` for unknown sections or keys, an unknown model, stage, loss or
+    data source, or a missing data path.
+    """
+    cfg = load_config(config)
+    _apply_overrides(cfg, overrides)
+    unknown = sorted(set(cfg) - _TOP_KEYS)
+    if unknown:
+        raise InputError(f"unknown config key(s) {', '.join(unknown)}; top-level keys: {', '.join(sorted(_TOP_KEYS))}")
+
+    model = _section(cfg, "model")
+    name = model.get("name")
+    if not isinstance(name, str) or name.lower() not in list_models():
+        raise InputError(f"unknown model {name!r} in [model] name; available: {', '.join(list_models())}")
+    name = name.lower()
+    model["name"] = name
+
+    training = _section(cfg, "training")
+    stage = training.get("stage") or None
+    if name == "lupin" and stage is None:
+        stage = "motion"
+    defaults = recipe(name, stage)
+    bad = sorted(set(training) - set(defaults))
+    if bad:
+        raise InputError(f"unknown [training] key(s) {', '.join(bad)}; known: {', '.join(sorted(defaults))}")
+    training = {**defaults, **{k: v for k, v in training.items() if v is not None}}
+    training["stage"] = stage
+    if str(training["loss"]).lower() not in LOSSES:
+        raise InputError(f"unknown loss {training['loss']!r}; use one of {', '.join(LOSSES)}")
+    if training["init_from"]:
+        ip = Path(str(training["init_from"])).expanduser()
+        exists = ip.is_file() or (ip.with_suffix("") if ip.suffix in (".safetensors", ".json") else ip
+                                   ).with_suffix(".safetensors").is_file()
+        if not exists:
+            raise InputError(f"training.init_from {ip} not found")
+        saved = _init_model_config(ip, name)
+        model = {**saved, **model}
+
+    data = _section(cfg, "data")
+    bad = sorted(set(data) - set(_DATA_DEFAULTS))
+    if bad:
+        raise InputError(f"unknown [data] key(s) {', '.join(bad)}; known: {', '.join(sorted(_DATA_DEFAULTS))}")
+    data = {**_DATA_DEFAULTS, **{k: v for k, v in data.items() if v is not None}}
+    src = str(data["source"]).lower()
+    if src not in ("shared", "nl", "synthetic"):
+        raise InputError(f"unknown data source {data['source']!r}; use 'shared', 'nl' or 'synthetic'")
+    data["source"] = src
+    if src == "shared":
+        root = str(data["path"] or os.environ.get("SKYDIFF_DATA", ""))
+        if not root:
+            raise InputError("data.source = 'shared' needs data.path or the SKYDIFF_DATA environment variable")
+        if not (Path(root).expanduser() / "radar").is_dir():
+            raise InputError(f"shared data not found: {root} has no radar/ folder (set data.path or SKYDIFF_DATA)")
+        data["path"] = root
+    elif src == "nl":
+        if not data["path"]:
+            raise InputError("data.source = 'nl' needs data.path (an NL-50-style HDF5 file)")
+        if not Path(str(data["path"])).expanduser().is_file():
+            raise InputError(f"NL data file {data['path']} not found")
+    if data["crop"] is not None and not isinstance(data["crop"], (int, list, tuple)):
+        raise InputError(f"data.crop must be an int or [height, width], got {data['crop']!r}")
+    if isinstance(data["crop"], (list, tuple)) and len(data["crop"]) == 0:
+        data["crop"] = None
+
+    trainer = _section(cfg, "trainer")
+    for key in _TRAINER_TOP:
+        if key in cfg:
+            if key in trainer and trainer[key] != cfg[key]:
+                raise InputError(f"{key} is given twice (top level {cfg[key]!r}, [trainer] {trainer[key]!r})")
+            trainer[key] = cfg[key]
+    params = inspect.signature(L.Trainer.__init__).parameters
+    for key in trainer:
+        if key in _RESERVED_TRAINER:
+            raise InputError(f"[trainer] {key}: {_RESERVED_TRAINER[key]}")
+        if key not in params:
+            raise InputError(f"unknown [trainer] key {key!r} (not a lightning.Trainer argument)")
+
+    out = cfg.get("out") or f"runs/{name}" + (f"_{stage}" if stage else "")
+    resume = cfg.get("resume", True)
+    if not isinstance(resume, (bool, str, os.PathLike)):
+        raise InputError(f"resume must be true, false or a checkpoint path, got {resume!r}")
+    return {"out": str(out), "resume": resume if isinstance(resume, bool) else str(resume),
+            "model": model, "data": data, "training": training, "trainer": trainer}
+
+
+# ------------------------------------------------------------------------------------------------- data
+
+
+def _collate(samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    out = {"inputs": torch.stack([s["inputs"] for s in samples]),
+           "targets": torch.stack([s["targets"] for s in samples])}
+    if "mask" in samples[0]:
+        out["mask"] = torch.stack([s["mask"] for s in samples])
+    return out
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)
+
+
+class _Cropped(Dataset):
+    """Random (training) or centre crops of an NLDataset-like dataset, with an all-valid mask."""
+
+    def __init__(self, base: Any, indices: np.ndarray, crop: tuple[int, int] | None, random: bool, seed: int) -> None:
+        self.base, self.indices, self.crop, self.random, self.seed = base, np.asarray(indices), crop, random, seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return int(self.indices.size)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        s = self.base[int(self.indices[i])]
+        x, y = s["inputs"], s["targets"]
+        H, W = x.shape[-2:]
+        if self.crop is not None:
+            h, w = self.crop
+            if h > H or w > W:
+                raise InputError(f"crop {h}x{w} is larger than the {H}x{W} samples")
+            if self.random:
+                rng = np.random.default_rng([self.seed, self.epoch, int(i)])
+                r, c = int(rng.integers(H - h + 1)), int(rng.integers(W - w + 1))
+            else:
+                r, c = (H - h) // 2, (W - w) // 2
+            x, y = x[..., r:r + h, c:c + w], y[..., r:r + h, c:c + w]
+        x, y = x.contiguous(), y.contiguous()
+        mask = torch.isfinite(torch.cat([x, y]))
+        return {"inputs": torch.nan_to_num(x, nan=0.0), "targets": torch.nan_to_num(y, nan=0.0), "mask": mask}
+
+
+def build_datasets(data: Mapping[str, Any], n_in: int, n_out: int, seed: int = 0) -> tuple[Dataset, Dataset, dict]:
+    """Training and validation datasets (mm/h, with masks) for a resolved ``[data]`` section."""
+    from .data import NLDataset, RadarSequences, shared_split
+
+    crop = data["crop"]
+    src = data["source"]
+    common = dict(crop=crop, transform=None, stride=int(data["stride"]), min_rain_fraction=data["min_rain_fraction"],
+                  rain_threshold=data["rain_threshold"], min_valid_fraction=data["min_valid_fraction"], seed=seed)
+    desc: dict[str, Any] = {"source": src, "n_in": n_in, "n_out": n_out, "crop": crop, "units": "mm/h"}
+    if src in ("shared", "synthetic"):
+        if src == "shared":
+            vf = 0.2 if data["val_fraction"] is None else float(data["val_fraction"])
+            try:
+                parts = shared_split(data["path"], val_fraction=vf)
+            except ReadError as exc:
+                raise InputError(str(exc)) from None
+            tr_src, va_src = parts["train"], parts["validation"]
+            desc.update(path=str(data["path"]), val_fraction=vf)
+        else:
+            from ..synthetic import rain_sequence
+
+            shape = tuple(int(v) for v in data["shape"])
+            nf = int(data["n_frames"])
+            tr_src = [rain_sequence(nf, shape, seed=seed + i) for i in range(int(data["n_sequences"]))]
+            va_src = [rain_sequence(nf, shape, seed=seed + 1000 + i) for i in range(int(data["n_val_sequences"]))]
+            desc.update(generator="skydiff.synthetic.rain_sequence", n_frames=nf, shape=list(shape),
+                        train_seeds=[seed + i for i in range(len(tr_src))],
+                        validation_seeds=[seed + 1000 + i for i in range(len(va_src))])
+        if not tr_src or not va_src:
+            raise InputError(f"the {src} data has no {'training' if not tr_src else 'validation'} part")
+        train_ds = RadarSequences(tr_src, n_in, n_out, random_crop=True, **common)
+        val_ds = RadarSequences(va_src, n_in, n_out, random_crop=False, eval_crops=data["eval_crops"], **common)
+        desc["train_sources"] = [s["name"] for s in train_ds.sources]
+        desc["validation_sources"] = [s["name"] for s in val_ds.sources]
+    else:
+        base = NLDataset(data["path"], "train", n_in, n_out, transform=None)
+        vf = 0.1 if data["val_fraction"] is None else float(data["val_fraction"])
+        if not 0.0 < vf < 1.0:
+            raise InputError(f"data.val_fraction must be in (0, 1), got {vf}")
+        n = len(base)
+        n_val = max(1, int(math.ceil(vf * n)))
+        if n - n_val < 1:
+            raise InputError(f"{data['path']}: {n} train samples are too few to split off a validation part")
+        hw = None if crop is None else ((crop, crop) if isinstance(crop, int) else tuple(int(c) for c in crop))
+        train_ds = _Cropped(base, np.arange(n - n_val), hw, True, seed)
+        val_ds = _Cropped(base, np.arange(n - n_val, n), hw, False, seed)
+        desc.update(path=str(data["path"]), val_fraction=vf,
+                    split="train group: first part training, last val_fraction (in file order) validation")
+    desc["n_train"] = len(train_ds)
+    desc["n_validation"] = len(val_ds)
+    return train_ds, val_ds, desc
+
+
+# ------------------------------------------------------------------------------------------------- train
+
+
+def _on_cpu(trainer_cfg: Mapping[str, Any]) -> bool:
+    acc = str(trainer_cfg.get("accelerator", "auto")).lower()
+    if acc == "cpu":
+        return True
+    if acc in ("auto", "none"):
+        mps = getattr(torch.backends, "mps", None)
+        return not torch.cuda.is_available() and not (mps is not None and mps.is_available())
+    return False
+
+
+def _machine(trainer: L.Trainer) -> dict[str, Any]:
+    info: dict[str, Any] = {"host": platform.node(), "platform": platform.platform(),
+                            "python": platform.python_version(), "torch": torch.__version__,
+                            "lightning": L.__version__, "cpu_count": os.cpu_count(),
+                            "torch_threads": torch.get_num_threads()}
+    try:
+        info["accelerator"] = type(trainer.accelerator).__name__
+        info["devices"] = int(trainer.num_devices)
+        info["num_nodes"] = int(trainer.num_nodes)
+        info["strategy"] = type(trainer.strategy).__name__
+    except Exception:  # pragma: no cover
+        pass
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, Mapping):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (str, int, float, bool)) or x is None:
+        return x
+    if isinstance(x, (np.integer, np.floating)):
+        return x.item()
+    return str(x)
+
+
+def train(config: Mapping[str, Any] | str | os.PathLike[str], *,
+          overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Train a nowcasting model from a config (see the module docstring for the schema).
+
+    Parameters
+    ----------
+    config
+        A dict, a ``.toml`` / ``.json`` file, or a sample config name (:func:`sample_config`).
+    overrides
+        Dotted keys replacing config values, e.g. ``{"training.max_epochs": 1, "out": "runs/x", "devices": 2}``.
+
+    Behaviour: ``seed_everything(training.seed)``; checkpoints in ``out/checkpoints`` (``last.ckpt`` and the best
+    on ``val_loss``); when ``out/checkpoints/last.ckpt`` exists the run **resumes** from it (printed on stderr)
+    unless ``resume = false``; EarlyStopping on ``val_loss``; TQDM progress bar; CSV log in ``out/logs``; at
+    the end the best weights are exported with :func:`~skydiff.nowcast.models.save_model` to ``out/<model>``
+    (``.safetensors`` + ``.json`` model card) and the summary is written to ``out/summary.json``.
+
+    Returns
+    -------
+    dict with ``model``, ``stage``, ``out``, ``weights``, ``card``, ``best_checkpoint``, ``last_checkpoint``,
+    ``resumed_from`` (path or None), ``epochs`` (completed), ``global_step``, ``time_s`` (this call),
+    ``training_time_s`` (all runs of this output folder), ``best_val_loss``, ``val_scores`` (of the exported
+    weights), ``metrics_csv``, ``interrupted``, ``rank``. On DDP ranks other than 0 (``ddp`` strategy) only the
+    training runs and ``weights`` is None.
+
+    Raises :class:`~skydiff.errors.InputError` for a bad config (unknown model/key, missing data path, ...).
+    """
+    t_start = time.perf_counter()
+    cfg = resolve_config(config, overrides)
+    out = Path(cfg["out"]).expanduser()
+    mcfg, dcfg, tcfg, trcfg = cfg["model"], cfg["data"], cfg["training"], dict(cfg["trainer"])
+    name = mcfg["name"]
+    model_kwargs = {k: v for k, v in mcfg.items() if k != "name"}
+
+    old_threads = torch.get_num_threads()
+    n_threads = int(tcfg["num_threads"] or 0)
+    if n_threads <= 0 and _on_cpu(trcfg):
+        n_threads = 1
+    _set_threads(n_threads)
+    try:
+        return _train(cfg, out, name, model_kwargs, dcfg, tcfg, trcfg, n_threads, t_start)
+    finally:
+        torch.set_num_threads(old_threads)
+
+
+def _train(cfg: dict[str, Any], out: Path, name: str, model_kwargs: dict[str, Any], dcfg: dict[str, Any],
+           tcfg: dict[str, Any], trcfg: dict[str, Any], n_threads: int, t_start: float) -> dict[str, Any]:
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+    from lightning.pytorch.loggers import CSVLogger
+
+    seed = int(tcfg["seed"])
+    L.seed_everything(seed, workers=True, verbose=False)
+    options = {k: tcfg[k] for k in ("loss", "lr", "weight_decay", "beta", "gamma", "rollout_steps", "bptt",
+                                    "scheduler", "lr_factor", "lr_patience", "csi_threshold")}
+    probe = create_model(name, **model_kwargs)
+    n_in = int(dcfg["n_in"] or probe.n_input_frames)
+    module = NowcastModule(probe, n_in=n_in, n_out=dcfg["n_out"], stage=tcfg["stage"],
+                           init_from=tcfg["init_from"] or None, num_threads=n_threads, **options)
+    n_out = module.n_out
+    cfg["data"]["n_in"], cfg["data"]["n_out"] = n_in, n_out
+    cfg["training"]["rollout_steps"] = module.rollout_steps
+    cfg["model"] = {"name": name, **module.model.config}
+
+    train_ds, val_ds, desc = build_datasets(dcfg, n_in, n_out, seed)
+    bs = int(dcfg["batch_size"])
+    vbs = int(dcfg["val_batch_size"] or bs)
+    nw = int(dcfg["num_workers"])
+    pin = not _on_cpu(trcfg)
+    dl_kw = dict(num_workers=nw, collate_fn=_collate, worker_init_fn=_worker_init if nw else None, pin_memory=pin)
+    train_dl = DataLoader(train_ds, batch_size=bs, shuffle=True, drop_last=len(train_ds) > bs, **dl_kw)
+    val_dl = DataLoader(val_ds, batch_size=vbs, shuffle=False, **dl_kw)
+
+    ckdir = out / "checkpoints"
+    last = ckdir / "last.ckpt"
+    resume = cfg["resume"]
+    ckpt_path: str | None = None
+    if isinstance(resume, str):
+        if not Path(resume).expanduser().is_file():
+            raise InputError(f"resume checkpoint {resume} not found")
+        ckpt_path = str(Path(resume).expanduser())
+    elif resume and last.is_file():
+        ckpt_path = str(last)
+    if ckpt_path:
+        print(f"skydiff train: resuming from {ckpt_path}", file=sys.stderr, flush=True)
+
+    best_cb = ModelCheckpoint(dirpath=str(ckdir), filename="best-{epoch:03d}-{step:06d}", monitor="val_loss",
+                              mode="min", save_top_k=1, save_last=True, enable_version_counter=False)
+    callbacks: list[Any] = [best_cb]
+    every = int(tcfg["checkpoint_every_n_steps"] or 0)
+    if every > 0:
+        callbacks.append(ModelCheckpoint(dirpath=str(ckdir), filename="last", monitor=None, save_top_k=1,
+                                         every_n_train_steps=every, enable_version_counter=False))
+    patience = tcfg["patience"]
+    if patience is not None and int(patience) >= 0:
+        callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=int(patience), strict=False))
+    if tcfg["progress_bar"]:
+        callbacks.append(TQDMProgressBar())
+    logger = CSVLogger(save_dir=str(out), name="logs")
+    trainer = L.Trainer(
+        default_root_dir=str(out), max_epochs=int(tcfg["max_epochs"]), max_steps=int(tcfg["max_steps"]),
+        precision=tcfg["precision"], deterministic=bool(tcfg["deterministic"]),
+        enable_progress_bar=bool(tcfg["progress_bar"]), callbacks=callbacks, logger=logger, **trcfg,
+    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+        warnings.filterwarnings("ignore", message=r".*The number of training batches.*log_every_n_steps.*")
+        warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")
+        warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated.*")
+        trainer.fit(module, train_dataloaders=train_dl, val_dataloaders=val_dl, ckpt_path=ckpt_path)
+
+    rank = int(trainer.global_rank)
+    summary: dict[str, Any] = {"model": name, "stage": tcfg["stage"], "out": str(out), "rank": rank,
+                               "resumed_from": ckpt_path, "interrupted": bool(trainer.interrupted),
+                               "weights": None, "card": None}
+    if not trainer.is_global_zero:
+        return summary
+
+    # the state after fit (also right after a ddp_spawn run, where the main process did not train)
+    if not last.is_file() or bool(trainer.interrupted):
+        try:
+            trainer.save_checkpoint(str(last))
+        except Exception:  # pragma: no cover - e.g. a spawn launcher's main process
+            pass
+    last_ck = torch.load(str(last), map_location="cpu", weights_only=False) if last.is_file() else {}
+    best = best_cb.best_model_path or ""
+    if not best or not Path(best).is_file():
+        cands = sorted(ckdir.glob("best-*.ckpt"), key=lambda p: p.stat().st_mtime)
+        best = str(cands[-1]) if cands else (str(last) if last.is_file() else "")
+    if best:
+        best_ck = torch.load(best, map_location="cpu", weights_only=False)
+        state = {k[len("model."):]: v for k, v in best_ck["state_dict"].items() if k.startswith("model.")}
+        info = best_ck.get("skydiff", {})
+    else:  # nothing saved: export the weights in memory
+        state, info, best_ck = {k: v.detach().cpu() for k, v in module.model.state_dict().items()}, {}, {}
+    export = create_model(name, **module.model.config)
+    load_weights(export, state)
+    history = info.get("val_history") or []
+    val_scores = history[-1] if history else {}
+    last_info = last_ck.get("skydiff", {})
+    time_s = time.perf_counter() - t_start
+    step = int(last_ck.get("global_step", trainer.global_step))
+    epochs = int(last_ck.get("epoch", trainer.current_epoch)) + 1 if step > 0 else 0  # the last may be partial
+    log_dir = Path(getattr(trainer.logger, "log_dir", out / "logs"))
+    card = {
+        "description": f"{name} trained by skydiff.nowcast.training" + (f", LUPIN stage {tcfg['stage']!r}"
+                                                                         if tcfg["stage"] else ""),
+        "config": _jsonable(cfg),
+        "data": _jsonable(desc),
+        "training": {
+            "stage": tcfg["stage"], "epochs_completed": epochs, "global_step": step,
+            "best_checkpoint": best or None, "best_epoch": best_ck.get("epoch"),
+            "best_global_step": best_ck.get("global_step"),
+            "training_time_s": float(last_info.get("training_time_s", time_s)),
+            "training_time_s_at_best": info.get("training_time_s"),
+            "init_from": tcfg["init_from"] or None, "resumed_from": ckpt_path,
+            "machine": _machine(trainer),
+            "n_parameters": int(sum(p.numel() for p in export.parameters())),
+        },
+        "val_scores": _jsonable(val_scores),
+        "val_history": _jsonable(history),
+    }
+    weights, card_path = save_model(export, out / name, card=card)
+    best_val = val_scores.get("val_loss") if val_scores else None
+    summary.update({
+        "weights": str(weights), "card": str(card_path), "best_checkpoint": best or None,
+        "last_checkpoint": str(last) if last.is_file() else None, "epochs": epochs, "global_step": step,
+        "time_s": time_s, "training_time_s": float(last_info.get("training_time_s", time_s)),
+        "best_val_loss": best_val, "val_scores": _jsonable(val_scores),
+        "metrics_csv": str(log_dir / "metrics.csv"), "n_train": desc["n_train"], "n_validation": desc["n_validation"],
+    })
+    (out / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2) + "\n")
+    return summary
