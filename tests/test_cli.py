@@ -114,3 +114,20 @@ def test_assimilate_4dvar_on_knmi(knmi2010, tmp_path):
     assert nc.shape == (3, 765, 700) and vel.shape == (2, 765, 700)
     assert np.isfinite(vel.values).all() and float(np.abs(vel.values).max()) > 0.1
     assert png.stat().st_size > 10_000
+
+
+def test_train_command_synthetic(tmp_path, capsys):
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(
+        '[model]\nname = "rainnet"\nbase_channels = 4\n'
+        '[data]\nsource = "synthetic"\nn_in = 4\nn_out = 1\ncrop = 32\nbatch_size = 2\nshape = [48, 56]\n'
+        "n_frames = 12\nn_sequences = 2\nn_val_sequences = 1\n"
+        "[training]\nmax_steps = 2\npatience = -1\nprogress_bar = false\n"
+    )
+    out = tmp_path / "run"
+    assert main(["train", "rainnet", "--config", str(cfg), "--out", str(out)]) == 0
+    assert (out / "rainnet.safetensors").exists() and (out / "checkpoints" / "last.ckpt").exists()
+    # resumes from the last checkpoint and continues to 3 steps
+    assert main(["train", "rainnet", "--config", str(cfg), "--out", str(out), "--max-steps", "3"]) == 0
+    assert "3 steps" in capsys.readouterr().out
+    assert main(["train", "nope", "--config", str(cfg), "--out", str(out)]) == 2

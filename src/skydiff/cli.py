@@ -243,6 +243,42 @@ def cmd_assimilate(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# train
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .nowcast.training import sample_config, train
+
+    config = args.config
+    if config is None:
+        name = f"lupin_{args.stage or 'motion'}" if args.model == "lupin" else args.model
+        config = sample_config(name)
+    overrides: dict[str, Any] = {}
+    for key, val in (
+        ("out", args.out),
+        ("devices", int(args.devices) if args.devices and str(args.devices).isdigit() else args.devices),
+        ("strategy", args.strategy),
+        ("num_nodes", args.num_nodes),
+        ("accelerator", args.accelerator),
+        ("training.max_epochs", args.max_epochs),
+        ("training.max_steps", args.max_steps),
+        ("training.stage", args.stage),
+    ):
+        if val is not None:
+            overrides[key] = val
+    overrides["model.name"] = args.model
+    summary = train(config, overrides=overrides)
+    if summary.get("weights"):
+        print(f"weights: {summary['weights']}")
+    print(
+        f"{summary.get('model')} {summary.get('stage') or ''}: {summary.get('epochs')} epoch(s), "
+        f"{summary.get('global_step')} steps, best val loss {summary.get('best_val_loss')}, "
+        f"{summary.get('time_s', 0):.0f} s; outputs in {summary.get('out')}"
+    )
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # data
 
 
@@ -355,6 +391,26 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--overwrite", action="store_true")
     a.add_argument("-q", "--quiet", action="store_true")
     a.set_defaults(func=cmd_assimilate)
+
+    tr = sub.add_parser(
+        "train",
+        help="train a nowcasting model (Lightning)",
+        description="Train lupin, rainnet, smaat or lcnn from a TOML/JSON config (default: the packaged sample "
+        "config of the model; LUPIN's stages are lupin_motion, lupin_tendency, lupin_joint). Checkpoints go to "
+        "OUT/checkpoints and an interrupted run resumes from OUT/checkpoints/last.ckpt. Multi-GPU / multi-node: "
+        "--devices 4 --strategy ddp --num-nodes 2 (launch with torchrun or srun; see skydiff.nowcast.training).",
+    )
+    tr.add_argument("model", help="lupin, rainnet, smaat or lcnn")
+    tr.add_argument("--config", default=None, help="TOML or JSON config, or a sample config name")
+    tr.add_argument("--stage", default=None, help="LUPIN stage: motion, tendency or joint")
+    tr.add_argument("--out", default=None, help="output folder (default runs/<model>[_<stage>])")
+    tr.add_argument("--max-epochs", type=int, default=None)
+    tr.add_argument("--max-steps", type=int, default=None)
+    tr.add_argument("--devices", default=None, help="Lightning devices (e.g. 1, 4, auto)")
+    tr.add_argument("--accelerator", default=None, help="cpu, gpu, auto")
+    tr.add_argument("--strategy", default=None, help="e.g. ddp, ddp_spawn")
+    tr.add_argument("--num-nodes", type=int, default=None)
+    tr.set_defaults(func=cmd_train)
 
     dt = sub.add_parser("data", help="build training data sets", description="Build training data sets.")
     dsub = dt.add_subparsers(dest="data_command", metavar="SUBCOMMAND")

@@ -94,7 +94,7 @@ from . import interface
 __all__ = ["FourDVarResult", "LevelInfo", "fourdvar", "fourdvar_reference"]
 
 _CONSTRAINTS = ("strong", "weak")
-_OPTS = {"coarse_substeps": True, "carry_I0": True, "i0_max_level": 99}
+_OPTS = {"coarse_substeps": True, "carry_I0": True, "i0_max_level": 99, "inflow_mask": True, "passes": 1, "coarse_repeat": 1, "min_level": 0}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -513,6 +513,21 @@ def _upsample(v: torch.Tensor, shape: tuple[int, int], factor: float = 2.0) -> t
     return up.reshape(*lead, *shape)
 
 
+def _inside_mask(cost: "_Cost", w0: torch.Tensor, eta: torch.Tensor | None) -> torch.Tensor:
+    """(T, H, W) 1 where the model trajectory ending at a pixel started inside the grid, else 0.
+
+    A tracer that is 1 inside and 0 on the 1-pixel border ring is integrated with the model (edge inflow):
+    where it falls below 1/2 at an observation time, the model value comes from the boundary (rain entering
+    the domain that the model cannot know), and the pixel is left out of the cost, as VET masks departure
+    points outside the grid. Computed once per level from the first guess, so the cost stays smooth.
+    """
+    c0 = torch.zeros_like(w0[0])
+    c0[1:-1, 1:-1] = 1.0
+    with torch.no_grad():
+        _, cs = cost.integrate(w0, c0, eta)
+    return (torch.stack(cs) > 0.5).to(w0.dtype)
+
+
 def _weights(Y: torch.Tensor, valid: torch.Tensor, ymin: float, dry_weight: float, tol: float) -> torch.Tensor:
     wet = Y > ymin + tol
     r = torch.where(wet, torch.ones_like(Y), torch.full_like(Y, float(dry_weight)))
@@ -778,21 +793,33 @@ def fourdvar(
                 eta = _upsample(eta_cur, (hl, wl))
             eta = eta.detach().requires_grad_(True)
             params.append(eta)
+        base_weights = cost.weights
+        has_guess = w_cur is not None or w_init is not None
+        n_pass = _OPTS["passes"] if has_guess else 1 + _OPTS["coarse_repeat"]
+        if not _OPTS["inflow_mask"]:
+            n_pass = 1
+        n_it = n_ev = 0
+        for p in range(n_pass):
+            if _OPTS["inflow_mask"] and (has_guess or p > 0):
+                cost.weights = base_weights * _inside_mask(cost, w0.detach(), None if eta is None else eta.detach())
 
-        def fn(cost: _Cost = cost, w0: torch.Tensor = w0, I0: torch.Tensor = I0, eta: Any = eta) -> torch.Tensor:
-            return cost(w0, I0, eta)
+            def fn(cost: _Cost = cost, w0: torch.Tensor = w0, I0: torch.Tensor = I0, eta: Any = eta) -> torch.Tensor:
+                return cost(w0, I0, eta)
 
-        run = _minimise(
-            fn, params, n_pix=hl * wl, max_iter=max_iter, gtol=gtol, ftol=ftol, history_size=history_size
-        )
+            run = _minimise(
+                fn, params, n_pix=hl * wl, max_iter=max_iter if lev >= _OPTS["min_level"] else 1, gtol=gtol,
+                ftol=ftol, history_size=history_size
+            )
+            n_it += run.n_iter
+            n_ev += run.n_eval
         w_cur = w0.detach()
         I_cur = I0.detach()
         dI_cur = I_cur - Yl[0]
         eta_cur = eta.detach() if eta is not None else None
-        n_iter_total += run.n_iter
-        n_eval_total += run.n_eval
+        n_iter_total += n_it
+        n_eval_total += n_ev
         info = LevelInfo(
-            level=lev, shape=(hl, wl), n_iter=run.n_iter, n_eval=run.n_eval, cost_initial=run.cost_initial,
+            level=lev, shape=(hl, wl), n_iter=n_it, n_eval=n_ev, cost_initial=run.cost_initial,
             cost_final=run.cost_final, converged=run.converged, status=run.status, time_s=time.perf_counter() - tl,
         )  # fmt: skip
         infos.append(info)

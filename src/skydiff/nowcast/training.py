@@ -130,6 +130,18 @@ Output folder ``out``: ``checkpoints/last.ckpt`` and ``checkpoints/best-epoch=E-
 and ``<model>.json`` (the best weights and their model card: resolved config, data description, training time
 on this machine, validation scores of the exported weights), ``summary.json`` (what :func:`train` returns).
 
+Checkpoints and resuming
+------------------------
+``last.ckpt`` and the best checkpoint are written after every validation (every epoch; also when
+``max_steps`` ends a run in the middle of an epoch: the run then stops through ``trainer.should_stop`` so that
+its final weights are validated), every ``checkpoint_every_n_steps`` optimiser steps if set, and on Ctrl-C
+in a single-process run (Lightning then exits with status 1). Running :func:`train` again with the same
+``out`` resumes from ``last.ckpt`` (weights, optimiser, scheduler, epoch/step counters, callbacks, the
+validation history and the accumulated training time) unless ``resume = false``; ``max_epochs`` /
+``max_steps`` count from the start of the first run, so raise them to train further. A run without
+validation batches (``limit_val_batches = 0``) only checkpoints every ``checkpoint_every_n_steps`` and at
+its end. Resuming in the middle of an epoch restarts that epoch's data order (Lightning warns).
+
 Threads
 -------
 On a CPU (``accelerator = "cpu"``, or ``"auto"`` without a GPU) every process runs with **1 intra-op torch
@@ -162,7 +174,6 @@ exports the model and writes ``summary.json``. On CPUs use ``strategy = "ddp"`` 
 from __future__ import annotations
 
 import copy
-import copyreg
 import inspect
 import json
 import math
@@ -183,7 +194,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..errors import InputError, ReadError
 from .models import create_model, list_models, load_weights, save_model
-from .models.blocks import Scaler, get_scaler
+from .models.blocks import SCALERS, Scaler, get_scaler
 
 __all__ = [
     "NowcastModule",
@@ -196,6 +207,7 @@ __all__ = [
     "LOSSES",
     "recipe",
     "masked_loss",
+    "build_datasets",
 ]
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
@@ -207,15 +219,6 @@ LOSSES = ("logcosh", "mse", "rmse", "mae")
 _LOG_OFFSET = 0.01
 _LN2 = math.log(2.0)
 
-
-
-def _reduce_scaler(s: Any) -> tuple[Any, tuple[str]]:
-    return get_scaler, (s.name,)
-
-
-# The models hold a Scaler whose transforms are lambdas; pickle it by name so that models, modules and
-# checkpoints can cross process boundaries (ddp_spawn, DataLoader workers, torch.save of whole modules).
-copyreg.pickle(Scaler, _reduce_scaler)
 
 # ------------------------------------------------------------------------------------------------- recipes
 
@@ -586,12 +589,16 @@ class NowcastModule(L.LightningModule):
     def forward(self, x: torch.Tensor) -> Any:
         return self.model(x)
 
+    def compute_loss(self, batch: Mapping[str, Any]) -> torch.Tensor:
+        """The training loss of a batch (what ``training_step`` minimises), without logging."""
+        return self._run(batch)[0]
+
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
         loss, logs, _, _ = self._run(batch)
         bs = int(batch["inputs"].shape[0])
-        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=bs)
+        self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=bs, sync_dist=True)
         for key, v in logs.items():
-            self.log(f"train_{key}", v, on_step=False, on_epoch=True, batch_size=bs)
+            self.log(f"train_{key}", v, on_step=False, on_epoch=True, batch_size=bs, sync_dist=True)
         return loss
 
     def on_validation_epoch_start(self) -> None:
@@ -640,8 +647,8 @@ class NowcastModule(L.LightningModule):
         scores["val_mae"] = float(mae.mean())
         finite = csi[torch.isfinite(csi)]
         scores["val_csi"] = float(finite.mean()) if finite.numel() else float("nan")
-        for key, v in scores.items():
-            self.log(key, v, on_epoch=True, sync_dist=False)
+        for key, v in scores.items():  # already summed over processes: the sync averages equal values
+            self.log(key, v, on_epoch=True, sync_dist=True)
         if not self.trainer.sanity_checking:
             vl = self.trainer.callback_metrics.get("val_loss")
             entry = {"epoch": int(self.current_epoch), "step": int(self.global_step),
@@ -681,6 +688,18 @@ class NowcastModule(L.LightningModule):
         info = checkpoint.get("skydiff", {})
         self._time_prev = float(info.get("training_time_s", 0.0))
         self.val_history = list(info.get("val_history", []))
+
+
+class _SaveOnInterrupt(L.Callback):
+    """Write ``last.ckpt`` when a single-process run is stopped with Ctrl-C (KeyboardInterrupt)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt) and trainer.world_size == 1:
+            trainer.save_checkpoint(str(self.path))
+            print(f"skydiff train: interrupted; state saved to {self.path} (run again to resume)", file=sys.stderr)
 
 
 def _read_init_state(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
@@ -1084,6 +1103,12 @@ def train(config: Mapping[str, Any] | str | os.PathLike[str], *,
     model_kwargs = {k: v for k, v in mcfg.items() if k != "name"}
 
     old_threads = torch.get_num_threads()
+    try:
+        import numba
+
+        old_numba: int | None = numba.get_num_threads()
+    except Exception:  # pragma: no cover
+        old_numba = None
     n_threads = int(tcfg["num_threads"] or 0)
     if n_threads <= 0 and _on_cpu(trcfg):
         n_threads = 1
@@ -1092,6 +1117,10 @@ def train(config: Mapping[str, Any] | str | os.PathLike[str], *,
         return _train(cfg, out, name, model_kwargs, dcfg, tcfg, trcfg, n_threads, t_start)
     finally:
         torch.set_num_threads(old_threads)
+        if old_numba is not None:
+            import numba
+
+            numba.set_num_threads(old_numba)
 
 
 def _train(cfg: dict[str, Any], out: Path, name: str, model_kwargs: dict[str, Any], dcfg: dict[str, Any],
@@ -1135,8 +1164,9 @@ def _train(cfg: dict[str, Any], out: Path, name: str, model_kwargs: dict[str, An
         print(f"skydiff train: resuming from {ckpt_path}", file=sys.stderr, flush=True)
 
     best_cb = ModelCheckpoint(dirpath=str(ckdir), filename="best-{epoch:03d}-{step:06d}", monitor="val_loss",
-                              mode="min", save_top_k=1, save_last=True, enable_version_counter=False)
-    callbacks: list[Any] = [best_cb]
+                              mode="min", save_top_k=1, save_last=True, enable_version_counter=False,
+                              save_on_train_epoch_end=False)
+    callbacks: list[Any] = [best_cb, _SaveOnInterrupt(last)]
     every = int(tcfg["checkpoint_every_n_steps"] or 0)
     if every > 0:
         callbacks.append(ModelCheckpoint(dirpath=str(ckdir), filename="last", monitor=None, save_top_k=1,
@@ -1147,6 +1177,7 @@ def _train(cfg: dict[str, Any], out: Path, name: str, model_kwargs: dict[str, An
     if tcfg["progress_bar"]:
         callbacks.append(TQDMProgressBar())
     logger = CSVLogger(save_dir=str(out), name="logs")
+    _ = logger.version  # fix the version now, so that spawned processes and this one agree
     trainer = L.Trainer(
         default_root_dir=str(out), max_epochs=int(tcfg["max_epochs"]), max_steps=int(tcfg["max_steps"]),
         precision=tcfg["precision"], deterministic=bool(tcfg["deterministic"]),
@@ -1157,6 +1188,7 @@ def _train(cfg: dict[str, Any], out: Path, name: str, model_kwargs: dict[str, An
         warnings.filterwarnings("ignore", message=r".*The number of training batches.*log_every_n_steps.*")
         warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")
         warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated.*")
+        warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
         trainer.fit(module, train_dataloaders=train_dl, val_dataloaders=val_dl, ckpt_path=ckpt_path)
 
     rank = int(trainer.global_rank)

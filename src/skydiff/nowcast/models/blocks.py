@@ -79,6 +79,13 @@ class Scaler:
         """The transformed value of 0 mm/h (the "dry" value used for inflow boundaries and clamping)."""
         return float(self.forward(torch.zeros((), dtype=torch.float64)))
 
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        # registered scalers are pickled by name (their lambdas are not picklable), so models, modules and
+        # checkpoints can cross process boundaries (ddp_spawn, DataLoader workers); custom ones by their fields
+        if SCALERS.get(self.name) is self:
+            return (get_scaler, (self.name,))
+        return (Scaler, (self.name, self.forward, self.inverse_raw, self.description))
+
 
 SCALERS: dict[str, Scaler] = {
     s.name: s

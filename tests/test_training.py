@@ -1,0 +1,339 @@
+"""Tests of skydiff.nowcast.training: recipes, config handling, checkpoints/resume, export, LUPIN stages, DDP.
+
+Everything runs on tiny networks (base widths 4, depth 2) and 32 x 40 crops of synthetic rain, on the CPU
+with one torch thread.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from skydiff.errors import InputError
+from skydiff.nowcast.models import load_model
+from skydiff.nowcast.training import (
+    NowcastModule,
+    _collate,
+    masked_loss,
+    resolve_config,
+    sample_config,
+    train,
+)
+
+TINY = {
+    "rainnet": {"base_channels": 4, "depth": 2},
+    "smaat": {"base_channels": 4, "depth": 2, "in_frames": 4, "n_out": 2},
+    "lupin": {"base_channels": 4, "depth": 2, "motion_base_channels": 4, "motion_depth": 2, "in_frames": 4},
+    "lcnn": {"base_channels": 4, "depth": 2, "in_frames": 4, "motion_frames": 3},
+}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    import numba
+
+    old_torch, old_numba = torch.get_num_threads(), numba.get_num_threads()
+    torch.set_num_threads(1)
+    numba.set_num_threads(1)
+    yield
+    torch.set_num_threads(old_torch)
+    numba.set_num_threads(old_numba)
+
+
+def config(out: Path, name: str, **training) -> dict:
+    """A tiny synthetic run: 1 training + 1 validation sequence of 10 frames, 32 x 40 crops, batch 2."""
+    return {
+        "out": str(out),
+        "accelerator": "cpu",
+        "model": {"name": name, **TINY[name]},
+        "data": {"source": "synthetic", "n_frames": 10, "shape": [40, 48], "crop": [32, 40], "batch_size": 2,
+                 "n_sequences": 1, "n_val_sequences": 1, "n_out": 2},
+        "training": {"max_steps": 2, "progress_bar": False, **training},
+        "trainer": {"num_sanity_val_steps": 0, "limit_val_batches": 1, "log_every_n_steps": 1,
+                    "enable_model_summary": False},
+    }
+
+
+@pytest.fixture(scope="module")
+def sequence():
+    from skydiff.synthetic import rain_sequence
+
+    return rain_sequence(10, (40, 48), seed=0)
+
+
+def fixed_batch(sequence, n_in: int, n_out: int) -> dict:
+    from skydiff.nowcast.data import RadarSequences
+
+    ds = RadarSequences([sequence], n_in, n_out, crop=(32, 40), transform=None, seed=0)
+    return _collate([ds[0], ds[3]])
+
+
+def overfit(module: NowcastModule, batch: dict, lr: float, steps: int = 30) -> list[float]:
+    torch.manual_seed(0)
+    opt = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=lr)
+    module.train()
+    losses = []
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = module.compute_loss(batch)
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    return losses
+
+
+# ------------------------------------------------------------------------------------------------ recipes
+
+
+def test_masked_loss_ignores_invalid_pixels():
+    pred, target = torch.zeros(1, 2, 4, 4), torch.zeros(1, 2, 4, 4)
+    pred[..., :2] = 1.0
+    mask = torch.ones_like(pred, dtype=torch.bool)
+    mask[..., :2] = False
+    for kind in ("logcosh", "mse", "mae"):
+        assert float(masked_loss(kind, pred, target, mask)) == pytest.approx(0.0, abs=1e-7)
+        assert float(masked_loss(kind, pred, target)) > 0
+    assert float(masked_loss("rmse", pred, target, mask)) < 1e-3
+    assert float(masked_loss("logcosh", torch.tensor([100.0]), torch.tensor([0.0]))) == pytest.approx(
+        100 - np.log(2), rel=1e-6)
+    with pytest.raises(InputError):
+        masked_loss("huber", pred, target)
+
+
+@pytest.mark.parametrize(
+    "name, kw, n_out, lr, ratio",
+    [
+        ("rainnet", {}, 1, 3e-2, 0.5),
+        ("lupin", {"stage": "motion"}, 1, 1e-2, 0.6),
+        ("lupin", {"stage": "joint", "rollout_steps": 2}, 2, 3e-3, 0.6),
+        ("smaat", {}, 2, 3e-3, 0.5),
+        ("lcnn", {}, 1, 3e-3, 0.6),
+    ],
+    ids=["rainnet", "lupin-motion", "lupin-joint", "smaat", "lcnn"],
+)
+def test_overfit_fixed_batch(sequence, name, kw, n_out, lr, ratio):
+    torch.manual_seed(0)
+    cfg = {**TINY[name], "dropout": 0.0} if name != "smaat" else dict(TINY[name])
+    if name == "lupin":
+        cfg["motion_dropout"] = 0.0
+    module = NowcastModule(name, cfg, n_in=4, n_out=n_out, **kw)
+    losses = overfit(module, fixed_batch(sequence, 4, n_out), lr)
+    assert all(np.isfinite(losses))
+    assert losses[-1] < ratio * losses[0], losses[::5]
+
+
+def test_recipe_defaults_and_stage_freezing():
+    m = NowcastModule("rainnet", TINY["rainnet"])
+    assert (m.loss_kind, m.lr, m.scheduler, m.rollout_steps, m.n_in, m.n_out) == ("logcosh", 1e-4, "none", 1, 4, 1)
+    s = NowcastModule("smaat", TINY["smaat"])
+    assert (s.loss_kind, s.lr, s.scheduler, s.lr_factor, s.lr_patience) == ("mse", 1e-3, "plateau", 0.1, 4)
+    mot = NowcastModule("lupin", TINY["lupin"], stage="motion")
+    assert (mot.beta, mot.lr) == (0.1, 5e-4)
+    assert not any(p.requires_grad for p in mot.model.advection_net.parameters())
+    ten = NowcastModule("lupin", TINY["lupin"], stage="tendency")
+    assert ten.model.motion_frozen and ten.rollout_steps == 6 and ten.n_out == 6
+    assert not any(p.requires_grad for p in ten.model.motion_net.parameters())
+    joint = NowcastModule("lupin", TINY["lupin"], stage="joint", n_out=3)
+    assert (joint.beta, joint.gamma, joint.loss_kind, joint.rollout_steps) == (0.1, 0.1, "rmse", 3)
+    assert all(p.requires_grad for p in joint.model.parameters())
+    with pytest.raises(InputError, match="stage"):
+        NowcastModule("lupin", TINY["lupin"], stage="warp")
+    with pytest.raises(InputError, match="LUPIN only"):
+        NowcastModule("rainnet", TINY["rainnet"], stage="motion")
+    with pytest.raises(InputError, match="too few"):
+        NowcastModule("rainnet", TINY["rainnet"], n_out=1, rollout_steps=3)
+
+
+# ------------------------------------------------------------------------------------------------ train()
+
+
+def test_train_resume_and_export(tmp_path):
+    out = tmp_path / "rainnet"
+    cfg_file = tmp_path / "rainnet.toml"
+    cfg = config(out, "rainnet")
+    # write the config as TOML (the CLI's input), overriding max_steps from the outside
+    lines = [f'out = "{out}"', 'accelerator = "cpu"']
+    for sec in ("model", "data", "training", "trainer"):
+        lines.append(f"[{sec}]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in cfg[sec].items()]
+    cfg_file.write_text("\n".join(lines) + "\n")
+
+    s1 = train(cfg_file, overrides={"training.max_steps": 2})
+    assert torch.get_num_threads() == 1  # restored to the caller's setting
+    last = out / "checkpoints" / "last.ckpt"
+    assert s1["global_step"] == 2 and s1["resumed_from"] is None and last.is_file()
+    assert s1["best_val_loss"] is not None and np.isfinite(s1["best_val_loss"])
+    assert {"val_mae_lead1", "val_csi_lead1", "val_mae_lead2", "val_csi_lead2"} <= set(s1["val_scores"])
+
+    s2 = train(cfg_file, overrides={"training.max_steps": 4})
+    assert s2["resumed_from"] == str(last)
+    assert s2["global_step"] == 4
+    ck = torch.load(str(last), map_location="cpu", weights_only=False)
+    assert ck["global_step"] == 4
+    # the resumed run logged steps 2..3 only (it did not restart from 0)
+    steps = [int(r.split(",")[1]) for r in Path(s2["metrics_csv"]).read_text().splitlines()[1:]]
+    assert min(steps) >= 2
+    assert s2["training_time_s"] >= s1["training_time_s"]
+
+    # export: safetensors + json card, loadable and predicting
+    card = json.loads(Path(s2["card"]).read_text())
+    assert card["model"] == "rainnet" and card["config"] == {"base_channels": 4, "depth": 2, "dropout": 0.5,
+                                                             "in_frames": 4, "pad_mode": "reflect",
+                                                             "scaler": "rainnet", "upsample": "nearest"}
+    info = card["card"]
+    assert info["data"]["source"] == "synthetic" and info["data"]["n_train"] > 0
+    assert info["training"]["machine"]["torch_threads"] == 1 and info["training"]["training_time_s"] > 0
+    assert info["val_scores"]["step"] == 4
+    net = load_model(s2["weights"])
+    frames = np.random.default_rng(0).gamma(0.5, 2.0, size=(4, 32, 40))
+    pred = net.predict(frames, 3)
+    assert pred.shape == (3, 32, 40) and np.isfinite(pred).all() and (pred >= 0).all()
+    assert json.loads((out / "summary.json").read_text())["global_step"] == 4
+
+    # resume = false starts again from step 0
+    s3 = train(cfg_file, overrides={"training.max_steps": 1, "resume": False})
+    assert s3["resumed_from"] is None and s3["global_step"] == 1
+
+
+@pytest.mark.parametrize("name", ["smaat", "lcnn"])
+def test_train_other_models(tmp_path, name):
+    s = train(config(tmp_path / name, name))
+    assert s["global_step"] == 2
+    net = load_model(s["weights"])
+    frames = np.random.default_rng(1).gamma(0.5, 2.0, size=(4, 32, 40))
+    assert np.isfinite(net.predict(frames, 1)).all()
+    # the checkpoint rebuilds the module (hyper-parameters saved with it)
+    module = NowcastModule.load_from_checkpoint(s["best_checkpoint"], map_location="cpu")
+    assert module.model_name == name and module.n_out == 2
+
+
+def test_train_nl_source(tmp_path, sequence):
+    import warnings
+
+    from skydiff.nowcast.data import build_nl_dataset
+
+    path = tmp_path / "nl.h5"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the test split of this tiny file is empty
+        build_nl_dataset(sequence, path, crop=(0, 40, 0, 48), n_in=4, n_out=2, rain_rule=0.05)
+    cfg = config(tmp_path / "nl", "smaat")
+    cfg["data"] = {"source": "nl", "path": str(path), "crop": [32, 40], "n_out": 2, "batch_size": 2}
+    s = train(cfg)
+    assert s["global_step"] == 2 and s["n_validation"] >= 1
+    assert np.isfinite(s["val_scores"]["val_loss"])
+
+
+def test_lupin_stages(tmp_path):
+    from safetensors.torch import load_file
+
+    s1 = train(config(tmp_path / "motion", "lupin", stage="motion"))
+    w1 = load_file(s1["weights"])
+    assert {"val_crit", "val_div"} <= set(_csv_columns(s1["metrics_csv"]))
+
+    # stage 2: only the model name; the model config comes from the stage-1 card
+    cfg = config(tmp_path / "tendency", "lupin", stage="tendency", init_from=str(Path(s1["weights"]).with_suffix("")),
+                 rollout_steps=2)
+    cfg["model"] = {"name": "lupin"}
+    s2 = train(cfg)
+    w2 = load_file(s2["weights"])
+    motion = [k for k in w1 if k.startswith("motion_net.")]
+    advection = [k for k in w1 if k.startswith("advection_net.")]
+    assert motion and advection
+    assert all(torch.equal(w1[k], w2[k]) for k in motion)  # frozen
+    assert any(not torch.equal(w1[k], w2[k]) for k in advection)  # trained
+    card = json.loads(Path(s2["card"]).read_text())
+    assert card["config"]["motion_base_channels"] == 4 and card["card"]["training"]["stage"] == "tendency"
+
+    # stage 3 from a checkpoint of stage 2: both nets train, the extra and divergence terms are logged
+    cfg3 = config(tmp_path / "joint", "lupin", stage="joint", init_from=s2["best_checkpoint"], rollout_steps=2)
+    cfg3["model"] = {"name": "lupin"}
+    s3 = train(cfg3)
+    w3 = load_file(s3["weights"])
+    assert any(not torch.equal(w2[k], w3[k]) for k in motion)
+    assert any(not torch.equal(w2[k], w3[k]) for k in advection)
+    assert {"train_extra", "train_div", "val_extra"} <= set(_csv_columns(s3["metrics_csv"]))
+
+
+def _csv_columns(path: str) -> list[str]:
+    return Path(path).read_text().splitlines()[0].split(",")
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(tmp_path):
+    cfg = config(tmp_path / "ddp", "rainnet")
+    cfg.update(devices=2, strategy="ddp_spawn")
+    t0 = time.perf_counter()
+    s = train(cfg)
+    elapsed = time.perf_counter() - t0
+    print(f"2-process CPU DDP (ddp_spawn), 2 steps: {elapsed:.1f} s")
+    assert s["global_step"] == 2 and Path(s["weights"]).is_file()
+    card = json.loads(Path(s["card"]).read_text())["card"]
+    assert card["training"]["machine"]["devices"] == 2
+    assert np.isfinite(card["val_scores"]["val_loss"])
+
+
+# ------------------------------------------------------------------------------------------------ config
+
+
+def test_bad_configs(tmp_path, monkeypatch):
+    good = config(tmp_path / "x", "rainnet")
+
+    def bad(match, overrides=None, cfg=None):
+        with pytest.raises(InputError, match=match):
+            train(cfg if cfg is not None else good, overrides=overrides)
+
+    bad("unknown model", {"model.name": "transformer"})
+    bad("unknown config key", {"epochs": 3})
+    bad(r"unknown \[training\] key", {"training.epochs": 3})
+    bad(r"unknown \[data\] key", {"data.frames": 3})
+    bad(r"unknown \[trainer\] key", {"trainer.gpus": 1})
+    bad("use training.max_epochs", {"trainer.max_epochs": 1})
+    bad("no option", {"model.width": 3})
+    bad("unknown data source", {"data.source": "radar"})
+    bad("not found", {"data.source": "nl", "data.path": str(tmp_path / "missing.h5")})
+    bad("shared data not found", {"data.source": "shared", "data.path": str(tmp_path / "nowhere")})
+    monkeypatch.delenv("SKYDIFF_DATA", raising=False)
+    bad("SKYDIFF_DATA", {"data.source": "shared"})
+    bad("stage", {"training.stage": "tendency"})  # not LUPIN
+    bad("unknown LUPIN stage", {"model.name": "lupin", "training.stage": "warp"})
+    bad("init_from", {"training.init_from": str(tmp_path / "nothing")})
+    bad("unknown loss", {"training.loss": "huber"})
+    bad("not found", cfg=tmp_path / "nope.toml")
+    (tmp_path / "broken.toml").write_text("[model\nname = 1\n")
+    bad("not valid TOML", cfg=tmp_path / "broken.toml")
+    assert not (tmp_path / "x").exists()
+
+
+def test_sample_configs(tmp_path):
+    (tmp_path / "radar").mkdir()
+    names = ["rainnet", "smaat", "lupin_motion", "lupin_tendency", "lupin_joint", "lcnn"]
+    for n in names:
+        cfg = resolve_config(sample_config(n), {"data.path": str(tmp_path), "training.init_from": ""})
+        assert cfg["data"]["source"] == "shared"
+        assert cfg["model"]["name"] in ("rainnet", "smaat", "lupin", "lcnn")
+    assert resolve_config(sample_config("lupin_joint"), {"data.path": str(tmp_path), "training.init_from": ""}
+                          )["training"]["beta"] == 0.1
+    assert sample_config("lupin").stem == "lupin_motion"
+    with pytest.raises(InputError):
+        sample_config("unet")
+
+
+@pytest.mark.realdata
+@pytest.mark.slow
+def test_sample_config_on_shared_data(tmp_path, shared_data):
+    """The rainnet sample config on the real shared split (tiny widths, 2 steps): about 15 s, 1.6 GB."""
+    s = train("rainnet", overrides={
+        "out": str(tmp_path / "shared"), "accelerator": "cpu", "data.path": str(shared_data), "data.num_workers": 0,
+        "data.n_out": 2, "model.base_channels": 4, "model.depth": 2, "training.max_steps": 2,
+        "training.progress_bar": False, "trainer.limit_val_batches": 2, "trainer.num_sanity_val_steps": 0,
+        "trainer.enable_model_summary": False, "training.checkpoint_every_n_steps": 1,
+    })
+    assert s["global_step"] == 2 and s["n_train"] > 100 and s["n_validation"] > 10
+    card = json.loads(Path(s["card"]).read_text())["card"]
+    assert card["data"]["source"] == "shared" and card["data"]["crop"] == [256, 256]
+    assert np.isfinite(card["val_scores"]["val_loss"])
