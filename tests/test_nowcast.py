@@ -10,7 +10,7 @@ import torch
 
 import skydiff
 from skydiff import InputError, ShapeError
-from skydiff.nowcast import forecast, models, register_model
+from skydiff.nowcast import available_models, forecast, register_model
 
 
 def moving_blob(T=4, H=64, W=80, u=2.0, v=1.0):
@@ -53,7 +53,7 @@ def test_torch_in_torch_out_and_numpy_in_numpy_out():
 
 
 def test_registry_and_plugging_in_a_model():
-    assert {"extrapolation", "persistence"} <= set(models())
+    assert {"extrapolation", "persistence"} <= set(available_models())
 
     def double(x, n, **_):
         return (2 * x[-1])[None].expand(n, -1, -1), None

@@ -1,5 +1,9 @@
-"""Nowcasting: :func:`forecast` is the entry point every model plugs into (see :func:`register_model`)."""
+"""Nowcasting: :func:`forecast` is the entry point every model plugs into (see :func:`register_model`).
 
-from .interface import check_frames, forecast, get_model, models, register_model
+Sub-modules: :mod:`~skydiff.nowcast.models` (LUPIN, RainNet, SmaAt-UNet, L-CNN; ``create_model``),
+:mod:`~skydiff.nowcast.data` (datasets, NL-50 builder), :mod:`~skydiff.nowcast.training` (Lightning).
+"""
 
-__all__ = ["forecast", "register_model", "get_model", "models", "check_frames"]
+from .interface import available_models, check_frames, forecast, get_model, register_model
+
+__all__ = ["forecast", "register_model", "get_model", "available_models", "check_frames"]

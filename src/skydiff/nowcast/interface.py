@@ -18,7 +18,7 @@ import torch
 from ..advection import advect
 from ..errors import InputError, ShapeError, warn
 
-__all__ = ["forecast", "register_model", "get_model", "models", "check_frames"]
+__all__ = ["forecast", "register_model", "get_model", "available_models", "check_frames"]
 
 
 @dataclass(frozen=True)
@@ -55,11 +55,11 @@ def get_model(name: str) -> _Model:
         raise InputError(f"model must be a name, got {type(name).__name__}")
     key = _ALIASES.get(name.lower(), name.lower())
     if key not in _MODELS:
-        raise InputError(f"unknown nowcasting model {name!r}; available: {', '.join(models())}")
+        raise InputError(f"unknown nowcasting model {name!r}; available: {', '.join(available_models())}")
     return _MODELS[key]
 
 
-def models() -> list[str]:
+def available_models() -> list[str]:
     """Names of the registered nowcasting models."""
     return sorted(_MODELS)
 
