@@ -28,3 +28,18 @@ def knmi2010(shared_data: Path) -> list[Path]:
     if not files:
         pytest.skip("KNMI 2010 files not found in the shared data")
     return files
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny networks: one intra-op thread (torch and numba) is fastest and avoids OpenMP spin-waits on a shared
+    2-core machine; the previous settings are restored after the module."""
+    import numba
+    import torch
+
+    old_torch, old_numba = torch.get_num_threads(), numba.get_num_threads()
+    torch.set_num_threads(1)
+    numba.set_num_threads(1)
+    yield
+    torch.set_num_threads(old_torch)
+    numba.set_num_threads(old_numba)

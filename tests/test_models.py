@@ -35,17 +35,7 @@ SMALL = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny networks: one intra-op thread is fastest and avoids OpenMP spin-waits on a shared 2-core machine."""
-    import numba
-
-    old_torch, old_numba = torch.get_num_threads(), numba.get_num_threads()
-    torch.set_num_threads(1)
-    numba.set_num_threads(1)
-    yield
-    torch.set_num_threads(old_torch)
-    numba.set_num_threads(old_numba)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def small(name: str, **kw) -> torch.nn.Module:

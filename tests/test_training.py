@@ -33,16 +33,7 @@ TINY = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    import numba
-
-    old_torch, old_numba = torch.get_num_threads(), numba.get_num_threads()
-    torch.set_num_threads(1)
-    numba.set_num_threads(1)
-    yield
-    torch.set_num_threads(old_torch)
-    numba.set_num_threads(old_numba)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def config(out: Path, name: str, **training) -> dict:

@@ -30,7 +30,6 @@ target, so readers never see a partial file and a failed write leaves any previo
 from __future__ import annotations
 
 import datetime as _dt
-import math
 import os
 import re
 import stat
@@ -44,7 +43,7 @@ import torch
 import xarray as xr
 
 from ..errors import InputError, ReadError, ShapeError
-from .units import normalize_unit
+from .units import normalize_unit, positive_minutes
 
 __all__ = ["write_nowcast", "read_nowcast"]
 
@@ -505,12 +504,7 @@ def write_nowcast(
     n, h, w = data.shape
     if n < 1:
         raise ShapeError("nowcast has no lead times")
-    try:
-        timestep = float(timestep)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"timestep must be a number of minutes, got {timestep!r}") from exc
-    if not (timestep > 0 and math.isfinite(timestep)):
-        raise InputError(f"timestep must be a positive number of minutes, got {timestep}")
+    timestep = positive_minutes(timestep)
     ref = _to_datetime64(reference_time, "reference_time")
 
     if leadtimes is None:

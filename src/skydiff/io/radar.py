@@ -76,7 +76,7 @@ import xarray as xr
 from .._compat import import_pysteps
 from ..errors import InputError, ReadError, SkydiffError, TimeGapError, warn
 from .netcdf import _find_precip_variable, read_cf_frames
-from .units import dbr_to_rainrate, normalize_unit, to_rainrate
+from .units import dbr_to_rainrate, normalize_unit, positive_minutes, to_rainrate
 
 __all__ = ["read_radar", "check_regular", "require_frames", "importer_names"]
 
@@ -817,12 +817,7 @@ def read_radar(
             raise InputError(f"unknown importer {importer!r}; available: {', '.join(names)}")
         importer = key
     if timestep is not None:
-        try:
-            timestep = float(timestep)
-        except (TypeError, ValueError) as exc:
-            raise InputError(f"timestep must be a number of minutes, got {timestep!r}") from exc
-        if not (timestep > 0 and math.isfinite(timestep)):
-            raise InputError(f"timestep must be a positive number of minutes, got {timestep}")
+        timestep = positive_minutes(timestep)
 
     files = _expand(paths)
     n = len(files)

@@ -167,3 +167,14 @@ def to_rainrate(
             raise InputError("converting an accumulation ('mm') to mm/h needs accutime (minutes)")
         return accumulation_to_rainrate(data, accutime)
     return dbz_to_rainrate(data, 200.0 if zr_a is None else zr_a, 1.6 if zr_b is None else zr_b)
+
+
+def positive_minutes(value: Any, name: str = "timestep") -> float:
+    """``value`` as a positive, finite number of minutes, or an :class:`InputError` naming ``name``."""
+    try:
+        minutes = float(value)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"{name} must be a number of minutes, got {value!r}") from exc
+    if not (minutes > 0 and math.isfinite(minutes)):
+        raise InputError(f"{name} must be a positive number of minutes, got {minutes}")
+    return minutes
