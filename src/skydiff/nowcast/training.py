@@ -316,6 +316,31 @@ def _set_threads(n: int) -> None:
             pass
 
 
+_PG_EXIT_HOOK = False
+
+
+def _destroy_process_group_at_exit() -> None:
+    """Destroy this process's gloo/NCCL process group when it exits.
+
+    Lightning destroys only NCCL groups at exit; a gloo group (CPU DDP) left to interpreter shutdown can abort the
+    worker ("terminate called without an active exception", SIGABRT) after training has finished.
+    """
+    global _PG_EXIT_HOOK
+    if _PG_EXIT_HOOK or not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    import atexit
+
+    def _destroy() -> None:
+        if torch.distributed.is_initialized():
+            try:
+                torch.distributed.destroy_process_group()
+            except Exception:  # pragma: no cover - best effort at exit
+                pass
+
+    atexit.register(_destroy)
+    _PG_EXIT_HOOK = True
+
+
 class NowcastModule(L.LightningModule):
     """A registered nowcasting model with its training recipe (see the module docstring).
 
@@ -456,6 +481,7 @@ class NowcastModule(L.LightningModule):
 
     def setup(self, stage: str) -> None:
         _set_threads(self.num_threads)
+        _destroy_process_group_at_exit()
 
     def configure_optimizers(self) -> Any:
         params = [p for p in self.model.parameters() if p.requires_grad]
