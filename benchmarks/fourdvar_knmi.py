@@ -6,9 +6,11 @@ extrapolated with it by the same operator for every method (``skydiff.advect(fra
 NaN outside) to +5, +10, +15 min and verified against the observed frames:
 
 - ``4D-Var``            ``skydiff.motion.fourdvar(frames)`` with its defaults (strong constraint, 15 model steps,
-                        4 pyramid levels, L-BFGS <= 300 iterations per level, optimised at full resolution);
-- ``4D-Var fast``       the same with ``finest_level=1`` (optimised up to half resolution, then upsampled);
+                        4 pyramid levels, L-BFGS <= 300 iterations per level, optimised up to half resolution,
+                        cost evaluated at full resolution);
+- ``4D-Var full res``   the same with ``finest_level=0`` (the full-resolution cost optimised too);
 - ``4D-Var 1 level``    (crops only) ``levels=1``: no coarse-to-fine initialisation, to measure what it brings;
+- ``4D-Var weak``       ``constraint="weak"`` (a model-error field on w at every model step), otherwise defaults;
 - ``VET``               ``skydiff.motion.estimate(frames, "vet")``: pysteps' VET on the last 3 frames in dBR
                         (threshold 0.1 mm/h, -15 dBR), pysteps' defaults;
 - ``LK``                ``skydiff.motion.estimate(frames, "lk")``: pysteps' dense Lucas-Kanade on the 4 frames in dBR.
@@ -109,8 +111,9 @@ def m_lk(frames: np.ndarray) -> tuple[np.ndarray, dict]:
 
 CROP_METHODS = {
     "4D-Var": lambda f: m_4dvar(f),
-    "4D-Var fast": lambda f: m_4dvar(f, finest_level=1),
+    "4D-Var full res": lambda f: m_4dvar(f, finest_level=0),
     "4D-Var 1 level": lambda f: m_4dvar(f, levels=1),
+    "4D-Var weak": lambda f: m_4dvar(f, constraint="weak"),
     "VET": m_vet,
     "LK": m_lk,
 }
@@ -215,58 +218,60 @@ def targets(pool: Pool, name: str, setting: str) -> list[str]:
 
 
 def reference_comparison(frames: np.ndarray, limit: float) -> tuple[str, list[str]]:
-    log("reference: skydiff fourdvar(mask_inflow=False), 3 runs ...")
-    runs = []
-    for _ in range(3):
-        t = time.perf_counter()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            sd = fourdvar(frames, mask_inflow=False)
-        runs.append((time.perf_counter() - t, sd))
-    t_sd, sd = sorted(runs, key=lambda r: r[0])[1]  # the median run
-    j_sd = sd.cost_history[-1]
-    fine = sd.levels[-1]
-    sd_per_it = fine.time_s / max(fine.n_iter, 1)
-    log(f"  skydiff: {t_sd:.2f} s (median of 3), J = {j_sd:.5g}, {sd.n_iter} iterations ({fine.n_iter} at full res.)")
-    log(f"reference: plain autodiff 4D-Var until it reaches J = {j_sd:.5g} (at most {limit:.0f} s) ...")
+    """skydiff (defaults, and finest_level=0) against the plain reference on the same cost."""
+    settings = {"defaults": {}, "finest_level=0": {"finest_level": 0}}
+    sd = {}
+    for name, kw in settings.items():
+        log(f"reference: skydiff fourdvar(mask_inflow=False, {name}), 3 runs ...")
+        runs = []
+        for _ in range(3):
+            t = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                r = fourdvar(frames, mask_inflow=False, **kw)
+            runs.append((time.perf_counter() - t, r))
+        t_sd, r = sorted(runs, key=lambda x: x[0])[1]  # the median run
+        sd[name] = (t_sd, r, r.cost_history[-1])
+        log(f"  skydiff {name}: {t_sd:.2f} s (median of 3), J = {r.cost_history[-1]:.5g}, {r.n_iter} iterations")
+    j_low = min(v[2] for v in sd.values())
+    log(f"reference: plain autodiff 4D-Var until it reaches J = {j_low:.5g} (at most {limit:.0f} s) ...")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         # no stagnation/gradient stop: the question is how long it takes to get as low as skydiff
-        ref = fourdvar_reference(frames, max_iter=100000, ftol=0.0, gtol=0.0, time_limit=limit, target_cost=j_sd)
-    reached = [tt for tt, jj in zip(ref.eval_times, ref.eval_costs) if jj <= j_sd]
+        ref = fourdvar_reference(frames, max_iter=100000, ftol=0.0, gtol=0.0, time_limit=limit, target_cost=j_low)
     ref_per_it = ref.time_s / max(ref.n_iter, 1)
     j_ref = min(ref.eval_costs) if ref.eval_costs else float("nan")
-    hist = ref.cost_history
-    j300 = hist[min(300, len(hist) - 1)]
     log(f"  reference: {ref.time_s:.1f} s, {ref.n_iter} iterations, best J = {j_ref:.5g}, {ref.status}")
-    if reached:
-        t_ref = reached[0]
-        to_cost = f"{t_ref:.1f} s ({ref.n_iter} iterations)"
-        ratio = t_ref / t_sd
-        speed = f"{ratio:.0f}x"
-    else:
-        to_cost = f"not reached in {ref.time_s:.0f} s ({ref.n_iter} iterations; best J = {j_ref:.4g})"
-        ratio = ref.time_s / t_sd
-        speed = f"> {ratio:.0f}x (lower bound)"
+    full = sd["finest_level=0"][1].levels[-1]
+    sd_per_it = full.time_s / max(full.n_iter, 1)
     h, w = frames.shape[-2:]
     lines = [
         f"**Plain autodiff reference vs skydiff** (one {h}x{w} crop, same cost: `fourdvar(mask_inflow=False)` vs "
-        "`fourdvar_reference`, both float64, L-BFGS strong Wolfe; the reference runs without stop rule until it "
-        "reaches skydiff's final cost)",
+        "`fourdvar_reference`, both float64, L-BFGS strong Wolfe; the reference (full resolution from w = 0, the "
+        "paper's style) runs without stop rule until it reaches skydiff's final full-resolution cost)",
         "",
-        "| | skydiff 4D-Var | plain reference |",
-        "|---|---|---|",
-        f"| wall time (s) | {t_sd:.2f} (median of 3) | {ref.time_s:.1f} ({ref.status}) |",
-        f"| L-BFGS iterations | {sd.n_iter} (all levels), {fine.n_iter} at full resolution | {ref.n_iter} |",
-        f"| time per full-resolution iteration (s) | {sd_per_it:.4f} | {ref_per_it:.4f} |",
-        f"| cost J at the end | {j_sd:.5g} | {j_ref:.5g} (after 300 iterations: {j300:.5g}) |",
-        f"| time to reach skydiff's final cost | {t_sd:.2f} s | {to_cost} |",
-        f"| speed-up to the same cost | {speed} | |",
-        f"| speed-up per full-resolution iteration | {ref_per_it / sd_per_it:.1f}x | |",
+        "| skydiff setting | skydiff time (s, median of 3) | skydiff final J | reference time to that J | speed-up |",
+        "|---|---|---|---|---|",
     ]
-    verdict = "MET" if ratio >= 100 else ("MISSED" if reached else "NOT SHOWN")
-    tgt = f"- >= 100x faster than the plain reference to the same cost: {verdict} ({speed})"
-    return "\n".join(lines), [tgt]
+    tg = []
+    for name, (t_sd, r, j_sd) in sd.items():
+        reached = [tt for tt, jj in zip(ref.eval_times, ref.eval_costs) if jj <= j_sd]
+        if reached:
+            ratio = reached[0] / t_sd
+            to_cost, speed = f"{reached[0]:.1f} s", f"{ratio:.0f}x"
+        else:
+            ratio = ref.time_s / t_sd
+            to_cost = f"not reached in {ref.time_s:.0f} s (best J = {j_ref:.4g})"
+            speed = f"> {ratio:.0f}x (lower bound)"
+        lines.append(f"| {name} | {t_sd:.2f} | {j_sd:.5g} | {to_cost} | {speed} |")
+        verdict = "MET" if ratio >= 100 else ("MISSED" if reached else "NOT SHOWN")
+        tg.append(f"- >= 100x faster than the plain reference to the same cost ({name}): {verdict} ({speed})")
+    lines += [
+        "",
+        f"Per full-resolution L-BFGS iteration: skydiff {sd_per_it * 1e3:.1f} ms, reference {ref_per_it * 1e3:.1f} ms "
+        f"({ref_per_it / sd_per_it:.1f}x); reference: {ref.n_iter} iterations in {ref.time_s:.1f} s ({ref.status}).",
+    ]
+    return "\n".join(lines), tg
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -351,10 +356,10 @@ def main(argv: list[str] | None = None) -> int:
     tg: list[str] = []
     if cases:
         print(table(pool_c, f"(a) {CROP}x{CROP} crops", len(cases)) + "\n")
-        tg += targets(pool_c, "4D-Var", "crops") + targets(pool_c, "4D-Var fast", "crops")
+        tg += targets(pool_c, "4D-Var", "crops") + targets(pool_c, "4D-Var full res", "crops")
     if full_times:
         print(table(pool_f, "(b) full 765x700 grid", len(full_times)) + "\n")
-        tg += targets(pool_f, "4D-Var", "full grid") + targets(pool_f, "4D-Var fast", "full grid")
+        tg += targets(pool_f, "4D-Var", "full grid") + targets(pool_f, "4D-Var full res", "full grid")
     if ref_txt:
         print(ref_txt + "\n")
         tg += ref_tgt

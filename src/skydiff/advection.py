@@ -29,6 +29,7 @@ NaN where an advected finite-data mask is < 0.5, which suppresses cubic overshoo
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -38,7 +39,7 @@ import torch.nn.functional as nnf
 
 from .errors import InputError, ShapeError
 
-__all__ = ["advect", "timestep_increments"]
+__all__ = ["advect", "advect_trajectory", "timestep_increments"]
 
 _INTERP = ("bilinear", "bicubic")
 _BACKENDS = ("auto", "torch", "numba")
@@ -370,3 +371,100 @@ class _NumbaAdvect(torch.autograd.Function):
         grad_v = torch.from_numpy(gV.sum(axis=0).astype(Fn.dtype, copy=False)) if need_v else None
         return grad_f, grad_v, None, None, None, None
 
+
+
+# --------------------------------------------------------------------------------------------------------------
+# a whole self-advection trajectory in one autograd node (4D-Var's model, the dynamical core's transport)
+
+
+def advect_trajectory(
+    state: torch.Tensor, dts: Sequence[float], model_error: torch.Tensor | None = None, *, backend: str = "auto"
+) -> torch.Tensor:
+    """Integrate a state that carries its own velocity: ``K = len(dts)`` semi-Lagrangian steps.
+
+    ``state`` is ``(C, H, W)`` with ``C >= 2``; its last two channels are the velocity (u = x, v = y, pixels per
+    unit time) that advects *every* channel, itself included (non-linear self-advection). Step ``k`` is
+    ``X_{k+1} = advect(X_k, X_k[-2:], [dts[k]], outval="edge")`` (one midpoint iteration, bilinear), and
+    ``model_error`` ``(K - 1, 2, H, W)``, if given, is added to the velocity channels after every step but the last
+    (the weak-constraint control of 4D-Var).
+
+    Returns ``(K + 1, C, H, W)``: the initial state and the state after every step. Differentiable with respect to
+    ``state`` and ``model_error``. On the CPU the whole trajectory is one autograd node over the numba kernels of
+    :func:`advect` (forward once, exact adjoint swept backward once, no per-step Python/autograd overhead); the
+    ``"torch"`` backend (CUDA) chains :func:`advect` calls, with identical results.
+    """
+    if state.ndim != 3 or state.shape[0] < 2:
+        raise ShapeError(f"state must be (C, H, W) with C >= 2 (velocity last), got {tuple(state.shape)}")
+    C, H, W = state.shape
+    dts = [float(d) for d in dts]
+    K = len(dts)
+    if K == 0:
+        return state[None]
+    if model_error is not None and tuple(model_error.shape) != (K - 1, 2, H, W):
+        raise ShapeError(f"model_error must be {(K - 1, 2, H, W)}, got {tuple(model_error.shape)}")
+    if backend not in _BACKENDS:
+        raise InputError(f"backend must be one of {_BACKENDS}, got {backend!r}")
+    use_numba = backend == "numba" or (backend == "auto" and state.device.type == "cpu")
+    if use_numba and state.dtype in (torch.float32, torch.float64):
+        eta = model_error if model_error is not None else state.new_zeros(0)
+        return _NumbaTrajectory.apply(state, eta, tuple(dts), model_error is not None)
+    X = state[None]
+    out = [state]
+    for k, dt in enumerate(dts):
+        X = advect(X, X[:, -2:], [dt], outval="edge", backend="torch")[:, 0]
+        if model_error is not None and k < K - 1:
+            X = torch.cat([X[:, :-2], X[:, -2:] + model_error[k][None]], dim=1)
+        out.append(X[0])
+    return torch.stack(out)
+
+
+class _NumbaTrajectory(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, X0: torch.Tensor, eta: torch.Tensor, dts: tuple, has_eta: bool) -> torch.Tensor:
+        from . import _sl_kernels as K
+
+        C, H, W = X0.shape
+        n = len(dts)
+        states = np.empty((n + 1, C, H, W), dtype=np.float64)
+        states[0] = X0.detach().numpy()
+        E = eta.detach().to(torch.float64).numpy() if has_eta else None
+        one = np.empty((1, 1, C, H, W), dtype=np.float64)
+        for k, dt in enumerate(dts):
+            td = np.array([dt])
+            X = states[k][None]
+            K.sl_forward(X, X[:, C - 2 :], td, td, 1, math.nan, True, one)
+            states[k + 1] = one[0, 0]
+            if has_eta and k < n - 1:
+                states[k + 1, C - 2 :] += E[k]
+        ctx.states, ctx.dts, ctx.has_eta = states, dts, has_eta
+        ctx.in_dtype = X0.dtype
+        return torch.from_numpy(states).to(X0.dtype)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, gout: torch.Tensor) -> tuple[Any, ...]:
+        from . import _sl_kernels as K
+
+        states, dts, has_eta = ctx.states, ctx.dts, ctx.has_eta
+        n = len(dts)
+        _, C, H, W = states.shape
+        G = gout.detach().to(torch.float64).numpy()
+        P = min(K.n_parts(), H)
+        gF = np.empty((P, 1, C, H, W), dtype=np.float64)
+        gV = np.empty((P, 1, 2, H, W), dtype=np.float64)
+        g = G[n].copy()  # adjoint of X_n
+        g_eta = np.zeros((max(n - 1, 0), 2, H, W), dtype=np.float64) if has_eta else None
+        for k in range(n - 1, -1, -1):
+            if has_eta and k < n - 1:
+                g_eta[k] = g[C - 2 :]
+            td = np.array([dts[k]])
+            X = states[k][None]
+            gF.fill(0.0)
+            gV.fill(0.0)
+            K.sl_backward(X, X[:, C - 2 :], td, td, 1, True, g[None, None], True, True, gF, gV)
+            g = gF.sum(axis=0)[0]
+            g[C - 2 :] += gV.sum(axis=0)[0]
+            g += G[k]
+        grad_x = torch.from_numpy(g).to(ctx.in_dtype) if ctx.needs_input_grad[0] else None
+        grad_e = torch.from_numpy(g_eta).to(ctx.in_dtype) if (has_eta and ctx.needs_input_grad[1]) else None
+        return grad_x, grad_e, None, None

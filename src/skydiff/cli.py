@@ -1,4 +1,4 @@
-"""The ``skydiff`` command: ``nowcast``, ``verify``, ``demo``.
+"""The ``skydiff`` command: ``nowcast``, ``verify``, ``evaluate``, ``assimilate``, ``train``, ``data``, ``demo``.
 
 Every expected problem (bad files, gaps in time, wrong shapes or units) ends with a one-line
 ``skydiff: error: ...`` message and exit status 2, never a traceback; ``--debug`` shows the traceback.
@@ -166,6 +166,47 @@ def cmd_verify(args: argparse.Namespace) -> int:
         from .plot import plot_scores
 
         plot_scores(table, scores=("csi", "ets", "mae"), hue="threshold", path=args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .nowcast.evaluation import evaluate
+
+    _check_outputs([args.csv, args.plot], args.overwrite)
+    sources: list[Any]
+    if args.shared:
+        from .nowcast.data import shared_split
+
+        sources = shared_split(args.data)[args.shared]
+        if not sources:
+            raise InputError(f"the shared data has no {args.shared!r} part under {args.data or '$SKYDIFF_DATA'}")
+    else:
+        if not args.files:
+            raise InputError("give radar files/folders (one folder = one sequence) or --shared test|validation|train")
+        sources = list(args.files)
+    weights = {}
+    for item in args.weights or []:
+        if "=" not in item:
+            raise InputError(f"--weights takes MODEL=PATH, got {item!r}")
+        k, v = item.split("=", 1)
+        weights[k] = v
+    ev = evaluate(
+        sources, args.models, leadtimes=args.leadtimes, thresholds=args.thresholds, stride=args.stride,
+        crop=args.crop, max_cases=args.max_cases, motion=args.motion, weights=weights,
+        progress=(lambda m: _say(m, args.quiet)),
+    )  # fmt: skip
+    print(f"{len(ev.cases)} cases, lead times {', '.join(f'{t:g}' for t in ev.leadtimes_min)} min\n")
+    for thr in ev.thresholds:
+        for sc in ("csi", "ets"):
+            print(f"{sc.upper()} at {thr:g} mm/h\n\n{ev.table(sc, thr)}\n")
+    print(f"MAE (mm/h)\n\n{ev.table('mae')}\n")
+    print("mean seconds per nowcast: " + ", ".join(f"{m} {t:.2f}" for m, t in ev.timing.items()))
+    if args.csv:
+        ev.to_csv(args.csv)
+        print(f"wrote {args.csv}")
+    if args.plot:
+        ev.plot(args.plot)
         print(f"wrote {args.plot}")
     return 0
 
@@ -372,6 +413,32 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--overwrite", action="store_true", help="replace existing output files")
     v.add_argument("-q", "--quiet", action="store_true")
     v.set_defaults(func=cmd_verify)
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="score nowcast models side by side on radar sequences",
+        description="Run several nowcast models on every regular window of radar sequences and score them on the "
+        "same pixels (LUPIN's protocol: lead times 5-30 min; CSI, POD, FAR, ETS, precision, accuracy at 1, 5 and "
+        "10 mm/h; MSE, MAE, ME): tables, a CSV and a figure of each score against lead time.",
+    )
+    ev.add_argument("files", nargs="*", help="radar files or folders (each folder is one sequence)")
+    ev.add_argument("--models", nargs="+", default=["extrapolation", "persistence"],
+                    help="models to compare (e.g. lupin rainnet lcnn extrapolation persistence)")
+    ev.add_argument("--shared", choices=["test", "validation", "train"], default=None,
+                    help="use this part of the shared data split (skydiff.nowcast.data.shared_split)")
+    ev.add_argument("--data", default=None, help="shared data folder (default $SKYDIFF_DATA)")
+    ev.add_argument("--weights", nargs="+", default=None, metavar="MODEL=PATH", help="weights files to use")
+    ev.add_argument("--leadtimes", type=int, default=6, help="lead times in 5-min steps (default 6)")
+    ev.add_argument("--thresholds", type=float, nargs="+", default=list(DEFAULT_THRESHOLDS), help="mm/h")
+    ev.add_argument("--stride", type=int, default=1, help="steps between case start times (default 1)")
+    ev.add_argument("--crop", type=int, default=None, help="score a centred square crop of this size")
+    ev.add_argument("--max-cases", type=int, default=None)
+    ev.add_argument("--motion", default="lk", help="motion method of the extrapolation models (default lk)")
+    ev.add_argument("--csv", default=None, help="write the scores as CSV")
+    ev.add_argument("--plot", default=None, help="write score curves (PNG)")
+    ev.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    ev.add_argument("-q", "--quiet", action="store_true")
+    ev.set_defaults(func=cmd_evaluate)
 
     a = sub.add_parser(
         "assimilate",

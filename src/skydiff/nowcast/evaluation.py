@@ -1,0 +1,323 @@
+"""Side-by-side verification of nowcast models on radar archives (LUPIN's protocol by default).
+
+:func:`evaluate` runs every model on the same cases and scores them on the same pixels:
+
+Cases
+    Every window of ``n_in + leadtimes`` frames exactly one time step apart (time gaps are never bridged) of
+    every source, every ``stride`` steps, optionally a centred ``crop``. Each model gets the last frames it
+    needs of the ``n_in`` inputs (``n_in`` defaults to the most any model needs: 6 for LUPIN).
+Masking
+    A pixel counts for a case and lead time only where the observation and *every* model's nowcast are finite
+    (the union of the NaN masks), so every model is scored on exactly the same pixels.
+Scores (pooled over all cases, i.e. micro-averaged)
+    Categorical at each threshold (event ``x >= threshold``, mm/h): CSI, POD, FAR (ratio), ETS, precision,
+    accuracy, frequency bias, from contingency tables summed over the cases per lead time; continuous: MSE,
+    MAE, ME (forecast - observation, mm/h) over all counted pixels per lead time. (LUPIN's notebook averages
+    MSE/MAE/ME per sample first and uses the event ``x > threshold``; the difference is documented, not
+    reproduced.)
+
+The result is a :class:`Evaluation`: a long :class:`pandas.DataFrame` (one row per model, lead time and
+threshold; the continuous scores repeated on every threshold row), mean wall seconds per nowcast per model,
+markdown tables, an atomic CSV writer and a figure of each score against lead time.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import InputError, ReadError, ShapeError
+from .interface import _NN_MIN_FRAMES, check_frames, default_motion_frames, forecast, get_model
+
+__all__ = ["Evaluation", "evaluate", "CATEGORICAL", "CONTINUOUS"]
+
+CATEGORICAL = ("csi", "pod", "far", "ets", "precision", "acc", "bias")
+CONTINUOUS = ("mse", "mae", "me")
+
+
+@dataclass
+class Evaluation:
+    """Scores of several nowcast models on the same cases.
+
+    ``scores``: DataFrame with columns ``model, leadtime_min, threshold, n_cases, n_pixels`` + :data:`CONTINUOUS`
+    + :data:`CATEGORICAL`; ``timing``: mean wall seconds per nowcast per model; ``cases``: the (source, start
+    time) of every case.
+    """
+
+    scores: Any
+    timing: dict[str, float]
+    cases: list[tuple[str, str]] = field(default_factory=list)
+    leadtimes_min: list[float] = field(default_factory=list)
+    thresholds: list[float] = field(default_factory=list)
+
+    @property
+    def models(self) -> list[str]:
+        return list(dict.fromkeys(self.scores["model"]))
+
+    def score(self, model: str, name: str, threshold: float | None = None) -> np.ndarray:
+        """One score per lead time for ``model`` (``threshold`` needed for categorical scores)."""
+        df = self.scores[self.scores["model"] == model]
+        if name in CATEGORICAL:
+            if threshold is None:
+                raise InputError(f"score {name!r} needs a threshold (one of {self.thresholds})")
+            df = df[np.isclose(df["threshold"], float(threshold))]
+        else:
+            df = df[df["threshold"] == df["threshold"].iloc[0]]
+        return df.sort_values("leadtime_min")[name].to_numpy()
+
+    def table(self, score: str, threshold: float | None = None, digits: int = 3) -> str:
+        """A markdown table: one row per model, one column per lead time."""
+        head = "| model | " + " | ".join(f"+{t:g} min" for t in self.leadtimes_min) + " |"
+        lines = [head, "|---" * (len(self.leadtimes_min) + 1) + "|"]
+        for m in self.models:
+            vals = self.score(m, score, threshold)
+            lines.append(f"| {m} | " + " | ".join(f"{v:.{digits}f}" for v in vals) + " |")
+        return "\n".join(lines)
+
+    def to_csv(self, path: str | os.PathLike[str]) -> Path:
+        """Write the scores to ``path`` atomically (temporary file + ``os.replace``)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        try:
+            self.scores.to_csv(tmp, index=False, float_format="%.6g")
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        return path
+
+    def plot(self, path: str | os.PathLike[str] | None = None, threshold: float | None = None,
+             scores: Sequence[str] = ("csi", "ets", "pod", "far", "mae", "me")) -> Any:
+        """Each score against lead time, one line per model (categorical scores at ``threshold``, default the
+        first); saved atomically when ``path`` is given."""
+        from ..plot import plot_scores
+
+        thr = self.thresholds[0] if threshold is None else float(threshold)
+        df = self.scores[np.isclose(self.scores["threshold"], thr)].drop(columns=["threshold"])
+        return plot_scores(df, scores=list(scores), path=path,
+                           title=f"{len(self.cases)} cases; categorical scores at {thr:g} mm/h")
+
+
+def _load(source: Any) -> tuple[str, Any]:
+    """(name, DataArray (time, y, x)) from a DataArray, a RadarSource, a file/folder path or a list of files."""
+    import xarray as xr
+
+    from ..io import read_radar
+    from .data import RadarSource
+
+    if isinstance(source, xr.DataArray):
+        return str(source.attrs.get("source", source.name or "data")), source
+    if isinstance(source, RadarSource):
+        return source.name, source.load()
+    if isinstance(source, (str, os.PathLike)):
+        p = Path(source)
+        if p.is_dir():
+            files = sorted(str(f) for f in p.iterdir() if f.is_file() and not f.name.startswith("."))
+            if not files:
+                raise ReadError(f"evaluate: folder {p} holds no files")
+            return p.name, read_radar(files)
+        return p.name, read_radar([str(p)])
+    if isinstance(source, Sequence) and source and all(isinstance(s, (str, os.PathLike)) for s in source):
+        return Path(source[0]).parent.name, read_radar([str(s) for s in source])
+    raise InputError(f"evaluate: cannot use {type(source).__name__} as a source (DataArray, RadarSource, path, "
+                     "or a list of files)")
+
+
+def _frames_needed(name: str, motion: str, n_motion: int | None) -> int:
+    m = get_model(name)
+    need = max(m.min_frames, _NN_MIN_FRAMES.get(m.name, 0))
+    if m.uses_motion:
+        need = max(need, n_motion or default_motion_frames(motion))
+    return need
+
+
+def evaluate(
+    sources: Any,
+    models: Sequence[str] = ("extrapolation", "persistence"),
+    *,
+    leadtimes: int = 6,
+    thresholds: Sequence[float] = (1.0, 5.0, 10.0),
+    n_in: int | None = None,
+    stride: int = 1,
+    crop: int | Sequence[int] | None = None,
+    max_cases: int | None = None,
+    motion: str = "lk",
+    motion_frames: int | None = None,
+    weights: Mapping[str, Any] | None = None,
+    timestep: float = 5.0,
+    progress: bool | Callable[[str], None] = False,
+) -> Evaluation:
+    """Verify nowcast ``models`` side by side on every regular window of the ``sources``.
+
+    Parameters
+    ----------
+    sources
+        One or a list of: ``xarray.DataArray`` (time, y, x) in mm/h (from :func:`skydiff.io.read_radar`),
+        :class:`skydiff.nowcast.data.RadarSource` (e.g. ``shared_split()["test"]``), a folder or file path, or
+        a list of files (one sequence).
+    models
+        Registered model names (:func:`skydiff.nowcast.available_models`).
+    leadtimes
+        Lead times in time steps (default 6: 5 ... 30 min).
+    thresholds
+        Event thresholds in mm/h.
+    n_in
+        Input frames per case (default: the most any model needs).
+    stride
+        Steps between case start times (1 = every window).
+    crop
+        Score and run on a centred ``crop`` (int or (h, w)) of each frame (LUPIN scores a 246 x 246 centre).
+    max_cases
+        Stop after this many cases (in source order).
+    motion, motion_frames
+        Motion method (and frames) for models that use one.
+    weights
+        ``{model: path}``: weights files for neural-network models (default: the shipped ones).
+    timestep
+        The models' time step in minutes; sources with another step are refused (no silent resampling).
+    progress
+        True prints one line per source; a callable receives the lines.
+
+    Raises
+    ------
+    InputError
+        Unknown model, no case of ``n_in + leadtimes`` regular frames, a source with another time step, bad
+        parameters.
+    """
+    import pandas as pd
+
+    from ..verify import contingency
+
+    if isinstance(sources, (str, os.PathLike)) or not isinstance(sources, (list, tuple)):
+        sources = [sources]
+    if not sources:
+        raise InputError("evaluate: no sources given")
+    models = list(models)
+    if not models:
+        raise InputError("evaluate: no models given")
+    if len(set(models)) != len(models):
+        raise InputError(f"evaluate: a model is listed twice: {models}")
+    for m in models:
+        get_model(m)  # raises for unknown names
+    if isinstance(leadtimes, bool) or not isinstance(leadtimes, (int, np.integer)) or leadtimes < 1:
+        raise InputError(f"evaluate: leadtimes must be a positive int, got {leadtimes!r}")
+    if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 1:
+        raise InputError(f"evaluate: stride must be a positive int, got {stride!r}")
+    thresholds = [float(t) for t in thresholds]
+    if any(not math.isfinite(t) or t < 0 for t in thresholds) or not thresholds:
+        raise InputError(f"evaluate: thresholds must be finite and >= 0, got {thresholds}")
+    weights = dict(weights or {})
+    unknown = set(weights) - set(models)
+    if unknown:
+        raise InputError(f"evaluate: weights given for models not evaluated: {sorted(unknown)}")
+    need = {m: _frames_needed(m, motion, motion_frames) for m in models}
+    n_in = max(need.values()) if n_in is None else int(n_in)
+    if n_in < max(need.values()):
+        raise InputError(f"evaluate: n_in={n_in} but {max(need, key=need.get)} needs {max(need.values())} frames")
+    if crop is not None:
+        ch, cw = (int(crop), int(crop)) if np.ndim(crop) == 0 else (int(crop[0]), int(crop[1]))
+        if ch < 8 or cw < 8:
+            raise InputError(f"evaluate: crop must be at least 8 x 8, got {(ch, cw)}")
+    say = progress if callable(progress) else (print if progress else (lambda _msg: None))
+    length = n_in + leadtimes
+    step_ns = int(round(float(timestep) * 60e9))
+
+    L = leadtimes
+    cont = {m: np.zeros((L, 4)) for m in models}  # n, sum(f-o), sum|f-o|, sum (f-o)^2
+    tables: dict[str, dict[float, list[Any]]] = {m: {t: [0] * L for t in thresholds} for m in models}
+    t_model = {m: 0.0 for m in models}
+    cases: list[tuple[str, str]] = []
+    from .data import _regular_starts
+
+    for src in sources:
+        if max_cases is not None and len(cases) >= max_cases:
+            break
+        name, da = _load(src)
+        if da.ndim != 3:
+            raise ShapeError(f"evaluate: source {name!r} must be (time, y, x), got dims {da.dims}")
+        times = da["time"].values.astype("datetime64[ns]")
+        dts = np.diff(times).astype(np.int64)
+        if dts.size and not np.any(dts == step_ns):
+            got = float(np.median(dts)) / 60e9
+            raise InputError(f"evaluate: source {name!r} has a {got:g}-min time step; the models use {timestep:g} min"
+                             " (resample it first; nothing is resampled silently)")
+        starts, _ = _regular_starts(times, step_ns, length, int(stride))
+        say(f"evaluate: {name}: {len(times)} frames, {len(starts)} cases")
+        data = np.asarray(da.values, dtype=np.float32)
+        H, W = data.shape[-2:]
+        if crop is not None:
+            if ch > H or cw > W:
+                raise ShapeError(f"evaluate: crop {(ch, cw)} larger than the grid {(H, W)} of {name!r}")
+            r0, c0 = (H - ch) // 2, (W - cw) // 2
+            data = data[:, r0 : r0 + ch, c0 : c0 + cw]
+        for s in starts:
+            if max_cases is not None and len(cases) >= max_cases:
+                break
+            inp = data[s : s + n_in]
+            obs = torch.from_numpy(np.ascontiguousarray(data[s + n_in : s + length]))
+            check_frames(inp, 1, what=f"frames of {name} at {times[s]}")
+            fcs = {}
+            for m in models:
+                t0 = time.perf_counter()
+                kw: dict[str, Any] = {}
+                if m in weights:
+                    kw["weights"] = weights[m]
+                if motion_frames is not None:
+                    kw["motion_kwargs"] = {"frames": int(motion_frames)}
+                out = forecast(inp[-need[m]:], L, model=m, motion=motion, **kw)
+                t_model[m] += time.perf_counter() - t0
+                fcs[m] = torch.as_tensor(np.asarray(out, dtype=np.float32))
+            invalid = torch.isnan(obs)
+            for f in fcs.values():
+                invalid |= torch.isnan(f)
+            o = obs.masked_fill(invalid, float("nan"))
+            for m, f in fcs.items():
+                f = f.masked_fill(invalid, float("nan"))
+                ok = ~invalid
+                d = (f - o).to(torch.float64)
+                dd = torch.where(ok, d, torch.zeros_like(d))
+                cont[m][:, 0] += ok.sum(dim=(-2, -1)).numpy()
+                cont[m][:, 1] += dd.sum(dim=(-2, -1)).numpy()
+                cont[m][:, 2] += dd.abs().sum(dim=(-2, -1)).numpy()
+                cont[m][:, 3] += dd.square().sum(dim=(-2, -1)).numpy()
+                for thr in thresholds:
+                    ct = contingency(f, o, thr, dims=(-2, -1))
+                    for k in range(L):
+                        tables[m][thr][k] = tables[m][thr][k] + _index(ct, k)
+            cases.append((name, str(times[s + n_in - 1])[:16]))
+    if not cases:
+        raise InputError(f"evaluate: no case of {length} consecutive frames {timestep:g} min apart in the sources "
+                         f"({n_in} inputs + {leadtimes} lead times)")
+    rows = []
+    lead_min = [float(timestep) * (k + 1) for k in range(L)]
+    for m in models:
+        n = cont[m][:, 0]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            me, mae, mse = cont[m][:, 1] / n, cont[m][:, 2] / n, cont[m][:, 3] / n
+        for k in range(L):
+            for thr in thresholds:
+                sc = tables[m][thr][k].scores()
+                row = {"model": m, "leadtime_min": lead_min[k], "threshold": thr, "n_cases": len(cases),
+                       "n_pixels": int(n[k]), "mse": mse[k], "mae": mae[k], "me": me[k]}
+                row.update({c: float(sc[c]) for c in CATEGORICAL})
+                rows.append(row)
+    df = pd.DataFrame(rows)
+    timing = {m: t_model[m] / len(cases) for m in models}
+    return Evaluation(scores=df, timing=timing, cases=cases, leadtimes_min=lead_min, thresholds=thresholds)
+
+
+def _index(ct: Any, k: int) -> Any:
+    """The k-th table of a stack of per-field contingency tables."""
+    from ..verify.categorical import Contingency
+
+    return Contingency(ct.hits[k], ct.misses[k], ct.false_alarms[k], ct.correct_negatives[k],
+                       threshold=ct.threshold, event=ct.event, as_numpy=True)

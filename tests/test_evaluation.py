@@ -1,0 +1,100 @@
+"""skydiff.nowcast.evaluate and `skydiff evaluate`: side-by-side scores on the same cases and pixels."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from skydiff import InputError, ShapeError
+from skydiff.cli import main
+from skydiff.nowcast import forecast
+from skydiff.nowcast.evaluation import CATEGORICAL, evaluate
+from skydiff.synthetic import rain_sequence
+
+
+def _da(frames, step_min=5, start="2024-05-01T12:00", gap_at=None):
+    t = np.datetime64(start, "ns") + np.arange(len(frames)) * np.timedelta64(step_min, "m")
+    if gap_at is not None:
+        t[gap_at:] += np.timedelta64(step_min, "m")
+    return xr.DataArray(np.asarray(frames, dtype=np.float32), dims=("time", "y", "x"), coords={"time": t},
+                        attrs={"source": "synthetic"})
+
+
+@pytest.fixture(scope="module")
+def seq():
+    return rain_sequence(12, (64, 72), seed=3).values
+
+
+def test_scores_match_a_direct_computation(seq):
+    ev = evaluate(_da(seq), ["extrapolation", "persistence"], leadtimes=3, n_in=3, thresholds=(1.0,), stride=3)
+    # windows of 6 regular frames among 12, every 3 steps: starts 0, 3, 6
+    assert len(ev.cases) == 3 and ev.leadtimes_min == [5.0, 10.0, 15.0]
+    assert set(CATEGORICAL) <= set(ev.scores.columns)
+    # recompute persistence's pooled MAE and hits by hand on the union mask
+    n = s_abs = 0.0
+    hits = 0
+    for s in (0, 3, 6):
+        inp, obs = seq[s : s + 3], seq[s + 3 : s + 6]
+        fe = forecast(inp, 3)
+        fp = forecast(inp, 3, model="persistence")
+        ok = np.isfinite(obs) & np.isfinite(fe) & np.isfinite(fp)
+        n += ok[0].sum()
+        s_abs += np.abs(fp[0] - obs[0])[ok[0]].sum()
+        hits += ((fp[2] >= 1) & (obs[2] >= 1) & ok[2]).sum()
+    assert ev.score("persistence", "mae")[0] == pytest.approx(s_abs / n, rel=1e-5)
+    row = ev.scores[(ev.scores.model == "persistence") & (ev.scores.leadtime_min == 15.0)]
+    assert row["n_pixels"].iloc[0] > 0
+    csi = ev.score("persistence", "csi", 1.0)
+    assert 0 < csi[2] <= 1
+    # extrapolation beats persistence on a moving synthetic field
+    assert ev.score("extrapolation", "mae")[2] < ev.score("persistence", "mae")[2]
+    assert hits > 0
+    assert "| extrapolation |" in ev.table("csi", 1.0)
+
+
+def test_gaps_and_timestep_are_respected(seq):
+    ev = evaluate(_da(seq, gap_at=6), ["persistence"], leadtimes=2, n_in=2)
+    # a gap after frame 6: windows of 4 only within 0..5 and 6..11 -> 3 + 3 cases
+    assert len(ev.cases) == 6
+    with pytest.raises(InputError, match="2-min time step"):
+        evaluate(_da(seq, step_min=2), ["persistence"], leadtimes=2, n_in=2)
+    with pytest.raises(InputError, match="no case of"):
+        evaluate(_da(seq[:4]), ["persistence"], leadtimes=6, n_in=2)
+
+
+def test_bad_arguments(seq):
+    da = _da(seq)
+    with pytest.raises(InputError, match="unknown|not registered|Unknown"):
+        evaluate(da, ["transformer"])
+    with pytest.raises(InputError, match="listed twice"):
+        evaluate(da, ["persistence", "persistence"])
+    with pytest.raises(InputError, match="weights given"):
+        evaluate(da, ["persistence"], weights={"lupin": "x.safetensors"})
+    with pytest.raises(InputError, match="n_in=1"):
+        evaluate(da, ["extrapolation"], n_in=1)
+    with pytest.raises(ShapeError, match="crop"):
+        evaluate(da, ["persistence"], crop=100, n_in=2, leadtimes=2)
+
+
+def test_real_knmi_cli(knmi2010, tmp_path, capsys):
+    folder = tmp_path / "knmi"
+    folder.mkdir()
+    for f in knmi2010[66:76]:  # 05:30 .. 06:15, 10 frames
+        (folder / f.name).symlink_to(f)
+    csv, png = tmp_path / "scores.csv", tmp_path / "scores.png"
+    rc = main(["evaluate", str(folder), "--models", "extrapolation", "persistence", "--leadtimes", "3",
+               "--crop", "256", "--stride", "2", "--csv", str(csv), "--plot", str(png), "-q"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "CSI at 1 mm/h" in out and "| extrapolation |" in out
+    df = pd.read_csv(csv)
+    assert set(df.model) == {"extrapolation", "persistence"} and df.n_cases.iloc[0] == 3  # starts 0, 2, 4 of 10 frames (3 in + 3 out)
+    e = df[(df.model == "extrapolation") & (df.threshold == 1) & (df.leadtime_min == 15)].csi.iloc[0]
+    p = df[(df.model == "persistence") & (df.threshold == 1) & (df.leadtime_min == 15)].csi.iloc[0]
+    assert e > p  # real moving rain: extrapolation beats persistence at +15 min
+    assert png.stat().st_size > 10_000
+    # outputs are never overwritten without --overwrite
+    assert main(["evaluate", str(folder), "--csv", str(csv), "-q"]) == 2
+    assert "exists" in capsys.readouterr().err
