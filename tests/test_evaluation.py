@@ -98,3 +98,18 @@ def test_real_knmi_cli(knmi2010, tmp_path, capsys):
     # outputs are never overwritten without --overwrite
     assert main(["evaluate", str(folder), "--csv", str(csv), "-q"]) == 2
     assert "exists" in capsys.readouterr().err
+
+
+def test_groups_pool_separately(seq):
+    a = _da(seq[:8])
+    a.attrs["source"] = "A"
+    b = _da(seq[4:])
+    b.attrs["source"] = "B"
+    ev = evaluate([a, b], ["persistence"], leadtimes=2, n_in=2, group=lambda name: name)
+    assert ev.groups == ["all", "A", "B"]
+    only_a = evaluate(a, ["persistence"], leadtimes=2, n_in=2)
+    np.testing.assert_allclose(ev.score("persistence", "mae", source="A"), only_a.score("persistence", "mae"))
+    n = ev.scores.groupby("source").n_cases.first()
+    assert n["all"] == n["A"] + n["B"] == 10
+    with pytest.raises(InputError, match="no scores"):
+        ev.score("persistence", "mae", source="C")

@@ -129,3 +129,40 @@ def test_neural_models_plug_into_forecast(tmp_path):
     if not (Path(skydiff.__file__).parent / "nowcast" / "weights" / "lupin.safetensors").exists():
         with pytest.raises(InputError, match="no shipped weights for lupin"):
             forecast(moving_blob(T=6), 3, model="lupin")
+
+
+def _timed(frames, minutes):
+    import xarray as xr
+
+    t = np.datetime64("2024-05-01T12:00", "ns") + np.asarray(minutes) * np.timedelta64(1, "m")
+    return xr.DataArray(frames, dims=("time", "y", "x"), coords={"time": t}, attrs={"units": "mm/h"})
+
+
+def test_time_step_is_checked():
+    frames = moving_blob(T=6)
+    two_min = _timed(frames, [0, 2, 4, 6, 8, 10])
+    with pytest.raises(InputError, match="trained on 5-min steps but the frames are 2 min apart"):
+        forecast(two_min, 2, model="lupin")
+    with pytest.raises(InputError, match="trained on 5-min steps"):
+        forecast(frames, 2, model="rainnet", timestep=10)
+    with pytest.raises(InputError, match="regular time step"):
+        forecast(_timed(frames, [0, 5, 10, 20, 25, 30]), 2)
+    with pytest.raises(InputError, match="positive number of minutes"):
+        forecast(frames, 2, timestep=-5)
+    # extrapolation works at any step (lead times in steps of the input)
+    out = forecast(two_min, 2)
+    np.testing.assert_allclose(out, forecast(frames, 2), equal_nan=True)
+
+
+def test_all_dry_inputs_give_a_dry_nowcast_with_a_warning():
+    from skydiff.errors import SkydiffWarning
+    from skydiff.nowcast.models import create_model
+
+    m = create_model("rainnet", base_channels=4, depth=2)
+    x = np.zeros((2, 4, 24, 24), np.float32)
+    x[1, :, 5:9, 5:9] = 3.0  # the second sequence has rain
+    x[0, :, :2, :2] = np.nan
+    with pytest.warns(SkydiffWarning, match="1 of 2 input sequence"):
+        out = m.predict(x, 2)
+    assert np.all(out[0][:, 2:, 2:] == 0) and np.isnan(out[0][:, :2, :2]).all()
+    assert np.isfinite(out[1]).all()

@@ -86,8 +86,9 @@ def cmd_nowcast(args: argparse.Namespace) -> int:
     prog.step(f"estimating motion ({args.motion}) and extrapolating {args.leadtimes} steps ({args.model})")
     extra = {"weights": args.weights} if args.weights else {}
     nowcast, velocity = forecast(
-        da,
+        da.values if args.allow_gaps else da,  # with gaps allowed, the nominal step is the files' time step
         args.leadtimes,
+        timestep=timestep if args.allow_gaps else None,
         model=args.model,
         motion=args.motion,
         motion_kwargs={"frames": n_motion},

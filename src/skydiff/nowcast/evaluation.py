@@ -47,8 +47,8 @@ CONTINUOUS = ("mse", "mae", "me")
 class Evaluation:
     """Scores of several nowcast models on the same cases.
 
-    ``scores``: DataFrame with columns ``model, leadtime_min, threshold, n_cases, n_pixels`` + :data:`CONTINUOUS`
-    + :data:`CATEGORICAL`; ``timing``: mean wall seconds per nowcast per model; ``cases``: the (source, start
+    ``scores``: DataFrame with columns ``source, model, leadtime_min, threshold, n_cases, n_pixels`` +
+    :data:`CONTINUOUS` + :data:`CATEGORICAL` (``source`` is ``"all"`` for the pooled scores, or a group label); ``timing``: mean wall seconds per nowcast per model; ``cases``: the (source, start
     time) of every case.
     """
 
@@ -62,9 +62,15 @@ class Evaluation:
     def models(self) -> list[str]:
         return list(dict.fromkeys(self.scores["model"]))
 
-    def score(self, model: str, name: str, threshold: float | None = None) -> np.ndarray:
+    @property
+    def groups(self) -> list[str]:
+        return list(dict.fromkeys(self.scores["source"]))
+
+    def score(self, model: str, name: str, threshold: float | None = None, source: str = "all") -> np.ndarray:
         """One score per lead time for ``model`` (``threshold`` needed for categorical scores)."""
-        df = self.scores[self.scores["model"] == model]
+        df = self.scores[(self.scores["model"] == model) & (self.scores["source"] == source)]
+        if df.empty:
+            raise InputError(f"no scores for model {model!r} and source {source!r}")
         if name in CATEGORICAL:
             if threshold is None:
                 raise InputError(f"score {name!r} needs a threshold (one of {self.thresholds})")
@@ -73,12 +79,12 @@ class Evaluation:
             df = df[df["threshold"] == df["threshold"].iloc[0]]
         return df.sort_values("leadtime_min")[name].to_numpy()
 
-    def table(self, score: str, threshold: float | None = None, digits: int = 3) -> str:
+    def table(self, score: str, threshold: float | None = None, digits: int = 3, source: str = "all") -> str:
         """A markdown table: one row per model, one column per lead time."""
         head = "| model | " + " | ".join(f"+{t:g} min" for t in self.leadtimes_min) + " |"
         lines = [head, "|---" * (len(self.leadtimes_min) + 1) + "|"]
         for m in self.models:
-            vals = self.score(m, score, threshold)
+            vals = self.score(m, score, threshold, source)
             lines.append(f"| {m} | " + " | ".join(f"{v:.{digits}f}" for v in vals) + " |")
         return "\n".join(lines)
 
@@ -102,7 +108,8 @@ class Evaluation:
         from ..plot import plot_scores
 
         thr = self.thresholds[0] if threshold is None else float(threshold)
-        df = self.scores[np.isclose(self.scores["threshold"], thr)].drop(columns=["threshold"])
+        df = self.scores[np.isclose(self.scores["threshold"], thr) & (self.scores["source"] == "all")]
+        df = df.drop(columns=["threshold", "source"])
         return plot_scores(df, scores=list(scores), path=path,
                            title=f"{len(self.cases)} cases; categorical scores at {thr:g} mm/h")
 
@@ -154,6 +161,7 @@ def evaluate(
     motion_frames: int | None = None,
     weights: Mapping[str, Any] | None = None,
     timestep: float = 5.0,
+    group: Callable[[str], str] | None = None,
     progress: bool | Callable[[str], None] = False,
 ) -> Evaluation:
     """Verify nowcast ``models`` side by side on every regular window of the ``sources``.
@@ -184,6 +192,9 @@ def evaluate(
         ``{model: path}``: weights files for neural-network models (default: the shipped ones).
     timestep
         The models' time step in minutes; sources with another step are refused (no silent resampling).
+    group
+        Optional ``source name -> group label``: scores are also pooled per group (rows with ``source`` = the
+        label besides ``source = "all"``), e.g. one group per radar network.
     progress
         True prints one line per source; a callable receives the lines.
 
@@ -232,8 +243,18 @@ def evaluate(
     step_ns = int(round(float(timestep) * 60e9))
 
     L = leadtimes
-    cont = {m: np.zeros((L, 4)) for m in models}  # n, sum(f-o), sum|f-o|, sum (f-o)^2
-    tables: dict[str, dict[float, list[Any]]] = {m: {t: [0] * L for t in thresholds} for m in models}
+    # per pooling key ("all" and the groups): n, sum(f-o), sum|f-o|, sum (f-o)^2 per lead; contingency tables
+    cont: dict[str, dict[str, np.ndarray]] = {}
+    tables: dict[str, dict[str, dict[float, list[Any]]]] = {}
+    n_cases: dict[str, int] = {}
+
+    def _acc(key: str) -> None:
+        if key not in cont:
+            cont[key] = {m: np.zeros((L, 4)) for m in models}
+            tables[key] = {m: {t: [0] * L for t in thresholds} for m in models}
+            n_cases[key] = 0
+
+    _acc("all")
     t_model = {m: 0.0 for m in models}
     cases: list[tuple[str, str]] = []
     from .data import _regular_starts
@@ -280,36 +301,42 @@ def evaluate(
             for f in fcs.values():
                 invalid |= torch.isnan(f)
             o = obs.masked_fill(invalid, float("nan"))
+            keys = ["all"] + ([str(group(name))] if group is not None else [])
+            for key in keys:
+                _acc(key)
+                n_cases[key] += 1
             for m, f in fcs.items():
                 f = f.masked_fill(invalid, float("nan"))
                 ok = ~invalid
                 d = (f - o).to(torch.float64)
                 dd = torch.where(ok, d, torch.zeros_like(d))
-                cont[m][:, 0] += ok.sum(dim=(-2, -1)).numpy()
-                cont[m][:, 1] += dd.sum(dim=(-2, -1)).numpy()
-                cont[m][:, 2] += dd.abs().sum(dim=(-2, -1)).numpy()
-                cont[m][:, 3] += dd.square().sum(dim=(-2, -1)).numpy()
-                for thr in thresholds:
-                    ct = contingency(f, o, thr, dims=(-2, -1))
-                    for k in range(L):
-                        tables[m][thr][k] = tables[m][thr][k] + _index(ct, k)
+                sums = np.stack([ok.sum(dim=(-2, -1)).numpy(), dd.sum(dim=(-2, -1)).numpy(),
+                                 dd.abs().sum(dim=(-2, -1)).numpy(), dd.square().sum(dim=(-2, -1)).numpy()], axis=1)
+                cts = {thr: contingency(f, o, thr, dims=(-2, -1)) for thr in thresholds}
+                for key in keys:
+                    cont[key][m] += sums
+                    for thr, ct in cts.items():
+                        for k in range(L):
+                            tables[key][m][thr][k] = tables[key][m][thr][k] + _index(ct, k)
             cases.append((name, str(times[s + n_in - 1])[:16]))
     if not cases:
         raise InputError(f"evaluate: no case of {length} consecutive frames {timestep:g} min apart in the sources "
                          f"({n_in} inputs + {leadtimes} lead times)")
     rows = []
     lead_min = [float(timestep) * (k + 1) for k in range(L)]
-    for m in models:
-        n = cont[m][:, 0]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            me, mae, mse = cont[m][:, 1] / n, cont[m][:, 2] / n, cont[m][:, 3] / n
-        for k in range(L):
-            for thr in thresholds:
-                sc = tables[m][thr][k].scores()
-                row = {"model": m, "leadtime_min": lead_min[k], "threshold": thr, "n_cases": len(cases),
-                       "n_pixels": int(n[k]), "mse": mse[k], "mae": mae[k], "me": me[k]}
-                row.update({c: float(sc[c]) for c in CATEGORICAL})
-                rows.append(row)
+    for key in cont:
+        for m in models:
+            c = cont[key][m]
+            n = c[:, 0]
+            with np.errstate(invalid="ignore", divide="ignore"):
+                me, mae, mse = c[:, 1] / n, c[:, 2] / n, c[:, 3] / n
+            for k in range(L):
+                for thr in thresholds:
+                    sc = tables[key][m][thr][k].scores()
+                    row = {"source": key, "model": m, "leadtime_min": lead_min[k], "threshold": thr,
+                           "n_cases": n_cases[key], "n_pixels": int(n[k]), "mse": mse[k], "mae": mae[k], "me": me[k]}
+                    row.update({c: float(sc[c]) for c in CATEGORICAL})
+                    rows.append(row)
     df = pd.DataFrame(rows)
     timing = {m: t_model[m] / len(cases) for m in models}
     return Evaluation(scores=df, timing=timing, cases=cases, leadtimes_min=lead_min, thresholds=thresholds)

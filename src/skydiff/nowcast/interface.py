@@ -112,6 +112,7 @@ def forecast(
     velocity: Any = None,
     motion_kwargs: dict[str, Any] | None = None,
     return_velocity: bool = False,
+    timestep: float | None = None,
     **kwargs: Any,
 ) -> Any:
     """Nowcast ``leadtimes`` steps ahead from past rain fields.
@@ -135,6 +136,11 @@ def forecast(
         recent frames used for motion (default :func:`default_motion_frames`: 3, or 4 for 4D-Var).
     return_velocity
         Also return the motion field used (or None).
+    timestep
+        Minutes between the frames. Taken from the time coordinate of a DataArray (which must then be regular);
+        for arrays it is unknown unless given. Neural-network models were trained on 5-min steps and refuse
+        other steps (nothing is resampled silently); extrapolation and persistence work at any step (lead times
+        are in steps of the input).
 
     Returns
     -------
@@ -145,6 +151,12 @@ def forecast(
     if isinstance(leadtimes, bool) or not isinstance(leadtimes, (int, np.integer)) or leadtimes < 1:
         raise InputError(f"leadtimes must be a positive number of steps, got {leadtimes!r}")
     m = get_model(model)
+    step = _frames_timestep(frames, timestep)
+    if step is not None and m.name in _NN_MIN_FRAMES and abs(step - NN_TIMESTEP_MIN) > 1e-6:
+        raise InputError(
+            f"model {m.name!r} was trained on {NN_TIMESTEP_MIN:g}-min steps but the frames are {step:g} min apart; "
+            f"resample them to {NN_TIMESTEP_MIN:g} min first (or use model='extrapolation', which works at any step)"
+        )
     x = check_frames(frames, m.min_frames)
     out, vel = m.fn(x, int(leadtimes), velocity=velocity, motion=motion, motion_kwargs=dict(motion_kwargs or {}), **kwargs)
     if numpy_in:
@@ -156,6 +168,31 @@ def forecast(
 
 
 _MOTION_FRAMES = {"4dvar": 4}
+NN_TIMESTEP_MIN = 5.0
+
+
+def _frames_timestep(frames: Any, timestep: float | None) -> float | None:
+    """Minutes between frames: ``timestep`` if given, else from a DataArray's regular time coordinate."""
+    if timestep is not None:
+        try:
+            ts = float(timestep)
+        except (TypeError, ValueError):
+            raise InputError(f"timestep must be a number of minutes, got {timestep!r}") from None
+        if not np.isfinite(ts) or ts <= 0:
+            raise InputError(f"timestep must be a positive number of minutes, got {timestep!r}")
+        return ts
+    if hasattr(frames, "dims") and "time" in getattr(frames, "coords", {}) and frames.sizes.get("time", 0) > 1:
+        t = np.asarray(frames["time"].values)
+        if not np.issubdtype(t.dtype, np.datetime64):
+            return None
+        d = np.diff(t.astype("datetime64[ns]")).astype(np.int64) / 60e9
+        if np.any(d <= 0) or np.ptp(d) > 1e-6:
+            raise InputError(
+                f"the frames are not at a regular time step (steps of {sorted(set(np.round(d, 3).tolist()))} min): "
+                "a nowcast needs consecutive frames without gaps"
+            )
+        return float(d[0])
+    return None
 
 
 def default_motion_frames(method: str) -> int:

@@ -33,7 +33,7 @@ import torch.nn.functional as nnf
 from torch import nn
 
 from ...advection import advect
-from ...errors import InputError, ShapeError
+from ...errors import InputError, ShapeError, warn
 
 __all__ = [
     "Scaler",
@@ -461,7 +461,8 @@ class NowcastModel(nn.Module):
             Model-specific options (e.g. ``velocity`` for L-CNN).
 
         NaN handling: NaN inputs are read as 0 mm/h (dry). Output pixels where *every* used input frame is NaN
-        are NaN at every lead time; all other output pixels are finite and >= 0 mm/h.
+        are NaN at every lead time; all other output pixels are finite and >= 0 mm/h. A sequence without any
+        rain (every used input pixel 0 or NaN) gets a dry nowcast (0 mm/h) and a :class:`SkydiffWarning`.
 
         Returns
         -------
@@ -473,6 +474,10 @@ class NowcastModel(nn.Module):
         x, squeeze, numpy_in = self._as_frames(frames)
         nodata = torch.isnan(x).all(dim=1, keepdim=True)  # (B, 1, H, W)
         x = torch.nan_to_num(x, nan=0.0).clamp_min(0.0)
+        dry = (x <= 0.0).flatten(1).all(dim=1)  # (B,): no rain anywhere in the used inputs
+        if bool(dry.any()):
+            warn(f"{type(self).__name__}.predict: {int(dry.sum())} of {len(dry)} input sequence(s) hold no rain "
+                 "at all; their nowcast is dry (0 mm/h)")
         was_training = self.training
         self.eval()
         try:
@@ -480,7 +485,7 @@ class NowcastModel(nn.Module):
                 out = self._predict(x, int(leadtimes), **kwargs)
         finally:
             self.train(was_training)
-        out = out.clamp_min(0.0).masked_fill(nodata, float("nan"))
+        out = out.clamp_min(0.0).masked_fill(dry[:, None, None, None], 0.0).masked_fill(nodata, float("nan"))
         if squeeze:
             out = out[0]
         if numpy_in:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
@@ -215,7 +216,6 @@ def save_model(model: nn.Module, path: str | Path, card: Mapping[str, Any] | Non
     stem = _stem(path)
     stem.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(stem.with_suffix(".safetensors")), metadata={"model": name, "format": str(FORMAT_VERSION)})
     from ... import __version__
 
     meta = {
@@ -225,8 +225,20 @@ def save_model(model: nn.Module, path: str | Path, card: Mapping[str, Any] | Non
         "skydiff_version": __version__,
         "card": dict(card or {}),
     }
-    stem.with_suffix(".json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-    return stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+    # atomic: both files are written under temporary names in the target folder, then moved into place
+    wts, js = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+    tmp_w = wts.with_name(f".{wts.name}.tmp{os.getpid()}")
+    tmp_j = js.with_name(f".{js.name}.tmp{os.getpid()}")
+    try:
+        save_file(state, str(tmp_w), metadata={"model": name, "format": str(FORMAT_VERSION)})
+        tmp_j.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        os.replace(tmp_w, wts)
+        os.replace(tmp_j, js)
+    finally:
+        for t in (tmp_w, tmp_j):
+            if t.exists():
+                t.unlink()
+    return wts, js
 
 
 def load_model(path: str | Path, **config: Any) -> nn.Module:
