@@ -397,3 +397,26 @@ def test_build_nl_dataset_bad_input(knmi_da, tmp_path):
     with pytest.raises(InputError, match="no sample passes"):
         build_nl_dataset(knmi_da.isel(time=slice(0, 10)), tmp_path / "a.h5")  # 10 frames < 18
     assert not list(tmp_path.iterdir())
+
+
+def test_augmentation_is_a_symmetry_of_the_same_crop():
+    from skydiff.synthetic import rain_sequence
+
+    da = rain_sequence(8, (48, 56), seed=5)
+    kw = dict(crop=(24, 24), transform=None, seed=3)
+    plain = RadarSequences(da, 3, 2, **kw)
+    aug = RadarSequences(da, 3, 2, augment=True, **kw)
+    used = set()
+    for i in range(len(plain)):
+        a, b = plain[i], aug[i]
+        x, y = a["inputs"].numpy(), b["inputs"].numpy()
+        assert torch.equal(a["origin"], b["origin"])  # the same crop, only transformed
+        found = [(k, f) for k in range(4) for f in (False, True)
+                 if np.array_equal(y, (lambda r: r[..., ::-1] if f else r)(np.rot90(x, k, axes=(-2, -1))))]
+        assert found, "augmented sample is not a rotation/mirror image of the plain one"
+        assert np.array_equal(b["targets"].numpy(), (lambda r: r[..., ::-1] if found[0][1] else r)(
+            np.rot90(a["targets"].numpy(), found[0][0], axes=(-2, -1))))
+        used.add(found[0])
+    assert len(used) >= 3
+    # validation datasets (fixed crops) are never augmented
+    assert not RadarSequences(da, 3, 2, random_crop=False, augment=True, **kw).augment

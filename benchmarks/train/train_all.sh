@@ -7,5 +7,6 @@ cd "$(dirname "$0")/../.."
 C=benchmarks/train
 ( skydiff train lupin --config $C/lupin_motion.toml && skydiff train lupin --config $C/lupin_tendency.toml \
   && skydiff train lupin --config $C/lupin_joint.toml ) > runs/cpu-lupin.log 2>&1 &
-( skydiff train rainnet --config $C/rainnet.toml && skydiff train lcnn --config $C/lcnn.toml ) > runs/cpu-baselines.log 2>&1 &
+( skydiff train rainnet --config $C/rainnet.toml && skydiff train lcnn --config $C/lcnn.toml \
+  && skydiff train smaat --config $C/smaat.toml ) > runs/cpu-baselines.log 2>&1 &
 wait

@@ -493,6 +493,10 @@ class RadarSequences(Dataset):
         Include the ``mask`` entry.
     trim
         Keep only the bounding box of pixels valid in some frame (saves memory, ~3× on KNMI); only with a crop.
+    augment
+        With random crops: also apply one of the 8 symmetries of the square (rotations by 90° and mirror images;
+        the 4 that keep the shape for non-square crops), drawn like the crop. Rain moving east becomes rain moving
+        north etc., which is physically as plausible: 8× more distinct training samples from a small archive.
 
     Raises
     ------
@@ -524,6 +528,7 @@ class RadarSequences(Dataset):
         return_mask: bool = True,
         max_tries: int = 10,
         trim: bool = True,
+        augment: bool = False,
     ) -> None:
         super().__init__()
         for nm, v, lo in (("n_in", n_in, 1), ("n_out", n_out, 0), ("stride", stride, 1)):
@@ -556,6 +561,7 @@ class RadarSequences(Dataset):
         self.return_mask = bool(return_mask)
         self.max_tries = max(1, int(max_tries))
         self.trim = bool(trim)
+        self.augment = bool(augment) and self.random_crop
 
         self._sources: list[_Src] = []
         index: list[np.ndarray] = []
@@ -784,6 +790,15 @@ class RadarSequences(Dataset):
         if out is None:
             out = np.array(self._window_slice(src, s, r, c), dtype=np.float32, copy=True)
             invalid = np.isnan(out)
+        if self.augment:
+            rng_a = np.random.default_rng(None if self.seed is None else [int(self.seed), self.epoch, i, 1])
+            square = out.shape[-1] == out.shape[-2]
+            k = int(rng_a.integers(4)) if square else 2 * int(rng_a.integers(2))
+            flip = bool(rng_a.integers(2))
+            out, invalid = (np.rot90(a, k, axes=(-2, -1)) for a in (out, invalid))
+            if flip:
+                out, invalid = out[..., ::-1], invalid[..., ::-1]
+            out, invalid = np.ascontiguousarray(out), np.ascontiguousarray(invalid)
         if np.count_nonzero(invalid):
             out[invalid] = self.nan_value
         sample: dict[str, Any] = {

@@ -89,6 +89,7 @@ sets dotted keys. ``train("lupin_motion")`` (a name that is not a file) uses the
     min_rain_fraction = 0.0     # shared/synthetic: keep windows with at least this rainy fraction of targets
     rain_threshold = 0.1        # mm/h, for min_rain_fraction
     min_valid_fraction = 0.9    # least valid fraction of a crop (default 0.9 with a crop)
+    augment = false             # shared/synthetic: random rotations by 90 deg / mirror images of training crops
     eval_crops = "centre"       # validation crops: "centre" or "grid"
     n_frames = 24               # synthetic: frames per sequence (skydiff.synthetic.rain_sequence)
     shape = [64, 64]            # synthetic: grid
@@ -781,6 +782,7 @@ _TRAINER_TOP = ("accelerator", "devices", "strategy", "num_nodes")
 _DATA_DEFAULTS: dict[str, Any] = {
     "source": "shared", "path": "", "n_in": None, "n_out": None, "crop": None, "batch_size": 2,
     "val_batch_size": None, "num_workers": 0, "val_fraction": None, "stride": 1, "min_rain_fraction": 0.0,
+    "augment": False,
     "rain_threshold": 0.1, "min_valid_fraction": None, "eval_crops": "centre",
     "n_frames": 24, "shape": [64, 64], "n_sequences": 2, "n_val_sequences": 1,
 }
@@ -1029,7 +1031,7 @@ def build_datasets(data: Mapping[str, Any], n_in: int, n_out: int, seed: int = 0
                         validation_seeds=[seed + 1000 + i for i in range(len(va_src))])
         if not tr_src or not va_src:
             raise InputError(f"the {src} data has no {'training' if not tr_src else 'validation'} part")
-        train_ds = RadarSequences(tr_src, n_in, n_out, random_crop=True, **common)
+        train_ds = RadarSequences(tr_src, n_in, n_out, random_crop=True, augment=bool(data["augment"]), **common)
         val_ds = RadarSequences(va_src, n_in, n_out, random_crop=False, eval_crops=data["eval_crops"], **common)
         desc["train_sources"] = [s["name"] for s in train_ds.sources]
         desc["validation_sources"] = [s["name"] for s in val_ds.sources]
