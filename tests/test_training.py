@@ -328,3 +328,20 @@ def test_sample_config_on_shared_data(tmp_path, shared_data):
     card = json.loads(Path(s["card"]).read_text())["card"]
     assert card["data"]["source"] == "shared" and card["data"]["crop"] == [256, 256]
     assert np.isfinite(card["val_scores"]["val_loss"])
+
+
+def test_train_fraction_and_augment_options():
+    from skydiff.nowcast.training import build_datasets, resolve_config
+
+    cfg = config(Path("unused"), "rainnet")
+    cfg["data"].update(n_frames=16, augment=True)
+    data = resolve_config(cfg)["data"]
+    full, _, d_full = build_datasets(data, 4, 2)
+    assert full.augment and d_full["n_train"] == len(full)
+    data["train_fraction"] = 0.5
+    half, _, d_half = build_datasets(data, 4, 2)
+    assert d_half["n_train"] == round(0.5 * len(full)) and d_half["n_train_all"] == len(full)
+    assert half.dataset is not None and hasattr(half.dataset, "set_epoch")
+    data["train_fraction"] = 0.0
+    with pytest.raises(InputError, match="train_fraction"):
+        build_datasets(data, 4, 2)

@@ -388,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     n.add_argument(
         "--model", default="extrapolation",
-        help="nowcasting model: extrapolation, persistence, lupin, rainnet, smaat, lcnn (default extrapolation)",
+        help="nowcasting model: extrapolation, persistence, lupin, rainnet, smaat, lcnn, spatspark (default extrapolation)",
     )
     n.add_argument("--weights", default=None, help="a .safetensors file for a neural model (default: shipped)")
     n.add_argument("--importer", default=None, help="pysteps importer name when it cannot be detected")
@@ -463,12 +463,14 @@ def build_parser() -> argparse.ArgumentParser:
     tr = sub.add_parser(
         "train",
         help="train a nowcasting model (Lightning)",
-        description="Train lupin, rainnet, smaat or lcnn from a TOML/JSON config (default: the packaged sample "
-        "config of the model; LUPIN's stages are lupin_motion, lupin_tendency, lupin_joint). Checkpoints go to "
+        description="Train lupin, rainnet, smaat, lcnn, spatspark-pretrain or spatspark from a TOML/JSON config "
+        "(default: the packaged sample config of the model; LUPIN's stages are lupin_motion, lupin_tendency, "
+        "lupin_joint; SpaT-SparK is pretrained with spatspark-pretrain (self-supervised, input frames only), then "
+        "fine-tuned with spatspark and training.init_from = the pretraining output). Checkpoints go to "
         "OUT/checkpoints and an interrupted run resumes from OUT/checkpoints/last.ckpt. Multi-GPU / multi-node: "
         "--devices 4 --strategy ddp --num-nodes 2 (launch with torchrun or srun; see skydiff.nowcast.training).",
     )
-    tr.add_argument("model", help="lupin, rainnet, smaat or lcnn")
+    tr.add_argument("model", help="lupin, rainnet, smaat, lcnn, spatspark-pretrain or spatspark")
     tr.add_argument("--config", default=None, help="TOML or JSON config, or a sample config name")
     tr.add_argument("--stage", default=None, help="LUPIN stage: motion, tendency or joint")
     tr.add_argument("--out", default=None, help="output folder (default runs/<model>[_<stage>])")

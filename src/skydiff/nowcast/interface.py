@@ -265,7 +265,7 @@ register_model(
 # user trained (`weights="path/to/model.safetensors"`); models are cached per (name, weights, device)
 
 _NN_CACHE: dict[tuple[str, str, str], Any] = {}
-_NN_MIN_FRAMES = {"rainnet": 4, "smaat": 12, "lupin": 6, "lcnn": 5}
+_NN_MIN_FRAMES = {"rainnet": 4, "smaat": 12, "lupin": 6, "lcnn": 5, "spatspark": 12}
 
 
 def _nn_model(name: str) -> Callable[..., Any]:

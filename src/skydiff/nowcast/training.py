@@ -43,18 +43,41 @@ lupin         stage ``"joint"``: both U-Nets; ``(1-β)(1-γ)·RMSE + (1-β)γ·e
  joint        β·div`` with β = γ = 0.1; extra = each observed frame advected one            ES 3
               step (:meth:`~skydiff.nowcast.models.LUPIN.advect_frames`) vs the
               next frame, and the last one vs the target (§1 losses)
+spatspark     SpaT-SparK fine-tuning (§6): ``MSE + ssim_weight·(1 − SSIM)`` on    1e-4     cosine, warm-up 40
+              every output lead (``leadtime_steps``, default 12 -> 12) in SmaAt            / ES 30; AdamW,
+              space; ``ssim_weight`` 1e-4 (SSIM with data range [0, 1]);                   wd 0.05
+              ``init_from`` = the ``spatspark-pretrain`` export (encoder,
+              densify, decoder copied, see
+              :func:`~skydiff.nowcast.models.init_from_pretrain`)
+spatspark-    SparK masked-image-modelling pretraining (§5-§6): per-patch-        1e-4     cosine, warm-up 40
+ pretrain     normalised MSE of the reconstruction (``model.loss_on``: masked              / no ES; AdamW,
+              patches, SparK; all, SpaT-SparK); only the ``n_in`` input frames             wd 0.05
+              are used (``data.n_out`` defaults to 0: unlabelled windows)
 ============  ==================================================================  =======  ===================
 
 ``div`` is :meth:`~skydiff.nowcast.models.LUPIN.divergence_penalty` (mean squared divergence). LUPIN's stages
 are chained with ``training.init_from``: the previous stage's exported ``.safetensors`` (or a ``.ckpt``); the
 model section may then hold only ``name``, the rest of the model config is taken from that file.
 
-Validation: ``val_loss`` (the training loss), and per lead time ``n`` (in data time steps, 5 min for the
+SpaT-SparK is trained in two runs: ``skydiff train spatspark-pretrain`` (sample config
+``spatspark_pretrain.toml``) exports ``<out>/spatspark-pretrain.safetensors``; ``skydiff train spatspark``
+(``spatspark.toml``) with ``training.init_from`` = that file (stem or ``.ckpt``) builds the fine-tuning model
+with the pretraining run's architecture (in_frames, widths, depth, decoder; keys in the ``[model]`` section
+override it) and copies encoder, densify layers, mask tokens and decoder into it. Only these two recipes know
+the ``[training]`` keys ``optimizer`` (``"adamw"``: decoupled weight decay, none on biases, norms and mask
+tokens, betas (0.9, 0.95); or ``"adam"``; the references use LAMB, which torch lacks), ``warmup_epochs``
+(linear warm-up of the ``"cosine"`` scheduler, which then decays the learning rate towards 0 at
+``max_epochs``, per epoch) and, for ``spatspark``, ``ssim_weight``. The pretraining's ``loss`` is always its
+reconstruction loss (``"mse"``).
+
+Validation: ``val_loss`` (the training loss; for ``spatspark-pretrain`` with a fixed mask per validation batch,
+so that epochs compare), and per lead time ``n`` (in data time steps, 5 min for the
 shared data) the masked MAE ``val_mae_lead{n}`` (mm/h) and ``val_csi_lead{n}`` at ``csi_threshold``
 (default 1 mm/h, event = value >= threshold, contingency counts summed over the whole validation set and
 all processes), plus their means over leads ``val_mae`` and ``val_csi``. Autoregressive models are rolled out
 over all ``data.n_out`` targets for the metrics (the loss uses the first ``rollout_steps``); LUPIN's stage
-``"motion"`` is scored as the pure advection nowcast it trains.
+``"motion"`` is scored as the pure advection nowcast it trains. ``spatspark-pretrain`` has no lead times: its
+``val_mae`` and ``val_csi`` score the reconstruction (mm/h) of the masked patches of the input frames.
 
 Config
 ------
@@ -90,6 +113,7 @@ sets dotted keys. ``train("lupin_motion")`` (a name that is not a file) uses the
     rain_threshold = 0.1        # mm/h, for min_rain_fraction
     min_valid_fraction = 0.9    # least valid fraction of a crop (default 0.9 with a crop)
     augment = false             # shared/synthetic: random rotations by 90 deg / mirror images of training crops
+    train_fraction = 1.0        # train on a random subset of this fraction of the training samples (learning curves)
     eval_crops = "centre"       # validation crops: "centre" or "grid"
     n_frames = 24               # synthetic: frames per sequence (skydiff.synthetic.rain_sequence)
     shape = [64, 64]            # synthetic: grid
@@ -98,6 +122,9 @@ sets dotted keys. ``train("lupin_motion")`` (a name that is not a file) uses the
 
     [training]
     stage = "motion"            # lupin only: "motion" | "tendency" | "joint"
+    optimizer = "adamw"         # spatspark, spatspark-pretrain only: "adamw" | "adam"
+    warmup_epochs = 40          # spatspark, spatspark-pretrain only: warm-up of scheduler = "cosine"
+    ssim_weight = 1e-4          # spatspark only: weight of the 1 - SSIM term
     init_from = ""              # weights to start from (.safetensors / stem, or .ckpt)
     max_epochs = 10
     max_steps = -1              # optimiser steps (-1: no limit)
@@ -108,7 +135,7 @@ sets dotted keys. ``train("lupin_motion")`` (a name that is not a file) uses the
     gamma = 0.1                 # lupin joint: weight of the "extra" advection term
     rollout_steps = 1           # leads in the loss (autoregressive, detached unless bptt = true)
     bptt = false                # back-propagate through the autoregressive rollout
-    scheduler = "plateau"       # "plateau" (ReduceLROnPlateau on val_loss) | "none"
+    scheduler = "plateau"       # "plateau" (ReduceLROnPlateau on val_loss) | "none" | "cosine" (spatspark*)
     lr_factor = 0.1
     lr_patience = 3
     patience = 5                # EarlyStopping on val_loss; omit / -1 to disable
@@ -213,7 +240,7 @@ __all__ = [
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 """Folder of the sample configs (``rainnet``, ``smaat``, ``lupin_motion``, ``lupin_tendency``, ``lupin_joint``,
-``lcnn``)."""
+``lcnn``, ``spatspark_pretrain``, ``spatspark``)."""
 
 STAGES = ("motion", "tendency", "joint")
 LOSSES = ("logcosh", "mse", "rmse", "mae")
@@ -256,7 +283,19 @@ _RECIPES: dict[str, dict[str, Any]] = {
                        "beta": 0.0, "gamma": 0.0, "patience": 5},
     "lupin:joint": {"loss": "rmse", "lr": 1e-4, "scheduler": "plateau", "lr_factor": 0.9, "lr_patience": 0,
                     "beta": 0.1, "gamma": 0.1, "patience": 3},
+    # SpaT-SparK (reference §5-§6; its arg_util defaults): LAMB (betas 0.9, 0.95) with lr = 2e-4 * batch / 256,
+    # weight decay annealed 0.04 -> 0.2, warm-up 40 epochs, cosine, clip 5 -> AdamW (0.9, 0.95), constant wd here
+    "spatspark": {"loss": "mse", "lr": 1e-4, "scheduler": "cosine", "lr_factor": 0.1, "lr_patience": 3,
+                  "weight_decay": 0.05, "optimizer": "adamw", "warmup_epochs": 40, "ssim_weight": 1e-4,
+                  "patience": 30},
+    "spatspark-pretrain": {"loss": "mse", "lr": 1e-4, "scheduler": "cosine", "lr_factor": 0.1, "lr_patience": 3,
+                           "weight_decay": 0.05, "optimizer": "adamw", "warmup_epochs": 40, "patience": -1},
 }
+_SPATSPARK = ("spatspark", "spatspark-pretrain")
+_PRETRAIN = "spatspark-pretrain"
+_EXTRA_OPTIONS = ("optimizer", "warmup_epochs", "ssim_weight")  # keys only some recipes have
+OPTIMIZERS = ("adam", "adamw")
+SCHEDULERS = ("plateau", "none", "cosine")
 _GENERIC = {"loss": "logcosh", "lr": 1e-4, "scheduler": "none", "lr_factor": 0.1, "lr_patience": 3, "rollout_steps": 1}
 
 
@@ -362,7 +401,8 @@ class NowcastModule(L.LightningModule):
     **options
         ``[training]`` values: ``loss``, ``lr``, ``weight_decay``, ``beta``, ``gamma``, ``rollout_steps``,
         ``bptt``, ``scheduler``, ``lr_factor``, ``lr_patience``, ``csi_threshold``, ``num_threads`` (defaults from
-        :func:`recipe`).
+        :func:`recipe`); ``spatspark`` and ``spatspark-pretrain`` also ``optimizer``, ``warmup_epochs`` and
+        (``spatspark``) ``ssim_weight``.
 
     Batches are dicts with ``inputs`` (B, n_in, H, W), ``targets`` (B, n_out, H, W) in mm/h and optionally
     ``mask`` (B, n_in + n_out, H, W) bool (True = valid). ``training_step`` returns the loss;
@@ -413,8 +453,22 @@ class NowcastModule(L.LightningModule):
                 raise InputError(f"{nm} must be in [0, 1), got {getattr(self, nm)}")
         self.bptt = bool(opts["bptt"])
         self.scheduler = str(opts["scheduler"]).lower()
-        if self.scheduler not in ("plateau", "none"):
-            raise InputError(f"scheduler must be 'plateau' or 'none', got {opts['scheduler']!r}")
+        allowed = SCHEDULERS if name in _SPATSPARK else ("plateau", "none")
+        if self.scheduler not in allowed:
+            raise InputError(f"scheduler must be one of {', '.join(repr(a) for a in allowed)}, "
+                             f"got {opts['scheduler']!r}")
+        self.optimizer_kind = str(opts.get("optimizer", "adam")).lower()
+        if self.optimizer_kind not in OPTIMIZERS:
+            raise InputError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {opts.get('optimizer')!r}")
+        self.warmup_epochs = int(opts.get("warmup_epochs", 0) or 0)
+        if self.warmup_epochs < 0:
+            raise InputError(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        self.ssim_weight = float(opts.get("ssim_weight", 0.0) or 0.0)
+        if self.ssim_weight < 0:
+            raise InputError(f"ssim_weight must be >= 0, got {self.ssim_weight}")
+        if name == _PRETRAIN and self.loss_kind != "mse":
+            raise InputError(f"{_PRETRAIN} trains with its per-patch-normalised MSE: loss must be 'mse', "
+                             f"got {opts['loss']!r}")
         self.lr_factor = float(opts["lr_factor"])
         self.lr_patience = int(opts["lr_patience"])
         self.csi_threshold = float(opts["csi_threshold"])
@@ -424,10 +478,13 @@ class NowcastModule(L.LightningModule):
         self.n_in = n_model if n_in is None else int(n_in)
         if self.n_in < n_model:
             raise InputError(f"{name} needs {n_model} input frames, but data.n_in = {self.n_in}")
-        if name == "smaat":
+        if name in ("smaat", "spatspark"):
             steps = list(net.leadtime_steps)
             self.rollout_steps = len(steps)
             need = max(steps)
+        elif name == _PRETRAIN:  # self-supervised: the input frames only
+            self.rollout_steps = 0
+            need = 0
         else:
             rs = opts["rollout_steps"]
             if rs is None:
@@ -438,7 +495,7 @@ class NowcastModule(L.LightningModule):
             need = self.rollout_steps
         self.n_out = need if n_out is None else int(n_out)
         if self.n_out < need:
-            what = f"leadtime_steps {list(net.leadtime_steps)}" if name == "smaat" else \
+            what = f"leadtime_steps {list(net.leadtime_steps)}" if name in ("smaat", "spatspark") else \
                 f"rollout_steps = {self.rollout_steps}"
             raise InputError(f"data.n_out = {self.n_out} target frames are too few for {what}")
 
@@ -453,14 +510,23 @@ class NowcastModule(L.LightningModule):
         self._configure_stage()
         self.val_history: list[dict[str, Any]] = []
         self._acc: torch.Tensor | None = None
+        self._pretrain_eval: tuple[torch.Tensor, torch.Tensor] | None = None
         self._time_prev = 0.0
         self._t0: float | None = None
 
     # --- setup ------------------------------------------------------------------------------------------
 
     def init_weights(self, path: str | os.PathLike[str]) -> None:
-        """Load weights from a ``.safetensors`` file / stem or a ``.ckpt`` of a :class:`NowcastModule`."""
+        """Load weights from a ``.safetensors`` file / stem or a ``.ckpt`` of a :class:`NowcastModule`.
+
+        ``spatspark`` also accepts a ``spatspark-pretrain`` run: encoder, densify layers, mask tokens and decoder
+        are copied (:func:`~skydiff.nowcast.models.init_from_pretrain`), the translation network keeps its
+        initialisation (and the output head too unless ``n_out == in_frames``).
+        """
         state = _read_init_state(path)
+        if self.model_name == "spatspark" and _init_source_name(path) == _PRETRAIN:
+            self.model.load_pretrained(state)
+            return
         load_weights(self.model, state)
 
     def _configure_stage(self) -> None:
@@ -485,10 +551,34 @@ class NowcastModule(L.LightningModule):
         _destroy_process_group_at_exit()
 
     def configure_optimizers(self) -> Any:
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        opt = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+        if self.optimizer_kind == "adamw":
+            # decoupled weight decay on the weights of convolutions only: not on biases, norms, mask tokens (SparK)
+            decay, no_decay = [], []
+            for nm, p in self.model.named_parameters():
+                if not p.requires_grad:
+                    continue
+                (no_decay if p.ndim <= 1 or "mask_tokens" in nm else decay).append(p)
+            groups = [{"params": decay, "weight_decay": self.weight_decay},
+                      {"params": no_decay, "weight_decay": 0.0}]
+            opt: torch.optim.Optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=self.lr,
+                                                           betas=(0.9, 0.95))
+        else:
+            params = [p for p in self.model.parameters() if p.requires_grad]
+            opt = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
         if self.scheduler == "none":
             return opt
+        if self.scheduler == "cosine":
+            total = int(getattr(self.trainer, "max_epochs", 0) or 0) if self._trainer is not None else 0
+            total = max(total, 1)
+            warm = min(self.warmup_epochs, total - 1)
+
+            def factor(epoch: int) -> float:
+                if epoch < warm:
+                    return (epoch + 1) / (warm + 1)
+                return 0.5 * (1.0 + math.cos(math.pi * min(epoch - warm, total - warm) / max(total - warm, 1)))
+
+            sched_c = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched_c, "interval": "epoch"}}
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=self.lr_factor,
                                                            patience=self.lr_patience)
         return {"optimizer": opt,
@@ -519,6 +609,10 @@ class NowcastModule(L.LightningModule):
         name = self.model_name
         if name == "smaat":
             return self._run_smaat(x, y, m_out, eval_leads)
+        if name == "spatspark":
+            return self._run_spatspark(x, y, m_out, eval_leads)
+        if name == _PRETRAIN:
+            return self._run_pretrain(x, m_in, eval_leads)
         if name == "lcnn":
             return self._run_lcnn(x, y, m_out, eval_leads)
         if name == "lupin" and self.stage == "motion":
@@ -542,6 +636,32 @@ class NowcastModule(L.LightningModule):
         loss = masked_loss(self.loss_kind, pred, net.transform(y[:, idx]), m_out[:, idx])
         mm = net.inverse_transform(pred) if eval_leads else None
         return loss, {}, mm, idx
+
+    def _run_spatspark(self, x, y, m_out, eval_leads):  # type: ignore[no-untyped-def]
+        from .models.spatspark import ssim
+
+        net = self.model
+        idx = [s - 1 for s in net.leadtime_steps]
+        pred = net(net.transform(x))
+        t, m = net.transform(y[:, idx]), m_out[:, idx]
+        crit = masked_loss(self.loss_kind, pred, t, m)
+        loss, logs = crit, {}
+        if self.ssim_weight > 0:
+            # no-data pixels take the target's value, so they do not count as structure errors
+            s = ssim(torch.where(m, pred, t), t)
+            loss = crit + self.ssim_weight * (1.0 - s)
+            logs = {"crit": crit.detach(), "ssim": s.detach()}
+        mm = net.inverse_transform(pred) if eval_leads else None
+        return loss, logs, mm, idx
+
+    def _run_pretrain(self, x, m_in, eval_leads, generator=None):  # type: ignore[no-untyped-def]
+        net = self.model
+        out = net(net.transform(x), valid=m_in, generator=generator)
+        if not eval_leads:
+            return out["loss"], {}, None, []
+        # scored on the masked patches of the input frames (what the pretraining learns to fill in)
+        self._pretrain_eval = (x, m_in & ~out["active_pixels"])
+        return out["loss"], {}, net.inverse_transform(out["rec_data"]), list(range(x.shape[1]))
 
     def _run_lcnn(self, x, y, m_out, eval_leads):  # type: ignore[no-untyped-def]
         net, k = self.model, self.rollout_steps
@@ -632,7 +752,9 @@ class NowcastModule(L.LightningModule):
         self._acc = None
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
-        eval_leads = 1 if self.model_name == "smaat" else self.n_out
+        if self.model_name == _PRETRAIN:
+            return self._validation_step_pretrain(batch, batch_idx)
+        eval_leads = 1 if self.model_name in ("smaat", "spatspark") else self.n_out
         loss, logs, mm, idx = self._run(batch, eval_leads)
         bs = int(batch["inputs"].shape[0])
         self.log("val_loss", loss, prog_bar=True, on_step=False, on_epoch=True, sync_dist=True, batch_size=bs)
@@ -653,9 +775,29 @@ class NowcastModule(L.LightningModule):
         self._acc = stats if self._acc is None else self._acc + stats
         return loss
 
+    def _validation_step_pretrain(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
+        """Reconstruction loss with a fixed mask per batch index (comparable across epochs), and MAE / CSI of the
+        reconstructed masked patches (mm/h), pooled over all input frames."""
+        x, _, m_in, _ = self._unpack(batch)
+        gen = torch.Generator().manual_seed(1_000_003 * int(batch_idx) + 17)
+        loss, _, mm, _ = self._run_pretrain(x, m_in, 1, generator=gen)
+        t, m = self._pretrain_eval
+        self._pretrain_eval = None
+        bs = int(x.shape[0])
+        self.log("val_loss", loss, prog_bar=True, on_step=False, on_epoch=True, sync_dist=True, batch_size=bs)
+        m = m.to(mm.dtype)
+        thr = self.csi_threshold
+        pe, te = (mm >= thr).to(mm.dtype) * m, (t >= thr).to(mm.dtype) * m
+        stats = torch.stack([((mm - t).abs() * m).sum(), m.sum(), (pe * te).sum(), (pe * (1 - te)).sum(),
+                             ((1 - pe) * te).sum()]).to(torch.float64)[:, None]
+        self._acc = stats if self._acc is None else self._acc + stats
+        return loss
+
     def _lead_steps(self) -> list[int]:
-        if self.model_name == "smaat":
+        if self.model_name in ("smaat", "spatspark"):
             return list(self.model.leadtime_steps)
+        if self.model_name == _PRETRAIN:
+            return [0]  # one pooled entry: the reconstruction
         return list(range(1, self.n_out + 1))
 
     def on_validation_epoch_end(self) -> None:
@@ -668,7 +810,7 @@ class NowcastModule(L.LightningModule):
         denom = tp + fp + fn
         csi = torch.where(denom > 0, tp / denom.clamp_min(1.0), torch.full_like(tp, float("nan")))
         scores: dict[str, Any] = {}
-        for j, s in enumerate(steps):
+        for j, s in enumerate(steps if self.model_name != _PRETRAIN else []):
             scores[f"val_mae_lead{s}"] = float(mae[j])
             scores[f"val_csi_lead{s}"] = float(csi[j])
         scores["val_mae"] = float(mae.mean())
@@ -769,9 +911,29 @@ def _init_model_config(path: str | os.PathLike[str], name: str) -> dict[str, Any
         except (OSError, ValueError) as exc:
             raise ReadError(f"cannot read {j}: {exc}") from None
         saved, cfg = meta.get("model"), meta.get("config") or {}
+    if saved and str(saved).lower() == _PRETRAIN and name == "spatspark":
+        from .models.spatspark import finetune_config_from_pretrain
+
+        return finetune_config_from_pretrain(cfg)
     if saved and str(saved).lower() != name:
         raise InputError(f"init_from {p} holds a {saved!r} model, not {name!r}")
     return dict(cfg)
+
+
+def _init_source_name(path: str | os.PathLike[str]) -> str | None:
+    """The registry name of the model stored at ``init_from`` (json card or checkpoint), None if unknown."""
+    p = Path(path).expanduser()
+    try:
+        if p.suffix == ".ckpt":
+            ck = torch.load(str(p), map_location="cpu", weights_only=False)
+            saved = (ck.get("skydiff") or {}).get("model")
+        else:
+            stem = p.with_suffix("") if p.suffix in (".safetensors", ".json") else p
+            j = stem.with_suffix(".json")
+            saved = json.loads(j.read_text()).get("model") if j.is_file() else None
+    except Exception:  # noqa: BLE001 - unreadable metadata: treat as unknown
+        return None
+    return str(saved).lower() if saved else None
 
 
 # ------------------------------------------------------------------------------------------------- config
@@ -782,7 +944,7 @@ _TRAINER_TOP = ("accelerator", "devices", "strategy", "num_nodes")
 _DATA_DEFAULTS: dict[str, Any] = {
     "source": "shared", "path": "", "n_in": None, "n_out": None, "crop": None, "batch_size": 2,
     "val_batch_size": None, "num_workers": 0, "val_fraction": None, "stride": 1, "min_rain_fraction": 0.0,
-    "augment": False,
+    "augment": False, "train_fraction": 1.0,
     "rain_threshold": 0.1, "min_valid_fraction": None, "eval_crops": "centre",
     "n_frames": 24, "shape": [64, 64], "n_sequences": 2, "n_val_sequences": 1,
 }
@@ -796,8 +958,9 @@ _RESERVED_TRAINER = {
 
 def sample_config(name: str) -> Path:
     """Path of a sample config: ``rainnet``, ``smaat``, ``lupin_motion``, ``lupin_tendency``, ``lupin_joint``,
-    ``lcnn`` (``lupin`` = ``lupin_motion``)."""
-    key = str(name).lower().removesuffix(".toml")
+    ``lcnn``, ``spatspark_pretrain``, ``spatspark`` (``lupin`` = ``lupin_motion``; ``-`` = ``_``, so the model
+    name ``spatspark-pretrain`` finds ``spatspark_pretrain.toml``)."""
+    key = str(name).lower().removesuffix(".toml").replace("-", "_")
     if key == "lupin":
         key = "lupin_motion"
     p = CONFIG_DIR / f"{key}.toml"
@@ -1049,6 +1212,16 @@ def build_datasets(data: Mapping[str, Any], n_in: int, n_out: int, seed: int = 0
         val_ds = _Cropped(base, np.arange(n - n_val, n), hw, False, seed)
         desc.update(path=str(data["path"]), val_fraction=vf,
                     split="train group: first part training, last val_fraction (in file order) validation")
+    frac = float(data.get("train_fraction", 1.0))
+    if not 0.0 < frac <= 1.0:
+        raise InputError(f"data.train_fraction must be in (0, 1], got {frac}")
+    if frac < 1.0:
+        from torch.utils.data import Subset
+
+        n_all = len(train_ds)
+        keep = np.sort(np.random.default_rng(seed).permutation(n_all)[: max(1, int(round(frac * n_all)))])
+        train_ds = Subset(train_ds, keep.tolist())
+        desc.update(train_fraction=frac, n_train_all=n_all)
     desc["n_train"] = len(train_ds)
     desc["n_validation"] = len(val_ds)
     return train_ds, val_ds, desc
@@ -1160,6 +1333,7 @@ def _train(cfg: dict[str, Any], out: Path, name: str, model_kwargs: dict[str, An
     L.seed_everything(seed, workers=True, verbose=False)
     options = {k: tcfg[k] for k in ("loss", "lr", "weight_decay", "beta", "gamma", "rollout_steps", "bptt",
                                     "scheduler", "lr_factor", "lr_patience", "csi_threshold")}
+    options.update({k: tcfg[k] for k in _EXTRA_OPTIONS if k in tcfg})
     probe = create_model(name, **model_kwargs)
     n_in = int(dcfg["n_in"] or probe.n_input_frames)
     module = NowcastModule(probe, n_in=n_in, n_out=dcfg["n_out"], stage=tcfg["stage"],

@@ -14,6 +14,9 @@ Forecast and observation must have the same shape (:class:`~skydiff.errors.Shape
                         zero-padded box filter); optional soft (differentiable) events
 - :func:`rapsd`         radially averaged power spectrum with pysteps' binning
 - :func:`score_table`   one row per lead time and threshold (pandas DataFrame)
+- :func:`smaat_protocol`, :func:`spatspark_protocol`  the two published NL-50 metric protocols with their quirks
+                        (47.83 vs 47.18, cumulative x12 thresholds, HSS without the factor 2, micro vs per-lead
+                        averaging), :func:`to_nl50` / :func:`from_nl50` for the normalised units
 
 The conventions are documented in the sub-modules :mod:`.continuous`, :mod:`.categorical`, :mod:`.spatial`,
 :mod:`.spectral`.
@@ -25,6 +28,14 @@ from .categorical import CATEGORICAL_SCORES, Contingency, aggregate, categorical
 from .continuous import CONTINUOUS_SCORES, continuous
 from .spatial import fss, fss_curve
 from .spectral import rapsd
+from .protocols import (
+    ProtocolAccumulator,
+    from_nl50,
+    protocol_accumulator,
+    smaat_protocol,
+    spatspark_protocol,
+    to_nl50,
+)
 from .table import score_table
 
 __all__ = [
@@ -36,6 +47,12 @@ __all__ = [
     "fss_curve",
     "rapsd",
     "score_table",
+    "smaat_protocol",
+    "spatspark_protocol",
+    "protocol_accumulator",
+    "ProtocolAccumulator",
+    "to_nl50",
+    "from_nl50",
     "Contingency",
     "CONTINUOUS_SCORES",
     "CATEGORICAL_SCORES",

@@ -1,4 +1,4 @@
-"""Nowcasting networks (issue #4): RainNet, SmaAt-UNet, LUPIN and L-CNN, behind a timm-like registry.
+"""Nowcasting networks (issues #4, #5): RainNet, SmaAt-UNet, LUPIN, L-CNN and SpaT-SparK, behind a timm-like registry.
 
 >>> from skydiff.nowcast.models import create_model
 >>> net = create_model("lupin", base_channels=8)           # random weights
@@ -9,7 +9,7 @@ Every model is an ``nn.Module`` (a :class:`~skydiff.nowcast.models.blocks.Nowcas
 - ``forward(x)``: the training path on transformed tensors (see each class for shapes);
 - ``transform(rain_mm_h)`` / ``inverse_transform(y)``: the model's data space (``model.scaler``);
 - ``predict(frames, leadtimes)``: mm/h in and out, NaN-aware, no gradients, eval mode; autoregressive for the
-  single-step models (RainNet, LUPIN, L-CNN), direct for SmaAt-UNet;
+  single-step models (RainNet, LUPIN, L-CNN), direct for SmaAt-UNet and SpaT-SparK;
 - ``config``: the constructor keywords, saved with the weights by :func:`save_model`.
 
 Any grid size works: the U-Nets pad to a multiple of ``2**depth`` (reflection) and crop back.
@@ -20,6 +20,11 @@ Any grid size works: the U-Nets pad to a multiple of ``2**depth`` (reflection) a
 | ``smaat`` | :class:`SmaAtUNet` | 12 frames -> +30 min | ``R / 12 / 47.83`` | §4 |
 | ``lupin`` | :class:`LUPIN` | 6 frames -> +5 min | mm/h (MF-U-Net: ``ln(R + 0.01)``) | §1 |
 | ``lcnn`` | :class:`LCNN` | 5 frames (4 Lagrangian differences) -> +5 min | mm/h | §2 |
+| ``spatspark`` | :class:`SpaTSparK` | 12 frames -> 12 frames (+5 ... +60 min) | ``R / 12 / 47.83`` | §6 |
+| ``spatspark-pretrain`` | :class:`SparKPretrain` | 12 masked frames -> reconstruction | ``R / 12 / 47.83`` | §5, §6 |
+
+``spatspark-pretrain`` is not a nowcasting model (no ``predict``): it is the SparK pretraining stage whose encoder
+and decoder initialise ``spatspark`` (:func:`init_from_pretrain`).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from .rainnet import RainNet, RainNetUNet
 from .smaat import SmaAtUNet
 from .lupin import LUPIN
 from .lcnn import LCNN
+from .spatspark import SparKPretrain, SpaTSparK, finetune_config_from_pretrain, init_from_pretrain
 
 __all__ = [
     "create_model",
@@ -47,4 +53,8 @@ __all__ = [
     "SmaAtUNet",
     "LUPIN",
     "LCNN",
+    "SpaTSparK",
+    "SparKPretrain",
+    "init_from_pretrain",
+    "finetune_config_from_pretrain",
 ]

@@ -2,7 +2,7 @@
 
 >>> from skydiff.nowcast.models import create_model, list_models
 >>> list_models()
-['lcnn', 'lupin', 'rainnet', 'smaat']
+['lcnn', 'lupin', 'rainnet', 'smaat', 'spatspark', 'spatspark-pretrain']
 >>> net = create_model("rainnet", base_channels=8)
 
 Weights are stored as a pair of files with a common stem: ``<stem>.safetensors`` (the state dict) and
