@@ -31,8 +31,9 @@ lcnn          LogCosh (§2's config uses RMSE: ``loss = "rmse"``) on the Euleria
               nowcast: Lucas-Kanade motion per sample (CPU, on the fly),                    ES 5
               Lagrangian differences -> RainNet U-Net -> cumulative sum ->
               advected back; in the model's space (mm/h)
-smaat         MSE on every output lead (``leadtime_steps``), in SmaAt's space      1e-3     plateau 0.1, p 4 /
-              (mean over pixels: Adam is invariant to the per-image sum of §4)             ES 15
+smaat         MSE on every output lead (``leadtime_steps``), in SmaAt's space,     1e-3     plateau 0.1, p 4 /
+              summed over the pixels and leads of each sample, mean over the batch         ES 15
+              (§4; a per-pixel mean makes gradients smaller than Adam's eps)
 lupin         stage ``"motion"``: MF-U-Net alone; ``(1-β)·LogCosh(ext, y) +        5e-4     plateau 0.9, p 0 /
  motion       β·div``, ext = last frame advected along the (unblurred) motion,              ES 3
               compared in ``ln(R + 0.01)`` (stage 1 used the ``log`` data), β = 0.1
@@ -45,7 +46,8 @@ lupin         stage ``"joint"``: both U-Nets; ``(1-β)(1-γ)·RMSE + (1-β)γ·e
               next frame, and the last one vs the target (§1 losses)
 spatspark     SpaT-SparK fine-tuning (§6): ``MSE + ssim_weight·(1 − SSIM)`` on    1e-4     cosine, warm-up 40
               every output lead (``leadtime_steps``, default 12 -> 12) in SmaAt            / ES 30; AdamW,
-              space; ``ssim_weight`` 1e-4 (SSIM with data range [0, 1]);                   wd 0.05
+              space; ``ssim_weight`` 1e-4 (SSIM with data range [0, 1]); the loss is       wd 0.05
+              multiplied by the values per sample (Adam's eps, as for smaat);
               ``init_from`` = the ``spatspark-pretrain`` export (encoder,
               densify, decoder copied, see
               :func:`~skydiff.nowcast.models.init_from_pretrain`)
@@ -633,7 +635,10 @@ class NowcastModule(L.LightningModule):
         net = self.model
         idx = [s - 1 for s in net.leadtime_steps]
         pred = net(net.transform(x))
-        loss = masked_loss(self.loss_kind, pred, net.transform(y[:, idx]), m_out[:, idx])
+        # SmaAt's loss is the per-image *sum* of squared errors averaged over the batch (reference §4): the
+        # masked mean times the values per sample. Not only cosmetics: in SmaAt's normalised space (R/12/47.83)
+        # a per-pixel mean is ~1e-5 and its gradients fall below Adam's eps, which stalls training.
+        loss = masked_loss(self.loss_kind, pred, net.transform(y[:, idx]), m_out[:, idx]) * pred[0].numel()
         mm = net.inverse_transform(pred) if eval_leads else None
         return loss, {}, mm, idx
 
@@ -651,6 +656,10 @@ class NowcastModule(L.LightningModule):
             s = ssim(torch.where(m, pred, t), t)
             loss = crit + self.ssim_weight * (1.0 - s)
             logs = {"crit": crit.detach(), "ssim": s.detach()}
+        # scaled by the values per sample (the reference's relative weights kept): in SmaAt's normalised space
+        # the mean MSE is ~1e-8 and its gradients would fall below Adam's eps (LAMB, the reference's optimiser,
+        # normalises per layer and does not have this problem)
+        loss = loss * pred[0].numel()
         mm = net.inverse_transform(pred) if eval_leads else None
         return loss, logs, mm, idx
 
