@@ -114,7 +114,7 @@ def test_knmi_nowcast_beats_persistence_at_30_min(knmi2010):
         assert csi_fc > csi_p + 0.05, results
 
 
-def test_neural_models_plug_into_forecast(tmp_path):
+def test_neural_models_plug_into_forecast(tmp_path, monkeypatch):
     from skydiff.nowcast.models import create_model, save_model
 
     torch.manual_seed(0)
@@ -126,9 +126,11 @@ def test_neural_models_plug_into_forecast(tmp_path):
     assert out.shape == (3, 40, 52) and np.isfinite(out).all() and (out >= 0).all()
     with pytest.raises(InputError, match="need at least 4 frames"):
         forecast(frames[:2], 3, model="rainnet", weights=f"{stem}.safetensors")
-    if not (Path(skydiff.__file__).parent / "nowcast" / "weights" / "lupin.safetensors").exists():
-        with pytest.raises(InputError, match="no shipped weights for lupin"):
-            forecast(moving_blob(T=6), 3, model="lupin")
+    from skydiff.nowcast.models import registry
+
+    monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path / "no-weights-here")
+    with pytest.raises(InputError, match="no shipped weights for lupin"):
+        forecast(moving_blob(T=6), 3, model="lupin")
 
 
 def _timed(frames, minutes):

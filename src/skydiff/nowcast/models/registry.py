@@ -232,6 +232,10 @@ def save_model(model: nn.Module, path: str | Path, card: Mapping[str, Any] | Non
     try:
         save_file(state, str(tmp_w), metadata={"model": name, "format": str(FORMAT_VERSION)})
         tmp_j.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        umask = os.umask(0)
+        os.umask(umask)
+        for t in (tmp_w, tmp_j):  # the permissions of a normally created file (safetensors writes 0600)
+            os.chmod(t, 0o666 & ~umask)
         os.replace(tmp_w, wts)
         os.replace(tmp_j, js)
     finally:
