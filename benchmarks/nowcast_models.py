@@ -112,7 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None)
     args = p.parse_args(argv)
     if args.threads:
+        import numba
+
         torch.set_num_threads(args.threads)
+        numba.set_num_threads(args.threads)
     weights = dict(w.split("=", 1) for w in args.weights)
     t_start = time.perf_counter()
     with warnings.catch_warnings():
