@@ -11,6 +11,7 @@ Usage (from the repository root, after ``benchmarks/train/train_all.sh``)::
     python benchmarks/train/ship.py lupin runs/cpu/lupin_motion runs/cpu/lupin_tendency runs/cpu/lupin_joint
     python benchmarks/train/ship.py rainnet runs/cpu/rainnet
     python benchmarks/train/ship.py lcnn runs/cpu/lcnn
+    python benchmarks/train/ship.py spatspark runs/cpu/spatspark_pretrain runs/cpu/spatspark
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ def main(argv: list[str]) -> int:
     stages = []
     for run in runs:
         card_path = run / f"{name}.json"
+        if not card_path.is_file():  # an earlier stage of another registered name (e.g. spatspark-pretrain)
+            card_path = next(p for p in sorted(run.glob("*.json")) if p.name != "summary.json")
         summary = json.loads((run / "summary.json").read_text())
         card = json.loads(card_path.read_text())
         stages.append({
