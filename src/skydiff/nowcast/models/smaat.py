@@ -87,6 +87,11 @@ class _SmaAtNet(PaddedNet):
             low = cout
         self.ups = nn.ModuleList(ups)
         self.outc = nn.Conv2d(c[0], out_channels, 1)
+        # zero-initialised head: the network starts at "dry" (0 in SmaAt's space). With the default init its
+        # first outputs are ~0.3 in a space where rain is 0.001-0.03 (R / 12 / 47.83): a short training run
+        # (a few hundred steps) could not remove that noise (+-170 mm/h in the nowcasts, benchmarks/RESULTS.md §5)
+        nn.init.zeros_(self.outc.weight)
+        nn.init.zeros_(self.outc.bias)
 
     def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
         x = self.inc(x)
