@@ -125,6 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     sp, sm = by.get("SpaT-SparK (pretrained)"), by.get("SmaAt-UNet")
     if sp and sm:
         print("\n**Targets**\n")
+        if sm[1]["scores"][0.5]["recall"] == 0 or sm[4][0] == 0:
+            print("- CAVEAT: the SmaAt-UNet baseline forecasts (almost) no rain (recall 0 / CSI@1 0): the comparisons "
+                  "with it below are not meaningful")
         for label, i in (("SmaAt protocol", 1), ("SpaT-SparK protocol", 2)):
             better = sp[i]["mse"] < sm[i]["mse"]
             print(f"- lower pMSE than SmaAt-UNet ({label}): {'MET' if better else 'MISSED'} "
