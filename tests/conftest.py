@@ -10,6 +10,20 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def rain(b: int, t: int, h: int = 40, w: int = 52, seed: int = 0):
+    """Test input for the networks: ``(b, t, h, w)`` smooth positive blobs drifting 1 px/step to the right (mm/h)."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
+    out = torch.zeros(b, t, h, w)
+    for i in range(b):
+        cy, cx = (torch.rand(2, generator=g) * torch.tensor([h / 2, w / 3]) + torch.tensor([h / 4, w / 6])).tolist()
+        for j in range(t):
+            out[i, j] = 20.0 * torch.exp(-((yy - cy) ** 2 + (xx - cx - j) ** 2) / 40.0)
+    return out
+
+
 def data_dir() -> Path:
     return Path(os.environ.get("SKYDIFF_DATA", ROOT.parent / "shared" / "data")).resolve()
 

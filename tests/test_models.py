@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import rain
 from skydiff.errors import InputError, ShapeError
 from skydiff.nowcast.models import (
     LCNN,
@@ -47,16 +48,6 @@ def n_forward_channels(m) -> int:
     return m.n_input_frames - 1 if isinstance(m, LCNN) else m.n_input_frames
 
 
-def rain(b: int, t: int, h: int = H, w: int = W, seed: int = 0) -> torch.Tensor:
-    """Smooth positive blobs drifting 1 px/step to the right (mm/h)."""
-    g = torch.Generator().manual_seed(seed)
-    yy, xx = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij")
-    out = torch.zeros(b, t, h, w)
-    for i in range(b):
-        cy, cx = (torch.rand(2, generator=g) * torch.tensor([h / 2, w / 3]) + torch.tensor([h / 4, w / 6])).tolist()
-        for j in range(t):
-            out[i, j] = 20.0 * torch.exp(-((yy - cy) ** 2 + (xx - cx - j) ** 2) / 40.0)
-    return out
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import InputError, ReadError, ShapeError
-from .interface import _NN_MIN_FRAMES, check_frames, default_motion_frames, forecast, get_model
+from ..errors import InputError, ShapeError
+from .interface import _NN_MIN_FRAMES, default_motion_frames, forecast, get_model
 
 __all__ = ["Evaluation", "evaluate", "CATEGORICAL", "CONTINUOUS"]
 
@@ -125,14 +125,8 @@ def _load(source: Any) -> tuple[str, Any]:
         return str(source.attrs.get("source", source.name or "data")), source
     if isinstance(source, RadarSource):
         return source.name, source.load()
-    if isinstance(source, (str, os.PathLike)):
-        p = Path(source)
-        if p.is_dir():
-            files = sorted(str(f) for f in p.iterdir() if f.is_file() and not f.name.startswith("."))
-            if not files:
-                raise ReadError(f"evaluate: folder {p} holds no files")
-            return p.name, read_radar(files)
-        return p.name, read_radar([str(p)])
+    if isinstance(source, (str, os.PathLike)):  # a file, a folder or a glob pattern: read_radar expands it
+        return Path(source).name, read_radar(str(source))
     if isinstance(source, Sequence) and source and all(isinstance(s, (str, os.PathLike)) for s in source):
         return Path(source[0]).parent.name, read_radar([str(s) for s in source])
     raise InputError(f"evaluate: cannot use {type(source).__name__} as a source (DataArray, RadarSource, path, "
@@ -245,13 +239,13 @@ def evaluate(
     L = leadtimes
     # per pooling key ("all" and the groups): n, sum(f-o), sum|f-o|, sum (f-o)^2 per lead; contingency tables
     cont: dict[str, dict[str, np.ndarray]] = {}
-    tables: dict[str, dict[str, dict[float, list[Any]]]] = {}
+    tables: dict[str, dict[str, dict[float, Any]]] = {}  # per-lead contingency tables (shape (L,)), summed
     n_cases: dict[str, int] = {}
 
     def _acc(key: str) -> None:
         if key not in cont:
             cont[key] = {m: np.zeros((L, 4)) for m in models}
-            tables[key] = {m: {t: [0] * L for t in thresholds} for m in models}
+            tables[key] = {m: {t: 0 for t in thresholds} for m in models}
             n_cases[key] = 0
 
     _acc("all")
@@ -285,7 +279,6 @@ def evaluate(
                 break
             inp = data[s : s + n_in]
             obs = torch.from_numpy(np.ascontiguousarray(data[s + n_in : s + length]))
-            check_frames(inp, 1, what=f"frames of {name} at {times[s]}")
             fcs = {}
             for m in models:
                 t0 = time.perf_counter()
@@ -294,7 +287,10 @@ def evaluate(
                     kw["weights"] = weights[m]
                 if motion_frames is not None:
                     kw["motion_kwargs"] = {"frames": int(motion_frames)}
-                out = forecast(inp[-need[m]:], L, model=m, motion=motion, **kw)
+                try:
+                    out = forecast(inp[-need[m]:], L, model=m, motion=motion, **kw)
+                except InputError as exc:
+                    raise InputError(f"evaluate: {m} on {name} at {str(times[s + n_in - 1])[:16]}: {exc}") from None
                 t_model[m] += time.perf_counter() - t0
                 fcs[m] = torch.as_tensor(np.asarray(out, dtype=np.float32))
             invalid = torch.isnan(obs)
@@ -316,8 +312,7 @@ def evaluate(
                 for key in keys:
                     cont[key][m] += sums
                     for thr, ct in cts.items():
-                        for k in range(L):
-                            tables[key][m][thr][k] = tables[key][m][thr][k] + _index(ct, k)
+                        tables[key][m][thr] = tables[key][m][thr] + ct
             cases.append((name, str(times[s + n_in - 1])[:16]))
     if not cases:
         raise InputError(f"evaluate: no case of {length} consecutive frames {timestep:g} min apart in the sources "
@@ -330,9 +325,10 @@ def evaluate(
             n = c[:, 0]
             with np.errstate(invalid="ignore", divide="ignore"):
                 me, mae, mse = c[:, 1] / n, c[:, 2] / n, c[:, 3] / n
+            scores = {thr: tables[key][m][thr].scores() for thr in thresholds}
             for k in range(L):
                 for thr in thresholds:
-                    sc = tables[key][m][thr][k].scores()
+                    sc = {c: v[k] for c, v in scores[thr].items()}
                     row = {"source": key, "model": m, "leadtime_min": lead_min[k], "threshold": thr,
                            "n_cases": n_cases[key], "n_pixels": int(n[k]), "mse": mse[k], "mae": mae[k], "me": me[k]}
                     row.update({c: float(sc[c]) for c in CATEGORICAL})
@@ -341,10 +337,3 @@ def evaluate(
     timing = {m: t_model[m] / len(cases) for m in models}
     return Evaluation(scores=df, timing=timing, cases=cases, leadtimes_min=lead_min, thresholds=thresholds)
 
-
-def _index(ct: Any, k: int) -> Any:
-    """The k-th table of a stack of per-field contingency tables."""
-    from ..verify.categorical import Contingency
-
-    return Contingency(ct.hits[k], ct.misses[k], ct.false_alarms[k], ct.correct_negatives[k],
-                       threshold=ct.threshold, event=ct.event, as_numpy=True)

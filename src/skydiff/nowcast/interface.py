@@ -173,26 +173,23 @@ NN_TIMESTEP_MIN = 5.0
 
 def _frames_timestep(frames: Any, timestep: float | None) -> float | None:
     """Minutes between frames: ``timestep`` if given, else from a DataArray's regular time coordinate."""
+    from ..errors import TimeGapError
+    from ..io import check_regular
+    from ..io.units import positive_minutes
+
     if timestep is not None:
-        try:
-            ts = float(timestep)
-        except (TypeError, ValueError):
-            raise InputError(f"timestep must be a number of minutes, got {timestep!r}") from None
-        if not np.isfinite(ts) or ts <= 0:
-            raise InputError(f"timestep must be a positive number of minutes, got {timestep!r}")
-        return ts
-    if hasattr(frames, "dims") and "time" in getattr(frames, "coords", {}) and frames.sizes.get("time", 0) > 1:
-        t = np.asarray(frames["time"].values)
-        if not np.issubdtype(t.dtype, np.datetime64):
-            return None
-        d = np.diff(t.astype("datetime64[ns]")).astype(np.int64) / 60e9
-        if np.any(d <= 0) or np.ptp(d) > 1e-6:
-            raise InputError(
-                f"the frames are not at a regular time step (steps of {sorted(set(np.round(d, 3).tolist()))} min): "
-                "a nowcast needs consecutive frames without gaps"
-            )
-        return float(d[0])
-    return None
+        return positive_minutes(timestep)
+    if not (hasattr(frames, "dims") and "time" in getattr(frames, "coords", {}) and frames.sizes.get("time", 0) > 1):
+        return None
+    t = np.asarray(frames["time"].values)
+    if not np.issubdtype(t.dtype, np.datetime64):
+        return None
+    try:
+        check_regular(frames)
+    except TimeGapError as exc:
+        raise InputError(f"the frames are not at a regular time step ({exc}): a nowcast needs consecutive frames "
+                         "without gaps") from None
+    return float(np.diff(t.astype("datetime64[ns]"))[0].astype(np.int64)) / 60e9
 
 
 def default_motion_frames(method: str) -> int:

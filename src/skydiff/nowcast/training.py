@@ -294,6 +294,7 @@ _RECIPES: dict[str, dict[str, Any]] = {
                            "weight_decay": 0.05, "optimizer": "adamw", "warmup_epochs": 40, "patience": -1},
 }
 _SPATSPARK = ("spatspark", "spatspark-pretrain")
+_DIRECT = ("smaat", "spatspark")  # multi-output models: all leads (``leadtime_steps``) in one forward pass
 _PRETRAIN = "spatspark-pretrain"
 _EXTRA_OPTIONS = ("optimizer", "warmup_epochs", "ssim_weight")  # keys only some recipes have
 OPTIMIZERS = ("adam", "adamw")
@@ -480,7 +481,7 @@ class NowcastModule(L.LightningModule):
         self.n_in = n_model if n_in is None else int(n_in)
         if self.n_in < n_model:
             raise InputError(f"{name} needs {n_model} input frames, but data.n_in = {self.n_in}")
-        if name in ("smaat", "spatspark"):
+        if name in _DIRECT:
             steps = list(net.leadtime_steps)
             self.rollout_steps = len(steps)
             need = max(steps)
@@ -497,7 +498,7 @@ class NowcastModule(L.LightningModule):
             need = self.rollout_steps
         self.n_out = need if n_out is None else int(n_out)
         if self.n_out < need:
-            what = f"leadtime_steps {list(net.leadtime_steps)}" if name in ("smaat", "spatspark") else \
+            what = f"leadtime_steps {list(net.leadtime_steps)}" if name in _DIRECT else \
                 f"rollout_steps = {self.rollout_steps}"
             raise InputError(f"data.n_out = {self.n_out} target frames are too few for {what}")
 
@@ -609,10 +610,8 @@ class NowcastModule(L.LightningModule):
         """Loss, extra logs, and (with ``eval_leads``) the nowcast in mm/h with the target index of each lead."""
         x, y, m_in, m_out = self._unpack(batch)
         name = self.model_name
-        if name == "smaat":
-            return self._run_smaat(x, y, m_out, eval_leads)
-        if name == "spatspark":
-            return self._run_spatspark(x, y, m_out, eval_leads)
+        if name in _DIRECT:
+            return self._run_direct(x, y, m_out, eval_leads)
         if name == _PRETRAIN:
             return self._run_pretrain(x, m_in, eval_leads)
         if name == "lcnn":
@@ -631,34 +630,26 @@ class NowcastModule(L.LightningModule):
         mm = net.inverse_transform(pred[:, :eval_leads]) if eval_leads else None
         return loss, {}, mm, list(range(eval_leads))
 
-    def _run_smaat(self, x, y, m_out, eval_leads):  # type: ignore[no-untyped-def]
-        net = self.model
-        idx = [s - 1 for s in net.leadtime_steps]
-        pred = net(net.transform(x))
-        # SmaAt's loss is the per-image *sum* of squared errors averaged over the batch (reference §4): the
-        # masked mean times the values per sample. Not only cosmetics: in SmaAt's normalised space (R/12/47.83)
-        # a per-pixel mean is ~1e-5 and its gradients fall below Adam's eps, which stalls training.
-        loss = masked_loss(self.loss_kind, pred, net.transform(y[:, idx]), m_out[:, idx]) * pred[0].numel()
-        mm = net.inverse_transform(pred) if eval_leads else None
-        return loss, {}, mm, idx
-
-    def _run_spatspark(self, x, y, m_out, eval_leads):  # type: ignore[no-untyped-def]
-        from .models.spatspark import ssim
-
+    def _run_direct(self, x, y, m_out, eval_leads):  # type: ignore[no-untyped-def]
+        """SmaAt-UNet and SpaT-SparK: all lead times in one pass; ``MSE (+ ssim_weight (1 - SSIM))``."""
         net = self.model
         idx = [s - 1 for s in net.leadtime_steps]
         pred = net(net.transform(x))
         t, m = net.transform(y[:, idx]), m_out[:, idx]
         crit = masked_loss(self.loss_kind, pred, t, m)
         loss, logs = crit, {}
-        if self.ssim_weight > 0:
+        if self.ssim_weight > 0:  # spatspark
+            from .models.spatspark import ssim
+
             # no-data pixels take the target's value, so they do not count as structure errors
             s = ssim(torch.where(m, pred, t), t)
             loss = crit + self.ssim_weight * (1.0 - s)
             logs = {"crit": crit.detach(), "ssim": s.detach()}
-        # scaled by the values per sample (the reference's relative weights kept): in SmaAt's normalised space
-        # the mean MSE is ~1e-8 and its gradients would fall below Adam's eps (LAMB, the reference's optimiser,
-        # normalises per layer and does not have this problem)
+        # SmaAt's loss is the per-image *sum* of squared errors averaged over the batch (reference §4): the
+        # masked mean times the values per sample (SpaT-SparK: its relative SSIM weight kept). Not only cosmetics:
+        # in SmaAt's normalised space (R/12/47.83) a per-pixel mean is ~1e-5 (SpaT-SparK's patches ~1e-8) and
+        # its gradients fall below Adam's eps, which stalls training (LAMB, SpaT-SparK's optimiser, normalises
+        # per layer and does not have this problem).
         loss = loss * pred[0].numel()
         mm = net.inverse_transform(pred) if eval_leads else None
         return loss, logs, mm, idx
@@ -763,7 +754,7 @@ class NowcastModule(L.LightningModule):
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
         if self.model_name == _PRETRAIN:
             return self._validation_step_pretrain(batch, batch_idx)
-        eval_leads = 1 if self.model_name in ("smaat", "spatspark") else self.n_out
+        eval_leads = 1 if self.model_name in _DIRECT else self.n_out
         loss, logs, mm, idx = self._run(batch, eval_leads)
         bs = int(batch["inputs"].shape[0])
         self.log("val_loss", loss, prog_bar=True, on_step=False, on_epoch=True, sync_dist=True, batch_size=bs)
@@ -803,7 +794,7 @@ class NowcastModule(L.LightningModule):
         return loss
 
     def _lead_steps(self) -> list[int]:
-        if self.model_name in ("smaat", "spatspark"):
+        if self.model_name in _DIRECT:
             return list(self.model.leadtime_steps)
         if self.model_name == _PRETRAIN:
             return [0]  # one pooled entry: the reconstruction

@@ -299,7 +299,23 @@ class _MaskedMaxPool(nn.MaxPool2d):
         return y * expand_active(active, y.shape[-2:]).to(y.dtype)
 
 
-class BasicBlock(nn.Module):
+class _ResBlock(nn.Module):
+    """The identity / projection shortcut shared by the two sparse-capable ResNet blocks."""
+
+    def _init_shortcut(self, cin: int, cout: int, stride: int) -> None:
+        self.down_conv: MaskedConv2d | None = None
+        self.down_bn: MaskedBatchNorm2d | None = None
+        if stride != 1 or cin != cout:
+            self.down_conv = MaskedConv2d(cin, cout, 1, stride=stride, bias=False)
+            self.down_bn = MaskedBatchNorm2d(cout)
+
+    def _shortcut(self, x: torch.Tensor, active: torch.Tensor | None) -> torch.Tensor:
+        if self.down_conv is None:
+            return x
+        return self.down_bn(self.down_conv(x, active), active)  # type: ignore[misc]
+
+
+class BasicBlock(_ResBlock):
     """ResNet basic block (two 3x3 convolutions), sparse-capable; ``expansion = 1``."""
 
     expansion = 1
@@ -311,11 +327,7 @@ class BasicBlock(nn.Module):
         self.bn1 = MaskedBatchNorm2d(width)
         self.conv2 = MaskedConv2d(width, cout, 3, padding=1, bias=False)
         self.bn2 = MaskedBatchNorm2d(cout)
-        self.down_conv: MaskedConv2d | None = None
-        self.down_bn: MaskedBatchNorm2d | None = None
-        if stride != 1 or cin != cout:
-            self.down_conv = MaskedConv2d(cin, cout, 1, stride=stride, bias=False)
-            self.down_bn = MaskedBatchNorm2d(cout)
+        self._init_shortcut(cin, cout, stride)
 
     def last_bn(self) -> MaskedBatchNorm2d:
         return self.bn2
@@ -323,11 +335,10 @@ class BasicBlock(nn.Module):
     def forward(self, x: torch.Tensor, active: torch.Tensor | None = None) -> torch.Tensor:
         out = nnf.relu(self.bn1(self.conv1(x, active), active))
         out = self.bn2(self.conv2(out, active), active)
-        sc = x if self.down_conv is None else self.down_bn(self.down_conv(x, active), active)  # type: ignore[misc]
-        return nnf.relu(out + sc)
+        return nnf.relu(out + self._shortcut(x, active))
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(_ResBlock):
     """ResNet bottleneck block (1x1 -> 3x3 with the stride -> 1x1, ``expansion = 4``), sparse-capable."""
 
     expansion = 4
@@ -341,11 +352,7 @@ class Bottleneck(nn.Module):
         self.bn2 = MaskedBatchNorm2d(width)
         self.conv3 = MaskedConv2d(width, cout, 1, bias=False)
         self.bn3 = MaskedBatchNorm2d(cout)
-        self.down_conv: MaskedConv2d | None = None
-        self.down_bn: MaskedBatchNorm2d | None = None
-        if stride != 1 or cin != cout:
-            self.down_conv = MaskedConv2d(cin, cout, 1, stride=stride, bias=False)
-            self.down_bn = MaskedBatchNorm2d(cout)
+        self._init_shortcut(cin, cout, stride)
 
     def last_bn(self) -> MaskedBatchNorm2d:
         return self.bn3
@@ -354,8 +361,7 @@ class Bottleneck(nn.Module):
         out = nnf.relu(self.bn1(self.conv1(x, active), active))
         out = nnf.relu(self.bn2(self.conv2(out, active), active))
         out = self.bn3(self.conv3(out, active), active)
-        sc = x if self.down_conv is None else self.down_bn(self.down_conv(x, active), active)  # type: ignore[misc]
-        return nnf.relu(out + sc)
+        return nnf.relu(out + self._shortcut(x, active))
 
 
 class SparseResNet(nn.Module):
