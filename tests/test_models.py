@@ -23,7 +23,7 @@ from skydiff.nowcast.models import (
     load_weights,
     save_model,
 )
-from skydiff.nowcast.models import registry
+from skydiff import registry
 from skydiff.nowcast.models.blocks import crop_padding, gaussian_blur, lagrangian_stack, pad_to_multiple
 
 H, W = 40, 52  # non-square, not multiples of 16

@@ -126,7 +126,7 @@ def test_neural_models_plug_into_forecast(tmp_path, monkeypatch):
     assert out.shape == (3, 40, 52) and np.isfinite(out).all() and (out >= 0).all()
     with pytest.raises(InputError, match="need at least 4 frames"):
         forecast(frames[:2], 3, model="rainnet", weights=f"{stem}.safetensors")
-    from skydiff.nowcast.models import registry
+    from skydiff import registry
 
     monkeypatch.setattr(registry, "WEIGHTS_DIR", tmp_path / "no-weights-here")
     with pytest.raises(InputError, match="no shipped weights for lupin"):

@@ -17,7 +17,7 @@ import torch
 from conftest import rain
 from skydiff.errors import InputError, ShapeError
 from skydiff.nowcast.models import SparKPretrain, SpaTSparK, create_model, list_models, load_model, save_model
-from skydiff.nowcast.models import registry
+from skydiff import registry
 from skydiff.nowcast.models.spatspark import (
     MaskedBatchNorm2d,
     SparseResNet,

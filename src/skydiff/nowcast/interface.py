@@ -276,10 +276,10 @@ def _nn_model(name: str) -> Callable[..., Any]:
         weights: Any = None,
         **kwargs: Any,
     ) -> tuple[torch.Tensor, Any]:
-        from .models import create_model, registry
+        from ..registry import create_model, weights_dir
 
         # the shipped weights are keyed by their path, so a different weights folder is never served from cache
-        key = (name, str(weights) if weights else str(registry.WEIGHTS_DIR / name), str(x.device))
+        key = (name, str(weights) if weights else str(weights_dir(name) / name), str(x.device))
         if key not in _NN_CACHE:
             model = create_model(name, pretrained=weights if weights is not None else True)
             _NN_CACHE[key] = model.to(x.device).eval()

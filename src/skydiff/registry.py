@@ -1,0 +1,274 @@
+"""One timm-like registry for every trainable skydiff model, and weight I/O with safetensors.
+
+>>> from skydiff.registry import create_model, list_models
+>>> list_models(kind="nowcast")
+['lcnn', 'lupin', 'rainnet', 'smaat', 'spatspark', 'spatspark-pretrain']
+>>> net = create_model("rainnet", base_channels=8)
+
+Every model is registered with a ``kind`` (``"nowcast"``, ``"downscale"``, ``"dycore"``) and the folder its
+shipped weights live in (default ``skydiff/nowcast/weights``). Weights are stored as a pair of files with a
+common stem: ``<stem>.safetensors`` (the state dict) and ``<stem>.json`` (``{"model": name, "config":
+{...constructor keywords...}, "card": {...free-form model card...}}``); ``create_model(name, pretrained=True)``
+loads ``<weights_dir>/<name>.safetensors``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+from torch import nn
+
+from .errors import InputError, ReadError
+
+__all__ = [
+    "register_model",
+    "create_model",
+    "list_models",
+    "save_model",
+    "load_model",
+    "load_weights",
+    "WEIGHTS_DIR",
+    "weights_dir",
+]
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "nowcast" / "weights"
+FORMAT_VERSION = 1
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+_KIND: dict[str, str] = {}
+_WEIGHTS: dict[str, Path | None] = {}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def register_model(
+    name: str | F | None = None, *, kind: str = "nowcast", weights_dir: str | Path | None = None
+) -> Any:
+    """Register a model class or factory under a (case-insensitive) name.
+
+    Use as ``@register_model`` (the name is the lower-cased ``__name__``) or ``@register_model("name",
+    kind="downscale", weights_dir=...)``. The decorated object is returned unchanged; ``create_model(name,
+    **config)`` calls it with ``config``; ``pretrained=True`` looks for ``<weights_dir>/<name>.safetensors``
+    (default folder: :data:`WEIGHTS_DIR`, the nowcasting weights).
+    """
+
+    def deco(fn: F, key: str | None = None) -> F:
+        if not callable(fn):
+            raise InputError(f"register_model needs a class or function, got {type(fn).__name__}")
+        k = (key or fn.__name__).lower()
+        _REGISTRY[k] = fn
+        _KIND[k] = kind
+        _WEIGHTS[k] = Path(weights_dir) if weights_dir is not None else None
+        return fn
+
+    if callable(name):
+        return deco(name)
+    if name is not None and not isinstance(name, str):
+        raise InputError(f"register_model name must be a string, got {type(name).__name__}")
+    return lambda fn: deco(fn, name)
+
+
+def list_models(pattern: str | None = None, kind: str | None = None) -> list[str]:
+    """Sorted names of the registered models (optionally those of one ``kind`` / containing ``pattern``)."""
+    names = sorted(k for k in _REGISTRY if kind is None or _KIND[k] == kind)
+    if pattern:
+        names = [n for n in names if pattern.lower() in n]
+    return names
+
+
+def _lookup(name: Any) -> Callable[..., nn.Module]:
+    if not isinstance(name, str) or name.lower() not in _REGISTRY:
+        raise InputError(f"unknown model {name!r}; available: {', '.join(list_models())}")
+    return _REGISTRY[name.lower()]
+
+
+def weights_dir(name: str) -> Path:
+    """The folder holding the shipped weights of a registered model."""
+    _lookup(name)
+    return _WEIGHTS[name.lower()] or WEIGHTS_DIR
+
+
+def _build(factory: Callable[..., nn.Module], name: str, config: dict[str, Any]) -> nn.Module:
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+        params = {}
+    if params and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        unknown = sorted(set(config) - set(params))
+        if unknown:
+            raise InputError(
+                f"model {name!r} has no option(s) {', '.join(unknown)}; options: {', '.join(params)}"
+            )
+    return factory(**config)
+
+
+def _stem(path: str | Path) -> Path:
+    p = Path(path)
+    return p.with_suffix("") if p.suffix in (".safetensors", ".json") else p
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ReadError(f"cannot read model config {path}: {exc}") from None
+    if not isinstance(meta, dict):
+        raise ReadError(f"model config {path} must hold a JSON object")
+    return meta
+
+
+def create_model(name: str, pretrained: bool | str | Path = False, **config: Any) -> nn.Module:
+    """Build a registered model.
+
+    Parameters
+    ----------
+    name
+        A name from :func:`list_models` (case-insensitive).
+    pretrained
+        ``False`` (random initialisation), ``True`` (the shipped weights
+        ``<weights_dir>/<name>.safetensors`` of the registration, e.g. ``skydiff/nowcast/weights``; their ``<name>.json`` config, if present, gives the
+        defaults that ``config`` overrides) or a path to a ``.safetensors`` file / stem of your own.
+    **config
+        Constructor keyword arguments of the model (e.g. ``base_channels``, ``depth``).
+
+    Raises :class:`~skydiff.errors.InputError` for an unknown name, missing shipped weights, or weights that do
+    not fit the model (the message lists the missing, unexpected and mis-shaped keys).
+    """
+    factory = _lookup(name)
+    key = name.lower()
+    if pretrained is False or pretrained is None:
+        return _build(factory, key, config)
+    if pretrained is True:
+        stem = weights_dir(key) / key
+        if not stem.with_suffix(".safetensors").is_file():
+            raise InputError(
+                f"no shipped weights for {key} yet (looked for {stem.with_suffix('.safetensors')}); "
+                "use pretrained=False or pass the path of your own .safetensors file"
+            )
+    else:
+        stem = _stem(pretrained)
+        if not stem.with_suffix(".safetensors").is_file():
+            raise InputError(f"weights file {stem.with_suffix('.safetensors')} not found")
+    meta_path = stem.with_suffix(".json")
+    if meta_path.is_file():
+        meta = _read_json(meta_path)
+        saved = str(meta.get("model", key)).lower()
+        if saved != key:
+            raise InputError(f"weights {stem.with_suffix('.safetensors')} are for model {saved!r}, not {key!r}")
+        config = {**dict(meta.get("config", {})), **config}
+    model = _build(factory, key, config)
+    load_weights(model, stem.with_suffix(".safetensors"))
+    return model
+
+
+def _check_state(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = sorted(
+        f"{k}: weights {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in set(own) & set(state)
+        if tuple(state[k].shape) != tuple(own[k].shape)
+    )
+    if not (missing or unexpected or shapes):
+        return
+
+    def show(items: list[str]) -> str:
+        return ", ".join(items[:8]) + (f", ... ({len(items)} in all)" if len(items) > 8 else "")
+
+    parts = []
+    if shapes:
+        parts.append(f"shape mismatch for {show(shapes)}")
+    if missing:
+        parts.append(f"missing keys {show(missing)}")
+    if unexpected:
+        parts.append(f"unexpected keys {show(unexpected)}")
+    raise InputError(
+        f"weights from {source} do not fit {type(model).__name__}: " + "; ".join(parts)
+        + " (was the model created with the same config?)"
+    )
+
+
+def load_weights(model: nn.Module, weights: str | Path | Mapping[str, torch.Tensor]) -> nn.Module:
+    """Load a state dict (or a ``.safetensors`` file / stem) into ``model`` strictly; returns the model.
+
+    Raises :class:`~skydiff.errors.InputError` naming the missing, unexpected and mis-shaped keys.
+    """
+    if isinstance(weights, Mapping):
+        state, source = dict(weights), "the given state dict"
+    else:
+        from safetensors.torch import load_file
+
+        path = _stem(weights).with_suffix(".safetensors")
+        if not path.is_file():
+            raise InputError(f"weights file {path} not found")
+        try:
+            state = load_file(str(path))
+        except Exception as exc:  # safetensors raises its own error types
+            raise ReadError(f"cannot read weights {path}: {exc}") from None
+        source = str(path)
+    _check_state(model, state, source)
+    model.load_state_dict(state, strict=True)
+    return model
+
+
+def save_model(model: nn.Module, path: str | Path, card: Mapping[str, Any] | None = None) -> tuple[Path, Path]:
+    """Write ``<stem>.safetensors`` (state dict) and ``<stem>.json`` (name, config, model card).
+
+    ``path`` is the stem (a ``.safetensors`` / ``.json`` suffix is stripped). The model must come from the
+    registry (have ``model_name`` and ``config``). Returns the two paths. :func:`load_model` reads them back.
+    """
+    from safetensors.torch import save_file
+
+    name = getattr(model, "model_name", "")
+    config = getattr(model, "config", None)
+    if not name or config is None:
+        raise InputError("save_model needs a registered skydiff model (with model_name and config)")
+    stem = _stem(path)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    from . import __version__
+
+    meta = {
+        "model": name,
+        "config": config,
+        "format": FORMAT_VERSION,
+        "skydiff_version": __version__,
+        "card": dict(card or {}),
+    }
+    # atomic: both files are written under temporary names in the target folder, then moved into place
+    wts, js = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+    tmp_w = wts.with_name(f".{wts.name}.tmp{os.getpid()}")
+    tmp_j = js.with_name(f".{js.name}.tmp{os.getpid()}")
+    try:
+        save_file(state, str(tmp_w), metadata={"model": name, "format": str(FORMAT_VERSION)})
+        tmp_j.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        umask = os.umask(0)
+        os.umask(umask)
+        for t in (tmp_w, tmp_j):  # the permissions of a normally created file (safetensors writes 0600)
+            os.chmod(t, 0o666 & ~umask)
+        os.replace(tmp_w, wts)
+        os.replace(tmp_j, js)
+    finally:
+        for t in (tmp_w, tmp_j):
+            if t.exists():
+                t.unlink()
+    return wts, js
+
+
+def load_model(path: str | Path, **config: Any) -> nn.Module:
+    """Rebuild a model saved by :func:`save_model` (``config`` overrides the saved one) and load its weights."""
+    stem = _stem(path)
+    meta_path = stem.with_suffix(".json")
+    if not meta_path.is_file():
+        raise InputError(f"model config {meta_path} not found (save_model writes it beside the .safetensors)")
+    meta = _read_json(meta_path)
+    if "model" not in meta:
+        raise InputError(f"model config {meta_path} has no 'model' entry")
+    return create_model(str(meta["model"]), pretrained=stem, **config)
