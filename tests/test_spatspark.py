@@ -519,8 +519,8 @@ def test_training_recipes_pretrain_then_finetune(tmp_path):
         resolve_config(bad)
     with pytest.raises(InputError, match="loss must be 'mse'"):
         NowcastModule("spatspark-pretrain", ARCH, loss="mae")
-    with pytest.raises(InputError, match="scheduler"):
-        NowcastModule("rainnet", {"base_channels": 4, "depth": 2}, scheduler="cosine")
+    with pytest.raises(InputError, match="scheduler must be one of"):
+        NowcastModule("rainnet", {"base_channels": 4, "depth": 2}, scheduler="step")
 
 
 def test_cosine_schedule_with_warmup_and_adamw_groups():
@@ -546,6 +546,23 @@ def test_cosine_schedule_with_warmup_and_adamw_groups():
     # linear warm-up over 2 epochs (1/3, 2/3), then cosine from 1 over the remaining 4 epochs
     expect = [1 / 3, 2 / 3] + [0.5 * (1 + math.cos(math.pi * k / 4)) for k in range(4)]
     assert lrs == pytest.approx([1e-3 * e for e in expect])
+
+    # max_steps ending the run before max_epochs: the schedule spans the epochs the run really has
+    # (30 steps of 5 batches = 6 epochs), not max_epochs = 100; any model may use AdamW + cosine
+    for name, arch in (("spatspark", {**ARCH, "n_out": 2}), ("rainnet", {"base_channels": 4, "depth": 2})):
+        kw = {"n_out": 2} if name == "spatspark" else {}
+        module = NowcastModule(name, arch, lr=1e-3, warmup_epochs=2, scheduler="cosine", optimizer="adamw", **kw)
+        module._trainer = SimpleNamespace(max_epochs=100, max_steps=30, estimated_stepping_batches=30,
+                                          num_training_batches=5, accumulate_grad_batches=1)
+        conf = module.configure_optimizers()
+        opt, sched = conf["optimizer"], conf["lr_scheduler"]["scheduler"]
+        lrs = []
+        for _ in range(6):
+            lrs.append(opt.param_groups[0]["lr"])
+            opt.step()
+            sched.step()
+        assert isinstance(opt, torch.optim.AdamW)
+        assert lrs == pytest.approx([1e-3 * e for e in expect])
 
 
 def test_sample_configs_and_cli(tmp_path, capsys):

@@ -65,11 +65,11 @@ SpaT-SparK is trained in two runs: ``skydiff train spatspark-pretrain`` (sample 
 ``spatspark_pretrain.toml``) exports ``<out>/spatspark-pretrain.safetensors``; ``skydiff train spatspark``
 (``spatspark.toml``) with ``training.init_from`` = that file (stem or ``.ckpt``) builds the fine-tuning model
 with the pretraining run's architecture (in_frames, widths, depth, decoder; keys in the ``[model]`` section
-override it) and copies encoder, densify layers, mask tokens and decoder into it. Only these two recipes know
-the ``[training]`` keys ``optimizer`` (``"adamw"``: decoupled weight decay, none on biases, norms and mask
-tokens, betas (0.9, 0.95); or ``"adam"``; the references use LAMB, which torch lacks), ``warmup_epochs``
-(linear warm-up of the ``"cosine"`` scheduler, which then decays the learning rate towards 0 at
-``max_epochs``, per epoch) and, for ``spatspark``, ``ssim_weight``. The pretraining's ``loss`` is always its
+override it) and copies encoder, densify layers, mask tokens and decoder into it. Their recipes use the
+``[training]`` keys (available to every model) ``optimizer`` (``"adamw"``: decoupled weight decay, none on
+biases, norms and mask tokens, betas (0.9, 0.95); or ``"adam"``, the default; the references use LAMB, which
+torch lacks) and ``warmup_epochs`` (linear warm-up of the ``"cosine"`` scheduler, which then decays the
+learning rate towards 0 at the run's last epoch, per epoch), and, for ``spatspark`` only, ``ssim_weight``. The pretraining's ``loss`` is always its
 reconstruction loss (``"mse"``).
 
 Validation: ``val_loss`` (the training loss; for ``spatspark-pretrain`` with a fixed mask per validation batch,
@@ -124,8 +124,8 @@ sets dotted keys. ``train("lupin_motion")`` (a name that is not a file) uses the
 
     [training]
     stage = "motion"            # lupin only: "motion" | "tendency" | "joint"
-    optimizer = "adamw"         # spatspark, spatspark-pretrain only: "adamw" | "adam"
-    warmup_epochs = 40          # spatspark, spatspark-pretrain only: warm-up of scheduler = "cosine"
+    optimizer = "adam"          # "adam" | "adamw" (spatspark* recipes: adamw)
+    warmup_epochs = 0           # warm-up of scheduler = "cosine" (spatspark* recipes: 40)
     ssim_weight = 1e-4          # spatspark only: weight of the 1 - SSIM term
     init_from = ""              # weights to start from (.safetensors / stem, or .ckpt)
     max_epochs = 10
@@ -137,7 +137,7 @@ sets dotted keys. ``train("lupin_motion")`` (a name that is not a file) uses the
     gamma = 0.1                 # lupin joint: weight of the "extra" advection term
     rollout_steps = 1           # leads in the loss (autoregressive, detached unless bptt = true)
     bptt = false                # back-propagate through the autoregressive rollout
-    scheduler = "plateau"       # "plateau" (ReduceLROnPlateau on val_loss) | "none" | "cosine" (spatspark*)
+    scheduler = "plateau"       # "plateau" (ReduceLROnPlateau on val_loss) | "none" | "cosine" (with warmup_epochs)
     lr_factor = 0.1
     lr_patience = 3
     patience = 5                # EarlyStopping on val_loss; omit / -1 to disable
@@ -270,6 +270,8 @@ _COMMON: dict[str, Any] = {
     "csi_threshold": 1.0,
     "init_from": "",
     "stage": None,
+    "optimizer": "adam",
+    "warmup_epochs": 0,
 }
 
 _RECIPES: dict[str, dict[str, Any]] = {
@@ -456,9 +458,8 @@ class NowcastModule(L.LightningModule):
                 raise InputError(f"{nm} must be in [0, 1), got {getattr(self, nm)}")
         self.bptt = bool(opts["bptt"])
         self.scheduler = str(opts["scheduler"]).lower()
-        allowed = SCHEDULERS if name in _SPATSPARK else ("plateau", "none")
-        if self.scheduler not in allowed:
-            raise InputError(f"scheduler must be one of {', '.join(repr(a) for a in allowed)}, "
+        if self.scheduler not in SCHEDULERS:
+            raise InputError(f"scheduler must be one of {', '.join(repr(a) for a in SCHEDULERS)}, "
                              f"got {opts['scheduler']!r}")
         self.optimizer_kind = str(opts.get("optimizer", "adam")).lower()
         if self.optimizer_kind not in OPTIMIZERS:
@@ -553,6 +554,24 @@ class NowcastModule(L.LightningModule):
         _set_threads(self.num_threads)
         _destroy_process_group_at_exit()
 
+    def _scheduled_epochs(self) -> int:
+        """Epochs the run will last: ``max_epochs``, or fewer when ``max_steps`` ends it earlier (the cosine
+        schedule must reach its end at the run's real end, not at a ``max_epochs`` the run never sees)."""
+        if self._trainer is None:
+            return 0
+        tr = self.trainer
+        epochs = int(getattr(tr, "max_epochs", 0) or 0)
+        max_steps = int(getattr(tr, "max_steps", -1) or -1)
+        if max_steps > 0:
+            try:
+                steps = int(tr.estimated_stepping_batches)  # also sets up the training data (num_training_batches)
+                per_epoch = max(1, int(tr.num_training_batches) // max(1, int(tr.accumulate_grad_batches)))
+                by_steps = -(-steps // per_epoch)
+                epochs = min(epochs, by_steps) if epochs > 0 else by_steps
+            except Exception:  # pragma: no cover - trainer without a data loader yet: keep max_epochs
+                pass
+        return epochs
+
     def configure_optimizers(self) -> Any:
         if self.optimizer_kind == "adamw":
             # decoupled weight decay on the weights of convolutions only: not on biases, norms, mask tokens (SparK)
@@ -571,8 +590,7 @@ class NowcastModule(L.LightningModule):
         if self.scheduler == "none":
             return opt
         if self.scheduler == "cosine":
-            total = int(getattr(self.trainer, "max_epochs", 0) or 0) if self._trainer is not None else 0
-            total = max(total, 1)
+            total = max(self._scheduled_epochs(), 1)
             warm = min(self.warmup_epochs, total - 1)
 
             def factor(epoch: int) -> float:
