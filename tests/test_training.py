@@ -193,9 +193,16 @@ def test_train_resume_and_export(tmp_path):
 
 @pytest.mark.parametrize("name", ["smaat", "lcnn"])
 def test_train_other_models(tmp_path, name):
-    s = train(config(tmp_path / name, name))
+    # smaat: export the last weights instead of the best on val_loss
+    s = train(config(tmp_path / name, name), overrides={"training.export": "last"} if name == "smaat" else None)
     assert s["global_step"] == 2
     net = load_model(s["weights"])
+    if name == "smaat":
+        last = torch.load(s["last_checkpoint"], map_location="cpu", weights_only=False)["state_dict"]
+        for k, v in net.state_dict().items():
+            assert torch.equal(v, last[f"model.{k}"])
+        assert json.loads(Path(s["card"]).read_text())["card"]["training"]["exported"] == "last"
+        assert s["best_checkpoint"] == s["last_checkpoint"]  # not a best-epoch=...ckpt
     frames = np.random.default_rng(1).gamma(0.5, 2.0, size=(4, 32, 40))
     assert np.isfinite(net.predict(frames, 1)).all()
     # the checkpoint rebuilds the module (hyper-parameters saved with it)
@@ -294,6 +301,7 @@ def test_bad_configs(tmp_path, monkeypatch):
     bad("unknown LUPIN stage", {"model.name": "lupin", "training.stage": "warp"})
     bad("init_from", {"training.init_from": str(tmp_path / "nothing")})
     bad("unknown loss", {"training.loss": "huber"})
+    bad("training.export must be", {"training.export": "first"})
     bad("not found", cfg=tmp_path / "nope.toml")
     (tmp_path / "broken.toml").write_text("[model\nname = 1\n")
     bad("not valid TOML", cfg=tmp_path / "broken.toml")

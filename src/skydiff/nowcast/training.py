@@ -141,6 +141,8 @@ sets dotted keys. ``train("lupin_motion")`` (a name that is not a file) uses the
     lr_factor = 0.1
     lr_patience = 3
     patience = 5                # EarlyStopping on val_loss; omit / -1 to disable
+    export = "best"             # weights exported to out/<model>: "best" (lowest val_loss) or "last" (when the
+                                # validation part does not represent the task, e.g. no rainy 24-frame window)
     seed = 0                    # seed_everything(seed, workers=True) and the random crops
     precision = "32-true"       # lightning precision ("bf16-mixed", "16-mixed", ...)
     deterministic = false       # lightning.Trainer(deterministic=...)
@@ -272,6 +274,7 @@ _COMMON: dict[str, Any] = {
     "stage": None,
     "optimizer": "adam",
     "warmup_epochs": 0,
+    "export": "best",
 }
 
 _RECIPES: dict[str, dict[str, Any]] = {
@@ -1077,6 +1080,9 @@ def resolve_config(config: Mapping[str, Any] | str | os.PathLike[str],
         raise InputError(f"unknown [training] key(s) {', '.join(bad)}; known: {', '.join(sorted(defaults))}")
     training = {**defaults, **{k: v for k, v in training.items() if v is not None}}
     training["stage"] = stage
+    if str(training["export"]).lower() not in ("best", "last"):
+        raise InputError(f"training.export must be 'best' or 'last', got {training['export']!r}")
+    training["export"] = str(training["export"]).lower()
     if str(training["loss"]).lower() not in LOSSES:
         raise InputError(f"unknown loss {training['loss']!r}; use one of {', '.join(LOSSES)}")
     if training["init_from"]:
@@ -1426,6 +1432,8 @@ def _train(cfg: dict[str, Any], out: Path, name: str, model_kwargs: dict[str, An
             pass
     last_ck = torch.load(str(last), map_location="cpu", weights_only=False) if last.is_file() else {}
     best = best_cb.best_model_path or ""
+    if tcfg.get("export", "best") == "last" and last.is_file():
+        best = str(last)
     if not best or not Path(best).is_file():
         cands = sorted(ckdir.glob("best-*.ckpt"), key=lambda p: p.stat().st_mtime)
         best = str(cands[-1]) if cands else (str(last) if last.is_file() else "")
@@ -1450,7 +1458,7 @@ def _train(cfg: dict[str, Any], out: Path, name: str, model_kwargs: dict[str, An
         "config": _jsonable(cfg),
         "data": _jsonable(desc),
         "training": {
-            "stage": tcfg["stage"], "epochs_completed": epochs, "global_step": step,
+            "stage": tcfg["stage"], "epochs_completed": epochs, "global_step": step, "exported": tcfg["export"],
             "best_checkpoint": best or None, "best_epoch": best_ck.get("epoch"),
             "best_global_step": best_ck.get("global_step"),
             "training_time_s": float(last_info.get("training_time_s", time_s)),
