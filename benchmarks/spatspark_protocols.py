@@ -45,7 +45,7 @@ DEFAULT_RUNS = {
     "SpaT-SparK (pretrained)": "runs/cpu/spatspark/spatspark",
     "SpaT-SparK from scratch": "runs/cpu/spatspark_scratch/spatspark",
     "SpaT-SparK, no translation": "runs/cpu/spatspark_notrans/spatspark",
-    "SmaAt-UNet": "runs/cpu/smaat/smaat",
+    "SmaAt-UNet": "runs/cpu/smaat_v3/smaat",
 }
 
 

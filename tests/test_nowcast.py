@@ -168,3 +168,26 @@ def test_all_dry_inputs_give_a_dry_nowcast_with_a_warning():
         out = m.predict(x, 2)
     assert np.all(out[0][:, 2:, 2:] == 0) and np.isnan(out[0][:, :2, :2]).all()
     assert np.isfinite(out[1]).all()
+
+
+def test_registry_complete_whatever_is_imported_first():
+    """A fresh interpreter that imports only skydiff.nowcast (or only skydiff.registry) finds every model."""
+    import subprocess
+    import sys
+
+    code = (  # the shipped RainNet through forecast(), nothing else imported
+        "import numpy as np\n"
+        "from skydiff.nowcast import forecast\n"
+        "print(forecast(np.ones((4, 16, 16), 'f4'), 1, model='rainnet').shape)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "(1, 16, 16)", r.stderr[-2000:]
+    code2 = (
+        "import sys\n"
+        "from skydiff.nowcast.interface import get_model\n"
+        "from skydiff.registry import create_model\n"
+        "net = create_model('rainnet', base_channels=4)\n"
+        "print(type(net).__name__)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code2], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "RainNet", r.stderr[-2000:]

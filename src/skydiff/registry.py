@@ -74,8 +74,23 @@ def register_model(
     return lambda fn: deco(fn, name)
 
 
+_PACKAGES = ("skydiff.nowcast.models", "skydiff.downscale", "skydiff.dycore")  # where the built-in models live
+
+
+def _load_builtin_models() -> None:
+    """Import the packages that register skydiff's own models (once), so that the registry is complete whichever
+    module the caller imported first."""
+    import importlib
+    import sys
+
+    for pkg in _PACKAGES:
+        if pkg not in sys.modules:
+            importlib.import_module(pkg)
+
+
 def list_models(pattern: str | None = None, kind: str | None = None) -> list[str]:
     """Sorted names of the registered models (optionally those of one ``kind`` / containing ``pattern``)."""
+    _load_builtin_models()
     names = sorted(k for k in _REGISTRY if kind is None or _KIND[k] == kind)
     if pattern:
         names = [n for n in names if pattern.lower() in n]
@@ -83,6 +98,8 @@ def list_models(pattern: str | None = None, kind: str | None = None) -> list[str
 
 
 def _lookup(name: Any) -> Callable[..., nn.Module]:
+    if isinstance(name, str) and name.lower() not in _REGISTRY:
+        _load_builtin_models()
     if not isinstance(name, str) or name.lower() not in _REGISTRY:
         raise InputError(f"unknown model {name!r}; available: {', '.join(list_models())}")
     return _REGISTRY[name.lower()]
