@@ -13,7 +13,7 @@ from skydiff.nowcast import forecast
 from skydiff.nowcast.models import WEIGHTS_DIR, create_model
 from skydiff.verify import categorical
 
-SHIPPED = ["lupin", "rainnet", "lcnn", "spatspark"]  # no SmaAt-UNet weights yet (it did not train, RESULTS §5)
+SHIPPED = ["lupin", "rainnet", "lcnn", "smaat", "spatspark"]
 N_IN = {"lupin": 6, "rainnet": 4, "lcnn": 5, "smaat": 12, "spatspark": 12}
 
 
