@@ -113,3 +113,37 @@ def test_groups_pool_separately(seq):
     assert n["all"] == n["A"] + n["B"] == 10
     with pytest.raises(InputError, match="no scores"):
         ev.score("persistence", "mae", source="C")
+
+
+def test_published_protocols_as_options(seq, capsys):
+    """protocols=("smaat", "spatspark") score the same nowcasts as the protocol functions do on the stacked cases."""
+    from skydiff.verify import smaat_protocol, spatspark_protocol, to_nl50
+
+    long = np.concatenate([seq, seq[::-1]])  # 24 frames: 3 inputs + 6 leads, cases every 5 steps
+    ev = evaluate(_da(long), ["persistence", "extrapolation"], leadtimes=6, n_in=3, stride=5,
+                  protocols=("smaat", "spatspark"))
+    ps = ev.protocol_scores
+    assert set(ps["protocol"]) == {"smaat", "spatspark"} and len(ps) == 2 * (1 + 3)
+    starts = range(0, len(long) - 9 + 1, 5)
+    f = np.stack([forecast(long[s : s + 3], 6, model="persistence") for s in starts])
+    e = np.stack([forecast(long[s : s + 3], 6) for s in starts])
+    o = np.stack([long[s + 3 : s + 9] for s in starts])
+    bad = np.isnan(f) | np.isnan(e) | np.isnan(o)  # every model is scored on the same pixels
+    assert bad.any() and not bad.all()
+    f, o = np.where(bad, np.nan, f), np.where(bad, np.nan, o)
+    ref_a = smaat_protocol(to_nl50(f), to_nl50(o), lead_index=5)
+    ref_b = spatspark_protocol(to_nl50(f), to_nl50(o))
+    got_a = ps[(ps.protocol == "smaat") & (ps.model == "persistence")].iloc[0]
+    assert got_a["pmse"] == pytest.approx(ref_a["mse"], rel=1e-6)
+    assert got_a["csi"] == pytest.approx(ref_a["scores"][0.5]["csi"], rel=1e-6, nan_ok=True)
+    got_b = ps[(ps.protocol == "spatspark") & (ps.model == "persistence") & (ps.threshold == 1.0)].iloc[0]
+    assert got_b["pmse"] == pytest.approx(ref_b["mse"], rel=1e-6)
+    assert got_b["hss"] == pytest.approx(ref_b["scores"][1.0]["hss"], rel=1e-6, abs=1e-12)
+    assert got_b["threshold_mm_h"] == pytest.approx(0.33, abs=0.01)  # the cumulative x12 quirk
+    assert "| extrapolation | 0.5 (0.50) |" in ev.protocol_table("smaat")
+    with pytest.raises(InputError, match="unknown protocol"):
+        evaluate(_da(long), ["persistence"], leadtimes=6, n_in=3, protocols=["nl50"])
+    with pytest.raises(InputError, match="6 lead times"):
+        evaluate(_da(long), ["persistence"], leadtimes=3, n_in=3, protocols=["smaat"])
+    with pytest.raises(InputError, match="no scores for protocol"):
+        evaluate(_da(long), ["persistence"], leadtimes=6, n_in=3, stride=5).protocol_table("smaat")

@@ -16,6 +16,12 @@ Scores (pooled over all cases, i.e. micro-averaged)
     MSE/MAE/ME per sample first and uses the event ``x > threshold``; the difference is documented, not
     reproduced.)
 
+Published protocols (``protocols=("smaat", "spatspark")``)
+    Besides LUPIN's scores, the same nowcasts can be scored with the NL-50 protocols of SmaAt-UNet (+30 min,
+    i.e. lead index 5, ``> 0.5 mm/h``, pMSE in (mm/5min)^2 with 47.83, HSS without the factor 2) and of
+    SpaT-SparK (all leads, 47.18, the cumulative x12 thresholds), with their quirks
+    (:mod:`skydiff.verify.protocols`), on the same pixels; ``Evaluation.protocol_scores`` holds them.
+
 The result is a :class:`Evaluation`: a long :class:`pandas.DataFrame` (one row per model, lead time and
 threshold; the continuous scores repeated on every threshold row), mean wall seconds per nowcast per model,
 markdown tables, an atomic CSV writer and a figure of each score against lead time.
@@ -37,7 +43,9 @@ import torch
 from ..errors import InputError, ShapeError
 from .interface import _NN_MIN_FRAMES, default_motion_frames, forecast, get_model
 
-__all__ = ["Evaluation", "evaluate", "CATEGORICAL", "CONTINUOUS"]
+__all__ = ["Evaluation", "evaluate", "CATEGORICAL", "CONTINUOUS", "PROTOCOLS"]
+
+PROTOCOLS = ("smaat", "spatspark")
 
 CATEGORICAL = ("csi", "pod", "far", "ets", "precision", "acc", "bias")
 CONTINUOUS = ("mse", "mae", "me")
@@ -57,6 +65,21 @@ class Evaluation:
     cases: list[tuple[str, str]] = field(default_factory=list)
     leadtimes_min: list[float] = field(default_factory=list)
     thresholds: list[float] = field(default_factory=list)
+    protocol_scores: Any = None
+    """DataFrame (``protocol, model, threshold, threshold_mm_h, pmse, accuracy, precision, recall, f1, csi,
+    far, hss``) of the published protocols asked for, or None."""
+
+    def protocol_table(self, protocol: str, digits: int = 5) -> str:
+        """A markdown table of one published protocol: one row per model and nominal threshold."""
+        if self.protocol_scores is None or protocol not in set(self.protocol_scores["protocol"]):
+            raise InputError(f"no scores for protocol {protocol!r} (evaluate(..., protocols=[{protocol!r}]))")
+        df = self.protocol_scores[self.protocol_scores["protocol"] == protocol]
+        cols = ["pmse", "accuracy", "precision", "recall", "f1", "csi", "far", "hss"]
+        lines = ["| model | threshold (real mm/h) | " + " | ".join(cols) + " |", "|---" * (len(cols) + 2) + "|"]
+        for _, r in df.iterrows():
+            vals = [f"{r[c]:.{digits}f}" if c == "pmse" else f"{r[c]:.3f}" for c in cols]
+            lines.append(f"| {r['model']} | {r['threshold']:g} ({r['threshold_mm_h']:.2f}) | " + " | ".join(vals) + " |")
+        return "\n".join(lines)
 
     @property
     def models(self) -> list[str]:
@@ -157,6 +180,7 @@ def evaluate(
     timestep: float = 5.0,
     group: Callable[[str], str] | None = None,
     progress: bool | Callable[[str], None] = False,
+    protocols: Sequence[str] = (),
 ) -> Evaluation:
     """Verify nowcast ``models`` side by side on every regular window of the ``sources``.
 
@@ -191,6 +215,9 @@ def evaluate(
         label besides ``source = "all"``), e.g. one group per radar network.
     progress
         True prints one line per source; a callable receives the lines.
+    protocols
+        Published NL-50 protocols to score as well: ``"smaat"`` (needs ``leadtimes >= 6``: it scores +30 min)
+        and/or ``"spatspark"`` (every lead; its reference uses 12), see :mod:`skydiff.verify.protocols`.
 
     Raises
     ------
@@ -220,6 +247,12 @@ def evaluate(
     thresholds = [float(t) for t in thresholds]
     if any(not math.isfinite(t) or t < 0 for t in thresholds) or not thresholds:
         raise InputError(f"evaluate: thresholds must be finite and >= 0, got {thresholds}")
+    protocols = [str(p).lower() for p in ([protocols] if isinstance(protocols, str) else protocols)]
+    bad = [p for p in protocols if p not in PROTOCOLS]
+    if bad:
+        raise InputError(f"evaluate: unknown protocol(s) {bad}; available: {', '.join(PROTOCOLS)}")
+    if "smaat" in protocols and leadtimes < 6:
+        raise InputError(f"evaluate: the smaat protocol scores +30 min (6 lead times), got leadtimes={leadtimes}")
     weights = dict(weights or {})
     unknown = set(weights) - set(models)
     if unknown:
@@ -249,6 +282,10 @@ def evaluate(
             n_cases[key] = 0
 
     _acc("all")
+    from ..verify import protocol_accumulator, to_nl50
+
+    accs = {(p, m): protocol_accumulator(p, **({"lead_index": 5} if p == "smaat" else {}))
+            for p in protocols for m in models}
     t_model = {m: 0.0 for m in models}
     cases: list[tuple[str, str]] = []
     from .data import _regular_starts
@@ -309,6 +346,8 @@ def evaluate(
                 sums = np.stack([ok.sum(dim=(-2, -1)).numpy(), dd.sum(dim=(-2, -1)).numpy(),
                                  dd.abs().sum(dim=(-2, -1)).numpy(), dd.square().sum(dim=(-2, -1)).numpy()], axis=1)
                 cts = {thr: contingency(f, o, thr, dims=(-2, -1)) for thr in thresholds}
+                for p in protocols:
+                    accs[(p, m)].update(to_nl50(f[None]), to_nl50(o[None]))
                 for key in keys:
                     cont[key][m] += sums
                     for thr, ct in cts.items():
@@ -335,5 +374,18 @@ def evaluate(
                     rows.append(row)
     df = pd.DataFrame(rows)
     timing = {m: t_model[m] / len(cases) for m in models}
-    return Evaluation(scores=df, timing=timing, cases=cases, leadtimes_min=lead_min, thresholds=thresholds)
+    prot = None
+    if protocols:
+        prows = []
+        for (p, m), acc in accs.items():
+            res = acc.compute()
+            for key in res["thresholds"]:
+                sc = res["scores"][key]
+                prows.append({"protocol": p, "model": m, "threshold": float(key),
+                              "threshold_mm_h": float(res["thresholds_mm_h"][key]), "pmse": float(res["mse"]),
+                              **{c: float(sc[c]) for c in ("accuracy", "precision", "recall", "f1", "csi", "far",
+                                                           "hss")}})
+        prot = pd.DataFrame(prows)
+    return Evaluation(scores=df, timing=timing, cases=cases, leadtimes_min=lead_min, thresholds=thresholds,
+                      protocol_scores=prot)
 
