@@ -6,8 +6,11 @@ semantics. Sub-packages (imported lazily so that ``import skydiff`` stays light)
 - :mod:`skydiff.operators` grad/div/curl/Laplacian and smoothness norms on pixel grids
 - :mod:`skydiff.io`        radar readers (pysteps importers), CF netCDF writers
 - :mod:`skydiff.verify`    categorical, continuous, FSS, RAPSD scores (torch, NaN-aware)
-- :mod:`skydiff.motion`    motion estimation registry (pysteps optical flow; 4D-Var later)
+- :mod:`skydiff.motion`    motion estimation registry (pysteps optical flow, 4D-Var)
 - :mod:`skydiff.nowcast`   the ``forecast`` entry point every nowcasting model plugs into
+- :mod:`skydiff.downscale` pseudo-precipitation + diffusion downscaling (``downscale``), VIMD, baselines
+- :mod:`skydiff.dycore`    a differentiable 2-D non-hydrostatic dynamical core with learned (NEUVE) coordinates
+- :mod:`skydiff.registry`  one model registry: ``create_model(name, pretrained=True)``, ``list_models()``
 - :mod:`skydiff.synthetic` realistic synthetic rain sequences (the embedded demo case)
 """
 
@@ -21,7 +24,8 @@ from .errors import InputError, ReadError, ShapeError, SkydiffError, SkydiffWarn
 
 __version__ = "0.1.0"
 
-_SUBMODULES = {"operators", "io", "verify", "motion", "nowcast", "synthetic", "plot", "cli"}
+_SUBMODULES = {"operators", "io", "verify", "motion", "nowcast", "downscale", "dycore", "registry", "synthetic",
+               "plot", "cli"}
 
 
 def __getattr__(name: str) -> Any:

@@ -1,4 +1,5 @@
-"""The ``skydiff`` command: ``nowcast``, ``verify``, ``evaluate``, ``assimilate``, ``train``, ``data``, ``demo``.
+"""The ``skydiff`` command: ``nowcast``, ``verify``, ``evaluate``, ``assimilate``, ``train``, ``data``,
+``downscale``, ``dycore``, ``demo``.
 
 Every expected problem (bad files, gaps in time, wrong shapes or units) ends with a one-line
 ``skydiff: error: ...`` message and exit status 2, never a traceback; ``--debug`` shows the traceback.
@@ -195,13 +196,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     ev = evaluate(
         sources, args.models, leadtimes=args.leadtimes, thresholds=args.thresholds, stride=args.stride,
         crop=args.crop, max_cases=args.max_cases, motion=args.motion, weights=weights,
-        progress=(lambda m: _say(m, args.quiet)),
+        progress=(lambda m: _say(m, args.quiet)), protocols=args.protocols or (),
     )  # fmt: skip
     print(f"{len(ev.cases)} cases, lead times {', '.join(f'{t:g}' for t in ev.leadtimes_min)} min\n")
     for thr in ev.thresholds:
         for sc in ("csi", "ets"):
             print(f"{sc.upper()} at {thr:g} mm/h\n\n{ev.table(sc, thr)}\n")
     print(f"MAE (mm/h)\n\n{ev.table('mae')}\n")
+    for p in args.protocols or ():
+        print(f"{p} protocol (NL-50, with its quirks: skydiff.verify.protocols)\n\n{ev.protocol_table(p)}\n")
     print("mean seconds per nowcast: " + ", ".join(f"{m} {t:.2f}" for m, t in ev.timing.items()))
     if args.csv:
         ev.to_csv(args.csv)
@@ -354,10 +357,87 @@ def cmd_data_build_nl(args: argparse.Namespace) -> int:
 # demo
 
 
+def cmd_dycore_run(args: argparse.Namespace) -> int:
+    from .dycore.interface import plot_w, run, write_dataset
+
+    import torch
+
+    _check_outputs([args.out, args.plot], args.overwrite)
+    torch.set_num_threads(args.threads)  # the dycore's small tensors run fastest on one thread
+    options = {k: getattr(args, k) for k in ("dx", "nz", "h0") if getattr(args, k) is not None}
+    ds = run(args.case, coordinate=args.coordinate, hours=args.hours, dt=args.dt, dtype=args.dtype,
+             progress=not args.quiet, **options)
+    msg = (f"{ds.attrs['case']} / {ds.attrs['coordinate']}: {ds.attrs['steps']} steps of {ds.attrs['dt_s']:g} s in "
+           f"{ds.attrs['wall_time_s']:.1f} s; max |w| over the run {ds.attrs['max_abs_w_over_run']:.4g} m/s")
+    if "w_error" in ds.attrs:
+        msg += f"; w error vs linear solution {ds.attrs['w_error']:.4f}"
+    print(msg)
+    if args.out:
+        write_dataset(ds, args.out)
+        _say(f"wrote {args.out}", args.quiet)
+    if args.plot:
+        plot_w(ds, args.plot)
+        _say(f"wrote {args.plot}", args.quiet)
+    return 0
+
+
+def cmd_dycore_train(args: argparse.Namespace) -> int:
+    from .dycore.training import train_neuve
+
+    summary = train_neuve(out=args.out, iterations=args.iterations, seconds=args.seconds, seed=args.seed,
+                          progress=not args.quiet, init=args.init)
+    print(f"neuve: {summary['iterations']} iterations in {summary['time_s']:.0f} s; weights {summary['weights']}")
+    for k, v in summary.get("evaluation", {}).items():
+        print(f"  {k}: {v}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     run_demo(out=args.out, data=args.data, quiet=args.quiet, size=args.size)
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# downscale
+
+
+def cmd_downscale(args: argparse.Namespace) -> int:
+    from .downscale.interface import downscale, plot_downscaled, read_lowres, write_downscaled
+
+    src = os.path.realpath(args.input)
+    for p in (args.out, args.plot):
+        if p and os.path.realpath(p) == src:
+            raise InputError(f"refusing to overwrite the input file {args.input}")
+    _check_outputs([args.out, args.plot], args.overwrite)
+    if not args.out and not args.plot:
+        raise InputError("nothing to write: give --out FILE.nc and/or --plot FILE.png")
+    prog = _Progress(2 + bool(args.out) + bool(args.plot), args.quiet)
+    prog.step(f"reading {args.input}")
+    lo = read_lowres(args.input, variable=args.variable)
+    nan = np.isnan(lo.values)
+    if nan.any():
+        if not args.fill_nan:
+            raise InputError(f"{args.input} has {int(nan.sum())} no-data (NaN) pixel(s) of {nan.size}; pass "
+                             "--fill-nan to downscale them as 0 mm/h and mark them NaN in the output")
+        lo = lo.fillna(0.0)
+    prog.step(f"downscaling {tuple(lo.shape)} by {args.factor} with {args.model!r}, {args.members} members, "
+              f"{args.steps} steps")
+    ens = downscale(lo, factor=args.factor, model=args.model, members=args.members, steps=args.steps,
+                    seed=args.seed, progress=not args.quiet)
+    if nan.any():
+        f = args.factor
+        mask = np.repeat(np.repeat(nan, f, axis=-2), f, axis=-1)
+        ens = ens.where(~mask[None])
+    if args.out:
+        prog.step(f"writing {args.out}")
+        write_downscaled(args.out, ens, model=args.model, factor=args.factor, steps=args.steps, source=args.input,
+                         overwrite=args.overwrite)
+    if args.plot:
+        prog.step(f"plotting {args.plot}")
+        plot_downscaled(args.plot, lo.where(~nan) if nan.any() else lo, ens)
+    prog.done()
     return 0
 
 
@@ -435,6 +515,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--crop", type=int, default=None, help="score a centred square crop of this size")
     ev.add_argument("--max-cases", type=int, default=None)
     ev.add_argument("--motion", default="lk", help="motion method of the extrapolation models (default lk)")
+    ev.add_argument("--protocols", nargs="+", default=None, choices=["smaat", "spatspark"],
+                    help="also score with the published NL-50 protocols (smaat: +30 min, needs --leadtimes >= 6; "
+                    "spatspark: all leads, e.g. --leadtimes 12)")
     ev.add_argument("--csv", default=None, help="write the scores as CSV")
     ev.add_argument("--plot", default=None, help="write score curves (PNG)")
     ev.add_argument("--overwrite", action="store_true", help="replace existing output files")
@@ -500,6 +583,54 @@ def build_parser() -> argparse.ArgumentParser:
     nl.add_argument("--overwrite", action="store_true")
     nl.add_argument("-q", "--quiet", action="store_true")
     nl.set_defaults(func=cmd_data_build_nl)
+
+    ds = sub.add_parser(
+        "downscale",
+        help="stochastic diffusion downscaling of low-resolution rain",
+        description="Downscale low-resolution rain (mm/h; a radar file readable by skydiff or a netCDF file) to a "
+        "FACTOR-times finer grid with an EDM diffusion model: an ensemble written as CF netCDF.",
+    )
+    ds.add_argument("input", metavar="IN", help="low-resolution rain: radar file or netCDF (mm/h)")
+    ds.add_argument("--factor", type=int, default=4, help="refinement factor (default 4, the shipped models')")
+    ds.add_argument("--members", type=int, default=8, help="ensemble members (default 8)")
+    ds.add_argument("--model", default="radar", help="radar (default), radar-tp, era5 or a weights path")
+    ds.add_argument("--steps", type=int, default=18, help="Heun sampling steps (default 18)")
+    ds.add_argument("--seed", type=int, default=None, help="random seed for a reproducible ensemble")
+    ds.add_argument("--variable", default=None, help="netCDF variable (default: the first rain-like one)")
+    ds.add_argument("--fill-nan", action="store_true", help="downscale no-data pixels as 0, NaN in the output")
+    ds.add_argument("--out", default=None, help="output netCDF (ensemble, member × [time ×] y × x)")
+    ds.add_argument("--plot", default=None, help="quick-look PNG")
+    ds.add_argument("--overwrite", action="store_true")
+    ds.add_argument("-q", "--quiet", action="store_true")
+    ds.set_defaults(func=cmd_downscale)
+
+    dy = sub.add_parser("dycore", help="2-D non-hydrostatic dynamical core test cases",
+                        description="Run the differentiable 2-D dynamical core, or train the NEUVE coordinate.")
+    dysub = dy.add_subparsers(dest="dycore_command", metavar="SUBCOMMAND")
+    dr = dysub.add_parser("run", help="run a test case", description="Run a dycore test case and save w (netCDF/PNG).")
+    dr.add_argument("case", help="schaer, klemp2011, skamarock-klemp or bubble")
+    dr.add_argument("--coordinate", default="sleve", help="btf, hybrid, sleve, sleve2 or neuve (default sleve)")
+    dr.add_argument("--hours", type=float, default=None, help="simulated hours (default: the case's)")
+    dr.add_argument("--dt", type=float, default=None, help="time step in s (default: the case's)")
+    dr.add_argument("--dx", type=float, default=None, help="column spacing in m")
+    dr.add_argument("--nz", type=int, default=None, help="number of layers")
+    dr.add_argument("--h0", type=float, default=None, help="mountain height in m")
+    dr.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    dr.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    dr.add_argument("--out", default=None, help="netCDF output file")
+    dr.add_argument("--plot", default=None, help="PNG of w")
+    dr.add_argument("--overwrite", action="store_true")
+    dr.add_argument("-q", "--quiet", action="store_true")
+    dr.set_defaults(func=cmd_dycore_run)
+    dtr = dysub.add_parser("train", help="train the NEUVE coordinate by backpropagation through the solver",
+                           description="Train NEUVE (Klemp-2011 loss on training terrains; held-out terrains evaluated).")
+    dtr.add_argument("--out", default="runs/dycore/neuve", help="output stem of the weights (default runs/dycore/neuve)")
+    dtr.add_argument("--iterations", type=int, default=15)
+    dtr.add_argument("--seconds", type=float, default=300.0, help="simulated window per iteration (s)")
+    dtr.add_argument("--seed", type=int, default=0)
+    dtr.add_argument("--init", default=None, help="continue from these NEUVE weights (stem or .safetensors)")
+    dtr.add_argument("-q", "--quiet", action="store_true")
+    dtr.set_defaults(func=cmd_dycore_train)
 
     d = sub.add_parser(
         "demo",

@@ -48,6 +48,8 @@ __all__ = [
     "plot_sequence",
     "save_figure",
     "plot_assimilation",
+    "plot_qq",
+    "plot_spectrum_ratio",
 ]
 
 #: Class bounds of the rain colour scale, mm/h.
@@ -751,4 +753,112 @@ def plot_assimilation(
     _figure_nodata_legend(fig, obs, fc)
     if title:
         fig.suptitle(title, fontsize=10)
+    return _finish(fig, path)
+
+
+def plot_qq(
+    pred: Any,
+    obs: Any = "normal",
+    *,
+    levels: Any = 200,
+    log: bool = False,
+    units: str = "mm/h",
+    path: str | os.PathLike[str] | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Quantile-quantile plot of one or several predictions against the truth (or against N(0, 1)).
+
+    ``pred`` is an array/tensor (any shape, all valid values pooled) or a dict ``{label: array}`` to compare
+    several methods; ``obs`` is the truth (any shape) or ``"normal"`` to check a pseudo-precipitation field
+    against the standard normal (x axis = Φ⁻¹ of the level). ``levels`` are the probabilities (or an int ``n``
+    for ``n`` plotting positions ``(i − 0.5)/n``; the default 200 plus the levels 0.99, 0.999, 0.9999 are
+    marked), computed with :func:`skydiff.verify.qq`. ``log=True`` uses log axes (non-positive quantiles are
+    not drawn). The 1:1 line is dashed.
+    """
+    from .verify.distribution import QQ_LEVELS, qq
+
+    preds = dict(pred) if isinstance(pred, Mapping) else {"prediction": pred}
+    if not preds:
+        raise InputError("pred must be an array or a non-empty dict {label: array}")
+    normal = isinstance(obs, str)
+    if normal and obs != "normal":
+        raise InputError(f"obs must be an array or 'normal', got {obs!r}")
+    fig = _new_figure(4.6, 4.4 + (0.3 if title else 0.0))
+    ax = fig.add_subplot()
+    lo, hi = np.inf, -np.inf
+    for i, (label, values) in enumerate(preds.items()):
+        qp, qo = qq(_as_array(values, f"pred[{label!r}]"), obs if normal else _as_array(obs, "obs"), levels)
+        qp, qo = np.asarray(qp, dtype=float), np.asarray(qo, dtype=float)
+        ok = np.isfinite(qp) & np.isfinite(qo)
+        if log:
+            ok &= (qp > 0) & (qo > 0)
+        ax.plot(qo[ok], qp[ok], ".", markersize=4, color=f"C{i}", label=str(label))
+        xp, xo = qq(_as_array(values, f"pred[{label!r}]"), obs if normal else _as_array(obs, "obs"), QQ_LEVELS[3:])
+        xp, xo = np.asarray(xp, dtype=float), np.asarray(xo, dtype=float)
+        okx = np.isfinite(xp) & np.isfinite(xo) & (((xp > 0) & (xo > 0)) if log else True)
+        ax.plot(xo[okx], xp[okx], "o", markersize=7, markerfacecolor="none", color=f"C{i}")
+        if ok.any():
+            lo = min(lo, qo[ok].min(), qp[ok].min())
+            hi = max(hi, qo[ok].max(), qp[ok].max())
+    if np.isfinite(lo) and np.isfinite(hi):
+        ax.plot([lo, hi], [lo, hi], "--", color="0.4", linewidth=1, label="1:1")
+    if log:
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+    ax.set_xlabel("N(0, 1) quantile" if normal else f"observed quantile ({units})", fontsize=9)
+    ax.set_ylabel("predicted quantile" + ("" if normal else f" ({units})"), fontsize=9)
+    ax.tick_params(labelsize=8)
+    ax.grid(True, color="0.88", linewidth=0.6)
+    ax.legend(fontsize=8, framealpha=0.85, title="circles: p99, p99.9, p99.99", title_fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return _finish(fig, path)
+
+
+def plot_spectrum_ratio(
+    ratios: Mapping[str, tuple[Any, Any]],
+    *,
+    pixel_km: float = 1.0,
+    band_db: float = 1.0,
+    path: str | os.PathLike[str] | None = None,
+    title: str | None = None,
+) -> Figure:
+    """Spectrum ratio (prediction / truth) in dB against wavelength, one curve per method.
+
+    ``ratios`` maps a label to ``(wavelengths_px, ratio_db)`` as returned by
+    :func:`skydiff.verify.rapsd_ratio_db`; ``pixel_km`` converts the wavelengths to km (log axis, long waves
+    on the left). A grey band marks ±``band_db`` dB around 0 (the target tolerance).
+    """
+    if not isinstance(ratios, Mapping) or not ratios:
+        raise InputError("ratios must be a non-empty dict {label: (wavelengths, ratio_db)}")
+    if not (np.isfinite(pixel_km) and pixel_km > 0):
+        raise InputError(f"pixel_km must be a positive number, got {pixel_km!r}")
+    fig = _new_figure(5.2, 3.8 + (0.3 if title else 0.0))
+    ax = fig.add_subplot()
+    for label, pair in ratios.items():
+        try:
+            wl, db = pair
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"ratios[{label!r}] must be a pair (wavelengths, ratio_db)") from exc
+        w = _as_array(wl, f"ratios[{label!r}] wavelengths")
+        r = _as_array(db, f"ratios[{label!r}] ratio_db")
+        if w.ndim != 1 or r.ndim != 1 or w.shape != r.shape:
+            raise ShapeError(
+                f"ratios[{label!r}]: wavelengths and ratio_db must be 1-D of the same length, got {w.shape} and {r.shape}"
+            )
+        ok = np.isfinite(w) & np.isfinite(r) & (w > 0)
+        order = np.argsort(w[ok])
+        ax.plot(w[ok][order] * pixel_km, r[ok][order], linewidth=1.5, label=str(label))
+    if band_db and band_db > 0:
+        ax.axhspan(-band_db, band_db, color="0.85", zorder=0, label=f"±{band_db:g} dB")
+    ax.axhline(0.0, color="0.3", linewidth=0.8)
+    ax.set_xscale("log")
+    ax.invert_xaxis()
+    ax.set_xlabel("wavelength (km)" if pixel_km != 1.0 else "wavelength (pixels)", fontsize=9)
+    ax.set_ylabel("power ratio to truth (dB)", fontsize=9)
+    ax.tick_params(labelsize=8)
+    ax.grid(True, which="major", color="0.85", linewidth=0.6)
+    ax.legend(fontsize=8, framealpha=0.85)
+    if title:
+        fig.suptitle(title, fontsize=11)
     return _finish(fig, path)

@@ -74,7 +74,9 @@ def register_model(
     return lambda fn: deco(fn, name)
 
 
-_PACKAGES = ("skydiff.nowcast.models", "skydiff.downscale", "skydiff.dycore")  # where the built-in models live
+# the modules that register skydiff's own models
+_PACKAGES = ("skydiff.nowcast.models", "skydiff.downscale.pseudo", "skydiff.downscale.diffusion",
+             "skydiff.dycore.coordinates")
 
 
 def _load_builtin_models() -> None:

@@ -12,7 +12,13 @@ Forecast and observation must have the same shape (:class:`~skydiff.errors.Shape
 - :func:`aggregate`     scores over a data set, ``how="pooled"`` (micro) or ``"mean"`` (macro)
 - :func:`fss`, :func:`fss_curve`  fractions skill score with pysteps' definition (event ``x >= thr``,
                         zero-padded box filter); optional soft (differentiable) events
-- :func:`rapsd`         radially averaged power spectrum with pysteps' binning
+- :func:`rapsd`         radially averaged power spectrum with pysteps' binning; :func:`rapsd_ratio_db` the
+                        ratio of two mean spectra in dB per wavelength (downscaling)
+- :func:`crps_ensemble`, :func:`crps_pooled`  ensemble CRPS (``"fair"`` by default or ``"nrg"``), point-wise or
+                        after 4×4 / 16×16 avg/max pooling (:mod:`.probabilistic`)
+- :func:`percentile_bias`, :func:`wet_fraction`, :func:`negative_fraction`, :func:`qq`, :func:`ks_normal`
+                        distribution checks (extremes, dry/wet, negative rain, Q-Q, KS to N(0, 1);
+                        :mod:`.distribution`)
 - :func:`score_table`   one row per lead time and threshold (pandas DataFrame)
 - :func:`smaat_protocol`, :func:`spatspark_protocol`  the two published NL-50 metric protocols with their quirks
                         (47.83 vs 47.18, cumulative x12 thresholds, HSS without the factor 2, micro vs per-lead
@@ -27,7 +33,9 @@ from __future__ import annotations
 from .categorical import CATEGORICAL_SCORES, Contingency, aggregate, categorical, contingency
 from .continuous import CONTINUOUS_SCORES, continuous
 from .spatial import fss, fss_curve
-from .spectral import rapsd
+from .spectral import rapsd, rapsd_ratio_db
+from .probabilistic import CRPS_ESTIMATORS, crps_ensemble, crps_pooled
+from .distribution import QQ_LEVELS, ks_normal, negative_fraction, percentile_bias, qq, wet_fraction
 from .protocols import (
     ProtocolAccumulator,
     from_nl50,
@@ -46,6 +54,16 @@ __all__ = [
     "fss",
     "fss_curve",
     "rapsd",
+    "rapsd_ratio_db",
+    "crps_ensemble",
+    "crps_pooled",
+    "CRPS_ESTIMATORS",
+    "percentile_bias",
+    "wet_fraction",
+    "negative_fraction",
+    "ks_normal",
+    "qq",
+    "QQ_LEVELS",
     "score_table",
     "smaat_protocol",
     "spatspark_protocol",

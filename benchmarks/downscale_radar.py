@@ -1,0 +1,257 @@
+"""Radar downscaling benchmark, 4 km -> 1 km, on held-back radar TEST tiles, all methods side by side in one run.
+
+    python benchmarks/downscale_radar.py                      # 96 tiles, 8 members, 18 Heun steps
+    python benchmarks/downscale_radar.py --tiles 48 --members 4 --steps 18
+
+Test tiles: rainy 64 x 64 tiles (>= 10 % of pixels >= 0.1 mm/h, fully valid) of the held-back part of the shared
+radar data (KNMI 2010-08-26 >= 05:00 UTC, FMI 20170509, KNMI February 2021 evenings), an equal number drawn at
+random (seed 0) from each source; low resolution = 4 x 4 block means (16 x 16).
+
+Methods: bicubic interpolation (raw, and clamped at 0), spectral zero-padding (raw, and clamped), the TP-only
+diffusion model (``edm-radar-tp``, log1p space) and the PP diffusion model (``edm-radar``), the last two with the
+shipped weights (or ``--weights-dir``), raw and with each member's 4 x 4 block means matched to the low-res
+input ("+ mass fix": :func:`skydiff.downscale.baselines.match_block_means`, ``downscale(..., conserve=True)``).
+Metrics (skydiff.verify), pooled over all test tiles:
+
+- spectrum: ``rapsd_ratio_db`` (mean RAPSD over members and tiles vs the truth's), max |dB| over wavelengths >= 2 px
+- p99 / p99.9 relative bias (all pixels pooled), wet fraction (>= 0.1 mm/h), fraction of negative values
+- CRPS (fair estimator; a deterministic method is a 1-member ensemble, its CRPS = MAE), CRPS of 4 x 4 and
+  16 x 16 average-pooled fields; MAE of the ensemble mean; FSS (1 and 5 mm/h, 8 px window, pooled, member mean)
+- low-res consistency: mean |block_mean(pred) - lowres|
+- sampling time per field (one member of one 64 x 64 tile), one torch thread
+- KS distance of PP (``edm-radar``'s encoder) of the truth tiles to N(0, 1)
+
+Targets (issue #6): spectrum within +-1 dB at every wavelength >= 2 px; |p99.9 bias| <= 5 %; no negative values;
+CRPS <= 0.9 x MAE of bicubic; KS(PP) <= 0.05; PP diffusion better than TP-only diffusion.
+Writes benchmarks/results/downscale_radar.txt and figures benchmarks/figures/downscale_radar_*.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from skydiff.downscale.baselines import bicubic, match_block_means, spectral_zeropad
+from skydiff.downscale.data import RADAR_SOURCES, block_mean, radar_pairs
+from skydiff.registry import create_model, load_model
+from skydiff.verify import (crps_ensemble, crps_pooled, fss, ks_normal, negative_fraction, percentile_bias,
+                            rapsd_ratio_db, wet_fraction)
+
+ROOT = Path(__file__).resolve().parent
+# the benchmarks share one tile cache in the (gitignored) runs folder unless SKYDIFF_CACHE says otherwise
+os.environ.setdefault("SKYDIFF_CACHE", str(ROOT.parent / "runs" / "downscale"))
+
+
+def metrics(pred: np.ndarray, obs: np.ndarray, lo: np.ndarray) -> dict:
+    """pred (M, N, H, W), obs (N, H, W), lo (N, h, w)."""
+    wl, db = rapsd_ratio_db(pred, obs)
+    wl, db = np.asarray(wl), np.asarray(db)
+    pb = percentile_bias(pred, obs, q=(99, 99.9))
+    M = pred.shape[0]
+    if M >= 2:
+        crps = float(crps_ensemble(pred, obs, estimator="fair"))
+        c4 = float(crps_pooled(pred, obs, pool=4, how="avg", estimator="fair"))
+        c16 = float(crps_pooled(pred, obs, pool=16, how="avg", estimator="fair"))
+    else:  # one member: CRPS = MAE (pooled fields for the pooled scores)
+        crps = float(np.abs(pred[0] - obs).mean())
+        c4 = float(np.abs(block_mean(pred[0], 4) - block_mean(obs, 4)).mean())
+        c16 = float(np.abs(block_mean(pred[0], 16) - block_mean(obs, 16)).mean())
+    f = block_mean(pred, 4)
+    out = {
+        "spectrum_max_abs_db": float(np.max(np.abs(db[wl >= 2.0]))),
+        "spectrum_db": {f"{w:.2f}": round(float(d), 3) for w, d in zip(wl, db)},
+        "p99_bias": float(pb["p99"]),
+        "p999_bias": float(pb["p99.9"]),
+        "wet_fraction": float(wet_fraction(pred)),
+        "negative_fraction": float(negative_fraction(pred)),
+        "min": float(pred.min()),
+        "crps": crps, "crps_pool4": c4, "crps_pool16": c16,
+        "mae_ens_mean": float(np.abs(pred.mean(0) - obs).mean()),
+        "fss1_8px": float(np.mean([fss(pred[m], obs, 1.0, 8, how="pooled") for m in range(M)])),
+        "fss5_8px": float(np.mean([fss(pred[m], obs, 5.0, 8, how="pooled") for m in range(M)])),
+        "lowres_abs_err": float(np.abs(f - lo[None]).mean()),
+    }
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tiles", type=int, default=96, help="test tiles (split equally over the 3 test sources)")
+    ap.add_argument("--members", type=int, default=8)
+    ap.add_argument("--steps", type=int, default=18)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--weights-dir", default=None, help="folder with edm-radar(-tp).safetensors (default shipped)")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", default=str(ROOT / "results" / "downscale_radar.txt"))
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    t_start = time.perf_counter()
+
+    # ---- data: equal numbers of tiles per held-back source
+    per = a.tiles // len(RADAR_SOURCES["test"])
+    parts = [radar_pairs("test", sources=(s,), max_tiles=per, seed=a.seed, progress=False)
+             for s in RADAR_SOURCES["test"]]
+    hi = np.concatenate([p.hi for p in parts])
+    lo = np.concatenate([p.lo for p in parts])
+    src = np.concatenate([p.source for p in parts])
+    print(f"test tiles: {hi.shape[0]} ({', '.join(f'{s}: {int((src == s).sum())}' for s in np.unique(src))}), "
+          f"hi {hi.shape[1:]} -> lo {lo.shape[1:]}; truth p99 {np.percentile(hi, 99):.2f}, "
+          f"p99.9 {np.percentile(hi, 99.9):.2f} mm/h, wet fraction {wet_fraction(hi):.3f}", flush=True)
+
+    preds: dict[str, np.ndarray] = {}
+    timing: dict[str, float] = {}
+    t0 = time.perf_counter()
+    preds["bicubic"] = bicubic(lo, 4)[None]
+    timing["bicubic"] = (time.perf_counter() - t0) / hi.shape[0]
+    preds["bicubic (clamped)"] = np.maximum(preds["bicubic"], 0)
+    t0 = time.perf_counter()
+    preds["spectral zero-pad"] = spectral_zeropad(lo, 4)[None]
+    timing["spectral zero-pad"] = (time.perf_counter() - t0) / hi.shape[0]
+    preds["spectral zero-pad (clamped)"] = np.maximum(preds["spectral zero-pad"], 0)
+
+    import skydiff.downscale.diffusion  # noqa: F401  (registers the models)
+
+    models = {}
+    for label, name in (("TP-only diffusion", "edm-radar-tp"), ("PP diffusion", "edm-radar")):
+        try:
+            if a.weights_dir:
+                models[label] = load_model(Path(a.weights_dir) / name).eval()
+            else:
+                models[label] = create_model(name, pretrained=True).eval()
+        except Exception as exc:  # noqa: BLE001
+            print(f"{label} ({name}): not available: {exc}", flush=True)
+    lo_t = torch.from_numpy(lo)
+    for label, m in models.items():
+        t0 = time.perf_counter()
+        ens = m.sample(lo_t, members=a.members, steps=a.steps, seed=a.seed, progress=True).numpy()
+        timing[label] = (time.perf_counter() - t0) / (a.members * hi.shape[0])
+        preds[label] = ens
+        preds[f"{label} + mass fix"] = match_block_means(ens, lo, 4)
+        print(f"{label}: sampled {ens.shape} in {time.perf_counter() - t0:.0f} s", flush=True)
+
+    res = {k: metrics(v, hi, lo) for k, v in preds.items()}
+    mae_bicubic = res["bicubic"]["crps"]
+    ks = None
+    if "PP diffusion" in models:
+        with torch.no_grad():
+            pp = models["PP diffusion"].encode(torch.from_numpy(hi))
+        ks = {"hi (1 km)": float(ks_normal(pp)),
+              "lo (4 km)": float(ks_normal(models["PP diffusion"].encode(torch.from_numpy(lo))))}
+
+    # ---- table
+    cols = [("spec max|dB|", "spectrum_max_abs_db", "{:.2f}"), ("p99 bias", "p99_bias", "{:+.1%}"),
+            ("p99.9 bias", "p999_bias", "{:+.1%}"), ("wet frac", "wet_fraction", "{:.3f}"),
+            ("neg frac", "negative_fraction", "{:.4f}"), ("CRPS", "crps", "{:.4f}"), ("CRPS/MAEbic", None, ""),
+            ("CRPS p4", "crps_pool4", "{:.4f}"), ("CRPS p16", "crps_pool16", "{:.4f}"),
+            ("MAE mean", "mae_ens_mean", "{:.4f}"), ("FSS1", "fss1_8px", "{:.3f}"), ("FSS5", "fss5_8px", "{:.3f}"),
+            ("lowres err", "lowres_abs_err", "{:.4f}"), ("s/field", None, "")]
+    lines = []
+    head = f"{'method':<28}" + "".join(f"{c[0]:>13}" for c in cols)
+    lines += [head, "-" * len(head)]
+    truth_wet = float(wet_fraction(hi))
+    for k, r in res.items():
+        row = f"{k:<28}"
+        for name, key, fmt in cols:
+            if name == "CRPS/MAEbic":
+                row += f"{r['crps'] / mae_bicubic:>13.3f}"
+            elif name == "s/field":
+                row += f"{timing[k]:>13.4f}" if k in timing else f"{'-':>13}"
+            else:
+                row += f"{fmt.format(r[key]):>13}"
+        lines.append(row)
+    lines.append(f"{'truth':<28}{'':>13}{'':>13}{'':>13}{truth_wet:>13.3f}{0.0:>13.4f}")
+    table = "\n".join(lines)
+
+    # ---- targets
+    def verdict(k: str) -> list[str]:
+        r = res[k]
+        out = [
+            "spectrum within +-1 dB at every wavelength >= 2 px: "
+            f"{'MET' if r['spectrum_max_abs_db'] <= 1 else 'MISSED'}"
+            f" (max |dB| {r['spectrum_max_abs_db']:.2f})",
+            f"|p99.9 bias| <= 5 %: {'MET' if abs(r['p999_bias']) <= 0.05 else 'MISSED'} ({r['p999_bias']:+.1%})",
+            f"no negative values: {'MET' if r['negative_fraction'] == 0 else 'MISSED'} "
+            f"(fraction {r['negative_fraction']:.4f})",
+            f"CRPS <= 0.9 x MAE(bicubic): {'MET' if r['crps'] <= 0.9 * mae_bicubic else 'MISSED'} "
+            f"(ratio {r['crps'] / mae_bicubic:.3f})",
+        ]
+        return out
+
+    tlines = []
+    for k in ("PP diffusion", "TP-only diffusion"):
+        if k in res:
+            tlines.append(f"{k}:")
+            tlines += [f"  {v}" for v in verdict(k)]
+    if ks is not None:
+        tlines.append(f"KS(PP, N(0,1)) <= 0.05 on the test truth: hi {ks['hi (1 km)']:.4f} "
+                      f"({'MET' if ks['hi (1 km)'] <= 0.05 else 'MISSED'}), lo {ks['lo (4 km)']:.4f} "
+                      f"({'MET' if ks['lo (4 km)'] <= 0.05 else 'MISSED'})")
+    if "PP diffusion" in res and "TP-only diffusion" in res:
+        pp, tp = res["PP diffusion"], res["TP-only diffusion"]
+        better = {
+            "spectrum": pp["spectrum_max_abs_db"] < tp["spectrum_max_abs_db"],
+            "|p99.9 bias|": abs(pp["p999_bias"]) < abs(tp["p999_bias"]),
+            "CRPS": pp["crps"] < tp["crps"], "CRPS pool 4": pp["crps_pool4"] < tp["crps_pool4"],
+            "CRPS pool 16": pp["crps_pool16"] < tp["crps_pool16"],
+        }
+        tlines.append("PP better than TP-only on: "
+                      + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in better.items())
+                      + f" -> {'MET' if all(better.values()) else 'MISSED (not on every metric)'}")
+    wall = time.perf_counter() - t_start
+    machine = (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch thread(s), "
+               f"torch {torch.__version__}, python {sys.version.split()[0]}")
+    cmd = "python benchmarks/downscale_radar.py " + " ".join(sys.argv[1:])
+    report = (f"# radar downscaling 4 km -> 1 km, held-back test tiles\ncommand: {cmd}\nmachine: {machine}\n"
+              f"tiles: {hi.shape[0]} x 64 x 64 ({', '.join(f'{s} {int((src == s).sum())}' for s in np.unique(src))});"
+              f" members {a.members}, Heun steps {a.steps} ({2 * a.steps - 1} network evaluations), seed {a.seed}\n"
+              f"CRPS: fair estimator; deterministic methods are 1-member ensembles (CRPS = MAE); "
+              f"MAE of bicubic = {mae_bicubic:.4f} mm/h\n\n{table}\n\n" + "\n".join(tlines)
+              + f"\n\nspectrum ratio (dB) per wavelength (px):\n"
+              + "\n".join(f"  {k}: {json.dumps(r['spectrum_db'])}" for k, r in res.items())
+              + f"\n\nwall time {wall:.0f} s\n")
+    print(report)
+    outp = Path(a.out)
+    outp.parent.mkdir(parents=True, exist_ok=True)
+    tmp = outp.with_name(f".{outp.name}.tmp")
+    tmp.write_text(report)
+    tmp.replace(outp)
+    (outp.with_suffix(".json")).write_text(json.dumps({"results": res, "timing_s_per_field": timing, "ks_pp": ks,
+                                                       "mae_bicubic": mae_bicubic, "command": cmd,
+                                                       "machine": machine}, indent=1))
+
+    # ---- figures
+    from skydiff.plot import _new_figure, plot_field, plot_qq, plot_spectrum_ratio, save_figure
+
+    figs = ROOT / "figures"
+    ratios = {k: rapsd_ratio_db(v, hi) for k, v in preds.items() if "clamped" not in k and "fix" not in k}
+    fig = plot_spectrum_ratio(ratios, pixel_km=1.0, band_db=1.0,
+                              title="RAPSD ratio to the truth, held-back radar tiles")
+    fig.axes[0].set_ylim(-15, 5)  # zero-padding falls to about -125 dB below 5.3 px (off the axis)
+    save_figure(fig, figs / "downscale_radar_spectrum.png")
+    plot_qq({k: v for k, v in preds.items() if "clamped" not in k and "fix" not in k}, hi, log=True,
+            path=figs / "downscale_radar_qq.png", title="Q-Q vs the truth (all pixels)")
+    # example maps: the wettest tile of each source
+    rows = [int(np.flatnonzero(src == s)[np.argmax(hi[src == s].mean((1, 2)))]) for s in np.unique(src)]
+    cols_ = ["low res (4 km)", "truth (1 km)", "bicubic (grey < 0)", "zero-pad (grey < 0)"] + [k for k in models]
+    fig = _new_figure(2.4 * len(cols_), 2.5 * len(rows))
+    for i, r in enumerate(rows):
+        fields = [np.kron(lo[r], np.ones((4, 4))), hi[r], preds["bicubic"][0, r], preds["spectral zero-pad"][0, r]]
+        fields += [preds[k][0, r] for k in models]
+        for j, (t, fld) in enumerate(zip(cols_, fields)):
+            ax = fig.add_subplot(len(rows), len(cols_), i * len(cols_) + j + 1)
+            plot_field(ax, np.where(fld < 0, np.nan, fld) if j else fld, title=t if i == 0 else None,
+                       colorbar=False, nodata_legend=False)
+    save_figure(fig, figs / "downscale_radar_examples.png")
+    print(f"figures: {figs}/downscale_radar_{{spectrum,qq,examples}}.png")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,320 @@
+"""The downscaling product: :func:`downscale`, plus netCDF output and a quick-look figure for the CLI.
+
+>>> from skydiff.downscale import downscale
+>>> ens = downscale(lowres_mm_per_h, factor=4, model="radar", members=8)      # doctest: +SKIP
+>>> ens.shape                                  # (8, T, 4h, 4w) for lowres (T, h, w); (8, 4h, 4w) for (h, w)
+
+Models (shipped weights in ``skydiff/downscale/weights``):
+
+==============  ==================  ============================================================================
+``model``       registry name       what
+==============  ==================  ============================================================================
+``"radar"``     ``edm-radar``       4 km → 1 km radar rain, EDM diffusion in pseudo-precipitation space
+``"radar-tp"``  ``edm-radar-tp``    the TP-only baseline: the same diffusion model in ``log1p`` rain space
+``"era5"``      ``edm-era5``        ERA5 hourly TP 1° → 0.25°, PP space from TP + VIMD (``vimd=`` required)
+==============  ==================  ============================================================================
+
+A registry name, a path to saved weights or an :class:`~skydiff.downscale.diffusion.EDMDownscaler` instance also
+work.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import InputError, ShapeError
+from ..registry import create_model, load_model
+from . import diffusion as _diffusion
+from .diffusion import EDMDownscaler
+
+__all__ = ["downscale", "get_downscaler", "MODELS", "write_downscaled", "plot_downscaled", "read_lowres"]
+
+MODELS = {"radar": "edm-radar", "radar-tp": "edm-radar-tp", "era5": "edm-era5"}
+_CACHE: dict[str, EDMDownscaler] = {}
+
+
+def get_downscaler(model: Any = "radar") -> EDMDownscaler:
+    """The (cached) downscaler for a short name, registry name, weights path or instance."""
+    if isinstance(model, EDMDownscaler):
+        return model
+    if not isinstance(model, (str, os.PathLike)):
+        raise InputError(f"model must be a name ({', '.join(MODELS)}), a weights path or an EDMDownscaler, "
+                         f"got {type(model).__name__}")
+    key = os.fspath(model)
+    if key not in _CACHE:
+        name = MODELS.get(key.lower(), key.lower())
+        if name in _diffusion_names():
+            m = create_model(name, pretrained=True)
+        elif Path(key).with_suffix(".json").is_file():
+            m = load_model(key)
+        else:
+            raise InputError(f"unknown downscaling model {key!r}; use one of {', '.join(MODELS)} or a weights path")
+        if not isinstance(m, EDMDownscaler):
+            raise InputError(f"{key!r} is not a downscaling model")
+        _CACHE[key] = m.eval()
+    return _CACHE[key]
+
+
+def _diffusion_names() -> set[str]:
+    from ..registry import list_models
+
+    return set(list_models(kind="downscale")) & {"edm-radar", "edm-radar-tp", "edm-era5"}
+
+
+def _as_tensor(x: Any, name: str) -> tuple[torch.Tensor, str]:
+    if isinstance(x, torch.Tensor):
+        return x, "torch"
+    try:
+        import xarray as xr
+
+        if isinstance(x, xr.DataArray):
+            return torch.from_numpy(np.asarray(x.values, dtype=np.float32)), "xarray"
+    except ImportError:  # pragma: no cover
+        pass
+    a = np.asarray(x)
+    if a.dtype == object or not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
+        raise InputError(f"{name} must be a numeric array (numpy, torch or xarray), got dtype {a.dtype}")
+    return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)), "numpy"
+
+
+def _check_rain(x: torch.Tensor, name: str, allow_negative: bool = False) -> None:
+    if x.ndim not in (2, 3):
+        raise ShapeError(f"{name} must be (h, w) or (T, h, w), got shape {tuple(x.shape)}")
+    if x.shape[-1] < 2 or x.shape[-2] < 2:
+        raise ShapeError(f"{name} needs at least 2 × 2 pixels, got {tuple(x.shape[-2:])}")
+    n_nan = int(torch.isnan(x).sum())
+    n_inf = int(torch.isinf(x).sum())
+    if n_nan or n_inf:
+        raise InputError(f"{name} has {n_nan} NaN and {n_inf} infinite value(s) of {x.numel()}: fill or crop the "
+                         "no-data pixels first (downscaling needs complete fields)")
+    if not allow_negative:
+        n_neg = int((x < 0).sum())
+        if n_neg:
+            raise InputError(f"{name} has {n_neg} negative rain rate(s) of {x.numel()} (min {float(x.min()):.3g} "
+                             "mm/h): rain must be >= 0 mm/h")
+
+
+def downscale(lowres: Any, factor: int = 4, model: Any = "radar", members: int = 8, steps: int = 18,
+              seed: int | None = None, progress: bool = True, *, vimd: Any = None, static: Any = None,
+              s_churn: float = 0.0, batch_size: int = 64, conserve: bool = False) -> Any:
+    """Stochastic downscaling of low-resolution rain to a ``factor``-times finer grid.
+
+    Parameters
+    ----------
+    lowres
+        Rain rate in mm/h, ``(h, w)`` or ``(T, h, w)``; numpy array, torch tensor (computation on its device) or
+        xarray DataArray. No NaN, no negative values.
+    factor
+        Refinement factor; must equal the model's (4 for the shipped models).
+    model
+        ``"radar"`` (default), ``"radar-tp"``, ``"era5"``, a registry name, a weights path or an
+        :class:`~skydiff.downscale.diffusion.EDMDownscaler`.
+    members
+        Ensemble size.
+    steps
+        Heun sampling steps (``2 steps - 1`` network evaluations per field).
+    seed
+        Random seed for a reproducible ensemble (None: torch's global generator).
+    progress
+        tqdm bar over the sampling steps.
+    vimd
+        Low-resolution VIMD in mm/h, same shape as ``lowres`` (for ``model="era5"``).
+    static
+        Static high-resolution fields ``(n_static, H, W)`` for models trained with them.
+    s_churn
+        EDM stochastic churn (0 = deterministic Heun from random initial noise).
+    batch_size
+        Fields per network call.
+    conserve
+        Rescale every member so that its ``factor × factor`` block means equal ``lowres`` exactly
+        (:func:`~skydiff.downscale.baselines.match_block_means`); off by default.
+
+    Returns
+    -------
+    Same kind as the input (numpy, torch on the input's device, or xarray DataArray with dims ``member``,
+    [``time``,] ``y``, ``x``): ``(members, T, h·factor, w·factor)`` or ``(members, h·factor, w·factor)``, rain rate in
+    mm/h, >= 0.
+
+    Raises
+    ------
+    ShapeError
+        Input not 2-D or 3-D.
+    InputError
+        NaN/infinite or negative rain (with counts), a factor that differs from the model's, missing VIMD for a
+        model that needs it, unknown model.
+    """
+    x, kind = _as_tensor(lowres, "lowres")
+    _check_rain(x, "lowres")
+    if isinstance(factor, bool) or not isinstance(factor, (int, np.integer)) or int(factor) < 1:
+        raise InputError(f"factor must be an integer >= 1, got {factor!r}")
+    m = get_downscaler(model)
+    if int(factor) != m.factor:
+        raise InputError(f"model {m.model_name!r} downscales by a factor of {m.factor}, not {int(factor)}; "
+                         f"pass factor={m.factor} or train a model for factor {int(factor)}")
+    single = x.ndim == 2
+    xb = (x[None] if single else x).to(torch.float32)
+    v = None
+    if m.use_vimd:
+        if vimd is None:
+            raise InputError(f"model {m.model_name!r} needs low-resolution VIMD (mm/h): pass vimd=")
+        v, _ = _as_tensor(vimd, "vimd")
+        _check_rain(v, "vimd", allow_negative=True)
+        if tuple(v.shape) != tuple(x.shape):
+            raise ShapeError(f"vimd shape {tuple(v.shape)} differs from lowres shape {tuple(x.shape)}")
+        v = (v[None] if single else v).to(xb)
+    st = None
+    if static is not None:
+        st, _ = _as_tensor(static, "static")
+        st = st.to(xb)
+    device = xb.device
+    if next(m.parameters()).device != device:
+        m = m.to(device)
+    out = m.sample(xb, members=members, steps=steps, lo_vimd=v, static=st, seed=seed, progress=progress,
+                   s_churn=s_churn, batch_size=batch_size)
+    if conserve:
+        from .baselines import match_block_means
+
+        out = match_block_means(out, xb, m.factor)
+    if single:
+        out = out[:, 0]
+    if kind == "torch":
+        return out.to(lowres.dtype) if lowres.is_floating_point() else out
+    arr = out.cpu().numpy()
+    if kind == "xarray":
+        return _to_xarray(arr, lowres, m.factor)
+    return arr
+
+
+def _fine_coord(c: np.ndarray, f: int) -> np.ndarray:
+    c = np.asarray(c, np.float64)
+    if c.size < 2:
+        return np.arange(c.size * f, dtype=np.float64)
+    d = (c[-1] - c[0]) / (c.size - 1)
+    start = c[0] - d / 2 + d / (2 * f)
+    return start + np.arange(c.size * f) * d / f
+
+
+def _to_xarray(arr: np.ndarray, like: Any, f: int) -> Any:
+    import xarray as xr
+
+    dims = list(like.dims)
+    ydim, xdim = dims[-2], dims[-1]
+    coords: dict[str, Any] = {"member": np.arange(arr.shape[0])}
+    for d in dims[:-2]:
+        if d in like.coords:
+            coords[d] = like[d].values
+    for d in (ydim, xdim):
+        if d in like.coords and np.issubdtype(like[d].dtype, np.number):
+            coords[d] = _fine_coord(like[d].values, f)
+    attrs = {k: v for k, v in like.attrs.items() if isinstance(v, (str, int, float))}
+    for k in ("xpixelsize", "ypixelsize"):
+        if k in attrs and isinstance(attrs[k], (int, float)):
+            attrs[k] = attrs[k] / f
+    attrs.update(units="mm/h", downscaling_factor=f)
+    return xr.DataArray(arr, dims=["member", *dims], coords=coords, name="precip_rate", attrs=attrs)
+
+
+# ------------------------------------------------------------------------------------------ CLI helpers
+def read_lowres(path: str | os.PathLike[str], variable: str | None = None) -> Any:
+    """Read low-resolution rain (mm/h) from a radar file (:func:`skydiff.io.read_radar`) or a netCDF file.
+
+    Returns an ``xarray.DataArray`` ``(time, y, x)`` (or ``(y, x)``) with NaN where the file has no data.
+    """
+    import xarray as xr
+
+    from ..errors import ReadError
+    from ..io import read_radar
+
+    p = Path(path)
+    if not p.is_file():
+        raise ReadError(f"input file {p} not found")
+    if p.suffix.lower() in (".nc", ".nc4", ".netcdf"):
+        try:
+            ds = xr.open_dataset(p)
+        except Exception as exc:  # noqa: BLE001
+            raise ReadError(f"cannot read {p} as netCDF: {exc}") from None
+        with ds:
+            names = [variable] if variable else [n for n, v in ds.data_vars.items() if v.ndim in (2, 3)]
+            if not names or names[0] not in ds:
+                raise ReadError(f"{p} has no {'variable ' + repr(variable) if variable else '2-D/3-D variable'}; "
+                                f"variables: {', '.join(ds.data_vars)}")
+            pref = [n for n in names if n in ("precip_rate", "precipitation", "tp", "rain", "rr")]
+            da = ds[pref[0] if pref else names[0]].load()
+        units = str(da.attrs.get("units", "mm/h")).replace(" ", "").lower()
+        if units in ("mmh-1", "mm/h", "mm.h-1", "mmhr-1", "kgm-2h-1"):
+            pass
+        elif units in ("m",):  # ERA5 hourly accumulation
+            da = da * 1000.0
+            da.attrs["units"] = "mm/h"
+        elif units in ("kgm-2s-1", "mms-1", "mm/s"):
+            da = da * 3600.0
+            da.attrs["units"] = "mm/h"
+        else:
+            raise InputError(f"{p}: variable {da.name!r} has units {da.attrs.get('units')!r}; expected mm/h "
+                             "(or m per hour, kg m-2 s-1)")
+        return da.astype(np.float32)
+    return read_radar(str(p))
+
+
+def write_downscaled(path: str | os.PathLike[str], ens: Any, *, model: str = "", factor: int = 4,
+                     steps: int = 18, source: str = "", overwrite: bool = False) -> Path:
+    """Write an ensemble DataArray from :func:`downscale` (xarray input) as CF netCDF, atomically.
+
+    Variable ``precip_rate`` (``member``, [``time``,] ``y``, ``x``), float32, units mm/h, standard name
+    ``lwe_precipitation_rate``. An existing file is only replaced with ``overwrite=True``.
+    """
+    import xarray as xr
+
+    out = Path(path)
+    if out.exists() and not overwrite:
+        raise InputError(f"{out} exists; pass overwrite=True (CLI: --overwrite) to replace it")
+    da = ens if isinstance(ens, xr.DataArray) else xr.DataArray(np.asarray(ens), name="precip_rate")
+    da = da.astype(np.float32)
+    da.attrs.update(units="mm/h", standard_name="lwe_precipitation_rate",
+                    long_name=f"downscaled rain rate, ensemble of {da.sizes.get('member', 1)} members")
+    ds = da.to_dataset(name="precip_rate")
+    from .. import __version__
+
+    ds.attrs.update(Conventions="CF-1.8", title="skydiff diffusion downscaling", source=f"skydiff {__version__}",
+                    downscaling_model=str(model), downscaling_factor=int(factor), sampling_steps=int(steps),
+                    input_file=str(source))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=str(out.parent))
+    os.close(fd)
+    try:
+        enc = {"precip_rate": {"zlib": True, "complevel": 4, "dtype": "float32"}}
+        ds.to_netcdf(tmp, format="NETCDF4", encoding=enc)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return out
+
+
+def plot_downscaled(path: str | os.PathLike[str], lowres: Any, ens: Any, *, time_index: int = -1) -> Path:
+    """Quick-look PNG: the low-resolution input, two members and the ensemble mean (one time)."""
+    from ..plot import _new_figure, plot_field, save_figure
+
+    lo = np.asarray(getattr(lowres, "values", lowres), np.float32)
+    e = np.asarray(getattr(ens, "values", ens), np.float32)
+    if lo.ndim == 3:
+        lo, e = lo[time_index], e[:, time_index]
+    panels = [("low resolution input", lo), ("member 1", e[0])]
+    if e.shape[0] > 1:
+        panels.append(("member 2", e[1]))
+    panels.append((f"ensemble mean ({e.shape[0]})", e.mean(0)))
+    fig = _new_figure(3.2 * len(panels), 3.4)
+    for i, (t, a) in enumerate(panels):
+        plot_field(fig.add_subplot(1, len(panels), i + 1), a, title=t, colorbar=i == len(panels) - 1)
+    return save_figure(fig, path)
+
+
+_ = _diffusion  # registered models

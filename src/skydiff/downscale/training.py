@@ -1,0 +1,237 @@
+"""Training of the diffusion downscalers with Lightning: :class:`PairDataset`, :class:`DownscaleModule`,
+:func:`train_downscaler`.
+
+Recipe (defaults; every value is an argument): random ``crop × crop`` high-resolution crops (aligned to the factor;
+default 32 × 32 of the 64 × 64 radar tiles, the network is fully convolutional) with random flips and 90° turns;
+AdamW (lr 2e-3, weight decay 1e-4, cosine decay to 5 % with 100 warm-up steps); EDM loss
+(:meth:`EDMDownscaler.loss`); an exponential moving average of the weights (decay 0.999) is what gets exported.
+``sigma_data`` is set to the standard deviation of the training residuals (data space) before training. For
+``space="pp"`` the trained PP weights (``pp-radar``/``pp-era5`` shipped with skydiff, or ``pp_weights``) are loaded
+into the frozen ``model.pp`` first.
+
+Checkpoints go to ``<out>/checkpoints/last.ckpt`` every ``ckpt_every`` steps; a run with ``resume=True`` (default)
+continues from it. The EMA model is exported with :func:`skydiff.registry.save_model` to ``<out>/<name>`` (and
+optionally copied to the shipped weights by the caller).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..errors import InputError
+from ..registry import create_model, save_model
+from . import diffusion as _diffusion  # noqa: F401  (registers the edm-* models)
+from .data import TilePairs
+
+__all__ = ["PairDataset", "DownscaleModule", "train_downscaler", "residual_std"]
+
+
+class PairDataset(Dataset):
+    """Random aligned crops of :class:`~skydiff.downscale.data.TilePairs` with flips and 90° turns.
+
+    Items: dict ``hi`` (crop, crop), ``lo`` (crop/f, crop/f) and, when the pairs hold VIMD, ``hi_vimd``/``lo_vimd``.
+    ``crop=None`` takes whole tiles; ``augment=False`` no flips/turns. ``length`` (default ``len(pairs)``) makes an
+    epoch longer than the data by cycling through it (tiny data sets: fewer Lightning epoch boundaries).
+    """
+
+    def __init__(self, pairs: TilePairs, crop: int | None = 32, augment: bool = True, seed: int = 0,
+                 length: int | None = None):
+        f = pairs.factor
+        H, W = pairs.hi.shape[1:]
+        if crop is not None and (crop % f or crop > min(H, W)):
+            raise InputError(f"crop {crop} must be a multiple of the factor {f} and <= the tile size {H} × {W}")
+        self.pairs, self.crop, self.augment, self.f = pairs, crop, augment, f
+        self.rng = np.random.default_rng(seed)
+        self.has_vimd = "vimd_hi" in pairs.extra
+        self.length = len(pairs) if length is None else max(int(length), len(pairs))
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        p, f = self.pairs, self.f
+        i = int(i) % len(p)
+        fields = {"hi": p.hi[i]}
+        if self.has_vimd:
+            fields["hi_vimd"] = p.extra["vimd_hi"][i]
+        H, W = p.hi.shape[1:]
+        if self.crop is not None:
+            c = self.crop
+            r0 = int(self.rng.integers(0, (H - c) // f + 1)) * f
+            c0 = int(self.rng.integers(0, (W - c) // f + 1)) * f
+            fields = {k: v[r0:r0 + c, c0:c0 + c] for k, v in fields.items()}
+        if self.augment:
+            k = int(self.rng.integers(0, 4))
+            flip = bool(self.rng.integers(0, 2))
+            fields = {n: np.rot90(v[:, ::-1] if flip else v, k) for n, v in fields.items()}
+        out = {n: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for n, v in fields.items()}
+        from .data import block_mean
+
+        out["lo"] = block_mean(out["hi"], f)
+        if self.has_vimd:
+            out["lo_vimd"] = block_mean(out["hi_vimd"], f)
+        return out
+
+
+def residual_std(model: Any, pairs: TilePairs, n: int = 2000, seed: int = 0) -> float:
+    """Standard deviation of ``encode(hi) - up(encode(lo))`` over (up to ``n``) training pairs."""
+    idx = np.random.default_rng(seed).choice(len(pairs), min(n, len(pairs)), replace=False)
+    hi = torch.from_numpy(pairs.hi[idx])
+    lo = torch.from_numpy(pairs.lo[idx])
+    hv = torch.from_numpy(pairs.extra["vimd_hi"][idx]) if "vimd_hi" in pairs.extra else None
+    lv = torch.from_numpy(pairs.extra["vimd_lo"][idx]) if "vimd_lo" in pairs.extra else None
+    with torch.no_grad():
+        base, _ = model.condition(lo, lv)
+        r = model.encode(hi, hv) - base
+    return float(r.std())
+
+
+def _lightning() -> Any:
+    import lightning as L
+
+    return L
+
+
+class DownscaleModule(_lightning().LightningModule):  # type: ignore[misc]
+    """Lightning wrapper: EDM loss, AdamW + warm-up/cosine schedule, EMA weights (``self.ema``)."""
+
+    def __init__(self, model: Any, lr: float = 2e-3, weight_decay: float = 1e-4, max_steps: int = 2000,
+                 warmup: int = 100, ema_decay: float = 0.999):
+        super().__init__()
+        self.model = model
+        self.ema = copy.deepcopy(model).requires_grad_(False)
+        self.lr, self.wd, self.max_steps, self.warmup, self.ema_decay = lr, weight_decay, max_steps, warmup, ema_decay
+
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        loss = self.model.loss(batch["hi"], batch["lo"], batch.get("hi_vimd"), batch.get("lo_vimd"))
+        self.log("loss", loss, prog_bar=True, on_step=True, on_epoch=False)
+        return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        d = min(self.ema_decay, (1 + self.global_step) / (10 + self.global_step))
+        with torch.no_grad():
+            for pe, pm in zip(self.ema.net.parameters(), self.model.net.parameters()):
+                pe.mul_(d).add_(pm.detach(), alpha=1 - d)
+
+    def configure_optimizers(self) -> Any:
+        opt = torch.optim.AdamW(self.model.net.parameters(), lr=self.lr, weight_decay=self.wd)
+
+        def sched(step: int) -> float:
+            if step < self.warmup:
+                return (step + 1) / self.warmup
+            t = min(1.0, (step - self.warmup) / max(1, self.max_steps - self.warmup))
+            return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * t))
+
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": torch.optim.lr_scheduler.LambdaLR(opt, sched),
+                                                   "interval": "step"}}
+
+
+def train_downscaler(pairs: TilePairs, name: str = "edm-radar", *, out: str | os.PathLike[str] = "runs/downscale",
+                     max_steps: int = 2000, batch_size: int = 32, crop: int | None = 32, lr: float = 2e-3,
+                     ema_decay: float = 0.999, pp_weights: str | os.PathLike[str] | bool = True,
+                     ckpt_every: int = 200, resume: bool = True, seed: int = 0, progress: bool = True,
+                     card: dict[str, Any] | None = None, **model_config: Any) -> dict[str, Any]:
+    """Train a registered ``edm-*`` downscaler on high-/low-resolution pairs and export its EMA weights.
+
+    Parameters
+    ----------
+    pairs
+        Training pairs (:func:`~skydiff.downscale.data.radar_pairs` / :func:`~skydiff.downscale.data.era5_pairs`).
+    name
+        ``"edm-radar"``, ``"edm-radar-tp"`` or ``"edm-era5"``.
+    out
+        Run folder: ``<out>/<name>/checkpoints/last.ckpt``, ``<out>/<name>/<name>.safetensors``/``.json``,
+        ``<out>/<name>/log.json``.
+    max_steps, batch_size, crop, lr, ema_decay
+        Optimisation settings (see the module docstring).
+    pp_weights
+        For PP models: ``True`` = the shipped ``pp-*`` weights, or a path to PP weights.
+    ckpt_every, resume
+        Lightning checkpoint interval (steps) and whether to continue from ``last.ckpt``.
+    **model_config
+        Constructor options of :class:`~skydiff.downscale.diffusion.EDMDownscaler` (``factor`` defaults to
+        ``pairs.factor``).
+
+    Returns
+    -------
+    dict
+        Summary: weights path, steps, final loss (mean of the last 50 steps), wall time, sigma_data, data summary.
+    """
+    L = _lightning()
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    torch.manual_seed(seed)
+    run = Path(out) / name
+    run.mkdir(parents=True, exist_ok=True)
+    model_config.setdefault("factor", pairs.factor)
+    if model_config["factor"] != pairs.factor:
+        raise InputError(f"model factor {model_config['factor']} differs from the pairs' factor {pairs.factor}")
+    model = create_model(name, **model_config)
+    if model.pp is not None and pp_weights:
+        pp_name = model.config["pp_model"]
+        src = create_model(pp_name, pretrained=True if pp_weights is True else pp_weights)
+        if src.config != model.pp.config:  # rebuild with the trained PP's config
+            model = create_model(name, **{**model_config, "pp_config": dict(src.config)})
+        model.pp.load_state_dict(src.state_dict())
+    sd = residual_std(model, pairs)
+    if "sigma_data" not in model_config:
+        model = create_model(name, **{**model.config, "sigma_data": sd}) if model.pp is None else _with_sigma(
+            model, name, sd)
+    module = DownscaleModule(model, lr=lr, max_steps=max_steps, ema_decay=ema_decay)
+    ds = PairDataset(pairs, crop=crop, seed=seed, length=max(len(pairs), 100 * batch_size))
+    dl = DataLoader(ds, batch_size=batch_size, shuffle=True, drop_last=len(ds) >= batch_size, num_workers=0)
+    ckdir = run / "checkpoints"
+    last = ckdir / "last.ckpt"
+    ckpt_path = str(last) if resume and last.is_file() else None
+    if ckpt_path:
+        print(f"train_downscaler: resuming from {ckpt_path}", file=sys.stderr, flush=True)
+
+    losses: list[float] = []
+
+    class _Log(L.Callback):  # type: ignore[misc, name-defined]
+        def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+            v = outputs["loss"] if isinstance(outputs, dict) else outputs
+            losses.append(float(v))
+
+    cb = ModelCheckpoint(dirpath=str(ckdir), filename="last", monitor=None, save_top_k=1,
+                         every_n_train_steps=int(ckpt_every), save_last=False)
+    trainer = L.Trainer(max_steps=int(max_steps), max_epochs=-1, accelerator="cpu", devices=1, logger=False,
+                        callbacks=[cb, _Log()], enable_progress_bar=progress, enable_model_summary=False,
+                        log_every_n_steps=25, num_sanity_val_steps=0)
+    t0 = time.perf_counter()
+    trainer.fit(module, train_dataloaders=dl, ckpt_path=ckpt_path)
+    wall = time.perf_counter() - t0
+    ema = module.ema.cpu().eval()
+    summary = {
+        "model": name, "steps": int(trainer.global_step), "batch_size": batch_size, "crop": crop, "lr": lr,
+        "ema_decay": ema_decay, "sigma_data": float(ema.sigma_data), "wall_s": round(wall, 1),
+        "final_loss_mean50": float(np.mean(losses[-50:])) if losses else None, "resumed_from": ckpt_path,
+        "data": pairs.summary(), "threads": torch.get_num_threads(),
+        "parameters": int(sum(p.numel() for p in ema.net.parameters())),
+    }
+    card = {**(card or {}), "training": summary}
+    wts, js = save_model(ema, run / name, card=card)
+    summary["weights"] = str(wts)
+    tmp = run / f".log.json.tmp{os.getpid()}"
+    tmp.write_text(json.dumps({**summary, "losses": losses}, indent=1) + "\n")
+    os.replace(tmp, run / "log.json")
+    return summary
+
+
+def _with_sigma(model: Any, name: str, sd: float) -> Any:
+    """Rebuild a PP model with a new sigma_data, keeping its PP weights."""
+    state = model.pp.state_dict()
+    new = create_model(name, **{**model.config, "sigma_data": sd})
+    new.pp.load_state_dict(state)
+    return new

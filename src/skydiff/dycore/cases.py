@@ -1,0 +1,236 @@
+"""Test cases (registry) and the linear analytic solution of the Schär mountain wave.
+
+Cases (``reference/dycore.md``), all periodic in x with lateral relaxation zones standing in for open or wall
+boundaries, and a sin^2 Rayleigh sponge under the flat lid:
+
+- ``schaer``: Schär et al. (2002) mountain wave, h0 = 250 m, a = 5 km, lambda = 4 km, U = 10 m/s, N = 0.01 1/s,
+  theta0 = 288 K; default grid 100 km x 20 km at dx = dz = 500 m (coarser than the canonical 500 m x 300 m);
+- ``klemp2011``: resting atmosphere over steep terrain (h0 = 1 km, max slope 0.8), N = 0.01 with a N = 0.02
+  inversion between 2 and 3 km; the reference state has constant N = 0.01 so the inversion is a perturbation;
+  default grid 80 km x 20 km at 500 m;
+- ``skamarock-klemp``: Skamarock & Klemp (1994) non-hydrostatic inertia-gravity wave, 300 km x 10 km at 1 km,
+  U = 20 m/s, Δθ = 0.01 K, 3000 s (flat ground unless ``h0`` is given);
+- ``bubble``: a Bryan & Fritsch (2002)-type warm bubble (+2 K, radius 2 km, at z = 2 km) in a neutral 300 K
+  atmosphere over a 400 m Gaussian hill (a = 2 km), 20 km x 10 km at 200 m, 1000 s.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from .coordinates import Terrain, VerticalCoordinate
+from .equations import CP, G, RD, Model, Reference, Sponge, State, column_state, geometry, hydrostatic_exner, reference_state
+from .grid import Grid, avg_c2u
+
+__all__ = ["Case", "CASES", "get_case", "build", "schaer_linear_w", "schaer_beta", "w_error", "constant_n_profile"]
+
+
+def constant_n_profile(theta0: float, n: float) -> tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]:
+    """``theta(z) = theta0 exp(N^2 z / g)`` (K) and its hydrostatic Exner function (``N = 0``: neutral)."""
+    if n == 0:
+        return (lambda z: theta0 + 0.0 * z), (lambda z: 1.0 - G * z / (CP * theta0))
+    s = n * n / G
+    return (lambda z: theta0 * torch.exp(s * z)), (lambda z: 1.0 + G * G / (CP * theta0 * n * n) * (torch.exp(-s * z) - 1.0))
+
+
+def _klemp_theta(theta0: float) -> Callable[[torch.Tensor], torch.Tensor]:
+    def theta(z: torch.Tensor) -> torch.Tensor:
+        n1, n2 = 0.01**2, 0.02**2
+        s = n1 * torch.clamp(z, max=2000.0) + n2 * torch.clamp(z - 2000.0, 0.0, 1000.0) + n1 * torch.clamp(z - 3000.0, min=0.0)
+        return theta0 * torch.exp(s / G)
+
+    return theta
+
+
+@dataclass
+class Case:
+    """A test case: grid, terrain, background, perturbation, sponge, default duration and time step."""
+
+    name: str
+    grid: Grid
+    terrain: Terrain
+    theta0: float
+    n: float
+    u0: float = 0.0
+    hours: float = 5.0
+    dt: float = 1.0
+    theta_init: Callable[[torch.Tensor], torch.Tensor] | None = None  # balanced initial profile (else reference)
+    theta_pert: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None  # unbalanced perturbation (x, z)
+    sponge_bottom: float = 12000.0
+    sponge_rate: float = 0.15
+    lateral_width: float = 0.0
+    lateral_rate: float = 0.0
+    wmax: float = 100.0
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def _schaer(dx: float = 500.0, nz: int = 40, top: float = 20000.0, length: float = 100000.0, h0: float = 250.0,
+            a: float = 5000.0, lam: float = 4000.0, hours: float = 5.0, dt: float = 0.75) -> Case:
+    grid = Grid(int(round(length / dx)), int(nz), float(dx), float(top))
+    return Case("schaer", grid, Terrain(h0, a, lam), 288.0, 0.01, u0=10.0, hours=hours, dt=dt, sponge_bottom=0.6 * top,
+                sponge_rate=0.15, lateral_width=15000.0, lateral_rate=0.05, wmax=50.0)
+
+
+def _klemp(dx: float = 500.0, nz: int = 40, top: float = 20000.0, length: float = 80000.0, h0: float = 1000.0,
+           a: float = 5000.0, lam: float = 4000.0, hours: float = 5.0, dt: float = 0.5) -> Case:
+    grid = Grid(int(round(length / dx)), int(nz), float(dx), float(top))
+    return Case("klemp2011", grid, Terrain(h0, a, lam), 288.0, 0.01, u0=0.0, hours=hours, dt=dt, theta_init=_klemp_theta(288.0),
+                sponge_bottom=0.75 * top, sponge_rate=0.1, lateral_width=10000.0, lateral_rate=0.05, wmax=50.0)
+
+
+def _skamarock(dx: float = 1000.0, nz: int = 10, top: float = 10000.0, length: float = 300000.0, h0: float = 0.0,
+               a: float = 5000.0, lam: float = 0.0, hours: float = 3000.0 / 3600.0, dt: float = 1.5,
+               dtheta: float = 0.01, width: float = 5000.0) -> Case:
+    grid = Grid(int(round(length / dx)), int(nz), float(dx), float(top))
+    xc = -length / 2 + length / 3
+
+    def pert(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return dtheta * torch.sin(math.pi * z / top) / (1.0 + ((x - xc) / width) ** 2)
+
+    return Case("skamarock-klemp", grid, Terrain(h0, a, lam), 300.0, 0.01, u0=20.0, hours=hours, dt=dt, theta_pert=pert,
+                sponge_bottom=top, sponge_rate=0.0)
+
+
+def _bubble(dx: float = 200.0, nz: int = 50, top: float = 10000.0, length: float = 20000.0, h0: float = 400.0,
+            a: float = 2000.0, lam: float = 0.0, hours: float = 1000.0 / 3600.0, dt: float = 0.3, dtheta: float = 2.0) -> Case:
+    grid = Grid(int(round(length / dx)), int(nz), float(dx), float(top))
+
+    def pert(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        d = torch.sqrt((x / 2000.0) ** 2 + ((z - 2000.0) / 2000.0) ** 2)
+        return torch.where(d <= 1.0, dtheta * torch.cos(math.pi * torch.clamp(d, max=1.0) / 2) ** 2, torch.zeros_like(d))
+
+    return Case("bubble", grid, Terrain(h0, a, lam), 300.0, 0.0, u0=0.0, hours=hours, dt=dt, theta_pert=pert,
+                sponge_bottom=0.8 * top, sponge_rate=0.05, wmax=80.0)
+
+
+CASES: dict[str, Callable[..., Case]] = {
+    "schaer": _schaer,
+    "klemp2011": _klemp,
+    "skamarock-klemp": _skamarock,
+    "bubble": _bubble,
+}
+
+
+def get_case(name: str, **options: Any) -> Case:
+    """A :class:`Case` by name with grid/terrain overrides (``dx``, ``nz``, ``top``, ``length``, ``h0``, ``a``, ``lam``, ...)."""
+    if not isinstance(name, str) or name.lower() not in CASES:
+        raise InputError(f"unknown dycore case {name!r}; available: {', '.join(CASES)}")
+    try:
+        case = CASES[name.lower()](**options)
+    except TypeError as exc:
+        raise InputError(f"bad option for case {name!r}: {exc}") from None
+    case.options = dict(options)
+    return case
+
+
+def _sin2(d: torch.Tensor, width: float) -> torch.Tensor:
+    return torch.sin(0.5 * math.pi * torch.clamp(d / width, 0.0, 1.0)) ** 2
+
+
+def build(case: Case, coordinate: VerticalCoordinate, dtype: torch.dtype = torch.float64,
+          device: torch.device | str | None = None) -> tuple[Model, State]:
+    """Geometry, reference state, sponge and initial state of ``case`` with ``coordinate``."""
+    grid = case.grid
+    geom = geometry(grid, coordinate, case.terrain, dtype, device)
+    theta_ref, exner_ref = constant_n_profile(case.theta0, case.n)
+    ref: Reference = reference_state(geom, grid, theta_ref, exner_ref)
+
+    # initial state
+    if case.theta_init is not None:  # a different balanced profile: rebuild the columns
+        th_c = case.theta_init(geom.z_c)
+        ex_c = hydrostatic_exner(th_c, geom.sigma_w, grid.dr, exner_ref(geom.z_c[0]))
+        m_init, t_init = column_state(ex_c, th_c, geom.sigma_c)
+        m, th = m_init - ref.m_c, t_init - ref.th_c
+    else:
+        m, th = torch.zeros_like(ref.m_c), torch.zeros_like(ref.m_c)
+    if case.theta_pert is not None:  # unbalanced theta perturbation at constant pressure (rho theta unchanged)
+        tp = case.theta_pert(geom.x_c[None, :], geom.z_c)
+        theta_now = (ref.th_c + th) / (ref.m_c + m)
+        m = (ref.th_c + th) / (theta_now + tp) - ref.m_c
+    u = torch.full_like(ref.m_c, case.u0)
+    w = torch.zeros_like(geom.z_w[1:-1])
+    state = State(m, th, u, w)
+
+    # sponge: sin^2 ramp under the lid and towards the lateral edges
+    half = grid.length / 2
+    xu = grid.x_u(dtype, device)
+    z_u = avg_c2u(geom.z_c)
+
+    def rate(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        mu = torch.zeros_like(z)
+        if case.sponge_rate > 0 and case.sponge_bottom < grid.top:
+            mu = mu + case.sponge_rate * _sin2(z - case.sponge_bottom, grid.top - case.sponge_bottom)
+        if case.lateral_rate > 0 and case.lateral_width > 0:
+            mu = mu + case.lateral_rate * _sin2(x.abs() - (half - case.lateral_width), case.lateral_width)
+        return mu
+
+    sponge = Sponge(rate(geom.x_c[None, :], geom.z_c), rate(xu[None, :], z_u), rate(geom.x_c[None, :], geom.z_w[1:-1]),
+                    torch.full_like(u, case.u0), th.detach().clone())
+    return Model(geom, ref, sponge, grid.dx, grid.dr), state
+
+
+# --- Schär linear analytic solution ----------------------------------------------------------------------------
+
+
+def schaer_linear_w(x: np.ndarray, z: np.ndarray, h0: float = 250.0, a: float = 5000.0, lam: float = 4000.0,
+                    u0: float = 10.0, n: float = 0.01, beta: float = 0.0, nk: int = 3000) -> np.ndarray:
+    """Steady linear vertical velocity (m/s) over the Schär terrain (Klemp, Skamarock & Park 2015, App. A).
+
+    ``w = -(U/pi) e^{beta z/2} [int_0^{k*} k h^(k) sin(m z + k x) dk + int_{k*}^inf k h^(k) e^{-|m| z} sin(k x) dk]``
+    with ``m^2 = N^2/U^2 - beta^2/4 - k^2``; ``beta = 0`` is the Boussinesq solution, ``beta = -d ln rho/dz``
+    grows the amplitude like ``sqrt(rho(0)/rho(z))``. ``x``, ``z`` (m): broadcastable arrays.
+    """
+    x, z = np.broadcast_arrays(np.asarray(x, dtype=np.float64), np.asarray(z, dtype=np.float64))
+    kk = 2 * math.pi / lam if lam else 0.0
+    kstar2 = n * n / (u0 * u0) - beta * beta / 4
+    kstar = math.sqrt(max(kstar2, 0.0))
+    kmax = kk + 14.0 / a
+
+    def hhat(k: np.ndarray) -> np.ndarray:
+        if not lam:
+            return math.sqrt(math.pi) * h0 * a * np.exp(-(a * k) ** 2 / 4)
+        return math.sqrt(math.pi) * h0 * a / 4 * (np.exp(-a * a * (kk + k) ** 2 / 4) + np.exp(-a * a * (kk - k) ** 2 / 4)
+                                                   + 2 * np.exp(-a * a * k * k / 4))
+
+    def trap(f: np.ndarray, k: np.ndarray) -> np.ndarray:
+        return ((f[..., 1:] + f[..., :-1]) * 0.5 * np.diff(k)).sum(-1)
+
+    xf, zf = x.reshape(-1, 1), z.reshape(-1, 1)
+    out = np.zeros(xf.shape[0])
+    k1 = np.linspace(0.0, kstar, nk)
+    k2 = np.linspace(kstar, kmax, 2 * nk)
+    for s in range(0, xf.shape[0], 2000):
+        xs, zs = xf[s:s + 2000], zf[s:s + 2000]
+        m1 = np.sqrt(np.maximum(kstar2 - k1**2, 0.0))
+        f1 = k1 * hhat(k1) * np.sin(m1 * zs + k1 * xs)
+        m2 = np.sqrt(np.maximum(k2**2 - kstar2, 0.0))
+        f2 = k2 * hhat(k2) * np.exp(-m2 * zs) * np.sin(k2 * xs)
+        out[s:s + 2000] = -(u0 / math.pi) * np.exp(beta * zs[:, 0] / 2) * (trap(f1, k1) + trap(f2, k2))
+    return out.reshape(x.shape)
+
+
+def schaer_beta(theta0: float = 288.0, n: float = 0.01) -> float:
+    """``-d ln rho / dz`` of the constant-N reference at the ground (1/m), ``g cv / (R cp theta0) + N^2/g``."""
+    return G * (CP - RD) / (RD * CP * theta0) + n * n / G
+
+
+def w_error(w: np.ndarray, w_ref: np.ndarray, x: np.ndarray, z: np.ndarray, xlim: float = 20000.0,
+            zlim: tuple[float, float] = (1000.0, 10000.0)) -> float:
+    """Relative l2 error ``sqrt(sum (w - w_ref)^2 / sum w_ref^2)`` over ``|x| <= xlim`` and ``zlim[0] <= z <= zlim[1]`` (m)."""
+    x, z = np.broadcast_arrays(np.asarray(x), np.asarray(z))
+    mask = (np.abs(x) <= xlim) & (z >= zlim[0]) & (z <= zlim[1])
+    if not mask.any():
+        raise InputError("the error window holds no w points")
+    d = np.asarray(w)[mask] - np.asarray(w_ref)[mask]
+    return float(np.sqrt((d**2).sum() / (np.asarray(w_ref)[mask] ** 2).sum()))
+
+
+def case_with(case: Case, **changes: Any) -> Case:
+    return replace(case, **changes)

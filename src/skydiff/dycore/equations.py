@@ -1,0 +1,226 @@
+"""2-D compressible non-hydrostatic Euler equations in a terrain-following coordinate (tendencies).
+
+Prognostic variables (a :class:`State`), perturbations about a discretely hydrostatic reference state:
+
+- ``m``  = ``sigma (rho - rho_ref)`` at centres ``(nz, nx)`` (kg m^-3): mass per computational volume,
+- ``th`` = ``sigma (rho theta - rho_ref theta_ref)`` at centres ``(nz, nx)`` (K kg m^-3),
+- ``u``  horizontal wind at u points ``(nz, nx)`` (m/s),
+- ``w``  vertical wind at the interior w faces ``(nz - 1, nx)`` (m/s); at the ground ``w = (dz/dx)_r u`` (free
+  slip, contravariant ``w~ = w - (dz/dx)_r u = 0``), at the flat lid ``w = 0``.
+
+Mass and ``rho theta`` are in flux form, ``d(sigma rho)/dt + d(sigma rho u)/dx + d(rho w~)/dr = 0``, so total mass
+``sum(m) dx dr`` is conserved to round-off; momentum is in advective form. Pressure gradients use the Exner
+function, ``-cp theta grad(pi)``, with the reference part removed exactly: the reference Exner ``pi_ref`` of every
+column is integrated discretely, ``cp theta_ref,w (pi_ref[k] - pi_ref[k-1]) / (sigma_w dr) = -g``, so the vertical
+force reduces to ``-cp theta d(pi')/dz + g theta'/theta_ref`` and the horizontal one to ``-cp theta (d pi'/dx)_z``.
+Horizontal advection is 3rd-order upwind-biased (of ``theta'`` in the ``rho theta`` flux), vertical advection
+2nd-order centred. A Rayleigh sponge relaxes ``u``, ``w`` and ``th`` (never ``m``) towards targets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+
+from .coordinates import Terrain, VerticalCoordinate, check_monotonic, coordinate_metrics
+from .grid import (
+    Grid,
+    avg_c2u,
+    avg_c2w,
+    avg_u2c,
+    avg_w2c,
+    diff_c2u,
+    diff_c2w,
+    diff_u2c,
+    diff_w2c,
+    upwind3_face,
+    upwind3_gradient,
+)
+
+__all__ = [
+    "G",
+    "RD",
+    "CP",
+    "CV",
+    "P0",
+    "State",
+    "Geometry",
+    "Reference",
+    "Sponge",
+    "Model",
+    "geometry",
+    "hydrostatic_exner",
+    "column_state",
+    "reference_state",
+    "tendencies",
+    "total_mass",
+    "full_w",
+]
+
+G = 9.81  # m s^-2
+RD = 287.0  # J kg^-1 K^-1
+CP = 1004.5  # J kg^-1 K^-1
+CV = CP - RD
+P0 = 1.0e5  # Pa
+KAPPA = RD / CP
+
+
+class State(NamedTuple):
+    """Prognostic perturbations (see the module docstring for units and shapes)."""
+
+    m: torch.Tensor
+    th: torch.Tensor
+    u: torch.Tensor
+    w: torch.Tensor
+
+
+class Geometry(NamedTuple):
+    """Positions (m) and AD metric terms at centres ``c`` ``(nz, nx)``, u points ``(nz, nx)`` and w faces ``(nz+1, nx)``."""
+
+    x_c: torch.Tensor
+    z_c: torch.Tensor
+    sigma_c: torch.Tensor
+    sigma_u: torch.Tensor
+    slope_u: torch.Tensor
+    z_w: torch.Tensor
+    sigma_w: torch.Tensor
+    slope_w: torch.Tensor
+
+
+class Reference(NamedTuple):
+    """Reference state: ``theta_c``, ``exner_c``, ``m_c = sigma rho_ref``, ``th_c = sigma rho_ref theta_ref`` at
+    centres, and ``theta_w = avg(theta_c)`` at the interior w faces (the value used in the discrete balance)."""
+
+    theta_c: torch.Tensor
+    exner_c: torch.Tensor
+    m_c: torch.Tensor
+    th_c: torch.Tensor
+    theta_w: torch.Tensor
+
+
+class Sponge(NamedTuple):
+    """Relaxation rates (s^-1) at centres, u points, interior w faces, and the targets of ``u`` and ``th``."""
+
+    mu_c: torch.Tensor
+    mu_u: torch.Tensor
+    mu_w: torch.Tensor
+    u_target: torch.Tensor
+    th_target: torch.Tensor
+
+
+class Model(NamedTuple):
+    """Everything the tendencies need besides the state."""
+
+    geom: Geometry
+    ref: Reference
+    sponge: Sponge
+    dx: float
+    dr: float
+
+
+def geometry(
+    grid: Grid,
+    coordinate: VerticalCoordinate,
+    terrain: Terrain,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str | None = None,
+    name: str | None = None,
+) -> Geometry:
+    """Heights and metric terms of ``coordinate`` on ``grid`` (AD, :func:`coordinate_metrics`); checks for folds."""
+    xc, xu = grid.x_c(dtype, device), grid.x_u(dtype, device)
+    rc, rw = grid.r_c(dtype, device)[:, None], grid.r_w(dtype, device)[:, None]
+    mc = coordinate_metrics(coordinate, terrain, xc[None, :], rc, grid.top)
+    mu = coordinate_metrics(coordinate, terrain, xu[None, :], rc, grid.top)
+    mw = coordinate_metrics(coordinate, terrain, xc[None, :], rw, grid.top)
+    label = name or getattr(coordinate, "name", type(coordinate).__name__)
+    for m, xx, rr in ((mc, xc[None, :], rc), (mu, xu[None, :], rc), (mw, xc[None, :], rw)):
+        check_monotonic(m, xx, rr, label)
+    return Geometry(xc, mc.z, mc.sigma, mu.sigma, mu.slope, mw.z, mw.sigma, mw.slope)
+
+
+def hydrostatic_exner(theta_c: torch.Tensor, sigma_w: torch.Tensor, dr: float, exner_bottom: torch.Tensor) -> torch.Tensor:
+    """Discretely hydrostatic Exner function at centres.
+
+    ``pi[k] = pi[k-1] - g sigma_w[k] dr / (cp avg(theta)[k])`` upwards from ``exner_bottom`` (the value in the
+    lowest layer, shape ``(nx,)``); ``theta_c`` ``(nz, nx)`` (K), ``sigma_w`` all faces ``(nz + 1, nx)``.
+    """
+    theta_w = avg_c2w(theta_c)
+    dpi = -G * sigma_w[1:-1] * dr / (CP * theta_w)
+    return torch.cat([exner_bottom[None], exner_bottom[None] + torch.cumsum(dpi, dim=0)], dim=0)
+
+
+def column_state(exner_c: torch.Tensor, theta_c: torch.Tensor, sigma_c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(sigma rho, sigma rho theta)`` from Exner and theta by the equation of state ``rho theta = p0 pi^(cv/R) / R``."""
+    rth = P0 * exner_c.pow(CV / RD) / RD
+    return sigma_c * rth / theta_c, sigma_c * rth
+
+
+def reference_state(
+    geom: Geometry, grid: Grid, theta: Callable[[torch.Tensor], torch.Tensor], exner: Callable[[torch.Tensor], torch.Tensor]
+) -> Reference:
+    """Discretely balanced reference state for a potential-temperature profile ``theta(z)`` (K).
+
+    ``exner(z)`` gives the (analytic) Exner value used in the lowest layer only; above it is integrated discretely.
+    """
+    theta_c = theta(geom.z_c)
+    exner_c = hydrostatic_exner(theta_c, geom.sigma_w, grid.dr, exner(geom.z_c[0]))
+    m_c, th_c = column_state(exner_c, theta_c, geom.sigma_c)
+    return Reference(theta_c, exner_c, m_c, th_c, avg_c2w(theta_c))
+
+
+def full_w(state: State, geom: Geometry) -> torch.Tensor:
+    """w on all faces ``(nz + 1, nx)``: diagnosed free-slip value at the ground, prognostic inside, 0 at the lid."""
+    w0 = geom.slope_w[0] * avg_u2c(state.u[0])
+    return torch.cat([w0[None], state.w, torch.zeros_like(w0)[None]], dim=0)
+
+
+def total_mass(state: State, ref: Reference, dx: float, dr: float) -> torch.Tensor:
+    """Total mass per unit y-length (kg/m): ``sum(sigma rho) dx dr``."""
+    return ((ref.m_c + state.m) * (dx * dr)).sum()
+
+
+def tendencies(state: State, model: Model) -> State:
+    """Time tendencies of every prognostic variable (same shapes and units per second)."""
+    geom, ref, sp, dx, dr = model
+    m_full = ref.m_c + state.m
+    rho = m_full / geom.sigma_c
+    theta = (ref.th_c + state.th) / m_full
+    theta_p = (state.th - ref.theta_c * state.m) / m_full  # theta - theta_ref, without cancellation
+    exner_p = ref.exner_c * torch.expm1((RD / CV) * torch.log1p(state.th / ref.th_c))
+    u, w_int = state.u, state.w
+
+    # contravariant vertical velocity w~ = w - (dz/dx)_r u on the faces (0 at ground and lid)
+    u_c = avg_u2c(u)
+    u_w = avg_c2w(u_c)
+    wt_int = w_int - geom.slope_w[1:-1] * u_w
+    zero = torch.zeros_like(u_c[:1])
+    wt = torch.cat([zero, wt_int, zero], dim=0)
+
+    # mass and rho-theta fluxes
+    fx = geom.sigma_u * avg_c2u(rho) * u
+    fr = torch.cat([zero, avg_c2w(rho) * wt_int, zero], dim=0)
+    dm = -diff_u2c(fx, dx) - diff_w2c(fr, dr)
+    theta_u = avg_c2u(ref.theta_c) + upwind3_face(theta_p, u)
+    theta_w = avg_c2w(theta)
+    dth = -diff_u2c(fx * theta_u, dx) - diff_w2c(torch.cat([zero, fr[1:-1] * theta_w, zero], dim=0), dr)
+
+    # u: advection, pressure gradient (dpi'/dx)_z = (dpi'/dx)_r - (dz/dx)_r / sigma (dpi'/dr)
+    rdot = wt / geom.sigma_w
+    rdot_u = avg_c2u(rdot)
+    du_dr = torch.cat([zero, diff_c2w(u, 1.0), zero], dim=0)
+    adv_u = u * upwind3_gradient(u, u, dx) + 0.5 * (rdot_u[1:] * du_dr[1:] + rdot_u[:-1] * du_dr[:-1]) / dr
+    dpi_w = diff_c2w(exner_p, dr)
+    dpi_c = avg_w2c(torch.cat([dpi_w[:1], dpi_w, dpi_w[-1:]], dim=0))
+    pgf_u = -CP * avg_c2u(theta) * (diff_c2u(exner_p, dx) - geom.slope_u / geom.sigma_u * avg_c2u(dpi_c))
+    du = -adv_u + pgf_u - sp.mu_u * (u - sp.u_target)
+
+    # w (interior faces): advection, vertical pressure gradient and buoyancy about the reference
+    w = torch.cat([geom.slope_w[:1] * u_c[:1], w_int, zero], dim=0)
+    adv_w = u_w * upwind3_gradient(w_int, u_w, dx) + rdot[1:-1] * (w[2:] - w[:-2]) / (2.0 * dr)
+    pgf_w = -CP * theta_w * dpi_w / geom.sigma_w[1:-1] + G * (theta_w - ref.theta_w) / ref.theta_w
+    dw = -adv_w + pgf_w - sp.mu_w * w_int
+
+    dth = dth - sp.mu_c * (state.th - sp.th_target)
+    return State(dm, dth, du, dw)

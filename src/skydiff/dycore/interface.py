@@ -1,0 +1,183 @@
+"""``skydiff.dycore.run``: run a test case and return an ``xarray.Dataset``."""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..errors import InputError
+from .cases import build, get_case, schaer_beta, schaer_linear_w, w_error
+from .coordinates import VerticalCoordinate, make_coordinate
+from .equations import full_w
+from .grid import avg_u2c
+from .stepping import check_dt, integrate
+
+__all__ = ["run"]
+
+_CASE_KEYS = {"dx", "nz", "top", "length", "h0", "a", "lam", "dtheta", "width"}
+
+
+def run(
+    case: str,
+    coordinate: str | VerticalCoordinate = "sleve",
+    hours: float | None = None,
+    *,
+    dt: float | None = None,
+    dtype: torch.dtype | str = torch.float64,
+    device: str | torch.device | None = None,
+    progress: bool = False,
+    coordinate_options: dict[str, Any] | None = None,
+    **options: Any,
+) -> Any:
+    """Run a dycore test case.
+
+    Parameters
+    ----------
+    case
+        ``"schaer"``, ``"klemp2011"``, ``"skamarock-klemp"`` or ``"bubble"``.
+    coordinate
+        ``"btf"``, ``"hybrid"``, ``"sleve"``, ``"sleve2"``, ``"neuve"`` (the shipped trained coordinate) or a
+        :class:`~skydiff.dycore.coordinates.VerticalCoordinate` module.
+    hours
+        Simulated time (h); default the case's (5 h for ``schaer`` and ``klemp2011``).
+    dt
+        Time step (s); default the case's. Checked against the explicit stability limit before running.
+    dtype, device
+        ``torch.float64`` (default) or ``torch.float32``; CPU or CUDA.
+    coordinate_options
+        Keyword options of the coordinate (e.g. ``{"s1": 8000, "s2": 2000}`` for SLEVE).
+    **options
+        Case options: ``dx``, ``nz``, ``top``, ``length`` (m), terrain ``h0``, ``a``, ``lam`` (m).
+
+    Returns
+    -------
+    xarray.Dataset
+        ``w`` (m/s) on ``(level, x)`` (w faces, level 0 = ground), ``height`` (m) of every w point, ``u`` (m/s) and
+        ``theta_prime`` (K, deviation from the reference profile) on ``(layer, x)`` with ``height_layer``; 1-D ``x``
+        (m, 0 at the crest), ``terrain`` (m); attributes with the run settings, the time series ``max_abs_w`` (m/s) and,
+        for ``schaer``, ``w_linear`` and the relative l2 error ``w_error`` (|x| <= 20 km, 1 km <= z <= 10 km).
+    """
+    import xarray as xr
+
+    if isinstance(dtype, str):
+        dtype = {"float32": torch.float32, "float64": torch.float64}.get(dtype)  # type: ignore[assignment]
+    if dtype not in (torch.float32, torch.float64):
+        raise InputError(f"dtype must be float32 or float64, got {dtype!r}")
+    unknown = set(options) - _CASE_KEYS
+    if unknown:
+        raise InputError(f"unknown option(s) {', '.join(sorted(unknown))} for run(); case options: {', '.join(sorted(_CASE_KEYS))}")
+    cs = get_case(case, **options)
+    hours = cs.hours if hours is None else hours
+    if not (isinstance(hours, (int, float)) and math.isfinite(hours) and hours > 0):
+        raise InputError(f"hours must be a positive number, got {hours!r}")
+    dt = cs.dt if dt is None else dt
+    coord = make_coordinate(coordinate, **(coordinate_options or {}))
+    coord = coord.to(device=device, dtype=dtype)
+    name = coordinate if isinstance(coordinate, str) else getattr(coord, "name", "custom")
+    with torch.no_grad():
+        model, state = build(cs, coord, dtype, device)
+        umax = float(state.u.abs().max()) + 5.0
+        limit = check_dt(model, float(dt), umax, str(name))
+        nsteps = max(1, int(round(hours * 3600.0 / dt)))
+        times: list[float] = [0.0]
+        wmax: list[float] = [0.0]
+
+        def record(n: int, s: Any) -> None:
+            times.append(n * dt)
+            wmax.append(float(full_w(s, model.geom).abs().max()))
+
+        t0 = time.perf_counter()
+        state = integrate(state, model, float(dt), nsteps, check_every=max(1, min(200, nsteps // 20 or 1)), wmax=cs.wmax,
+                          callback=record, progress=progress)
+        elapsed = time.perf_counter() - t0
+        geom, ref = model.geom, model.ref
+        w = full_w(state, geom).cpu().double().numpy()
+        theta_p = ((state.th - ref.theta_c * state.m) / (ref.m_c + state.m)).cpu().double().numpy()
+        u_c = avg_u2c(state.u).cpu().double().numpy()
+        x = geom.x_c.cpu().double().numpy()
+        z_w = geom.z_w.cpu().double().numpy()
+        z_c = geom.z_c.cpu().double().numpy()
+    ds = xr.Dataset(
+        {
+            "w": (("level", "x"), w, {"units": "m s-1", "long_name": "vertical velocity"}),
+            "height": (("level", "x"), z_w, {"units": "m", "long_name": "height of the w points"}),
+            "u": (("layer", "x"), u_c, {"units": "m s-1", "long_name": "horizontal velocity at cell centres"}),
+            "theta_prime": (("layer", "x"), theta_p, {"units": "K", "long_name": "potential temperature minus reference"}),
+            "height_layer": (("layer", "x"), z_c, {"units": "m", "long_name": "height of the cell centres"}),
+            "terrain": (("x",), z_w[0], {"units": "m"}),
+            "max_abs_w": (("time",), np.asarray(wmax), {"units": "m s-1", "long_name": "max |w| over the domain"}),
+        },
+        coords={
+            "x": ("x", x, {"units": "m", "long_name": "distance from the mountain crest"}),
+            "level": ("level", np.arange(w.shape[0])),
+            "layer": ("layer", np.arange(u_c.shape[0])),
+            "time": ("time", np.asarray(times), {"units": "s"}),
+        },
+        attrs={
+            "case": cs.name,
+            "coordinate": str(name),
+            "hours": float(hours),
+            "dt_s": float(dt),
+            "dt_limit_s": float(limit),
+            "steps": nsteps,
+            "dx_m": cs.grid.dx,
+            "nz": cs.grid.nz,
+            "top_m": cs.grid.top,
+            "dtype": str(dtype).replace("torch.", ""),
+            "wall_time_s": elapsed,
+            "steps_per_second": nsteps / max(elapsed, 1e-9),
+            "max_abs_w_over_run": float(max(wmax)),
+        },
+    )
+    if cs.name == "schaer":
+        t = cs.terrain
+        wl = schaer_linear_w(x[None, :], z_w, t.h0, t.a, t.lam, cs.u0, cs.n, beta=schaer_beta(cs.theta0, cs.n))
+        ds["w_linear"] = (("level", "x"), wl, {"units": "m s-1", "long_name": "linear analytic steady w"})
+        ds.attrs["w_error"] = w_error(w, wl, x[None, :], z_w)
+        ds.attrs["w_error_window"] = "|x| <= 20 km, 1 km <= z <= 10 km, relative l2"
+    return ds
+
+
+def write_dataset(ds: Any, path: str) -> str:
+    """Write a :func:`run` result to netCDF atomically (temporary file in the target folder, then ``os.replace``)."""
+    import os
+    import uuid
+    from pathlib import Path
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.parent / f".{p.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        ds.to_netcdf(tmp)
+        os.replace(tmp, p)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return str(p)
+
+
+def plot_w(ds: Any, path: str | None = None, zmax: float = 12000.0) -> Any:
+    """Contour plot of ``w`` (m/s) in physical height (and of ``w_linear`` beside it when present)."""
+    from ..plot import _finish, _new_figure
+
+    panels = [("w", f"{ds.attrs.get('case')} / {ds.attrs.get('coordinate')}, t = {ds.attrs.get('hours'):g} h")]
+    if "w_linear" in ds:
+        panels.append(("w_linear", "linear analytic"))
+    fig = _new_figure(6.0 * len(panels), 4.0)
+    x = np.broadcast_to(ds.x.values[None, :] / 1000.0, ds.height.shape)
+    z = ds.height.values / 1000.0
+    vmax = float(np.nanmax(np.abs(ds.w.values[z <= zmax / 1000.0]))) or 1.0
+    levels = np.linspace(-vmax, vmax, 21)
+    for i, (var, title) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        cs = ax.contourf(x, z, ds[var].values, levels=levels, cmap="RdBu_r", extend="both")
+        ax.fill_between(ds.x.values / 1000.0, 0, ds.terrain.values / 1000.0, color="0.3")
+        ax.set_ylim(0, zmax / 1000.0)
+        ax.set_xlabel("x (km)")
+        ax.set_ylabel("z (km)")
+        ax.set_title(title, fontsize=9)
+    fig.colorbar(cs, ax=fig.axes, label="w (m/s)")
+    return _finish(fig, path)

@@ -1,0 +1,161 @@
+"""Training the NEUVE coordinate by backpropagation through the dynamical core.
+
+Loss (the Klemp 2011 resting-atmosphere test, whose exact solution is ``w = 0``): the mean over a window of
+``log(mean(w^2))`` sampled every few steps, on training terrains, plus a penalty keeping the thinnest layer
+above ``sigma_floor * dr`` so that the coordinate stays stable at the same time step as SLEVE. Gradients go
+through the whole window with gradient checkpointing (:func:`~skydiff.dycore.stepping.integrate_loss`). NEUVE is
+first fitted to SLEVE (a cheap regression of the heights, no solver) and then trained. Held-out terrains (other
+``h0``/``a``/``lambda``) are evaluated at the end, NEUVE beside SLEVE and BTF.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..registry import save_model
+from .cases import build, get_case
+from .coordinates import Neuve, Sleve, Terrain, VerticalCoordinate, coordinate_metrics
+from .equations import full_w
+from .stepping import integrate, integrate_loss
+
+__all__ = ["TRAIN_TERRAINS", "HELDOUT_TERRAINS", "fit_to_coordinate", "klemp_loss", "train_neuve", "klemp_max_w"]
+
+#: (h0, a, lambda) in m of the training and held-out Klemp-type terrains.
+TRAIN_TERRAINS = [(1000.0, 5000.0, 4000.0), (800.0, 4000.0, 3000.0), (1200.0, 6000.0, 5000.0)]
+HELDOUT_TERRAINS = [(900.0, 3500.0, 3500.0), (1100.0, 7000.0, 6000.0), (600.0, 5000.0, 2500.0)]
+
+TRAIN_GRID = {"dx": 500.0, "nz": 40, "top": 20000.0, "length": 30000.0}
+
+
+def fit_to_coordinate(model: Neuve, target: VerticalCoordinate, terrains: list[tuple[float, float, float]],
+                      steps: int = 150, lr: float = 1e-2, top: float = 20000.0,
+                      sigma_floor: float = 0.75) -> float:
+    """Fit NEUVE's heights and Jacobians to another coordinate (regression, no solver); returns the final loss."""
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    x = torch.linspace(-20000.0, 20000.0, 121, dtype=torch.float64)[None, :]
+    r = torch.linspace(0.0, top, 41, dtype=torch.float64)[:, None]
+    goals = []
+    for h0, a, lam in terrains:
+        t = Terrain(h0, a, lam)
+        with torch.no_grad():
+            m = coordinate_metrics(target, t, x, r, top)
+        goals.append((t, m))
+    loss = torch.zeros(())
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = torch.zeros((), dtype=torch.float64)
+        for t, m in goals:
+            mm = coordinate_metrics(model, t, x, r, top)
+            loss = loss + ((mm.z - m.z) / 100.0).pow(2).mean() + 10.0 * (mm.sigma - m.sigma).pow(2).mean()
+            loss = loss + 100.0 * torch.relu(sigma_floor - mm.sigma).pow(2).mean()
+        loss.backward()
+        opt.step()
+    return float(loss.detach())
+
+
+def klemp_loss(model: VerticalCoordinate, terrain: tuple[float, float, float], seconds: float = 600.0, dt: float = 0.5,
+               sigma_floor: float = 0.7, chunk: int = 50, use_checkpoint: bool = True) -> tuple[torch.Tensor, float]:
+    """Differentiable Klemp-test loss: mean over the window of ``log(mean w^2)`` plus the thin-layer penalty.
+
+    Returns ``(loss, max |w|)`` (m/s) at the end of the window.
+    """
+    h0, a, lam = terrain
+    case = get_case("klemp2011", h0=h0, a=a, lam=lam, **TRAIN_GRID)
+    mdl, state = build(case, model, torch.float64)
+    nsteps = int(round(seconds / dt))
+
+    def lf(s: Any) -> torch.Tensor:
+        return torch.log(full_w(s, mdl.geom).pow(2).mean() + 1e-12)
+
+    state, loss = integrate_loss(state, mdl, dt, nsteps, lf, chunk=chunk, every=10, use_checkpoint=use_checkpoint)
+    pen = torch.relu(sigma_floor - mdl.geom.sigma_c).pow(2).sum() + torch.relu(sigma_floor - mdl.geom.sigma_w).pow(2).sum()
+    return loss + 100.0 * pen, float(state.w.detach().abs().max())
+
+
+def klemp_max_w(coordinate: VerticalCoordinate, terrain: tuple[float, float, float], seconds: float = 1800.0,
+                dt: float = 0.5, **grid: Any) -> float:
+    """Max |w| (m/s) over a Klemp run of ``seconds`` (no gradients)."""
+    h0, a, lam = terrain
+    case = get_case("klemp2011", h0=h0, a=a, lam=lam, **(grid or TRAIN_GRID))
+    out = [0.0]
+    with torch.no_grad():
+        mdl, state = build(case, coordinate, torch.float64)
+
+        def cb(n: int, s: Any) -> None:
+            out[0] = max(out[0], float(full_w(s, mdl.geom).abs().max()))
+
+        integrate(state, mdl, dt, int(round(seconds / dt)), check_every=20, callback=cb)
+    return out[0]
+
+
+def train_neuve(out: str | Path = "runs/dycore/neuve", iterations: int = 15, seconds: float = 300.0, lr: float = 3e-3,
+                seed: int = 0, progress: bool = True, eval_seconds: float = 900.0,
+                init: str | Path | None = None, fit_target: str = "sleve2", sigma_floor: float = 0.6) -> dict[str, Any]:
+    """Train NEUVE on :data:`TRAIN_TERRAINS`, evaluate on :data:`HELDOUT_TERRAINS`, save ``<out>.safetensors/.json``.
+
+    Returns a summary dict (iterations, time, losses, held-out max |w| of NEUVE / SLEVE / BTF, weights path).
+    """
+    from tqdm.auto import tqdm
+
+    from .coordinates import BasicTerrainFollowing
+
+    torch.manual_seed(seed)
+    t0 = time.perf_counter()
+    sleve = Sleve()
+    if init is not None:  # continue from saved weights (e.g. an earlier run), skipping the fit to SLEVE
+        from ..registry import load_model
+
+        model = load_model(init).double()
+        fit = float("nan")
+    else:
+        from .coordinates import make_coordinate
+
+        model = Neuve().double()
+        fit = fit_to_coordinate(model, make_coordinate(fit_target), TRAIN_TERRAINS + [(250.0, 5000.0, 4000.0)],
+                                sigma_floor=sigma_floor)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    history = []
+    sleve_loss = {terr: float(klemp_loss(sleve, terr, seconds, sigma_floor=sigma_floor)[0].detach()) for terr in TRAIN_TERRAINS}
+    best = (math.inf, {k: v.detach().clone() for k, v in model.state_dict().items()})
+    bar = tqdm(range(iterations), disable=not progress, desc="neuve")
+    for it in bar:
+        opt.zero_grad()
+        terr = TRAIN_TERRAINS[it % len(TRAIN_TERRAINS)]  # one training terrain per iteration, in turn
+        loss, _ = klemp_loss(model, terr, seconds, sigma_floor=sigma_floor)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        rel = float(loss.detach()) - sleve_loss[terr]  # log-ratio of mean w^2 to SLEVE's on this terrain
+        history.append(rel)
+        recent = sum(history[-len(TRAIN_TERRAINS):]) / len(history[-len(TRAIN_TERRAINS):])
+        if len(history) >= len(TRAIN_TERRAINS) and recent < best[0]:
+            best = (recent, {k: v.detach().clone() for k, v in model.state_dict().items()})
+        bar.set_postfix(loss_vs_sleve=f"{rel:.3f}")
+    model.load_state_dict(best[1])
+    evaluation: dict[str, Any] = {}
+    for terr in TRAIN_TERRAINS[:1] + HELDOUT_TERRAINS:
+        key = "h0=%g a=%g lam=%g" % terr
+        from .coordinates import Sleve2
+
+        row = {name: klemp_max_w(c, terr, eval_seconds) for name, c in (("neuve", model), ("sleve", sleve),
+                                                                        ("sleve2", Sleve2()), ("btf", BasicTerrainFollowing()))}
+        evaluation[key] = row
+    card = {
+        "trained_on": "klemp2011 loss mean log(mean w^2) over %g s, dt 0.5 s, grid %s" % (seconds, TRAIN_GRID),
+        "train_terrains": TRAIN_TERRAINS,
+        "heldout_terrains": HELDOUT_TERRAINS,
+        "init": ("continued from %s" % init) if init is not None else
+        "fitted to %s (default options), regression loss %.3g" % (fit_target, fit),
+        "sigma_floor": sigma_floor,
+        "loss_history_log_ratio_to_sleve": history,
+        "best_loss": best[0],
+        "heldout_max_w_%gs" % eval_seconds: evaluation,
+    }
+    w, _ = save_model(model, out, card=card)
+    return {"iterations": iterations, "time_s": time.perf_counter() - t0, "loss": history, "evaluation": evaluation,
+            "weights": str(w), "fit_loss": fit}

@@ -1,0 +1,228 @@
+"""Tests of skydiff.dycore: AD metrics, monotonicity, balance, conservation, stability checks, Schär convergence."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from skydiff.dycore import StabilityError, build, coordinate_metrics, get_case, integrate, make_coordinate, run, total_mass
+from skydiff.dycore.cases import schaer_linear_w, w_error
+from skydiff.dycore.coordinates import BasicTerrainFollowing, Neuve, Sleve, Sleve2, Terrain
+from skydiff.dycore.equations import full_w
+from skydiff.dycore.stepping import check_dt, integrate_loss, stable_dt
+from skydiff.errors import InputError
+
+TOP = 20000.0
+NAMES = ["btf", "hybrid", "sleve", "sleve2", "neuve"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():  # noqa: ANN202
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _coord(name: str) -> torch.nn.Module:
+    return make_coordinate(name, pretrained=False).double()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_metric_gradcheck(name: str) -> None:
+    torch.manual_seed(0)
+    coord, terr = _coord(name), Terrain(400.0, 5000.0, 4000.0)
+    x = (torch.rand(6, dtype=torch.float64) - 0.5) * 2e4
+    r = 500.0 + torch.rand(6, dtype=torch.float64) * 15000.0  # r > 0: SLEVE2's (r/s)^1.35 has no 2nd derivative at 0
+    x.requires_grad_(True)
+    r.requires_grad_(True)
+
+    def f(xx: torch.Tensor, rr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        m = coordinate_metrics(coord, terr, xx, rr, TOP)
+        return m.z, m.sigma, m.slope
+
+    assert torch.autograd.gradcheck(f, (x, r), eps=1e-3, atol=1e-7, rtol=1e-5)
+
+
+def test_neuve_metric_gradcheck_wrt_weights() -> None:
+    torch.manual_seed(1)
+    coord, terr = _coord("neuve"), Terrain(800.0, 5000.0, 4000.0)
+    x = torch.linspace(-8000.0, 8000.0, 5, dtype=torch.float64)
+    r = torch.linspace(100.0, 19000.0, 5, dtype=torch.float64)
+    params = {k: v.detach() for k, v in coord.named_parameters()}
+    bias = params["net.4.bias"].clone().requires_grad_(True)
+
+    def f(b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        p = dict(params, **{"net.4.bias": b})
+
+        class Wrapped(torch.nn.Module):
+            def height(self, xx, rr, t, top):  # noqa: ANN001, ANN202
+                return torch.func.functional_call(coord, p, (xx, rr, t, top))
+
+        m = coordinate_metrics(Wrapped(), terr, x, r, TOP)  # type: ignore[arg-type]
+        return m.sigma, m.slope
+
+    assert torch.autograd.gradcheck(f, (bias,), eps=1e-6, atol=1e-8)
+
+
+def test_metrics_match_analytic_btf() -> None:
+    terr = Terrain(300.0, 5000.0, 4000.0)
+    x = torch.linspace(-1e4, 1e4, 41, dtype=torch.float64)[None, :]
+    r = torch.linspace(0.0, TOP, 11, dtype=torch.float64)[:, None]
+    m = coordinate_metrics(BasicTerrainFollowing(), terr, x, r, TOP)
+    xr = x.clone().requires_grad_(True)
+    (dh,) = torch.autograd.grad(terr.h(xr).sum(), xr)
+    torch.testing.assert_close(m.sigma, (1 - terr.h(x) / TOP).expand_as(m.sigma))
+    torch.testing.assert_close(m.slope, dh * (1 - r / TOP))
+    torch.testing.assert_close(m.z[0], terr.h(x)[0])
+    torch.testing.assert_close(m.z[-1], torch.full_like(m.z[-1], TOP))
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_neuve_monotonic_for_any_weights(seed: int) -> None:
+    torch.manual_seed(seed)
+    coord = Neuve(hidden=8).double()
+    with torch.no_grad():
+        for p in coord.parameters():
+            p.normal_(0.0, 3.0)  # wild random weights
+    terr = Terrain(3000.0, 3000.0, 2000.0)  # very steep terrain (slope ~ 3)
+    x = torch.linspace(-1e4, 1e4, 201, dtype=torch.float64)[None, :]
+    r = torch.linspace(0.0, TOP, 201, dtype=torch.float64)[:, None]
+    m = coordinate_metrics(coord, terr, x, r, TOP)
+    assert bool((m.sigma > 0).all())
+    assert bool((m.z[1:] > m.z[:-1]).all())
+    torch.testing.assert_close(m.z[0], terr.h(x)[0])
+    torch.testing.assert_close(m.z[-1], torch.full_like(m.z[-1], TOP))
+
+
+def test_fold_detection() -> None:
+    case = get_case("klemp2011", h0=25000.0, length=20000.0)
+    with pytest.raises(InputError, match="folds"):
+        build(case, BasicTerrainFollowing())
+    case = get_case("klemp2011", h0=5000.0, length=20000.0)
+    with pytest.raises(InputError, match="sleve.*folds"):
+        build(case, Sleve())
+    assert not bool((coordinate_metrics(Sleve(), Terrain(5000.0), torch.zeros(1, dtype=torch.float64),
+                                        torch.full((1,), 250.0, dtype=torch.float64), TOP).sigma > 0).all())
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_flat_resting_atmosphere_stays_at_rest(dtype: torch.dtype) -> None:
+    # flat ground, the inversion profile of the Klemp test (a balanced perturbation of the reference)
+    case = get_case("klemp2011", h0=0.0, length=10000.0, nz=20)
+    model, s0 = build(case, Sleve2(), dtype)
+    assert float(s0.th.abs().max()) > 0  # the inversion really is a perturbation
+    s = integrate(s0, model, 1.0, 300)
+    tol = 1e-11 if dtype == torch.float64 else 1e-4
+    assert float(s.w.abs().max()) < tol
+    assert float(s.u.abs().max()) < tol
+    assert s.w.dtype == dtype
+
+
+def test_mass_conserved_to_round_off() -> None:
+    case = get_case("schaer", length=30000.0, nz=20, top=15000.0)
+    model, s0 = build(case, Sleve())
+    m0 = total_mass(s0, model.ref, model.dx, model.dr)
+    s = integrate(s0, model, 0.75, 300)
+    m1 = total_mass(s, model.ref, model.dx, model.dr)
+    assert float(s.w.abs().max()) > 0.1  # something happened
+    assert abs(float((m1 - m0) / m0)) < 1e-13
+
+
+def test_too_large_time_step_is_rejected() -> None:
+    with pytest.raises(InputError, match="stability limit"):
+        run("schaer", "sleve", hours=0.01, dt=3.0, length=20000.0, nz=10)
+
+
+def test_blow_up_is_detected_with_step() -> None:
+    case = get_case("klemp2011", length=20000.0, nz=20)
+    model, s0 = build(case, BasicTerrainFollowing())
+    lim, _, _ = stable_dt(model, model.dx)
+    with pytest.raises(StabilityError, match="step"):
+        integrate(s0, model, 2.5 * lim, 400, check_every=10)
+    check_dt(model, 0.9 * lim)
+
+
+def test_unknown_case_and_coordinate() -> None:
+    with pytest.raises(InputError, match="unknown dycore case"):
+        run("nope")
+    with pytest.raises(InputError, match="unknown vertical coordinate"):
+        run("schaer", coordinate="sigma")
+
+
+def test_linear_solution_surface_is_u_dhdx() -> None:
+    x = np.linspace(-2e4, 2e4, 81)
+    terr = Terrain(250.0, 5000.0, 4000.0)
+    xt = torch.tensor(x, requires_grad=True)
+    (dh,) = torch.autograd.grad(terr.h(xt).sum(), xt)
+    w0 = schaer_linear_w(x, np.zeros_like(x))
+    np.testing.assert_allclose(w0, 10.0 * dh.numpy(), atol=2e-3)
+
+
+def test_schaer_error_decreases_with_resolution() -> None:
+    # after 20 min the flow is not yet the steady state of linear theory, and linear theory applies its lower
+    # boundary condition at z = 0 instead of z = h(x): the error saturates near 0.28 below 1 km grid spacing
+    errs = []
+    for dx, nz, dt in ((2000.0, 6, 2.0), (1000.0, 12, 1.2), (500.0, 24, 0.75)):
+        ds = run("schaer", "sleve", hours=1200.0 / 3600.0, dt=dt, dx=dx, nz=nz, length=40000.0, top=12000.0)
+        x, z = ds.x.values[None, :], ds.height.values
+        errs.append(w_error(ds.w.values, ds.w_linear.values, x, z, xlim=10000.0, zlim=(0.0, 3000.0)))
+    assert errs[1] < 0.95 * errs[0] and errs[2] < 0.95 * errs[0], errs
+
+
+def test_run_dataset_layout() -> None:
+    ds = run("schaer", "btf", hours=60.0 / 3600.0, length=20000.0, nz=10)
+    assert ds.w.dims == ("level", "x") and ds.height.dims == ("level", "x")
+    assert ds.x.attrs["units"] == "m" and ds.w.attrs["units"] == "m s-1"
+    assert abs(float(ds.x.values[np.argmax(ds.terrain.values)])) <= 250.0  # crest at x ~ 0
+    np.testing.assert_allclose(ds.height.values[0], ds.terrain.values)
+    assert math.isfinite(ds.attrs["w_error"])
+
+
+def test_gradient_through_solver_with_checkpointing_matches_plain() -> None:
+    torch.manual_seed(0)
+    coord = _coord("neuve")
+    case = get_case("klemp2011", length=10000.0, nz=8, h0=600.0)
+
+    def grads(use_ckpt: bool) -> torch.Tensor:
+        coord.zero_grad()
+        model, s0 = build(case, coord)
+        _, loss = integrate_loss(s0, model, 1.0, 20, lambda s: full_w(s, model.geom).pow(2).mean(), chunk=7, every=2,
+                                 use_checkpoint=use_ckpt)
+        loss.backward()
+        return torch.cat([p.grad.flatten() for p in coord.parameters()])
+
+    g1, g2 = grads(True), grads(False)
+    assert float(g1.abs().max()) > 0
+    torch.testing.assert_close(g1, g2)
+
+
+def test_cli_dycore_run(tmp_path) -> None:  # noqa: ANN001
+    from skydiff.cli import main
+
+    out, png = tmp_path / "w.nc", tmp_path / "w.png"
+    rc = main(["dycore", "run", "klemp2011", "--coordinate", "btf", "--hours", "0.005", "--dx", "1000", "--nz", "10",
+               "--out", str(out), "--plot", str(png), "-q"])
+    assert rc == 0 and out.is_file() and png.is_file()
+    assert main(["dycore", "run", "nope"]) == 2
+
+
+def test_shipped_neuve_loads_and_is_monotonic() -> None:
+    coord = make_coordinate("neuve")  # the shipped trained weights
+    assert coord.model_name == "neuve"
+    x = torch.linspace(-2e4, 2e4, 81, dtype=torch.float64)[None, :]
+    r = torch.linspace(0.0, TOP, 41, dtype=torch.float64)[:, None]
+    m = coordinate_metrics(coord.double(), Terrain(1000.0, 5000.0, 4000.0), x, r, TOP)
+    assert bool((m.sigma > 0).all())
+
+
+def test_skamarock_klemp_and_bubble_run() -> None:
+    ds = run("skamarock-klemp", "btf", hours=120.0 / 3600.0, length=60000.0)
+    assert np.isfinite(ds.w.values).all() and 1e-6 < float(abs(ds.w.values).max()) < 0.1
+    ds = run("bubble", "sleve", hours=120.0 / 3600.0, dx=400.0, nz=25)
+    assert np.isfinite(ds.w.values).all()
+    k, i = np.unravel_index(np.argmax(ds.w.values), ds.w.shape)
+    assert float(ds.w.values[k, i]) > 0.5 and abs(float(ds.x[i])) < 3000.0  # the warm bubble rises above the hill
