@@ -134,13 +134,15 @@ def test_evolves_in_lagrangian_frame(default_case):
 
 
 def test_speed():
+    """A guard against pathological slow-downs (e.g. a pure-Python pixel loop, which takes minutes), not a
+    benchmark: about 1 s on an idle 2-core CPU, 2.5 s while other jobs load it, hence the generous bound."""
     rain_sequence(2, (256, 256))  # warm-up (numba kernels of skydiff.advect)
     best = np.inf
     for seed in range(2):
         t0 = time.perf_counter()
         rain_sequence(24, (256, 256), seed=seed)
         best = min(best, time.perf_counter() - t0)
-    assert best < 2.0, best
+    assert best < 8.0, best
 
 
 @pytest.mark.parametrize(
