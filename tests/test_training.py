@@ -353,3 +353,17 @@ def test_train_fraction_and_augment_options():
     data["train_fraction"] = 0.0
     with pytest.raises(InputError, match="train_fraction"):
         build_datasets(data, 4, 2)
+
+
+def test_last_checkpoint_is_the_latest_state_even_without_improvement(tmp_path):
+    """last.ckpt follows every validation (Lightning's save_last alone refreshes it only with a new best), so a run
+    whose val_loss stops improving resumes from, and exports with export = "last", its latest state."""
+    out = tmp_path / "flat"
+    # lr = 0: the weights never change, val_loss never improves after the first validation
+    s = train(config(out, "rainnet"), overrides={"training.max_steps": 6, "training.lr": 0.0,
+                                                 "training.export": "last", "training.patience": -1})
+    ck = torch.load(str(out / "checkpoints" / "last.ckpt"), map_location="cpu", weights_only=False)
+    assert s["epochs"] >= 2  # several validations
+    assert ck["global_step"] == s["global_step"] == 6
+    best = sorted((out / "checkpoints").glob("best-*.ckpt"))
+    assert len(best) == 1 and int(best[0].stem.split("step=")[1]) < 6  # the first validation stays the best

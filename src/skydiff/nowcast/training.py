@@ -1390,9 +1390,14 @@ def _train(cfg: dict[str, Any], out: Path, name: str, model_kwargs: dict[str, An
         print(f"skydiff train: resuming from {ckpt_path}", file=sys.stderr, flush=True)
 
     best_cb = ModelCheckpoint(dirpath=str(ckdir), filename="best-{epoch:03d}-{step:06d}", monitor="val_loss",
-                              mode="min", save_top_k=1, save_last=True, enable_version_counter=False,
+                              mode="min", save_top_k=1, save_last=False, enable_version_counter=False,
                               save_on_train_epoch_end=False)
-    callbacks: list[Any] = [best_cb, _SaveOnInterrupt(last)]
+    # last.ckpt after every validation. (Lightning's own save_last=True only refreshes last.ckpt when a best
+    # checkpoint is saved in the same step (Lightning 2.6), so a run whose val_loss stopped improving would
+    # resume from, and export="last" would give, the best epoch's state instead of the latest.)
+    last_cb = ModelCheckpoint(dirpath=str(ckdir), filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
+                              enable_version_counter=False, save_on_train_epoch_end=False)
+    callbacks: list[Any] = [best_cb, last_cb, _SaveOnInterrupt(last)]
     every = int(tcfg["checkpoint_every_n_steps"] or 0)
     if every > 0:
         callbacks.append(ModelCheckpoint(dirpath=str(ckdir), filename="last", monitor=None, save_top_k=1,
