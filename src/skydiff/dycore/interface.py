@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from .cases import build, get_case, schaer_beta, schaer_linear_w, w_error
+from .cases import build, get_case, schaer_linear_w, w_error
 from .coordinates import VerticalCoordinate, make_coordinate
 from .equations import full_w
 from .grid import avg_u2c
@@ -135,10 +135,12 @@ def run(
     )
     if cs.name == "schaer":
         t = cs.terrain
-        wl = schaer_linear_w(x[None, :], z_w, t.h0, t.a, t.lam, cs.u0, cs.n, beta=schaer_beta(cs.theta0, cs.n))
+        # Boussinesq (beta = 0) solution with the sqrt(rho(0)/rho(z)) amplitude growth of the compressible reference
+        wl = schaer_linear_w(x[None, :], z_w, t.h0, t.a, t.lam, cs.u0, cs.n, density_theta0=cs.theta0)
         ds["w_linear"] = (("level", "x"), wl, {"units": "m s-1", "long_name": "linear analytic steady w"})
         ds.attrs["w_error"] = w_error(w, wl, x[None, :], z_w)
         ds.attrs["w_error_window"] = "|x| <= 20 km, 1 km <= z <= 10 km, relative l2"
+        ds.attrs["w_linear_method"] = "Klemp et al. (2015) App. A, beta = 0, times sqrt(rho_ref(0)/rho_ref(z))"
     return ds
 
 
