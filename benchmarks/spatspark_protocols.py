@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_RUNS = {
     "SpaT-SparK (pretrained)": "runs/cpu/spatspark/spatspark",
     "SpaT-SparK from scratch": "runs/cpu/spatspark_scratch/spatspark",
-    "SpaT-SparK, no translation": "runs/cpu/spatspark_notrans/spatspark",
+    "SpaT-SparK, no translation": "runs/cpu/spatspark_notrans_v2/spatspark",
     "SmaAt-UNet": "runs/cpu/smaat_v3/smaat",
 }
 
