@@ -76,8 +76,18 @@ def timing(reps: int, data: str) -> tuple[list[str], dict[str, float]]:
         v = pmotion.get_method("lk")(dbr)
         return pnowcasts.get_method("extrapolation")(R[-1], v, 6)
 
+    from skydiff.nowcast.models import LUPIN
+
+    def lupin_contiguous() -> np.ndarray:  # the same, with the weights kept in the default (NCHW) layout
+        LUPIN.predict_channels_last = False
+        try:
+            return forecast(R, 6, model="lupin")
+        finally:
+            LUPIN.predict_channels_last = True
+
     runs = {
         "LUPIN (skydiff, shipped weights)": lambda: forecast(R, 6, model="lupin"),
+        "LUPIN, NCHW layout (predict_channels_last=False)": lupin_contiguous,
         "extrapolation (skydiff: LK + advect)": lambda: forecast(R, 6, model="extrapolation"),
         "pysteps LK + extrapolation": pysteps_lk,
     }

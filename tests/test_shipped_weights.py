@@ -66,3 +66,18 @@ def test_shipped_model_beats_persistence_on_knmi(name, knmi2010, one_thread):
     csi_m = categorical(fc[5], y[5], 1.0)["csi"]
     csi_p = categorical(pers[5], y[5], 1.0)["csi"]
     assert csi_m > csi_p + 0.05, f"{name} CSI {csi_m:.3f} vs persistence {csi_p:.3f}"
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_channels_last_inference_is_the_same_nowcast(name, one_thread):
+    """predict() runs the CPU convolutions channels-last (faster); the nowcast equals the contiguous-layout one
+    to float rounding, and the model's weights are left in their original layout."""
+    _need(name)
+    model = create_model(name, pretrained=True)
+    frames = blob_sequence(N_IN[name], 64, 72)
+    fast = model.predict(frames, 3)
+    w = next(p for p in model.parameters() if p.ndim == 4)
+    assert w.is_contiguous()  # restored
+    model.predict_channels_last = False
+    ref = model.predict(frames, 3)
+    np.testing.assert_allclose(fast, ref, rtol=1e-4, atol=1e-4)

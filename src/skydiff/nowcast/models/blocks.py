@@ -370,6 +370,7 @@ class NowcastModel(nn.Module):
     """
 
     model_name: ClassVar[str] = ""
+    predict_channels_last: ClassVar[bool] = True  # predict() runs CPU convolutions channels-last (faster)
     autoregressive: ClassVar[bool] = True
 
     config: dict[str, Any]
@@ -480,17 +481,30 @@ class NowcastModel(nn.Module):
                  "at all; their nowcast is dry (0 mm/h)")
         was_training = self.training
         self.eval()
+        restore = self._to_channels_last() if self.predict_channels_last else None
         try:
             with torch.no_grad():
                 out = self._predict(x, int(leadtimes), **kwargs)
         finally:
             self.train(was_training)
+            if restore is not None:
+                self.to(memory_format=restore)
         out = out.clamp_min(0.0).masked_fill(dry[:, None, None, None], 0.0).masked_fill(nodata, float("nan"))
         if squeeze:
             out = out[0]
         if numpy_in:
             return out.cpu().numpy()
         return out
+
+    def _to_channels_last(self) -> torch.memory_format | None:
+        """Switch the 4-D weights to channels-last for inference on the CPU (oneDNN convolutions then run ~1.5x
+        faster on large grids, e.g. LUPIN on 765 x 700: 28.6 s -> 18.6 s on one thread; outputs agree to float
+        rounding). Returns the format to restore afterwards, or None when nothing was changed."""
+        w = next((p for p in self.parameters() if p.ndim == 4), None)
+        if w is None or w.device.type != "cpu" or w.is_contiguous(memory_format=torch.channels_last):
+            return None
+        self.to(memory_format=torch.channels_last)
+        return torch.contiguous_format
 
     def _predict(self, x: torch.Tensor, leadtimes: int, **kwargs: Any) -> torch.Tensor:
         """x (B, n_input_frames, H, W) in mm/h, NaN-free -> (B, leadtimes, H, W) mm/h."""
