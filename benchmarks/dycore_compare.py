@@ -38,13 +38,26 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--heldout", type=float, nargs=3, action="append", default=[], metavar=("H0", "A", "LAM"),
                    help="also run the Klemp test on this terrain (m), e.g. a NEUVE held-out shape; repeatable")
+    p.add_argument("--neuve-weights", default=None, metavar="PATH",
+                   help="NEUVE weights (stem or .safetensors) to use for 'neuve' instead of the shipped ones")
+    p.add_argument("--no-plots", action="store_true", help="do not write the w figures under benchmarks/figures/")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    if args.schaer_hours <= 0:
+        print("schaer-hours <= 0: Schär run skipped", flush=True)
     rows = []
     for name in args.coordinates:
         row: dict[str, object] = {"coordinate": name}
+        coord: object = name
+        if name == "neuve" and args.neuve_weights:
+            from skydiff.registry import load_model
+
+            coord = load_model(args.neuve_weights).double()
+            row["neuve_weights"] = str(args.neuve_weights)
         try:
-            ds = run("schaer", name, hours=args.schaer_hours, dt=args.schaer_dt, progress=True)
+            if args.schaer_hours <= 0:
+                raise RuntimeError("skipped (--schaer-hours 0)")
+            ds = run("schaer", coord, hours=args.schaer_hours, dt=args.schaer_dt, progress=True)
             x, z = ds.x.values[None, :], ds.height.values
             row.update(
                 schaer_w_error=ds.attrs["w_error"],
@@ -54,24 +67,26 @@ def main() -> None:
                 schaer_steps_per_s=ds.attrs["steps_per_second"],
                 schaer_max_w=float(abs(ds.w.values).max()),
             )
-            plot_w(ds, ROOT / "benchmarks" / "figures" / f"dycore_schaer_{name}.png")
+            if not args.no_plots:
+                plot_w(ds, ROOT / "benchmarks" / "figures" / f"dycore_schaer_{name}.png")
         except Exception as exc:  # report and go on with the other coordinates
             row["schaer_error"] = f"{type(exc).__name__}: {exc}"
         try:
-            ds = run("klemp2011", name, hours=args.klemp_hours, dt=args.klemp_dt, progress=True)
+            ds = run("klemp2011", coord, hours=args.klemp_hours, dt=args.klemp_dt, progress=True)
             row.update(
                 klemp_max_w=ds.attrs["max_abs_w_over_run"],
                 klemp_final_max_w=float(ds.max_abs_w.values[-1]),
                 klemp_dt_limit=ds.attrs["dt_limit_s"],
                 klemp_steps_per_s=ds.attrs["steps_per_second"],
             )
-            plot_w(ds, ROOT / "benchmarks" / "figures" / f"dycore_klemp_{name}.png")
+            if not args.no_plots:
+                plot_w(ds, ROOT / "benchmarks" / "figures" / f"dycore_klemp_{name}.png")
         except Exception as exc:
             row["klemp_error"] = f"{type(exc).__name__}: {exc}"
         for h0, a, lam in args.heldout:
             key = f"klemp_heldout_{h0:g}_{a:g}_{lam:g}_max_w"
             try:
-                ds = run("klemp2011", name, hours=args.klemp_hours, dt=args.klemp_dt, h0=h0, a=a, lam=lam, progress=True)
+                ds = run("klemp2011", coord, hours=args.klemp_hours, dt=args.klemp_dt, h0=h0, a=a, lam=lam, progress=True)
                 row[key] = ds.attrs["max_abs_w_over_run"]
             except Exception as exc:
                 row[key + "_error"] = f"{type(exc).__name__}: {exc}"
