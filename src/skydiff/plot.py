@@ -605,6 +605,27 @@ def _isnan(x: Any) -> bool:
         return False
 
 
+def _curves(curves: Any, name: str, xname: str, yname: str, pixel_km: float) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Validate ``{label: (x, y)}`` of 1-D arrays of one length (and ``pixel_km``) -> ``[(label, x, y), ...]``."""
+    if not isinstance(curves, Mapping) or not curves:
+        raise InputError(f"{name} must be a non-empty dict {{label: ({xname}, {yname})}}")
+    if not (np.isfinite(pixel_km) and pixel_km > 0):
+        raise InputError(f"pixel_km must be a positive number, got {pixel_km!r}")
+    out = []
+    for label, pair in curves.items():
+        try:
+            xv, yv = pair
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"{name}[{label!r}] must be a pair ({xname}, {yname})") from exc
+        x = _as_array(xv, f"{name}[{label!r}] {xname}")
+        y = _as_array(yv, f"{name}[{label!r}] {yname}")
+        if x.ndim != 1 or y.ndim != 1 or x.shape != y.shape:
+            raise ShapeError(f"{name}[{label!r}]: {xname} and {yname} must be 1-D of the same length, got {x.shape} "
+                             f"and {y.shape}")
+        out.append((str(label), x, y))
+    return out
+
+
 def plot_spectra(
     spectra: Mapping[str, tuple[Any, Any]],
     *,
@@ -618,27 +639,14 @@ def plot_spectra(
     from a RAPSD with unit pixel spacing). ``pixel_km`` converts to wavenumbers in 1/km on the bottom axis; the
     top axis shows the matching wavelength in km. Non-positive or non-finite points are skipped.
     """
-    if not isinstance(spectra, Mapping) or not spectra:
-        raise InputError("spectra must be a non-empty dict {label: (freq, psd)}")
-    if not (np.isfinite(pixel_km) and pixel_km > 0):
-        raise InputError(f"pixel_km must be a positive number, got {pixel_km!r}")
+    curves = _curves(spectra, "spectra", "freq", "psd", pixel_km)
     fig = _new_figure(5.2, 3.9 + (0.3 if title else 0.0))
     ax = fig.add_subplot()
-    for label, pair in spectra.items():
-        try:
-            freq, psd = pair
-        except (TypeError, ValueError) as exc:
-            raise InputError(f"spectra[{label!r}] must be a pair (freq, psd)") from exc
-        f = _as_array(freq, f"spectra[{label!r}] freq")
-        p = _as_array(psd, f"spectra[{label!r}] psd")
-        if f.ndim != 1 or p.ndim != 1 or f.shape != p.shape:
-            raise ShapeError(
-                f"spectra[{label!r}]: freq and psd must be 1-D of the same length, got {f.shape} and {p.shape}"
-            )
+    for label, f, p in curves:
         ok = np.isfinite(f) & np.isfinite(p) & (f > 0) & (p > 0)
         k = f[ok] / pixel_km
         order = np.argsort(k)
-        ax.plot(k[order], p[ok][order], linewidth=1.5, label=str(label))
+        ax.plot(k[order], p[ok][order], linewidth=1.5, label=label)
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("wavenumber (1/km)", fontsize=9)
@@ -829,26 +837,13 @@ def plot_spectrum_ratio(
     :func:`skydiff.verify.rapsd_ratio_db`; ``pixel_km`` converts the wavelengths to km (log axis, long waves
     on the left). A grey band marks ±``band_db`` dB around 0 (the target tolerance).
     """
-    if not isinstance(ratios, Mapping) or not ratios:
-        raise InputError("ratios must be a non-empty dict {label: (wavelengths, ratio_db)}")
-    if not (np.isfinite(pixel_km) and pixel_km > 0):
-        raise InputError(f"pixel_km must be a positive number, got {pixel_km!r}")
+    curves = _curves(ratios, "ratios", "wavelengths", "ratio_db", pixel_km)
     fig = _new_figure(5.2, 3.8 + (0.3 if title else 0.0))
     ax = fig.add_subplot()
-    for label, pair in ratios.items():
-        try:
-            wl, db = pair
-        except (TypeError, ValueError) as exc:
-            raise InputError(f"ratios[{label!r}] must be a pair (wavelengths, ratio_db)") from exc
-        w = _as_array(wl, f"ratios[{label!r}] wavelengths")
-        r = _as_array(db, f"ratios[{label!r}] ratio_db")
-        if w.ndim != 1 or r.ndim != 1 or w.shape != r.shape:
-            raise ShapeError(
-                f"ratios[{label!r}]: wavelengths and ratio_db must be 1-D of the same length, got {w.shape} and {r.shape}"
-            )
+    for label, w, r in curves:
         ok = np.isfinite(w) & np.isfinite(r) & (w > 0)
         order = np.argsort(w[ok])
-        ax.plot(w[ok][order] * pixel_km, r[ok][order], linewidth=1.5, label=str(label))
+        ax.plot(w[ok][order] * pixel_km, r[ok][order], linewidth=1.5, label=label)
     if band_db and band_db > 0:
         ax.axhspan(-band_db, band_db, color="0.85", zorder=0, label=f"±{band_db:g} dB")
     ax.axhline(0.0, color="0.3", linewidth=0.8)
