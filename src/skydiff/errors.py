@@ -37,9 +37,18 @@ class SkydiffWarning(UserWarning):
     """Warnings issued by skydiff (e.g. gaps reported when reading a radar series)."""
 
 
+def check_int(name: str, value: object, lo: int) -> int:
+    """``value`` as an int if it is an integer (Python or numpy, not bool) ``>= lo``, else :class:`InputError`."""
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < lo:
+        raise InputError(f"{name} must be an integer >= {lo}, got {value!r}")
+    return int(value)
+
+
 def warn(message: str) -> None:
     """Issue a :class:`SkydiffWarning` pointing at the caller's caller."""
     warnings.warn(message, SkydiffWarning, stacklevel=3)
 
 
-__all__ = ["SkydiffError", "InputError", "ShapeError", "ReadError", "TimeGapError", "SkydiffWarning", "warn"]
+__all__ = ["SkydiffError", "InputError", "ShapeError", "ReadError", "TimeGapError", "SkydiffWarning", "warn", "check_int"]

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -264,16 +263,10 @@ def _cache_key(name: str, tile: int, wet_threshold: float, min_wet_fraction: flo
 
 
 def _save_npz(path: Path, **arrays: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.npz", dir=str(path.parent))
-    os.close(fd)
-    try:
+    from ..io.atomic import atomic_path
+
+    with atomic_path(path, suffix=".tmp.npz") as tmp:
         np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 def _source_tiles(name: str, root: Path, tile: int, wet_threshold: float, min_wet_fraction: float,

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError, ShapeError
+from ..errors import check_int as _check_int
 from ..registry import create_model, register_model
 from . import WEIGHTS_DIR
 
@@ -178,12 +179,6 @@ class DenoiserUNet(nn.Module):
 
 
 # ------------------------------------------------------------------------------------------ downscaler
-def _check_int(name: str, v: Any, lo: int) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or int(v) < lo:
-        raise InputError(f"{name} must be an integer >= {lo}, got {v!r}")
-    return int(v)
-
-
 class EDMDownscaler(nn.Module):
     """EDM-preconditioned conditional diffusion downscaler (see the module docstring).
 
@@ -248,10 +243,7 @@ class EDMDownscaler(nn.Module):
         if space == "pp":
             if not pp_model:
                 raise InputError("space='pp' needs pp_model (e.g. 'pp-radar')")
-            try:
-                from . import pseudo  # noqa: F401  (registers the PP models)
-            except ImportError:  # pragma: no cover - a PP model registered elsewhere may still be used
-                pass
+            from . import pseudo  # noqa: F401  (registers the PP models)
 
             pp_kw = {k: v for k, v in dict(pp_config or {}).items() if k != "name"}  # the registry name decides
             self.pp = create_model(pp_model, pretrained=False, **pp_kw)

@@ -21,7 +21,6 @@ work.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +29,7 @@ import torch
 
 from ..errors import InputError, ShapeError
 from ..registry import create_model, load_model
-from . import diffusion as _diffusion
-from .diffusion import EDMDownscaler
+from .diffusion import EDMDownscaler  # (importing it registers the edm-* models)
 
 __all__ = ["downscale", "get_downscaler", "MODELS", "write_downscaled", "plot_downscaled", "read_lowres"]
 
@@ -49,7 +47,7 @@ def get_downscaler(model: Any = "radar") -> EDMDownscaler:
     key = os.fspath(model)
     if key not in _CACHE:
         name = MODELS.get(key.lower(), key.lower())
-        if name in _diffusion_names():
+        if name in MODELS.values():  # registered by the diffusion module imported above
             m = create_model(name, pretrained=True)
         elif Path(key).with_suffix(".json").is_file():
             m = load_model(key)
@@ -59,12 +57,6 @@ def get_downscaler(model: Any = "radar") -> EDMDownscaler:
             raise InputError(f"{key!r} is not a downscaling model")
         _CACHE[key] = m.eval()
     return _CACHE[key]
-
-
-def _diffusion_names() -> set[str]:
-    from ..registry import list_models
-
-    return set(list_models(kind="downscale")) & {"edm-radar", "edm-radar-tp", "edm-era5"}
 
 
 def _as_tensor(x: Any, name: str) -> tuple[torch.Tensor, str]:
@@ -284,18 +276,11 @@ def write_downscaled(path: str | os.PathLike[str], ens: Any, *, model: str = "",
     ds.attrs.update(Conventions="CF-1.8", title="skydiff diffusion downscaling", source=f"skydiff {__version__}",
                     downscaling_model=str(model), downscaling_factor=int(factor), sampling_steps=int(steps),
                     input_file=str(source))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=str(out.parent))
-    os.close(fd)
-    try:
+    from ..io.atomic import atomic_path
+
+    with atomic_path(out) as tmp:
         enc = {"precip_rate": {"zlib": True, "complevel": 4, "dtype": "float32"}}
         ds.to_netcdf(tmp, format="NETCDF4", encoding=enc)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
     return out
 
 
@@ -316,5 +301,3 @@ def plot_downscaled(path: str | os.PathLike[str], lowres: Any, ens: Any, *, time
         plot_field(fig.add_subplot(1, len(panels), i + 1), a, title=t, colorbar=i == len(panels) - 1)
     return save_figure(fig, path)
 
-
-_ = _diffusion  # registered models

@@ -30,6 +30,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..errors import InputError
+from ..io.atomic import atomic_path
 from ..registry import create_model, save_model
 from . import diffusion as _diffusion  # noqa: F401  (registers the edm-* models)
 from .data import TilePairs
@@ -223,9 +224,8 @@ def train_downscaler(pairs: TilePairs, name: str = "edm-radar", *, out: str | os
     card = {**(card or {}), "training": summary}
     wts, js = save_model(ema, run / name, card=card)
     summary["weights"] = str(wts)
-    tmp = run / f".log.json.tmp{os.getpid()}"
-    tmp.write_text(json.dumps({**summary, "losses": losses}, indent=1) + "\n")
-    os.replace(tmp, run / "log.json")
+    with atomic_path(run / "log.json") as tmp:
+        tmp.write_text(json.dumps({**summary, "losses": losses}, indent=1) + "\n")
     return summary
 
 

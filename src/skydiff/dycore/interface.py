@@ -146,19 +146,11 @@ def run(
 
 def write_dataset(ds: Any, path: str) -> str:
     """Write a :func:`run` result to netCDF atomically (temporary file in the target folder, then ``os.replace``)."""
-    import os
-    import uuid
-    from pathlib import Path
+    from ..io.atomic import atomic_path
 
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.parent / f".{p.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
+    with atomic_path(path) as tmp:
         ds.to_netcdf(tmp)
-        os.replace(tmp, p)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return str(p)
+    return str(path)
 
 
 def plot_w(ds: Any, path: str | None = None, zmax: float = 12000.0) -> Any:

@@ -4,12 +4,14 @@
   an ``xarray.DataArray`` of rain rate in mm/h on ``(time, y, x)``; :func:`check_regular` and
   :func:`require_frames` validate the series; :func:`importer_names` lists the accepted importer names.
 - :func:`write_nowcast` / :func:`read_nowcast` write and read CF-1.8 netCDF nowcasts (atomically).
+- :func:`atomic_path` — write a file under a temporary name and move it into place (every skydiff writer).
 - unit conversions (numpy and torch): :func:`dbz_to_rainrate`, :func:`rainrate_to_dbz`,
   :func:`accumulation_to_rainrate`, :func:`rainrate_to_dbr`, :func:`dbr_to_rainrate`, :func:`to_rainrate`.
 """
 
 from __future__ import annotations
 
+from .atomic import atomic_path
 from .netcdf import read_nowcast, write_nowcast
 from .radar import check_regular, importer_names, read_radar, require_frames
 from .units import (
@@ -22,6 +24,7 @@ from .units import (
 )
 
 __all__ = [
+    "atomic_path",
     "read_radar",
     "check_regular",
     "require_frames",

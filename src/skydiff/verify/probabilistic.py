@@ -28,6 +28,7 @@ import torch
 
 from ..errors import InputError, ShapeError
 from .continuous import _device_of, _float_tensor, _is_torch, _out
+from .spatial import _check_scale
 
 __all__ = ["crps_ensemble", "crps_pooled", "CRPS_ESTIMATORS"]
 
@@ -82,6 +83,16 @@ def _crps_points(m: torch.Tensor, o: torch.Tensor, estimator: str) -> tuple[torc
     return torch.where(valid, crps, nan), valid
 
 
+def _reduced(crps: torch.Tensor, valid: torch.Tensor, reduce: bool, numpy_out: bool) -> Any:
+    """The point-wise CRPS (``reduce=False``) or its mean over the valid points (NaN when there is none)."""
+    if not reduce:
+        return _out(crps, numpy_out)
+    n = valid.sum()
+    total = torch.where(valid, crps, torch.zeros((), dtype=crps.dtype, device=crps.device)).sum()
+    mean = total / n.to(crps.dtype) if int(n) > 0 else torch.full((), float("nan"), dtype=crps.dtype)
+    return _out(mean, numpy_out)
+
+
 def crps_ensemble(
     members: Any,
     obs: Any,
@@ -116,12 +127,7 @@ def crps_ensemble(
     """
     m, o, numpy_out = _members_obs(members, obs, member_dim)
     crps, valid = _crps_points(m, o, estimator)
-    if not reduce:
-        return _out(crps, numpy_out)
-    n = valid.sum()
-    total = torch.where(valid, crps, torch.zeros((), dtype=crps.dtype, device=crps.device)).sum()
-    mean = total / n.to(crps.dtype) if int(n) > 0 else torch.full((), float("nan"), dtype=crps.dtype)
-    return _out(mean, numpy_out)
+    return _reduced(crps, valid, reduce, numpy_out)
 
 
 def _pool2d(x: torch.Tensor, pool: int, how: str) -> torch.Tensor:
@@ -168,12 +174,7 @@ def crps_pooled(
     """
     if how not in ("avg", "max"):
         raise InputError(f"how must be 'avg' or 'max', got {how!r}")
-    try:
-        p = int(pool)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"pool must be a positive integer, got {pool!r}") from exc
-    if p != pool or p < 1:
-        raise InputError(f"pool must be a positive integer, got {pool!r}")
+    p = _check_scale(pool, "pool")
     m, o, numpy_out = _members_obs(members, obs, member_dim)
     if o.ndim < 2:
         raise ShapeError(f"obs must have a grid (..., H, W) for pooling, got shape {tuple(o.shape)}")
@@ -181,9 +182,4 @@ def crps_pooled(
         raise ShapeError(f"pool={p} is larger than the grid {tuple(o.shape[-2:])}")
     mp, op = _pool2d(m, p, how), _pool2d(o, p, how)
     crps, valid = _crps_points(mp, op, estimator)
-    if not reduce:
-        return _out(crps, numpy_out)
-    n = valid.sum()
-    total = torch.where(valid, crps, torch.zeros((), dtype=crps.dtype, device=crps.device)).sum()
-    mean = total / n.to(crps.dtype) if int(n) > 0 else torch.full((), float("nan"), dtype=crps.dtype)
-    return _out(mean, numpy_out)
+    return _reduced(crps, valid, reduce, numpy_out)

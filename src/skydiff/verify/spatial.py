@@ -69,15 +69,16 @@ def _box_mean(x: torch.Tensor, size: int) -> torch.Tensor:
     return _box1d(_box1d(x, size, -1), size, -2) / float(size * size)
 
 
-def _check_scale(scale: Any) -> int:
+def _check_scale(scale: Any, name: str = "scale") -> int:
+    """A window size in pixels (FSS scale, CRPS pooling): a positive integer, else InputError naming ``name``."""
     if isinstance(scale, torch.Tensor):
         scale = scale.item()
     try:
         s = int(scale)
     except (TypeError, ValueError) as exc:
-        raise InputError(f"scale must be a positive integer number of pixels, got {scale!r}") from exc
+        raise InputError(f"{name} must be a positive integer number of pixels, got {scale!r}") from exc
     if s != scale or s < 1:
-        raise InputError(f"scale must be a positive integer number of pixels, got {scale!r}")
+        raise InputError(f"{name} must be a positive integer number of pixels, got {scale!r}")
     return s
 
 

@@ -19,16 +19,11 @@ import torch
 from torch import nn
 
 from ...errors import InputError
+from ...errors import check_int as _check_int  # noqa: F401  (also used by the other models)
 from .blocks import PAD_MODES, DoubleConv, NowcastModel, PaddedNet, _config_from_locals, get_scaler
 from .registry import register_model
 
 __all__ = ["RainNetUNet", "RainNet"]
-
-
-def _check_int(name: str, value: Any, lo: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-        raise InputError(f"{name} must be an integer >= {lo}, got {value!r}")
-    return value
 
 
 class RainNetUNet(PaddedNet):
