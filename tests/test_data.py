@@ -282,7 +282,13 @@ def test_shared_split_parts(shared_data):
     assert sum(n.startswith("KNMI 2021-02") for n in names["test"]) == 10
     assert [n for n in names["validation"] if n.startswith("KNMI 2021-01")] == ["KNMI 2021-01-09-2005",
                                                                                 "KNMI 2021-01-10-2005"]
-    assert not any("mrms" in n.lower() for v in names.values() for n in v)  # TODO: MRMS left out
+    assert not any("mrms" in n.lower() for v in names.values() for n in v)  # MRMS only on request
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SkydiffWarning)
+        sp_m = shared_split(shared_data, mrms=True)
+    mr = [p for p in sp_m["train"] if p.name.startswith("MRMS")]
+    assert len(mr) == 1 and mr[0].resample == 5.0 and len(mr[0].files) == 36
+    assert all(not p.name.startswith("MRMS") for k in ("validation", "test") for p in sp_m[k])
     files = {k: {f for p in v for f in p.files} for k, v in sp.items()}
     assert not (files["train"] & files["test"]) and not (files["train"] & files["validation"])
     assert not (files["validation"] & files["test"])
@@ -420,3 +426,59 @@ def test_augmentation_is_a_symmetry_of_the_same_crop():
     assert len(used) >= 3
     # validation datasets (fixed crops) are never augmented
     assert not RadarSequences(da, 3, 2, random_crop=False, augment=True, **kw).augment
+
+
+# ------------------------------------------------------------------------------------------ tile sampling
+def test_tile_sampling_puts_crops_where_it_rains():
+    """sampling="tiles": one sample per (window, rainy tile); crops stay within half a crop of their tile."""
+    T, H, W = 12, 64, 128
+    v = np.zeros((T, H, W), np.float32)
+    v[:, 8:24, 72:88] = 3.0  # one rain cell, inside the tile at columns 64-95 of row 0-31
+    da = make_da(v)
+    win = RadarSequences(da, 4, 4, crop=32, min_rain_fraction=0.02, transform=None)
+    til = RadarSequences(da, 4, 4, crop=32, min_rain_fraction=0.02, transform=None, sampling="tiles")
+    assert len(win) == T - 8 + 1  # one per window
+    # grid of 2 x 4 tiles of 32 x 32; only the tile (0, 64) holds >= 2 % rain in the targets
+    assert len(til) == len(win)
+    for ep in range(3):
+        til.set_epoch(ep)
+        for i in range(len(til)):
+            r, c = til[i]["origin"].tolist()
+            assert abs(r - 0) <= 16 and abs(c - 64) <= 16
+    rain_win = np.mean([float((win[i]["targets"] > 0).any()) for i in range(len(win))])
+    rain_til = np.mean([float((til[i]["targets"] > 0).any()) for i in range(len(til))])
+    assert rain_til == 1.0 and rain_win < 1.0  # the window sampler mostly draws dry crops of this grid
+    with pytest.raises(InputError, match="sampling"):
+        RadarSequences(da, 4, 4, crop=32, sampling="tile")
+
+
+# ------------------------------------------------------------------------------------------ resampling in time
+def test_resample_time_linear_nearest_and_gaps():
+    from skydiff.errors import TimeGapError
+    from skydiff.io import resample_time
+
+    t = np.datetime64("2019-06-10T00:00", "ns") + np.arange(8) * np.timedelta64(2, "m")  # 00:00 ... 00:14
+    v = np.arange(8, dtype=np.float32)[:, None, None] * np.ones((1, 3, 4), np.float32)
+    v[3, 0, 0] = np.nan
+    da = make_da(v, times=t, step=2)
+    r = resample_time(da, 5)
+    assert r.attrs["timestep"] == 5.0 and "linear" in r.attrs["resampled"]
+    assert [str(x)[11:16] for x in r.time.values] == ["00:00", "00:05", "00:10"]
+    np.testing.assert_allclose(r.values[:, 1, 1], [0.0, 2.5, 5.0])  # 00:05 = mean of 00:04 and 00:06
+    assert np.isnan(r.values[1, 0, 0]) and r.values[2, 0, 0] == 5.0  # NaN in a bracketing frame propagates
+    rn = resample_time(da, 5, method="nearest")
+    np.testing.assert_allclose(rn.values[:, 1, 1], [0.0, 2.0, 5.0])
+    np.testing.assert_allclose(resample_time(da, 4).values[:, 2, 2], [0, 2, 4, 6])  # exact times copied
+    gap = make_da(np.delete(v, [2, 3], axis=0), times=np.delete(t, [2, 3]), step=2)  # 00:04 and 00:06 missing
+    with pytest.raises(TimeGapError, match="00:05"):
+        resample_time(gap, 5)
+    assert resample_time(gap, 5, max_gap=6).sizes["time"] == 3
+    with pytest.raises(InputError, match="minutes"):
+        resample_time(da, 0)
+    with pytest.raises(InputError, match="method"):
+        resample_time(da, 5, method="cubic")
+    with pytest.raises(InputError, match="two frames"):
+        resample_time(da.isel(time=[0]), 5)
+    # a resampled series is a regular 5-min source for the datasets
+    ds = RadarSequences(r, 2, 1, transform=None)
+    assert len(ds) == 1

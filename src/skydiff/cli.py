@@ -12,7 +12,6 @@ import os
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -216,15 +215,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _atomic_csv(df: Any, path: str) -> None:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-    try:
+    from .io.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False)
-        os.replace(tmp, p)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 # ----------------------------------------------------------------------------------------------------------------

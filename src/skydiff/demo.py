@@ -55,7 +55,7 @@ def _run_case(
     quiet: bool,
     true_motion: np.ndarray | None = None,
 ) -> Any:
-    from .io import write_nowcast
+    from .io import atomic_path, write_nowcast
     from .nowcast import forecast
     from .plot import plot_nowcast, plot_scores, plot_sequence, plot_spectra
     from .verify import rapsd
@@ -76,9 +76,8 @@ def _run_case(
         out / f"{name}_nowcast.nc", fc, reference_time=da.time.values[N_PAST - 1], timestep=timestep, like=da,
         velocity=vel, model="extrapolation (motion: lk)", overwrite=True,
     )
-    tmp = out / f".{name}_scores.csv.tmp"
-    table.to_csv(tmp, index=False)
-    os.replace(tmp, out / f"{name}_scores.csv")
+    with atomic_path(out / f"{name}_scores.csv") as tmp:
+        table.to_csv(tmp, index=False)
     plot_sequence(past.values, past.time.values, ncols=N_PAST, path=out / f"{name}_input.png",
                   title=f"{name}: input frames")
     plot_nowcast(past.values[-1], vel, fc, leadtimes_min=leads, observed=truth, path=out / f"{name}_nowcast.png",

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import os
-import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -146,24 +145,22 @@ def save_figure(fig: Figure, path: str | os.PathLike[str]) -> Path:
     """Save ``fig`` to ``path`` atomically and return the path.
 
     The image is written to a hidden temporary file in the target directory and moved over ``path`` with
-    :func:`os.replace`, so readers never see a half-written file and an existing file is replaced in one step.
-    Parent directories are created. The format follows the suffix (PNG when there is none).
+    :func:`os.replace` (:func:`skydiff.io.atomic_path`), so readers never see a half-written file and an existing
+    file is replaced in one step. Parent directories are created. The format follows the suffix (PNG when there is
+    none).
     """
     path = Path(path)
     fmt = path.suffix[1:].lower() or "png"
     supported = fig.canvas.get_supported_filetypes()
     if fmt not in supported:
         raise InputError(f"cannot save a figure as {fmt!r} ({path}); use one of {sorted(supported)}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
+    from .io.atomic import atomic_path
+
+    with atomic_path(path) as tmp:
+        # the format is passed explicitly (the temporary name ends in .tmp); 0o666 & ~umask like a normal file
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         with os.fdopen(fd, "wb") as fh:
             fig.savefig(fh, format=fmt, dpi=DPI, facecolor=fig.get_facecolor())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 

@@ -250,7 +250,6 @@ def save_model(model: nn.Module, path: str | Path, card: Mapping[str, Any] | Non
     if not name or config is None:
         raise InputError("save_model needs a registered skydiff model (with model_name and config)")
     stem = _stem(path)
-    stem.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     from . import __version__
 
@@ -261,23 +260,18 @@ def save_model(model: nn.Module, path: str | Path, card: Mapping[str, Any] | Non
         "skydiff_version": __version__,
         "card": dict(card or {}),
     }
-    # atomic: both files are written under temporary names in the target folder, then moved into place
+    from .io.atomic import atomic_path
+
+    # atomic: both files are written under temporary names in the target folder; neither is replaced unless both
+    # were written, then the weights are moved into place first (inner block) and the json card second
     wts, js = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
-    tmp_w = wts.with_name(f".{wts.name}.tmp{os.getpid()}")
-    tmp_j = js.with_name(f".{js.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(js) as tmp_j, atomic_path(wts) as tmp_w:
         save_file(state, str(tmp_w), metadata={"model": name, "format": str(FORMAT_VERSION)})
         tmp_j.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         umask = os.umask(0)
         os.umask(umask)
         for t in (tmp_w, tmp_j):  # the permissions of a normally created file (safetensors writes 0600)
             os.chmod(t, 0o666 & ~umask)
-        os.replace(tmp_w, wts)
-        os.replace(tmp_j, js)
-    finally:
-        for t in (tmp_w, tmp_j):
-            if t.exists():
-                t.unlink()
     return wts, js
 
 

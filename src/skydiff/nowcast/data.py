@@ -55,7 +55,6 @@ import json
 import math
 import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -296,14 +295,16 @@ class RadarSource:
     """A part of a radar archive, read on demand: ``files`` (one grid) and an optional time range.
 
     ``times`` = (start, end), half-open, applied to the times read from the files (None = open end);
-    ``options`` go to :func:`skydiff.io.read_radar` (e.g. ``importer``). :class:`RadarSequences` reads each
-    source once; :meth:`load` returns the DataArray.
+    ``options`` go to :func:`skydiff.io.read_radar` (e.g. ``importer``); ``resample`` (minutes) resamples the
+    series with :func:`skydiff.io.resample_time` (linear in time) after reading, e.g. MRMS' 2-min frames to 5 min.
+    :class:`RadarSequences` reads each source once; :meth:`load` returns the DataArray.
     """
 
     name: str
     files: tuple[str, ...]
     times: tuple[Any, Any] | None = None
     options: dict[str, Any] = field(default_factory=dict)
+    resample: float | None = None
 
     def load(self, timestep: float | None = None) -> xr.DataArray:
         from ..io import read_radar
@@ -313,7 +314,13 @@ class RadarSource:
         opts = dict(self.options)
         if timestep is not None:
             opts["timestep"] = timestep
+        if self.resample is not None:
+            opts.pop("timestep", None)  # the files are at their own step; the resampled series is at the new one
         da = read_radar(list(self.files), **opts)
+        if self.resample is not None:
+            from ..io import resample_time
+
+            da = resample_time(da, self.resample)
         if self.times is not None:
             a, b = _range(self.times)
             da = select_times(da, a, b)
@@ -321,7 +328,8 @@ class RadarSource:
 
     def __repr__(self) -> str:
         rng = "" if self.times is None else f", times=[{self.times[0]}, {self.times[1]})"
-        return f"RadarSource({self.name!r}, {len(self.files)} files{rng})"
+        rs = "" if self.resample is None else f", resampled to {self.resample:g} min"
+        return f"RadarSource({self.name!r}, {len(self.files)} files{rng}{rs})"
 
 
 def _is_path(x: Any) -> bool:
@@ -493,6 +501,12 @@ class RadarSequences(Dataset):
         Include the ``mask`` entry.
     trim
         Keep only the bounding box of pixels valid in some frame (saves memory, ~3× on KNMI); only with a crop.
+    sampling
+        With random crops: ``"window"`` (default) — one sample per window and epoch, the crop anywhere with enough
+        valid data (the rain filter applies to the whole frame); ``"tiles"`` — one sample per (window, tile of the
+        centred crop grid) whose targets pass the valid-data and rain filters, the crop drawn within half a crop
+        of its tile. ``"tiles"`` puts the crops where it rains and uses large grids fully: a CONUS MRMS frame
+        holds ~1,500 tiles of 128 × 128, most of them dry.
     augment
         With random crops: also apply one of the 8 symmetries of the square (rotations by 90° and mirror images;
         the 4 that keep the shape for non-square crops), drawn like the crop. Rain moving east becomes rain moving
@@ -529,6 +543,7 @@ class RadarSequences(Dataset):
         max_tries: int = 10,
         trim: bool = True,
         augment: bool = False,
+        sampling: str = "window",
     ) -> None:
         super().__init__()
         for nm, v, lo in (("n_in", n_in, 1), ("n_out", n_out, 0), ("stride", stride, 1)):
@@ -542,6 +557,9 @@ class RadarSequences(Dataset):
         if eval_crops not in ("centre", "center", "grid"):
             raise InputError(f"eval_crops must be 'centre' or 'grid', got {eval_crops!r}")
         self.eval_crops = "grid" if eval_crops == "grid" else "centre"
+        if sampling not in ("window", "tiles"):
+            raise InputError(f"sampling must be 'window' or 'tiles', got {sampling!r}")
+        self.sampling = sampling
         self.transform = _transform_name(transform)
         if not 0.0 <= float(min_rain_fraction) <= 1.0:
             raise InputError(f"min_rain_fraction must be in [0, 1], got {min_rain_fraction}")
@@ -669,7 +687,9 @@ class RadarSequences(Dataset):
                 gr, gc = H // h, W // w
                 orow, ocol = (H - gr * h) // 2, (W - gc * w) // 2
                 grid = [(orow + i * h, ocol + j * w) for i in range(gr) for j in range(gc)]
-            if self.random_crop:
+            if self.random_crop and self.sampling == "tiles":
+                pos = grid or [centre]
+            elif self.random_crop:
                 pos = [centre] + [g for g in grid if g != centre]
             elif self.eval_crops == "grid":
                 pos = grid
@@ -712,7 +732,7 @@ class RadarSequences(Dataset):
         else:
             def rain_ok(rain: np.ndarray, valid: np.ndarray) -> np.ndarray:
                 return np.ones(rain.shape, bool)
-        if self.random_crop:
+        if self.random_crop and self.sampling == "window":
             any_ok = valid_ok.any(1)
             anchor = np.argmax(valid_ok, axis=1)
             r_ok = rain_ok(fr[tb] - fr[ta], fv[tb] - fv[ta])
@@ -775,9 +795,15 @@ class RadarSequences(Dataset):
             allowed_bad = self.length * h * w * (1.0 - self.min_valid_fraction) + 1e-9
             rng = np.random.default_rng(None if self.seed is None else [int(self.seed), self.epoch, i])
             r = c = -1
+            H, W = src.data.shape[1:]
+            r0, c0 = (int(v) for v in src.positions[p])
             for _ in range(self.max_tries):
-                j = int(src.candidates[rng.integers(src.candidates.size)])
-                rr, cc = divmod(j, src.n_cols)
+                if self.sampling == "tiles":  # within half a crop of the sample's tile
+                    rr = min(max(r0 + int(rng.integers(-(h // 2), h // 2 + 1)), 0), H - h)
+                    cc = min(max(c0 + int(rng.integers(-(w // 2), w // 2 + 1)), 0), W - w)
+                else:
+                    j = int(src.candidates[rng.integers(src.candidates.size)])
+                    rr, cc = divmod(j, src.n_cols)
                 x = np.array(self._window_slice(src, s, rr, cc), dtype=np.float32, copy=True)
                 bad = np.isnan(x)
                 if np.count_nonzero(bad) <= allowed_bad:
@@ -850,14 +876,8 @@ def _part(name: str, files: list[tuple[np.datetime64, str]], start: Any = None, 
     return RadarSource(name=name, files=tuple(sel), times=times)
 
 
-MRMS_TODO = (
-    "MRMS (2-min steps, CONUS) is not in shared_split yet: TODO read it in crops and keep the frames at 10-min "
-    "multiples (00:00, 00:10, ..., 01:10; 8 frames) as a 10-min series, or build 5-min steps from 4/6-min pairs"
-)
-
-
 def shared_split(data_dir: str | os.PathLike[str] | None = None, *, val_fraction: float = 0.2,
-                 load: bool = False) -> dict[str, list[Any]]:
+                 load: bool = False, mrms: bool = False) -> dict[str, list[Any]]:
     """The suggested train / validation / test split of the shared real data (data README, "Suggested use").
 
     ``data_dir`` defaults to ``$SKYDIFF_DATA``. Returns ``{"train": [...], "validation": [...], "test": [...]}``
@@ -877,8 +897,15 @@ def shared_split(data_dir: str | os.PathLike[str] | None = None, *, val_fraction
 
     Times are split half-open (``[start, end)``) on the times in the files, and the file lists are pre-filtered
     by the time stamps in the file names. Parts whose folders are missing are left out with a warning.
-    MRMS is not included yet (``MRMS_TODO``). The validation tails of single events are short: with
-    ``n_in + n_out = 10`` KNMI 2010 gives 3 windows and FMI none.
+    The validation tails of single events are short: with ``n_in + n_out = 10`` KNMI 2010 gives 3 windows and FMI
+    none.
+
+    ``mrms=True`` adds NOAA MRMS 2019-06-10 00:00-01:10 (the whole 3500 × 7000 CONUS grid, thousands of storms)
+    to the *training* part, resampled from its 2-min frames to 5-min steps: frames at 10-min multiples are
+    copied, the :05 frames are the mean of the frames 1 min before and after (:func:`skydiff.io.resample_time`,
+    linear in time) — 15 frames. Its 70 minutes hold only four 12-frame windows, too few to split a validation
+    tail off by time, so MRMS adds no validation data (use crops by rain tile, ``RadarSequences(sampling="tiles")``,
+    to draw its storms). Reading it takes ~30 s and ~3.5 GB of memory at the peak.
     """
     root = Path(data_dir if data_dir is not None else os.environ.get("SKYDIFF_DATA", "")).expanduser()
     if not str(root) or not (root / "radar").is_dir():
@@ -932,6 +959,13 @@ def shared_split(data_dir: str | os.PathLike[str] | None = None, *, val_fraction
         add("validation" if i >= len(jan) - n_val else "train", _part(f"KNMI {d.name}", _timed_files(d, "*")))
     for d in feb:
         add("test", _part(f"KNMI {d.name}", _timed_files(d, "*")))
+    if mrms:
+        files = sorted((root / "radar" / "mrms").rglob("PrecipRate_*.grib2*"))
+        if files:
+            add("train", RadarSource("MRMS 2019-06-10 (5-min, linear in time)", tuple(str(f) for f in files),
+                                     resample=5.0))
+        else:
+            missing.append("MRMS")
     if not jan:
         missing.append("KNMI January 2021")
     if not feb:
@@ -1162,11 +1196,10 @@ def build_nl_dataset(
     # write atomically
     import h5py
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=str(out.parent))
-    os.close(fd)
+    from ..io.atomic import atomic_path
+
     H, W = r1 - r0, c1 - c0
-    try:
+    with atomic_path(out) as tmp:
         with h5py.File(tmp, "w") as f:
             for g, s in groups.items():
                 grp = f.create_group(g)
@@ -1191,11 +1224,6 @@ def build_nl_dataset(
         os.chmod(tmp, 0o644)
         if out.exists() and not overwrite:  # appeared while we were writing
             raise InputError(f"{out} exists; pass overwrite=True to replace it")
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
     return summary
 
 

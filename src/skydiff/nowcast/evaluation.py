@@ -112,16 +112,12 @@ class Evaluation:
         return "\n".join(lines)
 
     def to_csv(self, path: str | os.PathLike[str]) -> Path:
-        """Write the scores to ``path`` atomically (temporary file + ``os.replace``)."""
+        """Write the scores to ``path`` atomically (:func:`skydiff.io.atomic_path`)."""
+        from ..io.atomic import atomic_path
+
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        try:
+        with atomic_path(path) as tmp:
             self.scores.to_csv(tmp, index=False, float_format="%.6g")
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
         return path
 
     def plot(self, path: str | os.PathLike[str] | None = None, threshold: float | None = None,
@@ -301,7 +297,7 @@ def evaluate(
         if dts.size and not np.any(dts == step_ns):
             got = float(np.median(dts)) / 60e9
             raise InputError(f"evaluate: source {name!r} has a {got:g}-min time step; the models use {timestep:g} min"
-                             " (resample it first; nothing is resampled silently)")
+                             " (resample it first with skydiff.io.resample_time; nothing is resampled silently)")
         starts, _ = _regular_starts(times, step_ns, length, int(stride))
         say(f"evaluate: {name}: {len(times)} frames, {len(starts)} cases")
         data = np.asarray(da.values, dtype=np.float32)

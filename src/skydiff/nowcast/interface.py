@@ -155,7 +155,8 @@ def forecast(
     if step is not None and m.name in _NN_MIN_FRAMES and abs(step - NN_TIMESTEP_MIN) > 1e-6:
         raise InputError(
             f"model {m.name!r} was trained on {NN_TIMESTEP_MIN:g}-min steps but the frames are {step:g} min apart; "
-            f"resample them to {NN_TIMESTEP_MIN:g} min first (or use model='extrapolation', which works at any step)"
+            f"resample them to {NN_TIMESTEP_MIN:g} min first (skydiff.io.resample_time) or use "
+            "model='extrapolation', which works at any step"
         )
     x = check_frames(frames, m.min_frames)
     out, vel = m.fn(x, int(leadtimes), velocity=velocity, motion=motion, motion_kwargs=dict(motion_kwargs or {}), **kwargs)

@@ -115,6 +115,8 @@ sets dotted keys. ``train("lupin_motion")`` (a name that is not a file) uses the
     rain_threshold = 0.1        # mm/h, for min_rain_fraction
     min_valid_fraction = 0.9    # least valid fraction of a crop (default 0.9 with a crop)
     augment = false             # shared/synthetic: random rotations by 90 deg / mirror images of training crops
+    sampling = "window"         # shared/synthetic training crops: "window" (one per window) or "tiles" (per rainy tile)
+    mrms = false                # shared: add MRMS 2019-06-10 (resampled to 5 min) to the training part
     train_fraction = 1.0        # train on a random subset of this fraction of the training samples (learning curves)
     eval_crops = "centre"       # validation crops: "centre" or "grid"
     n_frames = 24               # synthetic: frames per sequence (skydiff.synthetic.rain_sequence)
@@ -965,7 +967,7 @@ _TRAINER_TOP = ("accelerator", "devices", "strategy", "num_nodes")
 _DATA_DEFAULTS: dict[str, Any] = {
     "source": "shared", "path": "", "n_in": None, "n_out": None, "crop": None, "batch_size": 2,
     "val_batch_size": None, "num_workers": 0, "val_fraction": None, "stride": 1, "min_rain_fraction": 0.0,
-    "augment": False, "train_fraction": 1.0,
+    "augment": False, "train_fraction": 1.0, "sampling": "window", "mrms": False,
     "rain_threshold": 0.1, "min_valid_fraction": None, "eval_crops": "centre",
     "n_frames": 24, "shape": [64, 64], "n_sequences": 2, "n_val_sequences": 1,
 }
@@ -1201,11 +1203,11 @@ def build_datasets(data: Mapping[str, Any], n_in: int, n_out: int, seed: int = 0
         if src == "shared":
             vf = 0.2 if data["val_fraction"] is None else float(data["val_fraction"])
             try:
-                parts = shared_split(data["path"], val_fraction=vf)
+                parts = shared_split(data["path"], val_fraction=vf, mrms=bool(data["mrms"]))
             except ReadError as exc:
                 raise InputError(str(exc)) from None
             tr_src, va_src = parts["train"], parts["validation"]
-            desc.update(path=str(data["path"]), val_fraction=vf)
+            desc.update(path=str(data["path"]), val_fraction=vf, mrms=bool(data["mrms"]))
         else:
             from ..synthetic import rain_sequence
 
@@ -1218,7 +1220,9 @@ def build_datasets(data: Mapping[str, Any], n_in: int, n_out: int, seed: int = 0
                         validation_seeds=[seed + 1000 + i for i in range(len(va_src))])
         if not tr_src or not va_src:
             raise InputError(f"the {src} data has no {'training' if not tr_src else 'validation'} part")
-        train_ds = RadarSequences(tr_src, n_in, n_out, random_crop=True, augment=bool(data["augment"]), **common)
+        train_ds = RadarSequences(tr_src, n_in, n_out, random_crop=True, augment=bool(data["augment"]),
+                                  sampling=str(data["sampling"]), **common)
+        desc["sampling"] = str(data["sampling"])
         val_ds = RadarSequences(va_src, n_in, n_out, random_crop=False, eval_crops=data["eval_crops"], **common)
         desc["train_sources"] = [s["name"] for s in train_ds.sources]
         desc["validation_sources"] = [s["name"] for s in val_ds.sources]
