@@ -367,3 +367,24 @@ def test_last_checkpoint_is_the_latest_state_even_without_improvement(tmp_path):
     assert ck["global_step"] == s["global_step"] == 6
     best = sorted((out / "checkpoints").glob("best-*.ckpt"))
     assert len(best) == 1 and int(best[0].stem.split("step=")[1]) < 6  # the first validation stays the best
+
+
+def test_motion_teacher_pulls_the_motion_towards_optical_flow(sequence):
+    """training.motion_teacher: + w * mean |MF - LK|^2 on rainy crops; the term is logged and decreases."""
+    torch.manual_seed(0)
+    cfg = {**TINY["lupin"], "dropout": 0.0, "motion_dropout": 0.0}
+    module = NowcastModule("lupin", cfg, n_in=4, n_out=1, stage="motion", motion_teacher="lk", teacher_weight=1.0)
+    batch = fixed_batch(sequence, 4, 1)
+    _, logs, _, _ = module._run(batch)
+    first = float(logs["teacher"])
+    assert first > 0 and np.isfinite(first)
+    overfit(module, batch, 1e-2, steps=15)
+    assert float(module._run(batch)[1]["teacher"]) < 0.5 * first
+    with pytest.raises(InputError, match="motion stage only"):
+        NowcastModule("lupin", TINY["lupin"], stage="tendency", motion_teacher="lk", teacher_weight=0.1)
+    with pytest.raises(InputError, match="needs training.motion_teacher"):
+        NowcastModule("lupin", TINY["lupin"], stage="motion", teacher_weight=0.1)
+    with pytest.raises(InputError, match="unknown motion_teacher"):
+        NowcastModule("lupin", TINY["lupin"], stage="motion", motion_teacher="nope")
+    with pytest.raises(InputError, match=">= 0"):
+        NowcastModule("lupin", TINY["lupin"], stage="motion", motion_teacher="lk", teacher_weight=-1)
