@@ -14,7 +14,7 @@ and the dB transform applied before estimation.
 
 from __future__ import annotations
 
-from .interface import DB_THRESHOLD, DB_ZEROVALUE, MotionMethod, estimate, get_method, methods, register
+from .interface import DB_THRESHOLD, DB_ZEROVALUE, MotionMethod, estimate, estimate_batch, get_method, methods, register
 from .fourdvar import FourDVarResult, fourdvar, fourdvar_reference  # registers "4dvar" (alias "fourdvar")
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "FourDVarResult",
     "MotionMethod",
     "estimate",
+    "estimate_batch",
     "fourdvar",
     "fourdvar_reference",
     "get_method",

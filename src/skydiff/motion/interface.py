@@ -394,6 +394,18 @@ def _has_pysteps_module(name: str) -> bool:
     return any((Path(loc) / "motion" / f"{name}.py").is_file() for loc in spec.submodule_search_locations)
 
 
+def estimate_batch(frames: torch.Tensor, method: str = "lk", n_frames: int | None = None,
+                   **kwargs: Any) -> torch.Tensor:
+    """:func:`estimate` per sample of a batch: frames (B, T, H, W) torch -> motion (B, 2, H, W), same device/dtype.
+
+    Runs on the CPU in float64 on the last ``n_frames`` frames of each sample (all when None); no gradient.
+    """
+    arr = frames[:, -n_frames:] if n_frames else frames
+    arr = arr.detach().to("cpu", torch.float64).numpy()
+    vel = np.stack([estimate(a, method=method, **kwargs) for a in arr])
+    return torch.from_numpy(vel).to(device=frames.device, dtype=frames.dtype)
+
+
 register("lk", _lk, min_frames=2, aliases=("lucaskanade",))
 register("vet", _vet, min_frames=2, max_frames=3)
 # DARTS: pysteps requires N_t < T - 1 (default N_t = 4 -> T >= 6); checked against N_t in _darts.
@@ -410,6 +422,7 @@ __all__ = [
     "DB_ZEROVALUE",
     "MotionMethod",
     "estimate",
+    "estimate_batch",
     "get_method",
     "methods",
     "register",

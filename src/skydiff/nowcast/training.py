@@ -746,15 +746,10 @@ class NowcastModule(L.LightningModule):
 
     def _teacher_motion(self, x: torch.Tensor) -> torch.Tensor:
         """Optical flow (``motion_teacher``, 3 frames for LK) of each sample's inputs (B, T, H, W) mm/h, CPU."""
-        import numpy as np
-
-        from ..motion import estimate
+        from ..motion import estimate_batch
         from .interface import default_motion_frames
 
-        n = default_motion_frames(self.motion_teacher)
-        arr = x[:, -n:].detach().to("cpu", torch.float64).numpy()
-        vel = np.stack([estimate(a, method=self.motion_teacher) for a in arr])
-        return torch.from_numpy(vel).to(device=x.device, dtype=x.dtype)
+        return estimate_batch(x, self.motion_teacher, default_motion_frames(self.motion_teacher))
 
     def _run_lupin(self, x, y, m_in, m_out, eval_leads):  # type: ignore[no-untyped-def]
         net, k = self.model, self.rollout_steps

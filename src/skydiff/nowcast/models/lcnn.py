@@ -110,11 +110,9 @@ class LCNN(NowcastModel):
         Runs :func:`skydiff.motion.estimate` (``self.motion_method``) on the CPU on the last
         ``self.motion_frames`` frames; ``kwargs`` go to the method.
         """
-        from ...motion import estimate
+        from ...motion import estimate_batch
 
-        arr = frames[:, -self.motion_frames :].detach().to("cpu", torch.float64).numpy()
-        vel = np.stack([estimate(a, method=self.motion_method, **kwargs) for a in arr])
-        return torch.from_numpy(vel).to(device=frames.device, dtype=frames.dtype)
+        return estimate_batch(frames, self.motion_method, self.motion_frames, **kwargs)
 
     def _velocity(self, velocity: Any, x: torch.Tensor) -> torch.Tensor:
         v = velocity if isinstance(velocity, torch.Tensor) else torch.from_numpy(np.asarray(velocity, dtype=np.float64))
