@@ -65,7 +65,8 @@ def main(argv: list[str]) -> int:
         "total_training_time_s": sum(float(s["training_time_s"] or 0) for s in stages),
         "test_scores": "not measured yet: run benchmarks/nowcast_models.py",
         "data_licence": "KNMI open data (CC BY 4.0, 'KNMI'); FMI open data (CC BY 4.0, 'Finnish Meteorological "
-        "Institute')",
+        "Institute')" + ("; NOAA MRMS (US Government work, public domain)"
+                         if "MRMS" in json.dumps([s.get("data") for s in stages]) else ""),
     }
     w, j = save_model(model, WEIGHTS_DIR / name, card=card)
     # the module was halved for storage: check the file loads into a float32 model and predicts finite values
