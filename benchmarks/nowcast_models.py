@@ -85,9 +85,20 @@ def timing(reps: int, data: str) -> tuple[list[str], dict[str, float]]:
         finally:
             LUPIN.predict_channels_last = True
 
+    from skydiff.nowcast.models import blocks
+
+    def lupin_blur_conv() -> np.ndarray:  # the motion blur (sigma 127 px) as a 255-tap convolution, as before
+        old = blocks._MATMUL_MIN_TAPS
+        blocks._MATMUL_MIN_TAPS = 10**9
+        try:
+            return forecast(R, 6, model="lupin")
+        finally:
+            blocks._MATMUL_MIN_TAPS = old
+
     runs = {
         "LUPIN (skydiff, shipped weights)": lambda: forecast(R, 6, model="lupin"),
         "LUPIN, NCHW layout (predict_channels_last=False)": lupin_contiguous,
+        "LUPIN, motion blur as a convolution (before 2026-11-26)": lupin_blur_conv,
         "extrapolation (skydiff: LK + advect)": lambda: forecast(R, 6, model="extrapolation"),
         "pysteps LK + extrapolation": pysteps_lk,
     }

@@ -211,6 +211,21 @@ def test_gaussian_blur_keeps_constants():
     assert torch.equal(gaussian_blur(x, 0.0), x)
 
 
+@pytest.mark.parametrize("sigma,size", [(127.0, 255), (6.0, 37), (1.5, 9)])
+def test_gaussian_blur_matrix_form_equals_convolution(monkeypatch, sigma, size):  # noqa: ANN001
+    # wide kernels run as a matrix product; both forms give the same normalised convolution, and its gradient
+    from skydiff.nowcast.models import blocks
+
+    x = torch.randn(2, 2, 40, 57, dtype=torch.float64)
+    monkeypatch.setattr(blocks, "_MATMUL_MIN_TAPS", 10**9)
+    conv = gaussian_blur(x, sigma, size)
+    monkeypatch.setattr(blocks, "_MATMUL_MIN_TAPS", 1)
+    mat = gaussian_blur(x, sigma, size)
+    torch.testing.assert_close(mat, conv, rtol=1e-12, atol=1e-12)
+    xg = torch.randn(1, 1, 7, 9, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a: gaussian_blur(a, sigma, size), (xg,))
+
+
 # --------------------------------------------------------------------------------------------------------------
 # L-CNN
 

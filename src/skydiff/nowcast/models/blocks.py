@@ -292,13 +292,29 @@ class CBAM(nn.Module):
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def _blur_operator(n: int, r: int, sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(n, n) matrix of the normalised 1-D Gaussian blur: row i = weights exp(-d^2 / 2 sigma^2), |d| <= r, of the
+    in-grid points j, divided by their sum (so rows sum to 1 and outside the grid counts as missing)."""
+    t = torch.arange(n, dtype=dtype, device=device)
+    d = t[:, None] - t[None, :]
+    m = torch.exp(-0.5 * (d / sigma) ** 2) * (d.abs() <= r).to(dtype)
+    return m / m.sum(1, keepdim=True)
+
+
+# a 1-D blur as an (n x n) matrix product costs n MACs per output against 2r + 1 for the convolution, but runs
+# as one GEMM: much faster for wide kernels (LUPIN's sigma = 127 px: 0.75 s -> ~0.03 s on 768 x 704, 2 cores)
+_MATMUL_MIN_TAPS = 33
+_MATMUL_MAX_N = 4096
+
+
 def gaussian_blur(x: torch.Tensor, sigma: float, kernel_size: int | None = None) -> torch.Tensor:
     """Separable Gaussian blur of ``x`` (B, C, H, W) by normalised convolution (differentiable).
 
     Outside the grid counts as missing, not as zero: each output is the Gaussian-weighted mean of the pixels
     inside the grid, so a constant field stays constant up to the edges and a kernel larger than the grid
     is allowed (it is truncated to the grid, which changes nothing). ``kernel_size`` defaults to
-    ``2 * ceil(3 sigma) + 1``; ``sigma <= 0`` returns ``x`` unchanged.
+    ``2 * ceil(3 sigma) + 1``; ``sigma <= 0`` returns ``x`` unchanged. Wide kernels (>= 33 taps) on axes of at
+    most 4096 points are applied as a matrix product with the same weights (same result up to float rounding).
     """
     if sigma <= 0:
         return x
@@ -308,6 +324,10 @@ def gaussian_blur(x: torch.Tensor, sigma: float, kernel_size: int | None = None)
     for axis, n in ((-1, W), (-2, H)):
         r = min(radius, n - 1)
         if r <= 0:
+            continue
+        if 2 * r + 1 >= _MATMUL_MIN_TAPS and n <= _MATMUL_MAX_N:
+            m = _blur_operator(n, r, float(sigma), x.dtype, x.device)
+            y = y @ m.T if axis == -1 else m @ y
             continue
         t = torch.arange(-r, r + 1, dtype=x.dtype, device=x.device)
         k = torch.exp(-0.5 * (t / sigma) ** 2)
