@@ -2,6 +2,8 @@
 
     python benchmarks/downscale_radar.py                      # 96 tiles, 8 members, 18 Heun steps
     python benchmarks/downscale_radar.py --tiles 48 --members 4 --steps 18
+    python benchmarks/downscale_radar.py --tiles 1500 --save-tiles T.npz --tiles-only   # tiles for another machine
+    python benchmarks/downscale_radar.py --tiles-npz T.npz --device cuda --out DIR/x.txt --figures DIR  # on a GPU
 
 Test tiles: rainy 64 x 64 tiles (>= 10 % of pixels >= 0.1 mm/h, fully valid) of the held-back part of the shared
 radar data (KNMI 2010-08-26 >= 05:00 UTC, FMI 20170509, KNMI February 2021 evenings), an equal number drawn at
@@ -20,6 +22,7 @@ Metrics (skydiff.verify), pooled over all test tiles:
 - low-res consistency: mean |block_mean(pred) - lowres|
 - sampling time per field (one member of one 64 x 64 tile), one torch thread
 - KS distance of PP (``edm-radar``'s encoder) of the truth tiles to N(0, 1)
+- PP minus TP-only diffusion: per-tile CRPS differences with a 95 % bootstrap interval over tiles (2000 resamples)
 
 Targets (issue #6): spectrum within +-1 dB at every wavelength >= 2 px; |p99.9 bias| <= 5 %; no negative values;
 CRPS <= 0.9 x MAE of bicubic; KS(PP) <= 0.05; PP diffusion better than TP-only diffusion.
@@ -91,17 +94,32 @@ def main() -> None:
     ap.add_argument("--weights-dir", default=None, help="folder with edm-radar(-tp).safetensors (default shipped)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(ROOT / "results" / "downscale_radar.txt"))
+    ap.add_argument("--figures", default=str(ROOT / "figures"), help="folder for the figures")
+    ap.add_argument("--device", default="cpu", help="torch device of the diffusion sampling (e.g. cuda)")
+    ap.add_argument("--batch", type=int, default=64, help="fields per U-Net call while sampling")
+    ap.add_argument("--tiles-npz", default=None, help="read the test tiles (hi, lo, source) from this .npz")
+    ap.add_argument("--save-tiles", default=None, help="write the test tiles to this .npz")
+    ap.add_argument("--tiles-only", action="store_true", help="stop after writing --save-tiles")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     t_start = time.perf_counter()
 
     # ---- data: equal numbers of tiles per held-back source
-    per = a.tiles // len(RADAR_SOURCES["test"])
-    parts = [radar_pairs("test", sources=(s,), max_tiles=per, seed=a.seed, progress=False)
-             for s in RADAR_SOURCES["test"]]
-    hi = np.concatenate([p.hi for p in parts])
-    lo = np.concatenate([p.lo for p in parts])
-    src = np.concatenate([p.source for p in parts])
+    if a.tiles_npz:
+        z = np.load(a.tiles_npz)
+        hi, lo, src = z["hi"].astype(np.float32), z["lo"].astype(np.float32), z["source"].astype(str)
+    else:
+        per = a.tiles // len(RADAR_SOURCES["test"])
+        parts = [radar_pairs("test", sources=(s,), max_tiles=per, seed=a.seed, progress=False)
+                 for s in RADAR_SOURCES["test"]]
+        hi = np.concatenate([p.hi for p in parts])
+        lo = np.concatenate([p.lo for p in parts])
+        src = np.concatenate([p.source for p in parts])
+    if a.save_tiles:
+        np.savez_compressed(a.save_tiles, hi=hi, lo=lo, source=src)
+        print(f"wrote {a.save_tiles}")
+        if a.tiles_only:
+            return
     print(f"test tiles: {hi.shape[0]} ({', '.join(f'{s}: {int((src == s).sum())}' for s in np.unique(src))}), "
           f"hi {hi.shape[1:]} -> lo {lo.shape[1:]}; truth p99 {np.percentile(hi, 99):.2f}, "
           f"p99.9 {np.percentile(hi, 99.9):.2f} mm/h, wet fraction {wet_fraction(hi):.3f}", flush=True)
@@ -128,10 +146,14 @@ def main() -> None:
                 models[label] = create_model(name, pretrained=True).eval()
         except Exception as exc:  # noqa: BLE001
             print(f"{label} ({name}): not available: {exc}", flush=True)
-    lo_t = torch.from_numpy(lo)
+    dev = torch.device(a.device)
+    lo_t = torch.from_numpy(lo).to(dev)
     for label, m in models.items():
+        m.to(dev)
         t0 = time.perf_counter()
-        ens = m.sample(lo_t, members=a.members, steps=a.steps, seed=a.seed, progress=True).numpy()
+        ens = m.sample(lo_t, members=a.members, steps=a.steps, seed=a.seed, progress=True, batch_size=a.batch).cpu().numpy()
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
         timing[label] = (time.perf_counter() - t0) / (a.members * hi.shape[0])
         preds[label] = ens
         preds[f"{label} + mass fix"] = match_block_means(ens, lo, 4)
@@ -142,9 +164,9 @@ def main() -> None:
     ks = None
     if "PP diffusion" in models:
         with torch.no_grad():
-            pp = models["PP diffusion"].encode(torch.from_numpy(hi))
-        ks = {"hi (1 km)": float(ks_normal(pp)),
-              "lo (4 km)": float(ks_normal(models["PP diffusion"].encode(torch.from_numpy(lo))))}
+            pp = models["PP diffusion"].encode(torch.from_numpy(hi).to(dev)).cpu()
+            pp_lo = models["PP diffusion"].encode(torch.from_numpy(lo).to(dev)).cpu()
+        ks = {"hi (1 km)": float(ks_normal(pp)), "lo (4 km)": float(ks_normal(pp_lo))}
 
     # ---- table
     cols = [("spec max|dB|", "spectrum_max_abs_db", "{:.2f}"), ("p99 bias", "p99_bias", "{:+.1%}"),
@@ -194,6 +216,19 @@ def main() -> None:
         tlines.append(f"KS(PP, N(0,1)) <= 0.05 on the test truth: hi {ks['hi (1 km)']:.4f} "
                       f"({'MET' if ks['hi (1 km)'] <= 0.05 else 'MISSED'}), lo {ks['lo (4 km)']:.4f} "
                       f"({'MET' if ks['lo (4 km)'] <= 0.05 else 'MISSED'})")
+    boot = None
+    if "PP diffusion" in preds and "TP-only diffusion" in preds and a.members >= 2:
+        # per-tile CRPS (fair), then a bootstrap over tiles of the mean difference PP - TP-only
+        per_tile = {k: np.asarray(crps_ensemble(preds[k], hi, estimator="fair", reduce=False)).mean((1, 2))
+                    for k in ("PP diffusion", "TP-only diffusion")}
+        d = per_tile["PP diffusion"] - per_tile["TP-only diffusion"]
+        rng = np.random.default_rng(0)
+        means = d[rng.integers(0, d.size, (2000, d.size))].mean(1)
+        lo95, hi95 = np.percentile(means, [2.5, 97.5])
+        boot = {"mean_diff": float(d.mean()), "ci95": [float(lo95), float(hi95)], "n_tiles": int(d.size),
+                "pp_better_tiles": float((d < 0).mean())}
+        tlines.append(f"CRPS PP - TP-only, mean over {d.size} tiles: {d.mean():+.5f} mm/h, 95 % bootstrap interval "
+                      f"[{lo95:+.5f}, {hi95:+.5f}]; PP better on {np.mean(d < 0):.1%} of the tiles")
     if "PP diffusion" in res and "TP-only diffusion" in res:
         pp, tp = res["PP diffusion"], res["TP-only diffusion"]
         better = {
@@ -206,7 +241,8 @@ def main() -> None:
                       + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in better.items())
                       + f" -> {'MET' if all(better.values()) else 'MISSED (not on every metric)'}")
     wall = time.perf_counter() - t_start
-    machine = (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch thread(s), "
+    gpu = f", sampling on {torch.cuda.get_device_name(0)}" if a.device.startswith("cuda") else ""
+    machine = (f"{platform.processor() or platform.machine()}{gpu}, {torch.get_num_threads()} torch thread(s), "
                f"torch {torch.__version__}, python {sys.version.split()[0]}")
     cmd = "python benchmarks/downscale_radar.py " + " ".join(sys.argv[1:])
     report = (f"# radar downscaling 4 km -> 1 km, held-back test tiles\ncommand: {cmd}\nmachine: {machine}\n"
@@ -225,12 +261,13 @@ def main() -> None:
     tmp.replace(outp)
     (outp.with_suffix(".json")).write_text(json.dumps({"results": res, "timing_s_per_field": timing, "ks_pp": ks,
                                                        "mae_bicubic": mae_bicubic, "command": cmd,
+                                                       "crps_pp_minus_tp_bootstrap": boot,
                                                        "machine": machine}, indent=1))
 
     # ---- figures
     from skydiff.plot import _new_figure, plot_field, plot_qq, plot_spectrum_ratio, save_figure
 
-    figs = ROOT / "figures"
+    figs = Path(a.figures)
     ratios = {k: rapsd_ratio_db(v, hi) for k, v in preds.items() if "clamped" not in k and "fix" not in k}
     fig = plot_spectrum_ratio(ratios, pixel_km=1.0, band_db=1.0,
                               title="RAPSD ratio to the truth, held-back radar tiles")
