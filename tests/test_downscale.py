@@ -271,3 +271,22 @@ def test_era5_model_needs_vimd_and_downscales(shared_data):
     ens = downscale(lo, model="era5", vimd=vlo, members=3, steps=18, seed=0, progress=False)
     assert ens.shape == (3, 2, 40, 40) and (ens >= 0).all() and np.isfinite(ens).all()
     assert float(ens.max()) < 100.0  # mm/h: no blow-up
+
+
+def test_sampling_with_too_few_steps_is_refused_not_inf():
+    # with 2 Heun steps the TP-only (log1p) model's unconverged samples overflow expm1: a clear error, no inf
+    import numpy as np
+    import torch
+
+    import skydiff.downscale.diffusion  # noqa: F401
+    from skydiff.errors import InputError
+    from skydiff.registry import create_model
+    from skydiff.synthetic import rain_sequence
+
+    lo = torch.as_tensor(np.asarray(rain_sequence(4, (64, 64), seed=0)), dtype=torch.float32)
+    lo = lo.reshape(4, 16, 4, 16, 4).mean((2, 4))
+    m = create_model("edm-radar-tp", pretrained=True).eval()
+    with pytest.raises(InputError, match="steps=2 produced .* non-finite"):
+        m.sample(lo, members=2, steps=2, seed=0, progress=False)
+    out = m.sample(lo, members=2, steps=6, seed=0, progress=False)
+    assert bool(torch.isfinite(out).all()) and float(out.min()) >= 0.0

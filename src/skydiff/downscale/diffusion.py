@@ -380,7 +380,12 @@ class EDMDownscaler(nn.Module):
             out[c0:c0 + sel.numel()] = x + base[sel]
         bar.close()
         out = out.reshape(members, B, H, W)
-        return out if return_space else self.decode(out)
+        res = out if return_space else self.decode(out)
+        bad = int((~torch.isfinite(res)).sum())
+        if bad:  # e.g. steps=2 with the log1p model: expm1 of an unconverged sample overflows
+            raise InputError(f"diffusion sampling with steps={steps} produced {bad} non-finite value(s) of "
+                             f"{res.numel()}; use more sampling steps (default 18)")
+        return res
 
 
 def _factory(name: str, defaults: dict[str, Any]) -> Any:
