@@ -3,7 +3,7 @@
     python benchmarks/gpu_check.py --frames FILE.npz --out DIR [--sections advect nowcast train dycore downscale]
 
 FILE.npz holds ``frames`` (12, H, W) mm/h (NaN = no data) and ``velocity`` (2, H, W) (pysteps LK of the last 3
-frames), written on a machine with the shared data (see benchmarks/RESULTS.md §8 for the command), so this
+frames), written on a machine with the shared data (see benchmarks/RESULTS.md §9 for the command), so this
 script needs neither pysteps nor the data. Every figure is a median of timed repetitions after warm-up, with
 ``torch.cuda.synchronize()`` around CUDA work; CPU figures use all the machine's cores (``--cpu-threads``).
 

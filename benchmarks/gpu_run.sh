@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The GPU check of skydiff, as run on a lent GPU machine (the `device` tool; see benchmarks/RESULTS.md §8):
+# The GPU check of skydiff, as run on a lent GPU machine (the `device` tool; see benchmarks/RESULTS.md §9):
 #   CUDA-vs-CPU agreement tests, then benchmarks/gpu_check.py timings. Needs torch with CUDA, lightning, xarray,
-#   safetensors, h5py, matplotlib (not pysteps) and FRAMES (an .npz written with the command in RESULTS §8).
+#   safetensors, h5py, matplotlib (not pysteps) and FRAMES (an .npz written with the command in RESULTS §9).
 #   bash benchmarks/gpu_run.sh FRAMES OUTDIR
 set -u
 FRAMES=${1:-.gpu/knmi_20100826_06.npz}
