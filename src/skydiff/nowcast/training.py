@@ -736,9 +736,11 @@ class NowcastModule(L.LightningModule):
         if self.teacher_weight > 0:  # optical flow of the inputs as a regression target for the motion
             # only for crops whose last input is >= TEACHER_MIN_RAIN rainy: LK on nearly dry 128 x 128 crops
             # returns flows of tens of px per step (measured: 35 px/step with 0.4 % rain)
-            rainy = (x[:, -1] >= 0.1).float().mean((-2, -1)) >= TEACHER_MIN_RAIN
-            err = ((mf - self._teacher_motion(x)) ** 2).sum(1).mean((-2, -1))
-            teach = (err * rainy).sum() / rainy.sum().clamp_min(1)
+            # (optical flow runs on the rainy crops only: it is the costly CPU part of the step)
+            rainy = ((x[:, -1] >= 0.1).float().mean((-2, -1)) >= TEACHER_MIN_RAIN).nonzero()[:, 0]
+            teach = mf.new_zeros(())
+            if rainy.numel():
+                teach = ((mf[rainy] - self._teacher_motion(x[rainy])) ** 2).sum(1).mean()
             loss = loss + self.teacher_weight * teach
             logs["teacher"] = teach.detach()
         mm = ext[:, :eval_leads] if eval_leads else None
