@@ -14,7 +14,8 @@ same cases and is scored on the same pixels (union of NaN masks). Models:
 
 Speed: one full 765 x 700 KNMI nowcast with 6 lead times (from 6 frames), side by side, median of ``--reps``:
 LUPIN (shipped weights) against pysteps' own pipeline (``pysteps.motion.get_method("lk")`` on 3 dBR frames +
-``pysteps.nowcasts.get_method("extrapolation")``), every model warmed up once first.
+``pysteps.nowcasts.get_method("extrapolation")``), every model warmed up once first; LUPIN and RainNet also with
+``precision="bfloat16"`` (mixed-precision convolutions; the difference to the full-precision nowcast is printed).
 
 Usage (from the repository root; ~10-20 minutes on 2 cores)::
 
@@ -85,20 +86,14 @@ def timing(reps: int, data: str) -> tuple[list[str], dict[str, float]]:
         finally:
             LUPIN.predict_channels_last = True
 
-    from skydiff.nowcast.models import blocks
-
-    def lupin_blur_conv() -> np.ndarray:  # the motion blur (sigma 127 px) as a 255-tap convolution, as before
-        old = blocks._MATMUL_MIN_TAPS
-        blocks._MATMUL_MIN_TAPS = 10**9
-        try:
-            return forecast(R, 6, model="lupin")
-        finally:
-            blocks._MATMUL_MIN_TAPS = old
-
+    # (the motion blur as a 255-tap convolution, timed here until 2026-11-26, is in RESULTS.md §5 "Speed")
     runs = {
         "LUPIN (skydiff, shipped weights)": lambda: forecast(R, 6, model="lupin"),
+        "LUPIN, precision='bfloat16' (mixed-precision convolutions)":
+            lambda: forecast(R, 6, model="lupin", precision="bfloat16"),
         "LUPIN, NCHW layout (predict_channels_last=False)": lupin_contiguous,
-        "LUPIN, motion blur as a convolution (before 2026-11-26)": lupin_blur_conv,
+        "RainNet (skydiff, shipped weights)": lambda: forecast(R, 6, model="rainnet"),
+        "RainNet, precision='bfloat16'": lambda: forecast(R, 6, model="rainnet", precision="bfloat16"),
         "extrapolation (skydiff: LK + advect)": lambda: forecast(R, 6, model="extrapolation"),
         "pysteps LK + extrapolation": pysteps_lk,
     }
@@ -114,6 +109,13 @@ def timing(reps: int, data: str) -> tuple[list[str], dict[str, float]]:
                 ts.append(time.perf_counter() - t)
         times[name] = float(np.median(ts))
         log(f"  timing {name}: {times[name]:.2f} s")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        full, amp = forecast(R, 6, model="lupin"), forecast(R, 6, model="lupin", precision="bfloat16")
+    ok = np.isfinite(full)
+    d = np.abs(amp - full)[ok]
+    log(f"  LUPIN bfloat16 vs full precision on this case: max |diff| {d.max():.3f} mm/h, mean {d.mean():.4f} mm/h, "
+        f"99.9th percentile {np.quantile(d, 0.999):.3f} mm/h (nowcast max {full[ok].max():.1f} mm/h)")
     lines = ["| pipeline (765 x 700, 6 leads) | wall s (median) | ratio to pysteps |", "|---|---|---|"]
     ref = times["pysteps LK + extrapolation"]
     lines += [f"| {k} | {v:.2f} | {v / ref:.2f} |" for k, v in times.items()]

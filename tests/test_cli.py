@@ -83,7 +83,10 @@ def test_cli_errors_are_one_line_messages(knmi2010, tmp_path, capsys):
     # missing file
     assert main(["nowcast", str(tmp_path / "nope.h5"), "--out", str(tmp_path / "d.nc"), "-q"]) == 2
     assert "nope.h5" in capsys.readouterr().err
-    assert not any((tmp_path / n).exists() for n in ("a.nc", "b.nc", "c.nc", "d.nc"))
+    # mixed precision asked of a model without a network
+    assert main(["nowcast", *gap, "--precision", "bfloat16", "--out", str(tmp_path / "e.nc"), "-q"]) == 2
+    assert "neural-network models" in capsys.readouterr().err
+    assert not any((tmp_path / n).exists() for n in ("a.nc", "b.nc", "c.nc", "d.nc", "e.nc"))
 
 
 @pytest.mark.realdata

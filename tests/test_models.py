@@ -226,6 +226,29 @@ def test_gaussian_blur_matrix_form_equals_convolution(monkeypatch, sigma, size):
     assert torch.autograd.gradcheck(lambda a: gaussian_blur(a, sigma, size), (xg,))
 
 
+def test_gaussian_blur_keeps_precision_under_autocast():
+    # the blur is physics: inside torch.autocast (predict(precision="bfloat16")) it stays in the input's dtype
+    x = torch.randn(1, 2, 30, 41)
+    ref = gaussian_blur(x, 127.0, 255)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = gaussian_blur(x, 127.0, 255)
+        small_k = gaussian_blur(x, 1.5, 9)
+    assert out.dtype == small_k.dtype == torch.float32
+    torch.testing.assert_close(out, ref)
+
+
+def test_predict_precision_option():
+    m = small("lupin").eval()
+    x = rain(1, m.n_input_frames)
+    with pytest.raises(InputError, match="precision must be"):
+        m.predict(x, 1, precision="int8")
+    full = m.predict(x, 2, precision="full")
+    torch.testing.assert_close(full, m.predict(x, 2))
+    amp = m.predict(x, 2, precision="bfloat16")
+    assert amp.dtype == torch.float32 and amp.shape == full.shape
+    assert (amp - full).abs().max() < 0.05 * full.abs().max() + 1e-3
+
+
 # --------------------------------------------------------------------------------------------------------------
 # L-CNN
 

@@ -160,6 +160,16 @@ def _frames_needed(name: str, motion: str, n_motion: int | None) -> int:
     return need
 
 
+def _runs_mixed(name: str) -> bool:
+    """True for the neural-network models that accept ``predict(precision="bfloat16")``."""
+    from ..registry import _lookup
+
+    name = get_model(name).name
+    if name not in _NN_MIN_FRAMES:
+        return False
+    return not getattr(_lookup(name), "mixed_precision_refused", None)
+
+
 def evaluate(
     sources: Any,
     models: Sequence[str] = ("extrapolation", "persistence"),
@@ -177,6 +187,7 @@ def evaluate(
     group: Callable[[str], str] | None = None,
     progress: bool | Callable[[str], None] = False,
     protocols: Sequence[str] = (),
+    precision: str | None = None,
 ) -> Evaluation:
     """Verify nowcast ``models`` side by side on every regular window of the ``sources``.
 
@@ -204,6 +215,9 @@ def evaluate(
         Motion method (and frames) for models that use one.
     weights
         ``{model: path}``: weights files for neural-network models (default: the shipped ones).
+    precision
+        Passed to the neural-network models' ``predict`` (``"bfloat16"``/``"float16"``: mixed precision; default
+        full); SmaAt-UNet always runs in full precision.
     timestep
         The models' time step in minutes; sources with another step are refused (no silent resampling).
     group
@@ -254,6 +268,7 @@ def evaluate(
     if unknown:
         raise InputError(f"evaluate: weights given for models not evaluated: {sorted(unknown)}")
     need = {m: _frames_needed(m, motion, motion_frames) for m in models}
+    mixed = {m: precision not in (None, "full") and _runs_mixed(m) for m in models}
     n_in = max(need.values()) if n_in is None else int(n_in)
     if n_in < max(need.values()):
         raise InputError(f"evaluate: n_in={n_in} but {max(need, key=need.get)} needs {max(need.values())} frames")
@@ -318,6 +333,8 @@ def evaluate(
                 kw: dict[str, Any] = {}
                 if m in weights:
                     kw["weights"] = weights[m]
+                if mixed.get(m):
+                    kw["precision"] = precision
                 if motion_frames is not None:
                     kw["motion_kwargs"] = {"frames": int(motion_frames)}
                 try:
