@@ -7,6 +7,10 @@ Usage::
 Klemp-2011 training configuration (30 km x 20 km, 60 x 40 cells, dt 0.5 s, float64, NEUVE coordinate). Every mode
 runs in a fresh subprocess so that its peak resident memory (``ru_maxrss``) is its own; printed: wall time,
 time relative to the plain forward run, and the peak-memory increase over the state before integrating.
+
+``--compile`` also times the same three modes with the time step compiled (``torch.compile``,
+``skydiff.dycore.stepping.step_function``); each compiled mode is first compiled on a 2-step run of the same
+configuration, outside the timing (compilation: ~10 s per mode here).
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ import sys
 import time
 
 
-def one(mode: str, steps: int, chunk: int) -> dict[str, float]:
+def one(mode: str, steps: int, chunk: int, compile: bool = False) -> dict[str, float]:
+    import contextlib
+
     import torch
 
     from skydiff.dycore.cases import build, get_case
@@ -32,6 +38,14 @@ def one(mode: str, steps: int, chunk: int) -> dict[str, float]:
     torch.manual_seed(0)
     coord = Neuve().double()
     case = get_case("klemp2011", **TRAIN_GRID)
+    if compile:  # compile outside the timing, on 2 steps of the same configuration
+        m2, s2 = build(case, coord, torch.float64)
+        with torch.no_grad() if mode == "forward" else contextlib.nullcontext():
+            _, l2 = integrate_loss(s2, m2, 0.5, 2, lambda s: full_w(s, m2.geom).pow(2).mean(), chunk=chunk, every=1,
+                                   use_checkpoint=(mode == "checkpoint"), compile=True)
+            if mode != "forward":
+                l2.backward()
+        coord.zero_grad()
     model, state = build(case, coord, torch.float64)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
@@ -41,9 +55,10 @@ def one(mode: str, steps: int, chunk: int) -> dict[str, float]:
 
     if mode == "forward":
         with torch.no_grad():
-            integrate_loss(state, model, 0.5, steps, lf, chunk=chunk, every=10, use_checkpoint=False)
+            integrate_loss(state, model, 0.5, steps, lf, chunk=chunk, every=10, use_checkpoint=False, compile=compile)
     else:
-        _, loss = integrate_loss(state, model, 0.5, steps, lf, chunk=chunk, every=10, use_checkpoint=(mode == "checkpoint"))
+        _, loss = integrate_loss(state, model, 0.5, steps, lf, chunk=chunk, every=10, use_checkpoint=(mode == "checkpoint"),
+                                 compile=compile)
         loss.backward()
     dt = time.perf_counter() - t0
     rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -54,25 +69,33 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--chunk", type=int, default=50)
+    p.add_argument("--compile", action="store_true", help="also time the compiled time step")
     p.add_argument("--mode", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--compiled", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.mode:
-        print(json.dumps(one(a.mode, a.steps, a.chunk)))
+        print(json.dumps(one(a.mode, a.steps, a.chunk, a.compiled)))
         return
     res = {}
-    for mode in ("forward", "checkpoint", "plain"):
-        out = subprocess.run([sys.executable, __file__, "--mode", mode, "--steps", str(a.steps), "--chunk", str(a.chunk)],
-                             capture_output=True, text=True, check=True)
-        res[mode] = json.loads(out.stdout.strip().splitlines()[-1])
-        print(mode, res[mode], flush=True)
-    f = res["forward"]["time_s"]
-    print(f"\n{a.steps} steps (60 x 40 cells, float64, 1 thread): forward {f:.1f} s ({a.steps / f:.0f} steps/s)")
-    print("| mode | time (s) | x forward | peak memory increase (MB) |")
-    print("|---|---|---|---|")
-    for mode, label in (("forward", "forward, no grad"), ("checkpoint", f"forward + backward, checkpoint every {a.chunk} steps"),
-                        ("plain", "forward + backward, no checkpointing")):
-        r = res[mode]
-        print(f"| {label} | {r['time_s']:.1f} | {r['time_s'] / f:.2f} | {r['peak_rss_increase_mb']:.0f} |")
+    variants = [False, True] if a.compile else [False]
+    for comp in variants:
+        for mode in ("forward", "checkpoint", "plain"):
+            cmd = [sys.executable, __file__, "--mode", mode, "--steps", str(a.steps), "--chunk", str(a.chunk)]
+            out = subprocess.run(cmd + (["--compiled"] if comp else []), capture_output=True, text=True, check=True)
+            res[(comp, mode)] = json.loads(out.stdout.strip().splitlines()[-1])
+            print("compiled" if comp else "eager", mode, res[(comp, mode)], flush=True)
+    f0 = res[(False, "forward")]["time_s"]
+    print(f"\n{a.steps} steps (60 x 40 cells, float64, 1 thread): eager forward {f0:.1f} s ({a.steps / f0:.0f} steps/s)")
+    print("| time step | mode | time (s) | x forward (same time step) | x eager forward | peak memory increase (MB) |")
+    print("|---|---|---|---|---|---|")
+    for comp in variants:
+        f = res[(comp, "forward")]["time_s"]
+        for mode, label in (("forward", "forward, no grad"),
+                            ("checkpoint", f"forward + backward, checkpoint every {a.chunk} steps"),
+                            ("plain", "forward + backward, no checkpointing")):
+            r = res[(comp, mode)]
+            print(f"| {'compiled' if comp else 'eager'} | {label} | {r['time_s']:.2f} | {r['time_s'] / f:.2f} | "
+                  f"{r['time_s'] / f0:.2f} | {r['peak_rss_increase_mb']:.0f} |")
 
 
 if __name__ == "__main__":

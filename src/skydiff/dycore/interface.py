@@ -31,6 +31,7 @@ def run(
     device: str | torch.device | None = None,
     progress: bool = False,
     coordinate_options: dict[str, Any] | None = None,
+    compile: bool = False,
     **options: Any,
 ) -> Any:
     """Run a dycore test case.
@@ -50,6 +51,9 @@ def run(
         ``torch.float64`` (default) or ``torch.float32``; CPU or CUDA.
     coordinate_options
         Keyword options of the coordinate (e.g. ``{"s1": 8000, "s2": 2000}`` for SLEVE).
+    compile
+        Run the time steps compiled with ``torch.compile`` (~3.5x faster on one CPU thread after ~10 s of
+        compilation; needs a C++ compiler, or Triton on CUDA; see :func:`skydiff.dycore.stepping.step_function`).
     **options
         Case options: ``dx``, ``nz``, ``top``, ``length`` (m), terrain ``h0``, ``a``, ``lam`` (m).
 
@@ -92,7 +96,7 @@ def run(
 
         t0 = time.perf_counter()
         state = integrate(state, model, float(dt), nsteps, check_every=max(1, min(200, nsteps // 20 or 1)), wmax=cs.wmax,
-                          callback=record, progress=progress)
+                          callback=record, progress=progress, compile=compile)
         elapsed = time.perf_counter() - t0
         geom, ref = model.geom, model.ref
         w = full_w(state, geom).cpu().double().numpy()

@@ -59,7 +59,8 @@ def fit_to_coordinate(model: Neuve, target: VerticalCoordinate, terrains: list[t
 
 
 def klemp_loss(model: VerticalCoordinate, terrain: tuple[float, float, float], seconds: float = 600.0, dt: float = 0.5,
-               sigma_floor: float = 0.7, chunk: int = 50, use_checkpoint: bool = True) -> tuple[torch.Tensor, float]:
+               sigma_floor: float = 0.7, chunk: int = 50, use_checkpoint: bool = True,
+               compile: bool = False) -> tuple[torch.Tensor, float]:
     """Differentiable Klemp-test loss: mean over the window of ``log(mean w^2)`` plus the thin-layer penalty.
 
     Returns ``(loss, max |w|)`` (m/s) at the end of the window.
@@ -72,13 +73,14 @@ def klemp_loss(model: VerticalCoordinate, terrain: tuple[float, float, float], s
     def lf(s: Any) -> torch.Tensor:
         return torch.log(full_w(s, mdl.geom).pow(2).mean() + 1e-12)
 
-    state, loss = integrate_loss(state, mdl, dt, nsteps, lf, chunk=chunk, every=10, use_checkpoint=use_checkpoint)
+    state, loss = integrate_loss(state, mdl, dt, nsteps, lf, chunk=chunk, every=10, use_checkpoint=use_checkpoint,
+                                 compile=compile)
     pen = torch.relu(sigma_floor - mdl.geom.sigma_c).pow(2).sum() + torch.relu(sigma_floor - mdl.geom.sigma_w).pow(2).sum()
     return loss + 100.0 * pen, float(state.w.detach().abs().max())
 
 
 def klemp_max_w(coordinate: VerticalCoordinate, terrain: tuple[float, float, float], seconds: float = 1800.0,
-                dt: float = 0.5, **grid: Any) -> float:
+                dt: float = 0.5, compile: bool = False, **grid: Any) -> float:
     """Max |w| (m/s) over a Klemp run of ``seconds`` (no gradients)."""
     h0, a, lam = terrain
     case = get_case("klemp2011", h0=h0, a=a, lam=lam, **(grid or TRAIN_GRID))
@@ -89,14 +91,18 @@ def klemp_max_w(coordinate: VerticalCoordinate, terrain: tuple[float, float, flo
         def cb(n: int, s: Any) -> None:
             out[0] = max(out[0], float(full_w(s, mdl.geom).abs().max()))
 
-        integrate(state, mdl, dt, int(round(seconds / dt)), check_every=20, callback=cb)
+        integrate(state, mdl, dt, int(round(seconds / dt)), check_every=20, callback=cb, compile=compile)
     return out[0]
 
 
 def train_neuve(out: str | Path = "runs/dycore/neuve", iterations: int = 15, seconds: float = 300.0, lr: float = 3e-3,
                 seed: int = 0, progress: bool = True, eval_seconds: float = 900.0,
-                init: str | Path | None = None, fit_target: str = "sleve2", sigma_floor: float = 0.6) -> dict[str, Any]:
+                init: str | Path | None = None, fit_target: str = "sleve2", sigma_floor: float = 0.6,
+                compile: bool = False) -> dict[str, Any]:
     """Train NEUVE on :data:`TRAIN_TERRAINS`, evaluate on :data:`HELDOUT_TERRAINS`, save ``<out>.safetensors/.json``.
+
+    ``compile=True`` runs the solver's steps compiled (:func:`skydiff.dycore.stepping.step_function`; ~5x faster
+    gradients on one CPU thread).
 
     Returns a summary dict (iterations, time, losses, held-out max |w| of NEUVE / SLEVE / BTF, weights path).
     """
@@ -120,13 +126,13 @@ def train_neuve(out: str | Path = "runs/dycore/neuve", iterations: int = 15, sec
                                 sigma_floor=sigma_floor)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     history = []
-    sleve_loss = {terr: float(klemp_loss(sleve, terr, seconds, sigma_floor=sigma_floor)[0].detach()) for terr in TRAIN_TERRAINS}
+    sleve_loss = {terr: float(klemp_loss(sleve, terr, seconds, sigma_floor=sigma_floor, compile=compile)[0].detach()) for terr in TRAIN_TERRAINS}
     best = (math.inf, {k: v.detach().clone() for k, v in model.state_dict().items()})
     bar = tqdm(range(iterations), disable=not progress, desc="neuve")
     for it in bar:
         opt.zero_grad()
         terr = TRAIN_TERRAINS[it % len(TRAIN_TERRAINS)]  # one training terrain per iteration, in turn
-        loss, _ = klemp_loss(model, terr, seconds, sigma_floor=sigma_floor)
+        loss, _ = klemp_loss(model, terr, seconds, sigma_floor=sigma_floor, compile=compile)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -142,7 +148,7 @@ def train_neuve(out: str | Path = "runs/dycore/neuve", iterations: int = 15, sec
         key = "h0=%g a=%g lam=%g" % terr
         from .coordinates import Sleve2
 
-        row = {name: klemp_max_w(c, terr, eval_seconds) for name, c in (("neuve", model), ("sleve", sleve),
+        row = {name: klemp_max_w(c, terr, eval_seconds, compile=compile) for name, c in (("neuve", model), ("sleve", sleve),
                                                                         ("sleve2", Sleve2()), ("btf", BasicTerrainFollowing()))}
         evaluation[key] = row
     card = {
