@@ -207,8 +207,8 @@ def _pow1p_minus1(x: torch.Tensor, k: float) -> torch.Tensor:
     """``(1 + x)^k - 1`` without cancellation for small ``x``: ``expm1(k log1p(x))``.
 
     Compiled by inductor (``compile=True``), ``expm1`` of float64 loses up to ~1e-7 relative for tiny arguments
-    (measured: it behaves like ``exp(y) - 1``), which put 1e-6 relative errors into w after one step; there
-    Kahan's ``expm1(y) = (e^y - 1) y / log(e^y)`` is used instead (exact to a few ulp, also its gradient).
+    (measured for arguments 1e-9...1e-3: it behaves like ``exp(y) - 1``); there Kahan's
+    ``expm1(y) = (e^y - 1) y / log(e^y)`` is used instead (measured exact to 4e-16, also its gradient).
     """
     y = k * torch.log1p(x)
     if not torch.compiler.is_compiling():
