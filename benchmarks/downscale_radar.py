@@ -4,6 +4,7 @@
     python benchmarks/downscale_radar.py --tiles 48 --members 4 --steps 18
     python benchmarks/downscale_radar.py --tiles 1500 --save-tiles T.npz --tiles-only   # tiles for another machine
     python benchmarks/downscale_radar.py --tiles-npz T.npz --device cuda --out DIR/x.txt --figures DIR  # on a GPU
+    python benchmarks/downscale_radar.py --tiles-npz T.npz --steps 32 --sigma-min 0.03 --rho 7 --churn 0  # sampler
 
 Test tiles: rainy 64 x 64 tiles (>= 10 % of pixels >= 0.1 mm/h, fully valid) of the held-back part of the shared
 radar data (KNMI 2010-08-26 >= 05:00 UTC, FMI 20170509, KNMI February 2021 evenings), an equal number drawn at
@@ -13,9 +14,15 @@ Methods: bicubic interpolation (raw, and clamped at 0), spectral zero-padding (r
 diffusion model (``edm-radar-tp``, log1p space) and the PP diffusion model (``edm-radar``), the last two with the
 shipped weights (or ``--weights-dir``), raw and with each member's 4 x 4 block means matched to the low-res
 input ("+ mass fix": :func:`skydiff.downscale.baselines.match_block_means`, ``downscale(..., conserve=True)``).
+Sampler: EDM Heun on the Karras schedule (``skydiff.downscale.diffusion.karras_sigmas``); ``--steps``, and
+``--sigma-min`` / ``--rho`` (the last noise level before the final step to 0, and the schedule's curvature; default:
+each model's own, 0.002 and 7) and ``--churn`` (EDM ``S_churn``, default 0) override it for both diffusion models.
+With a larger sigma_min the output is the denoiser's estimate ``D(x; sigma_min)`` at a higher noise level.
+
 Metrics (skydiff.verify), pooled over all test tiles:
 
-- spectrum: ``rapsd_ratio_db`` (mean RAPSD over members and tiles vs the truth's), max |dB| over wavelengths >= 2 px
+- spectrum: ``rapsd_ratio_db`` (mean RAPSD over members and tiles vs the truth's), max |dB| over wavelengths >= 2 px;
+  also per source (bicubic and the raw diffusion models): the pooled ratio weighs each source by its rain power
 - p99 / p99.9 relative bias (all pixels pooled), wet fraction (>= 0.1 mm/h), fraction of negative values
 - CRPS (fair estimator; a deterministic method is a 1-member ensemble, its CRPS = MAE), CRPS of 4 x 4 and
   16 x 16 average-pooled fields; MAE of the ensemble mean; FSS (1 and 5 mm/h, 8 px window, pooled, member mean)
@@ -97,6 +104,10 @@ def main() -> None:
     ap.add_argument("--figures", default=str(ROOT / "figures"), help="folder for the figures")
     ap.add_argument("--device", default="cpu", help="torch device of the diffusion sampling (e.g. cuda)")
     ap.add_argument("--batch", type=int, default=64, help="fields per U-Net call while sampling")
+    ap.add_argument("--sigma-min", type=float, default=None,
+                    help="smallest nonzero noise level of the sampling schedule (default: the model's, 0.002)")
+    ap.add_argument("--rho", type=float, default=None, help="Karras schedule exponent (default: the model's, 7)")
+    ap.add_argument("--churn", type=float, default=0.0, help="EDM S_churn of the sampler (default 0 = none)")
     ap.add_argument("--tiles-npz", default=None, help="read the test tiles (hi, lo, source) from this .npz")
     ap.add_argument("--save-tiles", default=None, help="write the test tiles to this .npz")
     ap.add_argument("--tiles-only", action="store_true", help="stop after writing --save-tiles")
@@ -148,10 +159,21 @@ def main() -> None:
             print(f"{label} ({name}): not available: {exc}", flush=True)
     dev = torch.device(a.device)
     lo_t = torch.from_numpy(lo).to(dev)
+    sampler = {}
     for label, m in models.items():
+        # sampler schedule overrides (attributes read by EDMDownscaler.sample; the weights are not touched)
+        if a.sigma_min is not None:
+            m.sigma_min = float(a.sigma_min)
+        if a.rho is not None:
+            m.rho = float(a.rho)
+        if not 0 < m.sigma_min < m.sigma_max:
+            sys.exit(f"--sigma-min must be in (0, {m.sigma_max}), got {m.sigma_min}")
+        sampler[label] = {"steps": a.steps, "sigma_min": m.sigma_min, "sigma_max": m.sigma_max, "rho": m.rho,
+                          "s_churn": a.churn}
         m.to(dev)
         t0 = time.perf_counter()
-        ens = m.sample(lo_t, members=a.members, steps=a.steps, seed=a.seed, progress=True, batch_size=a.batch)
+        ens = m.sample(lo_t, members=a.members, steps=a.steps, seed=a.seed, progress=True, batch_size=a.batch,
+                       s_churn=a.churn)
         ens = ens.cpu().numpy()  # (the copy to the CPU waits for the device)
         timing[label] = (time.perf_counter() - t0) / (a.members * hi.shape[0])
         preds[label] = ens
@@ -159,6 +181,14 @@ def main() -> None:
         print(f"{label}: sampled {ens.shape} in {time.perf_counter() - t0:.0f} s", flush=True)
 
     res = {k: metrics(v, hi, lo) for k, v in preds.items()}
+    by_source = {}  # spectrum ratio per source: dB at 2.06 / 3.05 px and max |dB| over >= 2 px
+    for k in ["bicubic", *models]:
+        by_source[k] = {}
+        for s in np.unique(src):
+            wl, db = (np.asarray(v) for v in rapsd_ratio_db(preds[k][:, src == s], hi[src == s]))
+            by_source[k][str(s)] = {"db_2.06": float(db[np.argmin(np.abs(wl - 2.06))]),
+                                    "db_3.05": float(db[np.argmin(np.abs(wl - 3.05))]),
+                                    "max_abs_db": float(np.max(np.abs(db[wl >= 2.0])))}
     mae_bicubic = res["bicubic"]["crps"]
     ks = None
     if "PP diffusion" in models:
@@ -247,10 +277,15 @@ def main() -> None:
     report = (f"# radar downscaling 4 km -> 1 km, held-back test tiles\ncommand: {cmd}\nmachine: {machine}\n"
               f"tiles: {hi.shape[0]} x 64 x 64 ({', '.join(f'{s} {int((src == s).sum())}' for s in np.unique(src))});"
               f" members {a.members}, Heun steps {a.steps} ({2 * a.steps - 1} network evaluations), seed {a.seed}\n"
-              f"CRPS: fair estimator; deterministic methods are 1-member ensembles (CRPS = MAE); "
+              + "".join(f"sampler {k}: " + ", ".join(f"{n} {v:g}" for n, v in d.items()) + "\n"
+                        for k, d in sampler.items())
+              + f"CRPS: fair estimator; deterministic methods are 1-member ensembles (CRPS = MAE); "
               f"MAE of bicubic = {mae_bicubic:.4f} mm/h\n\n{table}\n\n" + "\n".join(tlines)
               + f"\n\nspectrum ratio (dB) per wavelength (px):\n"
               + "\n".join(f"  {k}: {json.dumps(r['spectrum_db'])}" for k, r in res.items())
+              + "\n\nspectrum ratio by source (dB at 2.06 px / 3.05 px, max |dB| over >= 2 px):\n"
+              + "\n".join(f"  {k:<18} {s:<14} {d['db_2.06']:+6.2f} / {d['db_3.05']:+6.2f}, max {d['max_abs_db']:5.2f}"
+                          for k, v in by_source.items() for s, d in v.items())
               + f"\n\nwall time {wall:.0f} s\n")
     print(report)
     outp = Path(a.out)
@@ -260,7 +295,8 @@ def main() -> None:
     tmp.replace(outp)
     (outp.with_suffix(".json")).write_text(json.dumps({"results": res, "timing_s_per_field": timing, "ks_pp": ks,
                                                        "mae_bicubic": mae_bicubic, "command": cmd,
-                                                       "crps_pp_minus_tp_bootstrap": boot,
+                                                       "crps_pp_minus_tp_bootstrap": boot, "sampler": sampler,
+                                                       "spectrum_by_source": by_source,
                                                        "machine": machine}, indent=1))
 
     # ---- figures
