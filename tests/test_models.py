@@ -237,6 +237,21 @@ def test_gaussian_blur_keeps_precision_under_autocast():
     torch.testing.assert_close(out, ref)
 
 
+def test_gaussian_blur_matrices_cached_across_inference_and_training():
+    # the blur matrices are cached; one first built under inference_mode must still serve a training step
+    from skydiff.nowcast.models import blocks
+
+    blocks._blur_operator.cache_clear()
+    x = torch.randn(1, 2, 21, 23, dtype=torch.float64)
+    with torch.inference_mode():
+        a = gaussian_blur(x, 30.0, 61)
+    xg = x.clone().requires_grad_(True)
+    b = gaussian_blur(xg, 30.0, 61)
+    b.square().sum().backward()
+    assert blocks._blur_operator.cache_info().hits >= 2 and xg.grad is not None
+    torch.testing.assert_close(a, b.detach())
+
+
 def test_predict_precision_option():
     m = small("lupin").eval()
     x = rain(1, m.n_input_frames)

@@ -22,6 +22,7 @@ Conventions: rain ``(..., H, W)`` in mm/h, NaN = no data; motion ``(B, 2, H, W)`
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -296,13 +297,17 @@ class CBAM(nn.Module):
 # ---------------------------------------------------------------------------------------------------------------
 
 
+@functools.lru_cache(maxsize=16)  # a nowcast blurs every lead time with the same matrices (a few MB each)
 def _blur_operator(n: int, r: int, sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """(n, n) matrix of the normalised 1-D Gaussian blur: row i = weights exp(-d^2 / 2 sigma^2), |d| <= r, of the
-    in-grid points j, divided by their sum (so rows sum to 1 and outside the grid counts as missing)."""
-    t = torch.arange(n, dtype=dtype, device=device)
-    d = t[:, None] - t[None, :]
-    m = torch.exp(-0.5 * (d / sigma) ** 2) * (d.abs() <= r).to(dtype)
-    return m / m.sum(1, keepdim=True)
+    in-grid points j, divided by their sum (so rows sum to 1 and outside the grid counts as missing).
+    Cached: callers must not modify it in place. Built outside inference mode, so a matrix first made under
+    ``torch.inference_mode()`` can still be used by a later training step."""
+    with torch.inference_mode(False), torch.no_grad():
+        t = torch.arange(n, dtype=dtype, device=device)
+        d = t[:, None] - t[None, :]
+        m = torch.exp(-0.5 * (d / sigma) ** 2) * (d.abs() <= r).to(dtype)
+        return m / m.sum(1, keepdim=True)
 
 
 # a 1-D blur as an (n x n) matrix product costs n MACs per output against 2r + 1 for the convolution, but runs
