@@ -99,6 +99,29 @@ def test_forecast_shipped_models_match(model: str) -> None:
     _close(cpu, gpu, rtol=1e-3, atol=2e-3)
 
 
+@pytest.mark.parametrize("model", ["lupin", "rainnet"])
+def test_forecast_mixed_precision_on_cuda(model: str) -> None:
+    # precision="bfloat16" on the GPU: autocast convolutions, float32 advection and outputs; close to full precision
+    from skydiff.nowcast import forecast
+
+    x = _rain(12, 96, 80).float()
+    full = forecast(x, 3, model=model)
+    amp = forecast(x.to(CUDA), 3, model=model, precision="bfloat16")
+    assert amp.dtype == torch.float32 and amp.device.type == "cuda"
+    err = (amp.cpu() - full).abs()
+    assert float(err.mean()) < 0.02 and float(err.max()) < 0.1 * float(full.abs().max()) + 0.05
+
+
+def test_dycore_compiled_step_on_cuda() -> None:
+    # compile=True on CUDA (Triton): same w as the eager CPU run
+    from skydiff.dycore import run
+
+    kw = dict(hours=30.0 / 3600.0, dt=1.0, length=20000.0, nz=12)
+    cpu = run("schaer", "sleve", **kw)
+    gpu = run("schaer", "sleve", device="cuda", compile=True, **kw)
+    np.testing.assert_allclose(gpu["w"].values, cpu["w"].values, rtol=1e-7, atol=1e-10)
+
+
 def test_forecast_lcnn_with_given_motion_matches() -> None:
     from skydiff.nowcast import forecast
 
