@@ -1,0 +1,53 @@
+"""Tiles for the sampler study of RESULTS §8 ("Sampler settings"): tuning tiles from the TRAIN part and the 60-tile
+subset of the held-back test tiles.
+
+Usage (from the repository root, with the shared data)::
+
+    python benchmarks/downscale_sampler_tiles.py --out runs/ds_tune [--test-npz .gpu/ds_tiles.npz]
+
+- ``tune_tiles.npz``: 20 rainy 64 x 64 tiles (seed 0) from each of the three training sources that match the three
+  test sources (KNMI 2010 < 05:00 UTC, FMI 20160928, KNMI January 2021; MRMS, which has no test counterpart, is
+  left out), built like ``benchmarks/downscale_radar.py``'s test tiles (``skydiff.downscale.data.radar_pairs``).
+  The diffusion models were trained on this part, so tuning on it is in-sample (there is no validation part).
+- ``test60_tiles.npz`` (with ``--test-npz``, the 1 500 held-back tiles written by ``downscale_radar.py
+  --save-tiles``): ``rng = default_rng(1)``; for each source in file order ``rng.choice(its indices, 20,
+  replace=False)``, in drawn order.
+
+Both files hold ``hi``, ``lo``, ``source`` and are read by ``downscale_radar.py --tiles-npz``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="runs/ds_tune")
+    ap.add_argument("--test-npz", default=None, help="the 1 500 held-back tiles (downscale_radar.py --save-tiles)")
+    a = ap.parse_args()
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    from skydiff.downscale.data import radar_pairs
+
+    parts = [radar_pairs("train", sources=(s,), max_tiles=20, seed=0, progress=False)
+             for s in ("knmi2010", "fmi2016", "knmi2021-01")]
+    hi = np.concatenate([p.hi for p in parts])
+    lo = np.concatenate([p.lo for p in parts])
+    src = np.concatenate([p.source for p in parts])
+    np.savez_compressed(out / "tune_tiles.npz", hi=hi, lo=lo, source=src)
+    print("tuning tiles", hi.shape, dict(zip(*np.unique(src, return_counts=True))))
+    if a.test_npz:
+        z = np.load(a.test_npz)
+        tsrc = z["source"].astype(str)
+        rng = np.random.default_rng(1)
+        idx = np.concatenate([rng.choice(np.flatnonzero(tsrc == s), 20, replace=False) for s in dict.fromkeys(tsrc)])
+        np.savez_compressed(out / "test60_tiles.npz", hi=z["hi"][idx], lo=z["lo"][idx], source=tsrc[idx])
+        print("test subset", len(idx), "tiles")
+
+
+if __name__ == "__main__":
+    main()
