@@ -182,20 +182,19 @@ def test_run_dataset_layout() -> None:
     assert math.isfinite(ds.attrs["w_error"])
 
 
-def test_gradient_through_solver_with_checkpointing_matches_plain() -> None:
+def _neuve_grads(steps: int, chunk: int, **kw) -> torch.Tensor:  # noqa: ANN003
+    """Gradient of a w^2 loss through the solver w.r.t. the weights of a (seed-0) NEUVE on a small Klemp grid."""
     torch.manual_seed(0)
     coord = _coord("neuve")
-    case = get_case("klemp2011", length=10000.0, nz=8, h0=600.0)
+    model, s0 = build(get_case("klemp2011", length=10000.0, nz=8, h0=600.0), coord)
+    _, loss = integrate_loss(s0, model, 1.0, steps, lambda s: full_w(s, model.geom).pow(2).mean(), chunk=chunk,
+                             every=2, **kw)
+    loss.backward()
+    return torch.cat([p.grad.flatten() for p in coord.parameters()])
 
-    def grads(use_ckpt: bool) -> torch.Tensor:
-        coord.zero_grad()
-        model, s0 = build(case, coord)
-        _, loss = integrate_loss(s0, model, 1.0, 20, lambda s: full_w(s, model.geom).pow(2).mean(), chunk=7, every=2,
-                                 use_checkpoint=use_ckpt)
-        loss.backward()
-        return torch.cat([p.grad.flatten() for p in coord.parameters()])
 
-    g1, g2 = grads(True), grads(False)
+def test_gradient_through_solver_with_checkpointing_matches_plain() -> None:
+    g1, g2 = _neuve_grads(20, 7, use_checkpoint=True), _neuve_grads(20, 7, use_checkpoint=False)
     assert float(g1.abs().max()) > 0
     torch.testing.assert_close(g1, g2)
 
@@ -213,18 +212,7 @@ def test_compiled_steps_match_eager_forward_and_gradient() -> None:
     for a, b in zip(eager, comp):
         torch.testing.assert_close(b, a, rtol=0, atol=1e-10 * float(a.abs().max()))
     assert float(eager.w.abs().max()) > 1e-3  # the flow is not trivially at rest
-    coord = _coord("neuve")
-    case = get_case("klemp2011", length=10000.0, nz=8, h0=600.0)
-
-    def grads(compile: bool) -> torch.Tensor:
-        coord.zero_grad()
-        model, s0 = build(case, coord)
-        _, loss = integrate_loss(s0, model, 1.0, 12, lambda s: full_w(s, model.geom).pow(2).mean(), chunk=5, every=2,
-                                 compile=compile)
-        loss.backward()
-        return torch.cat([p.grad.flatten() for p in coord.parameters()])
-
-    g_eager, g_comp = grads(False), grads(True)
+    g_eager, g_comp = _neuve_grads(12, 5), _neuve_grads(12, 5, compile=True)
     assert float(g_eager.abs().max()) > 0
     torch.testing.assert_close(g_comp, g_eager, rtol=1e-8, atol=1e-12)
 
