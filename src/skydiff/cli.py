@@ -476,8 +476,8 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--weights", default=None, help="a .safetensors file for a neural model (default: shipped)")
     n.add_argument(
         "--precision", default="full", choices=["full", "bfloat16", "float16"],
-        help="neural models: run the convolutions in bfloat16/float16 (mixed precision; ~2x faster on CPUs with "
-        "AVX512-BF16 and on GPUs, outputs differ by ~1e-2 relative; default full)",
+        help="neural models: run the convolutions in bfloat16/float16 (mixed precision; ~2x faster on a CPU with "
+        "AVX512-BF16, outputs differ by ~1e-2 relative; not for smaat; default full)",
     )
     n.add_argument("--importer", default=None, help="pysteps importer name when it cannot be detected")
     n.add_argument("--out", default="nowcast.nc", help="output netCDF (default nowcast.nc)")
