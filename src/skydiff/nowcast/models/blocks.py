@@ -533,7 +533,7 @@ class NowcastModel(nn.Module):
         amp = _autocast_dtype(precision)
         if amp is not None and self.mixed_precision_refused:
             raise InputError(f"{type(self).__name__} does not run in {precision}: {self.mixed_precision_refused}; "
-                             "use precision=None (full)")
+                             "run it in full precision (precision=None, or --precision full)")
         x, squeeze, numpy_in = self._as_frames(frames)
         nodata = torch.isnan(x).all(dim=1, keepdim=True)  # (B, 1, H, W)
         x = torch.nan_to_num(x, nan=0.0).clamp_min(0.0)
