@@ -76,6 +76,10 @@ def test_bad_arguments(seq):
         evaluate(da, ["extrapolation"], n_in=1)
     with pytest.raises(ShapeError, match="crop"):
         evaluate(da, ["persistence"], crop=100, n_in=2, leadtimes=2)
+    with pytest.raises(InputError, match="precision must be"):
+        evaluate(da, ["persistence"], n_in=2, leadtimes=2, precision="int8")
+    # a valid precision leaves models without a network untouched
+    assert len(evaluate(da, ["persistence"], n_in=2, leadtimes=2, precision="bfloat16").cases) > 0
 
 
 def test_real_knmi_cli(knmi2010, tmp_path, capsys):

@@ -126,7 +126,8 @@ def train_neuve(out: str | Path = "runs/dycore/neuve", iterations: int = 15, sec
                                 sigma_floor=sigma_floor)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     history = []
-    sleve_loss = {terr: float(klemp_loss(sleve, terr, seconds, sigma_floor=sigma_floor, compile=compile)[0].detach()) for terr in TRAIN_TERRAINS}
+    sleve_loss = {terr: float(klemp_loss(sleve, terr, seconds, sigma_floor=sigma_floor, compile=compile)[0].detach())
+                  for terr in TRAIN_TERRAINS}
     best = (math.inf, {k: v.detach().clone() for k, v in model.state_dict().items()})
     bar = tqdm(range(iterations), disable=not progress, desc="neuve")
     for it in bar:
@@ -148,8 +149,8 @@ def train_neuve(out: str | Path = "runs/dycore/neuve", iterations: int = 15, sec
         key = "h0=%g a=%g lam=%g" % terr
         from .coordinates import Sleve2
 
-        row = {name: klemp_max_w(c, terr, eval_seconds, compile=compile) for name, c in (("neuve", model), ("sleve", sleve),
-                                                                        ("sleve2", Sleve2()), ("btf", BasicTerrainFollowing()))}
+        coords = (("neuve", model), ("sleve", sleve), ("sleve2", Sleve2()), ("btf", BasicTerrainFollowing()))
+        row = {name: klemp_max_w(c, terr, eval_seconds, compile=compile) for name, c in coords}
         evaluation[key] = row
     card = {
         "trained_on": "klemp2011 loss mean log(mean w^2) over %g s, dt 0.5 s, grid %s" % (seconds, TRAIN_GRID),

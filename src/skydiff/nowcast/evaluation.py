@@ -268,6 +268,9 @@ def evaluate(
     if unknown:
         raise InputError(f"evaluate: weights given for models not evaluated: {sorted(unknown)}")
     need = {m: _frames_needed(m, motion, motion_frames) for m in models}
+    from .models.blocks import _autocast_dtype
+
+    _autocast_dtype(precision)  # a bad precision is refused before any case runs
     mixed = {m: precision not in (None, "full") and _runs_mixed(m) for m in models}
     n_in = max(need.values()) if n_in is None else int(n_in)
     if n_in < max(need.values()):
