@@ -448,9 +448,11 @@ def test_write_nowcast_atomic(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["nc.nc"]
     monkeypatch.setattr(sk_netcdf, "_write_variables", original)
 
+    path.chmod(0o640)  # a replaced file keeps its permissions (skydiff.io.atomic_path)
     write_nowcast(path, 4 * first, reference_time="2020-01-01T00:00", timestep=5, overwrite=True)
     np.testing.assert_array_equal(read_nowcast(path).values, 4 * first)
     assert [p.name for p in tmp_path.iterdir()] == ["nc.nc"]
+    assert path.stat().st_mode & 0o777 == 0o640
 
 
 # ------------------------------------------------------------------------------------------ speed, MRMS

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,19 +13,27 @@ __all__ = ["atomic_path"]
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike[str], suffix: str = ".tmp") -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike[str], suffix: str = ".tmp", *, fsync: bool = True) -> Iterator[Path]:
     """Yield a hidden temporary path beside ``path``; move it onto ``path`` when the block succeeds.
 
-    The caller writes the whole file to the yielded path (with any library: xarray, numpy, json ...). On success
-    it replaces ``path`` with :func:`os.replace` (readers never see a half-written file); on any exception the
-    temporary file is removed and ``path`` is left as it was. Parent folders are created. ``suffix`` ends the
-    temporary name (e.g. ``".tmp.npz"`` for :func:`numpy.savez`, which appends ``.npz`` otherwise).
+    The caller writes the whole file to the yielded path (with any library: xarray, numpy, netCDF4, json ...). On
+    success the data are flushed to disk (``fsync``), a file being replaced keeps its permissions, and
+    :func:`os.replace` moves the new file onto ``path`` in one step (readers never see a half-written file); on
+    any exception (also KeyboardInterrupt) the temporary file is removed and ``path`` is left as it was. Parent
+    folders are created. The temporary file is created by the writing library, so it gets the usual permissions
+    (umask), unlike :func:`tempfile.mkstemp`'s 0600. ``suffix`` ends the temporary name (e.g. ``".tmp.npz"`` for
+    :func:`numpy.savez`, which appends ``.npz`` otherwise).
     """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.parent / f".{p.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{suffix}"
     try:
         yield tmp
+        if fsync:
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
+        if p.exists():  # keep the permissions of the file being replaced
+            os.chmod(tmp, stat.S_IMODE(p.stat().st_mode))
         os.replace(tmp, p)
     finally:
         tmp.unlink(missing_ok=True)

@@ -32,8 +32,6 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import re
-import stat
-import uuid
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -43,6 +41,7 @@ import torch
 import xarray as xr
 
 from ..errors import InputError, ReadError, ShapeError
+from .atomic import atomic_path
 from .units import normalize_unit, positive_minutes
 
 __all__ = ["write_nowcast", "read_nowcast"]
@@ -570,25 +569,11 @@ def write_nowcast(
 
     import netCDF4
 
-    # a fresh hidden name in the target directory (same file system, so os.replace is atomic); netCDF4 creates
-    # it with the usual permissions (umask), unlike tempfile.mkstemp's 0600
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex[:12]}.tmp")
-    try:
+    with atomic_path(path) as tmp:  # temporary file beside path, fsync, permissions kept, os.replace
         with netCDF4.Dataset(tmp, "w", format="NETCDF4", clobber=False) as nc:
             _write_variables(nc, content)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        if os.path.exists(path):  # keep the permissions of the file being replaced
-            os.chmod(tmp, stat.S_IMODE(os.stat(path).st_mode))
         if os.path.exists(path) and not overwrite:  # appeared while writing
             raise InputError(f"{path} already exists; pass overwrite=True to replace it")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        raise
     return path
 
 
