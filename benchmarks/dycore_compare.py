@@ -41,6 +41,8 @@ def main() -> None:
     p.add_argument("--neuve-weights", default=None, metavar="PATH",
                    help="NEUVE weights (stem or .safetensors) to use for 'neuve' instead of the shipped ones")
     p.add_argument("--no-plots", action="store_true", help="do not write the w figures under benchmarks/figures/")
+    p.add_argument("--compile", action="store_true", help="compiled time step (torch.compile; steps/s then include "
+                   "~10 s of compilation per run)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     if args.schaer_hours <= 0:
@@ -57,7 +59,7 @@ def main() -> None:
         try:
             if args.schaer_hours <= 0:
                 raise RuntimeError("skipped (--schaer-hours 0)")
-            ds = run("schaer", coord, hours=args.schaer_hours, dt=args.schaer_dt, progress=True)
+            ds = run("schaer", coord, hours=args.schaer_hours, dt=args.schaer_dt, progress=True, compile=args.compile)
             x, z = ds.x.values[None, :], ds.height.values
             row.update(
                 schaer_w_error=ds.attrs["w_error"],
@@ -72,7 +74,7 @@ def main() -> None:
         except Exception as exc:  # report and go on with the other coordinates
             row["schaer_error"] = f"{type(exc).__name__}: {exc}"
         try:
-            ds = run("klemp2011", coord, hours=args.klemp_hours, dt=args.klemp_dt, progress=True)
+            ds = run("klemp2011", coord, hours=args.klemp_hours, dt=args.klemp_dt, progress=True, compile=args.compile)
             row.update(
                 klemp_max_w=ds.attrs["max_abs_w_over_run"],
                 klemp_final_max_w=float(ds.max_abs_w.values[-1]),
@@ -86,7 +88,8 @@ def main() -> None:
         for h0, a, lam in args.heldout:
             key = f"klemp_heldout_{h0:g}_{a:g}_{lam:g}_max_w"
             try:
-                ds = run("klemp2011", coord, hours=args.klemp_hours, dt=args.klemp_dt, h0=h0, a=a, lam=lam, progress=True)
+                ds = run("klemp2011", coord, hours=args.klemp_hours, dt=args.klemp_dt, h0=h0, a=a, lam=lam, progress=True,
+                         compile=args.compile)
                 row[key] = ds.attrs["max_abs_w_over_run"]
             except Exception as exc:
                 row[key + "_error"] = f"{type(exc).__name__}: {exc}"
