@@ -217,6 +217,14 @@ def test_compiled_steps_match_eager_forward_and_gradient() -> None:
     torch.testing.assert_close(g_comp, g_eager, rtol=1e-8, atol=1e-12)
 
 
+def test_neuve_training_refuses_held_out_terrains(tmp_path) -> None:  # noqa: ANN001
+    from skydiff.dycore.training import HELDOUT_TERRAINS, train_neuve
+
+    with pytest.raises(InputError, match="held out"):
+        train_neuve(out=tmp_path / "n", iterations=1, terrains=[HELDOUT_TERRAINS[0]], progress=False)
+    assert not list(tmp_path.iterdir())
+
+
 def test_cli_dycore_run(tmp_path) -> None:  # noqa: ANN001
     from skydiff.cli import main
 

@@ -388,7 +388,8 @@ def cmd_dycore_train(args: argparse.Namespace) -> int:
     from .dycore.training import train_neuve
 
     summary = train_neuve(out=args.out, iterations=args.iterations, seconds=args.seconds, seed=args.seed,
-                          progress=not args.quiet, init=args.init, compile=args.compile, lr=args.lr)
+                          progress=not args.quiet, init=args.init, compile=args.compile, lr=args.lr,
+                          terrains=args.terrain or None)
     print(f"neuve: {summary['iterations']} iterations in {summary['time_s']:.0f} s; weights {summary['weights']}")
     for k, v in summary.get("evaluation", {}).items():
         print(f"  {k}: {v}")
@@ -641,6 +642,8 @@ def build_parser() -> argparse.ArgumentParser:
     dtr.add_argument("--seconds", type=float, default=300.0, help="simulated window per iteration (s)")
     dtr.add_argument("--seed", type=int, default=0)
     dtr.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3)")
+    dtr.add_argument("--terrain", type=float, nargs=3, action="append", default=[], metavar=("H0", "A", "LAM"),
+                     help="a training terrain in m (repeatable; default the three of skydiff.dycore.training)")
     dtr.add_argument("--init", default=None, help="continue from these NEUVE weights (stem or .safetensors)")
     dtr.add_argument("--compile", action="store_true",
                      help="compile the solver's time step (torch.compile; ~5x faster gradients on one CPU thread)")

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from ..errors import InputError
 from ..registry import save_model
 from .cases import build, get_case
 from .coordinates import Neuve, Sleve, Terrain, VerticalCoordinate, coordinate_metrics
@@ -98,8 +99,11 @@ def klemp_max_w(coordinate: VerticalCoordinate, terrain: tuple[float, float, flo
 def train_neuve(out: str | Path = "runs/dycore/neuve", iterations: int = 15, seconds: float = 300.0, lr: float = 3e-3,
                 seed: int = 0, progress: bool = True, eval_seconds: float = 900.0,
                 init: str | Path | None = None, fit_target: str = "sleve2", sigma_floor: float = 0.6,
-                compile: bool = False) -> dict[str, Any]:
+                compile: bool = False, terrains: list[tuple[float, float, float]] | None = None) -> dict[str, Any]:
     """Train NEUVE on :data:`TRAIN_TERRAINS`, evaluate on :data:`HELDOUT_TERRAINS`, save ``<out>.safetensors/.json``.
+
+    ``terrains`` replaces the training terrains ``(h0, a, lam)`` in m (default :data:`TRAIN_TERRAINS`); a terrain
+    that is also held out is refused.
 
     ``compile=True`` runs the solver's steps compiled (:func:`skydiff.dycore.stepping.step_function`; ~5x faster
     gradients on one CPU thread).
@@ -110,6 +114,11 @@ def train_neuve(out: str | Path = "runs/dycore/neuve", iterations: int = 15, sec
 
     from .coordinates import BasicTerrainFollowing
 
+    train_terrains = [tuple(float(v) for v in t) for t in (terrains or TRAIN_TERRAINS)]
+    if any(len(t) != 3 for t in train_terrains):
+        raise InputError("training terrains must be (h0, a, lam) triples in m")
+    if set(train_terrains) & set(HELDOUT_TERRAINS):
+        raise InputError(f"training terrains {sorted(set(train_terrains) & set(HELDOUT_TERRAINS))} are held out")
     torch.manual_seed(seed)
     t0 = time.perf_counter()
     sleve = Sleve()
@@ -122,30 +131,30 @@ def train_neuve(out: str | Path = "runs/dycore/neuve", iterations: int = 15, sec
         from .coordinates import make_coordinate
 
         model = Neuve().double()
-        fit = fit_to_coordinate(model, make_coordinate(fit_target), TRAIN_TERRAINS + [(250.0, 5000.0, 4000.0)],
+        fit = fit_to_coordinate(model, make_coordinate(fit_target), train_terrains + [(250.0, 5000.0, 4000.0)],
                                 sigma_floor=sigma_floor)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     history = []
     sleve_loss = {terr: float(klemp_loss(sleve, terr, seconds, sigma_floor=sigma_floor, compile=compile)[0].detach())
-                  for terr in TRAIN_TERRAINS}
+                  for terr in train_terrains}
     best = (math.inf, {k: v.detach().clone() for k, v in model.state_dict().items()})
     bar = tqdm(range(iterations), disable=not progress, desc="neuve")
     for it in bar:
         opt.zero_grad()
-        terr = TRAIN_TERRAINS[it % len(TRAIN_TERRAINS)]  # one training terrain per iteration, in turn
+        terr = train_terrains[it % len(train_terrains)]  # one training terrain per iteration, in turn
         loss, _ = klemp_loss(model, terr, seconds, sigma_floor=sigma_floor, compile=compile)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         rel = float(loss.detach()) - sleve_loss[terr]  # log-ratio of mean w^2 to SLEVE's on this terrain
         history.append(rel)
-        recent = sum(history[-len(TRAIN_TERRAINS):]) / len(history[-len(TRAIN_TERRAINS):])
-        if len(history) >= len(TRAIN_TERRAINS) and recent < best[0]:
+        recent = sum(history[-len(train_terrains):]) / len(history[-len(train_terrains):])
+        if len(history) >= len(train_terrains) and recent < best[0]:
             best = (recent, {k: v.detach().clone() for k, v in model.state_dict().items()})
         bar.set_postfix(loss_vs_sleve=f"{rel:.3f}")
     model.load_state_dict(best[1])
     evaluation: dict[str, Any] = {}
-    for terr in TRAIN_TERRAINS[:1] + HELDOUT_TERRAINS:
+    for terr in train_terrains[:1] + HELDOUT_TERRAINS:
         key = "h0=%g a=%g lam=%g" % terr
         from .coordinates import Sleve2
 
@@ -154,7 +163,7 @@ def train_neuve(out: str | Path = "runs/dycore/neuve", iterations: int = 15, sec
         evaluation[key] = row
     card = {
         "trained_on": "klemp2011 loss mean log(mean w^2) over %g s, dt 0.5 s, grid %s" % (seconds, TRAIN_GRID),
-        "train_terrains": TRAIN_TERRAINS,
+        "train_terrains": train_terrains,
         "heldout_terrains": HELDOUT_TERRAINS,
         "init": ("continued from %s" % init) if init is not None else
         "fitted to %s (default options), regression loss %.3g" % (fit_target, fit),
