@@ -60,20 +60,21 @@ ROOT = Path(__file__).resolve().parent
 os.environ.setdefault("SKYDIFF_CACHE", str(ROOT.parent / "runs" / "downscale"))
 
 
-def metrics(pred: np.ndarray, obs: np.ndarray, lo: np.ndarray) -> dict:
-    """pred (M, N, H, W), obs (N, H, W), lo (N, h, w)."""
+def metrics(pred: np.ndarray, obs: np.ndarray, lo: np.ndarray) -> tuple[dict, np.ndarray]:
+    """pred (M, N, H, W), obs (N, H, W), lo (N, h, w) -> (scores, per-tile CRPS (N,), for the bootstrap)."""
     wl, db = rapsd_ratio_db(pred, obs)
     wl, db = np.asarray(wl), np.asarray(db)
     pb = percentile_bias(pred, obs, q=(99, 99.9))
     M = pred.shape[0]
     if M >= 2:
-        crps = float(crps_ensemble(pred, obs, estimator="fair"))
+        per_tile = np.asarray(crps_ensemble(pred, obs, estimator="fair", reduce=False)).mean((1, 2))
         c4 = float(crps_pooled(pred, obs, pool=4, how="avg", estimator="fair"))
         c16 = float(crps_pooled(pred, obs, pool=16, how="avg", estimator="fair"))
     else:  # one member: CRPS = MAE (pooled fields for the pooled scores)
-        crps = float(np.abs(pred[0] - obs).mean())
+        per_tile = np.abs(pred[0] - obs).mean((1, 2))
         c4 = float(np.abs(block_mean(pred[0], 4) - block_mean(obs, 4)).mean())
         c16 = float(np.abs(block_mean(pred[0], 16) - block_mean(obs, 16)).mean())
+    crps = float(per_tile.mean())  # tiles have equal sizes: the mean of tile means is the pooled mean
     f = block_mean(pred, 4)
     out = {
         "spectrum_max_abs_db": float(np.max(np.abs(db[wl >= 2.0]))),
@@ -89,7 +90,7 @@ def metrics(pred: np.ndarray, obs: np.ndarray, lo: np.ndarray) -> dict:
         "fss5_8px": float(np.mean([fss(pred[m], obs, 5.0, 8, how="pooled") for m in range(M)])),
         "lowres_abs_err": float(np.abs(f - lo[None]).mean()),
     }
-    return out
+    return out, per_tile
 
 
 def main() -> None:
@@ -180,7 +181,8 @@ def main() -> None:
         preds[f"{label} + mass fix"] = match_block_means(ens, lo, 4)
         print(f"{label}: sampled {ens.shape} in {time.perf_counter() - t0:.0f} s", flush=True)
 
-    res = {k: metrics(v, hi, lo) for k, v in preds.items()}
+    scored = {k: metrics(v, hi, lo) for k, v in preds.items()}
+    res = {k: v[0] for k, v in scored.items()}
     by_source = {}  # spectrum ratio per source: dB at 2.06 / 3.05 px and max |dB| over >= 2 px
     for k in ["bicubic", *models]:
         by_source[k] = {}
@@ -247,10 +249,8 @@ def main() -> None:
                       f"({'MET' if ks['lo (4 km)'] <= 0.05 else 'MISSED'})")
     boot = None
     if "PP diffusion" in preds and "TP-only diffusion" in preds and a.members >= 2:
-        # per-tile CRPS (fair), then a bootstrap over tiles of the mean difference PP - TP-only
-        per_tile = {k: np.asarray(crps_ensemble(preds[k], hi, estimator="fair", reduce=False)).mean((1, 2))
-                    for k in ("PP diffusion", "TP-only diffusion")}
-        d = per_tile["PP diffusion"] - per_tile["TP-only diffusion"]
+        # per-tile CRPS (fair, from metrics()), then a bootstrap over tiles of the mean difference PP - TP-only
+        d = scored["PP diffusion"][1] - scored["TP-only diffusion"][1]
         rng = np.random.default_rng(0)
         means = d[rng.integers(0, d.size, (2000, d.size))].mean(1)
         lo95, hi95 = np.percentile(means, [2.5, 97.5])

@@ -64,10 +64,9 @@ def cmd_nowcast(args: argparse.Namespace) -> int:
 
     _check_outputs([args.out, args.plot], args.overwrite)
     if args.precision != "full":
-        from .nowcast import get_model
-        from .nowcast.interface import _NN_MIN_FRAMES
+        from .nowcast.interface import is_neural
 
-        if get_model(args.model).name not in _NN_MIN_FRAMES:
+        if not is_neural(args.model):
             raise InputError(f"--precision {args.precision} applies to the neural-network models, not {args.model!r}")
     prog = _Progress(4 + bool(args.plot), args.quiet)
     prog.step(f"reading {len(args.files)} input path(s)")

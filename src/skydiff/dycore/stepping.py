@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -59,9 +60,6 @@ def ssprk3_step(state: State, model: Model, dt: float) -> State:
     return State(*(y / 3.0 + 2.0 / 3.0 * (b + dt * k) for y, b, k in zip(state, y2, k2)))
 
 
-_COMPILED: list[Callable[[State, Model, float], State]] = []
-
-
 def step_function(compile: bool = False) -> Callable[[State, Model, float], State]:
     """The SSP-RK3 step, eager (default) or compiled with ``torch.compile`` (inductor).
 
@@ -72,26 +70,26 @@ def step_function(compile: bool = False) -> Callable[[State, Model, float], Stat
     3e-15 relative; gradients to 1e-12); on a tiny 8-level grid a ~1e-6 relative difference of w after one step
     was seen (inductor fuses the three RK stages; cause not isolated). The first call of each new configuration
     (grid, dtype, time step, with/without gradients) compiles for ~10 s and needs a C++ compiler on the CPU or
-    Triton on CUDA.
+    Triton on CUDA; a failed compilation raises a :class:`SkydiffError` that says so.
     """
-    if not compile:
-        return ssprk3_step
-    if not _COMPILED:
-        _COMPILED.append(torch.compile(ssprk3_step, dynamic=False))
-    return _COMPILED[0]
+    return _compiled_step() if compile else ssprk3_step
 
 
-def _first_step(step: Callable[[State, Model, float], State], state: State, model: Model, dt: float) -> State:
-    """Run ``step`` once; a failed compilation becomes a clear :class:`SkydiffError`."""
-    if step is ssprk3_step:
-        return step(state, model, dt)
-    try:
-        return step(state, model, dt)
-    except Exception as exc:  # torch._dynamo / inductor errors (no compiler, unsupported platform)
-        if type(exc).__module__.startswith(("torch._dynamo", "torch._inductor")):
-            raise SkydiffError(f"compile=True failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); it "
-                               "needs a C++ compiler on the CPU or Triton on CUDA - run with compile=False") from None
-        raise
+@functools.cache
+def _compiled_step() -> Callable[[State, Model, float], State]:
+    compiled = torch.compile(ssprk3_step, dynamic=False)
+
+    def step(state: State, model: Model, dt: float) -> State:
+        try:
+            return compiled(state, model, dt)
+        except Exception as exc:  # torch._dynamo / inductor errors (no compiler, unsupported platform)
+            if type(exc).__module__.startswith(("torch._dynamo", "torch._inductor")):
+                raise SkydiffError(f"compile=True failed ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                                   "it needs a C++ compiler on the CPU or Triton on CUDA - run with compile=False"
+                                   ) from None
+            raise
+
+    return step
 
 
 def _check(state: State, step: int, dt: float, wmax: float) -> None:
@@ -134,7 +132,7 @@ def integrate(
 
         bar = tqdm(total=nsteps, unit="step", leave=False, mininterval=1.0)
     for n in range(1, nsteps + 1):
-        state = _first_step(step, state, model, dt) if n == 1 else step(state, model, dt)
+        state = step(state, model, dt)
         if n % check_every == 0 or n == nsteps:
             _check(state, n, dt, wmax)
             if callback is not None:
@@ -171,7 +169,7 @@ def integrate_loss(
         s = State(*ys)
         acc = torch.zeros((), dtype=s.u.dtype, device=s.u.device)
         for j in range(n):
-            s = _first_step(step, s, model, dt) if n0 + j == 0 else step(s, model, dt)
+            s = step(s, model, dt)
             if (n0 + j + 1) % every == 0:
                 acc = acc + loss_fn(s)
         return (*s, acc)

@@ -41,7 +41,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError, ShapeError
-from .interface import _NN_MIN_FRAMES, default_motion_frames, forecast, get_model
+from .interface import _NN_MIN_FRAMES, default_motion_frames, forecast, get_model, is_neural
 
 __all__ = ["Evaluation", "evaluate", "CATEGORICAL", "CONTINUOUS", "PROTOCOLS"]
 
@@ -164,10 +164,7 @@ def _runs_mixed(name: str) -> bool:
     """True for the neural-network models that accept ``predict(precision="bfloat16")``."""
     from ..registry import _lookup
 
-    name = get_model(name).name
-    if name not in _NN_MIN_FRAMES:
-        return False
-    return not getattr(_lookup(name), "mixed_precision_refused", None)
+    return is_neural(name) and not getattr(_lookup(get_model(name).name), "mixed_precision_refused", None)
 
 
 def evaluate(

@@ -266,6 +266,11 @@ _NN_CACHE: dict[tuple[str, str, str], Any] = {}
 _NN_MIN_FRAMES = {"rainnet": 4, "smaat": 12, "lupin": 6, "lcnn": 5, "spatspark": 12}
 
 
+def is_neural(name: str) -> bool:
+    """True if the nowcast model ``name`` (or alias) is a neural network (``predict``-based, takes ``precision``)."""
+    return get_model(name).name in _NN_MIN_FRAMES
+
+
 def _nn_model(name: str) -> Callable[..., Any]:
     def run(
         x: torch.Tensor,
