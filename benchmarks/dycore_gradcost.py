@@ -23,7 +23,8 @@ import sys
 import time
 
 
-def one(mode: str, steps: int, chunk: int, compile: bool = False) -> dict[str, float]:
+def one(mode: str, steps: int, chunk: int, compile: bool = False, length: float | None = None, nz: int | None = None,
+        threads: int = 1) -> dict[str, float]:
     import contextlib
 
     import torch
@@ -34,10 +35,15 @@ def one(mode: str, steps: int, chunk: int, compile: bool = False) -> dict[str, f
     from skydiff.dycore.stepping import integrate_loss
     from skydiff.dycore.training import TRAIN_GRID
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     torch.manual_seed(0)
     coord = Neuve().double()
-    case = get_case("klemp2011", **TRAIN_GRID)
+    grid = dict(TRAIN_GRID)
+    if length is not None:
+        grid["length"] = float(length)
+    if nz is not None:
+        grid["nz"] = int(nz)
+    case = get_case("klemp2011", **grid)
     if compile:  # compile outside the timing, on 2 steps of the same configuration
         m2, s2 = build(case, coord, torch.float64)
         with torch.no_grad() if mode == "forward" else contextlib.nullcontext():
@@ -62,7 +68,8 @@ def one(mode: str, steps: int, chunk: int, compile: bool = False) -> dict[str, f
         loss.backward()
     dt = time.perf_counter() - t0
     rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return {"time_s": dt, "peak_rss_increase_mb": (rss1 - rss0) / 1024.0, "steps": steps}
+    return {"time_s": dt, "peak_rss_increase_mb": (rss1 - rss0) / 1024.0, "steps": steps,
+            "cells": case.grid.nx * case.grid.nz}
 
 
 def main() -> None:
@@ -70,22 +77,32 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=600)
     p.add_argument("--chunk", type=int, default=50)
     p.add_argument("--compile", action="store_true", help="also time the compiled time step")
+    p.add_argument("--length", type=float, default=None, help="domain length in m (default: the training grid's 30 km)")
+    p.add_argument("--nz", type=int, default=None, help="number of levels (default 40)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--modes", nargs="+", default=["forward", "checkpoint", "plain"], choices=["forward", "checkpoint", "plain"])
+    p.add_argument("--eager-forward-only", action="store_true",
+                   help="eager: time the forward run only (its gradient needs ~0.7 MB per step and 1000 cells)")
     p.add_argument("--mode", default=None, help=argparse.SUPPRESS)
     p.add_argument("--compiled", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.mode:
-        print(json.dumps(one(a.mode, a.steps, a.chunk, a.compiled)))
+        print(json.dumps(one(a.mode, a.steps, a.chunk, a.compiled, a.length, a.nz, a.threads)))
         return
     res = {}
     variants = [False, True] if a.compile else [False]
     for comp in variants:
-        for mode in ("forward", "checkpoint", "plain"):
-            cmd = [sys.executable, __file__, "--mode", mode, "--steps", str(a.steps), "--chunk", str(a.chunk)]
+        for mode in ["forward"] + [m for m in a.modes if m != "forward" and (comp or not a.eager_forward_only)]:
+            cmd = [sys.executable, __file__, "--mode", mode, "--steps", str(a.steps), "--chunk", str(a.chunk),
+                   "--threads", str(a.threads)]
+            cmd += (["--length", str(a.length)] if a.length is not None else []) + (["--nz", str(a.nz)] if a.nz else [])
             out = subprocess.run(cmd + (["--compiled"] if comp else []), capture_output=True, text=True, check=True)
             res[(comp, mode)] = json.loads(out.stdout.strip().splitlines()[-1])
             print("compiled" if comp else "eager", mode, res[(comp, mode)], flush=True)
     f0 = res[(False, "forward")]["time_s"]
-    print(f"\n{a.steps} steps (60 x 40 cells, float64, 1 thread): eager forward {f0:.1f} s ({a.steps / f0:.0f} steps/s)")
+    cells = res[(False, "forward")]["cells"]
+    print(f"\n{a.steps} steps ({cells} cells, float64, {a.threads} thread(s)): eager forward {f0:.1f} s "
+          f"({a.steps / f0:.0f} steps/s)")
     print("| time step | mode | time (s) | x forward (same time step) | x eager forward | peak memory increase (MB) |")
     print("|---|---|---|---|---|---|")
     for comp in variants:
@@ -93,6 +110,8 @@ def main() -> None:
         for mode, label in (("forward", "forward, no grad"),
                             ("checkpoint", f"forward + backward, checkpoint every {a.chunk} steps"),
                             ("plain", "forward + backward, no checkpointing")):
+            if (comp, mode) not in res:
+                continue
             r = res[(comp, mode)]
             print(f"| {'compiled' if comp else 'eager'} | {label} | {r['time_s']:.2f} | {r['time_s'] / f:.2f} | "
                   f"{r['time_s'] / f0:.2f} | {r['peak_rss_increase_mb']:.0f} |")

@@ -386,3 +386,84 @@ def test_bad_inputs(name):
         m(torch.rand(1, n_forward_channels(m) + 1, H, W))
     with pytest.raises(ShapeError):
         m(torch.rand(n_forward_channels(m), H, W))
+
+
+# --- predict() trims the no-data frame around the data --------------------------------------------------------
+
+
+def test_data_window_snaps_to_the_padded_pooling_grid():
+    from skydiff.nowcast.models.blocks import data_window
+
+    nod = torch.ones(2, 101, 90, dtype=torch.bool)
+    nod[0, 40:50, 30:41] = False  # data in one frame is enough
+    rs, cs = data_window(nod, margin=5, multiple=16)
+    # padded grid 112 x 96 (pads: top 5, left 3); rows 45..54 +- 5 -> [40, 60) -> blocks [32, 64)
+    assert (rs.start, rs.stop) == (32, 64) and (cs.start, cs.stop) == (16, 64)
+    assert all(v % 16 == 0 for v in (rs.start, rs.stop, cs.start, cs.stop))
+    assert data_window(torch.ones(5, 5, dtype=torch.bool)) is None  # no data at all
+    assert data_window(nod, margin=64, multiple=16) is None  # the window would be (nearly) the whole grid
+
+
+@pytest.mark.parametrize("name,kw", [
+    ("rainnet", {"depth": 2}),
+    ("lupin", {"depth": 2, "motion_depth": 2, "motion_blur_sigma": 12.0, "motion_blur_size": 73}),
+    ("lcnn", {"depth": 2}),
+])
+def test_predict_trims_nodata_without_changing_the_nowcast(name, kw):
+    """Data on a 40 x 48 patch of a 320 x 300 grid: the trimmed nowcast equals the whole-grid one on every pixel
+    with data (the networks see the window with the whole grid's pooling phase; the zero-filled margin is wider
+    than what the depth-2 U-Nets see; LUPIN's motion blur averages over the pixels with data only), and is NaN
+    elsewhere, like the whole-grid one."""
+    m = small(name, **kw).eval()
+    rng = np.random.default_rng(0)
+    frames = np.full((m.n_input_frames, 320, 300), np.nan)
+    yy, xx = np.mgrid[0:40, 0:48]
+    for t in range(m.n_input_frames):
+        frames[t, 143:183, 130:178] = 3.0 * np.exp(-((yy - 20.0) ** 2 + (xx - 14.0 - 2 * t) ** 2) / 60.0) \
+            + 0.2 * rng.random((40, 48))
+    extra = {"velocity": np.stack([np.full((320, 300), 2.0), np.full((320, 300), 0.5)])} if name == "lcnn" else {}
+    calls = []
+    orig = type(m)._predict
+
+    def spy(self, x, leadtimes, **k):
+        calls.append(tuple(x.shape[-2:]))
+        return orig(self, x, leadtimes, **k)
+
+    type(m)._predict = spy
+    try:
+        whole = m.predict(frames, 3, trim_nodata=False, **extra)
+        trimmed = m.predict(frames, 3, **extra)
+    finally:
+        type(m)._predict = orig
+    assert calls[0] == (320, 300) and calls[1][0] * calls[1][1] < 0.5 * 320 * 300  # really trimmed
+    assert np.array_equal(np.isnan(whole), np.isnan(trimmed))
+    assert np.isfinite(trimmed[:, 143:183, 130:178]).all() and np.isnan(trimmed[:, :140]).all()
+    ok = np.isfinite(whole)
+    atol = 1e-4
+    if name == "lcnn":  # L-CNN zeroes rain below 0.1 mm/h: float rounding may flip pixels at that edge (0 <-> ~0.1),
+        flip = ok & ((trimmed == 0) != (whole == 0))  # and the advection of the flipped pixels spreads that a little
+        assert (np.maximum(trimmed, whole)[flip] < 0.2).all() and flip.sum() < 0.05 * ok.sum()
+        ok &= ~flip
+        atol = 0.02
+    np.testing.assert_allclose(trimmed[ok], whole[ok], rtol=1e-3, atol=atol)
+    assert float(np.nanmax(whole)) > 0.5  # a real nowcast, not a dry one
+
+
+def test_masked_gaussian_blur_ignores_no_data_and_has_gradients():
+    from skydiff.nowcast.models.blocks import gaussian_blur
+
+    torch.manual_seed(0)
+    x = torch.full((1, 2, 40, 50), 3.0, dtype=torch.float64)
+    valid = torch.zeros(1, 1, 40, 50, dtype=torch.float64)
+    valid[..., 10:30, 15:35] = 1.0
+    x = torch.where(valid.bool(), x, 100.0 * torch.randn(1, 2, 40, 50, dtype=torch.float64))  # junk outside
+    plain = gaussian_blur(x, 6.0)
+    masked = gaussian_blur(x, 6.0, weight=valid)
+    inside = valid.bool().expand_as(x)
+    assert (plain[inside] - 3.0).abs().max() > 1.0  # the junk leaks into the plain blur ...
+    assert (masked[inside] - 3.0).abs().max() < 0.05  # ... and (almost) not into the masked one
+    assert torch.isfinite(masked).all()  # far from the data: finite (MASK_FLOOR)
+    assert torch.equal(gaussian_blur(x, 6.0, weight=torch.ones_like(valid)), plain)  # all-ones mask = plain blur
+    xs = torch.randn(1, 2, 9, 11, dtype=torch.float64, requires_grad=True)
+    vs = (torch.rand(1, 1, 9, 11, dtype=torch.float64) > 0.4).double()
+    assert torch.autograd.gradcheck(lambda t: gaussian_blur(t, 2.0, weight=vs), (xs,))

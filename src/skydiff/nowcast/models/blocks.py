@@ -316,7 +316,11 @@ _MATMUL_MIN_TAPS = 33
 _MATMUL_MAX_N = 4096
 
 
-def gaussian_blur(x: torch.Tensor, sigma: float, kernel_size: int | None = None) -> torch.Tensor:
+MASK_FLOOR = 1e-4  # weight of a no-data pixel in gaussian_blur(..., weight=mask): keeps far-from-data pixels finite
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float, kernel_size: int | None = None,
+                  weight: torch.Tensor | None = None) -> torch.Tensor:
     """Separable Gaussian blur of ``x`` (B, C, H, W) by normalised convolution (differentiable).
 
     Outside the grid counts as missing, not as zero: each output is the Gaussian-weighted mean of the pixels
@@ -325,11 +329,20 @@ def gaussian_blur(x: torch.Tensor, sigma: float, kernel_size: int | None = None)
     ``2 * ceil(3 sigma) + 1``; ``sigma <= 0`` returns ``x`` unchanged. Wide kernels (>= 33 taps) on axes of at
     most 4096 points are applied as a matrix product with the same weights (same result up to float rounding).
     Runs in ``x``'s dtype even inside ``torch.autocast`` (it is physics, not a network layer).
+
+    ``weight`` (B, 1, H, W) in [0, 1], optional: a data mask (1 = data). Pixels without data then count (almost)
+    as missing too — ``blur(x w) / blur(w)`` with ``w`` floored at ``MASK_FLOOR`` = 1e-4 so that pixels far from
+    any data keep a finite (unmasked) average. An all-ones ``weight`` is the plain blur.
     """
     if sigma <= 0:
         return x
     with torch.autocast(device_type=x.device.type, enabled=False):  # physics: keep x's precision under autocast
-        return _gaussian_blur(x, float(sigma), kernel_size)
+        if weight is None or bool((weight >= 1).all()):
+            return _gaussian_blur(x, float(sigma), kernel_size)
+        C = x.shape[1]
+        w = weight.to(x.dtype).clamp(MASK_FLOOR, 1.0).expand(x.shape[0], 1, *x.shape[-2:])
+        both = _gaussian_blur(torch.cat([x * w, w], dim=1), float(sigma), kernel_size)
+        return both[:, :C] / both[:, C:]
 
 
 def _gaussian_blur(x: torch.Tensor, sigma: float, kernel_size: int | None) -> torch.Tensor:
@@ -388,7 +401,6 @@ def lagrangian_stack(
 
 PRECISIONS = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
-
 def _autocast_dtype(precision: str | None) -> torch.dtype | None:
     """``predict``'s ``precision`` -> the autocast dtype (None = full precision), or a clear error."""
     if precision is None or precision == "full":
@@ -397,6 +409,41 @@ def _autocast_dtype(precision: str | None) -> torch.dtype | None:
         raise InputError(f"precision must be None or 'full' (the model's dtype), 'bfloat16' or 'float16', got "
                          f"{precision!r}")
     return PRECISIONS[precision]
+
+
+NODATA_MARGIN = 64  # px of zero-filled no-data kept around the data when predict() trims the grid
+
+
+def data_window(nodata: torch.Tensor, margin: int | None = None, multiple: int = 1,
+                max_fraction: float = 0.9) -> tuple[slice, slice] | None:
+    """Rows and columns of the bounding box of the pixels with data, widened by ``margin`` px and snapped outwards
+    to the grid of ``multiple`` px that ``pad_to_multiple`` gives the whole field.
+
+    ``nodata`` is a boolean ``(..., H, W)`` mask (True = no data; leading dimensions are pooled). The slices index
+    the field *padded* by :func:`pad_to_multiple` to a multiple of ``multiple``, and cover whole blocks of
+    ``multiple`` px of it, so that a U-Net with ``log2(multiple)`` poolings sees the window with the same pooling
+    phase as the whole field (a shift by a non-multiple would change its output everywhere: U-Nets with strided
+    pooling are not shift-equivariant). Returns None when there is no data at all or the window covers more than
+    ``max_fraction`` of the padded grid (trimming would save little).
+    """
+    margin = NODATA_MARGIN if margin is None else int(margin)
+    m = max(1, int(multiple))
+    has = ~nodata.reshape(-1, *nodata.shape[-2:]).all(dim=0)
+    rows, cols = torch.nonzero(has.any(dim=1)).flatten(), torch.nonzero(has.any(dim=0)).flatten()
+    if rows.numel() == 0:
+        return None
+    H, W = has.shape
+    Hp, Wp = H + (-H) % m, W + (-W) % m
+    top, left = ((-H) % m) // 2, ((-W) % m) // 2
+
+    def span(lo: int, hi: int, off: int, n: int) -> slice:
+        a, b = lo + off - margin, hi + 1 + off + margin
+        return slice(max(0, (a // m) * m), min(n, -(-b // m) * m))
+
+    rs, cs = span(int(rows[0]), int(rows[-1]), top, Hp), span(int(cols[0]), int(cols[-1]), left, Wp)
+    if (rs.stop - rs.start) * (cs.stop - cs.start) > max_fraction * Hp * Wp:
+        return None
+    return rs, cs
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -422,6 +469,8 @@ class NowcastModel(nn.Module):
     # why predict(precision="bfloat16"/"float16") is refused for this model (None: allowed)
     mixed_precision_refused: ClassVar[str | None] = None
     autoregressive: ClassVar[bool] = True
+    # predict() passes ``valid`` (B, 1, H, W), 1 where some input frame has data, to ``_predict``
+    takes_valid_mask: ClassVar[bool] = False
 
     config: dict[str, Any]
     n_input_frames: int
@@ -498,7 +547,8 @@ class NowcastModel(nn.Module):
 
     # --- public API ---------------------------------------------------------------------------------------
 
-    def predict(self, frames: Any, leadtimes: int, *, precision: str | None = None, **kwargs: Any) -> Any:
+    def predict(self, frames: Any, leadtimes: int, *, precision: str | None = None, trim_nodata: bool = True,
+                **kwargs: Any) -> Any:
         """Nowcast ``leadtimes`` steps of 5 min from past rain fields, without gradients and in eval mode.
 
         Parameters
@@ -518,8 +568,15 @@ class NowcastModel(nn.Module):
             (LUPIN and RainNet, ``benchmarks/RESULTS.md`` §5 "Speed"); on GPUs autocast uses the tensor
             cores (not timed yet). Without native support bfloat16 is emulated and slower; ``"float16"`` is meant
             for GPUs. SmaAt-UNet refuses it (see its ``mixed_precision_refused``).
+        trim_nodata
+            Run the networks only on the bounding box of the pixels with data (plus a margin of
+            ``NODATA_MARGIN`` = 64 px, see :func:`data_window`) when that box is less than 90 % of the grid: the
+            KNMI composite, for example, has data on 26 % of its 765 x 700 pixels. Outside the box every output
+            is NaN anyway (no input there); inside it the nowcast differs from the untrimmed one only through
+            what the networks and LUPIN's motion blur saw of the zero-filled no-data area (measured in
+            ``benchmarks/RESULTS.md`` §5 "Speed"). ``False``: always the whole grid.
         **kwargs
-            Model-specific options (e.g. ``velocity`` for L-CNN).
+            Model-specific options (e.g. ``velocity`` for L-CNN; arrays on the input grid are trimmed with it).
 
         NaN handling: NaN inputs are read as 0 mm/h (dry). Output pixels where *every* used input frame is NaN
         are NaN at every lead time; all other output pixels are finite and >= 0 mm/h. A sequence without any
@@ -545,20 +602,59 @@ class NowcastModel(nn.Module):
                  "at all; their nowcast is dry (0 mm/h)")
         was_training = self.training
         self.eval()
+        if self.takes_valid_mask:
+            kwargs["valid"] = (~nodata).to(x.dtype)
+        grid = self._pad_grid() if trim_nodata else None
+        window = data_window(nodata[:, 0], multiple=grid[0]) if grid is not None else None
+        xin = x
+        if window is not None:
+            rs, cs = window
+            xin, pads = pad_to_multiple(x, grid[0], grid[1])
+            xin = xin[..., rs, cs]
+            kwargs = {k: self._trim_grid_arg(v, x, grid, rs, cs) for k, v in kwargs.items()}
         restore = self._to_channels_last() if self.predict_channels_last else None
         try:
             with torch.no_grad(), torch.autocast(device_type=x.device.type, dtype=amp, enabled=amp is not None):
-                out = self._predict(x, int(leadtimes), **kwargs).to(x.dtype)
+                out = self._predict(xin, int(leadtimes), **kwargs).to(x.dtype)
         finally:
             self.train(was_training)
             if restore is not None:
                 self.to(memory_format=restore)
+        if window is not None:  # back to the unpadded grid; outside the window there is no data (NaN below)
+            H, W = x.shape[-2:]
+            r0, r1 = max(rs.start, pads[2]), min(rs.stop, pads[2] + H)
+            c0, c1 = max(cs.start, pads[0]), min(cs.stop, pads[0] + W)
+            full = out.new_full((*out.shape[:2], H, W), float("nan"))
+            full[..., r0 - pads[2]:r1 - pads[2], c0 - pads[0]:c1 - pads[0]] = \
+                out[..., r0 - rs.start:r1 - rs.start, c0 - cs.start:c1 - cs.start]
+            out = full
         out = out.clamp_min(0.0).masked_fill(dry[:, None, None, None], 0.0).masked_fill(nodata, float("nan"))
         if squeeze:
             out = out[0]
         if numpy_in:
             return out.cpu().numpy()
         return out
+
+    def _pad_grid(self) -> tuple[int, str] | None:
+        """``(multiple, pad_mode)`` the model's U-Nets pad their inputs to (the least common multiple over its
+        :class:`PaddedNet` parts), or None when it has none or they pad differently (then predict() does not trim)."""
+        nets = [m for m in self.modules() if isinstance(m, PaddedNet)]
+        if not nets or len({n.pad_mode for n in nets}) != 1:
+            return None
+        return math.lcm(*(n.multiple for n in nets)), nets[0].pad_mode
+
+    @staticmethod
+    def _trim_grid_arg(value: Any, x: torch.Tensor, grid: tuple[int, str], rs: slice, cs: slice) -> Any:
+        """A predict() keyword argument on the input grid (e.g. L-CNN's ``velocity``), padded and trimmed like the
+        frames; anything else unchanged."""
+        shape = getattr(value, "shape", None)
+        if shape is None or len(shape) < 2 or tuple(shape[-2:]) != tuple(x.shape[-2:]):
+            return value
+        v = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value, dtype=np.float64))
+        v = v.to(device=x.device, dtype=x.dtype)
+        lead = v.shape[:-2]
+        vp, _ = pad_to_multiple(v.reshape(1, -1, *v.shape[-2:]), grid[0], grid[1])
+        return vp[..., rs, cs].reshape(*lead, rs.stop - rs.start, cs.stop - cs.start)
 
     def _to_channels_last(self) -> torch.memory_format | None:
         """Switch the 4-D weights to channels-last for inference on the CPU (oneDNN convolutions then run ~1.5x
@@ -577,20 +673,22 @@ class NowcastModel(nn.Module):
         y = self.rollout(self.transform(x), leadtimes, clamp=True)
         return self.inverse_transform(y)
 
-    def rollout(self, x: torch.Tensor, leadtimes: int, *, detach: bool = True, clamp: bool = False) -> torch.Tensor:
+    def rollout(self, x: torch.Tensor, leadtimes: int, *, detach: bool = True, clamp: bool = False,
+                **forward_kwargs: Any) -> torch.Tensor:
         """Autoregressive rollout in the transformed space (single-step models).
 
         ``x`` is the ``forward`` input ``(B, C, H, W)``; each step's output ``(B, 1, H, W)`` is appended to the
         window and the oldest channel dropped. ``detach=True`` cuts the gradient between steps (no
         back-propagation through time, as LUPIN's trainer, reference §1); ``clamp=True`` feeds back
-        ``max(y, dry_value)`` (used by :meth:`predict`). Returns ``(B, leadtimes, H, W)`` of raw outputs.
+        ``max(y, dry_value)`` (used by :meth:`predict`); ``forward_kwargs`` go to every ``forward`` call.
+        Returns ``(B, leadtimes, H, W)`` of raw outputs.
         """
         if not self.autoregressive:
             raise InputError(f"{type(self).__name__} is not a single-step model; call it directly")
         outs = []
         z = x
         for _ in range(leadtimes):
-            y = self(z)
+            y = self(z, **forward_kwargs)
             outs.append(y)
             fb = self._feedback(y) if clamp else y
             if detach:

@@ -66,12 +66,21 @@ class LUPIN(NowcastModel):
     scaler
         Data transform of ``forward`` inputs/outputs: ``"none"`` (mm/h, default), ``"log"``, ``"log_unit"``.
 
-    ``forward(x, return_motion=False)``: ``x`` (B, in_frames, H, W) transformed, oldest first ->
-    (B, 1, H, W) transformed (and the motion (B, 2, H, W) with ``return_motion``); any H x W.
+    ``forward(x, return_motion=False, valid=None)``: ``x`` (B, in_frames, H, W) transformed, oldest first ->
+    (B, 1, H, W) transformed (and the motion (B, 2, H, W) with ``return_motion``); any H x W. ``valid``
+    (B, 1, H, W): data mask for the motion blur (:meth:`extrapolate`); :meth:`predict` passes the pixels where
+    some input frame has data.
     """
 
     model_name = "lupin"
     autoregressive = True
+    takes_valid_mask = True
+
+    def _predict(self, x: torch.Tensor, leadtimes: int, valid: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
+        if kwargs:
+            raise InputError(f"LUPIN.predict got unexpected options {sorted(kwargs)}")
+        y = self.rollout(self.transform(x), leadtimes, clamp=True, valid=valid)
+        return self.inverse_transform(y)
 
     def __init__(
         self,
@@ -132,12 +141,16 @@ class LUPIN(NowcastModel):
         out = advect(frames, motion, int(steps), n_iter=self.n_iter, interp=self.interp, outval=self.dry_value)
         return out[:, -1]
 
-    def extrapolate(self, last: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
-        """Last frame (B, 1, H, W) advected one step along the Gaussian-blurred motion (§1 step 2)."""
-        smooth = gaussian_blur(motion, self.motion_blur_sigma, self.motion_blur_size)
+    def extrapolate(self, last: torch.Tensor, motion: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """Last frame (B, 1, H, W) advected one step along the Gaussian-blurred motion (§1 step 2).
+
+        ``valid`` (B, 1, H, W), optional: 1 where there is data; the blur then averages the motion over the
+        pixels with data only (the MF-U-Net's motion over zero-filled no-data areas is not a motion estimate).
+        """
+        smooth = gaussian_blur(motion, self.motion_blur_sigma, self.motion_blur_size, weight=valid)
         return advect(last, smooth, 1, n_iter=self.n_iter, interp=self.interp, outval=self.dry_value)[:, 0]
 
-    def forward(self, x: torch.Tensor, return_motion: bool = False) -> Any:
+    def forward(self, x: torch.Tensor, return_motion: bool = False, valid: torch.Tensor | None = None) -> Any:
         self._check_forward_input(x, self.n_input_frames, "transformed frames")
         if self._motion_frozen:
             with torch.no_grad():
@@ -146,7 +159,7 @@ class LUPIN(NowcastModel):
             mf = self.motion(x)
         lag = self.lagrangian(x, mf)
         inp = lag[:, 1:] - lag[:, :-1] if self.differencing else lag
-        y = self.extrapolate(x[:, -1:], mf) + self.advection_net(inp)
+        y = self.extrapolate(x[:, -1:], mf, valid) + self.advection_net(inp)
         return (y, mf) if return_motion else y
 
     # --- training helpers ---------------------------------------------------------------------------------
