@@ -5,6 +5,7 @@
     python benchmarks/downscale_radar.py --tiles 1500 --save-tiles T.npz --tiles-only   # tiles for another machine
     python benchmarks/downscale_radar.py --tiles-npz T.npz --device cuda --out DIR/x.txt --figures DIR  # on a GPU
     python benchmarks/downscale_radar.py --tiles-npz T.npz --steps 32 --sigma-min 0.03 --rho 7 --churn 0  # sampler
+    python benchmarks/downscale_radar.py --tiles-npz T.npz --extra "PP dry-atom diffusion=runs/downscale/edm-radar-atom/edm-radar-atom"
 
 Test tiles: rainy 64 x 64 tiles (>= 10 % of pixels >= 0.1 mm/h, fully valid) of the held-back part of the shared
 radar data (KNMI 2010-08-26 >= 05:00 UTC, FMI 20170509, KNMI February 2021 evenings), an equal number drawn at
@@ -14,6 +15,8 @@ Methods: bicubic interpolation (raw, and clamped at 0), spectral zero-padding (r
 diffusion model (``edm-radar-tp``, log1p space) and the PP diffusion model (``edm-radar``), the last two with the
 shipped weights (or ``--weights-dir``), raw and with each member's 4 x 4 block means matched to the low-res
 input ("+ mass fix": :func:`skydiff.downscale.baselines.match_block_means`, ``downscale(..., conserve=True)``).
+``--extra LABEL=PATH`` (repeatable) adds further diffusion models, loaded with :func:`skydiff.registry.load_model`
+from the weights stem PATH (e.g. an ablation), as rows scored exactly like the two above (same sampler and seed).
 Sampler: EDM Heun on the Karras schedule (``skydiff.downscale.diffusion.karras_sigmas``); ``--steps``, and
 ``--sigma-min`` / ``--rho`` (the last noise level before the final step to 0, and the schedule's curvature; default:
 each model's own, 0.002 and 7) and ``--churn`` (EDM ``S_churn``, default 0) override it for both diffusion models.
@@ -29,7 +32,8 @@ Metrics (skydiff.verify), pooled over all test tiles:
 - low-res consistency: mean |block_mean(pred) - lowres|
 - sampling time per field (one member of one 64 x 64 tile), one torch thread
 - KS distance of PP (``edm-radar``'s encoder) of the truth tiles to N(0, 1)
-- PP minus TP-only diffusion: per-tile CRPS differences with a 95 % bootstrap interval over tiles (2000 resamples)
+- PP minus TP-only diffusion: per-tile CRPS differences with a 95 % bootstrap interval over tiles (2000 resamples);
+  with ``--extra``, also every extra model minus TP-only and minus PP (the same resampled tile sets)
 
 Targets (issue #6): spectrum within +-1 dB at every wavelength >= 2 px; |p99.9 bias| <= 5 %; no negative values;
 CRPS <= 0.9 x MAE of bicubic; KS(PP) <= 0.05; PP diffusion better than TP-only diffusion.
@@ -112,7 +116,19 @@ def main() -> None:
     ap.add_argument("--tiles-npz", default=None, help="read the test tiles (hi, lo, source) from this .npz")
     ap.add_argument("--save-tiles", default=None, help="write the test tiles to this .npz")
     ap.add_argument("--tiles-only", action="store_true", help="stop after writing --save-tiles")
+    ap.add_argument("--extra", action="append", default=[], metavar="LABEL=PATH",
+                    help="score another diffusion model (weights stem PATH, read with load_model) as row LABEL; "
+                         "repeatable")
     a = ap.parse_args()
+    extras: dict[str, str] = {}
+    for e in a.extra:
+        label, sep, path = e.partition("=")
+        label, path = label.strip(), path.strip()
+        if not sep or not label or not path:
+            ap.error(f"--extra must be LABEL=PATH, got {e!r}")
+        if label in extras or label in ("TP-only diffusion", "PP diffusion") or "clamped" in label or "fix" in label:
+            ap.error(f"--extra label {label!r} is taken or reserved")
+        extras[label] = path
     torch.set_num_threads(a.threads)
     t_start = time.perf_counter()
 
@@ -158,6 +174,8 @@ def main() -> None:
                 models[label] = create_model(name, pretrained=True).eval()
         except Exception as exc:  # noqa: BLE001
             print(f"{label} ({name}): not available: {exc}", flush=True)
+    for label, path in extras.items():  # a missing extra is an error, not a skipped row
+        models[label] = load_model(path).eval()
     dev = torch.device(a.device)
     lo_t = torch.from_numpy(lo).to(dev)
     sampler = {}
@@ -193,11 +211,17 @@ def main() -> None:
                                     "max_abs_db": float(np.max(np.abs(db[wl >= 2.0])))}
     mae_bicubic = res["bicubic"]["crps"]
     ks = None
-    if "PP diffusion" in models:
-        with torch.no_grad():
-            pp = models["PP diffusion"].encode(torch.from_numpy(hi).to(dev)).cpu()
-            pp_lo = models["PP diffusion"].encode(torch.from_numpy(lo).to(dev)).cpu()
-        ks = {"hi (1 km)": float(ks_normal(pp)), "lo (4 km)": float(ks_normal(pp_lo))}
+    ks_extra = {}
+    for k in ("PP diffusion", *extras):
+        if k in models and getattr(models[k], "pp", None) is not None:
+            with torch.no_grad():
+                pp = models[k].encode(torch.from_numpy(hi).to(dev)).cpu()
+                pp_lo = models[k].encode(torch.from_numpy(lo).to(dev)).cpu()
+            kk = {"hi (1 km)": float(ks_normal(pp)), "lo (4 km)": float(ks_normal(pp_lo))}
+            if k == "PP diffusion":
+                ks = kk
+            else:
+                ks_extra[k] = kk
 
     # ---- table
     cols = [("spec max|dB|", "spectrum_max_abs_db", "{:.2f}"), ("p99 bias", "p99_bias", "{:+.1%}"),
@@ -239,7 +263,7 @@ def main() -> None:
         return out
 
     tlines = []
-    for k in ("PP diffusion", "TP-only diffusion"):
+    for k in ("PP diffusion", "TP-only diffusion", *extras):
         if k in res:
             tlines.append(f"{k}:")
             tlines += [f"  {v}" for v in verdict(k)]
@@ -247,28 +271,44 @@ def main() -> None:
         tlines.append(f"KS(PP, N(0,1)) <= 0.05 on the test truth: hi {ks['hi (1 km)']:.4f} "
                       f"({'MET' if ks['hi (1 km)'] <= 0.05 else 'MISSED'}), lo {ks['lo (4 km)']:.4f} "
                       f"({'MET' if ks['lo (4 km)'] <= 0.05 else 'MISSED'})")
-    boot = None
-    if "PP diffusion" in preds and "TP-only diffusion" in preds and a.members >= 2:
-        # per-tile CRPS (fair, from metrics()), then a bootstrap over tiles of the mean difference PP - TP-only
-        d = scored["PP diffusion"][1] - scored["TP-only diffusion"][1]
-        rng = np.random.default_rng(0)
-        means = d[rng.integers(0, d.size, (2000, d.size))].mean(1)
+    for k, v in ks_extra.items():
+        tlines.append(f"KS({k} PP, N(0,1)) on the test truth: hi {v['hi (1 km)']:.4f}, lo {v['lo (4 km)']:.4f}")
+    def bootstrap(k1: str, k2: str) -> dict:
+        """Per-tile CRPS (fair, from metrics()) of k1 minus k2, mean and 95 % bootstrap interval over tiles (2000
+        resamples; the same resampled tile sets for every pair: generator seed 0)."""
+        d = scored[k1][1] - scored[k2][1]
+        means = d[np.random.default_rng(0).integers(0, d.size, (2000, d.size))].mean(1)
         lo95, hi95 = np.percentile(means, [2.5, 97.5])
-        boot = {"mean_diff": float(d.mean()), "ci95": [float(lo95), float(hi95)], "n_tiles": int(d.size),
-                "pp_better_tiles": float((d < 0).mean())}
-        tlines.append(f"CRPS PP - TP-only, mean over {d.size} tiles: {d.mean():+.5f} mm/h, 95 % bootstrap interval "
-                      f"[{lo95:+.5f}, {hi95:+.5f}]; PP better on {np.mean(d < 0):.1%} of the tiles")
-    if "PP diffusion" in res and "TP-only diffusion" in res:
-        pp, tp = res["PP diffusion"], res["TP-only diffusion"]
-        better = {
-            "spectrum": pp["spectrum_max_abs_db"] < tp["spectrum_max_abs_db"],
-            "|p99.9 bias|": abs(pp["p999_bias"]) < abs(tp["p999_bias"]),
-            "CRPS": pp["crps"] < tp["crps"], "CRPS pool 4": pp["crps_pool4"] < tp["crps_pool4"],
-            "CRPS pool 16": pp["crps_pool16"] < tp["crps_pool16"],
-        }
-        tlines.append("PP better than TP-only on: "
-                      + ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in better.items())
-                      + f" -> {'MET' if all(better.values()) else 'MISSED (not on every metric)'}")
+        return {"mean_diff": float(d.mean()), "ci95": [float(lo95), float(hi95)], "n_tiles": int(d.size),
+                "first_better_tiles": float((d < 0).mean())}
+
+    short = {"PP diffusion": "PP", "TP-only diffusion": "TP-only"}
+    pairs = [("PP diffusion", "TP-only diffusion")] + [(k, b) for k in extras
+                                                      for b in ("TP-only diffusion", "PP diffusion")]
+    boot, boots = None, {}
+    if a.members >= 2:
+        for k1, k2 in pairs:
+            if k1 in preds and k2 in preds:
+                b = bootstrap(k1, k2)
+                n1, n2 = short.get(k1, k1), short.get(k2, k2)
+                boots[f"{n1} - {n2}"] = b
+                tlines.append(f"CRPS {n1} - {n2}, mean over {b['n_tiles']} tiles: {b['mean_diff']:+.5f} mm/h, 95 % "
+                              f"bootstrap interval [{b['ci95'][0]:+.5f}, {b['ci95'][1]:+.5f}]; {n1} better on "
+                              f"{b['first_better_tiles']:.1%} of the tiles")
+        if "PP - TP-only" in boots:
+            boot = {**boots["PP - TP-only"], "pp_better_tiles": boots["PP - TP-only"]["first_better_tiles"]}
+    for k in ("PP diffusion", *extras):
+        if k in res and "TP-only diffusion" in res:
+            pp, tp = res[k], res["TP-only diffusion"]
+            better = {
+                "spectrum": pp["spectrum_max_abs_db"] < tp["spectrum_max_abs_db"],
+                "|p99.9 bias|": abs(pp["p999_bias"]) < abs(tp["p999_bias"]),
+                "CRPS": pp["crps"] < tp["crps"], "CRPS pool 4": pp["crps_pool4"] < tp["crps_pool4"],
+                "CRPS pool 16": pp["crps_pool16"] < tp["crps_pool16"],
+            }
+            tlines.append(f"{short.get(k, k)} better than TP-only on: "
+                          + ", ".join(f"{n} {'yes' if v else 'no'}" for n, v in better.items())
+                          + f" -> {'MET' if all(better.values()) else 'MISSED (not on every metric)'}")
     wall = time.perf_counter() - t_start
     gpu = f", sampling on {torch.cuda.get_device_name(dev)}" if dev.type == "cuda" else ""
     machine = (f"{platform.processor() or platform.machine()}{gpu}, {torch.get_num_threads()} torch thread(s), "
@@ -296,6 +336,8 @@ def main() -> None:
     (outp.with_suffix(".json")).write_text(json.dumps({"results": res, "timing_s_per_field": timing, "ks_pp": ks,
                                                        "mae_bicubic": mae_bicubic, "command": cmd,
                                                        "crps_pp_minus_tp_bootstrap": boot, "sampler": sampler,
+                                                       "crps_bootstrap": boots, "extras": extras,
+                                                       "ks_pp_extra": ks_extra,
                                                        "spectrum_by_source": by_source,
                                                        "machine": machine}, indent=1))
 

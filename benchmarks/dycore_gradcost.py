@@ -44,15 +44,24 @@ def one(mode: str, steps: int, chunk: int, compile: bool = False, length: float 
     if nz is not None:
         grid["nz"] = int(nz)
     case = get_case("klemp2011", **grid)
+    def prepare(m, st):  # noqa: ANN001, ANN202
+        """mode "state": gradient with respect to the initial state only (metric terms, reference and sponge
+        detached, as in data assimilation); the other modes differentiate with respect to NEUVE's weights."""
+        if mode != "state":
+            return m, st
+        m = m._replace(geom=type(m.geom)(*(t.detach() for t in m.geom)), ref=type(m.ref)(*(t.detach() for t in m.ref)),
+                       sponge=type(m.sponge)(*(t.detach() for t in m.sponge)))
+        return m, type(st)(*(t.detach().requires_grad_() for t in st))
+
     if compile:  # compile outside the timing, on 2 steps of the same configuration
-        m2, s2 = build(case, coord, torch.float64)
+        m2, s2 = prepare(*build(case, coord, torch.float64))
         with torch.no_grad() if mode == "forward" else contextlib.nullcontext():
             _, l2 = integrate_loss(s2, m2, 0.5, 2, lambda s: full_w(s, m2.geom).pow(2).mean(), chunk=chunk, every=1,
                                    use_checkpoint=(mode == "checkpoint"), compile=True)
             if mode != "forward":
                 l2.backward()
         coord.zero_grad()
-    model, state = build(case, coord, torch.float64)
+    model, state = prepare(*build(case, coord, torch.float64))
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     t0 = time.perf_counter()
 
@@ -80,7 +89,9 @@ def main() -> None:
     p.add_argument("--length", type=float, default=None, help="domain length in m (default: the training grid's 30 km)")
     p.add_argument("--nz", type=int, default=None, help="number of levels (default 40)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    p.add_argument("--modes", nargs="+", default=["forward", "checkpoint", "plain"], choices=["forward", "checkpoint", "plain"])
+    p.add_argument("--modes", nargs="+", default=["forward", "checkpoint", "plain"],
+                   choices=["forward", "checkpoint", "plain", "state"],
+                   help="state: gradient w.r.t. the initial state only, no checkpointing")
     p.add_argument("--eager-forward-only", action="store_true",
                    help="eager: time the forward run only (its gradient needs ~0.7 MB per step and 1000 cells)")
     p.add_argument("--mode", default=None, help=argparse.SUPPRESS)
@@ -109,7 +120,8 @@ def main() -> None:
         f = res[(comp, "forward")]["time_s"]
         for mode, label in (("forward", "forward, no grad"),
                             ("checkpoint", f"forward + backward, checkpoint every {a.chunk} steps"),
-                            ("plain", "forward + backward, no checkpointing")):
+                            ("plain", "forward + backward, no checkpointing"),
+                            ("state", "forward + backward w.r.t. the initial state only, no checkpointing")):
             if (comp, mode) not in res:
                 continue
             r = res[(comp, mode)]

@@ -71,7 +71,7 @@ def timing(reps: int, data: str) -> tuple[list[str], dict[str, float]]:
         warnings.simplefilter("ignore")
         R = read_radar([str(f) for f in files]).values.astype(np.float64)
 
-    def pysteps_lk() -> np.ndarray:
+    def pysteps_lk(R: np.ndarray = R) -> np.ndarray:
         dbr, _ = transformation.dB_transform(R[-3:], threshold=0.1, zerovalue=-15.0)
         dbr[~np.isfinite(dbr)] = -15.0
         v = pmotion.get_method("lk")(dbr)
@@ -79,6 +79,9 @@ def timing(reps: int, data: str) -> tuple[list[str], dict[str, float]]:
 
     # (the motion blur as a 255-tap convolution and the NCHW layout, timed here until 2026-11-26, are in
     # RESULTS.md §5 "Speed")
+    from skydiff.nowcast.models.blocks import data_window
+
+    rs, cs = data_window(torch.from_numpy(np.isnan(R).all(axis=0)))  # multiple 1: no padding offset
     runs = {
         "LUPIN (skydiff, shipped weights)": lambda: forecast(R, 6, model="lupin"),
         "LUPIN, precision='bfloat16' (mixed-precision convolutions)":
@@ -90,6 +93,8 @@ def timing(reps: int, data: str) -> tuple[list[str], dict[str, float]]:
         "RainNet, whole grid (trim_nodata=False)": lambda: forecast(R, 6, model="rainnet", trim_nodata=False),
         "extrapolation (skydiff: LK + advect)": lambda: forecast(R, 6, model="extrapolation"),
         "pysteps LK + extrapolation": pysteps_lk,
+        "pysteps LK + extrapolation on the data window (for reference: trimmed like skydiff's networks)":
+            lambda: pysteps_lk(R[:, rs, cs]),
     }
     times: dict[str, float] = {}
     for name, fn in runs.items():

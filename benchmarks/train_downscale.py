@@ -3,6 +3,15 @@
     python benchmarks/train_downscale.py radar-tp --steps 2500 --ship   # TP-only baseline (log1p space)
     python benchmarks/train_downscale.py radar --steps 2500 --ship      # PP diffusion (needs pp-radar weights)
     python benchmarks/train_downscale.py era5 --steps 1500 --ship       # ERA5 0.25° <- 1° (needs pp-era5)
+    python benchmarks/train_downscale.py radar-atom --steps 3000        # ablation, never shipped (see below)
+
+``radar-atom`` (run name ``edm-radar-atom``) is an ablation of ``radar``: the same EDM model and recipe in PP space,
+but with a PP whose dry pixels all map to one value (a "dry atom", ``PseudoPrecip(dry_spread=False)``) instead of
+the shipped ``pp-radar``'s dry-distance spread. Its PP is the "per-grid-point variant (dry atom)" of
+benchmarks/pseudo_precip.py, trained here with that script's tiles, steps and seed (``--pp-weights``, default
+runs/downscale/pp_atom/pp-radar-atom.{safetensors,json}; trained first if missing, ``--pp-only`` stops there).
+The EDM weights go to runs/downscale/edm-radar-atom/edm-radar-atom.{safetensors,json} (registry model
+``edm-radar`` with the atom PP inside: ``skydiff.registry.load_model`` reads them); ``--ship`` is refused.
 
 Radar: rainy 64 × 64 tiles of the shared TRAIN part (KNMI 2010 < 05:00, FMI 20160928, KNMI January 2021, MRMS at
 10-min multiples; cached in runs/downscale), random 32 × 32 crops; ERA5: the 48 hourly 40 × 40 fields of the two
@@ -28,7 +37,49 @@ from skydiff.downscale.training import train_downscaler
 # the benchmarks share one tile cache in the (gitignored) runs folder unless SKYDIFF_CACHE says otherwise
 os.environ.setdefault("SKYDIFF_CACHE", str(Path(__file__).resolve().parents[1] / "runs" / "downscale"))
 
-NAMES = {"radar": "edm-radar", "radar-tp": "edm-radar-tp", "era5": "edm-era5"}
+NAMES = {"radar": "edm-radar", "radar-tp": "edm-radar-tp", "era5": "edm-era5", "radar-atom": "edm-radar-atom"}
+# registry model behind each run name (the ablation is an edm-radar with other PP weights inside)
+REGISTRY = {"edm-radar-atom": "edm-radar"}
+PP_ATOM = Path(__file__).resolve().parents[1] / "runs" / "downscale" / "pp_atom" / "pp-radar-atom"
+
+
+def train_pp_atom(stem: Path) -> Path:
+    """The "per-grid-point variant (dry atom)" of benchmarks/pseudo_precip.py, trained exactly as that script does
+    (its defaults: 2400 train tiles drawn with seed 11, 15 % hold-out by seed 0, 1500 steps x 32768 pixels, lr 1e-2,
+    equal 1 km / 4 km pixel shares, seed 0), saved with skydiff.registry.save_model (registry model pp-radar,
+    ``dry_spread=False``). Returns the stem."""
+    import numpy as np
+
+    from skydiff.downscale.pseudo import pp_report, train_pseudo
+    from skydiff.registry import save_model
+
+    torch.set_num_threads(1)
+    seed = 0
+    t0 = time.perf_counter()
+    tr = radar_pairs("train", progress=False, max_tiles=2400, seed=seed + 11)
+    perm = np.random.default_rng(seed).permutation(len(tr))
+    n_hold = int(round(0.15 * len(tr)))
+    hold, fit = tr.subset(np.sort(perm[:n_hold])), tr.subset(np.sort(perm[n_hold:]))
+    print(f"pp atom: fit {fit}, hold-out {hold} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    m = train_pseudo([fit.hi, fit.lo], steps=1500, batch=32768, lr=1e-2, weights=[0.5, 0.5], dry_spread=False,
+                     seed=seed, progress=True)
+    reps = {name: pp_report(m, arr) for name, arr in (("train hold-out 1 km", hold.hi), ("train hold-out 4 km", hold.lo))}
+    print(f"pp atom: {m.train_stats}; " + "; ".join(f"{k}: KS {v['ks']:.3f}, MAE wet {v['mae_wet']:.4f}"
+                                                      for k, v in reps.items()), flush=True)
+    card = {
+        "description": "ABLATION, not shipped: pseudo-precipitation encoder/decoder with a dry atom (all dry pixels "
+                       "map to one value, dry_spread=False), the 'per-grid-point variant (dry atom)' of "
+                       "benchmarks/pseudo_precip.py, trained by benchmarks/train_downscale.py radar-atom",
+        "data": f"radar TRAIN part tiles (radar_pairs('train', max_tiles=2400, seed=11), {len(fit)} of them after the "
+                "15 % hold-out of seed 0): 64x64 at 1 km and 16x16 block means at 4 km, equal pixel shares",
+        "training": m.train_stats,
+        "held_back_checks": {k: {kk: (round(vv, 5) if isinstance(vv, float) else vv) for kk, vv in v.items()}
+                             for k, v in reps.items()},
+    }
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    wts, js = save_model(m, stem, card=card)
+    print(f"pp atom: saved {wts} and {js}", flush=True)
+    return stem
 
 
 def main() -> None:
@@ -43,9 +94,27 @@ def main() -> None:
     ap.add_argument("--no-resume", action="store_true")
     ap.add_argument("--ship", action="store_true", help="copy the weights to skydiff/downscale/weights")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--pp-weights", default=str(PP_ATOM),
+                    help="radar-atom only: stem of the dry-atom PP weights (trained first if missing)")
+    ap.add_argument("--pp-only", action="store_true", help="radar-atom only: train/save the dry-atom PP and stop")
     a = ap.parse_args()
-    torch.set_num_threads(a.threads)
     name = NAMES[a.model]
+    if name == "edm-radar-atom" and a.ship:
+        ap.error("radar-atom is an ablation, not a product: --ship is refused (the weights stay in runs/)")
+    if a.pp_only and name != "edm-radar-atom":
+        ap.error("--pp-only only applies to radar-atom")
+    pp_weights: str | bool = True
+    if name == "edm-radar-atom":
+        stem = Path(a.pp_weights)
+        stem = stem.with_suffix("") if stem.suffix in (".safetensors", ".json") else stem
+        if not stem.with_suffix(".safetensors").is_file():
+            train_pp_atom(stem)
+        else:
+            print(f"pp atom: using {stem}.safetensors", flush=True)
+        if a.pp_only:
+            return
+        pp_weights = str(stem)
+    torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
     if a.model == "era5":  # hold back 18-23 UTC of both days (as benchmarks/pseudo_precip.py does for pp-era5)
         pairs = era5_pairs()
@@ -60,6 +129,9 @@ def main() -> None:
             "edm-radar-tp": "TP-only baseline: the same EDM diffusion downscaler in log1p(rain) space",
             "edm-era5": "EDM diffusion downscaler ERA5 1 deg -> 0.25 deg hourly TP in pseudo-precipitation space "
                         "(pp-era5, TP+VIMD)",
+            "edm-radar-atom": "ABLATION, not shipped: the edm-radar recipe in the space of a dry-atom PP "
+                              "(PseudoPrecip(dry_spread=False), the per-grid-point variant of "
+                              f"benchmarks/pseudo_precip.py; weights {pp_weights})",
         }[name],
         "data": "radar TRAIN part of the shared split (KNMI 2010 before 05:00 UTC, FMI 20160928, KNMI January 2021, "
                 "MRMS 2019-06-10 at 10-min multiples), rainy 64x64 tiles at 1 km, 4x4 block means"
@@ -71,8 +143,19 @@ def main() -> None:
         "command": f"python benchmarks/train_downscale.py {a.model} --steps {a.steps} --batch {a.batch} "
                    f"--crop {a.crop} --base {a.base} --lr {a.lr}",
     }
-    s = train_downscaler(pairs, name, out=a.out, max_steps=a.steps, batch_size=a.batch,
-                         crop=a.crop or None, lr=a.lr, resume=not a.no_resume, card=card, base_channels=a.base)
+    reg = REGISTRY.get(name, name)
+    # the run folder is <out>/<name>; an ablation trains its registry model one folder deeper (its own checkpoints)
+    out = a.out if reg == name else str(Path(a.out) / name)
+    s = train_downscaler(pairs, reg, out=out, max_steps=a.steps, batch_size=a.batch, crop=a.crop or None, lr=a.lr,
+                         resume=not a.no_resume, card=card, base_channels=a.base, pp_weights=pp_weights)
+    if reg != name:  # copy the export to <out>/<name>/<name>.{safetensors,json} (loadable with load_model)
+        for ext in (".safetensors", ".json"):
+            src = s["weights"].replace(".safetensors", ext)
+            dst = Path(a.out) / name / f"{name}{ext}"
+            tmp = dst.with_name(f".{dst.name}.tmp")
+            shutil.copyfile(src, tmp)
+            tmp.replace(dst)
+        s["weights"] = str(Path(a.out) / name / f"{name}.safetensors")
     print(json.dumps({k: v for k, v in s.items() if k != "data"}, indent=1))
     if a.ship:
         WEIGHTS_DIR.mkdir(parents=True, exist_ok=True)
