@@ -64,6 +64,27 @@ def test_nowcast_and_verify_on_knmi(knmi2010, tmp_path, capsys):
 
 
 @pytest.mark.realdata
+def test_nowcast_neural_model_trims_the_no_data_frame(knmi2010, tmp_path):
+    """The shipped RainNet on the whole KNMI 765 x 700 grid (data on 26 % of it): the default run (networks on the
+    box around the data) and --whole-grid give the same nowcast, NaN outside the radar range in both."""
+    import numpy as np
+
+    from skydiff.io import read_nowcast
+
+    names = [f.name for f in knmi2010]
+    i = names.index("RAD_NL25_RAP_5min_201008260530.h5")
+    inputs = [str(p) for p in knmi2010[i - 3 : i + 1]]
+    a, b = tmp_path / "trim.nc", tmp_path / "whole.nc"
+    assert main(["nowcast", *inputs, "--model", "rainnet", "--leadtimes", "2", "--out", str(a), "-q"]) == 0
+    assert main(["nowcast", *inputs, "--model", "rainnet", "--leadtimes", "2", "--whole-grid", "--out", str(b),
+                 "-q"]) == 0
+    ta, tb = read_nowcast(a).values, read_nowcast(b).values
+    assert ta.shape == tb.shape == (2, 765, 700)
+    assert np.array_equal(np.isnan(ta), np.isnan(tb)) and 0.6 < np.isnan(ta).mean() < 0.8
+    assert np.nanmax(tb) > 1.0 and np.nanmax(np.abs(ta - tb)) < 0.01
+
+
+@pytest.mark.realdata
 def test_cli_errors_are_one_line_messages(knmi2010, tmp_path, capsys):
     names = [f.name for f in knmi2010]
     i = names.index("RAD_NL25_RAP_5min_201008260530.h5")
@@ -86,7 +107,9 @@ def test_cli_errors_are_one_line_messages(knmi2010, tmp_path, capsys):
     # mixed precision asked of a model without a network
     assert main(["nowcast", *gap, "--precision", "bfloat16", "--out", str(tmp_path / "e.nc"), "-q"]) == 2
     assert "neural-network models" in capsys.readouterr().err
-    assert not any((tmp_path / n).exists() for n in ("a.nc", "b.nc", "c.nc", "d.nc", "e.nc"))
+    assert main(["nowcast", *gap, "--whole-grid", "--out", str(tmp_path / "f.nc"), "-q"]) == 2
+    assert "--whole-grid applies to the neural-network models" in capsys.readouterr().err
+    assert not any((tmp_path / n).exists() for n in ("a.nc", "b.nc", "c.nc", "d.nc", "e.nc", "f.nc"))
 
 
 @pytest.mark.realdata
