@@ -401,6 +401,7 @@ def lagrangian_stack(
 
 PRECISIONS = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
+
 def _autocast_dtype(precision: str | None) -> torch.dtype | None:
     """``predict``'s ``precision`` -> the autocast dtype (None = full precision), or a clear error."""
     if precision is None or precision == "full":
