@@ -4,6 +4,7 @@
     python benchmarks/train_downscale.py radar --steps 2500 --ship      # PP diffusion (needs pp-radar weights)
     python benchmarks/train_downscale.py era5 --steps 1500 --ship       # ERA5 0.25° <- 1° (needs pp-era5)
     python benchmarks/train_downscale.py radar-atom --steps 3000        # ablation, never shipped (see below)
+    python benchmarks/train_downscale.py radar-thr001 --steps 3000      # ablation, never shipped (see below)
 
 ``radar-atom`` (run name ``edm-radar-atom``) is an ablation of ``radar``: the same EDM model and recipe in PP space,
 but with a PP whose dry pixels all map to one value (a "dry atom", ``PseudoPrecip(dry_spread=False)``) instead of
@@ -12,6 +13,13 @@ benchmarks/pseudo_precip.py, trained here with that script's tiles, steps and se
 runs/downscale/pp_atom/pp-radar-atom.{safetensors,json}; trained first if missing, ``--pp-only`` stops there).
 The EDM weights go to runs/downscale/edm-radar-atom/edm-radar-atom.{safetensors,json} (registry model
 ``edm-radar`` with the atom PP inside: ``skydiff.registry.load_model`` reads them); ``--ship`` is refused.
+
+``radar-thr001`` (run name ``edm-radar-thr001``) is the same kind of ablation with the shipped ``pp-radar`` PP
+(dry-distance spread) trained exactly as benchmarks/pseudo_precip.py trains it (same tiles, steps and seed) except
+for its dry threshold, 0.01 mm/h instead of 0.1 mm/h (``PseudoPrecip(dry_spread=True, dry_threshold=0.01)``, the
+threshold of ``pp-era5``), so that drizzle between 0.01 and 0.1 mm/h is no longer decoded as exactly 0. PP weights:
+runs/downscale/pp_thr001/pp-radar-thr001.{safetensors,json} (``--pp-weights``); EDM weights:
+runs/downscale/edm-radar-thr001/edm-radar-thr001.{safetensors,json}; ``--ship`` is refused.
 
 Radar: rainy 64 × 64 tiles of the shared TRAIN part (KNMI 2010 < 05:00, FMI 20160928, KNMI January 2021, MRMS at
 10-min multiples; cached in runs/downscale), random 32 × 32 crops; ERA5: the 48 hourly 40 × 40 fields of the two
@@ -37,22 +45,40 @@ from skydiff.downscale.training import train_downscaler
 # the benchmarks share one tile cache in the (gitignored) runs folder unless SKYDIFF_CACHE says otherwise
 os.environ.setdefault("SKYDIFF_CACHE", str(Path(__file__).resolve().parents[1] / "runs" / "downscale"))
 
-NAMES = {"radar": "edm-radar", "radar-tp": "edm-radar-tp", "era5": "edm-era5", "radar-atom": "edm-radar-atom"}
-# registry model behind each run name (the ablation is an edm-radar with other PP weights inside)
-REGISTRY = {"edm-radar-atom": "edm-radar"}
-PP_ATOM = Path(__file__).resolve().parents[1] / "runs" / "downscale" / "pp_atom" / "pp-radar-atom"
+NAMES = {"radar": "edm-radar", "radar-tp": "edm-radar-tp", "era5": "edm-era5", "radar-atom": "edm-radar-atom",
+         "radar-thr001": "edm-radar-thr001"}
+# registry model behind each run name (the ablations are an edm-radar with other PP weights inside)
+REGISTRY = {"edm-radar-atom": "edm-radar", "edm-radar-thr001": "edm-radar"}
+_RUNS = Path(__file__).resolve().parents[1] / "runs" / "downscale"
+# the ablations' PP: default weights stem, PseudoPrecip options, label, model-card description
+ABLATION_PP = {
+    "edm-radar-atom": dict(
+        stem=_RUNS / "pp_atom" / "pp-radar-atom", config={"dry_spread": False}, label="pp atom",
+        description="ABLATION, not shipped: pseudo-precipitation encoder/decoder with a dry atom (all dry pixels "
+                    "map to one value, dry_spread=False), the 'per-grid-point variant (dry atom)' of "
+                    "benchmarks/pseudo_precip.py, trained by benchmarks/train_downscale.py radar-atom"),
+    "edm-radar-thr001": dict(
+        stem=_RUNS / "pp_thr001" / "pp-radar-thr001", config={"dry_spread": True, "dry_threshold": 0.01},
+        label="pp thr0.01",
+        description="ABLATION, not shipped: the pp-radar pseudo-precipitation encoder/decoder (dry pixels spread by "
+                    "their distance to rain) with dry threshold 0.01 mm/h instead of 0.1 mm/h, trained as "
+                    "benchmarks/pseudo_precip.py trains pp-radar, by benchmarks/train_downscale.py radar-thr001"),
+}
+PP_ATOM = ABLATION_PP["edm-radar-atom"]["stem"]
 
 
-def train_pp_atom(stem: Path) -> Path:
-    """The "per-grid-point variant (dry atom)" of benchmarks/pseudo_precip.py, trained exactly as that script does
-    (its defaults: 2400 train tiles drawn with seed 11, 15 % hold-out by seed 0, 1500 steps x 32768 pixels, lr 1e-2,
-    equal 1 km / 4 km pixel shares, seed 0), saved with skydiff.registry.save_model (registry model pp-radar,
-    ``dry_spread=False``). Returns the stem."""
+def train_pp_ablation(stem: Path, run: str = "edm-radar-atom") -> Path:
+    """The PP of an ablation run (``ABLATION_PP[run]``), trained exactly as benchmarks/pseudo_precip.py trains its
+    radar models (its defaults: 2400 train tiles drawn with seed 11, 15 % hold-out by seed 0, 1500 steps x 32768
+    pixels, lr 1e-2, equal 1 km / 4 km pixel shares, seed 0) with the run's PseudoPrecip options, saved with
+    skydiff.registry.save_model (registry model pp-radar). Returns the stem."""
     import numpy as np
 
     from skydiff.downscale.pseudo import pp_report, train_pseudo
     from skydiff.registry import save_model
 
+    spec = ABLATION_PP[run]
+    label = spec["label"]
     torch.set_num_threads(1)
     seed = 0
     t0 = time.perf_counter()
@@ -60,16 +86,15 @@ def train_pp_atom(stem: Path) -> Path:
     perm = np.random.default_rng(seed).permutation(len(tr))
     n_hold = int(round(0.15 * len(tr)))
     hold, fit = tr.subset(np.sort(perm[:n_hold])), tr.subset(np.sort(perm[n_hold:]))
-    print(f"pp atom: fit {fit}, hold-out {hold} ({time.perf_counter() - t0:.0f} s)", flush=True)
-    m = train_pseudo([fit.hi, fit.lo], steps=1500, batch=32768, lr=1e-2, weights=[0.5, 0.5], dry_spread=False,
-                     seed=seed, progress=True)
+    print(f"{label}: fit {fit}, hold-out {hold} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    m = train_pseudo([fit.hi, fit.lo], steps=1500, batch=32768, lr=1e-2, weights=[0.5, 0.5], seed=seed,
+                     progress=True, **spec["config"])
     reps = {name: pp_report(m, arr) for name, arr in (("train hold-out 1 km", hold.hi), ("train hold-out 4 km", hold.lo))}
-    print(f"pp atom: {m.train_stats}; " + "; ".join(f"{k}: KS {v['ks']:.3f}, MAE wet {v['mae_wet']:.4f}"
-                                                      for k, v in reps.items()), flush=True)
+    print(f"{label}: {m.train_stats}; z_edge {float(m.z_edge):+.3f}; "
+          + "; ".join(f"{k}: KS {v['ks']:.3f}, KS wet {v['ks_wet_shape']:.3f}, dry frac {v['dry_fraction_true']:.3f}, "
+                      f"MAE wet {v['mae_wet']:.4f}" for k, v in reps.items()), flush=True)
     card = {
-        "description": "ABLATION, not shipped: pseudo-precipitation encoder/decoder with a dry atom (all dry pixels "
-                       "map to one value, dry_spread=False), the 'per-grid-point variant (dry atom)' of "
-                       "benchmarks/pseudo_precip.py, trained by benchmarks/train_downscale.py radar-atom",
+        "description": spec["description"],
         "data": f"radar TRAIN part tiles (radar_pairs('train', max_tiles=2400, seed=11), {len(fit)} of them after the "
                 "15 % hold-out of seed 0): 64x64 at 1 km and 16x16 block means at 4 km, equal pixel shares",
         "training": m.train_stats,
@@ -78,8 +103,13 @@ def train_pp_atom(stem: Path) -> Path:
     }
     stem.parent.mkdir(parents=True, exist_ok=True)
     wts, js = save_model(m, stem, card=card)
-    print(f"pp atom: saved {wts} and {js}", flush=True)
+    print(f"{label}: saved {wts} and {js}", flush=True)
     return stem
+
+
+def train_pp_atom(stem: Path) -> Path:
+    """The dry-atom PP of ``radar-atom`` (kept for callers of the earlier name)."""
+    return train_pp_ablation(stem, "edm-radar-atom")
 
 
 def main() -> None:
@@ -94,23 +124,26 @@ def main() -> None:
     ap.add_argument("--no-resume", action="store_true")
     ap.add_argument("--ship", action="store_true", help="copy the weights to skydiff/downscale/weights")
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--pp-weights", default=str(PP_ATOM),
-                    help="radar-atom only: stem of the dry-atom PP weights (trained first if missing)")
-    ap.add_argument("--pp-only", action="store_true", help="radar-atom only: train/save the dry-atom PP and stop")
+    ap.add_argument("--pp-weights", default=None,
+                    help="radar-atom / radar-thr001 only: stem of the ablation's PP weights (trained first if "
+                         "missing; default runs/downscale/pp_atom/pp-radar-atom or "
+                         "runs/downscale/pp_thr001/pp-radar-thr001)")
+    ap.add_argument("--pp-only", action="store_true",
+                    help="radar-atom / radar-thr001 only: train/save the ablation's PP and stop")
     a = ap.parse_args()
     name = NAMES[a.model]
-    if name == "edm-radar-atom" and a.ship:
-        ap.error("radar-atom is an ablation, not a product: --ship is refused (the weights stay in runs/)")
-    if a.pp_only and name != "edm-radar-atom":
-        ap.error("--pp-only only applies to radar-atom")
+    if name in ABLATION_PP and a.ship:
+        ap.error(f"{a.model} is an ablation, not a product: --ship is refused (the weights stay in runs/)")
+    if (a.pp_only or a.pp_weights is not None) and name not in ABLATION_PP:
+        ap.error("--pp-only / --pp-weights only apply to radar-atom and radar-thr001")
     pp_weights: str | bool = True
-    if name == "edm-radar-atom":
-        stem = Path(a.pp_weights)
+    if name in ABLATION_PP:
+        stem = Path(a.pp_weights) if a.pp_weights is not None else Path(ABLATION_PP[name]["stem"])
         stem = stem.with_suffix("") if stem.suffix in (".safetensors", ".json") else stem
         if not stem.with_suffix(".safetensors").is_file():
-            train_pp_atom(stem)
+            train_pp_ablation(stem, name)
         else:
-            print(f"pp atom: using {stem}.safetensors", flush=True)
+            print(f"{ABLATION_PP[name]['label']}: using {stem}.safetensors", flush=True)
         if a.pp_only:
             return
         pp_weights = str(stem)
@@ -132,6 +165,9 @@ def main() -> None:
             "edm-radar-atom": "ABLATION, not shipped: the edm-radar recipe in the space of a dry-atom PP "
                               "(PseudoPrecip(dry_spread=False), the per-grid-point variant of "
                               f"benchmarks/pseudo_precip.py; weights {pp_weights})",
+            "edm-radar-thr001": "ABLATION, not shipped: the edm-radar recipe in the space of a pp-radar PP with dry "
+                                "threshold 0.01 mm/h instead of 0.1 mm/h (PseudoPrecip(dry_spread=True, "
+                                f"dry_threshold=0.01); weights {pp_weights})",
         }[name],
         "data": "radar TRAIN part of the shared split (KNMI 2010 before 05:00 UTC, FMI 20160928, KNMI January 2021, "
                 "MRMS 2019-06-10 at 10-min multiples), rainy 64x64 tiles at 1 km, 4x4 block means"
