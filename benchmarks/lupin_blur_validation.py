@@ -26,8 +26,8 @@ from skydiff.nowcast.interface import register_model
 from skydiff.nowcast.models import create_model
 
 
-def with_sigma(sigma: float):  # type: ignore[no-untyped-def]
-    m = create_model("lupin", pretrained=True).eval()
+def with_sigma(sigma: float, weights: str | None = None):  # type: ignore[no-untyped-def]
+    m = create_model("lupin", pretrained=weights or True).eval()
     m.motion_blur_sigma = float(sigma)
     m.motion_blur_size = min(255, 2 * math.ceil(3 * sigma) + 1) if sigma > 0 else 1
 
@@ -41,13 +41,14 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sigmas", type=float, nargs="+", default=[0, 16, 32, 64, 127])
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--weights", default=None, help="LUPIN weights (default: the shipped ones)")
     p.add_argument("--stride", type=int, default=2)
     p.add_argument("--data", default=os.environ.get("SKYDIFF_DATA", "../shared/data"))
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     names = []
     for s in args.sigmas:
-        fn, n = with_sigma(s)
+        fn, n = with_sigma(s, args.weights)
         tag = f"lupin_sigma{s:g}"
         register_model(tag, fn, min_frames=n, description=f"shipped LUPIN, motion blur sigma {s:g} px")
         names.append(tag)
