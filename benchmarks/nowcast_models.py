@@ -196,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         print("**Targets**\n\n" + "\n".join(tg))
 
     if args.write_cards:
+        from skydiff.io import atomic_path
         from skydiff.nowcast.models import WEIGHTS_DIR
 
         for m in args.models:
@@ -215,9 +216,8 @@ def main(argv: list[str] | None = None) -> int:
                 "leadtimes_min": ev.leadtimes_min,
                 "rows": int(len(sel)),
             }
-            tmp = card_path.with_name(f".{card_path.name}.tmp")
-            tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
-            os.replace(tmp, card_path)
+            with atomic_path(card_path) as tmp:
+                tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
             log(f"recorded test scores in {card_path}")
     return 0
 

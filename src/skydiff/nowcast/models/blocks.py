@@ -667,11 +667,14 @@ class NowcastModel(nn.Module):
         self.to(memory_format=torch.channels_last)
         return torch.contiguous_format
 
-    def _predict(self, x: torch.Tensor, leadtimes: int, **kwargs: Any) -> torch.Tensor:
-        """x (B, n_input_frames, H, W) in mm/h, NaN-free -> (B, leadtimes, H, W) mm/h."""
+    def _predict(self, x: torch.Tensor, leadtimes: int, valid: torch.Tensor | None = None,
+                 **kwargs: Any) -> torch.Tensor:
+        """x (B, n_input_frames, H, W) in mm/h, NaN-free -> (B, leadtimes, H, W) mm/h. ``valid`` (only passed to
+        models with ``takes_valid_mask``) goes to every ``forward`` call of the rollout."""
         if kwargs:
             raise InputError(f"{type(self).__name__}.predict got unexpected options {sorted(kwargs)}")
-        y = self.rollout(self.transform(x), leadtimes, clamp=True)
+        fk = {"valid": valid} if self.takes_valid_mask else {}
+        y = self.rollout(self.transform(x), leadtimes, clamp=True, **fk)
         return self.inverse_transform(y)
 
     def rollout(self, x: torch.Tensor, leadtimes: int, *, detach: bool = True, clamp: bool = False,

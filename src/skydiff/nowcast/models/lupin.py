@@ -76,12 +76,6 @@ class LUPIN(NowcastModel):
     autoregressive = True
     takes_valid_mask = True
 
-    def _predict(self, x: torch.Tensor, leadtimes: int, valid: torch.Tensor | None = None, **kwargs: Any) -> torch.Tensor:
-        if kwargs:
-            raise InputError(f"LUPIN.predict got unexpected options {sorted(kwargs)}")
-        y = self.rollout(self.transform(x), leadtimes, clamp=True, valid=valid)
-        return self.inverse_transform(y)
-
     def __init__(
         self,
         in_frames: int = 6,
