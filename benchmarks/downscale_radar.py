@@ -103,7 +103,8 @@ def main() -> None:
     ap.add_argument("--members", type=int, default=8)
     ap.add_argument("--steps", type=int, default=18)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--weights-dir", default=None, help="folder with edm-radar(-tp).safetensors (default shipped)")
+    ap.add_argument("--weights-dir", default=None, help="folder with edm-radar(-tp).safetensors, or a run folder with edm-radar(-tp)/edm-radar(-tp)"
+                         ".safetensors (e.g. runs/downscale_fit; default: the shipped weights)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(ROOT / "results" / "downscale_radar.txt"))
     ap.add_argument("--figures", default=str(ROOT / "figures"), help="folder for the figures")
@@ -168,8 +169,10 @@ def main() -> None:
     models = {}
     for label, name in (("TP-only diffusion", "edm-radar-tp"), ("PP diffusion", "edm-radar")):
         try:
-            if a.weights_dir:
-                models[label] = load_model(Path(a.weights_dir) / name).eval()
+            if a.weights_dir:  # <dir>/<name>.safetensors, or a run folder <dir>/<name>/<name>.safetensors
+                stem = Path(a.weights_dir) / name
+                nested = stem / name
+                models[label] = load_model(nested if nested.with_suffix(".safetensors").is_file() else stem).eval()
             else:
                 models[label] = create_model(name, pretrained=True).eval()
         except Exception as exc:  # noqa: BLE001

@@ -4,6 +4,8 @@ subset of the held-back test tiles.
 Usage (from the repository root, with the shared data)::
 
     python benchmarks/downscale_sampler_tiles.py --out runs/ds_tune [--test-npz .gpu/ds_tiles.npz]
+    python benchmarks/downscale_sampler_tiles.py --out runs/ds_tune --skip-tune --validation 20 \
+        --test-npz .gpu/ds_tiles.npz --fresh 30
 
 - ``tune_tiles.npz``: 20 rainy 64 x 64 tiles (seed 0) from each of the three training sources that match the three
   test sources (KNMI 2010 < 05:00 UTC, FMI 20160928, KNMI January 2021; MRMS, which has no test counterpart, is
@@ -13,7 +15,15 @@ Usage (from the repository root, with the shared data)::
   --save-tiles``): ``rng = default_rng(1)``; for each source in file order ``rng.choice(its indices, 20,
   replace=False)``, in drawn order.
 
-Both files hold ``hi``, ``lo``, ``source`` and are read by ``downscale_radar.py --tiles-npz``.
+- ``val_tiles.npz`` (with ``--validation N``): N rainy tiles (seed 0) from each source of the ``validation`` part of
+  ``radar_pairs`` (the time-split tail of TRAIN: KNMI 2010 04:00-04:55, FMI 20160928 17:25-18:00, KNMI January 2021
+  evenings 09-10, MRMS 01:00-01:10; at most as many as a source has), for choosing between models trained on the
+  ``fit`` part (``train_downscale.py --part fit``).
+- ``test_fresh_tiles.npz`` (with ``--test-npz`` and ``--fresh N``): N tiles per source of the 1 500 held-back tiles,
+  none of them in ``test60_tiles.npz`` (``rng = default_rng(2)`` over the rest of each source), for scoring once a
+  variant chosen on the validation tiles.
+
+All files hold ``hi``, ``lo``, ``source`` and are read by ``downscale_radar.py --tiles-npz``.
 """
 
 from __future__ import annotations
@@ -28,18 +38,25 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="runs/ds_tune")
     ap.add_argument("--test-npz", default=None, help="the 1 500 held-back tiles (downscale_radar.py --save-tiles)")
+    ap.add_argument("--validation", type=int, default=0, help="also write val_tiles.npz with N tiles per source")
+    ap.add_argument("--fresh", type=int, default=0,
+                    help="with --test-npz: also write test_fresh_tiles.npz, N per source, disjoint from test60")
+    ap.add_argument("--skip-tune", action="store_true", help="do not (re)write tune_tiles.npz")
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     from skydiff.downscale.data import radar_pairs
 
-    parts = [radar_pairs("train", sources=(s,), max_tiles=20, seed=0, progress=False)
-             for s in ("knmi2010", "fmi2016", "knmi2021-01")]
-    hi = np.concatenate([p.hi for p in parts])
-    lo = np.concatenate([p.lo for p in parts])
-    src = np.concatenate([p.source for p in parts])
-    np.savez_compressed(out / "tune_tiles.npz", hi=hi, lo=lo, source=src)
-    print("tuning tiles", hi.shape, dict(zip(*np.unique(src, return_counts=True))))
+    if not a.skip_tune:
+        parts = [radar_pairs("train", sources=(s,), max_tiles=20, seed=0, progress=False)
+                 for s in ("knmi2010", "fmi2016", "knmi2021-01")]
+        _save(out / "tune_tiles.npz", parts)
+    if a.validation:
+        from skydiff.downscale.data import RADAR_SOURCES
+
+        parts = [radar_pairs("validation", sources=(s,), max_tiles=a.validation, seed=0, progress=False)
+                 for s in RADAR_SOURCES["validation"]]
+        _save(out / "val_tiles.npz", parts)
     if a.test_npz:
         z = np.load(a.test_npz)
         tsrc = z["source"].astype(str)
@@ -47,6 +64,22 @@ def main() -> None:
         idx = np.concatenate([rng.choice(np.flatnonzero(tsrc == s), 20, replace=False) for s in dict.fromkeys(tsrc)])
         np.savez_compressed(out / "test60_tiles.npz", hi=z["hi"][idx], lo=z["lo"][idx], source=tsrc[idx])
         print("test subset", len(idx), "tiles")
+        if a.fresh:
+            used = set(idx.tolist())
+            rng = np.random.default_rng(2)
+            fresh = np.concatenate([rng.choice([i for i in np.flatnonzero(tsrc == s) if i not in used], a.fresh,
+                                               replace=False) for s in dict.fromkeys(tsrc)])
+            assert not used.intersection(fresh.tolist())
+            np.savez_compressed(out / "test_fresh_tiles.npz", hi=z["hi"][fresh], lo=z["lo"][fresh], source=tsrc[fresh])
+            print("fresh test subset", len(fresh), "tiles (none in test60)")
+
+
+def _save(path: Path, parts: list) -> None:
+    hi = np.concatenate([p.hi for p in parts])
+    lo = np.concatenate([p.lo for p in parts])
+    src = np.concatenate([p.source for p in parts])
+    np.savez_compressed(path, hi=hi, lo=lo, source=src)
+    print(path.name, hi.shape, dict(zip(*np.unique(src, return_counts=True))))
 
 
 if __name__ == "__main__":

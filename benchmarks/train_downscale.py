@@ -21,6 +21,16 @@ threshold of ``pp-era5``), so that drizzle between 0.01 and 0.1 mm/h is no longe
 runs/downscale/pp_thr001/pp-radar-thr001.{safetensors,json} (``--pp-weights``); EDM weights:
 runs/downscale/edm-radar-thr001/edm-radar-thr001.{safetensors,json}; ``--ship`` is refused.
 
+``--part fit`` trains on the ``fit`` part of ``skydiff.downscale.data.radar_pairs`` (the TRAIN part without its
+time-split validation tail) instead of all of TRAIN, for choosing between variants on the ``validation`` part
+without touching the test part (benchmarks/downscale_validation.py). Every PP model then also retrains its PP on
+``fit`` (``radar``: the shipped pp-radar recipe, ``radar-thr001`` / ``radar-atom``: theirs) into
+<out>/pp_<run>/; the default --out is runs/downscale_fit and ``--ship`` is refused:
+
+    python benchmarks/train_downscale.py radar-tp --part fit --steps 3000
+    python benchmarks/train_downscale.py radar --part fit --steps 3000
+    python benchmarks/train_downscale.py radar-thr001 --part fit --steps 3000
+
 Radar: rainy 64 × 64 tiles of the shared TRAIN part (KNMI 2010 < 05:00, FMI 20160928, KNMI January 2021, MRMS at
 10-min multiples; cached in runs/downscale), random 32 × 32 crops; ERA5: the 48 hourly 40 × 40 fields of the two
 shared days, 00-17 UTC (18-23 UTC held back), random 32 × 32 crops. One torch thread. Runs resume from runs/downscale/<model>/checkpoints/last.ckpt.
@@ -65,9 +75,14 @@ ABLATION_PP = {
                     "benchmarks/pseudo_precip.py trains pp-radar, by benchmarks/train_downscale.py radar-thr001"),
 }
 PP_ATOM = ABLATION_PP["edm-radar-atom"]["stem"]
+# the shipped pp-radar recipe (benchmarks/pseudo_precip.py), retrained by --part fit for edm-radar
+FIT_PP = dict(ABLATION_PP, **{"edm-radar": dict(
+    stem=None, config={}, label="pp-radar (fit part)",
+    description="the shipped pp-radar pseudo-precipitation recipe (dry pixels spread by their distance to rain, dry "
+                "threshold 0.1 mm/h), retrained on the FIT part for validation comparisons; not shipped")})
 
 
-def train_pp_ablation(stem: Path, run: str = "edm-radar-atom") -> Path:
+def train_pp_ablation(stem: Path, run: str = "edm-radar-atom", part: str = "train") -> Path:
     """The PP of an ablation run (``ABLATION_PP[run]``), trained exactly as benchmarks/pseudo_precip.py trains its
     radar models (its defaults: 2400 train tiles drawn with seed 11, 15 % hold-out by seed 0, 1500 steps x 32768
     pixels, lr 1e-2, equal 1 km / 4 km pixel shares, seed 0) with the run's PseudoPrecip options, saved with
@@ -77,12 +92,12 @@ def train_pp_ablation(stem: Path, run: str = "edm-radar-atom") -> Path:
     from skydiff.downscale.pseudo import pp_report, train_pseudo
     from skydiff.registry import save_model
 
-    spec = ABLATION_PP[run]
+    spec = (FIT_PP if part == "fit" else ABLATION_PP)[run]
     label = spec["label"]
     torch.set_num_threads(1)
     seed = 0
     t0 = time.perf_counter()
-    tr = radar_pairs("train", progress=False, max_tiles=2400, seed=seed + 11)
+    tr = radar_pairs(part, progress=False, max_tiles=2400, seed=seed + 11)
     perm = np.random.default_rng(seed).permutation(len(tr))
     n_hold = int(round(0.15 * len(tr)))
     hold, fit = tr.subset(np.sort(perm[:n_hold])), tr.subset(np.sort(perm[n_hold:]))
@@ -95,7 +110,7 @@ def train_pp_ablation(stem: Path, run: str = "edm-radar-atom") -> Path:
                       f"MAE wet {v['mae_wet']:.4f}" for k, v in reps.items()), flush=True)
     card = {
         "description": spec["description"],
-        "data": f"radar TRAIN part tiles (radar_pairs('train', max_tiles=2400, seed=11), {len(fit)} of them after the "
+        "data": f"radar {part.upper()} part tiles (radar_pairs({part!r}, max_tiles=2400, seed=11), {len(fit)} of them after the "
                 "15 % hold-out of seed 0): 64x64 at 1 km and 16x16 block means at 4 km, equal pixel shares",
         "training": m.train_stats,
         "held_back_checks": {k: {kk: (round(vv, 5) if isinstance(vv, float) else vv) for kk, vv in v.items()}
@@ -120,7 +135,9 @@ def main() -> None:
     ap.add_argument("--crop", type=int, default=32, help="crop size (0 = whole tiles)")
     ap.add_argument("--base", type=int, default=24, help="U-Net base channels")
     ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--out", default="runs/downscale")
+    ap.add_argument("--part", choices=("train", "fit"), default="train",
+                    help="radar tiles to train on: all of TRAIN (default) or its FIT part (validation tail held back)")
+    ap.add_argument("--out", default=None, help="run folder (default runs/downscale, with --part fit runs/downscale_fit)")
     ap.add_argument("--no-resume", action="store_true")
     ap.add_argument("--ship", action="store_true", help="copy the weights to skydiff/downscale/weights")
     ap.add_argument("--threads", type=int, default=1)
@@ -134,16 +151,24 @@ def main() -> None:
     name = NAMES[a.model]
     if name in ABLATION_PP and a.ship:
         ap.error(f"{a.model} is an ablation, not a product: --ship is refused (the weights stay in runs/)")
-    if (a.pp_only or a.pp_weights is not None) and name not in ABLATION_PP:
-        ap.error("--pp-only / --pp-weights only apply to radar-atom and radar-thr001")
+    fitpart = a.part == "fit"
+    if fitpart and a.ship:
+        ap.error("--part fit trains for validation comparisons only: --ship is refused")
+    if fitpart and a.model == "era5":
+        ap.error("--part fit applies to the radar models only")
+    a.out = a.out if a.out is not None else ("runs/downscale_fit" if fitpart else "runs/downscale")
+    pp_specs = FIT_PP if fitpart else ABLATION_PP
+    if (a.pp_only or a.pp_weights is not None) and name not in pp_specs:
+        ap.error("--pp-only / --pp-weights only apply to radar-atom and radar-thr001 (and radar with --part fit)")
     pp_weights: str | bool = True
-    if name in ABLATION_PP:
-        stem = Path(a.pp_weights) if a.pp_weights is not None else Path(ABLATION_PP[name]["stem"])
+    if name in pp_specs:
+        default = (Path(a.out) / f"pp_{name}" / f"pp-{name}-fit") if fitpart else Path(pp_specs[name]["stem"])
+        stem = Path(a.pp_weights) if a.pp_weights is not None else default
         stem = stem.with_suffix("") if stem.suffix in (".safetensors", ".json") else stem
         if not stem.with_suffix(".safetensors").is_file():
-            train_pp_ablation(stem, name)
+            train_pp_ablation(stem, name, part=a.part)
         else:
-            print(f"{ABLATION_PP[name]['label']}: using {stem}.safetensors", flush=True)
+            print(f"{pp_specs[name]['label']}: using {stem}.safetensors", flush=True)
         if a.pp_only:
             return
         pp_weights = str(stem)
@@ -154,7 +179,7 @@ def main() -> None:
         hours = (pairs.time - pairs.time.astype("datetime64[D]")).astype("timedelta64[h]").astype(int)
         pairs = pairs.subset(hours < 18)
     else:
-        pairs = radar_pairs("train", progress=True)
+        pairs = radar_pairs(a.part, progress=True)
     print(f"data: {pairs} ({time.perf_counter() - t0:.0f} s)", flush=True)
     card = {
         "description": {
@@ -168,16 +193,19 @@ def main() -> None:
             "edm-radar-thr001": "ABLATION, not shipped: the edm-radar recipe in the space of a pp-radar PP with dry "
                                 "threshold 0.01 mm/h instead of 0.1 mm/h (PseudoPrecip(dry_spread=True, "
                                 f"dry_threshold=0.01); weights {pp_weights})",
-        }[name],
-        "data": "radar TRAIN part of the shared split (KNMI 2010 before 05:00 UTC, FMI 20160928, KNMI January 2021, "
-                "MRMS 2019-06-10 at 10-min multiples), rainy 64x64 tiles at 1 km, 4x4 block means"
+        }[name] + (f" -- trained on the FIT part (PP weights {pp_weights})" if fitpart else ""),
+        "data": ("radar FIT part (the TRAIN part without its validation tail: KNMI 2010 00:00-03:55 UTC, FMI 20160928 "
+                 "up to 17:20, KNMI January 2021 evenings 01-08, MRMS 2019-06-10 00:00-00:50 at 10-min multiples), "
+                 "rainy 64x64 tiles at 1 km, 4x4 block means; for validation comparisons, not shipped" if fitpart else
+                 "radar TRAIN part of the shared split (KNMI 2010 before 05:00 UTC, FMI 20160928, KNMI January 2021, "
+                 "MRMS 2019-06-10 at 10-min multiples), rainy 64x64 tiles at 1 km, 4x4 block means")
         if a.model != "era5" else "ERA5 2022-08-31 and 2020-01-01 00-17 UTC (36 fields; 18-23 UTC held back), 40x40 "
                                   "at 0.25 deg, 4x4 block means",
         "licence_data": "KNMI CC BY 4.0; FMI CC BY 4.0; NOAA MRMS public domain" if a.model != "era5"
         else "Contains modified Copernicus Climate Change Service information 2020-2022",
         "machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {a.threads} thread(s)",
         "command": f"python benchmarks/train_downscale.py {a.model} --steps {a.steps} --batch {a.batch} "
-                   f"--crop {a.crop} --base {a.base} --lr {a.lr}",
+                   f"--crop {a.crop} --base {a.base} --lr {a.lr}" + (" --part fit" if fitpart else ""),
     }
     reg = REGISTRY.get(name, name)
     # the run folder is <out>/<name>; an ablation trains its registry model one folder deeper (its own checkpoints)

@@ -222,6 +222,21 @@ def test_radar_pairs_test_part(shared_data, tmp_path):
         radar_pairs("test", tile=30, factor=4, data_dir=shared_data)
 
 
+def test_radar_pairs_fit_and_validation_split_train_by_time(shared_data, tmp_path):
+    kw = dict(data_dir=shared_data, cache_dir=tmp_path, progress=False)
+    tr = radar_pairs("train", sources=("knmi2010",), **kw)
+    fit = radar_pairs("fit", sources=("knmi2010-fit",), **kw)
+    val = radar_pairs("validation", sources=("knmi2010-val",), **kw)
+    assert len(fit) > 0 and len(val) > 0 and len(fit) + len(val) == len(tr)
+    assert fit.time.max() < val.time.min() == np.datetime64("2010-08-26T04:00")  # the nowcasting validation tail
+    assert val.time.max() < np.datetime64("2010-08-26T05:00")  # never the test part
+    np.testing.assert_array_equal(np.concatenate([fit.hi, val.hi]), tr.hi)
+    with pytest.raises(InputError, match="validation"):
+        radar_pairs("validation", sources=("knmi2010-fit",), **kw)
+    with pytest.raises(InputError, match="part must be one of"):
+        radar_pairs("val", **kw)
+
+
 def test_era5_pairs_tp(shared_data):
     if not (shared_data / "era5").is_dir():
         pytest.skip("no ERA5 in the shared data")

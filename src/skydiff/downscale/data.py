@@ -17,7 +17,16 @@ block means (4 km; 16 × 16):
              train *and* validation parts of :func:`skydiff.nowcast.data.shared_split`), and MRMS
              2019-06-10 at the 10-min multiples 00:00 ... 01:10 (8 of the 36 two-minute frames; 0.01° ≈ 1 km)
 ``test``     held back: KNMI 2010-08-26 from 05:00 UTC, FMI 20170509, KNMI February 2021 evenings
+``fit``      ``train`` without its validation tail: the nowcasting *train* part of
+             :func:`~skydiff.nowcast.data.shared_split` (KNMI 2010 00:00-03:55, FMI 20160928 up to 17:20,
+             KNMI January 2021 evenings 01-08) and MRMS 00:00 ... 00:50
+``validation`` the rest of ``train``, later in time: KNMI 2010 04:00-04:55, FMI 20160928 17:25-18:00, KNMI
+             January 2021 evenings 09 and 10 (the nowcasting validation part) and MRMS 01:00 and 01:10 (the
+             last 20 % of its 8 frames, rounded up)
 ============ ==========================================================================================
+
+``fit`` + ``validation`` = ``train``: a model meant to be compared on ``validation`` (to choose a variant without
+touching the test part) trains on ``fit``; the shipped models train on all of ``train``.
 
 Tiles lie on a regular grid of non-overlapping tiles (stride = tile) over every frame; a tile is kept when all
 its pixels are valid and at least ``min_wet_fraction`` of them are ``>= wet_threshold`` mm/h. MRMS frames
@@ -51,6 +60,8 @@ __all__ = ["block_mean", "TilePairs", "radar_pairs", "era5_pairs", "RADAR_SOURCE
 RADAR_SOURCES = {
     "train": ("knmi2010", "fmi2016", "knmi2021-01", "mrms"),
     "test": ("knmi2010-test", "fmi2017", "knmi2021-02"),
+    "fit": ("knmi2010-fit", "fmi2016-fit", "knmi2021-01-fit", "mrms-fit"),
+    "validation": ("knmi2010-val", "fmi2016-val", "knmi2021-01-val", "mrms-val"),
 }
 """Names of the radar sources of each part (see the module docstring)."""
 
@@ -229,12 +240,18 @@ def _mrms_files(root: Path) -> list[str]:
 
 def _source_parts(name: str, root: Path) -> list[Any]:
     """The :class:`~skydiff.nowcast.data.RadarSource` parts (or MRMS file lists) of one named source."""
-    from ..nowcast.data import shared_split
+    from ..nowcast.data import _tail_count, shared_split
 
+    sub = ""
+    for suffix in ("-fit", "-val"):
+        if name.endswith(suffix):
+            name, sub = name[: -len(suffix)], suffix[1:]
     if name == "mrms":
         files = _mrms_files(root)
         if not files:
             raise ReadError(f"no MRMS PrecipRate files at 10-min multiples under {root / 'radar' / 'mrms'}")
+        k = _tail_count(len(files), 0.2)
+        files = files[: len(files) - k] if sub == "fit" else files[len(files) - k:] if sub == "val" else files
         return [[f] for f in files]
     import warnings
 
@@ -250,6 +267,10 @@ def _source_parts(name: str, root: Path) -> list[Any]:
         raise InputError(f"unknown radar source {name!r}; known: {', '.join(sorted(set(prefix) | {'mrms'}))}")
     part, pre = prefix[name]
     keys = ("train", "validation") if part == "train" else ("test",)
+    if sub and part == "train":
+        keys = ("train",) if sub == "fit" else ("validation",)
+    elif sub:
+        raise InputError(f"unknown radar source {name}-{sub!r}: only training sources have -fit / -val parts")
     parts = [p for k in keys for p in sp[k] if p.name.startswith(pre)]
     if not parts:
         raise ReadError(f"radar source {name!r} not found under {root}")
@@ -329,7 +350,8 @@ def radar_pairs(
     Parameters
     ----------
     part
-        ``"train"`` or ``"test"`` (held back: KNMI 2010 from 05:00, FMI 20170509, KNMI February 2021).
+        ``"train"``, ``"test"`` (held back: KNMI 2010 from 05:00, FMI 20170509, KNMI February 2021), or
+        ``"fit"`` / ``"validation"`` (``train`` split by time; see the module docstring).
     factor
         Coarsening factor; ``tile`` must be a multiple of it.
     tile
@@ -356,7 +378,7 @@ def radar_pairs(
         ``hi`` (N, tile, tile), ``lo`` (N, tile/factor, tile/factor), both mm/h, no NaN.
     """
     if part not in RADAR_SOURCES:
-        raise InputError(f"part must be 'train' or 'test', got {part!r}")
+        raise InputError(f"part must be one of {', '.join(map(repr, RADAR_SOURCES))}, got {part!r}")
     f = _check_factor(factor)
     if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile < 1:
         raise InputError(f"tile must be a positive integer, got {tile!r}")
@@ -371,7 +393,7 @@ def radar_pairs(
     cache = None if cache_dir is False else _cache_root(cache_dir)
     his, srcs, times, origins = [], [], [], []
     for k, name in enumerate(names):
-        per = mrms_tiles_per_frame if name == "mrms" else None
+        per = mrms_tiles_per_frame if name.startswith("mrms") else None
         d = _source_tiles(name, root, int(tile), float(wet_threshold), float(min_wet_fraction), per, seed + k,
                           cache, progress)
         his.append(d["hi"].astype(np.float32, copy=False))
