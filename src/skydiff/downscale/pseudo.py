@@ -8,9 +8,9 @@ architecture or code).
 
 Structure
 ---------
-Pixels are **dry** when ``TP < dry_threshold`` (0.1 mm/h for radar, 0.01 mm/h for ERA5; a sub-threshold
-amount only shapes PP below the edge and decodes to 0) and **wet** otherwise. With ``p_dry`` the dry fraction
-of the training data, the edge ``z_edge = Φ⁻¹(p_dry)`` is a fixed buffer and::
+Pixels are **dry** when ``TP < dry_threshold`` (0.01 mm/h for the shipped ``pp-radar`` and ``pp-era5``; the
+class default is 0.1 mm/h; a sub-threshold amount only shapes PP below the edge and decodes to 0) and **wet**
+otherwise. With ``p_dry`` the dry fraction of the training data, the edge ``z_edge = Φ⁻¹(p_dry)`` is a fixed buffer and::
 
     wet:  PP = z_edge + g(x, v) − g(0, v),   x = ln(1 + TP/s) − ln(1 + thr/s) ≥ 0
     dry:  PP = z_edge − softplus(−h(d, v))
