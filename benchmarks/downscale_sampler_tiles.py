@@ -22,6 +22,8 @@ Usage (from the repository root, with the shared data)::
 - ``test_fresh_tiles.npz`` (with ``--test-npz`` and ``--fresh N``): N tiles per source of the 1 500 held-back tiles,
   none of them in ``test60_tiles.npz`` (``rng = default_rng(2)`` over the rest of each source), for scoring once a
   variant chosen on the validation tiles.
+- ``test_fresh{K}_tiles.npz`` (with ``--fresh-round K``, K ≥ 2): the K-th such draw, ``rng = default_rng(K + 1)``
+  over what test60 and rounds 1 … K−1 left, for the next variant chosen on validation (each round is scored once).
 
 All files hold ``hi``, ``lo``, ``source`` and are read by ``downscale_radar.py --tiles-npz``.
 """
@@ -41,6 +43,8 @@ def main() -> None:
     ap.add_argument("--validation", type=int, default=0, help="also write val_tiles.npz with N tiles per source")
     ap.add_argument("--fresh", type=int, default=0,
                     help="with --test-npz: also write test_fresh_tiles.npz, N per source, disjoint from test60")
+    ap.add_argument("--fresh-round", type=int, default=1,
+                    help="with --fresh: write the K-th disjoint fresh draw (1: test_fresh_tiles.npz, K: test_freshK)")
     ap.add_argument("--skip-tune", action="store_true", help="do not (re)write tune_tiles.npz")
     a = ap.parse_args()
     out = Path(a.out)
@@ -66,12 +70,15 @@ def main() -> None:
         print("test subset", len(idx), "tiles")
         if a.fresh:
             used = set(idx.tolist())
-            rng = np.random.default_rng(2)
-            fresh = np.concatenate([rng.choice([i for i in np.flatnonzero(tsrc == s) if i not in used], a.fresh,
-                                               replace=False) for s in dict.fromkeys(tsrc)])
-            assert not used.intersection(fresh.tolist())
-            np.savez_compressed(out / "test_fresh_tiles.npz", hi=z["hi"][fresh], lo=z["lo"][fresh], source=tsrc[fresh])
-            print("fresh test subset", len(fresh), "tiles (none in test60)")
+            for k in range(1, a.fresh_round + 1):  # rounds 1 .. K, each disjoint from test60 and the earlier rounds
+                rng = np.random.default_rng(k + 1)
+                fresh = np.concatenate([rng.choice([i for i in np.flatnonzero(tsrc == s) if i not in used], a.fresh,
+                                                   replace=False) for s in dict.fromkeys(tsrc)])
+                assert not used.intersection(fresh.tolist())
+                used.update(fresh.tolist())
+            name = "test_fresh_tiles.npz" if a.fresh_round == 1 else f"test_fresh{a.fresh_round}_tiles.npz"
+            np.savez_compressed(out / name, hi=z["hi"][fresh], lo=z["lo"][fresh], source=tsrc[fresh])
+            print(f"fresh test subset, round {a.fresh_round}:", len(fresh), "tiles (none in test60 or earlier rounds)")
 
 
 def _save(path: Path, parts: list) -> None:
