@@ -225,6 +225,32 @@ def test_neuve_training_refuses_held_out_terrains(tmp_path) -> None:  # noqa: AN
     assert not list(tmp_path.iterdir())
 
 
+def test_neuve_training_refuses_unknown_objective(tmp_path) -> None:  # noqa: ANN001
+    from skydiff.dycore.training import train_neuve
+
+    with pytest.raises(InputError, match="objective"):
+        train_neuve(out=tmp_path / "n", iterations=1, objective="nope", progress=False)
+    assert not list(tmp_path.iterdir())
+
+
+def test_schaer_loss_matches_run_error_and_has_gradients() -> None:
+    from skydiff.dycore import run
+    from skydiff.dycore.cases import w_error
+    from skydiff.dycore.training import schaer_loss
+
+    # the loss's error (linear solution tabulated every 10 m, interpolated to the w heights) equals the error of
+    # run() (linear solution at the exact heights) over the same window
+    _, err = schaer_loss(_coord("sleve"), seconds=63.0, dt=0.63, h0=25.0, use_checkpoint=False)
+    ds = run("schaer", "sleve", hours=63.0 / 3600.0, dt=0.63, h0=25.0)
+    ref = w_error(ds.w.values, ds.w_linear.values, ds.x.values[None, :], ds.height.values, zlim=(1000.0, 5000.0))
+    assert 0.0 < ref and abs(err - ref) < 1e-4 * ref
+    coord = _coord("neuve")
+    loss, _ = schaer_loss(coord, seconds=6.3, dt=0.63, h0=25.0, chunk=5)
+    loss.backward()
+    grads = torch.cat([p.grad.flatten() for p in coord.parameters() if p.grad is not None])
+    assert bool(torch.isfinite(grads).all()) and float(grads.abs().max()) > 0
+
+
 def test_cli_dycore_run(tmp_path) -> None:  # noqa: ANN001
     from skydiff.cli import main
 

@@ -24,7 +24,8 @@ from .coordinates import Neuve, Sleve, Terrain, VerticalCoordinate, coordinate_m
 from .equations import full_w
 from .stepping import integrate, integrate_loss
 
-__all__ = ["TRAIN_TERRAINS", "HELDOUT_TERRAINS", "fit_to_coordinate", "klemp_loss", "train_neuve", "klemp_max_w"]
+__all__ = ["TRAIN_TERRAINS", "HELDOUT_TERRAINS", "fit_to_coordinate", "klemp_loss", "schaer_loss", "train_neuve",
+           "klemp_max_w"]
 
 #: (h0, a, lambda) in m of the training and held-out Klemp-type terrains.
 TRAIN_TERRAINS = [(1000.0, 5000.0, 4000.0), (800.0, 4000.0, 3000.0), (1200.0, 6000.0, 5000.0)]
@@ -80,6 +81,56 @@ def klemp_loss(model: VerticalCoordinate, terrain: tuple[float, float, float], s
     return loss + 100.0 * pen, float(state.w.detach().abs().max())
 
 
+def schaer_loss(model: VerticalCoordinate, seconds: float = 3600.0, dt: float = 0.63, h0: float = 25.0, nz: int = 40,
+                zlim: tuple[float, float] = (1000.0, 5000.0), sigma_floor: float = 0.6, chunk: int = 100,
+                use_checkpoint: bool = True, compile: bool = False) -> tuple[torch.Tensor, float]:
+    """Differentiable Schär-test loss: ``log`` of the relative squared error of w against the linear steady solution.
+
+    The Schär case with mountain height ``h0`` (default 25 m: close to linear, where the linear solution is the
+    exact reference; at the standard 250 m finite-amplitude effects that no coordinate can remove dominate, see
+    ``benchmarks/RESULTS.md`` §7f) on ``nz`` levels is run for ``seconds``; the error is taken at the end, over
+    ``|x| <= 20 km`` and ``zlim`` (m), where the wave has settled by then (1 h: up to ~5 km). The linear solution
+    is tabulated every 10 m in height and interpolated linearly to the model's w heights, so the loss is
+    differentiable with respect to the heights as well as to w. Plus the thin-layer penalty of :func:`klemp_loss`.
+
+    Returns ``(loss, relative l2 error)`` (the error as a float).
+    """
+    import numpy as np
+
+    from .cases import schaer_linear_w
+
+    case = get_case("schaer", h0=h0, nz=nz)
+    mdl, state = build(case, model, torch.float64)
+    nsteps = int(round(seconds / dt))
+    x = mdl.geom.x_c.detach()
+    sel = torch.nonzero(x.abs() <= 20000.0).flatten()
+    dzt = 10.0
+    zt = np.arange(0.0, zlim[1] + 2000.0, dzt)
+    t = case.terrain
+    table = schaer_linear_w(x[sel].cpu().numpy()[None, :], zt[:, None], t.h0, t.a, t.lam, case.u0, case.n,
+                            density_theta0=case.theta0)
+    table = torch.as_tensor(table, dtype=torch.float64, device=x.device)  # (len(zt), nsel)
+    err = [float("nan")]
+
+    def lf(s: Any) -> torch.Tensor:
+        w = full_w(s, mdl.geom)[:, sel]
+        z = mdl.geom.z_w[:, sel]
+        pos = (z / dzt).clamp(0.0, len(zt) - 1.001)
+        i0 = pos.detach().floor().long()
+        f = pos - i0
+        target = torch.gather(table, 0, i0) * (1.0 - f) + torch.gather(table, 0, i0 + 1) * f
+        zd = z.detach()
+        mask = ((zd >= zlim[0]) & (zd <= zlim[1])).to(w.dtype)
+        rel2 = ((w - target) * mask).pow(2).sum() / (target * mask).pow(2).sum()
+        err[0] = float(rel2.detach().sqrt())
+        return torch.log(rel2)
+
+    _, loss = integrate_loss(state, mdl, dt, nsteps, lf, chunk=chunk, every=nsteps, use_checkpoint=use_checkpoint,
+                             compile=compile)
+    pen = torch.relu(sigma_floor - mdl.geom.sigma_c).pow(2).sum() + torch.relu(sigma_floor - mdl.geom.sigma_w).pow(2).sum()
+    return loss + 100.0 * pen, err[0]
+
+
 def klemp_max_w(coordinate: VerticalCoordinate, terrain: tuple[float, float, float], seconds: float = 1800.0,
                 dt: float = 0.5, compile: bool = False, **grid: Any) -> float:
     """Max |w| (m/s) over a Klemp run of ``seconds`` (no gradients)."""
@@ -99,8 +150,13 @@ def klemp_max_w(coordinate: VerticalCoordinate, terrain: tuple[float, float, flo
 def train_neuve(out: str | Path = "runs/dycore/neuve", iterations: int = 15, seconds: float = 300.0, lr: float = 3e-3,
                 seed: int = 0, progress: bool = True, eval_seconds: float = 900.0,
                 init: str | Path | None = None, fit_target: str = "sleve2", sigma_floor: float = 0.6,
-                compile: bool = False, terrains: list[tuple[float, float, float]] | None = None) -> dict[str, Any]:
+                compile: bool = False, terrains: list[tuple[float, float, float]] | None = None,
+                objective: str = "klemp") -> dict[str, Any]:
     """Train NEUVE on :data:`TRAIN_TERRAINS`, evaluate on :data:`HELDOUT_TERRAINS`, save ``<out>.safetensors/.json``.
+
+    ``objective``: ``"klemp"`` (default: :func:`klemp_loss` over ``seconds``, one training terrain per iteration in
+    turn) or ``"schaer"`` (:func:`schaer_loss` over ``seconds``, every iteration; ``terrains`` unused); the held-out
+    Klemp evaluation is run for both.
 
     ``terrains`` replaces the training terrains ``(h0, a, lam)`` in m (default :data:`TRAIN_TERRAINS`); a terrain
     that is also held out is refused.
@@ -114,6 +170,8 @@ def train_neuve(out: str | Path = "runs/dycore/neuve", iterations: int = 15, sec
 
     from .coordinates import BasicTerrainFollowing
 
+    if objective not in ("klemp", "schaer"):
+        raise InputError(f"unknown NEUVE training objective {objective!r}; use 'klemp' or 'schaer'")
     train_terrains = [tuple(float(v) for v in t) for t in (terrains or TRAIN_TERRAINS)]
     if any(len(t) != 3 for t in train_terrains):
         raise InputError("training terrains must be (h0, a, lam) triples in m")
@@ -135,26 +193,36 @@ def train_neuve(out: str | Path = "runs/dycore/neuve", iterations: int = 15, sec
                                 sigma_floor=sigma_floor)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     history = []
-    sleve_loss = {terr: float(klemp_loss(sleve, terr, seconds, sigma_floor=sigma_floor, compile=compile)[0].detach())
-                  for terr in train_terrains}
+    def loss_of(coord: VerticalCoordinate, terr: tuple[float, float, float]) -> torch.Tensor:
+        if objective == "schaer":
+            return schaer_loss(coord, seconds, sigma_floor=sigma_floor, compile=compile)[0]
+        return klemp_loss(coord, terr, seconds, sigma_floor=sigma_floor, compile=compile)[0]
+
+    if objective == "schaer":
+        train_terrains = [(25.0, 5000.0, 4000.0)]  # the Schär terrain of schaer_loss (label only)
+    sleve_loss = {terr: float(loss_of(sleve, terr).detach()) for terr in train_terrains}
     best = (math.inf, {k: v.detach().clone() for k, v in model.state_dict().items()})
     bar = tqdm(range(iterations), disable=not progress, desc="neuve")
     for it in bar:
         opt.zero_grad()
         terr = train_terrains[it % len(train_terrains)]  # one training terrain per iteration, in turn
-        loss, _ = klemp_loss(model, terr, seconds, sigma_floor=sigma_floor, compile=compile)
+        loss = loss_of(model, terr)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        before = {k: v.detach().clone() for k, v in model.state_dict().items()}  # the weights this loss belongs to
         opt.step()
-        rel = float(loss.detach()) - sleve_loss[terr]  # log-ratio of mean w^2 to SLEVE's on this terrain
+        rel = float(loss.detach()) - sleve_loss[terr]  # log-ratio of mean w^2 (Schär: squared error) to SLEVE's
         history.append(rel)
         recent = sum(history[-len(train_terrains):]) / len(history[-len(train_terrains):])
         if len(history) >= len(train_terrains) and recent < best[0]:
-            best = (recent, {k: v.detach().clone() for k, v in model.state_dict().items()})
+            # Klemp (several terrains in turn): the weights after the step, as for the shipped weights; Schär (one
+            # loss per iteration): the weights the loss was computed with
+            best = (recent, before if objective == "schaer" else
+                    {k: v.detach().clone() for k, v in model.state_dict().items()})
         bar.set_postfix(loss_vs_sleve=f"{rel:.3f}")
     model.load_state_dict(best[1])
     evaluation: dict[str, Any] = {}
-    for terr in train_terrains[:1] + HELDOUT_TERRAINS:
+    for terr in (train_terrains[:1] if objective == "klemp" else TRAIN_TERRAINS[:1]) + HELDOUT_TERRAINS:
         key = "h0=%g a=%g lam=%g" % terr
         from .coordinates import Sleve2
 
@@ -162,7 +230,9 @@ def train_neuve(out: str | Path = "runs/dycore/neuve", iterations: int = 15, sec
         row = {name: klemp_max_w(c, terr, eval_seconds, compile=compile) for name, c in coords}
         evaluation[key] = row
     card = {
-        "trained_on": "klemp2011 loss mean log(mean w^2) over %g s, dt 0.5 s, grid %s" % (seconds, TRAIN_GRID),
+        "trained_on": ("klemp2011 loss mean log(mean w^2) over %g s, dt 0.5 s, grid %s" % (seconds, TRAIN_GRID))
+        if objective == "klemp" else ("schaer loss log(relative squared w error vs the linear solution) after %g s, "
+                                      "h0 25 m, nz 40, dt 0.63 s, |x| <= 20 km, 1-5 km" % seconds),
         "train_terrains": train_terrains,
         "heldout_terrains": HELDOUT_TERRAINS,
         "init": ("continued from %s" % init) if init is not None else
