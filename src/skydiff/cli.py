@@ -390,7 +390,8 @@ def cmd_dycore_train(args: argparse.Namespace) -> int:
 
     summary = train_neuve(out=args.out, iterations=args.iterations, seconds=args.seconds, seed=args.seed,
                           progress=not args.quiet, init=args.init, compile=args.compile, lr=args.lr,
-                          terrains=args.terrain or None, objective=args.objective)
+                          terrains=args.terrain or None, objective=args.objective,
+                          schaer_seconds=args.schaer_seconds)
     print(f"neuve: {summary['iterations']} iterations in {summary['time_s']:.0f} s; weights {summary['weights']}")
     for k, v in summary.get("evaluation", {}).items():
         print(f"  {k}: {v}")
@@ -651,9 +652,12 @@ def build_parser() -> argparse.ArgumentParser:
     dtr.add_argument("--terrain", type=float, nargs=3, action="append", default=[], metavar=("H0", "A", "LAM"),
                      help="a training terrain in m (repeatable; default the three of skydiff.dycore.training)")
     dtr.add_argument("--init", default=None, help="continue from these NEUVE weights (stem or .safetensors)")
-    dtr.add_argument("--objective", choices=["klemp", "schaer"], default="klemp",
-                     help="loss: Klemp spurious w (default) or the Schär w error against the linear solution "
-                          "(h0 25 m, error after --seconds over 1-5 km; see skydiff.dycore.training.schaer_loss)")
+    dtr.add_argument("--objective", choices=["klemp", "schaer", "both"], default="klemp",
+                     help="loss: Klemp spurious w (default), the Schär w error against the linear solution "
+                          "(h0 25 m, error after --seconds over 1-5 km; skydiff.dycore.training.schaer_loss), or both "
+                          "in turn (Schär window --schaer-seconds)")
+    dtr.add_argument("--schaer-seconds", type=float, default=3600.0,
+                     help="with --objective both: the Schär window (s, default 3600)")
     dtr.add_argument("--compile", action="store_true",
                      help="compile the solver's time step (torch.compile; ~5x faster gradients on one CPU thread)")
     dtr.add_argument("-q", "--quiet", action="store_true")
