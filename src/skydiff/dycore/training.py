@@ -6,6 +6,10 @@ above ``sigma_floor * dr`` so that the coordinate stays stable at the same time 
 through the whole window with gradient checkpointing (:func:`~skydiff.dycore.stepping.integrate_loss`). NEUVE is
 first fitted to SLEVE (a cheap regression of the heights, no solver) and then trained. Held-out terrains (other
 ``h0``/``a``/``lambda``) are evaluated at the end, NEUVE beside SLEVE and BTF.
+
+Other objectives (``train_neuve(objective=...)``, ``skydiff dycore train --objective``): ``"schaer"``, the Schär
+w error against the linear solution (:func:`schaer_loss`, 25 m mountain where linear theory is exact), and
+``"both"``, the Klemp terrains and the Schär loss in turn (``benchmarks/RESULTS.md`` §7f: neither was shipped).
 """
 
 from __future__ import annotations
