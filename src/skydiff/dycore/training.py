@@ -198,6 +198,7 @@ def train_neuve(out: str | Path = "runs/dycore/neuve", iterations: int = 15, sec
                                 sigma_floor=sigma_floor)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     history = []
+
     def loss_of(coord: VerticalCoordinate, terr: Any) -> torch.Tensor:
         if objective == "schaer":
             return schaer_loss(coord, seconds, sigma_floor=sigma_floor, compile=compile)[0]
