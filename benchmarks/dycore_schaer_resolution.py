@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
-from pathlib import Path
 
 import torch
 
@@ -58,12 +56,11 @@ def main() -> None:
     for spec in a.runs:
         rows.append(one(spec))
         print(json.dumps(rows[-1]), flush=True)
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"runs": a.runs, "rows": rows, "torch": torch.__version__,
-                               "time": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=2))
-    os.replace(tmp, out)
+    from skydiff.io import atomic_path
+
+    with atomic_path(a.out) as tmp:
+        tmp.write_text(json.dumps({"runs": a.runs, "rows": rows, "torch": torch.__version__,
+                                   "time": time.strftime("%Y-%m-%d %H:%M:%S")}, indent=2))
 
 
 if __name__ == "__main__":

@@ -64,6 +64,12 @@ def fit_to_coordinate(model: Neuve, target: VerticalCoordinate, terrains: list[t
     return float(loss.detach())
 
 
+def _thin_layer_penalty(mdl: Any, sigma_floor: float) -> torch.Tensor:
+    """``100 sum relu(sigma_floor - sigma)^2`` over centres and faces: keeps the thinnest layer above the floor."""
+    g = mdl.geom
+    return 100.0 * (torch.relu(sigma_floor - g.sigma_c).pow(2).sum() + torch.relu(sigma_floor - g.sigma_w).pow(2).sum())
+
+
 def klemp_loss(model: VerticalCoordinate, terrain: tuple[float, float, float], seconds: float = 600.0, dt: float = 0.5,
                sigma_floor: float = 0.7, chunk: int = 50, use_checkpoint: bool = True,
                compile: bool = False) -> tuple[torch.Tensor, float]:
@@ -81,8 +87,7 @@ def klemp_loss(model: VerticalCoordinate, terrain: tuple[float, float, float], s
 
     state, loss = integrate_loss(state, mdl, dt, nsteps, lf, chunk=chunk, every=10, use_checkpoint=use_checkpoint,
                                  compile=compile)
-    pen = torch.relu(sigma_floor - mdl.geom.sigma_c).pow(2).sum() + torch.relu(sigma_floor - mdl.geom.sigma_w).pow(2).sum()
-    return loss + 100.0 * pen, float(state.w.detach().abs().max())
+    return loss + _thin_layer_penalty(mdl, sigma_floor), float(state.w.detach().abs().max())
 
 
 def schaer_loss(model: VerticalCoordinate, seconds: float = 3600.0, dt: float = 0.63, h0: float = 25.0, nz: int = 40,
@@ -131,8 +136,7 @@ def schaer_loss(model: VerticalCoordinate, seconds: float = 3600.0, dt: float = 
 
     _, loss = integrate_loss(state, mdl, dt, nsteps, lf, chunk=chunk, every=nsteps, use_checkpoint=use_checkpoint,
                              compile=compile)
-    pen = torch.relu(sigma_floor - mdl.geom.sigma_c).pow(2).sum() + torch.relu(sigma_floor - mdl.geom.sigma_w).pow(2).sum()
-    return loss + 100.0 * pen, err[0]
+    return loss + _thin_layer_penalty(mdl, sigma_floor), err[0]
 
 
 def klemp_max_w(coordinate: VerticalCoordinate, terrain: tuple[float, float, float], seconds: float = 1800.0,
@@ -199,18 +203,16 @@ def train_neuve(out: str | Path = "runs/dycore/neuve", iterations: int = 15, sec
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     history = []
 
+    schaer_window = seconds if objective == "schaer" else schaer_seconds
+
     def loss_of(coord: VerticalCoordinate, terr: Any) -> torch.Tensor:
-        if objective == "schaer":
-            return schaer_loss(coord, seconds, sigma_floor=sigma_floor, compile=compile)[0]
         if terr == "schaer":
-            return schaer_loss(coord, schaer_seconds, sigma_floor=sigma_floor, compile=compile)[0]
+            return schaer_loss(coord, schaer_window, sigma_floor=sigma_floor, compile=compile)[0]
         return klemp_loss(coord, terr, seconds, sigma_floor=sigma_floor, compile=compile)[0]
 
     klemp_terrains = list(train_terrains)
-    if objective == "schaer":
-        train_terrains = [(25.0, 5000.0, 4000.0)]  # the Schär terrain of schaer_loss (label only)
-    elif objective == "both":
-        train_terrains = train_terrains + ["schaer"]
+    # the items trained on in turn: Klemp terrains and/or "schaer"
+    train_terrains = {"klemp": train_terrains, "schaer": ["schaer"], "both": train_terrains + ["schaer"]}[objective]
     sleve_loss = {terr: float(loss_of(sleve, terr).detach()) for terr in train_terrains}
     best = (math.inf, {k: v.detach().clone() for k, v in model.state_dict().items()})
     bar = tqdm(range(iterations), disable=not progress, desc="neuve")
@@ -220,20 +222,19 @@ def train_neuve(out: str | Path = "runs/dycore/neuve", iterations: int = 15, sec
         loss = loss_of(model, terr)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        before = {k: v.detach().clone() for k, v in model.state_dict().items()}  # the weights this loss belongs to
+        # Schär (one loss per iteration): keep the weights the loss belongs to; Klemp and joint (several items in
+        # turn): the weights after the step, as for the shipped weights
+        before = {k: v.detach().clone() for k, v in model.state_dict().items()} if objective == "schaer" else None
         opt.step()
         rel = float(loss.detach()) - sleve_loss[terr]  # log-ratio of mean w^2 (Schär: squared error) to SLEVE's
         history.append(rel)
         recent = sum(history[-len(train_terrains):]) / len(history[-len(train_terrains):])
         if len(history) >= len(train_terrains) and recent < best[0]:
-            # Klemp (several terrains in turn): the weights after the step, as for the shipped weights; Schär (one
-            # loss per iteration): the weights the loss was computed with
-            best = (recent, before if objective == "schaer" else
-                    {k: v.detach().clone() for k, v in model.state_dict().items()})
+            best = (recent, before or {k: v.detach().clone() for k, v in model.state_dict().items()})
         bar.set_postfix(loss_vs_sleve=f"{rel:.3f}")
     model.load_state_dict(best[1])
     evaluation: dict[str, Any] = {}
-    for terr in (klemp_terrains[:1] if objective != "schaer" else TRAIN_TERRAINS[:1]) + HELDOUT_TERRAINS:
+    for terr in klemp_terrains[:1] + HELDOUT_TERRAINS:
         key = "h0=%g a=%g lam=%g" % terr
         from .coordinates import Sleve2
 
