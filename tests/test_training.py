@@ -380,6 +380,40 @@ def test_last_checkpoint_is_the_latest_state_even_without_improvement(tmp_path):
     assert len(best) == 1 and int(best[0].stem.split("step=")[1]) < 6  # the first validation stays the best
 
 
+def test_whole_grid_motion_teacher_is_the_flow_of_the_whole_grid_cropped(sequence):
+    """RadarSequences(teacher="lk"): the flow of the last 3 inputs on the whole grid, cropped like the frames; the
+    motion stage then pulls every crop with one towards it (also crops too dry for the per-crop teacher)."""
+    from skydiff.motion import estimate
+    from skydiff.nowcast.data import RadarSequences
+
+    ds = RadarSequences([sequence], 4, 1, crop=(32, 40), transform=None, seed=0, teacher="lk")
+    s = ds[2]
+    start = int(ds._index[2][1])
+    whole = np.asarray(estimate(sequence.values[start + 1:start + 4].astype(np.float32), "lk"), np.float32)
+    r, c = (int(v) for v in s["origin"])
+    assert s["teacher"].shape == (2, 32, 40)
+    np.testing.assert_allclose(s["teacher"].numpy(), whole[:, r:r + 32, c:c + 40], atol=2e-2, rtol=1e-3)  # float16
+    assert ds.sources[0]["teacher_windows"] == len({int(i) for i in ds._index[:, 1]})
+    with pytest.raises(InputError, match="augment"):
+        RadarSequences([sequence], 4, 1, crop=(32, 40), transform=None, teacher="lk", augment=True)
+    with pytest.raises(InputError, match="unknown teacher"):
+        RadarSequences([sequence], 4, 1, crop=(32, 40), transform=None, teacher="nope")
+    with pytest.warns(UserWarning, match="teacher_max_pixels"):
+        big = RadarSequences([sequence], 4, 1, crop=(32, 40), transform=None, teacher="lk", teacher_max_pixels=100)
+    assert bool(torch.isnan(big[0]["teacher"]).all())
+
+    torch.manual_seed(0)
+    cfg = {**TINY["lupin"], "dropout": 0.0, "motion_dropout": 0.0}
+    module = NowcastModule("lupin", cfg, n_in=4, n_out=1, stage="motion", motion_teacher="lk", teacher_weight=1.0)
+    batch = _collate([ds[0], ds[3]])
+    batch["inputs"] = batch["inputs"] * 0.0  # all dry: the per-crop teacher would skip both crops
+    mf = module.model.motion(module.model.transform(batch["inputs"][:, -4:]))
+    expect = float(((mf - batch["teacher"]) ** 2).sum(1).mean())
+    assert float(module._run(batch)[1]["teacher"]) == pytest.approx(expect, rel=1e-5)
+    del batch["teacher"]
+    assert float(module._run(batch)[1]["teacher"]) == 0.0  # no whole-grid flow, too dry for the per-crop one
+
+
 def test_motion_teacher_pulls_the_motion_towards_optical_flow(sequence):
     """training.motion_teacher: + w * mean |MF - LK|^2 on rainy crops; the term is logged and decreases."""
     torch.manual_seed(0)

@@ -55,6 +55,7 @@ import json
 import math
 import os
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -455,6 +456,7 @@ class _Src:
     candidates: np.ndarray  # flat indices of random crop positions (random mode)
     n_cols: int  # W - w + 1
     info: dict[str, Any]
+    teacher: dict[int, np.ndarray] = field(default_factory=dict)  # window start -> (2, H, W) float16 flow
 
 
 # ------------------------------------------------------------------------------------------ RadarSequences
@@ -507,6 +509,18 @@ class RadarSequences(Dataset):
         centred crop grid) whose targets pass the valid-data and rain filters, the crop drawn within half a crop
         of its tile. ``"tiles"`` puts the crops where it rains and uses large grids fully: a CONUS MRMS frame
         holds ~1,500 tiles of 128 × 128, most of them dry.
+    teacher
+        An optical-flow method (e.g. ``"lk"``, :func:`skydiff.motion.estimate`): its motion of the last
+        ``teacher_frames`` input frames of each window, computed once on the **whole** (trimmed) grid of the
+        source, not on the crop, and returned cropped like the frames as ``sample["teacher"]`` (2, h, w) in px per
+        step (NaN where it is not available). A motion target for sparse rain: on a 128 × 128 crop holding a few
+        small light-rain cells, flow estimated on the crop alone is unreliable (tens of px per step on nearly dry
+        crops), while the whole composite gives it the motion of all the rain around. Sources larger than
+        ``teacher_max_pixels`` get no teacher (all NaN): LK on a CONUS MRMS frame takes minutes. Costs ~1 s per
+        window on the KNMI grid, once; held in memory as float16. Not with ``augment`` (the flow would have to
+        be rotated too).
+    teacher_frames, teacher_max_pixels
+        Frames the teacher uses (default: the method's, 3 for LK) and the largest grid it runs on.
     augment
         With random crops: also apply one of the 8 symmetries of the square (rotations by 90° and mirror images;
         the 4 that keep the shape for non-square crops), drawn like the crop. Rain moving east becomes rain moving
@@ -544,6 +558,9 @@ class RadarSequences(Dataset):
         trim: bool = True,
         augment: bool = False,
         sampling: str = "window",
+        teacher: str | None = None,
+        teacher_frames: int | None = None,
+        teacher_max_pixels: int = 4_000_000,
     ) -> None:
         super().__init__()
         for nm, v, lo in (("n_in", n_in, 1), ("n_out", n_out, 0), ("stride", stride, 1)):
@@ -580,6 +597,19 @@ class RadarSequences(Dataset):
         self.max_tries = max(1, int(max_tries))
         self.trim = bool(trim)
         self.augment = bool(augment) and self.random_crop
+        self.teacher = str(teacher).lower() if teacher else None
+        self.teacher_max_pixels = int(teacher_max_pixels)
+        if self.teacher is not None:
+            from ..motion import methods
+            from .interface import default_motion_frames
+
+            if self.teacher not in methods():
+                raise InputError(f"unknown teacher {teacher!r}; available: {', '.join(methods())}")
+            if self.augment:
+                raise InputError("teacher and augment cannot be combined (the flow is not rotated with the crop)")
+            self.teacher_frames = int(teacher_frames or default_motion_frames(self.teacher))
+            if not 2 <= self.teacher_frames <= self.n_in:
+                raise InputError(f"teacher_frames must be in [2, n_in={self.n_in}], got {self.teacher_frames}")
 
         self._sources: list[_Src] = []
         index: list[np.ndarray] = []
@@ -750,7 +780,28 @@ class RadarSequences(Dataset):
         info["samples"] = int(len(idx))
         src = _Src(name=name, data=data, times=times, offset=(int(r0), int(c0)), positions=positions,
                    candidates=candidates, n_cols=nc, info=info)
+        if self.teacher is not None and len(idx):
+            src.teacher = self._teacher_flows(data, np.unique(idx[:, 0]), name)
+            info["teacher_windows"] = len(src.teacher)
         return src, idx.astype(np.int64).reshape(-1, 2)
+
+    def _teacher_flows(self, data: np.ndarray, starts: np.ndarray, name: str) -> dict[int, np.ndarray]:
+        """Whole-grid optical flow of the last ``teacher_frames`` inputs of each window start (float16)."""
+        from ..motion import estimate
+
+        if data.shape[1] * data.shape[2] > self.teacher_max_pixels:
+            warnings.warn(f"{name}: grid {data.shape[1]}×{data.shape[2]} larger than teacher_max_pixels="
+                          f"{self.teacher_max_pixels}: no motion teacher for its windows", stacklevel=3)
+            return {}
+        out: dict[int, np.ndarray] = {}
+        k = self.teacher_frames
+        for s in starts.tolist():
+            frames = inverse_transform(data[s + self.n_in - k: s + self.n_in], self.transform)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                v = np.asarray(estimate(np.asarray(frames, np.float32), self.teacher), np.float32)
+            out[int(s)] = v.astype(np.float16)
+        return out
 
     # -------------------------------------------------------------------------------------- access
     def __len__(self) -> int:
@@ -833,6 +884,11 @@ class RadarSequences(Dataset):
         }
         if self.return_mask:
             sample["mask"] = torch.from_numpy(np.logical_not(invalid))
+        if self.teacher is not None:
+            h, w = out.shape[-2:]
+            flow = src.teacher.get(s)
+            sample["teacher"] = (torch.full((2, h, w), float("nan")) if flow is None
+                                 else torch.from_numpy(flow[:, r:r + h, c:c + w].astype(np.float32)))
         sample["time"] = _iso(src.times[s + self.n_in - 1])
         sample["source"] = k
         sample["origin"] = torch.tensor([src.offset[0] + r, src.offset[1] + c])

@@ -660,7 +660,7 @@ class NowcastModule(L.LightningModule):
         if name == "lcnn":
             return self._run_lcnn(x, y, m_out, eval_leads)
         if name == "lupin" and self.stage == "motion":
-            return self._run_motion(x, y, m_out, eval_leads)
+            return self._run_motion(x, y, m_out, eval_leads, batch.get("teacher"))
         if name == "lupin":
             return self._run_lupin(x, y, m_in, m_out, eval_leads)
         return self._run_autoregressive(x, y, m_out, eval_leads)
@@ -720,7 +720,7 @@ class NowcastModule(L.LightningModule):
         mm = eul[:, :eval_leads].clamp_min(0.0) if eval_leads else None
         return loss, {}, mm, list(range(eval_leads))
 
-    def _run_motion(self, x, y, m_out, eval_leads):  # type: ignore[no-untyped-def]
+    def _run_motion(self, x, y, m_out, eval_leads, frame_teacher=None):  # type: ignore[no-untyped-def]
         from ..advection import advect
 
         net, k = self.model, self.rollout_steps
@@ -737,10 +737,17 @@ class NowcastModule(L.LightningModule):
             # only for crops whose last input is >= TEACHER_MIN_RAIN rainy: LK on nearly dry 128 x 128 crops
             # returns flows of tens of px per step (measured: 35 px/step with 0.4 % rain)
             # (optical flow runs on the rainy crops only: it is the costly CPU part of the step)
-            rainy = ((x[:, -1] >= 0.1).float().mean((-2, -1)) >= TEACHER_MIN_RAIN).nonzero()[:, 0]
-            teach = mf.new_zeros(())
+            # With a whole-grid flow in the batch (data.teacher, RadarSequences(teacher=...)) every crop that has
+            # one uses it, whatever its rain; crops without one (NaN: sources too large for it) fall back to this.
+            has = (torch.zeros(x.shape[0], dtype=torch.bool, device=x.device) if frame_teacher is None
+                   else torch.isfinite(frame_teacher).flatten(1).all(1))
+            rainy = (((x[:, -1] >= 0.1).float().mean((-2, -1)) >= TEACHER_MIN_RAIN) & ~has).nonzero()[:, 0]
+            sq = []
             if rainy.numel():
-                teach = ((mf[rainy] - self._teacher_motion(x[rainy])) ** 2).sum(1).mean()
+                sq.append(((mf[rainy] - self._teacher_motion(x[rainy])) ** 2).sum(1).flatten(1).mean(1))
+            if bool(has.any()):
+                sq.append(((mf[has] - frame_teacher[has].to(mf.dtype)) ** 2).sum(1).flatten(1).mean(1))
+            teach = torch.cat(sq).mean() if sq else mf.new_zeros(())
             loss = loss + self.teacher_weight * teach
             logs["teacher"] = teach.detach()
         mm = ext[:, :eval_leads] if eval_leads else None
@@ -1005,7 +1012,7 @@ _TRAINER_TOP = ("accelerator", "devices", "strategy", "num_nodes")
 _DATA_DEFAULTS: dict[str, Any] = {
     "source": "shared", "path": "", "n_in": None, "n_out": None, "crop": None, "batch_size": 2,
     "val_batch_size": None, "num_workers": 0, "val_fraction": None, "stride": 1, "min_rain_fraction": 0.0,
-    "augment": False, "train_fraction": 1.0, "sampling": "window", "mrms": False,
+    "augment": False, "train_fraction": 1.0, "sampling": "window", "mrms": False, "teacher": "", "exclude": [],
     "rain_threshold": 0.1, "min_valid_fraction": None, "eval_crops": "centre",
     "n_frames": 24, "shape": [64, 64], "n_sequences": 2, "n_val_sequences": 1,
 }
@@ -1187,8 +1194,9 @@ def resolve_config(config: Mapping[str, Any] | str | os.PathLike[str],
 def _collate(samples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     out = {"inputs": torch.stack([s["inputs"] for s in samples]),
            "targets": torch.stack([s["targets"] for s in samples])}
-    if "mask" in samples[0]:
-        out["mask"] = torch.stack([s["mask"] for s in samples])
+    for key in ("mask", "teacher"):
+        if key in samples[0]:
+            out[key] = torch.stack([s[key] for s in samples])
     return out
 
 
@@ -1245,7 +1253,15 @@ def build_datasets(data: Mapping[str, Any], n_in: int, n_out: int, seed: int = 0
             except ReadError as exc:
                 raise InputError(str(exc)) from None
             tr_src, va_src = parts["train"], parts["validation"]
+            exclude = [str(e) for e in (data["exclude"] or [])]
+            unknown = [e for e in exclude if e not in {p.name for p in tr_src}]
+            if unknown:
+                raise InputError(f"data.exclude: no training part named {unknown}; the training parts are "
+                                 f"{[p.name for p in tr_src]}")
+            tr_src = [p for p in tr_src if p.name not in exclude]
             desc.update(path=str(data["path"]), val_fraction=vf, mrms=bool(data["mrms"]))
+            if exclude:
+                desc["excluded_training_parts"] = exclude
         else:
             from ..synthetic import rain_sequence
 
@@ -1259,8 +1275,10 @@ def build_datasets(data: Mapping[str, Any], n_in: int, n_out: int, seed: int = 0
         if not tr_src or not va_src:
             raise InputError(f"the {src} data has no {'training' if not tr_src else 'validation'} part")
         train_ds = RadarSequences(tr_src, n_in, n_out, random_crop=True, augment=bool(data["augment"]),
-                                  sampling=str(data["sampling"]), **common)
+                                  sampling=str(data["sampling"]), teacher=str(data["teacher"]) or None, **common)
         desc["sampling"] = str(data["sampling"])
+        if data["teacher"]:
+            desc["teacher"] = f"{data['teacher']} on the whole grid of each source (RadarSequences(teacher=...))"
         val_ds = RadarSequences(va_src, n_in, n_out, random_crop=False, eval_crops=data["eval_crops"], **common)
         desc["train_sources"] = [s["name"] for s in train_ds.sources]
         desc["validation_sources"] = [s["name"] for s in val_ds.sources]
