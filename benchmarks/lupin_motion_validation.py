@@ -7,10 +7,15 @@ Never run on the test part (model selection).
 
 Usage (from the repository root; ~2-4 min on 2 cores)::
 
-    python benchmarks/lupin_motion_validation.py NAME=WEIGHTS [NAME=WEIGHTS ...] [--full NAME=WEIGHTS] [--threads 2]
+    python benchmarks/lupin_motion_validation.py NAME=WEIGHTS [NAME=WEIGHTS ...] [--full NAME=WEIGHTS ...] [--threads 2]
+    # a winter check on a training-part evening left out of a fine-tune (the validation part's January evenings
+    # are dry):
+    python benchmarks/lupin_motion_validation.py --part train --sources "KNMI 2021-01-01-2005" --crop 400 \
+        --full shipped=shipped new=runs/cpu/lupin_motion_frame_teacher/lupin
 
 ``WEIGHTS`` is a LUPIN ``.safetensors`` (stem) of any stage, e.g. ``runs/cpu/lupin_motion_teacher/lupin``;
-``--full`` also scores the complete LUPIN with those weights (model ``lupin``).
+``--full`` also scores complete LUPINs with those weights: ``--full PATH`` as model ``lupin``, ``--full
+NAME=PATH`` as model ``NAME`` (``PATH`` = ``shipped``: the shipped weights), several side by side.
 """
 
 from __future__ import annotations
@@ -19,12 +24,13 @@ import argparse
 import os
 import warnings
 
+import numpy as np
 import torch
 
 from skydiff import advect
 from skydiff.nowcast.data import shared_split
 from skydiff.nowcast.evaluation import evaluate
-from skydiff.nowcast.interface import register_model
+from skydiff.nowcast.interface import _nn_model, register_model
 from skydiff.nowcast.models.blocks import gaussian_blur
 from skydiff.registry import load_model
 
@@ -44,8 +50,13 @@ def motion_only(path: str):  # type: ignore[no-untyped-def]
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("models", nargs="+", metavar="NAME=WEIGHTS")
-    p.add_argument("--full", default=None, metavar="NAME=WEIGHTS")
+    p.add_argument("models", nargs="*", metavar="NAME=WEIGHTS")
+    p.add_argument("--full", nargs="+", default=[], metavar="[NAME=]WEIGHTS")
+    p.add_argument("--part", default="validation", choices=("validation", "train"),
+                   help="part of the shared split (train: only for parts a candidate did not train on)")
+    p.add_argument("--sources", nargs="+", default=None, help="only the parts with these names")
+    p.add_argument("--crop", type=int, default=256)
+    p.add_argument("--stride", type=int, default=2)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--data", default=os.environ.get("SKYDIFF_DATA", "../shared/data"))
     args = p.parse_args()
@@ -57,15 +68,30 @@ def main() -> int:
         register_model(tag, fn, min_frames=n, description=f"motion only of {path}")
         names.append(tag)
     weights = {}
-    if args.full:
-        weights["lupin"] = args.full.split("=", 1)[1]
-        names.append("lupin")
+    for item in args.full:
+        tag, path = item.split("=", 1) if "=" in item else ("lupin", item)
+        if tag != "lupin":
+            register_model(tag, _nn_model("lupin"), min_frames=6, description=f"LUPIN with {path}")
+        if path != "shipped":
+            weights[tag] = path
+        names.append(tag)
+    if not names:
+        p.error("give motion-only models and/or --full")
+    parts = shared_split(args.data)[args.part]
+    if args.sources:
+        missing = set(args.sources) - {s.name for s in parts}
+        if missing:
+            p.error(f"no {args.part} part named {sorted(missing)}; there are {[s.name for s in parts]}")
+        parts = [s for s in parts if s.name in args.sources]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ev = evaluate(shared_split(args.data)["validation"], ["extrapolation"] + names, stride=2, crop=256,
-                      weights=weights)
-    print(f"validation part, {len(ev.cases)} cases, 256 x 256 centre crops, {args.threads} threads\n")
+        ev = evaluate(parts, ["extrapolation"] + names, stride=args.stride, crop=args.crop, weights=weights)
+    print(f"{args.part} part{' ' + ', '.join(args.sources) if args.sources else ''}, {len(ev.cases)} cases, "
+          f"{args.crop} x {args.crop} centre crops, every {args.stride} steps, {args.threads} threads\n")
     print("CSI at 1 mm/h\n\n" + ev.table("csi", 1.0) + "\n\nETS at 5 mm/h\n\n" + ev.table("ets", 5.0))
+    print("\nmean over the leads: " + "; ".join(
+        f"{m} CSI@1 {np.nanmean(ev.score(m, 'csi', 1.0)):.4f} ETS@5 {np.nanmean(ev.score(m, 'ets', 5.0)):.4f}"
+        for m in ev.models))
     return 0
 
 
