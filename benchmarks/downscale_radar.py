@@ -54,7 +54,7 @@ import numpy as np
 import torch
 
 from skydiff.downscale.baselines import bicubic, match_block_means, spectral_zeropad
-from skydiff.downscale.data import RADAR_SOURCES, block_mean, radar_pairs
+from skydiff.downscale.data import RADAR_SOURCES, block_mean, radar_label, radar_pairs
 from skydiff.registry import create_model, load_model
 from skydiff.verify import (crps_ensemble, crps_pooled, fss, ks_normal, negative_fraction, percentile_bias,
                             rapsd_ratio_db, wet_fraction)
@@ -194,8 +194,12 @@ def main() -> None:
                           "s_churn": a.churn}
         m.to(dev)
         t0 = time.perf_counter()
+        # a model conditioned on the radar product gets each tile's product (skydiff.downscale.data.RADAR_LABELS)
+        lab = [radar_label(str(s)) for s in src] if getattr(m, "labels", ()) else None
+        if lab is not None:
+            sampler[label]["labels"] = "per tile, from its source (RADAR_LABELS)"
         ens = m.sample(lo_t, members=a.members, steps=a.steps, seed=a.seed, progress=True, batch_size=a.batch,
-                       s_churn=a.churn)
+                       s_churn=a.churn, label=lab)
         ens = ens.cpu().numpy()  # (the copy to the CPU waits for the device)
         timing[label] = (time.perf_counter() - t0) / (a.members * hi.shape[0])
         preds[label] = ens

@@ -133,6 +133,9 @@ def train_pp_atom(stem: Path) -> Path:
     return train_pp_ablation(stem, "edm-radar-atom")
 
 
+PRODUCT_LABELS = ("knmi-rap", "knmi-dbz", "fmi", "mrms")  # skydiff.downscale.data.RADAR_LABELS' values
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model", choices=sorted(NAMES))
@@ -147,6 +150,9 @@ def main() -> None:
     ap.add_argument("--no-resume", action="store_true")
     ap.add_argument("--ship", action="store_true", help="copy the weights to skydiff/downscale/weights")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--labels", action="store_true",
+                    help="radar models: condition on the radar product of each tile (EDMDownscaler(labels=...), "
+                         "skydiff.downscale.data.RADAR_LABELS; 20 %% of the training fields unlabelled)")
     ap.add_argument("--pp-weights", default=None,
                     help="radar-atom / radar-thr001 only: stem of the ablation's PP weights (trained first if "
                          "missing; default runs/downscale/pp_atom/pp-radar-atom or "
@@ -213,13 +219,21 @@ def main() -> None:
         else "Contains modified Copernicus Climate Change Service information 2020-2022",
         "machine": f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {a.threads} thread(s)",
         "command": f"python benchmarks/train_downscale.py {a.model} --steps {a.steps} --batch {a.batch} "
-                   f"--crop {a.crop} --base {a.base} --lr {a.lr}" + (" --part fit" if fitpart else ""),
+                   f"--crop {a.crop} --base {a.base} --lr {a.lr}" + (" --part fit" if fitpart else "")
+                   + (" --labels" if a.labels else ""),
     }
+    extra = {}
+    if a.labels:
+        if a.model == "era5":
+            ap.error("--labels applies to the radar models only")
+        extra["labels"] = list(PRODUCT_LABELS)
+        card["description"] += (" -- conditioned on the radar product (labels " + ", ".join(PRODUCT_LABELS)
+                                + "; 20 % of the training fields unlabelled)")
     reg = REGISTRY.get(name, name)
     # the run folder is <out>/<name>; an ablation trains its registry model one folder deeper (its own checkpoints)
     out = a.out if reg == name else str(Path(a.out) / name)
     s = train_downscaler(pairs, reg, out=out, max_steps=a.steps, batch_size=a.batch, crop=a.crop or None, lr=a.lr,
-                         resume=not a.no_resume, card=card, base_channels=a.base, pp_weights=pp_weights)
+                         resume=not a.no_resume, card=card, base_channels=a.base, pp_weights=pp_weights, **extra)
     if reg != name:  # copy the export to <out>/<name>/<name>.{safetensors,json} (loadable with load_model)
         for ext in (".safetensors", ".json"):
             src = s["weights"].replace(".safetensors", ext)

@@ -74,7 +74,7 @@ def test_heun_sampler_recovers_gaussian_variance(monkeypatch):
     N(0, σmax²) to N(0, s²): the samples' standard deviation must be s (a wrong schedule or Heun step fails)."""
     m = tiny(sigma_max=80.0)
     s = 0.5
-    monkeypatch.setattr(m, "denoise", lambda x, sigma, cond: x * s**2 / (s**2 + torch.as_tensor(sigma) ** 2))
+    monkeypatch.setattr(m, "denoise", lambda x, sigma, cond, label=None: x * s**2 / (s**2 + torch.as_tensor(sigma) ** 2))
     lo = torch.zeros(1, 8, 8)
     out = m.sample(lo, members=64, steps=40, seed=1, progress=False, return_space=True)
     base, _ = m.condition(lo)
@@ -205,3 +205,47 @@ def test_registered_names():
 
     assert {"edm-radar", "edm-radar-tp", "edm-era5"} <= set(list_models(kind="downscale"))
     assert dif.SPACES == ("pp", "log1p", "sqrt")
+
+
+# --------------------------------------------------------------------------- product labels
+def test_labelled_model_conditions_on_the_label_and_round_trips(tmp_path):
+    """EDMDownscaler(labels=...): the label embedding changes the denoiser; None = unknown; names checked;
+    saved and loaded with its labels; training labels each pair by its source's product."""
+    from skydiff.downscale.data import radar_label
+    from skydiff.downscale.training import train_downscaler
+
+    m = tiny(labels=["knmi-rap", "fmi"])
+    for mod in m.net.modules():  # the zero-initialised residual branches would hide the embedding
+        if isinstance(mod, nn.Conv2d):
+            nn.init.normal_(mod.weight, std=0.1)
+    nn.init.normal_(m.net.label_emb.weight, std=1.0)
+    lo = rainy(2, 6, 6)
+    a = m.sample(lo, 1, 3, seed=1, progress=False, label="knmi-rap")
+    b = m.sample(lo, 1, 3, seed=1, progress=False, label="fmi")
+    u = m.sample(lo, 1, 3, seed=1, progress=False)
+    ab = m.sample(lo, 1, 3, seed=1, progress=False, label=["knmi-rap", "fmi"])
+    assert not torch.allclose(a, b) and not torch.allclose(a, u)
+    torch.testing.assert_close(ab[:, 0], a[:, 0])
+    torch.testing.assert_close(ab[:, 1], b[:, 1])
+    with pytest.raises(InputError, match="unknown label"):
+        m.sample(lo, 1, 2, progress=False, label="mrms")
+    with pytest.raises(InputError, match="one label per field"):
+        m.sample(lo, 1, 2, progress=False, label=["fmi"])
+    with pytest.raises(InputError, match="has no labels"):
+        tiny().sample(lo, 1, 2, progress=False, label="fmi")
+    save_model(m, tmp_path / "lab")
+    m2 = load_model(tmp_path / "lab")
+    assert m2.labels == ("knmi-rap", "fmi")
+    torch.testing.assert_close(m2.sample(lo, 1, 3, seed=1, progress=False, label="fmi"), b)
+
+    assert radar_label("knmi2010-val") == "knmi-rap" and radar_label("knmi2021-02") == "knmi-dbz"
+    with pytest.raises(InputError, match="no product label"):
+        radar_label("nope")
+    hi = rainy(16, 16, 16).numpy()
+    src = np.array(["knmi2010-fit"] * 8 + ["fmi2016-fit"] * 8)
+    pairs = TilePairs(hi, block_mean(hi, 4), 4, src, np.zeros(16, "datetime64[s]"), np.zeros((16, 2), np.int64))
+    kw = dict(out=tmp_path / "run", batch_size=8, crop=8, base_channels=8, mults=(1, 2), progress=False)
+    s = train_downscaler(pairs, "edm-radar-tp", max_steps=2, labels=["knmi-rap", "fmi"], **kw)
+    assert load_model(s["weights"]).labels == ("knmi-rap", "fmi")
+    with pytest.raises(InputError, match="lack"):
+        train_downscaler(pairs, "edm-radar-tp", max_steps=1, labels=["fmi"], resume=False, **kw)

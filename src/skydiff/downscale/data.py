@@ -55,7 +55,8 @@ import torch
 
 from ..errors import InputError, ReadError, ShapeError
 
-__all__ = ["block_mean", "TilePairs", "radar_pairs", "era5_pairs", "RADAR_SOURCES", "tile_grid"]
+__all__ = ["block_mean", "TilePairs", "radar_pairs", "era5_pairs", "RADAR_SOURCES", "RADAR_LABELS", "radar_label",
+           "tile_grid"]
 
 RADAR_SOURCES = {
     "train": ("knmi2010", "fmi2016", "knmi2021-01", "mrms"),
@@ -64,6 +65,23 @@ RADAR_SOURCES = {
     "validation": ("knmi2010-val", "fmi2016-val", "knmi2021-01-val", "mrms-val"),
 }
 """Names of the radar sources of each part (see the module docstring)."""
+
+RADAR_LABELS = {"knmi2010": "knmi-rap", "knmi2010-test": "knmi-rap", "fmi2016": "fmi", "fmi2017": "fmi",
+                "knmi2021-01": "knmi-dbz", "knmi2021-02": "knmi-dbz", "mrms": "mrms"}
+"""The radar *product* of each source, for downscalers conditioned on it (``EDMDownscaler(labels=...)``): KNMI's
+real-time 5-min accumulation (``knmi-rap``, 2010: smooth at 1 km), KNMI reflectivity composites (``knmi-dbz``,
+2021), FMI composites and MRMS precipitation rates; their 1-km fields differ in small-scale roughness."""
+
+
+def radar_label(source: str) -> str:
+    """The product label (:data:`RADAR_LABELS`) of a radar source name (``-fit`` / ``-val`` parts included)."""
+    name = str(source)
+    for suffix in ("-fit", "-val"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+    if name not in RADAR_LABELS:
+        raise InputError(f"no product label for radar source {source!r}; known sources: {sorted(RADAR_LABELS)}")
+    return RADAR_LABELS[name]
 
 
 def _check_factor(factor: Any) -> int:

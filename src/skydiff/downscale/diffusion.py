@@ -29,6 +29,7 @@ with the same architecture) and ``"edm-era5"`` (ERA5).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -116,10 +117,13 @@ class DenoiserUNet(nn.Module):
         Width of the noise-level embedding (default ``4 * base_channels``).
     dropout
         Dropout inside the residual blocks.
+    n_labels
+        Number of class labels (e.g. which radar product to imitate); > 0 adds a learned label embedding to the
+        noise-level embedding, with one extra index ``n_labels`` meaning "unknown" (used where ``label`` is None).
     """
 
     def __init__(self, in_channels: int, base_channels: int = 32, mults: tuple[int, ...] = (1, 2, 2),
-                 emb_channels: int | None = None, dropout: float = 0.0):
+                 emb_channels: int | None = None, dropout: float = 0.0, n_labels: int = 0):
         super().__init__()
         mults = tuple(int(m) for m in mults)
         if not mults or any(m < 1 for m in mults):
@@ -129,6 +133,10 @@ class DenoiserUNet(nn.Module):
         emb = emb_channels or 4 * base_channels
         self.n_freq = base_channels // 2 if base_channels >= 2 else 1
         self.emb = nn.Sequential(nn.Linear(2 * self.n_freq, emb), nn.SiLU(), nn.Linear(emb, emb))
+        self.n_labels = int(n_labels)
+        self.label_emb = nn.Embedding(self.n_labels + 1, emb) if self.n_labels > 0 else None
+        if self.label_emb is not None:
+            nn.init.zeros_(self.label_emb.weight)  # starts as the unconditional network
         widths = [base_channels * m for m in mults]
         self.inp = nn.Conv2d(in_channels, widths[0], 3, padding=1)
         self.enc = nn.ModuleList()
@@ -153,7 +161,7 @@ class DenoiserUNet(nn.Module):
         a = c_noise[:, None] * freqs[None, :] * 4.0 * 10.0
         return self.emb(torch.cat([torch.cos(a), torch.sin(a)], dim=1))
 
-    def forward(self, x: torch.Tensor, c_noise: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c_noise: torch.Tensor, label: torch.Tensor | None = None) -> torch.Tensor:
         H, W = x.shape[-2:]
         m = 2 ** (self.levels - 1)
         ph, pw = (-H) % m, (-W) % m
@@ -161,6 +169,10 @@ class DenoiserUNet(nn.Module):
             mode = "reflect" if H > ph and W > pw else "replicate"
             x = F.pad(x, (0, pw, 0, ph), mode=mode)
         e = self._embed(c_noise.reshape(-1).to(x.dtype).expand(x.shape[0]))
+        if self.label_emb is not None:
+            if label is None:
+                label = torch.full((x.shape[0],), self.n_labels, dtype=torch.long, device=x.device)
+            e = e + self.label_emb(label.to(x.device).reshape(-1).expand(x.shape[0])).to(e.dtype)
         h = self.inp(x)
         skips = []
         for i, blk in enumerate(self.enc):
@@ -196,6 +208,10 @@ class EDMDownscaler(nn.Module):
         Whether the PP encoder takes VIMD (``pp-era5``); then :meth:`sample` needs low-res VIMD.
     n_static
         Number of static high-resolution fields (e.g. orography) given to :meth:`sample` as ``static``.
+    labels
+        Optional names of the high-resolution products the model can imitate (e.g. radar products whose 1-km
+        fields differ in small-scale roughness: ``("knmi-rap", "knmi-dbz", "fmi", "mrms")``); :meth:`sample`'s
+        ``label`` picks one per field, None = unknown (trained by dropping labels, so it is the mixture).
     base_channels, mults, dropout
         U-Net size (:class:`DenoiserUNet`).
     sigma_data
@@ -214,7 +230,7 @@ class EDMDownscaler(nn.Module):
 
     def __init__(self, factor: int = 4, space: str = "pp", pp_model: str | None = "pp-radar",
                  pp_config: dict[str, Any] | None = None, use_vimd: bool = False, n_static: int = 0,
-                 base_channels: int = 32, mults: tuple[int, ...] | list[int] = (1, 2, 2), dropout: float = 0.0,
+                 labels: Sequence[str] | None = None, base_channels: int = 32, mults: tuple[int, ...] | list[int] = (1, 2, 2), dropout: float = 0.0,
                  sigma_data: float = 0.5, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0,
                  p_mean: float = -1.2, p_std: float = 1.2, upsample: str = "bicubic", name: str = "edm-radar"):
         super().__init__()
@@ -226,6 +242,9 @@ class EDMDownscaler(nn.Module):
         if not sigma_data > 0 or not 0 < sigma_min < sigma_max:
             raise InputError("need sigma_data > 0 and 0 < sigma_min < sigma_max")
         self.n_static = _check_int("n_static", n_static, 0)
+        self.labels = tuple(str(v) for v in (labels or ()))
+        if len(set(self.labels)) != len(self.labels):
+            raise InputError(f"labels must be distinct, got {list(self.labels)}")
         self.space, self.use_vimd, self.upsample_mode = space, bool(use_vimd), upsample
         self.sigma_data, self.sigma_min, self.sigma_max, self.rho = float(sigma_data), float(sigma_min), \
             float(sigma_max), float(rho)
@@ -235,6 +254,7 @@ class EDMDownscaler(nn.Module):
         self.config = {
             "factor": self.factor, "space": space, "pp_model": pp_model, "pp_config": dict(pp_config or {}),
             "use_vimd": self.use_vimd, "n_static": self.n_static, "base_channels": int(base_channels),
+            **({"labels": list(self.labels)} if self.labels else {}),
             "mults": list(mults), "dropout": float(dropout), "sigma_data": self.sigma_data,
             "sigma_min": self.sigma_min, "sigma_max": self.sigma_max, "rho": self.rho, "p_mean": self.p_mean,
             "p_std": self.p_std, "upsample": upsample,
@@ -249,7 +269,8 @@ class EDMDownscaler(nn.Module):
             self.pp = create_model(pp_model, pretrained=False, **pp_kw)
             self.pp.requires_grad_(False)
             self.pp.eval()
-        self.net = DenoiserUNet(2 + self.n_static, int(base_channels), mults, dropout=float(dropout))
+        self.net = DenoiserUNet(2 + self.n_static, int(base_channels), mults, dropout=float(dropout),
+                                n_labels=len(self.labels))
 
     # -------------------------------------------------------------- data space
     def train(self, mode: bool = True) -> EDMDownscaler:
@@ -301,24 +322,51 @@ class EDMDownscaler(nn.Module):
             cond.append(s.to(base).expand(base.shape[0], -1, -1, -1))
         return base, torch.cat(cond, dim=1)
 
+    def label_index(self, label: Any, n: int, device: Any = None) -> torch.Tensor | None:
+        """``label`` (None, a name, or ``n`` names / None) → (n,) label indices (``len(labels)`` = unknown)."""
+        if label is None:
+            return None
+        if not self.labels:
+            raise InputError(f"model {self.model_name!r} has no labels; it cannot imitate {label!r}")
+        if isinstance(label, torch.Tensor):
+            idx = label.to(device=device, dtype=torch.long).reshape(-1)
+            if idx.numel() == 1:
+                idx = idx.expand(n)
+            if idx.numel() != n or bool(((idx < 0) | (idx > len(self.labels))).any()):
+                raise InputError(f"label indices must be {n} values in [0, {len(self.labels)}]")
+            return idx
+        names = [label] * n if isinstance(label, str) else list(label)
+        if len(names) != n:
+            raise InputError(f"give one label per field: {n} fields, {len(names)} labels")
+        bad = sorted({str(v) for v in names if v is not None and v not in self.labels})
+        if bad:
+            raise InputError(f"unknown label(s) {bad} for model {self.model_name!r}; known: {list(self.labels)} "
+                             "(or None for unknown)")
+        return torch.tensor([len(self.labels) if v is None else self.labels.index(v) for v in names],
+                            dtype=torch.long, device=device)
+
     # -------------------------------------------------------------- EDM
-    def denoise(self, x: torch.Tensor, sigma: torch.Tensor | float, cond: torch.Tensor) -> torch.Tensor:
-        """Preconditioned denoiser ``D(x; σ)``: noisy residual (B, H, W), σ (scalar or (B,)), cond → (B, H, W)."""
+    def denoise(self, x: torch.Tensor, sigma: torch.Tensor | float, cond: torch.Tensor,
+                label: torch.Tensor | None = None) -> torch.Tensor:
+        """Preconditioned denoiser ``D(x; σ)``: noisy residual (B, H, W), σ (scalar or (B,)), cond → (B, H, W);
+        ``label`` (B,) label indices for a labelled model (None = unknown)."""
         sig = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).reshape(-1)
         if sig.numel() == 1:
             sig = sig.expand(x.shape[0])
         c_skip, c_out, c_in, c_noise = edm_precond(sig, self.sigma_data)
         inp = torch.cat([(c_in[:, None, None] * x)[:, None], cond.to(x.dtype)], dim=1)
-        f = self.net(inp, c_noise)[:, 0]
+        f = self.net(inp, c_noise, label)[:, 0]
         return c_skip[:, None, None] * x + c_out[:, None, None] * f
 
-    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, cond: torch.Tensor) -> torch.Tensor:
-        return self.denoise(x, sigma, cond)
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor | float, cond: torch.Tensor,
+                label: torch.Tensor | None = None) -> torch.Tensor:
+        return self.denoise(x, sigma, cond, label)
 
     def loss(self, hi_tp: torch.Tensor, lo_tp: torch.Tensor, hi_vimd: torch.Tensor | None = None,
              lo_vimd: torch.Tensor | None = None, static: torch.Tensor | None = None,
-             generator: torch.Generator | None = None) -> torch.Tensor:
-        """EDM training loss on a batch: hi (B, H, W) and lo (B, h, w) rain in mm/h (no NaN)."""
+             generator: torch.Generator | None = None, label: torch.Tensor | None = None) -> torch.Tensor:
+        """EDM training loss on a batch: hi (B, H, W) and lo (B, h, w) rain in mm/h (no NaN); ``label`` (B,)
+        label indices of a labelled model."""
         with torch.no_grad():
             base, cond = self.condition(lo_tp, lo_vimd, static)
             r = self.encode(hi_tp, hi_vimd) - base
@@ -326,7 +374,7 @@ class EDMDownscaler(nn.Module):
         n = torch.randn(B, generator=generator, device=r.device, dtype=r.dtype)
         sigma = torch.exp(self.p_mean + self.p_std * n)
         noise = torch.randn(r.shape, generator=generator, device=r.device, dtype=r.dtype)
-        D = self.denoise(r + sigma[:, None, None] * noise, sigma, cond)
+        D = self.denoise(r + sigma[:, None, None] * noise, sigma, cond, self.label_index(label, B, r.device))
         w = (sigma**2 + self.sigma_data**2) / (sigma * self.sigma_data) ** 2
         return (w[:, None, None] * (D - r) ** 2).mean()
 
@@ -334,13 +382,14 @@ class EDMDownscaler(nn.Module):
     def sample(self, lo_tp: torch.Tensor, members: int = 8, steps: int = 18, *, lo_vimd: torch.Tensor | None = None,
                static: torch.Tensor | None = None, seed: int | None = None, generator: torch.Generator | None = None,
                s_churn: float = 0.0, s_noise: float = 1.0, batch_size: int = 64, progress: bool = True,
-               return_space: bool = False) -> torch.Tensor:
+               return_space: bool = False, label: Any = None) -> torch.Tensor:
         """Ensemble of high-resolution fields for low-res rain ``lo_tp`` (B, h, w) in mm/h.
 
         Returns ``(members, B, h·factor, w·factor)`` rain rate (mm/h, >= 0), or the data-space fields with
         ``return_space=True``. ``seed`` makes the draw reproducible (a CPU/Device generator); ``s_churn`` > 0
         adds EDM Algorithm-2 churn. ``batch_size`` fields (members × inputs) go through the U-Net at once; a
-        tqdm bar counts the sampling steps of every batch.
+        tqdm bar counts the sampling steps of every batch. ``label``: for a model with ``labels``, the product to
+        imitate — one name for every field, one name (or None) per field, or None (unknown: the training mixture).
         """
         from tqdm.auto import tqdm
 
@@ -352,6 +401,7 @@ class EDMDownscaler(nn.Module):
             generator = torch.Generator(device=lo_tp.device).manual_seed(int(seed))
         base, cond = self.condition(lo_tp, lo_vimd, static)
         B, H, W = base.shape
+        lab = self.label_index(label, B, base.device)
         sig = karras_sigmas(steps, self.sigma_min, self.sigma_max, self.rho, dtype=base.dtype, device=base.device)
         # every (member, field) pair is one sample; order member-major
         idx = torch.arange(members * B, device=base.device) % B
@@ -362,6 +412,7 @@ class EDMDownscaler(nn.Module):
         for c0 in chunks:
             sel = idx[c0:c0 + int(batch_size)]
             cnd = cond[sel]
+            lb = None if lab is None else lab[sel]
             x = torch.randn((sel.numel(), H, W), generator=generator, device=base.device, dtype=base.dtype) * sig[0]
             for i in range(steps):
                 t, t_next = sig[i], sig[i + 1]
@@ -370,10 +421,10 @@ class EDMDownscaler(nn.Module):
                     eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
                     x = x + torch.sqrt(t_hat**2 - t**2) * float(s_noise) * eps
                     t = t_hat
-                d = (x - self.denoise(x, t, cnd)) / t
+                d = (x - self.denoise(x, t, cnd, lb)) / t
                 x_next = x + (t_next - t) * d
                 if t_next > 0:
-                    d2 = (x_next - self.denoise(x_next, t_next, cnd)) / t_next
+                    d2 = (x_next - self.denoise(x_next, t_next, cnd, lb)) / t_next
                     x_next = x + (t_next - t) * 0.5 * (d + d2)
                 x = x_next
                 bar.update(1)

@@ -47,7 +47,7 @@ class PairDataset(Dataset):
     """
 
     def __init__(self, pairs: TilePairs, crop: int | None = 32, augment: bool = True, seed: int = 0,
-                 length: int | None = None):
+                 length: int | None = None, labels: np.ndarray | None = None):
         f = pairs.factor
         H, W = pairs.hi.shape[1:]
         if crop is not None and (crop % f or crop > min(H, W)):
@@ -56,6 +56,9 @@ class PairDataset(Dataset):
         self.rng = np.random.default_rng(seed)
         self.has_vimd = "vimd_hi" in pairs.extra
         self.length = len(pairs) if length is None else max(int(length), len(pairs))
+        self.labels = None if labels is None else np.asarray(labels, np.int64)
+        if self.labels is not None and self.labels.shape != (len(pairs),):
+            raise InputError(f"labels must hold one index per pair ({len(pairs)}), got shape {self.labels.shape}")
 
     def __len__(self) -> int:
         return self.length
@@ -82,6 +85,8 @@ class PairDataset(Dataset):
         out["lo"] = block_mean(out["hi"], f)
         if self.has_vimd:
             out["lo_vimd"] = block_mean(out["hi_vimd"], f)
+        if self.labels is not None:
+            out["label"] = torch.tensor(int(self.labels[i]))
         return out
 
 
@@ -108,14 +113,21 @@ class DownscaleModule(_lightning().LightningModule):  # type: ignore[misc]
     """Lightning wrapper: EDM loss, AdamW + warm-up/cosine schedule, EMA weights (``self.ema``)."""
 
     def __init__(self, model: Any, lr: float = 2e-3, weight_decay: float = 1e-4, max_steps: int = 2000,
-                 warmup: int = 100, ema_decay: float = 0.999):
+                 warmup: int = 100, ema_decay: float = 0.999, label_dropout: float = 0.2):
         super().__init__()
         self.model = model
         self.ema = copy.deepcopy(model).requires_grad_(False)
         self.lr, self.wd, self.max_steps, self.warmup, self.ema_decay = lr, weight_decay, max_steps, warmup, ema_decay
+        if not 0.0 <= float(label_dropout) <= 1.0:
+            raise InputError(f"label_dropout must be in [0, 1], got {label_dropout}")
+        self.label_dropout = float(label_dropout)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = self.model.loss(batch["hi"], batch["lo"], batch.get("hi_vimd"), batch.get("lo_vimd"))
+        label = batch.get("label")
+        if label is not None and self.label_dropout > 0:  # "unknown" for a share of the fields: the mixture
+            drop = torch.rand(label.shape, device=label.device) < self.label_dropout
+            label = torch.where(drop, torch.full_like(label, len(self.model.labels)), label)
+        loss = self.model.loss(batch["hi"], batch["lo"], batch.get("hi_vimd"), batch.get("lo_vimd"), label=label)
         self.log("loss", loss, prog_bar=True, on_step=True, on_epoch=False)
         return loss
 
@@ -142,7 +154,8 @@ def train_downscaler(pairs: TilePairs, name: str = "edm-radar", *, out: str | os
                      max_steps: int = 2000, batch_size: int = 32, crop: int | None = 32, lr: float = 2e-3,
                      ema_decay: float = 0.999, pp_weights: str | os.PathLike[str] | bool = True,
                      ckpt_every: int = 200, resume: bool = True, seed: int = 0, progress: bool = True,
-                     card: dict[str, Any] | None = None, **model_config: Any) -> dict[str, Any]:
+                     card: dict[str, Any] | None = None, label_dropout: float = 0.2,
+                     **model_config: Any) -> dict[str, Any]:
     """Train a registered ``edm-*`` downscaler on high-/low-resolution pairs and export its EMA weights.
 
     Parameters
@@ -160,6 +173,10 @@ def train_downscaler(pairs: TilePairs, name: str = "edm-radar", *, out: str | os
         For PP models: ``True`` = the shipped ``pp-*`` weights, or a path to PP weights.
     ckpt_every, resume
         Lightning checkpoint interval (steps) and whether to continue from ``last.ckpt``.
+    label_dropout
+        For a model with ``labels`` (each pair labelled with its source's product, :data:`~skydiff.downscale.data.RADAR_LABELS`):
+        the share of training fields given the "unknown" label instead, so that sampling without a label is the
+        training mixture.
     **model_config
         Constructor options of :class:`~skydiff.downscale.diffusion.EDMDownscaler` (``factor`` defaults to
         ``pairs.factor``).
@@ -189,8 +206,17 @@ def train_downscaler(pairs: TilePairs, name: str = "edm-radar", *, out: str | os
     if "sigma_data" not in model_config:
         model = create_model(name, **{**model.config, "sigma_data": sd}) if model.pp is None else _with_sigma(
             model, name, sd)
-    module = DownscaleModule(model, lr=lr, max_steps=max_steps, ema_decay=ema_decay)
-    ds = PairDataset(pairs, crop=crop, seed=seed, length=max(len(pairs), 100 * batch_size))
+    module = DownscaleModule(model, lr=lr, max_steps=max_steps, ema_decay=ema_decay, label_dropout=label_dropout)
+    labels = None
+    if model.labels:  # the product label of every pair, from its source name (RADAR_LABELS)
+        from .data import radar_label
+
+        names = [radar_label(s) for s in pairs.source]
+        missing = sorted(set(names) - set(model.labels))
+        if missing:
+            raise InputError(f"the pairs hold product(s) {missing} that the model's labels {list(model.labels)} lack")
+        labels = np.array([model.labels.index(n) for n in names], np.int64)
+    ds = PairDataset(pairs, crop=crop, seed=seed, length=max(len(pairs), 100 * batch_size), labels=labels)
     dl = DataLoader(ds, batch_size=batch_size, shuffle=True, drop_last=len(ds) >= batch_size, num_workers=0)
     ckdir = run / "checkpoints"
     last = ckdir / "last.ckpt"
