@@ -249,3 +249,16 @@ def test_labelled_model_conditions_on_the_label_and_round_trips(tmp_path):
     assert load_model(s["weights"]).labels == ("knmi-rap", "fmi")
     with pytest.raises(InputError, match="lack"):
         train_downscaler(pairs, "edm-radar-tp", max_steps=1, labels=["fmi"], resume=False, **kw)
+
+
+def test_downscale_passes_the_label_and_refuses_it_for_unlabelled_models():
+    from skydiff.downscale import downscale
+
+    m = tiny(labels=["knmi-rap", "fmi"], sigma_max=1.0).eval()
+    lo = rainy(1, 6, 6)[0].numpy()
+    a = downscale(lo, model=m, members=1, steps=2, seed=0, progress=False, label="fmi")
+    assert a.shape == (1, 24, 24)
+    with pytest.raises(InputError, match="unknown label"):
+        downscale(lo, model=m, members=1, steps=2, seed=0, progress=False, label="nope")
+    with pytest.raises(InputError, match="has no labels"):
+        downscale(lo, model=tiny(sigma_max=1.0), members=1, steps=2, progress=False, label="fmi")

@@ -431,7 +431,7 @@ def cmd_downscale(args: argparse.Namespace) -> int:
     prog.step(f"downscaling {tuple(lo.shape)} by {args.factor} with {args.model!r}, {args.members} members, "
               f"{args.steps} steps")
     ens = downscale(lo, factor=args.factor, model=args.model, members=args.members, steps=args.steps,
-                    seed=args.seed, progress=not args.quiet)
+                    seed=args.seed, progress=not args.quiet, label=args.label)
     if nan.any():
         f = args.factor
         mask = np.repeat(np.repeat(nan, f, axis=-2), f, axis=-1)
@@ -614,6 +614,9 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--model", default="radar", help="radar (default), radar-tp, era5 or a weights path")
     ds.add_argument("--steps", type=int, default=18, help="Heun sampling steps (default 18)")
     ds.add_argument("--seed", type=int, default=None, help="random seed for a reproducible ensemble")
+    ds.add_argument("--label", default=None,
+                    help="for a model conditioned on the radar product: the product to imitate (e.g. knmi-rap, "
+                         "knmi-dbz, fmi, mrms; default unknown)")
     ds.add_argument("--variable", default=None, help="netCDF variable (default: the first rain-like one)")
     ds.add_argument("--fill-nan", action="store_true", help="downscale no-data pixels as 0, NaN in the output")
     ds.add_argument("--out", default=None, help="output netCDF (ensemble, member × [time ×] y × x)")

@@ -94,7 +94,7 @@ def _check_rain(x: torch.Tensor, name: str, allow_negative: bool = False) -> Non
 
 def downscale(lowres: Any, factor: int = 4, model: Any = "radar", members: int = 8, steps: int = 18,
               seed: int | None = None, progress: bool = True, *, vimd: Any = None, static: Any = None,
-              s_churn: float = 0.0, batch_size: int = 64, conserve: bool = False) -> Any:
+              s_churn: float = 0.0, batch_size: int = 64, conserve: bool = False, label: str | None = None) -> Any:
     """Stochastic downscaling of low-resolution rain to a ``factor``-times finer grid.
 
     Parameters
@@ -126,6 +126,10 @@ def downscale(lowres: Any, factor: int = 4, model: Any = "radar", members: int =
     conserve
         Rescale every member so that its ``factor × factor`` block means equal ``lowres`` exactly
         (:func:`~skydiff.downscale.baselines.match_block_means`); off by default.
+    label
+        For a model conditioned on the high-resolution product (``EDMDownscaler(labels=...)``, e.g. ``"knmi-rap"``,
+        ``"knmi-dbz"``, ``"fmi"``, ``"mrms"``): the product whose small-scale texture to imitate; None = unknown
+        (the training mixture). A model without labels refuses a label.
 
     Returns
     -------
@@ -168,7 +172,7 @@ def downscale(lowres: Any, factor: int = 4, model: Any = "radar", members: int =
     if next(m.parameters()).device != device:
         m = m.to(device)
     out = m.sample(xb, members=members, steps=steps, lo_vimd=v, static=st, seed=seed, progress=progress,
-                   s_churn=s_churn, batch_size=batch_size)
+                   s_churn=s_churn, batch_size=batch_size, label=label)
     if conserve:
         from .baselines import match_block_means
 
