@@ -19,6 +19,10 @@ Usage (from the repository root, with the shared data)::
   ``radar_pairs`` (the time-split tail of TRAIN: KNMI 2010 04:00-04:55, FMI 20160928 17:25-18:00, KNMI January 2021
   evenings 09-10, MRMS 01:00-01:10; at most as many as a source has), for choosing between models trained on the
   ``fit`` part (``train_downscale.py --part fit``).
+- ``val{K}_tiles.npz`` (with ``--validation N --validation-round K``, K ≥ 2): a K-th validation draw, ``rng =
+  default_rng(K + 1)`` over each source's validation tiles not in the earlier rounds (matched by content; a source
+  with too few left gives what it has — KNMI January 2021 09-10 holds only 22 rainy tiles), for confirming on new
+  tiles a rule suggested by an earlier round.
 - ``test_fresh_tiles.npz`` (with ``--test-npz`` and ``--fresh N``): N tiles per source of the 1 500 held-back tiles,
   none of them in ``test60_tiles.npz`` (``rng = default_rng(2)`` over the rest of each source), for scoring once a
   variant chosen on the validation tiles.
@@ -43,6 +47,8 @@ def main() -> None:
     ap.add_argument("--validation", type=int, default=0, help="also write val_tiles.npz with N tiles per source")
     ap.add_argument("--fresh", type=int, default=0,
                     help="with --test-npz: also write test_fresh_tiles.npz, N per source, disjoint from test60")
+    ap.add_argument("--validation-round", type=int, default=1,
+                    help="K >= 2: write val{K}_tiles.npz, disjoint from the earlier validation rounds")
     ap.add_argument("--fresh-round", type=int, default=1,
                     help="with --fresh: write the K-th disjoint fresh draw (1: test_fresh_tiles.npz, K: test_freshK)")
     ap.add_argument("--skip-tune", action="store_true", help="do not (re)write tune_tiles.npz")
@@ -60,7 +66,20 @@ def main() -> None:
 
         parts = [radar_pairs("validation", sources=(s,), max_tiles=a.validation, seed=0, progress=False)
                  for s in RADAR_SOURCES["validation"]]
-        _save(out / "val_tiles.npz", parts)
+        if a.validation_round == 1:
+            _save(out / "val_tiles.npz", parts)
+        else:
+            used = {p.hi[i].tobytes() for p in parts for i in range(len(p))}  # round 1
+            for k in range(2, a.validation_round + 1):
+                rng = np.random.default_rng(k + 1)
+                new = []
+                for s in RADAR_SOURCES["validation"]:
+                    allp = radar_pairs("validation", sources=(s,), progress=False)
+                    free = [i for i in range(len(allp)) if allp.hi[i].tobytes() not in used]
+                    pick = np.sort(rng.choice(free, min(a.validation, len(free)), replace=False)) if free else []
+                    new.append(allp.subset(np.asarray(pick, np.int64)))
+                used.update(p.hi[i].tobytes() for p in new for i in range(len(p)))
+            _save(out / f"val{a.validation_round}_tiles.npz", new)
     if a.test_npz:
         z = np.load(a.test_npz)
         tsrc = z["source"].astype(str)
