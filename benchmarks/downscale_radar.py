@@ -324,7 +324,8 @@ def main() -> None:
     report = (f"# radar downscaling 4 km -> 1 km, held-back test tiles\ncommand: {cmd}\nmachine: {machine}\n"
               f"tiles: {hi.shape[0]} x 64 x 64 ({', '.join(f'{s} {int((src == s).sum())}' for s in np.unique(src))});"
               f" members {a.members}, Heun steps {a.steps} ({2 * a.steps - 1} network evaluations), seed {a.seed}\n"
-              + "".join(f"sampler {k}: " + ", ".join(f"{n} {v:g}" if isinstance(v, (int, float)) else f"{n} {v}" for n, v in d.items()) + "\n"
+              + "".join(f"sampler {k}: " + ", ".join(f"{n} {v:g}" if isinstance(v, (int, float)) else f"{n} {v}"
+                                                     for n, v in d.items()) + "\n"
                         for k, d in sampler.items())
               + f"CRPS: fair estimator; deterministic methods are 1-member ensembles (CRPS = MAE); "
               f"MAE of bicubic = {mae_bicubic:.4f} mm/h\n\n{table}\n\n" + "\n".join(tlines)

@@ -74,7 +74,8 @@ def test_heun_sampler_recovers_gaussian_variance(monkeypatch):
     N(0, σmax²) to N(0, s²): the samples' standard deviation must be s (a wrong schedule or Heun step fails)."""
     m = tiny(sigma_max=80.0)
     s = 0.5
-    monkeypatch.setattr(m, "denoise", lambda x, sigma, cond, label=None: x * s**2 / (s**2 + torch.as_tensor(sigma) ** 2))
+    monkeypatch.setattr(m, "denoise",
+                        lambda x, sigma, cond, label=None: x * s**2 / (s**2 + torch.as_tensor(sigma) ** 2))
     lo = torch.zeros(1, 8, 8)
     out = m.sample(lo, members=64, steps=40, seed=1, progress=False, return_space=True)
     base, _ = m.condition(lo)

@@ -230,7 +230,8 @@ class EDMDownscaler(nn.Module):
 
     def __init__(self, factor: int = 4, space: str = "pp", pp_model: str | None = "pp-radar",
                  pp_config: dict[str, Any] | None = None, use_vimd: bool = False, n_static: int = 0,
-                 labels: Sequence[str] | None = None, base_channels: int = 32, mults: tuple[int, ...] | list[int] = (1, 2, 2), dropout: float = 0.0,
+                 labels: Sequence[str] | None = None, base_channels: int = 32,
+                 mults: tuple[int, ...] | list[int] = (1, 2, 2), dropout: float = 0.0,
                  sigma_data: float = 0.5, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0,
                  p_mean: float = -1.2, p_std: float = 1.2, upsample: str = "bicubic", name: str = "edm-radar"):
         super().__init__()

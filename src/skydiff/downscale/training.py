@@ -174,8 +174,8 @@ def train_downscaler(pairs: TilePairs, name: str = "edm-radar", *, out: str | os
     ckpt_every, resume
         Lightning checkpoint interval (steps) and whether to continue from ``last.ckpt``.
     label_dropout
-        For a model with ``labels`` (each pair labelled with its source's product, :data:`~skydiff.downscale.data.RADAR_LABELS`):
-        the share of training fields given the "unknown" label instead, so that sampling without a label is the
+        For a model with ``labels`` (each pair labelled with its source's product,
+        :data:`~skydiff.downscale.data.RADAR_LABELS`): the share of training fields given the "unknown" label instead, so that sampling without a label is the
         training mixture.
     **model_config
         Constructor options of :class:`~skydiff.downscale.diffusion.EDMDownscaler` (``factor`` defaults to
