@@ -70,11 +70,11 @@ def main() -> None:
             _save(out / "val_tiles.npz", parts)
         else:
             used = {p.hi[i].tobytes() for p in parts for i in range(len(p))}  # round 1
+            every = {s: radar_pairs("validation", sources=(s,), progress=False) for s in RADAR_SOURCES["validation"]}
             for k in range(2, a.validation_round + 1):
                 rng = np.random.default_rng(k + 1)
                 new = []
-                for s in RADAR_SOURCES["validation"]:
-                    allp = radar_pairs("validation", sources=(s,), progress=False)
+                for s, allp in every.items():
                     free = [i for i in range(len(allp)) if allp.hi[i].tobytes() not in used]
                     pick = np.sort(rng.choice(free, min(a.validation, len(free)), replace=False)) if free else []
                     new.append(allp.subset(np.asarray(pick, np.int64)))

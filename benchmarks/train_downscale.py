@@ -133,9 +133,6 @@ def train_pp_atom(stem: Path) -> Path:
     return train_pp_ablation(stem, "edm-radar-atom")
 
 
-PRODUCT_LABELS = ("knmi-rap", "knmi-dbz", "fmi", "mrms")  # skydiff.downscale.data.RADAR_LABELS' values
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model", choices=sorted(NAMES))
@@ -226,8 +223,10 @@ def main() -> None:
     if a.labels:
         if a.model == "era5":
             ap.error("--labels applies to the radar models only")
-        extra["labels"] = list(PRODUCT_LABELS)
-        card["description"] += (" -- conditioned on the radar product (labels " + ", ".join(PRODUCT_LABELS)
+        from skydiff.downscale.data import RADAR_PRODUCTS
+
+        extra["labels"] = list(RADAR_PRODUCTS)
+        card["description"] += (" -- conditioned on the radar product (labels " + ", ".join(RADAR_PRODUCTS)
                                 + "; 20 % of the training fields unlabelled)")
     reg = REGISTRY.get(name, name)
     # the run folder is <out>/<name>; an ablation trains its registry model one folder deeper (its own checkpoints)

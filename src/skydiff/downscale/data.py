@@ -55,8 +55,8 @@ import torch
 
 from ..errors import InputError, ReadError, ShapeError
 
-__all__ = ["block_mean", "TilePairs", "radar_pairs", "era5_pairs", "RADAR_SOURCES", "RADAR_LABELS", "radar_label",
-           "tile_grid"]
+__all__ = ["block_mean", "TilePairs", "radar_pairs", "era5_pairs", "RADAR_SOURCES", "RADAR_PRODUCTS", "RADAR_LABELS",
+           "radar_label", "tile_grid"]
 
 RADAR_SOURCES = {
     "train": ("knmi2010", "fmi2016", "knmi2021-01", "mrms"),
@@ -65,6 +65,9 @@ RADAR_SOURCES = {
     "validation": ("knmi2010-val", "fmi2016-val", "knmi2021-01-val", "mrms-val"),
 }
 """Names of the radar sources of each part (see the module docstring)."""
+
+RADAR_PRODUCTS = ("knmi-rap", "knmi-dbz", "fmi", "mrms")
+"""The radar products a labelled downscaler can imitate, in the order of its ``labels`` (the shipped ``edm-radar``)."""
 
 RADAR_LABELS = {"knmi2010": "knmi-rap", "knmi2010-test": "knmi-rap", "fmi2016": "fmi", "fmi2017": "fmi",
                 "knmi2021-01": "knmi-dbz", "knmi2021-02": "knmi-dbz", "mrms": "mrms"}
