@@ -144,6 +144,38 @@ def test_gradcheck_float64(trained):
     assert torch.autograd.gradcheck(lambda x: m.encode(x), (tpd,))
 
 
+def test_inverse_decoder_is_exact_where_the_learned_one_is_not(trained):
+    """decode(encode(tp), method="inverse") returns every wet pixel, far beyond the training rain too; dry stays 0."""
+    m = PseudoPrecip(**{**trained.config})
+    m.load_state_dict(trained.state_dict())
+    m = m.double()
+    tp = torch.tensor([[[0.0, 0.05, 0.1, 0.3], [2.0, 17.0, 150.0, 900.0], [3000.0, 0.0, 1.0, 40.0]]],
+                      dtype=torch.float64)
+    with torch.no_grad():
+        pp = m.encode(tp)
+        inv, learned = m.decode(pp, method="inverse"), m.decode(pp)
+    wet = tp >= m.dry_threshold
+    assert torch.all(inv[~wet] == 0)
+    inside = wet & (tp <= 1000.0)  # the table's range
+    np.testing.assert_allclose(inv[inside].numpy(), tp[inside].numpy(), rtol=1e-6)
+    assert abs(float(inv[0, 2, 0]) / 3000.0 - 1.0) < 0.02  # beyond it: the last segment extended
+    # the learned decoder only approximates the inverse far outside its training rain (fields() peaks ~40 mm/h)
+    assert float(((learned[wet] - tp[wet]).abs() / tp[wet]).max()) > 1e-3
+    # differentiable in PP (piecewise linear between table nodes)
+    z = (m.z_edge + 0.2 + torch.rand(12, dtype=torch.float64) * 2).requires_grad_()
+    assert torch.autograd.gradcheck(lambda x: m.decode(x, method="inverse"), (z,))
+    # the setting is part of the config (saved with the model) and the default of decode()
+    mi = PseudoPrecip(**{**trained.config, "decoder": "inverse"})
+    mi.load_state_dict(trained.state_dict())
+    assert mi.config["decoder"] == "inverse"
+    with torch.no_grad():
+        assert torch.equal(mi.decode(pp.float()), mi.decode(pp.float(), method="inverse"))
+    with pytest.raises(InputError, match="decoder must be one of"):
+        m.decode(pp, method="exact")
+    with pytest.raises(InputError, match="VIMD"):
+        create_model("pp-era5", decoder="inverse")
+
+
 def test_save_load_roundtrip(trained, tmp_path):
     wts, js = save_model(trained, tmp_path / "pp", card={"note": "test"})
     assert json.loads(js.read_text())["model"] == "pp-radar"

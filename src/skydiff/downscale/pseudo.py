@@ -36,7 +36,13 @@ Decoder::
     TP = 0                                       for PP < z_edge   (exact zeros: dry stays dry)
     TP = thr + s·expm1(G(PP) − G(z_edge))        for PP ≥ z_edge   (G increasing, so TP ≥ thr)
 
-so ``decode(encode(tp))`` keeps the wet/dry pattern at ``dry_threshold`` exactly, by construction.
+so ``decode(encode(tp))`` keeps the wet/dry pattern at ``dry_threshold`` exactly, by construction. ``G`` is
+trained by the reconstruction loss and is only an approximate inverse of the encoder where training rain is rare: at
+~100-150 mm/h (MRMS) ``pp-radar``'s learned decoder returns the peak tens of mm/h too low. For TP-only models
+``decoder="inverse"`` (or ``decode(pp, method="inverse")``) decodes instead by inverting the wet encoder itself,
+``x = g⁻¹(PP − z_edge + g(0))``, from a dense table of ``g`` (8 193 nodes over TP ≤ 1 000 mm/h, linear between
+nodes, linearly extrapolated beyond), so that ``decode(encode(tp)) = tp`` for every wet pixel (to ~3e-5 relative with float32 weights).
+Models that encode with VIMD keep the learned decoder (VIMD is not known where PP is decoded).
 
 Both directions are differentiable torch code (float32/float64, device of the model), for any leading shape.
 """
@@ -55,7 +61,9 @@ from ..errors import InputError, ShapeError
 from ..registry import register_model
 from . import WEIGHTS_DIR
 
-__all__ = ["PseudoPrecip", "train_pseudo", "dry_distance", "MonotoneMLP", "pp_report"]
+__all__ = ["PseudoPrecip", "train_pseudo", "dry_distance", "MonotoneMLP", "pp_report", "DECODERS"]
+
+DECODERS = ("learned", "inverse")
 
 
 class MonotoneMLP(nn.Module):
@@ -156,6 +164,9 @@ class PseudoPrecip(nn.Module):
         Width and number of hidden layers of the three MLPs (g, h, G).
     name
         Registry name (``"pp-radar"`` or ``"pp-era5"``).
+    decoder
+        How :meth:`decode` maps PP back to TP by default: ``"learned"`` (the trained decoder ``G``) or
+        ``"inverse"`` (exact inversion of the wet encoder; TP-only models).
     """
 
     model_name = "pp-radar"
@@ -172,8 +183,10 @@ class PseudoPrecip(nn.Module):
         hidden: int = 32,
         depth: int = 2,
         name: str = "pp-radar",
+        decoder: str = "learned",
     ):
         super().__init__()
+        self.decoder = self._check_decoder(decoder, bool(use_vimd))
         if not 0.0 < float(p_dry) < 1.0:
             raise InputError(f"p_dry must lie in (0, 1), got {p_dry!r}")
         if not float(dry_threshold) > 0 or not float(scale) > 0 or not float(vimd_scale) > 0 or not float(dry_cap) >= 1:
@@ -186,7 +199,7 @@ class PseudoPrecip(nn.Module):
         self.config = {
             "use_vimd": self.use_vimd, "dry_spread": self.dry_spread, "dry_threshold": self.dry_threshold,
             "p_dry": float(p_dry), "vimd_scale": float(vimd_scale), "scale": self.scale, "dry_cap": self.dry_cap,
-            "hidden": int(hidden), "depth": int(depth), "name": self.model_name,
+            "hidden": int(hidden), "depth": int(depth), "name": self.model_name, "decoder": self.decoder,
         }
         self.register_buffer("z_edge", torch.tensor(float(torch.special.ndtri(torch.tensor(float(p_dry))))))
         self.register_buffer("vimd_scale", torch.tensor(float(vimd_scale)))
@@ -198,6 +211,15 @@ class PseudoPrecip(nn.Module):
         self.dec = MonotoneMLP([1], int(hidden), int(depth))  # decoder G, increasing in PP
 
     # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _check_decoder(method: Any, use_vimd: bool) -> str:
+        if method not in DECODERS:
+            raise InputError(f"decoder must be one of {', '.join(DECODERS)}, got {method!r}")
+        if method == "inverse" and use_vimd:
+            raise InputError("decoder='inverse' needs a TP-only model: this one encodes with VIMD, which is not known "
+                             "where PP is decoded; use the learned decoder")
+        return str(method)
+
     def _tensor(self, x: Any, name: str) -> torch.Tensor:
         p = next(self.parameters())
         t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x, dtype=np.float64))
@@ -265,17 +287,45 @@ class PseudoPrecip(nn.Module):
         pp = torch.where(wet, wet_pp, dry_pp)
         return torch.where(nan, torch.full((), float("nan"), dtype=t.dtype, device=t.device), pp)
 
-    def decode(self, pp: Any) -> torch.Tensor:
-        """PP → TP in mm/h, same shape: exactly 0 below ``z_edge``, ``≥ dry_threshold`` above (NaN stays NaN)."""
+    def decode(self, pp: Any, method: str | None = None) -> torch.Tensor:
+        """PP → TP in mm/h, same shape: exactly 0 below ``z_edge``, ``≥ dry_threshold`` above (NaN stays NaN).
+
+        ``method``: ``"learned"`` (the trained decoder), ``"inverse"`` (exact inverse of the wet encoder, TP-only
+        models) or None (the model's ``decoder`` setting). Differentiable in PP either way.
+        """
+        method = self.decoder if method is None else self._check_decoder(method, self.use_vimd)
         z = self._tensor(pp, "pp")
         nan = torch.isnan(z)
         zz = torch.nan_to_num(z, nan=float(self.z_edge) - 1.0)
         z_edge = self.z_edge.to(z.dtype)
-        u = self._run(self.dec, [zz]) - self._run(self.dec, [z_edge.expand_as(zz)])
-        u = torch.clamp(u, min=0.0, max=30.0)  # monotone G: u ≥ 0 above the edge; the cap guards expm1
-        tp = self.dry_threshold + self.scale * torch.expm1(u)
+        if method == "inverse":
+            tp = self._inverse_wet(zz - z_edge)
+        else:
+            u = self._run(self.dec, [zz]) - self._run(self.dec, [z_edge.expand_as(zz)])
+            u = torch.clamp(u, min=0.0, max=30.0)  # monotone G: u ≥ 0 above the edge; the cap guards expm1
+            tp = self.dry_threshold + self.scale * torch.expm1(u)
         out = torch.where(zz >= z_edge, tp, torch.zeros((), dtype=z.dtype, device=z.device))
         return torch.where(nan, torch.full((), float("nan"), dtype=z.dtype, device=z.device), out)
+
+    def _inverse_wet(self, y: torch.Tensor) -> torch.Tensor:
+        """TP (mm/h, ``≥ dry_threshold``) whose wet encoding is ``z_edge + y``, ``y = PP − z_edge`` (clamped at 0).
+
+        ``g(x) − g(0)`` is tabulated on 8 193 nodes of ``x`` for TP in [thr, 1 000] mm/h and inverted by linear
+        interpolation (``g`` is strictly increasing: positive weights, tanh and a positive linear skip); beyond
+        the table the last segment is extended. Written here because the inverse of this particular monotone MLP
+        is what no library provides; ``torch.searchsorted`` does the lookup.
+        """
+        s, thr = self.scale, self.dry_threshold
+        x_top = math.log1p(1000.0 / s) - math.log1p(thr / s)
+        xt = torch.linspace(0.0, x_top, 8193, dtype=torch.float64, device=y.device)
+        gt = self._run(self.g, [xt]).to(torch.float64)
+        yt = gt - gt[0]
+        yy = torch.clamp(y.to(torch.float64), min=0.0)
+        i = torch.clamp(torch.searchsorted(yt, yy.reshape(-1).contiguous()), 1, xt.numel() - 1).reshape(yy.shape)
+        y0, y1, x0, x1 = yt[i - 1], yt[i], xt[i - 1], xt[i]
+        x = x0 + (yy - y0) * (x1 - x0) / torch.clamp(y1 - y0, min=1e-300)
+        x = torch.clamp(x, min=0.0, max=30.0)  # the cap guards exp, as in the learned decoder
+        return ((s + thr) * torch.exp(x) - s).to(y.dtype)
 
     def forward(self, tp: Any, vimd: Any = None) -> torch.Tensor:
         """``encode(tp, vimd)``."""
