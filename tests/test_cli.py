@@ -110,6 +110,16 @@ def test_cli_errors_are_one_line_messages(knmi2010, tmp_path, capsys):
     assert main(["nowcast", *gap, "--whole-grid", "--out", str(tmp_path / "f.nc"), "-q"]) == 2
     assert "--whole-grid applies to the neural-network models" in capsys.readouterr().err
     assert not any((tmp_path / n).exists() for n in ("a.nc", "b.nc", "c.nc", "d.nc", "e.nc", "f.nc"))
+    # never the input file, even with --overwrite (a copy, so the shared data are never at risk)
+    frames = [tmp_path / knmi2010[k].name for k in (i - 2, i - 1, i)]
+    for src, dst in zip((knmi2010[i - 2], knmi2010[i - 1], knmi2010[i]), frames):
+        shutil.copy(src, dst)
+    before = frames[-1].read_bytes()
+    assert main(["nowcast", *map(str, frames), "--out", str(frames[-1]), "--overwrite", "--model", "persistence",
+                 "-q"]) == 2
+    assert "one of the input files" in capsys.readouterr().err and frames[-1].read_bytes() == before
+    assert main(["nowcast", *map(str, frames), "--motion-frames", "1", "--out", str(tmp_path / "g.nc"), "-q"]) == 2
+    assert "--motion-frames must be >= 2" in capsys.readouterr().err
 
 
 @pytest.mark.realdata

@@ -171,6 +171,24 @@ def test_downscale_bad_input(tiny_model):
         downscale(lo, model="no-such-model", progress=False)
     with pytest.raises(InputError):
         downscale(np.array([["a", "b"], ["c", "d"]]), model=tiny_model, progress=False)
+    # audit 2026-11-27: these gave garbage or raw tracebacks
+    for kw, match in (({"batch_size": 0}, "batch_size"), ({"seed": "a"}, "seed"),
+                      ({"s_churn": float("nan")}, "s_churn")):
+        with pytest.raises(InputError, match=match):
+            downscale(lo, model=tiny_model, members=1, steps=2, progress=False, **kw)
+
+
+def test_downscale_warns_on_few_steps_and_refuses_unphysical_output(tiny_model, monkeypatch):
+    from skydiff.errors import SkydiffWarning
+
+    lo = rain((6, 6))
+    with pytest.warns(SkydiffWarning, match="not converged"):
+        downscale(lo, model=tiny_model, members=1, steps=3, seed=0, progress=False)
+    # an unconverged sample can decode to any value below the decoder's cap: refused above 1000 mm/h
+    monkeypatch.setattr(type(tiny_model), "sample", lambda self, x, **kw: torch.full(
+        (kw["members"], x.shape[0], x.shape[1] * 4, x.shape[2] * 4), 5000.0))
+    with pytest.raises(InputError, match="not converged"):
+        downscale(lo, model=tiny_model, members=1, steps=18, progress=False)
 
 
 # --------------------------------------------------------------------------- CLI
@@ -201,6 +219,14 @@ def test_cli_round_trip(tmp_path, tiny_model):
     assert main([*args, "--fill-nan", "--out", str(src), "--overwrite"]) == 2  # never the input file
     with xr.open_dataset(src) as ds:
         assert ds["precip_rate"].shape == (2, 6, 5)
+    # refused before any work, nothing written: one path twice, a figure type matplotlib cannot write, a folder
+    for extra in (["--out", str(tmp_path / "x.png"), "--plot", str(tmp_path / "x.png")],
+                  ["--out", str(tmp_path / "y.nc"), "--plot", str(tmp_path / "y.txt")],
+                  ["--out", str(tmp_path)]):
+        assert main([*args, "--fill-nan", "--overwrite", *extra]) == 2
+    assert not any((tmp_path / n).exists() for n in ("x.png", "y.nc", "y.txt"))
+    assert main(["downscale", str(tmp_path), "--out", str(tmp_path / "z.nc"), "-q"]) == 2  # a folder as input
+    assert main(["downscale", str(src), "--model", "era5", "--out", str(tmp_path / "z.nc"), "-q"]) == 2  # no VIMD
 
 
 # --------------------------------------------------------------------------- real data

@@ -326,6 +326,26 @@ def test_vet_recovers_translation(translated):
     assert _rel_error(vel, _true_translation(), _rainy_interior(translated[-1])) < 0.1
 
 
+def test_proesmans_refuses_grids_its_pyramid_cannot_halve():
+    # pysteps' Proesmans aborts the whole process (double free) on grids below 2**(num_levels-1) pixels
+    small = np.zeros((2, 24, 24))
+    small[:, 8:14, 8:14] = 3.0
+    with pytest.raises(ShapeError, match="at least 32 x 32"):
+        motion.estimate(small, "proesmans")
+    assert motion.estimate(small, "proesmans", num_levels=3).shape == (2, 24, 24)
+
+
+def test_vet_result_converts_to_torch(translated):
+    # VET's field has negative strides; torch.from_numpy refused it before
+    vel = motion.estimate(torch.from_numpy(translated[-3:].copy()), "vet")
+    assert isinstance(vel, torch.Tensor) and vel.shape == (2, *translated.shape[1:])
+
+
+def test_unknown_keyword_is_an_input_error(translated):
+    with pytest.raises(InputError, match="keyword arguments"):
+        motion.estimate(translated, "lk", zzz=1)
+
+
 @pytest.mark.parametrize("method", ["proesmans", "farneback"])
 def test_other_methods_roughly_recover_translation(translated, method):
     vel = motion.estimate(translated, method)

@@ -81,6 +81,45 @@ def test_bad_input(frames, kwargs, err, match):
         forecast(frames, 3, **kwargs)
 
 
+def test_misused_arguments_and_odd_inputs_are_clear(tmp_path):
+    """Audit 2026-11-27: each of these used to end in a deep traceback or a silent wrong answer."""
+    frames = moving_blob()
+    with pytest.raises(ShapeError, match="same shape"):  # ragged frames
+        forecast([np.zeros((64, 64)), np.zeros((64, 60))] * 3, 2)
+    with pytest.raises(InputError, match="no weights"):  # weights= for a model without weights
+        forecast(frames, 2, weights="model.safetensors")
+    with pytest.raises(InputError, match="does not take a motion field"):  # velocity= silently ignored before
+        forecast(frames, 2, model="persistence", velocity=np.zeros((2, 64, 80)))
+    with pytest.raises(InputError, match="keyword arguments"):  # a typo in motion_kwargs reached pysteps
+        forecast(frames, 2, motion_kwargs={"zzz": 1})
+    gap = frames.copy()
+    gap[-1] = np.nan  # the neural models treated a missing last frame as dry
+    with pytest.raises(InputError, match=r"frames \[3\] \(0-based\) contain no data"):
+        forecast(gap, 2, model="persistence")
+    # half precision and a DataArray with time last work like the plain float array
+    ref = forecast(frames, 2, velocity=np.zeros((2, 64, 80)))
+    np.testing.assert_allclose(forecast(frames.astype(np.float16), 2, velocity=np.zeros((2, 64, 80))), ref,
+                               atol=1e-2)
+    xr = pytest.importorskip("xarray")
+    da = xr.DataArray(frames, dims=("time", "y", "x"), attrs={"units": "mm/h"})
+    np.testing.assert_array_equal(forecast(da.transpose("y", "x", "time"), 2, model="persistence"),
+                                  forecast(da, 2, model="persistence"))
+
+
+def test_untrained_models_do_not_replace_the_shipped_ones_in_the_cache():
+    from skydiff.registry import weights_dir
+
+    if not (weights_dir("rainnet") / "rainnet.safetensors").is_file():
+        pytest.skip("shipped rainnet weights not present")
+    frames = moving_blob(T=4)
+    shipped = forecast(frames, 1, model="rainnet")
+    untrained = forecast(frames, 1, model="rainnet", weights=False)
+    assert not np.allclose(untrained, shipped)
+    np.testing.assert_array_equal(forecast(frames, 1, model="rainnet"), shipped)
+    with pytest.raises(InputError, match="weights must be a path"):
+        forecast(frames, 1, model="rainnet", weights=3)
+
+
 def test_bad_leadtimes():
     with pytest.raises(InputError, match="leadtimes"):
         forecast(moving_blob(), 0)

@@ -8,6 +8,7 @@ Every expected problem (bad files, gaps in time, wrong shapes or units) ends wit
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import sys
 import time
@@ -52,17 +53,46 @@ def _say(msg: str, quiet: bool = False) -> None:
 # nowcast
 
 
-def _check_outputs(paths: Sequence[str | None], overwrite: bool) -> None:
-    for p in paths:
-        if p and os.path.exists(p) and not overwrite:
+def _check_outputs(paths: Sequence[str | None], overwrite: bool, *, plot: str | None = None,
+                   inputs: Sequence[str] = ()) -> None:
+    """Refuse, before any work, outputs that would lose something or fail late: an existing file without
+    --overwrite, a folder, one path given twice, an input file (glob patterns and folders of inputs are
+    expanded), and a --plot file type matplotlib cannot write."""
+    given = [p for p in paths if p]
+    real = [os.path.realpath(p) for p in given]
+    if len(set(real)) < len(real):
+        raise InputError(f"the output paths must differ, got {given}: one file would replace the other")
+    srcs: set[str] = set()
+    for q in inputs:
+        for f in glob.glob(q) if glob.has_magic(q) else [q]:
+            names = [os.path.join(f, c) for c in os.listdir(f)] if os.path.isdir(f) else [f]
+            srcs.update(os.path.realpath(n) for n in names)
+    for p, r in zip(given, real):
+        if r in srcs:
+            raise InputError(f"refusing to write {p}: it is one of the input files")
+        if os.path.isdir(p):
+            raise InputError(f"{p} is a folder; give a file name")
+        if os.path.exists(p) and not overwrite:
             raise InputError(f"{p} exists; pass --overwrite to replace it")
+    if plot:
+        from matplotlib.figure import Figure
+
+        ext = os.path.splitext(plot)[1].lstrip(".").lower()
+        kinds = Figure().canvas.get_supported_filetypes()
+        if ext not in kinds:
+            raise InputError(f"cannot save a figure as {plot!r}: use one of .{', .'.join(sorted(kinds))}")
+
+
+def _check_threads(n: Any) -> None:
+    if n is not None and n < 1:
+        raise InputError(f"--threads must be >= 1, got {n}")
 
 
 def cmd_nowcast(args: argparse.Namespace) -> int:
     from .io import check_regular, read_radar, require_frames, write_nowcast
     from .nowcast import forecast
 
-    _check_outputs([args.out, args.plot], args.overwrite)
+    _check_outputs([args.out, args.plot], args.overwrite, plot=args.plot, inputs=args.files)
     from .nowcast.interface import is_neural
 
     for flag, asked in ((f"--precision {args.precision}", args.precision != "full"), ("--whole-grid", args.whole_grid)):
@@ -76,7 +106,9 @@ def cmd_nowcast(args: argparse.Namespace) -> int:
 
     from .nowcast import get_model
 
-    n_motion = max(2, args.motion_frames or default_motion_frames(args.motion))
+    if args.motion_frames is not None and args.motion_frames < 2:
+        raise InputError(f"--motion-frames must be >= 2 (motion needs two frames at least), got {args.motion_frames}")
+    n_motion = args.motion_frames or default_motion_frames(args.motion)
     n_need = max(n_motion if get_model(args.model).uses_motion else 1, get_model(args.model).min_frames)
     require_frames(da, n_need)
     da = da.isel(time=slice(-n_need, None))
@@ -147,7 +179,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from .io import read_nowcast, read_radar
     from .verify import score_table
 
-    _check_outputs([args.csv, args.plot], args.overwrite)
+    _check_outputs([args.csv, args.plot], args.overwrite, plot=args.plot, inputs=[args.nowcast, *args.files])
     nc = read_nowcast(args.nowcast)
     obs = read_radar(args.files, importer=args.importer, progress=not args.quiet)
     if obs.shape[1:] != nc.shape[1:]:
@@ -183,7 +215,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .nowcast.evaluation import evaluate
 
-    _check_outputs([args.csv, args.plot], args.overwrite)
+    _check_outputs([args.csv, args.plot], args.overwrite, plot=args.plot)
     sources: list[Any]
     if args.shared:
         from .nowcast.data import shared_split
@@ -240,7 +272,7 @@ def cmd_assimilate(args: argparse.Namespace) -> int:
     from .io import read_radar, require_frames, write_nowcast
     from .motion.fourdvar import fourdvar
 
-    _check_outputs([args.out, args.plot], args.overwrite)
+    _check_outputs([args.out, args.plot], args.overwrite, plot=args.plot, inputs=args.files)
     prog = _Progress(3 + bool(args.plot), args.quiet)
     prog.step(f"reading {len(args.files)} input path(s)")
     da = read_radar(args.files, importer=args.importer, progress=not args.quiet)
@@ -366,7 +398,8 @@ def cmd_dycore_run(args: argparse.Namespace) -> int:
 
     import torch
 
-    _check_outputs([args.out, args.plot], args.overwrite)
+    _check_outputs([args.out, args.plot], args.overwrite, plot=args.plot)
+    _check_threads(args.threads)
     torch.set_num_threads(args.threads)  # the dycore's small tensors run fastest on one thread
     options = {k: getattr(args, k) for k in ("dx", "nz", "h0") if getattr(args, k) is not None}
     ds = run(args.case, coordinate=args.coordinate, hours=args.hours, dt=args.dt, dtype=args.dtype,
@@ -410,19 +443,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_downscale(args: argparse.Namespace) -> int:
-    from .downscale.interface import downscale, plot_downscaled, read_lowres, write_downscaled
+    from .downscale.interface import MODELS, downscale, plot_downscaled, read_lowres, write_downscaled
 
-    src = os.path.realpath(args.input)
-    for p in (args.out, args.plot):
-        if p and os.path.realpath(p) == src:
-            raise InputError(f"refusing to overwrite the input file {args.input}")
-    _check_outputs([args.out, args.plot], args.overwrite)
+    if os.path.isdir(args.input):
+        raise InputError(f"{args.input} is a folder; give a netCDF file of low-resolution rain")
+    _check_outputs([args.out, args.plot], args.overwrite, plot=args.plot, inputs=[args.input])
     if not args.out and not args.plot:
         raise InputError("nothing to write: give --out FILE.nc and/or --plot FILE.png")
+    if MODELS.get(str(args.model).lower(), str(args.model).lower()) == "edm-era5":
+        raise InputError("the era5 model needs low-resolution VIMD, which `skydiff downscale` does not read; use "
+                         "skydiff.downscale.downscale(lowres, model='era5', vimd=...) from Python")
     prog = _Progress(2 + bool(args.out) + bool(args.plot), args.quiet)
     prog.step(f"reading {args.input}")
     lo = read_lowres(args.input, variable=args.variable)
+    if lo.size == 0:
+        raise InputError(f"{args.input}: variable {lo.name!r} is empty (shape {tuple(lo.shape)})")
     nan = np.isnan(lo.values)
+    if nan.all():
+        raise InputError(f"{args.input}: every value of {lo.name!r} is NaN (no data); nothing to downscale")
     if nan.any():
         if not args.fill_nan:
             raise InputError(f"{args.input} has {int(nan.sum())} no-data (NaN) pixel(s) of {nan.size}; pass "
@@ -470,7 +508,8 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--leadtimes", type=int, default=12, help="number of lead times (steps of the input, default 12)")
     n.add_argument("--motion", default="lk", help="motion method: lk, vet, darts, proesmans, 4dvar, ... (default lk)")
     n.add_argument(
-        "--motion-frames", type=int, default=None, help="most recent frames used for motion (default 3; 4 for 4dvar)"
+        "--motion-frames", type=int, default=None,
+        help="most recent frames used for motion (>= 2; default 3, 4 for 4dvar, 6 for darts)"
     )
     n.add_argument(
         "--model", default="extrapolation",
@@ -611,7 +650,7 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("input", metavar="IN", help="low-resolution rain: radar file or netCDF (mm/h)")
     ds.add_argument("--factor", type=int, default=4, help="refinement factor (default 4, the shipped models')")
     ds.add_argument("--members", type=int, default=8, help="ensemble members (default 8)")
-    ds.add_argument("--model", default="radar", help="radar (default), radar-tp, era5 or a weights path")
+    ds.add_argument("--model", default="radar", help="radar (default), radar-tp or a weights path (the era5 model needs VIMD: use the Python API)")
     ds.add_argument("--steps", type=int, default=18, help="Heun sampling steps (default 18)")
     ds.add_argument("--seed", type=int, default=None, help="random seed for a reproducible ensemble")
     ds.add_argument("--label", default=None,

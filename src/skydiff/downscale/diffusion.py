@@ -336,6 +336,9 @@ class EDMDownscaler(nn.Module):
             if idx.numel() != n or bool(((idx < 0) | (idx > len(self.labels))).any()):
                 raise InputError(f"label indices must be {n} values in [0, {len(self.labels)}]")
             return idx
+        if not isinstance(label, (str, list, tuple)):
+            raise InputError(f"label must be a product name ({', '.join(self.labels)}), a list of names (or None) "
+                             f"per field, or None; got {type(label).__name__} {label!r}")
         names = [label] * n if isinstance(label, str) else list(label)
         if len(names) != n:
             raise InputError(f"give one label per field: {n} fields, {len(names)} labels")
@@ -396,6 +399,12 @@ class EDMDownscaler(nn.Module):
 
         members = _check_int("members", members, 1)
         steps = _check_int("steps", steps, 1)
+        batch_size = _check_int("batch_size", batch_size, 1)
+        if seed is not None:
+            seed = _check_int("seed", seed, 0)
+        for nm, v in (("s_churn", s_churn), ("s_noise", s_noise)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise InputError(f"{nm} must be a finite number >= 0, got {v!r}")
         if lo_tp.ndim != 3:
             raise ShapeError(f"lo_tp must be (B, h, w), got shape {tuple(lo_tp.shape)}")
         if generator is None and seed is not None:

@@ -27,13 +27,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import InputError, ShapeError
+from ..errors import InputError, ShapeError, warn
 from ..registry import create_model, load_model
 from .diffusion import EDMDownscaler  # (importing it registers the edm-* models)
 
 __all__ = ["downscale", "get_downscaler", "MODELS", "write_downscaled", "plot_downscaled", "read_lowres"]
 
 MODELS = {"radar": "edm-radar", "radar-tp": "edm-radar-tp", "era5": "edm-era5"}
+# fewer Heun steps give a warning: on 16 radar validation tiles (edm-radar) the p99.9 of the ensemble was +42 % at
+# 6 steps, +14 % at 8 and +3 % at 12 against 18 steps (edm-radar-tp: +25 %, +10 %, +2 %)
+MIN_GOOD_STEPS = 12
+MAX_PLAUSIBLE_MM_H = 1000.0  # a downscaled rain rate above this is an unconverged sample, refused
 _CACHE: dict[str, EDMDownscaler] = {}
 
 
@@ -171,8 +175,15 @@ def downscale(lowres: Any, factor: int = 4, model: Any = "radar", members: int =
     device = xb.device
     if next(m.parameters()).device != device:
         m = m.to(device)
+    if isinstance(steps, (int, np.integer)) and not isinstance(steps, bool) and 1 <= steps < MIN_GOOD_STEPS:
+        warn(f"steps={int(steps)}: with fewer than {MIN_GOOD_STEPS} Heun steps the samples are not converged (on "
+             "real radar tiles the 99.9th percentile came out 14 % too high at 8 steps, 42 % at 6); the default is 18")
     out = m.sample(xb, members=members, steps=steps, lo_vimd=v, static=st, seed=seed, progress=progress,
                    s_churn=s_churn, batch_size=batch_size, label=label)
+    top = float(out.max()) if out.numel() else 0.0
+    if top > MAX_PLAUSIBLE_MM_H:
+        raise InputError(f"the downscaled rain reaches {top:.3g} mm/h (> {MAX_PLAUSIBLE_MM_H:g} mm/h, not physical) "
+                         f"with steps={steps}: the sampler has not converged; use more steps (default 18)")
     if conserve:
         from .baselines import match_block_means
 

@@ -282,15 +282,22 @@ def estimate(frames: Any, method: str = "lk", *, transform: str | None = "db", *
             + "; returning a zero motion field"
         )
         vel = np.zeros((2, h, w))
-    elif rec.backend == "torch":
-        if is_torch:
-            x = torch.as_tensor(data, dtype=frames.dtype if frames.is_floating_point() else torch.float64)
-            x = x.to(frames.device)
-        else:
-            x = torch.from_numpy(data)
-        vel = rec.fn(x, **kwargs)
     else:
-        vel = rec.fn(data, **kwargs)
+        if rec.backend == "torch":
+            if is_torch:
+                x = torch.as_tensor(data, dtype=frames.dtype if frames.is_floating_point() else torch.float64)
+                x = x.to(frames.device)
+            else:
+                x = torch.from_numpy(data)
+        else:
+            x = data
+        try:
+            vel = rec.fn(x, **kwargs)
+        except TypeError as exc:  # a keyword the method does not take (e.g. a typo in motion_kwargs)
+            if "keyword argument" not in str(exc):
+                raise
+            raise InputError(f"motion method {rec.name!r}: {exc}; check the keyword arguments "
+                             f"({', '.join(sorted(kwargs)) or 'none given'})") from None
 
     if isinstance(vel, torch.Tensor):
         vel_np = vel.detach().to("cpu", torch.float64).numpy()
@@ -316,7 +323,7 @@ def estimate(frames: Any, method: str = "lk", *, transform: str | None = "db", *
         dtype = frames.dtype if frames.is_floating_point() else torch.get_default_dtype()
         if isinstance(vel, torch.Tensor) and not bad.any() and vel.shape == (2, h, w):
             return vel.to(device=frames.device, dtype=dtype)
-        return torch.from_numpy(vel_np).to(device=frames.device, dtype=dtype)
+        return torch.from_numpy(np.ascontiguousarray(vel_np)).to(device=frames.device, dtype=dtype)
     return vel_np
 
 
@@ -367,6 +374,12 @@ def _proesmans(frames: np.ndarray, **kwargs: Any) -> np.ndarray:
     if kwargs.get("full_output", False):
         raise InputError("motion method 'proesmans': full_output=True is not supported by estimate()")
     kwargs.setdefault("verbose", False)
+    levels = kwargs.get("num_levels", 6)
+    if isinstance(levels, (int, np.integer)) and levels >= 1 and min(frames.shape[-2:]) < 2 ** (levels - 1):
+        # pysteps' Proesmans pyramid halves the grid num_levels - 1 times; smaller grids crash the process
+        raise ShapeError(f"motion method 'proesmans' with num_levels={levels} needs grids of at least "
+                         f"{2 ** (levels - 1)} x {2 ** (levels - 1)} pixels, got {tuple(frames.shape[-2:])}; "
+                         "use a smaller num_levels or another method")
     return _pysteps_motion("proesmans")(frames, **kwargs)
 
 

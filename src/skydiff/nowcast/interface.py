@@ -8,6 +8,8 @@ and returns the same kind the user passed.
 
 from __future__ import annotations
 
+import os
+
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -70,16 +72,23 @@ def check_frames(frames: Any, min_frames: int = 1, *, what: str = "frames") -> t
         units = str(frames.attrs.get("units", "mm/h"))
         if units not in ("mm/h", "mm h-1", "mm hr-1"):
             raise InputError(f"{what} must be a rain rate in mm/h, the DataArray has units {units!r}")
+        if "time" in frames.dims and frames.ndim == 3 and frames.dims[0] != "time":
+            frames = frames.transpose("time", ...)  # time first, by name (the grid keeps its order)
         frames = frames.values
     if isinstance(frames, torch.Tensor):
         x = frames
     else:
+        if isinstance(frames, (list, tuple)) and len({np.shape(f) for f in frames}) > 1:
+            shapes = sorted({tuple(np.shape(f)) for f in frames})
+            raise ShapeError(f"{what} must all have the same shape, got {shapes}")
         arr = np.asarray(frames)
         if arr.dtype.kind not in "iuf":
             raise InputError(f"{what} must be numeric, got dtype {arr.dtype}")
         x = torch.from_numpy(np.ascontiguousarray(arr))
     if not torch.is_floating_point(x):
         x = x.to(torch.float64)
+    elif x.dtype in (torch.float16, torch.bfloat16):
+        x = x.to(torch.float32)  # half-precision input: computed in float32 (numba and pysteps have no float16)
     if x.ndim != 3:
         raise ShapeError(f"{what} must be a (T, H, W) sequence of rain fields, got shape {tuple(x.shape)}")
     if x.shape[0] < min_frames:
@@ -89,6 +98,10 @@ def check_frames(frames: Any, min_frames: int = 1, *, what: str = "frames") -> t
     finite = torch.isfinite(x)
     if not bool(finite.any()):
         raise InputError(f"{what} contain no data: every value is NaN")
+    empty = [i for i in range(x.shape[0]) if not bool(finite[i].any())]
+    if empty:
+        raise InputError(f"{what} {empty} (0-based) contain no data: every value is NaN; leave such frames out "
+                         "(a gap in time is refused too, so nowcast from the frames after it)")
     if bool(torch.isinf(x).any()):
         raise InputError(f"{what} contain infinite values; use NaN for no data")
     lo = float(x[finite].min())
@@ -158,6 +171,12 @@ def forecast(
             f"resample them to {NN_TIMESTEP_MIN:g} min first (skydiff.io.resample_time) or use "
             "model='extrapolation', which works at any step"
         )
+    if "weights" in kwargs and m.name not in _NN_MIN_FRAMES:
+        raise InputError(f"model {m.name!r} has no weights; weights= is for the neural models "
+                         f"({', '.join(_NN_MIN_FRAMES)})")
+    if velocity is not None and not m.uses_motion:
+        raise InputError(f"model {m.name!r} does not take a motion field (velocity=); it applies to "
+                         f"{', '.join(k for k, v in _MODELS.items() if v.uses_motion)}")
     x = check_frames(frames, m.min_frames)
     out, vel = m.fn(x, int(leadtimes), velocity=velocity, motion=motion, motion_kwargs=dict(motion_kwargs or {}), **kwargs)
     if numpy_in:
@@ -168,7 +187,7 @@ def forecast(
     return out
 
 
-_MOTION_FRAMES = {"4dvar": 4}
+_MOTION_FRAMES = {"4dvar": 4, "darts": 6}  # DARTS needs N_t + 2 frames (pysteps default N_t = 4)
 NN_TIMESTEP_MIN = 5.0
 
 
@@ -195,7 +214,8 @@ def _frames_timestep(frames: Any, timestep: float | None) -> float | None:
 
 def default_motion_frames(method: str) -> int:
     """Number of most recent frames a nowcast gives the motion method by default: 4 for 4D-Var (15-min
-    window), the method's maximum if it has one (VET 3, Proesmans 2), else 3 (pysteps' examples)."""
+    window), 6 for DARTS (pysteps' N_t = 4 needs N_t + 2), the method's maximum if it has one (VET 3,
+    Proesmans 2), else 3 (pysteps' examples)."""
     from ..motion import get_method
 
     rec = get_method(method)
@@ -284,8 +304,18 @@ def _nn_model(name: str) -> Callable[..., Any]:
     ) -> tuple[torch.Tensor, Any]:
         from ..registry import create_model, weights_dir
 
-        # the shipped weights are keyed by their path, so a different weights folder is never served from cache
-        key = (name, str(weights) if weights else str(weights_dir(name) / name), str(x.device))
+        # the shipped weights are keyed by their path, so a different weights folder is never served from cache;
+        # untrained models (weights=False) have their own key
+        if weights is None or weights is True:
+            tag = str(weights_dir(name) / name)
+        elif weights is False:
+            tag = "<untrained>"
+        elif isinstance(weights, (str, os.PathLike)):
+            tag = os.fspath(weights)
+        else:
+            raise InputError(f"weights must be a path to saved weights, True (the shipped ones) or False "
+                             f"(untrained), got {type(weights).__name__}")
+        key = (name, tag, str(x.device))
         if key not in _NN_CACHE:
             model = create_model(name, pretrained=weights if weights is not None else True)
             _NN_CACHE[key] = model.to(x.device).eval()
