@@ -251,3 +251,16 @@ def test_trajectory_bad_input():
         advect_trajectory(X0, dts, eta[:1])
     with pytest.raises(InputError, match="backend"):
         advect_trajectory(X0, dts, backend="jax")
+
+
+def test_half_precision_fields_are_advected_in_float32():
+    # the numba kernel has no float16: half-precision input is computed in float32 and returned in its dtype
+    rng = np.random.default_rng(0)
+    f = rng.random((16, 16))
+    v = np.stack([np.full((16, 16), 1.5), np.full((16, 16), -0.5)])
+    ref = skydiff.advect(f.astype(np.float32), v, 2)
+    out = skydiff.advect(f.astype(np.float16), v, 2)
+    assert out.dtype == np.float16
+    np.testing.assert_allclose(out.astype(np.float32), ref, atol=2e-3, equal_nan=True)
+    outb = skydiff.advect(torch.from_numpy(f).to(torch.bfloat16), torch.from_numpy(v), 2)
+    assert outb.dtype == torch.bfloat16

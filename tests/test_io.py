@@ -216,6 +216,15 @@ def test_gap_warning_and_check_regular(knmi2010, knmi6):
     assert require_frames(da, 4) is da
     with pytest.raises(InputError, match="5"):
         require_frames(da, 5)
+    for bad in (0, -5, float("nan"), "5"):  # used to pass, or fail deep inside
+        with pytest.raises(InputError, match="timestep must be"):
+            check_regular(knmi6, timestep=bad)
+    with pytest.raises(InputError, match="number of frames"):
+        require_frames(da, "a")
+    from skydiff.io import resample_time
+
+    with pytest.raises(InputError, match="start must be a time"):
+        resample_time(knmi6, 5, start="nonsense")
     # a user timestep sets the regular series
     with _no_warnings():
         warnings.simplefilter("error")
@@ -423,7 +432,15 @@ def test_write_nowcast_validation_and_defaults(tmp_path):
         write_nowcast(tmp_path / "e.nc", field, reference_time="not a time", timestep=5)
     with pytest.raises(ReadError):
         read_nowcast(tmp_path / "missing.nc")
+    for bad in (None, np.array([["a", "b"]])):
+        with pytest.raises(InputError, match="numeric"):
+            write_nowcast(tmp_path / "f.nc", bad, reference_time="2020-01-01", timestep=5)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["plain.nc"]
+    if os.name == "posix" and os.geteuid() != 0:  # root may write anywhere
+        locked = tmp_path / "locked"
+        locked.mkdir(mode=0o500)
+        with pytest.raises(InputError, match="permission denied"):
+            write_nowcast(locked / "g.nc", field, reference_time="2020-01-01", timestep=5)
 
 
 def test_write_nowcast_atomic(tmp_path, monkeypatch):

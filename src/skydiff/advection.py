@@ -153,7 +153,9 @@ def advect(
             raise InputError("backend='numba' supports interp='bilinear' only; use backend='torch' for bicubic")
         if F.device.type != "cpu":
             raise InputError("backend='numba' runs on the CPU only; CUDA tensors use backend='torch'")
-        out = _NumbaAdvect.apply(F, V, td, int(n_iter), outv, edge)
+        half = F.dtype in (torch.float16, torch.bfloat16)  # numba has no half precision: computed in float32
+        out = _NumbaAdvect.apply(F.float() if half else F, V.float() if half else V, td, int(n_iter), outv, edge)
+        out = out.to(F.dtype) if half else out
     else:
         out = _advect_torch(F, V, td, int(n_iter), interp, outv, edge)
 

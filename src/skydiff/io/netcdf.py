@@ -495,7 +495,11 @@ def write_nowcast(
     if not os.path.isdir(directory):
         raise InputError(f"cannot write {path}: directory {directory} does not exist")
 
-    data = _to_numpy(nowcast).astype(np.float32, copy=False)
+    data = _to_numpy(nowcast)
+    if data.dtype.kind not in "iuf":
+        raise InputError(f"nowcast must be numeric rain rates in mm/h, got {type(nowcast).__name__} of dtype "
+                         f"{data.dtype}")
+    data = data.astype(np.float32, copy=False)
     if data.ndim == 2:
         data = data[None]
     if data.ndim != 3:
@@ -569,11 +573,14 @@ def write_nowcast(
 
     import netCDF4
 
-    with atomic_path(path) as tmp:  # temporary file beside path, fsync, permissions kept, os.replace
-        with netCDF4.Dataset(tmp, "w", format="NETCDF4", clobber=False) as nc:
-            _write_variables(nc, content)
-        if os.path.exists(path) and not overwrite:  # appeared while writing
-            raise InputError(f"{path} already exists; pass overwrite=True to replace it")
+    try:
+        with atomic_path(path) as tmp:  # temporary file beside path, fsync, permissions kept, os.replace
+            with netCDF4.Dataset(tmp, "w", format="NETCDF4", clobber=False) as nc:
+                _write_variables(nc, content)
+            if os.path.exists(path) and not overwrite:  # appeared while writing
+                raise InputError(f"{path} already exists; pass overwrite=True to replace it")
+    except PermissionError as exc:
+        raise InputError(f"cannot write {path}: permission denied ({exc.strerror})") from None
     return path
 
 

@@ -954,6 +954,9 @@ def check_regular(da: xr.DataArray, timestep: float | None = None) -> xr.DataArr
     ``timestep`` (minutes) defaults to ``da.attrs["timestep"]``, else the most common difference. Raises
     :class:`~skydiff.errors.TimeGapError` naming the missing (and off-grid or unsorted/duplicate) times.
     """
+    if timestep is not None and (isinstance(timestep, bool) or not isinstance(timestep, (int, float, np.number))
+                                 or not math.isfinite(float(timestep)) or float(timestep) <= 0):
+        raise InputError(f"timestep must be a number of minutes > 0, got {timestep!r}")
     times = _time_axis(da)
     if times.size > 1 and np.any(np.diff(times) <= np.timedelta64(0, "ns")):
         raise TimeGapError("times are not strictly increasing (unsorted or duplicate times)")
@@ -981,6 +984,8 @@ def check_regular(da: xr.DataArray, timestep: float | None = None) -> xr.DataArr
 
 def require_frames(da: xr.DataArray, n: int) -> xr.DataArray:
     """Raise :class:`~skydiff.errors.InputError` unless ``da`` has at least ``n`` time frames; returns ``da``."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise InputError(f"the number of frames must be an integer >= 1, got {n!r}")
     if isinstance(da, (xr.DataArray, xr.Dataset)) and "time" in da.dims:
         count = int(da.sizes["time"])
     else:

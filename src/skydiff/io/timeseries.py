@@ -85,7 +85,10 @@ def resample_time(
         day = times[0].astype("datetime64[D]").astype("datetime64[ns]").astype(np.int64)
         first = day + -(-(t_ns[0] - day) // step_ns) * step_ns
     else:
-        first = np.datetime64(start, "ns").astype(np.int64)
+        try:
+            first = np.datetime64(start, "ns").astype(np.int64)
+        except (TypeError, ValueError):
+            raise InputError(f"start must be a time (e.g. '2021-02-02T18:00'), got {start!r}") from None
     targets = np.arange(first, t_ns[-1] + 1, step_ns, dtype=np.int64)
     targets = targets[targets >= t_ns[0]]
     if targets.size == 0:
