@@ -173,7 +173,7 @@ def test_downscale_bad_input(tiny_model):
         downscale(np.array([["a", "b"], ["c", "d"]]), model=tiny_model, progress=False)
     # audit 2026-11-27: these gave garbage or raw tracebacks
     for kw, match in (({"batch_size": 0}, "batch_size"), ({"seed": "a"}, "seed"),
-                      ({"s_churn": float("nan")}, "s_churn")):
+                      ({"s_churn": float("nan")}, "s_churn"), ({"static": np.zeros((1, 24, 24))}, "static")):
         with pytest.raises(InputError, match=match):
             downscale(lo, model=tiny_model, members=1, steps=2, progress=False, **kw)
 

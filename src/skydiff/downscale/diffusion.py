@@ -321,6 +321,8 @@ class EDMDownscaler(nn.Module):
                 raise ShapeError(f"static must be (n_static={self.n_static}, {base.shape[-2]}, {base.shape[-1]}), "
                                  f"got {tuple(static.shape)}")
             cond.append(s.to(base).expand(base.shape[0], -1, -1, -1))
+        elif static is not None:
+            raise InputError(f"model {self.model_name!r} was trained without static fields; it cannot use static=")
         return base, torch.cat(cond, dim=1)
 
     def label_index(self, label: Any, n: int, device: Any = None) -> torch.Tensor | None:
