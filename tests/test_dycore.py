@@ -318,3 +318,75 @@ def test_schaer_density_scaled_linear_solution() -> None:
     assert schaer_density_scale(np.array(10000.0)) > 1.7  # a constant-beta e^{beta z/2} would give 1.63
     w = schaer_linear_w(np.array([0.0]), np.array([5000.0]), density_theta0=288.0)
     np.testing.assert_allclose(w, schaer_linear_w(np.array([0.0]), np.array([5000.0])) * schaer_density_scale(5000.0))
+
+
+# --- bad input: every check below fires before any time step -------------------------------------------------
+
+
+@pytest.mark.parametrize(("options", "match"), [
+    ({"dx": 0}, "dx must be > 0 m, got 0"),
+    ({"dx": float("nan")}, "dx must be a finite number, got nan"),
+    ({"dx": "500"}, "dx must be a number"),
+    ({"length": -1.0}, "length must be > 0 m"),
+    ({"top": float("inf")}, "top must be a finite number"),
+    ({"dx": 1e9}, "needs at least 4"),
+    ({"nz": 10.5}, "nz .*integer >= 4, got 10.5"),
+    ({"nz": 2}, "nz .*integer >= 4, got 2"),
+])
+def test_run_refuses_bad_grid_options(options: dict, match: str) -> None:
+    with pytest.raises(InputError, match=match):
+        run("schaer", **options)
+
+
+def test_case_accepts_integral_numpy_nz_and_checks_case_specific_options() -> None:
+    assert get_case("schaer", nz=np.int64(12)).grid.nz == 12
+    with pytest.raises(InputError, match="width must be > 0 m"):
+        get_case("skamarock-klemp", width=0.0)
+    with pytest.raises(InputError, match="dtheta must be a finite number"):
+        get_case("bubble", dtheta=float("nan"))
+
+
+def test_run_refuses_unknown_or_missing_device() -> None:
+    with pytest.raises(InputError, match="unknown device 'gpu'"):
+        run("schaer", device="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="CUDA is not available on this machine"):
+            run("schaer", device="cuda")
+
+
+@pytest.mark.parametrize("dtype", ["float16", "double", "Float32", torch.int32])
+def test_run_dtype_error_names_the_value_given(dtype: object) -> None:
+    with pytest.raises(InputError, match=f"got {dtype!r}".replace(".", r"\.")):
+        run("schaer", dtype=dtype)
+
+
+def test_run_refuses_hours_shorter_than_one_step_and_records_the_simulated_time() -> None:
+    with pytest.raises(InputError, match=r"shorter than one time step dt = 0\.75 s"):
+        run("schaer", hours=1e-6)
+    with pytest.raises(InputError, match="dt must be a positive number"):
+        run("schaer", dt=float("nan"))
+    ds = run("schaer", "btf", hours=1.3 / 3600.0, dt=0.6, length=10000.0, nz=4, top=4000.0, h0=25.0)
+    assert ds.attrs["steps"] == 2 and ds.attrs["hours"] * 3600.0 == pytest.approx(1.2)  # not the 1.3 s asked for
+
+
+def test_non_finite_terrain_and_coordinate_parameters_are_named() -> None:
+    with pytest.raises(InputError, match="lam must be a finite number, got nan"):
+        run("schaer", lam=float("nan"))
+    with pytest.raises(InputError, match="lam must be >= 0 m"):
+        Terrain(250.0, 5000.0, float("nan"))
+    with pytest.raises(InputError, match="s1=inf"):
+        run("schaer", coordinate_options={"s1": float("inf")})
+    with pytest.raises(InputError, match="stretch and feature_scale must be finite"):
+        Neuve(stretch="x")  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="coordinate_options must be a dict"):
+        run("schaer", coordinate_options=[("s1", 1.0)])  # type: ignore[arg-type]
+    Terrain(250.0, 5000.0, float("inf"))  # lam = inf: no corrugations, still allowed
+
+
+def test_non_finite_coordinate_is_not_reported_as_a_fold() -> None:
+    class Broken(BasicTerrainFollowing):
+        def height(self, x, r, terrain, top):  # noqa: ANN001, ANN202
+            return super().height(x, r, terrain, top) * float("nan")
+
+    with pytest.raises(InputError, match="non-finite heights"):
+        build(get_case("schaer", length=10000.0, nz=4, top=4000.0), Broken())

@@ -474,3 +474,40 @@ def test_bad_input():
         continuous(a.astype(complex), a)
     with pytest.raises(ShapeError, match="fields"):
         aggregate([a, a], [a], 1.0)
+
+
+@pytest.mark.parametrize("thr", [-1.0, -0.1, float("nan"), float("inf"), torch.tensor(-1.0)])
+def test_every_threshold_must_be_finite_and_non_negative(thr):
+    # a negative rain threshold makes every pixel an event (CSI 1, FSS 1): refused everywhere, as is NaN
+    from skydiff.verify import percentile_bias, protocol_accumulator, wet_fraction
+
+    f, o = rain((16, 16), 3), rain((16, 16), 4)
+    calls = [lambda: categorical(f, o, thr), lambda: contingency(f, o, thr), lambda: aggregate(f[None], o[None], thr),
+             lambda: fss(f, o, thr, 3), lambda: fss_curve(f, o, thr, [1, 3]),
+             lambda: score_table(f[None], o[None], thresholds=(1.0, thr)), lambda: wet_fraction(f, thr),
+             lambda: percentile_bias(f, o, wet_only=True, threshold=thr),
+             lambda: protocol_accumulator("smaat", threshold=thr),
+             lambda: protocol_accumulator("spatspark", thresholds=(0.2, thr))]
+    for call in calls:
+        with pytest.raises(InputError, match=r"threshold must be a finite number >= 0.*got (-|nan|inf|tensor)"):
+            call()
+    assert categorical(f, o, 0.0, event="gt")["csi"] >= 0  # zero is allowed ("any rain" with event="gt")
+
+
+@pytest.mark.parametrize("shape", [(0, 0), (2, 2), (2, 16), (5, 0)])
+def test_rapsd_refuses_grids_without_a_wavelength(shape):
+    with pytest.raises(ShapeError, match=r"at least 3 x 3 pixels.*got \(" + str(shape[0])):
+        rapsd(np.ones(shape))
+    with pytest.raises(ShapeError, match="empty stack"):
+        rapsd(np.ones((0, 8, 8)))
+    assert rapsd(np.ones((3, 3))).shape == (2,)  # the smallest grid: the mean and a 3 px wavelength
+
+
+def test_rapsd_normalize_refuses_a_field_without_power():
+    with pytest.raises(InputError, match="normalize=True: the field has no power"):
+        rapsd(np.zeros((16, 16)), normalize=True)
+    with pytest.raises(InputError, match="field 1 .*no power"):
+        rapsd(np.stack([rain((16, 16), 5), np.zeros((16, 16))]), normalize=True)
+    assert_close(rapsd(np.full((16, 16), 2.0), normalize=True)[:2], [1.0, 0.0])  # a constant field is fine
+    with pytest.raises(InputError, match="fill must be a finite number, got nan"):
+        rapsd(np.where(rain((16, 16), 5) > 1, np.nan, 0.0), fill=float("nan"))

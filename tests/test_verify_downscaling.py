@@ -162,6 +162,21 @@ def test_rapsd_ratio_db_zero_for_identical_and_known_scaling():
         rapsd_ratio_db(np.where(obs > 3, np.nan, obs), obs)
 
 
+def test_rapsd_ratio_db_refuses_a_truth_without_power():
+    rng = np.random.default_rng(5)
+    ens = rng.gamma(0.5, 2, (3, 16, 16))
+    for truth in (np.zeros((16, 16)), np.full((2, 13, 13), 3.7, dtype=np.float32), torch.zeros(16, 16)):
+        with pytest.raises(InputError, match="truth.* has no power at any wavelength.*ratio is undefined"):
+            rapsd_ratio_db(ens[..., :truth.shape[-2], :truth.shape[-1]], truth)
+    with pytest.raises(InputError, match="no power"):
+        rapsd_ratio_db(np.zeros((16, 16)), np.zeros((16, 16)))
+    # pooled: one dry truth field among wet ones is fine; a dry prediction has -inf dB (no power at all)
+    assert np.isfinite(rapsd_ratio_db(ens, np.stack([np.zeros((16, 16)), ens[0]]))[1]).all()
+    assert (rapsd_ratio_db(np.zeros((16, 16)), ens)[1] == -np.inf).all()
+    with pytest.raises(ShapeError, match="at least 3 x 3"):
+        rapsd_ratio_db(np.ones((2, 2)), np.ones((2, 2)))
+
+
 # ------------------------------------------------------------------------------------------------------ distributions
 def test_percentile_bias_matches_numpy():
     rng = np.random.default_rng(5)
@@ -191,6 +206,16 @@ def test_wet_and_negative_fraction():
     assert negative_fraction(x) == pytest.approx(2 / 7)
     assert float(negative_fraction(torch.from_numpy(x))) == pytest.approx(2 / 7)
     assert math.isnan(wet_fraction(np.full(3, np.nan)))
+
+
+def test_wet_threshold_must_be_finite_and_non_negative():
+    x = np.array([0.0, 0.5, 2.0])
+    for thr in (float("nan"), -0.1):
+        with pytest.raises(InputError, match=f"threshold must be a finite number >= 0.*got {thr}"):
+            wet_fraction(x, thr)
+        with pytest.raises(InputError, match=f"got {thr}"):
+            percentile_bias(x, x, wet_only=True, threshold=thr)
+    assert wet_fraction(x, 0.0) == pytest.approx(1.0)
 
 
 def test_ks_normal_matches_scipy():

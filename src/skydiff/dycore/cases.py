@@ -16,7 +16,9 @@ boundaries, and a sin^2 Rayleigh sponge under the flat lid:
 
 from __future__ import annotations
 
+import inspect
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -24,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import InputError
+from ..errors import InputError, check_int
 from .coordinates import Terrain, VerticalCoordinate
 from .equations import CP, G, RD, Model, Reference, Sponge, State, column_state, geometry, hydrostatic_exner, reference_state
 from .grid import Grid, avg_c2u
@@ -121,10 +123,39 @@ CASES: dict[str, Callable[..., Case]] = {
 }
 
 
+# units of the numeric case options that must be > 0 (the others need only be finite; h0, a, lam: Terrain)
+_POSITIVE = {"dx": "m", "top": "m", "length": "m", "width": "m", "hours": "h", "dt": "s"}
+
+
+def _check_options(name: str, options: dict[str, Any]) -> None:
+    """:class:`InputError` for a non-numeric, non-finite or non-positive grid/case option (before any division)."""
+    defaults = {k: p.default for k, p in inspect.signature(CASES[name]).parameters.items()}
+    for key, value in options.items():
+        if key not in defaults:  # reported as a bad option by get_case
+            continue
+        if key == "nz":
+            check_int("nz (number of layers)", value, 4)  # the Grid's minimum
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise InputError(f"case option {key} must be a number, got {value!r}")
+        v = float(value)
+        if key == "lam" and v == math.inf:  # lam = inf: no corrugations (Terrain)
+            continue
+        if not math.isfinite(v):
+            raise InputError(f"case option {key} must be a finite number, got {value!r}")
+        if key in _POSITIVE and not v > 0:
+            raise InputError(f"case option {key} must be > 0 {_POSITIVE[key]}, got {value!r}")
+    length, dx = float(options.get("length", defaults["length"])), float(options.get("dx", defaults["dx"]))
+    nx = length / dx
+    if not (math.isfinite(nx) and round(nx) >= 4):
+        raise InputError(f"length / dx = {length:g} m / {dx:g} m gives {nx:.3g} columns; the grid needs at least 4")
+
+
 def get_case(name: str, **options: Any) -> Case:
     """A :class:`Case` by name with grid/terrain overrides (``dx``, ``nz``, ``top``, ``length``, ``h0``, ``a``, ``lam``, ...)."""
     if not isinstance(name, str) or name.lower() not in CASES:
         raise InputError(f"unknown dycore case {name!r}; available: {', '.join(CASES)}")
+    _check_options(name.lower(), options)
     try:
         case = CASES[name.lower()](**options)
     except TypeError as exc:

@@ -23,6 +23,7 @@ Coordinates (``reference/dycore.md`` §2; additive form ``z = r + sum_n h_n(x) b
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,8 +76,8 @@ class Terrain:
             raise InputError(f"terrain height h0 must be a finite number >= 0 m, got {self.h0!r}")
         if not (math.isfinite(self.a) and self.a > 0):
             raise InputError(f"terrain half-width a must be > 0 m, got {self.a!r}")
-        if self.lam < 0:
-            raise InputError(f"terrain corrugation wavelength lam must be >= 0 m, got {self.lam!r}")
+        if math.isnan(self.lam) or self.lam < 0:
+            raise InputError(f"terrain corrugation wavelength lam must be >= 0 m (0 or inf: none), got {self.lam!r}")
 
     def envelope(self, x: torch.Tensor) -> torch.Tensor:
         return self.h0 * torch.exp(-((x / self.a) ** 2))
@@ -149,6 +150,11 @@ class Hybrid(VerticalCoordinate):
         return r + terrain.h(x) * torch.clamp(1.0 - r / zf, min=0.0)
 
 
+def _finite_positive(*values: Any) -> bool:
+    """Whether every value is a finite real number > 0 (not a bool)."""
+    return all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in values)
+
+
 def _sinh_ratio(a: torch.Tensor | float, b: torch.Tensor) -> torch.Tensor:
     """``sinh(a - b) / sinh(a)`` for ``a >= b >= 0``, written with exponentials that cannot overflow."""
     a = torch.as_tensor(a, dtype=b.dtype, device=b.device)
@@ -170,8 +176,9 @@ class Sleve2(VerticalCoordinate):
 
     def __init__(self, s1: float = 4000.0, s2: float = 1000.0, n: float = 1.35) -> None:
         super().__init__()
-        if not (s1 > 0 and s2 > 0 and n > 0):
-            raise InputError(f"SLEVE decay scales and exponent must be > 0, got s1={s1!r}, s2={s2!r}, n={n!r}")
+        if not _finite_positive(s1, s2, n):
+            raise InputError(f"SLEVE decay scales and exponent must be finite numbers > 0, got s1={s1!r}, s2={s2!r}, "
+                             f"n={n!r}")
         self.s1, self.s2, self.n = float(s1), float(s2), float(n)
         self.config = {"s1": self.s1, "s2": self.s2, "n": self.n}
 
@@ -224,8 +231,9 @@ class Neuve(VerticalCoordinate):
         for nm, v, lo in (("hidden", hidden, 1), ("knots", knots, 2)):
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise InputError(f"neuve {nm} must be an integer >= {lo}, got {v!r}")
-        if not (stretch > 0 and feature_scale > 0):
-            raise InputError(f"neuve stretch and feature_scale must be > 0, got {stretch!r}, {feature_scale!r}")
+        if not _finite_positive(stretch, feature_scale):
+            raise InputError(f"neuve stretch and feature_scale must be finite numbers > 0, got {stretch!r}, "
+                             f"{feature_scale!r}")
         self.config = {"hidden": hidden, "knots": knots, "stretch": float(stretch), "feature_scale": float(feature_scale)}
         self.feature_scale = float(feature_scale)
         eta = (torch.arange(knots, dtype=torch.float64) / (knots - 1)) ** float(stretch)
@@ -323,9 +331,17 @@ def coordinate_metrics(
 def check_monotonic(metrics: Metrics, x: torch.Tensor, r: torch.Tensor, name: str) -> None:
     """Raise :class:`InputError` if the coordinate folds (``sigma <= 0``) or is not finite anywhere."""
     sig = metrics.sigma.detach()
-    bad = ~(sig > 0) | ~torch.isfinite(metrics.z.detach())
+    nonfinite = ~torch.isfinite(sig) | ~torch.isfinite(metrics.z.detach())
+    bad = ~(sig > 0) | nonfinite
     if bool(bad.any()):
         x, r = torch.broadcast_tensors(x, r)
+        if bool(nonfinite.any()):  # NaN/inf comes from a bad terrain or coordinate parameter, not from a fold
+            idx = int(torch.nonzero(nonfinite.flatten())[0])
+            raise InputError(
+                f"vertical coordinate {name!r} gives non-finite heights or dz/dr ({float(sig.flatten()[idx]):.3g}) "
+                f"at x = {float(x.flatten()[idx]) / 1000:.2f} km, r = {float(r.flatten()[idx]) / 1000:.2f} km "
+                f"({int(nonfinite.sum())} points); check the terrain and coordinate parameters for NaN or inf"
+            )
         idx = int(torch.nonzero(bad.flatten())[0])
         raise InputError(
             f"vertical coordinate {name!r} folds over this terrain: dz/dr = {float(sig.flatten()[idx]):.3g} <= 0 "

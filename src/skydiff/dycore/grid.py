@@ -13,6 +13,7 @@ Dims are always ``(..., level, x)``; x is periodic (``torch.roll``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -63,8 +64,8 @@ class Grid:
                 raise InputError(f"grid {name} must be an integer >= 4, got {v!r}")
         for name in ("dx", "top"):
             v = getattr(self, name)
-            if not (isinstance(v, (int, float)) and v > 0):
-                raise InputError(f"grid {name} must be a positive number of metres, got {v!r}")
+            if isinstance(v, bool) or not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+                raise InputError(f"grid {name} must be a positive finite number of metres, got {v!r}")
 
     @property
     def dr(self) -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from typing import Any
 
@@ -19,6 +20,24 @@ from .stepping import check_dt, integrate
 __all__ = ["run"]
 
 _CASE_KEYS = {"dx", "nz", "top", "length", "h0", "a", "lam", "dtheta", "width"}
+
+
+def _check_device(device: Any) -> torch.device | None:
+    """``device`` as a :class:`torch.device` (``None``: CPU); :class:`InputError` for an unknown or absent one."""
+    if device is None:
+        return None
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise InputError(f"unknown device {device!r}; use 'cpu' or 'cuda' (or 'cuda:<index>')") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise InputError(f"unsupported device {device!r}; the dycore runs on 'cpu' or 'cuda'")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"device {device!r}: CUDA is not available on this machine; use device='cpu'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InputError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return dev
 
 
 def run(
@@ -44,7 +63,8 @@ def run(
         ``"btf"``, ``"hybrid"``, ``"sleve"``, ``"sleve2"``, ``"neuve"`` (the shipped trained coordinate) or a
         :class:`~skydiff.dycore.coordinates.VerticalCoordinate` module.
     hours
-        Simulated time (h); default the case's (5 h for ``schaer`` and ``klemp2011``).
+        Simulated time (h); default the case's (5 h for ``schaer`` and ``klemp2011``). Rounded to a whole number
+        of time steps (the result's ``hours`` attribute is the time simulated); rounding to 0 steps is refused.
     dt
         Time step (s); default the case's. Checked against the explicit stability limit before running.
     dtype, device
@@ -67,18 +87,28 @@ def run(
     """
     import xarray as xr
 
+    given = dtype
     if isinstance(dtype, str):
         dtype = {"float32": torch.float32, "float64": torch.float64}.get(dtype)  # type: ignore[assignment]
-    if dtype not in (torch.float32, torch.float64):
-        raise InputError(f"dtype must be float32 or float64, got {dtype!r}")
+    if not isinstance(dtype, torch.dtype) or dtype not in (torch.float32, torch.float64):
+        raise InputError(f"dtype must be float32 or float64 (or torch.float32 / torch.float64), got {given!r}")
+    device = _check_device(device)
     unknown = set(options) - _CASE_KEYS
     if unknown:
         raise InputError(f"unknown option(s) {', '.join(sorted(unknown))} for run(); case options: {', '.join(sorted(_CASE_KEYS))}")
+    if coordinate_options is not None and not isinstance(coordinate_options, dict):
+        raise InputError(f"coordinate_options must be a dict of keyword options, got {coordinate_options!r}")
     cs = get_case(case, **options)
     hours = cs.hours if hours is None else hours
-    if not (isinstance(hours, (int, float)) and math.isfinite(hours) and hours > 0):
+    if isinstance(hours, bool) or not (isinstance(hours, numbers.Real) and math.isfinite(hours) and hours > 0):
         raise InputError(f"hours must be a positive number, got {hours!r}")
     dt = cs.dt if dt is None else dt
+    if isinstance(dt, bool) or not (isinstance(dt, numbers.Real) and math.isfinite(dt) and dt > 0):
+        raise InputError(f"time step dt must be a positive number of seconds, got {dt!r}")
+    nsteps = int(round(hours * 3600.0 / dt))  # hours rounded to whole time steps
+    if nsteps < 1:
+        raise InputError(f"hours = {hours:g} ({hours * 3600.0:.3g} s) is shorter than one time step dt = {dt:g} s "
+                         f"(it rounds to 0 steps); use hours >= {dt / 3600.0:.3g} or a smaller dt")
     coord = make_coordinate(coordinate, **(coordinate_options or {}))
     coord = coord.to(device=device, dtype=dtype)
     name = coordinate if isinstance(coordinate, str) else getattr(coord, "name", "custom")
@@ -86,7 +116,6 @@ def run(
         model, state = build(cs, coord, dtype, device)
         umax = float(state.u.abs().max()) + 5.0
         limit = check_dt(model, float(dt), umax, str(name))
-        nsteps = max(1, int(round(hours * 3600.0 / dt)))
         times: list[float] = [0.0]
         wmax: list[float] = [0.0]
 
@@ -124,7 +153,7 @@ def run(
         attrs={
             "case": cs.name,
             "coordinate": str(name),
-            "hours": float(hours),
+            "hours": nsteps * float(dt) / 3600.0,  # the simulated time: hours rounded to whole time steps
             "dt_s": float(dt),
             "dt_limit_s": float(limit),
             "steps": nsteps,

@@ -52,6 +52,7 @@ Two averages are in use and they differ (see :func:`aggregate`):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -95,8 +96,8 @@ def _check_threshold(threshold: Any) -> float:
         thr = float(threshold)
     except (TypeError, ValueError) as exc:
         raise InputError(f"threshold must be a number, got {threshold!r}") from exc
-    if thr != thr:
-        raise InputError("threshold must not be NaN")
+    if not (math.isfinite(thr) and thr >= 0):  # a negative rain threshold makes every pixel an event
+        raise InputError(f"threshold must be a finite number >= 0 (rain rate), got {threshold!r}")
     return thr
 
 

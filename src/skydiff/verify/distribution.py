@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError, ShapeError
+from .categorical import _check_threshold
 from .continuous import _device_of, _float_tensor, _is_torch, _out
 
 __all__ = [
@@ -90,6 +91,7 @@ def percentile_bias(
         the observed percentile is 0 or no value is valid.
     """
     numpy_out = not _is_torch(pred, obs)
+    threshold = _check_threshold(threshold)
     device = _device_of(pred, obs)
     p = _float_tensor(pred, "pred", device)
     o = _float_tensor(obs, "obs", device)
@@ -109,6 +111,7 @@ def percentile_bias(
 
 def wet_fraction(x: Any, threshold: float = 0.1) -> Any:
     """Fraction of the valid (non-NaN) values that are wet, ``x ≥ threshold`` (mm/h); NaN if none is valid."""
+    threshold = _check_threshold(threshold)
     t, numpy_out = _single(x, "x")
     v = _valid_flat(t)
     frac = (v >= threshold).to(t.dtype).mean() if v.numel() else torch.full((), float("nan"), dtype=t.dtype)

@@ -73,6 +73,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError, ShapeError, warn
+from .categorical import _check_threshold
 from .continuous import _float_tensor
 
 __all__ = [
@@ -148,9 +149,9 @@ class ProtocolAccumulator:
     ) -> None:
         self.protocol = str(protocol)
         self.denorm_factor = _check_factor(denorm_factor)
-        ths = [float(t) for t in (thresholds if isinstance(thresholds, Sequence) else [thresholds])]
-        if not ths or any(not math.isfinite(t) for t in ths):
-            raise InputError(f"thresholds must be finite numbers, got {thresholds!r}")
+        ths = [_check_threshold(t) for t in (thresholds if isinstance(thresholds, Sequence) else [thresholds])]
+        if not ths:
+            raise InputError(f"thresholds must hold at least one threshold, got {thresholds!r}")
         self.thresholds = ths
         self.cumulative = bool(cumulative)
         if mse_reduction not in _REDUCTIONS:

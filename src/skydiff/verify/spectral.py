@@ -30,6 +30,9 @@ from .continuous import _float_tensor, _is_torch
 
 __all__ = ["rapsd", "rapsd_ratio_db"]
 
+#: Smallest grid side (pixels) with a ring besides the mean (zero frequency), i.e. a wavelength of at least 2 px.
+MIN_SIDE = 3
+
 
 def _ring_index(h: int, w: int) -> tuple[np.ndarray, int]:
     yc = np.arange(h) - h // 2
@@ -63,6 +66,9 @@ def rapsd(
         Non-finite values (NaN, ±inf) raise :class:`~skydiff.errors.InputError` unless ``fill`` is given, in
         which case they are replaced by ``fill`` (e.g. 0 for "no rain") before the FFT.
 
+    The grid must be at least 3 × 3 pixels (:class:`~skydiff.errors.ShapeError` otherwise), and with
+    ``normalize=True`` no field may be all zero (:class:`~skydiff.errors.InputError`).
+
     Returns
     -------
     out, or (out, freq)
@@ -74,6 +80,11 @@ def rapsd(
     x = _float_tensor(field, "field")
     if x.ndim < 2:
         raise ShapeError(f"rapsd needs a field of shape (..., H, W), got shape {tuple(x.shape)}")
+    if min(x.shape[-2:]) < MIN_SIDE:
+        raise ShapeError(f"rapsd needs a grid of at least {MIN_SIDE} x {MIN_SIDE} pixels (a smaller one has no "
+                         f"wavelength of 2 px or more besides the mean), got {tuple(x.shape[-2:])}")
+    if x.numel() == 0:
+        raise ShapeError(f"rapsd got an empty stack of fields, shape {tuple(x.shape)}")
     try:
         d = float(d)
     except (TypeError, ValueError) as exc:
@@ -87,7 +98,13 @@ def rapsd(
             raise InputError(
                 f"field contains {n_bad} non-finite value(s) (NaN or inf); pass fill=<value> to replace them"
             )
-        x = torch.where(finite, x, torch.as_tensor(float(fill), dtype=x.dtype, device=x.device))
+        try:
+            fill_v = float(fill)
+        except (TypeError, ValueError):
+            fill_v = float("nan")
+        if not np.isfinite(fill_v):
+            raise InputError(f"fill must be a finite number, got {fill!r}")
+        x = torch.where(finite, x, torch.as_tensor(fill_v, dtype=x.dtype, device=x.device))
 
     h, w = x.shape[-2:]
     spec = torch.fft.fftshift(torch.fft.fft2(x), dim=(-2, -1))
@@ -101,7 +118,13 @@ def rapsd(
     counts = torch.from_numpy(np.bincount(r[keep], minlength=nbins).astype(np.float64)).to(psd.dtype).to(x.device)
     out = sums / counts
     if normalize:
-        out = out / out.sum(-1, keepdim=True)
+        total = out.sum(-1, keepdim=True)
+        zero = (total == 0).flatten()
+        if bool(zero.any()):
+            which = "the field" if out.ndim == 1 else f"field {int(torch.nonzero(zero)[0])} (leading dims flattened)"
+            raise InputError(f"normalize=True: {which} has no power to normalise by (all values zero, e.g. a dry "
+                             "field); use normalize=False")
+        out = out / total
 
     l = max(h, w)
     freq = torch.arange(nbins, dtype=torch.float64) / (l * d)
@@ -119,7 +142,8 @@ def rapsd_ratio_db(pred: Any, obs: Any, *, d: float = 1.0, fill: float | None = 
     ``ratio_db[k] = 10·log10(mean RAPSD(pred)[k] / mean RAPSD(obs)[k])`` for the rings ``k = 1 … n − 1`` of
     :func:`rapsd` (the zero-frequency ring is left out), where the means are taken over all leading
     dimensions (members, times) of each input. Positive values: too much power (e.g. noise) at that
-    wavelength; negative: too smooth (e.g. interpolation).
+    wavelength; negative: too smooth (e.g. interpolation). A truth without power (every field constant, e.g.
+    dry) raises :class:`~skydiff.errors.InputError`; a prediction without power gives ``-inf`` dB.
 
     Parameters
     ----------
@@ -156,6 +180,11 @@ def rapsd_ratio_db(pred: Any, obs: Any, *, d: float = 1.0, fill: float | None = 
     n = sp.shape[-1]
     mp = sp.reshape(-1, n).mean(0)[1:]
     mo = so.reshape(-1, n).mean(0)[1:]
+    of = o if fill is None else torch.where(torch.isfinite(o), o, torch.as_tensor(float(fill), dtype=o.dtype))
+    of = of.reshape(-1, o.shape[-2] * o.shape[-1])
+    if not bool((mo > 0).any()) or bool((of == of[:, :1]).all()):  # constant fields: FFT round-off is no power
+        raise InputError("obs (the truth) has no power at any wavelength: all values equal in every field (e.g. a "
+                         "dry field), so the ratio is undefined")
     ratio = 10.0 * torch.log10(mp / mo)
     h, w = p.shape[-2:]
     l = max(h, w)
