@@ -29,7 +29,7 @@ import time
 
 
 def one(mode: str, steps: int, chunk: int, compile: bool = False, length: float | None = None, nz: int | None = None,
-        threads: int = 1, repeat: int = 1) -> dict[str, float]:
+        threads: int = 1, repeat: int = 1, device: str = "cpu") -> dict[str, float]:
     import contextlib
 
     import torch
@@ -42,7 +42,12 @@ def one(mode: str, steps: int, chunk: int, compile: bool = False, length: float 
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    coord = Neuve().double()
+    coord = Neuve().double().to(device)
+    cuda = torch.device(device).type == "cuda"
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
     grid = dict(TRAIN_GRID)
     if length is not None:
         grid["length"] = float(length)
@@ -59,19 +64,24 @@ def one(mode: str, steps: int, chunk: int, compile: bool = False, length: float 
         return m, type(st)(*(t.detach().requires_grad_() for t in st))
 
     if compile:  # compile outside the timing, on 2 steps of the same configuration
-        m2, s2 = prepare(*build(case, coord, torch.float64))
+        m2, s2 = prepare(*build(case, coord, torch.float64, device))
         with torch.no_grad() if mode == "forward" else contextlib.nullcontext():
             _, l2 = integrate_loss(s2, m2, 0.5, 2, lambda s: full_w(s, m2.geom).pow(2).mean(), chunk=chunk, every=1,
                                    use_checkpoint=(mode == "checkpoint"), compile=True)
             if mode != "forward":
                 l2.backward()
         coord.zero_grad()
-    model, state = prepare(*build(case, coord, torch.float64))
+    model, state = prepare(*build(case, coord, torch.float64, device))
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if cuda:
+        sync()
+        torch.cuda.reset_peak_memory_stats()
+        mem0 = torch.cuda.memory_allocated()
     times = []
     for it in range(max(1, repeat)):  # repeat > 1: later iterations reuse the memory the first one faulted in
         if it:
-            model, state = prepare(*build(case, coord, torch.float64))
+            model, state = prepare(*build(case, coord, torch.float64, device))
+        sync()
         t0 = time.perf_counter()
 
         def lf(s, model=model):  # noqa: ANN001, ANN202
@@ -86,9 +96,12 @@ def one(mode: str, steps: int, chunk: int, compile: bool = False, length: float 
                                      use_checkpoint=(mode == "checkpoint"), compile=compile)
             loss.backward()
             del loss
+        sync()
         times.append(time.perf_counter() - t0)
         if it == 0:  # the peak memory of one gradient, not of the rebuilds of later runs
             rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            if cuda:  # GPU memory, not the host's
+                rss1 = rss0 + (torch.cuda.max_memory_allocated() - mem0) / 1024.0
         coord.zero_grad()
         del model, state
     return {"time_s": times[0], "warm_s": min(times[1:]) if len(times) > 1 else None,
@@ -103,6 +116,7 @@ def main() -> None:
     p.add_argument("--length", type=float, default=None, help="domain length in m (default: the training grid's 30 km)")
     p.add_argument("--nz", type=int, default=None, help="number of levels (default 40)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda; on cuda the memory column is GPU memory")
     p.add_argument("--modes", nargs="+", default=["forward", "checkpoint", "plain"],
                    choices=["forward", "checkpoint", "plain", "state"],
                    help="state: gradient w.r.t. the initial state only, no checkpointing")
@@ -114,21 +128,21 @@ def main() -> None:
     p.add_argument("--compiled", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.mode:
-        print(json.dumps(one(a.mode, a.steps, a.chunk, a.compiled, a.length, a.nz, a.threads, a.repeat)))
+        print(json.dumps(one(a.mode, a.steps, a.chunk, a.compiled, a.length, a.nz, a.threads, a.repeat, a.device)))
         return
     res = {}
     variants = [False, True] if a.compile else [False]
     for comp in variants:
         for mode in ["forward"] + [m for m in a.modes if m != "forward" and (comp or not a.eager_forward_only)]:
             cmd = [sys.executable, __file__, "--mode", mode, "--steps", str(a.steps), "--chunk", str(a.chunk),
-                   "--threads", str(a.threads), "--repeat", str(a.repeat)]
+                   "--threads", str(a.threads), "--repeat", str(a.repeat), "--device", a.device]
             cmd += (["--length", str(a.length)] if a.length is not None else []) + (["--nz", str(a.nz)] if a.nz else [])
             out = subprocess.run(cmd + (["--compiled"] if comp else []), capture_output=True, text=True, check=True)
             res[(comp, mode)] = json.loads(out.stdout.strip().splitlines()[-1])
             print("compiled" if comp else "eager", mode, res[(comp, mode)], flush=True)
     f0 = res[(False, "forward")]["time_s"]
     cells = res[(False, "forward")]["cells"]
-    print(f"\n{a.steps} steps ({cells} cells, float64, {a.threads} thread(s)): eager forward {f0:.1f} s "
+    print(f"\n{a.steps} steps ({cells} cells, float64, {a.device}, {a.threads} thread(s)): eager forward {f0:.1f} s "
           f"({a.steps / f0:.0f} steps/s)")
     warm = a.repeat > 1
     print("| time step | mode | time (s) | x forward (same time step) | x eager forward | peak memory increase (MB) |"
