@@ -77,7 +77,7 @@ def _check_outputs(paths: Sequence[str | None], overwrite: bool, *, plot: str | 
     if plot:
         from matplotlib.figure import Figure
 
-        ext = os.path.splitext(plot)[1].lstrip(".").lower()
+        ext = os.path.splitext(plot)[1].lstrip(".").lower() or "png"  # as skydiff.plot.save_figure
         kinds = Figure().canvas.get_supported_filetypes()
         if ext not in kinds:
             raise InputError(f"cannot save a figure as {plot!r}: use one of .{', .'.join(sorted(kinds))}")
