@@ -100,6 +100,8 @@ def test_misused_arguments_and_odd_inputs_are_clear(tmp_path):
     ref = forecast(frames, 2, velocity=np.zeros((2, 64, 80)))
     np.testing.assert_allclose(forecast(frames.astype(np.float16), 2, velocity=np.zeros((2, 64, 80))), ref,
                                atol=1e-2)
+    half = forecast(torch.from_numpy(frames).half(), 2, velocity=torch.zeros(2, 64, 80))
+    assert half.dtype == torch.float16  # torch in: the input's dtype out
     xr = pytest.importorskip("xarray")
     da = xr.DataArray(frames, dims=("time", "y", "x"), attrs={"units": "mm/h"})
     np.testing.assert_array_equal(forecast(da.transpose("y", "x", "time"), 2, model="persistence"),
