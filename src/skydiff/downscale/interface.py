@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import InputError, ShapeError, warn
+from ..errors import InputError, ShapeError, check_int, warn
 from ..registry import create_model, load_model
 from .diffusion import EDMDownscaler  # (importing it registers the edm-* models)
 
@@ -175,8 +175,9 @@ def downscale(lowres: Any, factor: int = 4, model: Any = "radar", members: int =
     device = xb.device
     if next(m.parameters()).device != device:
         m = m.to(device)
-    if isinstance(steps, (int, np.integer)) and not isinstance(steps, bool) and 1 <= steps < MIN_GOOD_STEPS:
-        warn(f"steps={int(steps)}: with fewer than {MIN_GOOD_STEPS} Heun steps the samples are not converged (on "
+    steps = check_int("steps", steps, 1)
+    if steps < MIN_GOOD_STEPS:
+        warn(f"steps={steps}: with fewer than {MIN_GOOD_STEPS} Heun steps the samples are not converged (on "
              "real radar tiles the 99.9th percentile came out 14 % too high at 8 steps, 42 % at 6); the default is 18")
     out = m.sample(xb, members=members, steps=steps, lo_vimd=v, static=st, seed=seed, progress=progress,
                    s_churn=s_churn, batch_size=batch_size, label=label)

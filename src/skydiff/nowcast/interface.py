@@ -9,7 +9,6 @@ and returns the same kind the user passed.
 from __future__ import annotations
 
 import os
-
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -78,9 +77,9 @@ def check_frames(frames: Any, min_frames: int = 1, *, what: str = "frames") -> t
     if isinstance(frames, torch.Tensor):
         x = frames
     else:
-        if isinstance(frames, (list, tuple)) and len({np.shape(f) for f in frames}) > 1:
-            shapes = sorted({tuple(np.shape(f)) for f in frames})
-            raise ShapeError(f"{what} must all have the same shape, got {shapes}")
+        shapes = {tuple(np.shape(f)) for f in frames} if isinstance(frames, (list, tuple)) else set()
+        if len(shapes) > 1:
+            raise ShapeError(f"{what} must all have the same shape, got {sorted(shapes)}")
         arr = np.asarray(frames)
         if arr.dtype.kind not in "iuf":
             raise InputError(f"{what} must be numeric, got dtype {arr.dtype}")
@@ -96,10 +95,11 @@ def check_frames(frames: Any, min_frames: int = 1, *, what: str = "frames") -> t
     if x.shape[1] < 2 or x.shape[2] < 2:
         raise ShapeError(f"{what} must be at least 2 x 2 pixels, got {tuple(x.shape[1:])}")
     finite = torch.isfinite(x)
-    if not bool(finite.any()):
+    has_data = finite.reshape(x.shape[0], -1).any(1)  # per frame
+    if not bool(has_data.any()):
         raise InputError(f"{what} contain no data: every value is NaN")
-    empty = [i for i in range(x.shape[0]) if not bool(finite[i].any())]
-    if empty:
+    if not bool(has_data.all()):
+        empty = torch.nonzero(~has_data).flatten().tolist()
         raise InputError(f"{what} {empty} (0-based) contain no data: every value is NaN; leave such frames out "
                          "(a gap in time is refused too, so nowcast from the frames after it)")
     if bool(torch.isinf(x).any()):
