@@ -209,7 +209,7 @@ def main() -> None:
     scored = {k: metrics(v, hi, lo) for k, v in preds.items()}
     res = {k: v[0] for k, v in scored.items()}
     by_source = {}  # spectrum ratio per source: dB at 2.06 / 3.05 px and max |dB| over >= 2 px
-    for k in ["bicubic", *models]:
+    for k in ["bicubic", *models, *(f"{m} + mass fix" for m in models)]:
         by_source[k] = {}
         for s in np.unique(src):
             wl, db = (np.asarray(v) for v in rapsd_ratio_db(preds[k][:, src == s], hi[src == s]))
@@ -290,8 +290,9 @@ def main() -> None:
                 "first_better_tiles": float((d < 0).mean())}
 
     short = {"PP diffusion": "PP", "TP-only diffusion": "TP-only"}
-    pairs = [("PP diffusion", "TP-only diffusion")] + [(k, b) for k in extras
-                                                      for b in ("TP-only diffusion", "PP diffusion")]
+    pairs = ([("PP diffusion", "TP-only diffusion")] + [(k, b) for k in extras
+                                                       for b in ("TP-only diffusion", "PP diffusion")]
+             + [(f"{k} + mass fix", k) for k in models])  # what conserve=True changes
     boot, boots = None, {}
     if a.members >= 2:
         for k1, k2 in pairs:

@@ -22,7 +22,9 @@ Usage (from the repository root, with the shared data)::
 - ``val{K}_tiles.npz`` (with ``--validation N --validation-round K``, K ≥ 2): a K-th validation draw, ``rng =
   default_rng(K + 1)`` over each source's validation tiles not in the earlier rounds (matched by content; a source
   with too few left gives what it has — KNMI January 2021 09-10 holds only 22 rainy tiles), for confirming on new
-  tiles a rule suggested by an earlier round.
+  tiles a rule suggested by an earlier round. Rounds 1 … K−1 are re-drawn to know which tiles they used: pass
+  ``--earlier-per-source N0`` when they were drawn with another N (rounds 1-8 used 20; round 9 was
+  ``--validation 100 --validation-round 9 --earlier-per-source 20``).
 - ``test_fresh_tiles.npz`` (with ``--test-npz`` and ``--fresh N``): N tiles per source of the 1 500 held-back tiles,
   none of them in ``test60_tiles.npz`` (``rng = default_rng(2)`` over the rest of each source), for scoring once a
   variant chosen on the validation tiles.
@@ -51,6 +53,8 @@ def main() -> None:
                     help="K >= 2: write val{K}_tiles.npz, disjoint from the earlier validation rounds")
     ap.add_argument("--fresh-round", type=int, default=1,
                     help="with --fresh: write the K-th disjoint fresh draw (1: test_fresh_tiles.npz, K: test_freshK)")
+    ap.add_argument("--earlier-per-source", type=int, default=None,
+                    help="tiles per source that rounds 1 .. K-1 were drawn with (default: --validation)")
     ap.add_argument("--skip-tune", action="store_true", help="do not (re)write tune_tiles.npz")
     a = ap.parse_args()
     out = Path(a.out)
@@ -64,7 +68,9 @@ def main() -> None:
     if a.validation:
         from skydiff.downscale.data import RADAR_SOURCES
 
-        parts = [radar_pairs("validation", sources=(s,), max_tiles=a.validation, seed=0, progress=False)
+        n_earlier = a.validation if a.earlier_per_source is None else a.earlier_per_source
+        n_first = a.validation if a.validation_round == 1 else n_earlier
+        parts = [radar_pairs("validation", sources=(s,), max_tiles=n_first, seed=0, progress=False)
                  for s in RADAR_SOURCES["validation"]]
         if a.validation_round == 1:
             _save(out / "val_tiles.npz", parts)
@@ -76,7 +82,8 @@ def main() -> None:
                 new = []
                 for s, allp in every.items():
                     free = [i for i in range(len(allp)) if allp.hi[i].tobytes() not in used]
-                    pick = np.sort(rng.choice(free, min(a.validation, len(free)), replace=False)) if free else []
+                    n = a.validation if k == a.validation_round else n_earlier
+                    pick = np.sort(rng.choice(free, min(n, len(free)), replace=False)) if free else []
                     new.append(allp.subset(np.asarray(pick, np.int64)))
                 used.update(p.hi[i].tobytes() for p in new for i in range(len(p)))
             _save(out / f"val{a.validation_round}_tiles.npz", new)
