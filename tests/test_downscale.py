@@ -122,6 +122,17 @@ def test_match_block_means():
         match_block_means(fine, lo[..., :2], 4)
 
 
+def test_match_block_means_near_dry_block_stays_non_negative():
+    # a block with a speck of rain below eps under a dry (or wet) low-res value: replaced by the low-res value,
+    # never pushed below zero (adding lo - mean to the zeros of the block made them -mean)
+    fine = torch.zeros(1, 4, 4, dtype=torch.float64)
+    fine[0, 0, 0] = 8e-6  # block mean 5e-7 < eps = 1e-6
+    out = match_block_means(fine, torch.zeros(1, 1, 1, dtype=torch.float64), 4)
+    assert (out >= 0).all() and float(out.abs().max()) == 0.0
+    out = match_block_means(fine, torch.full((1, 1, 1), 0.3, dtype=torch.float64), 4)
+    torch.testing.assert_close(out, torch.full_like(fine, 0.3))
+
+
 # --------------------------------------------------------------------------- tiles
 def test_tile_grid_keeps_rainy_valid_tiles():
     f = np.zeros((10, 13), np.float32)
@@ -215,6 +226,15 @@ def test_cli_round_trip(tmp_path, tiny_model):
         assert np.isnan(v.values[:, 0, :4, :4]).all() and np.nanmin(v.values) >= 0
         assert np.isfinite(v.values[:, 1]).all()
     assert png.stat().st_size > 1000
+    # --conserve / --no-conserve: block means of every member equal the (NaN-filled) input; recorded in the file
+    for flag, want in (("--conserve", "yes"), ("--no-conserve", "no")):
+        outc = tmp_path / f"c{want}.nc"
+        assert main([*args, "--fill-nan", flag, "--out", str(outc)]) == 0
+        with xr.open_dataset(outc) as ds:
+            assert ds.attrs["block_means_conserved"] == want
+            bm = block_mean(np.nan_to_num(ds["precip_rate"].values[:, 1]), 4)
+        close = np.allclose(bm, np.broadcast_to(lo[1], bm.shape), rtol=1e-4, atol=1e-6)
+        assert close == (want == "yes")
     assert main([*args, "--fill-nan", "--out", str(out)]) == 2  # exists, no --overwrite
     assert main([*args, "--fill-nan", "--out", str(src), "--overwrite"]) == 2  # never the input file
     with xr.open_dataset(src) as ds:

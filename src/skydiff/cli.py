@@ -443,7 +443,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_downscale(args: argparse.Namespace) -> int:
-    from .downscale.interface import MODELS, downscale, plot_downscaled, read_lowres, write_downscaled
+    from .downscale.interface import CONSERVE_DEFAULT, MODELS, downscale, plot_downscaled, read_lowres, write_downscaled
 
     if os.path.isdir(args.input):
         raise InputError(f"{args.input} is a folder; give a netCDF file of low-resolution rain")
@@ -468,8 +468,9 @@ def cmd_downscale(args: argparse.Namespace) -> int:
         lo = lo.fillna(0.0)
     prog.step(f"downscaling {tuple(lo.shape)} by {args.factor} with {args.model!r}, {args.members} members, "
               f"{args.steps} steps")
+    conserve = CONSERVE_DEFAULT if args.conserve is None else args.conserve
     ens = downscale(lo, factor=args.factor, model=args.model, members=args.members, steps=args.steps,
-                    seed=args.seed, progress=not args.quiet, label=args.label)
+                    seed=args.seed, progress=not args.quiet, label=args.label, conserve=conserve)
     if nan.any():
         f = args.factor
         mask = np.repeat(np.repeat(nan, f, axis=-2), f, axis=-1)
@@ -477,7 +478,7 @@ def cmd_downscale(args: argparse.Namespace) -> int:
     if args.out:
         prog.step(f"writing {args.out}")
         write_downscaled(args.out, ens, model=args.model, factor=args.factor, steps=args.steps, source=args.input,
-                         overwrite=args.overwrite)
+                         overwrite=args.overwrite, conserve=conserve)
     if args.plot:
         prog.step(f"plotting {args.plot}")
         plot_downscaled(args.plot, lo.where(~nan) if nan.any() else lo, ens)
@@ -657,6 +658,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="for a model conditioned on the radar product: the product to imitate (e.g. knmi-rap, "
                          "knmi-dbz, fmi, mrms; default unknown)")
     ds.add_argument("--variable", default=None, help="netCDF variable (default: the first rain-like one)")
+    ds.add_argument("--conserve", action=argparse.BooleanOptionalAction, default=None,
+                    help="make every member's FACTOR x FACTOR block means equal the input (default: the library's, "
+                         "skydiff.downscale.interface.CONSERVE_DEFAULT)")
     ds.add_argument("--fill-nan", action="store_true", help="downscale no-data pixels as 0, NaN in the output")
     ds.add_argument("--out", default=None, help="output netCDF (ensemble, member × [time ×] y × x)")
     ds.add_argument("--plot", default=None, help="quick-look PNG")

@@ -149,8 +149,8 @@ def match_block_means(fine: Any, lowres: Any, factor: int = 4, *, eps: float = 1
     """Make the ``factor × factor`` block means of ``fine`` equal ``lowres`` (rain-preserving mass correction).
 
     ``fine`` ``(..., H, W)`` and ``lowres`` ``(..., H/f, W/f)`` (broadcast over leading dims, e.g. members), both
-    >= 0 (mm/h). Each block is multiplied by ``lowres / block_mean(fine)``; a block whose mean is below ``eps``
-    gets ``lowres`` added uniformly instead. The result stays >= 0, keeps the fine pattern within each block and
+    >= 0 (mm/h). Each block is multiplied by ``lowres / block_mean(fine)``; a block whose mean is at most ``eps``
+    (no pattern worth keeping) becomes ``lowres`` uniformly instead. The result stays >= 0, keeps the fine pattern within each block and
     reproduces ``lowres`` exactly under :func:`skydiff.downscale.data.block_mean`. Differentiable.
     """
     from .data import block_mean
@@ -164,8 +164,8 @@ def match_block_means(fine: Any, lowres: Any, factor: int = 4, *, eps: float = 1
         raise ShapeError(f"lowres grid {tuple(lo.shape[-2:])} does not match the fine grid {tuple(x.shape[-2:])} "
                          f"at factor {f}")
     ok = bm > eps
-    ratio = torch.where(ok, lo / torch.where(ok, bm, torch.ones_like(bm)), torch.ones_like(bm))
-    add = torch.where(ok, torch.zeros_like(bm), lo - bm)
+    ratio = torch.where(ok, lo / torch.where(ok, bm, torch.ones_like(bm)), torch.zeros_like(bm))
+    add = torch.where(ok, torch.zeros_like(bm), lo)
 
     def up(a: torch.Tensor) -> torch.Tensor:
         return a.repeat_interleave(f, dim=-2).repeat_interleave(f, dim=-1)

@@ -38,6 +38,7 @@ MODELS = {"radar": "edm-radar", "radar-tp": "edm-radar-tp", "era5": "edm-era5"}
 # 6 steps, +14 % at 8 and +3 % at 12 against 18 steps (edm-radar-tp: +25 %, +10 %, +2 %)
 MIN_GOOD_STEPS = 12
 MAX_PLAUSIBLE_MM_H = 1000.0  # a downscaled rain rate above this is an unconverged sample, refused
+CONSERVE_DEFAULT = False  # downscale(conserve=...): restore the input's block means (benchmarks/RESULTS.md §8)
 _CACHE: dict[str, EDMDownscaler] = {}
 
 
@@ -98,7 +99,7 @@ def _check_rain(x: torch.Tensor, name: str, allow_negative: bool = False) -> Non
 
 def downscale(lowres: Any, factor: int = 4, model: Any = "radar", members: int = 8, steps: int = 18,
               seed: int | None = None, progress: bool = True, *, vimd: Any = None, static: Any = None,
-              s_churn: float = 0.0, batch_size: int = 64, conserve: bool = False, label: str | None = None) -> Any:
+              s_churn: float = 0.0, batch_size: int = 64, conserve: bool = CONSERVE_DEFAULT, label: str | None = None) -> Any:
     """Stochastic downscaling of low-resolution rain to a ``factor``-times finer grid.
 
     Parameters
@@ -271,11 +272,13 @@ def read_lowres(path: str | os.PathLike[str], variable: str | None = None) -> An
 
 
 def write_downscaled(path: str | os.PathLike[str], ens: Any, *, model: str = "", factor: int = 4,
-                     steps: int = 18, source: str = "", overwrite: bool = False) -> Path:
+                     steps: int = 18, source: str = "", overwrite: bool = False,
+                     conserve: bool | None = None) -> Path:
     """Write an ensemble DataArray from :func:`downscale` (xarray input) as CF netCDF, atomically.
 
     Variable ``precip_rate`` (``member``, [``time``,] ``y``, ``x``), float32, units mm/h, standard name
-    ``lwe_precipitation_rate``. An existing file is only replaced with ``overwrite=True``.
+    ``lwe_precipitation_rate``. An existing file is only replaced with ``overwrite=True``. ``conserve`` (the
+    setting of :func:`downscale`) is recorded as the global attribute ``block_means_conserved`` when given.
     """
     import xarray as xr
 
@@ -292,6 +295,8 @@ def write_downscaled(path: str | os.PathLike[str], ens: Any, *, model: str = "",
     ds.attrs.update(Conventions="CF-1.8", title="skydiff diffusion downscaling", source=f"skydiff {__version__}",
                     downscaling_model=str(model), downscaling_factor=int(factor), sampling_steps=int(steps),
                     input_file=str(source))
+    if conserve is not None:
+        ds.attrs["block_means_conserved"] = "yes" if conserve else "no"
     from ..io.atomic import atomic_path
 
     with atomic_path(out) as tmp:
