@@ -166,6 +166,44 @@ def test_lupin_gradient_through_advect_only():
     assert m.motion_net.encoder[0][0].weight.grad.abs().sum() > 0
 
 
+def test_lupin_motion_prior_starts_from_the_flow_and_learns_a_correction():
+    m = small("lupin", motion_prior="lk")
+    assert m.motion_prior == "lk" and m.motion_prior_frames == 3
+    x = rain(2, 6)
+    prior = torch.randn(2, 2, H, W)
+    y, mf = m(x, return_motion=True, prior=prior)
+    torch.testing.assert_close(mf, prior)  # a fresh model: zero correction
+    y.square().mean().backward()  # the zero head still gets a gradient, so the correction can grow
+    head = [c for c in m.motion_net.modules() if isinstance(c, torch.nn.Conv2d)][-1]
+    assert head.weight.grad.abs().sum() > 0
+    with pytest.raises(InputError, match="pass prior="):
+        m(x)
+    with pytest.raises(InputError, match=r"\(B, 2, H, W\)"):
+        m(x, prior=prior[:, :1])
+    with pytest.raises(InputError, match="no motion_prior"):
+        small("lupin")(x, prior=prior)
+    with pytest.raises(InputError, match="motion_prior_frames"):
+        small("lupin", motion_prior_frames=3)
+    with pytest.raises(InputError):
+        small("lupin", motion_prior="nope")
+    # predict() estimates the flow once from the observed frames and keeps it for every lead: with a zero
+    # correction the motion LUPIN extrapolates along is exactly that flow
+    frames = rain(1, 6, seed=3)[0]  # drifting +1 px/step in x
+    expect = m.estimate_prior(frames[None])
+    seen = []
+    orig = m.motion
+
+    def spy(z, p=None):  # noqa: ANN001, ANN202
+        seen.append(p)
+        return orig(z, p)
+
+    m.motion = spy
+    out = m.predict(frames, 3)
+    assert out.shape == (3, H, W) and torch.isfinite(out).all()
+    assert len(seen) == 3 and all(torch.equal(p, expect) for p in seen)
+    assert float(expect[0, 0].mean()) == pytest.approx(1.0, abs=0.3)
+
+
 def test_divergence_penalty():
     yy, xx = torch.meshgrid(torch.arange(H, dtype=torch.float64), torch.arange(W, dtype=torch.float64), indexing="ij")
     rot = torch.stack([-(yy - H / 2), xx - W / 2])[None] * 0.1  # solid-body rotation: divergence-free

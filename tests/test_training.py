@@ -433,3 +433,30 @@ def test_motion_teacher_pulls_the_motion_towards_optical_flow(sequence):
         NowcastModule("lupin", TINY["lupin"], stage="motion", motion_teacher="nope")
     with pytest.raises(InputError, match=">= 0"):
         NowcastModule("lupin", TINY["lupin"], stage="motion", motion_teacher="lk", teacher_weight=-1)
+
+
+def test_lupin_motion_prior_uses_the_whole_grid_flow_and_falls_back_to_the_crop(sequence, monkeypatch, tmp_path):
+    """A LUPIN with motion_prior: the batch's whole-grid flow is the prior where a crop has one, the crop's own
+    flow where it has none (NaN); both stages train through it; a data.teacher of another method is refused."""
+    from skydiff.nowcast.data import RadarSequences
+
+    torch.manual_seed(0)
+    cfg = {**TINY["lupin"], "dropout": 0.0, "motion_dropout": 0.0, "motion_prior": "lk"}
+    ds = RadarSequences([sequence], 4, 2, crop=(32, 40), transform=None, seed=0, teacher="lk")
+    batch = _collate([ds[0], ds[3]])
+    batch["teacher"][1] = float("nan")  # the second crop has no whole-grid flow
+    for stage in ("motion", "tendency"):
+        module = NowcastModule("lupin", cfg, n_in=4, n_out=2, stage=stage)
+        prior = module._prior(module._unpack(batch)[0], batch)
+        torch.testing.assert_close(prior[0], batch["teacher"][0])
+        torch.testing.assert_close(prior[1], module.model.estimate_prior(batch["inputs"][1:])[0])
+        seen = []
+        orig = module.model.motion
+        monkeypatch.setattr(module.model, "motion", lambda z, p=None: seen.append(p) or orig(z, p))
+        losses = overfit(module, batch, 1e-2, steps=3)
+        assert np.isfinite(losses).all() and seen and all(torch.equal(p, prior) for p in seen)
+    assert NowcastModule("lupin", TINY["lupin"], stage="motion")._prior(batch["inputs"], batch) is None
+    cfg_file = {"out": str(tmp_path / "run"), "model": {"name": "lupin", **cfg},
+                "data": {"source": "synthetic", "teacher": "vet"}}
+    with pytest.raises(InputError, match="motion_prior"):
+        train(cfg_file)

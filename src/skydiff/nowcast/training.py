@@ -660,9 +660,9 @@ class NowcastModule(L.LightningModule):
         if name == "lcnn":
             return self._run_lcnn(x, y, m_out, eval_leads)
         if name == "lupin" and self.stage == "motion":
-            return self._run_motion(x, y, m_out, eval_leads, batch.get("teacher"))
+            return self._run_motion(x, y, m_out, eval_leads, batch.get("teacher"), self._prior(x, batch))
         if name == "lupin":
-            return self._run_lupin(x, y, m_in, m_out, eval_leads)
+            return self._run_lupin(x, y, m_in, m_out, eval_leads, self._prior(x, batch))
         return self._run_autoregressive(x, y, m_out, eval_leads)
 
     def _run_autoregressive(self, x, y, m_out, eval_leads):  # type: ignore[no-untyped-def]
@@ -720,12 +720,28 @@ class NowcastModule(L.LightningModule):
         mm = eul[:, :eval_leads].clamp_min(0.0) if eval_leads else None
         return loss, {}, mm, list(range(eval_leads))
 
-    def _run_motion(self, x, y, m_out, eval_leads, frame_teacher=None):  # type: ignore[no-untyped-def]
+    def _prior(self, x: torch.Tensor, batch: Mapping[str, Any]) -> torch.Tensor | None:
+        """The optical-flow prior of a LUPIN with ``motion_prior``: the batch's whole-grid flow (``data.teacher``
+        of the same method) where a sample has one, else the flow of the crop's own inputs; None without."""
+        net = self.model
+        if getattr(net, "motion_prior", None) is None:
+            return None
+        flow = batch.get("teacher")
+        has = (torch.zeros(x.shape[0], dtype=torch.bool, device=x.device) if flow is None
+               else torch.isfinite(flow).flatten(1).all(1))
+        prior = torch.zeros(x.shape[0], 2, *x.shape[-2:], dtype=x.dtype, device=x.device)
+        if bool(has.any()):
+            prior[has] = flow[has].to(x.dtype)
+        if not bool(has.all()):
+            prior[~has] = net.estimate_prior(x[~has])
+        return prior
+
+    def _run_motion(self, x, y, m_out, eval_leads, frame_teacher=None, prior=None):  # type: ignore[no-untyped-def]
         from ..advection import advect
 
         net, k = self.model, self.rollout_steps
         leads = max(k, eval_leads)
-        mf = net.motion(net.transform(x))
+        mf = net.motion(net.transform(x), prior)
         ext = advect(x[:, -1:], mf, leads, n_iter=net.n_iter, interp=net.interp, outval=0.0)[:, :, 0]
         ext = ext.clamp_min(0.0)
         crit = masked_loss(self.loss_kind, torch.log(ext[:, :k] + _LOG_OFFSET), torch.log(y[:, :k] + _LOG_OFFSET),
@@ -760,7 +776,7 @@ class NowcastModule(L.LightningModule):
 
         return estimate_batch(x, self.motion_teacher, default_motion_frames(self.motion_teacher))
 
-    def _run_lupin(self, x, y, m_in, m_out, eval_leads):  # type: ignore[no-untyped-def]
+    def _run_lupin(self, x, y, m_in, m_out, eval_leads, prior=None):  # type: ignore[no-untyped-def]
         net, k = self.model, self.rollout_steps
         leads = max(k, eval_leads)
         b, g = self.beta, self.gamma
@@ -769,7 +785,7 @@ class NowcastModule(L.LightningModule):
         preds, losses = [], []
         crits, extras, physs = [], [], []
         for i in range(leads):
-            yhat, mf = net(z, return_motion=True)
+            yhat, mf = net(z, return_motion=True, prior=prior)
             preds.append(yhat)
             if i < k:
                 t = net.transform(y[:, i:i + 1])
@@ -1236,8 +1252,12 @@ class _Cropped(Dataset):
         return {"inputs": torch.nan_to_num(x, nan=0.0), "targets": torch.nan_to_num(y, nan=0.0), "mask": mask}
 
 
-def build_datasets(data: Mapping[str, Any], n_in: int, n_out: int, seed: int = 0) -> tuple[Dataset, Dataset, dict]:
-    """Training and validation datasets (mm/h, with masks) for a resolved ``[data]`` section."""
+def build_datasets(data: Mapping[str, Any], n_in: int, n_out: int, seed: int = 0,
+                   val_teacher: bool = False) -> tuple[Dataset, Dataset, dict]:
+    """Training and validation datasets (mm/h, with masks) for a resolved ``[data]`` section.
+
+    ``val_teacher``: the validation crops also get the whole-grid flow of ``data.teacher`` (for a LUPIN with a
+    ``motion_prior``, whose motion depends on it)."""
     from .data import NLDataset, RadarSequences, shared_split
 
     crop = data["crop"]
@@ -1279,7 +1299,8 @@ def build_datasets(data: Mapping[str, Any], n_in: int, n_out: int, seed: int = 0
         desc["sampling"] = str(data["sampling"])
         if data["teacher"]:
             desc["teacher"] = f"{data['teacher']} on the whole grid of each source (RadarSequences(teacher=...))"
-        val_ds = RadarSequences(va_src, n_in, n_out, random_crop=False, eval_crops=data["eval_crops"], **common)
+        val_ds = RadarSequences(va_src, n_in, n_out, random_crop=False, eval_crops=data["eval_crops"],
+                                teacher=(str(data["teacher"]) or None) if val_teacher else None, **common)
         desc["train_sources"] = [s["name"] for s in train_ds.sources]
         desc["validation_sources"] = [s["name"] for s in val_ds.sources]
     else:
@@ -1413,6 +1434,8 @@ def _train(cfg: dict[str, Any], out: Path, name: str, model_kwargs: dict[str, An
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
     from lightning.pytorch.loggers import CSVLogger
 
+    from ..motion import get_method
+
     seed = int(tcfg["seed"])
     L.seed_everything(seed, workers=True, verbose=False)
     options = {k: tcfg[k] for k in ("loss", "lr", "weight_decay", "beta", "gamma", "rollout_steps", "bptt",
@@ -1427,7 +1450,11 @@ def _train(cfg: dict[str, Any], out: Path, name: str, model_kwargs: dict[str, An
     cfg["training"]["rollout_steps"] = module.rollout_steps
     cfg["model"] = {"name": name, **module.model.config}
 
-    train_ds, val_ds, desc = build_datasets(dcfg, n_in, n_out, seed)
+    prior = getattr(probe, "motion_prior", None)
+    if prior is not None and dcfg.get("teacher") and get_method(str(dcfg["teacher"])).name != prior:
+        raise InputError(f"data.teacher = {dcfg['teacher']!r} differs from the model's motion_prior {prior!r}: the "
+                         "whole-grid flow of the data is used as the prior, so they must be the same method")
+    train_ds, val_ds, desc = build_datasets(dcfg, n_in, n_out, seed, val_teacher=prior is not None)
     bs = int(dcfg["batch_size"])
     vbs = int(dcfg["val_batch_size"] or bs)
     nw = int(dcfg["num_workers"])

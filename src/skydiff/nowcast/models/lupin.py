@@ -16,6 +16,11 @@ Two RainNet-type U-Nets joined by the differentiable semi-Lagrangian operator :f
    kernel 255, §1 step 2) + tendency (§1 steps 5-6). Longer leads: autoregressive (the window is rolled and
    the prediction appended, detached — :meth:`rollout`; §1 "Autoregressive").
 
+Optional optical-flow prior (``motion_prior="lk"``, a skydiff extension, not in the paper): the MF-U-Net then
+predicts a *correction* to an optical-flow motion of the observed frames (pysteps' Lucas-Kanade), estimated once
+per nowcast and kept for every lead time; the correction is trained end to end through the advection like the
+motion itself. Built fresh, the MF-U-Net's output layer is zero, so the model starts from the optical flow.
+
 Transform (``scaler``): the default ``"none"`` works in mm/h, the normalisation of LUPIN's stages 2 and 3
 (§1 three-stage table); the MF-U-Net always sees ``ln(R + 0.01)`` (§1 forward pass step 1), computed from the
 inverse-transformed input. ``"log"`` / ``"log_unit"`` are the other scalers of LUPIN's dataset.
@@ -26,6 +31,7 @@ Training helpers: :meth:`motion` (stage 1), :meth:`divergence_penalty` (the phys
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -65,11 +71,16 @@ class LUPIN(NowcastModel):
         U-Net upsampling (``"nearest"``) and padding (``"reflect"``), see :class:`RainNetUNet`.
     scaler
         Data transform of ``forward`` inputs/outputs: ``"none"`` (mm/h, default), ``"log"``, ``"log_unit"``.
+    motion_prior, motion_prior_frames
+        ``None`` (default, the paper's LUPIN) or an optical-flow method of :func:`skydiff.motion.estimate`
+        (``"lk"``): the MF-U-Net's output is added to that flow of the last ``motion_prior_frames`` observed
+        frames (default: the method's, 3 for LK), see the module docstring.
 
-    ``forward(x, return_motion=False, valid=None)``: ``x`` (B, in_frames, H, W) transformed, oldest first ->
-    (B, 1, H, W) transformed (and the motion (B, 2, H, W) with ``return_motion``); any H x W. ``valid``
+    ``forward(x, return_motion=False, valid=None, prior=None)``: ``x`` (B, in_frames, H, W) transformed, oldest
+    first -> (B, 1, H, W) transformed (and the motion (B, 2, H, W) with ``return_motion``); any H x W. ``valid``
     (B, 1, H, W): data mask for the motion blur (:meth:`extrapolate`); :meth:`predict` passes the pixels where
-    some input frame has data.
+    some input frame has data. ``prior`` (B, 2, H, W) px/step: the optical-flow motion, required with
+    ``motion_prior`` (:meth:`estimate_prior`; :meth:`predict` computes it) and refused without.
     """
 
     model_name = "lupin"
@@ -93,6 +104,8 @@ class LUPIN(NowcastModel):
         upsample: str = "nearest",
         scaler: str = "none",
         pad_mode: str = "reflect",
+        motion_prior: str | None = None,
+        motion_prior_frames: int | None = None,
     ):
         super().__init__()
         self.config = _config_from_locals(locals())
@@ -118,13 +131,52 @@ class LUPIN(NowcastModel):
         n_af = in_frames - 1 if self.differencing else in_frames
         self.advection_net = RainNetUNet(n_af, 1, base_channels, depth, dropout, upsample, pad_mode=pad_mode)
         self._motion_frozen = False
+        self.motion_prior = None
+        self.motion_prior_frames = 0
+        if motion_prior:
+            from ...motion import get_method
+            from ..interface import default_motion_frames
+
+            self.motion_prior = get_method(str(motion_prior)).name  # InputError for an unknown method
+            k = default_motion_frames(self.motion_prior) if motion_prior_frames is None else motion_prior_frames
+            _check_int("motion_prior_frames", k, 2)
+            if k > in_frames:
+                raise InputError(f"motion_prior_frames={k} exceeds in_frames={in_frames}")
+            self.motion_prior_frames = int(k)
+            head = [m for m in self.motion_net.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+            torch.nn.init.zeros_(head.weight)  # start from the prior: a zero correction
+            if head.bias is not None:
+                torch.nn.init.zeros_(head.bias)
+        elif motion_prior_frames is not None:
+            raise InputError("motion_prior_frames is for motion_prior (an optical-flow method), which is not set")
 
     # --- components ---------------------------------------------------------------------------------------
 
-    def motion(self, x: torch.Tensor) -> torch.Tensor:
-        """MF-U-Net: transformed frames (B, in_frames, H, W) -> motion (B, 2, H, W) in pixels per step."""
+    def motion(self, x: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
+        """MF-U-Net: transformed frames (B, in_frames, H, W) -> motion (B, 2, H, W) in pixels per step
+        (with ``motion_prior``: ``prior`` + the network's correction)."""
         self._check_forward_input(x, self.n_input_frames, "transformed frames")
-        return self.motion_net(torch.log(self.inverse_transform(x) + LOG_OFFSET))
+        out = self.motion_net(torch.log(self.inverse_transform(x) + LOG_OFFSET))
+        if self.motion_prior is None:
+            if prior is not None:
+                raise InputError("this LUPIN has no motion_prior; do not pass prior=")
+            return out
+        if prior is None:
+            raise InputError(f"this LUPIN corrects a {self.motion_prior!r} motion: pass prior= "
+                             "(LUPIN.estimate_prior(frames)), or use predict(), which computes it")
+        if prior.shape != out.shape:
+            raise InputError(f"prior must be {tuple(out.shape)} (B, 2, H, W) px/step, got {tuple(prior.shape)}")
+        return out + prior.to(out.dtype)
+
+    def estimate_prior(self, frames: torch.Tensor) -> torch.Tensor:
+        """The optical-flow prior of frames (B, T, H, W) in mm/h (NaN-free): (B, 2, H, W) px/step, no gradient."""
+        if self.motion_prior is None:
+            raise InputError("this LUPIN has no motion_prior")
+        from ...motion import estimate_batch
+
+        with warnings.catch_warnings():  # pysteps' LK warns on sparse features; the flow is still returned
+            warnings.simplefilter("ignore")
+            return estimate_batch(frames.float(), self.motion_prior, self.motion_prior_frames).to(frames.dtype)
 
     def lagrangian(self, x: torch.Tensor, motion: torch.Tensor) -> torch.Tensor:
         """Frames (B, T, H, W) moved into the Lagrangian frame of the last one (frame t-k advected k steps)."""
@@ -144,17 +196,28 @@ class LUPIN(NowcastModel):
         smooth = gaussian_blur(motion, self.motion_blur_sigma, self.motion_blur_size, weight=valid)
         return advect(last, smooth, 1, n_iter=self.n_iter, interp=self.interp, outval=self.dry_value)[:, 0]
 
-    def forward(self, x: torch.Tensor, return_motion: bool = False, valid: torch.Tensor | None = None) -> Any:
+    def forward(self, x: torch.Tensor, return_motion: bool = False, valid: torch.Tensor | None = None,
+                prior: torch.Tensor | None = None) -> Any:
         self._check_forward_input(x, self.n_input_frames, "transformed frames")
         if self._motion_frozen:
             with torch.no_grad():
-                mf = self.motion(x)
+                mf = self.motion(x, prior)
         else:
-            mf = self.motion(x)
+            mf = self.motion(x, prior)
         lag = self.lagrangian(x, mf)
         inp = lag[:, 1:] - lag[:, :-1] if self.differencing else lag
         y = self.extrapolate(x[:, -1:], mf, valid) + self.advection_net(inp)
         return (y, mf) if return_motion else y
+
+    def _predict(self, x: torch.Tensor, leadtimes: int, valid: torch.Tensor | None = None,
+                 **kwargs: Any) -> torch.Tensor:
+        if self.motion_prior is None:
+            return super()._predict(x, leadtimes, valid=valid, **kwargs)
+        if kwargs:
+            raise InputError(f"LUPIN.predict got unexpected options {sorted(kwargs)}")
+        prior = self.estimate_prior(x)  # once, from the observed frames; kept for every lead
+        y = self.rollout(self.transform(x), leadtimes, clamp=True, valid=valid, prior=prior)
+        return self.inverse_transform(y)
 
     # --- training helpers ---------------------------------------------------------------------------------
 
