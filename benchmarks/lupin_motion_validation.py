@@ -41,7 +41,8 @@ def motion_only(path: str):  # type: ignore[no-untyped-def]
     def fn(x, lt, **kw):  # type: ignore[no-untyped-def]
         x = torch.nan_to_num(x[-m.n_input_frames:].float(), 0.0)
         with torch.no_grad():
-            mf = gaussian_blur(m.motion(x[None]), m.motion_blur_sigma, m.motion_blur_size)
+            prior = m.estimate_prior(x[None]) if m.motion_prior else None  # LUPIN(motion_prior=...): its flow
+            mf = gaussian_blur(m.motion(x[None], prior), m.motion_blur_sigma, m.motion_blur_size)
             out = advect(x[-1][None, None], mf, lt, outval=0.0)
         return out.reshape(lt, *x.shape[1:]), mf[0]
 

@@ -88,6 +88,15 @@ def test_misused_arguments_and_odd_inputs_are_clear(tmp_path):
         forecast([np.zeros((64, 64)), np.zeros((64, 60))] * 3, 2)
     with pytest.raises(InputError, match="no weights"):  # weights= for a model without weights
         forecast(frames, 2, weights="model.safetensors")
+    # ... but a neural model registered under another name (benchmarks compare weights side by side) takes them
+    from skydiff.nowcast.interface import _MODELS, _nn_model, register_model
+
+    register_model("rainnet-other-weights", _nn_model("rainnet"), min_frames=4)
+    try:
+        with pytest.raises(InputError, match="missing.safetensors not found"):  # it looked for the file
+            forecast(frames, 2, model="rainnet-other-weights", weights=str(tmp_path / "missing"))
+    finally:
+        _MODELS.pop("rainnet-other-weights")
     with pytest.raises(InputError, match="does not take a motion field"):  # velocity= silently ignored before
         forecast(frames, 2, model="persistence", velocity=np.zeros((2, 64, 80)))
     with pytest.raises(InputError, match="keyword arguments"):  # a typo in motion_kwargs reached pysteps

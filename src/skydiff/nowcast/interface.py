@@ -51,6 +51,17 @@ def register_model(
         _ALIASES[a.lower()] = key
 
 
+def _takes_weights(fn: Callable[..., Any]) -> bool:
+    """Whether a registered model function has a ``weights`` keyword (the neural models, also when registered
+    under another name, e.g. a LUPIN with other weights side by side in an evaluation)."""
+    import inspect
+
+    try:
+        return "weights" in inspect.signature(fn).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+        return False
+
+
 def get_model(name: str) -> _Model:
     if not isinstance(name, str):
         raise InputError(f"model must be a name, got {type(name).__name__}")
@@ -171,9 +182,9 @@ def forecast(
             f"resample them to {NN_TIMESTEP_MIN:g} min first (skydiff.io.resample_time) or use "
             "model='extrapolation', which works at any step"
         )
-    if "weights" in kwargs and m.name not in _NN_MIN_FRAMES:
+    if "weights" in kwargs and not _takes_weights(m.fn):
         raise InputError(f"model {m.name!r} has no weights; weights= is for the neural models "
-                         f"({', '.join(_NN_MIN_FRAMES)})")
+                         f"({', '.join(_NN_MIN_FRAMES)}) and models registered with a weights= parameter")
     if velocity is not None and not m.uses_motion:
         raise InputError(f"model {m.name!r} does not take a motion field (velocity=); it applies to "
                          f"{', '.join(k for k, v in _MODELS.items() if v.uses_motion)}")
