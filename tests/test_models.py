@@ -204,6 +204,27 @@ def test_lupin_motion_prior_starts_from_the_flow_and_learns_a_correction():
     assert float(expect[0, 0].mean()) == pytest.approx(1.0, abs=0.3)
 
 
+def test_lupin_without_motion_correction_moves_along_the_prior():
+    m = small("lupin", motion_prior="lk", motion_correction=False)
+    assert m.motion_net is None and all(not k.startswith("motion_net") for k in m.state_dict())
+    x, prior = rain(2, 6), torch.randn(2, 2, H, W)
+    y, mf = m(x, return_motion=True, prior=prior)
+    torch.testing.assert_close(mf, prior)
+    y.square().mean().backward()  # the AF-U-Net still learns
+    assert m.advection_net.encoder[0][0].weight.grad.abs().sum() > 0
+    m.freeze_motion()
+    m.train()
+    assert m.predict(rain(1, 6)[0], 2).shape == (2, H, W)
+    with pytest.raises(InputError, match="pass prior="):
+        m(x)
+    with pytest.raises(InputError, match="needs a motion_prior"):
+        small("lupin", motion_correction=False)
+    # the same computation as a zero correction (a fresh motion_prior model)
+    z = small("lupin", motion_prior="lk")
+    z.advection_net.load_state_dict(m.advection_net.state_dict())
+    torch.testing.assert_close(z.eval()(x, prior=prior), m.eval()(x, prior=prior))
+
+
 def test_divergence_penalty():
     yy, xx = torch.meshgrid(torch.arange(H, dtype=torch.float64), torch.arange(W, dtype=torch.float64), indexing="ij")
     rot = torch.stack([-(yy - H / 2), xx - W / 2])[None] * 0.1  # solid-body rotation: divergence-free

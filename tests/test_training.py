@@ -456,6 +456,10 @@ def test_lupin_motion_prior_uses_the_whole_grid_flow_and_falls_back_to_the_crop(
         losses = overfit(module, batch, 1e-2, steps=3)
         assert np.isfinite(losses).all() and seen and all(torch.equal(p, prior) for p in seen)
     assert NowcastModule("lupin", TINY["lupin"], stage="motion")._prior(batch["inputs"], batch) is None
+    no_mf = {**cfg, "motion_correction": False}
+    assert np.isfinite(overfit(NowcastModule("lupin", no_mf, n_in=4, n_out=2, stage="tendency"), batch, 1e-2, 2)).all()
+    with pytest.raises(InputError, match="stage 'tendency' only"):
+        NowcastModule("lupin", no_mf, n_in=4, n_out=2, stage="motion")
     cfg_file = {"out": str(tmp_path / "run"), "model": {"name": "lupin", **cfg},
                 "data": {"source": "synthetic", "teacher": "vet"}}
     with pytest.raises(InputError, match="motion_prior"):

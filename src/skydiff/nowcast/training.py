@@ -562,6 +562,9 @@ class NowcastModule(L.LightningModule):
         if self.model_name != "lupin":
             return
         net = self.model
+        if self.stage == "motion" and net.motion_net is None:
+            raise InputError("LUPIN stage 'motion' trains the MF-U-Net, which this model has not "
+                             "(motion_correction=False): train stage 'tendency' only")
         if self.stage == "motion":
             net.freeze_motion(False)
             for p in net.advection_net.parameters():

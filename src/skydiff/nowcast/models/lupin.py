@@ -75,6 +75,9 @@ class LUPIN(NowcastModel):
         ``None`` (default, the paper's LUPIN) or an optical-flow method of :func:`skydiff.motion.estimate`
         (``"lk"``): the MF-U-Net's output is added to that flow of the last ``motion_prior_frames`` observed
         frames (default: the method's, 3 for LK), see the module docstring.
+    motion_correction
+        ``False`` (only with ``motion_prior``): no MF-U-Net at all, the rain moves along the optical flow and only
+        the AF-U-Net is learned (what a zero correction computes, without running the network).
 
     ``forward(x, return_motion=False, valid=None, prior=None)``: ``x`` (B, in_frames, H, W) transformed, oldest
     first -> (B, 1, H, W) transformed (and the motion (B, 2, H, W) with ``return_motion``); any H x W. ``valid``
@@ -106,6 +109,7 @@ class LUPIN(NowcastModel):
         pad_mode: str = "reflect",
         motion_prior: str | None = None,
         motion_prior_frames: int | None = None,
+        motion_correction: bool = True,
     ):
         super().__init__()
         self.config = _config_from_locals(locals())
@@ -124,10 +128,12 @@ class LUPIN(NowcastModel):
         self.interp = interp
         self.motion_blur_sigma = float(motion_blur_sigma)
         self.motion_blur_size = motion_blur_size
+        if not motion_correction and not motion_prior:
+            raise InputError("motion_correction=False needs a motion_prior (the motion must come from somewhere)")
         self.motion_net = RainNetUNet(
             in_frames, 2, motion_base_channels, motion_depth, motion_dropout, upsample,
             head_channels=2, head_activation=None, pad_mode=pad_mode,
-        )
+        ) if motion_correction else None
         n_af = in_frames - 1 if self.differencing else in_frames
         self.advection_net = RainNetUNet(n_af, 1, base_channels, depth, dropout, upsample, pad_mode=pad_mode)
         self._motion_frozen = False
@@ -143,10 +149,11 @@ class LUPIN(NowcastModel):
             if k > in_frames:
                 raise InputError(f"motion_prior_frames={k} exceeds in_frames={in_frames}")
             self.motion_prior_frames = int(k)
-            head = [m for m in self.motion_net.modules() if isinstance(m, torch.nn.Conv2d)][-1]
-            torch.nn.init.zeros_(head.weight)  # start from the prior: a zero correction
-            if head.bias is not None:
-                torch.nn.init.zeros_(head.bias)
+            if self.motion_net is not None:
+                head = [m for m in self.motion_net.modules() if isinstance(m, torch.nn.Conv2d)][-1]
+                torch.nn.init.zeros_(head.weight)  # start from the prior: a zero correction
+                if head.bias is not None:
+                    torch.nn.init.zeros_(head.bias)
         elif motion_prior_frames is not None:
             raise InputError("motion_prior_frames is for motion_prior (an optical-flow method), which is not set")
 
@@ -156,6 +163,14 @@ class LUPIN(NowcastModel):
         """MF-U-Net: transformed frames (B, in_frames, H, W) -> motion (B, 2, H, W) in pixels per step
         (with ``motion_prior``: ``prior`` + the network's correction)."""
         self._check_forward_input(x, self.n_input_frames, "transformed frames")
+        if self.motion_net is None:  # motion_correction=False: the prior is the motion
+            if prior is None:
+                raise InputError(f"this LUPIN moves the rain along a {self.motion_prior!r} motion: pass prior= "
+                                 "(LUPIN.estimate_prior(frames)), or use predict(), which computes it")
+            if prior.shape != (x.shape[0], 2, *x.shape[-2:]):
+                raise InputError(f"prior must be {(x.shape[0], 2, *x.shape[-2:])} (B, 2, H, W) px/step, got "
+                                 f"{tuple(prior.shape)}")
+            return prior.to(x.dtype)
         out = self.motion_net(torch.log(self.inverse_transform(x) + LOG_OFFSET))
         if self.motion_prior is None:
             if prior is not None:
@@ -234,9 +249,10 @@ class LUPIN(NowcastModel):
     def freeze_motion(self, frozen: bool = True) -> "LUPIN":
         """Freeze (stage 2) or unfreeze (stage 3) the MF-U-Net: no gradients, eval mode (no dropout)."""
         self._motion_frozen = bool(frozen)
-        for p in self.motion_net.parameters():
-            p.requires_grad_(not frozen)
-        self.motion_net.train(self.training and not frozen)
+        if self.motion_net is not None:
+            for p in self.motion_net.parameters():
+                p.requires_grad_(not frozen)
+            self.motion_net.train(self.training and not frozen)
         return self
 
     @property
@@ -245,6 +261,6 @@ class LUPIN(NowcastModel):
 
     def train(self, mode: bool = True) -> "LUPIN":
         super().train(mode)
-        if self._motion_frozen:
+        if self._motion_frozen and self.motion_net is not None:
             self.motion_net.eval()
         return self
