@@ -321,6 +321,21 @@ def test_lk_recovers_translation(translated):
     assert _rel_error(vel, _true_translation(), _rainy_interior(translated[-1])) < 0.1
 
 
+@pytest.mark.parametrize("stride", [2, 4, 7])
+def test_lk_grid_stride_matches_the_full_resolution_interpolation(translated, stride):
+    full = motion.estimate(translated, "lk")
+    coarse = motion.estimate(translated, "lk", grid_stride=stride)
+    assert coarse.shape == full.shape and np.isfinite(coarse).all()
+    # pysteps' interpolation evaluated on every stride-th pixel, upsampled: equal there, close everywhere
+    np.testing.assert_allclose(coarse[:, ::stride, ::stride], full[:, ::stride, ::stride], atol=1e-9)
+    assert np.abs(coarse - full).mean() < 0.05 * np.abs(full).mean()
+    assert _rel_error(coarse, _true_translation(), _rainy_interior(translated[-1])) < 0.1
+    with pytest.raises(InputError, match="grid_stride"):
+        motion.estimate(translated, "lk", grid_stride=0)
+    with pytest.raises(InputError, match="idwinterp2d"):
+        motion.estimate(translated, "lk", grid_stride=stride, interp_method="rbfinterp2d")
+
+
 def test_vet_recovers_translation(translated):
     vel = motion.estimate(translated, "vet")  # default sectors, 3 frames
     assert _rel_error(vel, _true_translation(), _rainy_interior(translated[-1])) < 0.1

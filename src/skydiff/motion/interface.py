@@ -342,8 +342,8 @@ def _pysteps_motion(name: str) -> Callable[..., Any]:
 def _lk(frames: np.ndarray, grid_stride: int = 1, **kwargs: Any) -> np.ndarray:
     """pysteps' dense Lucas-Kanade. ``grid_stride`` s > 1 (a skydiff option): pysteps' inverse-distance
     interpolation of the declustered vectors (86 % of the time on a 560 x 560 grid) runs on every s-th row and
-    column, and the field is bilinearly upsampled to the full grid (its vectors are declustered on a 20-px scale, so
-    the field varies on that scale; measured in benchmarks/RESULTS.md §5)."""
+    column — equal to the full-resolution field there — and the field is bilinearly upsampled to the full grid (its
+    vectors are declustered on a 20-px scale; measured in benchmarks/RESULTS.md §5)."""
     if kwargs.get("dense", True) is not True:
         raise InputError("motion method 'lk': dense=False (sparse vectors) is not supported by estimate()")
     grid_stride = check_int("grid_stride", grid_stride, 1)
@@ -354,8 +354,13 @@ def _lk(frames: np.ndarray, grid_stride: int = 1, **kwargs: Any) -> np.ndarray:
     from pysteps.utils.cleansing import decluster
 
     decl_scale = kwargs.pop("decl_scale", 20)
-    interp = pysteps_utils_method(kwargs.pop("interp_method", "idwinterp2d"))
-    interp_kwargs = kwargs.pop("interp_kwargs", None) or {}
+    if kwargs.pop("interp_method", "idwinterp2d") != "idwinterp2d":
+        raise InputError("motion method 'lk': grid_stride > 1 works with interp_method='idwinterp2d' (the default)")
+    interp = pysteps_utils_method("idwinterp2d")
+    interp_kwargs = dict(kwargs.pop("interp_kwargs", None) or {})
+    # idwinterp2d measures distances in grid spacings and then adds dist_offset (0.5 by default): on a grid s times
+    # coarser the same offset in fine pixels is dist_offset / s, which gives the same weights as the full grid
+    interp_kwargs["dist_offset"] = interp_kwargs.get("dist_offset", 0.5) / grid_stride
     h, w = frames.shape[-2:]
     xy, uv = _pysteps_motion("lk")(frames, dense=False, **kwargs)
     if xy.shape[0] and decl_scale > 1:

@@ -171,25 +171,21 @@ class LUPIN(NowcastModel):
         """MF-U-Net: transformed frames (B, in_frames, H, W) -> motion (B, 2, H, W) in pixels per step
         (with ``motion_prior``: ``prior`` + the network's correction)."""
         self._check_forward_input(x, self.n_input_frames, "transformed frames")
-        if self.motion_net is None:  # motion_correction=False: the prior is the motion
-            if prior is None:
-                raise InputError(f"this LUPIN moves the rain along a {self.motion_prior!r} motion: pass prior= "
-                                 "(LUPIN.estimate_prior(frames)), or use predict(), which computes it")
-            if prior.shape != (x.shape[0], 2, *x.shape[-2:]):
-                raise InputError(f"prior must be {(x.shape[0], 2, *x.shape[-2:])} (B, 2, H, W) px/step, got "
-                                 f"{tuple(prior.shape)}")
-            return prior.to(x.dtype)
-        out = self.motion_net(torch.log(self.inverse_transform(x) + LOG_OFFSET))
         if self.motion_prior is None:
             if prior is not None:
                 raise InputError("this LUPIN has no motion_prior; do not pass prior=")
-            return out
+            return self.motion_net(torch.log(self.inverse_transform(x) + LOG_OFFSET))
+        what = "" if self.motion_net is None else " + a learned correction"
         if prior is None:
-            raise InputError(f"this LUPIN corrects a {self.motion_prior!r} motion: pass prior= "
+            raise InputError(f"this LUPIN's motion is a {self.motion_prior!r} flow{what}: pass prior= "
                              "(LUPIN.estimate_prior(frames)), or use predict(), which computes it")
-        if prior.shape != out.shape:
-            raise InputError(f"prior must be {tuple(out.shape)} (B, 2, H, W) px/step, got {tuple(prior.shape)}")
-        return out + prior.to(out.dtype)
+        shape = (x.shape[0], 2, *x.shape[-2:])
+        if tuple(prior.shape) != shape:
+            raise InputError(f"prior must be {shape} (B, 2, H, W) px/step, got {tuple(prior.shape)}")
+        prior = prior.to(x.dtype)
+        if self.motion_net is None:  # motion_correction=False: the flow is the motion
+            return prior
+        return self.motion_net(torch.log(self.inverse_transform(x) + LOG_OFFSET)) + prior
 
     def estimate_prior(self, frames: torch.Tensor) -> torch.Tensor:
         """The optical-flow prior of frames (B, T, H, W) in mm/h (NaN-free): (B, 2, H, W) px/step, no gradient."""
