@@ -330,6 +330,7 @@ def test_lk_grid_stride_matches_the_full_resolution_interpolation(translated, st
     np.testing.assert_allclose(coarse[:, ::stride, ::stride], full[:, ::stride, ::stride], atol=1e-9)
     assert np.abs(coarse - full).mean() < 0.05 * np.abs(full).mean()
     assert _rel_error(coarse, _true_translation(), _rainy_interior(translated[-1])) < 0.1
+    np.testing.assert_array_equal(motion.estimate(translated, "lk", grid_stride=stride, dense=True), coarse)
     with pytest.raises(InputError, match="grid_stride"):
         motion.estimate(translated, "lk", grid_stride=0)
     with pytest.raises(InputError, match="idwinterp2d"):

@@ -150,8 +150,9 @@ def match_block_means(fine: Any, lowres: Any, factor: int = 4, *, eps: float = 1
 
     ``fine`` ``(..., H, W)`` and ``lowres`` ``(..., H/f, W/f)`` (broadcast over leading dims, e.g. members), both
     >= 0 (mm/h). Each block is multiplied by ``lowres / block_mean(fine)``; a block whose mean is at most ``eps``
-    (no pattern worth keeping) becomes ``lowres`` uniformly instead. The result stays >= 0, keeps the fine pattern within each block and
-    reproduces ``lowres`` exactly under :func:`skydiff.downscale.data.block_mean`. Differentiable.
+    (no pattern worth keeping) becomes ``lowres`` uniformly instead. The result stays >= 0, keeps the fine pattern
+    within each block and reproduces ``lowres`` exactly under :func:`skydiff.downscale.data.block_mean`.
+    Differentiable.
     """
     from .data import block_mean
 

@@ -99,7 +99,8 @@ def _check_rain(x: torch.Tensor, name: str, allow_negative: bool = False) -> Non
 
 def downscale(lowres: Any, factor: int = 4, model: Any = "radar", members: int = 8, steps: int = 18,
               seed: int | None = None, progress: bool = True, *, vimd: Any = None, static: Any = None,
-              s_churn: float = 0.0, batch_size: int = 64, conserve: bool = CONSERVE_DEFAULT, label: str | None = None) -> Any:
+              s_churn: float = 0.0, batch_size: int = 64, conserve: bool = CONSERVE_DEFAULT,
+              label: str | None = None) -> Any:
     """Stochastic downscaling of low-resolution rain to a ``factor``-times finer grid.
 
     Parameters

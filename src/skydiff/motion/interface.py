@@ -361,6 +361,7 @@ def _lk(frames: np.ndarray, grid_stride: int = 1, **kwargs: Any) -> np.ndarray:
     # idwinterp2d measures distances in grid spacings and then adds dist_offset (0.5 by default): on a grid s times
     # coarser the same offset in fine pixels is dist_offset / s, which gives the same weights as the full grid
     interp_kwargs["dist_offset"] = interp_kwargs.get("dist_offset", 0.5) / grid_stride
+    kwargs.pop("dense", None)  # (True: checked above) the sparse vectors are asked for below
     h, w = frames.shape[-2:]
     xy, uv = _pysteps_motion("lk")(frames, dense=False, **kwargs)
     if xy.shape[0] and decl_scale > 1:
