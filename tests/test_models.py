@@ -202,6 +202,15 @@ def test_lupin_motion_prior_starts_from_the_flow_and_learns_a_correction():
     assert out.shape == (3, H, W) and torch.isfinite(out).all()
     assert len(seen) == 3 and all(torch.equal(p, expect) for p in seen)
     assert float(expect[0, 0].mean()) == pytest.approx(1.0, abs=0.3)
+    # a motion of the caller's (numpy (2, H, W), e.g. 4D-Var) replaces the optical flow
+    seen.clear()
+    given = expect[0].numpy()
+    torch.testing.assert_close(m.predict(frames, 3, velocity=given), out)
+    assert all(torch.equal(p, expect) for p in seen)
+    with pytest.raises(ShapeError, match="velocity must be"):
+        m.predict(frames, 3, velocity=given[:, :-1])
+    with pytest.raises(InputError, match="learns its own motion"):
+        small("lupin").predict(frames, 3, velocity=given)
 
 
 def test_lupin_without_motion_correction_moves_along_the_prior():

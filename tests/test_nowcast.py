@@ -99,6 +99,13 @@ def test_misused_arguments_and_odd_inputs_are_clear(tmp_path):
         _MODELS.pop("rainnet-other-weights")
     with pytest.raises(InputError, match="does not take a motion field"):  # velocity= silently ignored before
         forecast(frames, 2, model="persistence", velocity=np.zeros((2, 64, 80)))
+    # the shipped LUPIN (Lucas-Kanade motion) takes a motion of the caller's instead, like L-CNN
+    v = np.zeros((2, 64, 80))
+    v[0] = 1.0
+    six = moving_blob(T=6)
+    a = forecast(six, 2, model="lupin", velocity=v)
+    assert a.shape == (2, 64, 80) and np.isfinite(a).all()
+    assert not np.allclose(a, forecast(six, 2, model="lupin", velocity=np.zeros((2, 64, 80))))
     with pytest.raises(InputError, match="keyword arguments"):  # a typo in motion_kwargs reached pysteps
         forecast(frames, 2, motion_kwargs={"zzz": 1})
     gap = frames.copy()

@@ -333,7 +333,7 @@ def _nn_model(name: str) -> Callable[..., Any]:
             model = create_model(name, pretrained=weights if weights is not None else True)
             _NN_CACHE[key] = model.to(x.device).eval()
         model = _NN_CACHE[key]
-        if name == "lcnn" and velocity is not None:
+        if velocity is not None:  # lcnn, lupin (a LUPIN with a motion_prior; the others refuse it)
             kwargs["velocity"] = velocity
         out = model.predict(x, leadtimes, **kwargs)
         out = out if isinstance(out, torch.Tensor) else torch.from_numpy(np.asarray(out))
@@ -347,6 +347,6 @@ for _name, _n in _NN_MIN_FRAMES.items():
         _name,
         _nn_model(_name),
         min_frames=_n,
-        uses_motion=_name in ("lcnn",),
+        uses_motion=_name in ("lcnn", "lupin"),
         description=f"neural network '{_name}' (skydiff.nowcast.models; shipped weights or weights=PATH)",
     )

@@ -636,6 +636,21 @@ class NowcastModel(nn.Module):
             return out.cpu().numpy()
         return out
 
+    @staticmethod
+    def _velocity(velocity: Any, x: torch.Tensor) -> torch.Tensor:
+        """A caller's motion field for frames ``x`` (B, T, H, W): (2, H, W) or (B, 2, H, W), numpy or torch, px per
+        step -> (B, 2, H, W) on x's device and dtype; ShapeError / InputError (NaN) otherwise."""
+        v = velocity if isinstance(velocity, torch.Tensor) else torch.from_numpy(np.asarray(velocity, dtype=np.float64))
+        if v.ndim == 3:
+            v = v[None]
+        B, _, H, W = x.shape
+        if v.ndim != 4 or v.shape[1:] != (2, H, W) or v.shape[0] not in (1, B):
+            raise ShapeError(f"velocity must be (2, H, W) or (B, 2, H, W) with H, W = {H, W}, got {tuple(v.shape)}")
+        v = v.to(device=x.device, dtype=x.dtype).expand(B, -1, -1, -1)
+        if not bool(torch.isfinite(v).all()):
+            raise InputError("velocity contains NaN or infinite values")
+        return v
+
     def _pad_grid(self) -> tuple[int, str] | None:
         """``(multiple, pad_mode)`` the model's U-Nets pad their inputs to (the least common multiple over its
         :class:`PaddedNet` parts), or None when it has none or they pad differently (then predict() does not trim)."""

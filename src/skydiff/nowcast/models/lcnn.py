@@ -20,11 +20,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import torch
 
 from ...advection import advect
-from ...errors import InputError, ShapeError
+from ...errors import InputError
 from .blocks import NowcastModel, _config_from_locals, get_scaler, lagrangian_stack
 from .rainnet import RainNetUNet, _check_int
 from .registry import register_model
@@ -113,18 +112,6 @@ class LCNN(NowcastModel):
         from ...motion import estimate_batch
 
         return estimate_batch(frames, self.motion_method, self.motion_frames, **kwargs)
-
-    def _velocity(self, velocity: Any, x: torch.Tensor) -> torch.Tensor:
-        v = velocity if isinstance(velocity, torch.Tensor) else torch.from_numpy(np.asarray(velocity, dtype=np.float64))
-        if v.ndim == 3:
-            v = v[None]
-        B, _, H, W = x.shape
-        if v.ndim != 4 or v.shape[1:] != (2, H, W) or v.shape[0] not in (1, B):
-            raise ShapeError(f"velocity must be (2, H, W) or (B, 2, H, W) with H, W = {H, W}, got {tuple(v.shape)}")
-        v = v.to(device=x.device, dtype=x.dtype).expand(B, -1, -1, -1)
-        if not bool(torch.isfinite(v).all()):
-            raise InputError("velocity contains NaN or infinite values")
-        return v
 
     def lagrangian_inputs(self, frames: torch.Tensor, velocity: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Network inputs from NaN-free frames (B, T, H, W) in mm/h and motion (B, 2, H, W).

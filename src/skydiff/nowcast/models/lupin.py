@@ -230,12 +230,18 @@ class LUPIN(NowcastModel):
         return (y, mf) if return_motion else y
 
     def _predict(self, x: torch.Tensor, leadtimes: int, valid: torch.Tensor | None = None,
-                 **kwargs: Any) -> torch.Tensor:
+                 velocity: Any = None, **kwargs: Any) -> torch.Tensor:
+        """``velocity`` (2, H, W) or (B, 2, H, W) px/step, only with ``motion_prior``: a motion of the caller's
+        (e.g. 4D-Var) used instead of estimating the optical flow."""
         if self.motion_prior is None:
+            if velocity is not None:
+                raise InputError("this LUPIN learns its own motion; velocity= is for a LUPIN with a motion_prior "
+                                 "(the shipped one)")
             return super()._predict(x, leadtimes, valid=valid, **kwargs)
         if kwargs:
             raise InputError(f"LUPIN.predict got unexpected options {sorted(kwargs)}")
-        prior = self.estimate_prior(x)  # once, from the observed frames; kept for every lead
+        # once, from the observed frames (or the caller's); kept for every lead
+        prior = self.estimate_prior(x) if velocity is None else self._velocity(velocity, x)
         y = self.rollout(self.transform(x), leadtimes, clamp=True, valid=valid, prior=prior)
         return self.inverse_transform(y)
 
