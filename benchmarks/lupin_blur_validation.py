@@ -9,6 +9,8 @@ crops of this size.
 Usage::
 
     python benchmarks/lupin_blur_validation.py --sigmas 0 16 32 64 127 --threads 1
+    # the winter check on a training-part evening left out of the LUPIN training (see lupin_motion_validation.py)
+    python benchmarks/lupin_blur_validation.py --sigmas 0 16 32 --part train --sources "KNMI 2021-01-01-2005" --crop 400
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import math
 import os
 import warnings
 
+import numpy as np
 import torch
 
 from skydiff.nowcast.data import shared_split
@@ -43,6 +46,10 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--weights", default=None, help="LUPIN weights (default: the shipped ones)")
     p.add_argument("--stride", type=int, default=2)
+    p.add_argument("--part", default="validation", choices=("validation", "train"),
+                   help="part of the shared split (train: only for parts the weights did not train on)")
+    p.add_argument("--sources", nargs="+", default=None, help="only the parts with these names")
+    p.add_argument("--crop", type=int, default=256)
     p.add_argument("--data", default=os.environ.get("SKYDIFF_DATA", "../shared/data"))
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -52,13 +59,23 @@ def main() -> int:
         tag = f"lupin_sigma{s:g}"
         register_model(tag, fn, min_frames=n, description=f"shipped LUPIN, motion blur sigma {s:g} px")
         names.append(tag)
+    parts = shared_split(args.data)[args.part]
+    if args.sources:
+        missing = set(args.sources) - {s.name for s in parts}
+        if missing:
+            p.error(f"no {args.part} part named {sorted(missing)}; there are {[s.name for s in parts]}")
+        parts = [s for s in parts if s.name in args.sources]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ev = evaluate(shared_split(args.data)["validation"], ["extrapolation"] + names, stride=args.stride, crop=256)
-    print(f"validation part, {len(ev.cases)} cases, 256 x 256 centre crops, {args.threads} threads\n")
+        ev = evaluate(parts, ["extrapolation"] + names, stride=args.stride, crop=args.crop)
+    print(f"{args.part} part{' ' + ', '.join(args.sources) if args.sources else ''}, {len(ev.cases)} cases, "
+          f"{args.crop} x {args.crop} centre crops, {args.threads} threads\n")
     for sc, thr in (("csi", 1.0), ("ets", 5.0), ("csi", 5.0)):
         print(f"{sc.upper()} at {thr:g} mm/h\n\n" + ev.table(sc, thr) + "\n")
     print("MAE (mm/h)\n\n" + ev.table("mae") + "\n")
+    print("mean over the leads: " + "; ".join(
+        f"{m} CSI@1 {np.nanmean(ev.score(m, 'csi', 1.0)):.4f} ETS@5 {np.nanmean(ev.score(m, 'ets', 5.0)):.4f}"
+        for m in ev.models))
     return 0
 
 
