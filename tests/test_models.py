@@ -213,6 +213,25 @@ def test_lupin_motion_prior_starts_from_the_flow_and_learns_a_correction():
         small("lupin").predict(frames, 3, velocity=given)
 
 
+def test_predict_returns_the_steady_motion_of_lcnn_and_lk_lupin():
+    frames = rain(1, 6, seed=3)[0]  # drifting +1 px/step in x
+    frames[:, :, :6] = float("nan")  # a no-data strip
+    for name, kw in (("lcnn", {}), ("lupin", {"motion_prior": "lk", "motion_correction": False})):
+        m = small(name, **kw)
+        out, v = m.predict(frames, 2, return_motion=True, trim_nodata=False)
+        torch.testing.assert_close(out, m.predict(frames, 2, trim_nodata=False), equal_nan=True)
+        assert v.shape == (2, H, W) and torch.isfinite(v).all()
+        x = torch.nan_to_num(frames, 0.0)[None, -m.n_input_frames:]
+        own = m.estimate_motion(x) if name == "lcnn" else m.estimate_prior(x)  # what the model moved the rain along
+        torch.testing.assert_close(v, own[0])
+        given = torch.zeros(2, H, W)
+        given[1] = 0.5
+        torch.testing.assert_close(m.predict(frames, 2, return_motion=True, velocity=given)[1][:, :, 6:],
+                                   given[:, :, 6:])
+    out, v = small("rainnet").predict(frames.numpy(), 2, return_motion=True)
+    assert v is None and isinstance(out, np.ndarray)
+
+
 def test_lupin_without_motion_correction_moves_along_the_prior():
     m = small("lupin", motion_prior="lk", motion_correction=False)
     assert m.motion_net is None and all(not k.startswith("motion_net") for k in m.state_dict())

@@ -106,6 +106,9 @@ def test_misused_arguments_and_odd_inputs_are_clear(tmp_path):
     a = forecast(six, 2, model="lupin", velocity=v)
     assert a.shape == (2, 64, 80) and np.isfinite(a).all()
     assert not np.allclose(a, forecast(six, 2, model="lupin", velocity=np.zeros((2, 64, 80))))
+    a2, used = forecast(six, 2, model="lupin", velocity=v, return_velocity=True)  # the motion it moved along
+    np.testing.assert_array_equal(a2, a)
+    np.testing.assert_allclose(used, v)
     with pytest.raises(InputError, match="keyword arguments"):  # a typo in motion_kwargs reached pysteps
         forecast(frames, 2, motion_kwargs={"zzz": 1})
     gap = frames.copy()

@@ -335,9 +335,9 @@ def _nn_model(name: str) -> Callable[..., Any]:
         model = _NN_CACHE[key]
         if velocity is not None:  # lcnn, lupin (a LUPIN with a motion_prior; the others refuse it)
             kwargs["velocity"] = velocity
-        out = model.predict(x, leadtimes, **kwargs)
+        out, vel = model.predict(x, leadtimes, return_motion=True, **kwargs)  # vel: L-CNN's / LK-LUPIN's motion
         out = out if isinstance(out, torch.Tensor) else torch.from_numpy(np.asarray(out))
-        return out.to(dtype=x.dtype, device=x.device), None
+        return out.to(dtype=x.dtype, device=x.device), vel
 
     return run
 

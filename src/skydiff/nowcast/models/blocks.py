@@ -549,7 +549,7 @@ class NowcastModel(nn.Module):
     # --- public API ---------------------------------------------------------------------------------------
 
     def predict(self, frames: Any, leadtimes: int, *, precision: str | None = None, trim_nodata: bool = True,
-                **kwargs: Any) -> Any:
+                return_motion: bool = False, **kwargs: Any) -> Any:
         """Nowcast ``leadtimes`` steps of 5 min from past rain fields, without gradients and in eval mode.
 
         Parameters
@@ -576,6 +576,10 @@ class NowcastModel(nn.Module):
             is NaN anyway (no input there); inside it the nowcast differs from the untrimmed one only through
             what the networks and LUPIN's motion blur saw of the zero-filled no-data area (measured in
             ``benchmarks/RESULTS.md`` §5 "Speed"). ``False``: always the whole grid.
+        return_motion
+            Also return the steady motion the model moved the rain along, ``(B, 2, H, W)`` px per step (``(2, H, W)``
+            for a ``(T, H, W)`` input; NaN outside the trimmed window, where none was estimated): L-CNN and a LUPIN
+            with a ``motion_prior`` (the shipped one); None for the other models.
         **kwargs
             Model-specific options (e.g. ``velocity`` for L-CNN; arrays on the input grid are trimmed with it).
 
@@ -586,7 +590,7 @@ class NowcastModel(nn.Module):
         Returns
         -------
         ``(B, leadtimes, H, W)`` in mm/h (``(leadtimes, H, W)`` for a ``(T, H, W)`` input) on the model's
-        device and dtype; numpy for numpy input.
+        device and dtype; numpy for numpy input. With ``return_motion``: ``(nowcast, motion)``.
         """
         if isinstance(leadtimes, bool) or not isinstance(leadtimes, (int, np.integer)) or leadtimes < 1:
             raise InputError(f"leadtimes must be a positive number of steps, got {leadtimes!r}")
@@ -616,7 +620,10 @@ class NowcastModel(nn.Module):
         restore = self._to_channels_last() if self.predict_channels_last else None
         try:
             with torch.no_grad(), torch.autocast(device_type=x.device.type, dtype=amp, enabled=amp is not None):
-                out = self._predict(xin, int(leadtimes), **kwargs).to(x.dtype)
+                res = self._predict(xin, int(leadtimes), **kwargs)
+                out, motion = res if isinstance(res, tuple) else (res, None)
+                out = out.to(x.dtype)
+                motion = None if motion is None else motion.to(x.dtype)
         finally:
             self.train(was_training)
             if restore is not None:
@@ -625,16 +632,23 @@ class NowcastModel(nn.Module):
             H, W = x.shape[-2:]
             r0, r1 = max(rs.start, pads[2]), min(rs.stop, pads[2] + H)
             c0, c1 = max(cs.start, pads[0]), min(cs.stop, pads[0] + W)
-            full = out.new_full((*out.shape[:2], H, W), float("nan"))
-            full[..., r0 - pads[2]:r1 - pads[2], c0 - pads[0]:c1 - pads[0]] = \
-                out[..., r0 - rs.start:r1 - rs.start, c0 - cs.start:c1 - cs.start]
-            out = full
+
+            def unwindow(a: torch.Tensor) -> torch.Tensor:
+                full = a.new_full((*a.shape[:2], H, W), float("nan"))
+                full[..., r0 - pads[2]:r1 - pads[2], c0 - pads[0]:c1 - pads[0]] = \
+                    a[..., r0 - rs.start:r1 - rs.start, c0 - cs.start:c1 - cs.start]
+                return full
+
+            out = unwindow(out)
+            motion = None if motion is None else unwindow(motion)
         out = out.clamp_min(0.0).masked_fill(dry[:, None, None, None], 0.0).masked_fill(nodata, float("nan"))
         if squeeze:
             out = out[0]
+            motion = None if motion is None else motion[0]
         if numpy_in:
-            return out.cpu().numpy()
-        return out
+            out = out.cpu().numpy()
+            motion = None if motion is None else motion.cpu().numpy()
+        return (out, motion) if return_motion else out
 
     @staticmethod
     def _velocity(velocity: Any, x: torch.Tensor) -> torch.Tensor:

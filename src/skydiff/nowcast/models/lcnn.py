@@ -139,11 +139,11 @@ class LCNN(NowcastModel):
         velocity: Any = None,
         motion_kwargs: dict[str, Any] | None = None,
         **kwargs: Any,
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if kwargs:
             raise InputError(f"LCNN.predict got unexpected options {sorted(kwargs)}; use velocity, motion_kwargs")
         v = self.estimate_motion(x, **(motion_kwargs or {})) if velocity is None else self._velocity(velocity, x)
         d, last = self.lagrangian_inputs(x, v)
         dpred = self.rollout(d, leadtimes)
         lag = self.inverse_transform(last + torch.cumsum(dpred, dim=1))
-        return self.to_eulerian(lag, v)
+        return self.to_eulerian(lag, v), v  # (the motion: predict(..., return_motion=True))

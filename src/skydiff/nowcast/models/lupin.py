@@ -230,7 +230,7 @@ class LUPIN(NowcastModel):
         return (y, mf) if return_motion else y
 
     def _predict(self, x: torch.Tensor, leadtimes: int, valid: torch.Tensor | None = None,
-                 velocity: Any = None, **kwargs: Any) -> torch.Tensor:
+                 velocity: Any = None, **kwargs: Any) -> Any:
         """``velocity`` (2, H, W) or (B, 2, H, W) px/step, only with ``motion_prior``: a motion of the caller's
         (e.g. 4D-Var) used instead of estimating the optical flow."""
         if self.motion_prior is None:
@@ -243,7 +243,7 @@ class LUPIN(NowcastModel):
         # once, from the observed frames (or the caller's); kept for every lead
         prior = self.estimate_prior(x) if velocity is None else self._velocity(velocity, x)
         y = self.rollout(self.transform(x), leadtimes, clamp=True, valid=valid, prior=prior)
-        return self.inverse_transform(y)
+        return self.inverse_transform(y), prior  # (the motion: predict(..., return_motion=True))
 
     # --- training helpers ---------------------------------------------------------------------------------
 
