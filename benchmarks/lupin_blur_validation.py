@@ -20,10 +20,9 @@ import math
 import os
 import warnings
 
-import numpy as np
 import torch
+from lupin_motion_validation import mean_line, select_parts  # (benchmarks/ is the script's folder)
 
-from skydiff.nowcast.data import shared_split
 from skydiff.nowcast.evaluation import evaluate
 from skydiff.nowcast.interface import register_model
 from skydiff.nowcast.models import create_model
@@ -59,12 +58,7 @@ def main() -> int:
         tag = f"lupin_sigma{s:g}"
         register_model(tag, fn, min_frames=n, description=f"shipped LUPIN, motion blur sigma {s:g} px")
         names.append(tag)
-    parts = shared_split(args.data)[args.part]
-    if args.sources:
-        missing = set(args.sources) - {s.name for s in parts}
-        if missing:
-            p.error(f"no {args.part} part named {sorted(missing)}; there are {[s.name for s in parts]}")
-        parts = [s for s in parts if s.name in args.sources]
+    parts = select_parts(p, args)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ev = evaluate(parts, ["extrapolation"] + names, stride=args.stride, crop=args.crop)
@@ -73,9 +67,7 @@ def main() -> int:
     for sc, thr in (("csi", 1.0), ("ets", 5.0), ("csi", 5.0)):
         print(f"{sc.upper()} at {thr:g} mm/h\n\n" + ev.table(sc, thr) + "\n")
     print("MAE (mm/h)\n\n" + ev.table("mae") + "\n")
-    print("mean over the leads: " + "; ".join(
-        f"{m} CSI@1 {np.nanmean(ev.score(m, 'csi', 1.0)):.4f} ETS@5 {np.nanmean(ev.score(m, 'ets', 5.0)):.4f}"
-        for m in ev.models))
+    print(mean_line(ev))
     return 0
 
 

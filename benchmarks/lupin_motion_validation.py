@@ -78,22 +78,33 @@ def main() -> int:
         names.append(tag)
     if not names:
         p.error("give motion-only models and/or --full")
-    parts = shared_split(args.data)[args.part]
-    if args.sources:
-        missing = set(args.sources) - {s.name for s in parts}
-        if missing:
-            p.error(f"no {args.part} part named {sorted(missing)}; there are {[s.name for s in parts]}")
-        parts = [s for s in parts if s.name in args.sources]
+    parts = select_parts(p, args)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ev = evaluate(parts, ["extrapolation"] + names, stride=args.stride, crop=args.crop, weights=weights)
     print(f"{args.part} part{' ' + ', '.join(args.sources) if args.sources else ''}, {len(ev.cases)} cases, "
           f"{args.crop} x {args.crop} centre crops, every {args.stride} steps, {args.threads} threads\n")
     print("CSI at 1 mm/h\n\n" + ev.table("csi", 1.0) + "\n\nETS at 5 mm/h\n\n" + ev.table("ets", 5.0))
-    print("\nmean over the leads: " + "; ".join(
-        f"{m} CSI@1 {np.nanmean(ev.score(m, 'csi', 1.0)):.4f} ETS@5 {np.nanmean(ev.score(m, 'ets', 5.0)):.4f}"
-        for m in ev.models))
+    print("\n" + mean_line(ev))
     return 0
+
+
+def select_parts(p: argparse.ArgumentParser, args: argparse.Namespace) -> list:
+    """The ``--part`` of the shared split, only the ``--sources`` named (a parser error for unknown names)."""
+    parts = shared_split(args.data)[args.part]
+    if args.sources:
+        missing = set(args.sources) - {s.name for s in parts}
+        if missing:
+            p.error(f"no {args.part} part named {sorted(missing)}; there are {[s.name for s in parts]}")
+        parts = [s for s in parts if s.name in args.sources]
+    return parts
+
+
+def mean_line(ev) -> str:  # type: ignore[no-untyped-def]
+    """Mean CSI@1 and ETS@5 over the lead times of every model of an evaluation (what the selection rules use)."""
+    return "mean over the leads: " + "; ".join(
+        f"{m} CSI@1 {np.nanmean(ev.score(m, 'csi', 1.0)):.4f} ETS@5 {np.nanmean(ev.score(m, 'ets', 5.0)):.4f}"
+        for m in ev.models)
 
 
 if __name__ == "__main__":
