@@ -46,9 +46,18 @@ def check_int(name: str, value: object, lo: int) -> int:
     return int(value)
 
 
+def positive_finite(*values: object) -> bool:
+    """Whether every value is a finite real number > 0 (Python or numpy, not bool)."""
+    import math
+    import numbers
+
+    return all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in values)
+
+
 def warn(message: str) -> None:
     """Issue a :class:`SkydiffWarning` pointing at the caller's caller."""
     warnings.warn(message, SkydiffWarning, stacklevel=3)
 
 
-__all__ = ["SkydiffError", "InputError", "ShapeError", "ReadError", "TimeGapError", "SkydiffWarning", "warn", "check_int"]
+__all__ = ["SkydiffError", "InputError", "ShapeError", "ReadError", "TimeGapError", "SkydiffWarning", "warn", "check_int",
+           "positive_finite"]

@@ -23,7 +23,6 @@ Coordinates (``reference/dycore.md`` §2; additive form ``z = r + sum_n h_n(x) b
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..errors import InputError
+from ..errors import InputError, positive_finite
 from ..registry import register_model
 
 __all__ = [
@@ -150,11 +149,6 @@ class Hybrid(VerticalCoordinate):
         return r + terrain.h(x) * torch.clamp(1.0 - r / zf, min=0.0)
 
 
-def _finite_positive(*values: Any) -> bool:
-    """Whether every value is a finite real number > 0 (not a bool)."""
-    return all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in values)
-
-
 def _sinh_ratio(a: torch.Tensor | float, b: torch.Tensor) -> torch.Tensor:
     """``sinh(a - b) / sinh(a)`` for ``a >= b >= 0``, written with exponentials that cannot overflow."""
     a = torch.as_tensor(a, dtype=b.dtype, device=b.device)
@@ -176,7 +170,7 @@ class Sleve2(VerticalCoordinate):
 
     def __init__(self, s1: float = 4000.0, s2: float = 1000.0, n: float = 1.35) -> None:
         super().__init__()
-        if not _finite_positive(s1, s2, n):
+        if not positive_finite(s1, s2, n):
             raise InputError(f"SLEVE decay scales and exponent must be finite numbers > 0, got s1={s1!r}, s2={s2!r}, "
                              f"n={n!r}")
         self.s1, self.s2, self.n = float(s1), float(s2), float(n)
@@ -231,7 +225,7 @@ class Neuve(VerticalCoordinate):
         for nm, v, lo in (("hidden", hidden, 1), ("knots", knots, 2)):
             if isinstance(v, bool) or not isinstance(v, int) or v < lo:
                 raise InputError(f"neuve {nm} must be an integer >= {lo}, got {v!r}")
-        if not _finite_positive(stretch, feature_scale):
+        if not positive_finite(stretch, feature_scale):
             raise InputError(f"neuve stretch and feature_scale must be finite numbers > 0, got {stretch!r}, "
                              f"{feature_scale!r}")
         self.config = {"hidden": hidden, "knots": knots, "stretch": float(stretch), "feature_scale": float(feature_scale)}

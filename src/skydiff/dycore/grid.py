@@ -13,12 +13,11 @@ Dims are always ``(..., level, x)``; x is periodic (``torch.roll``).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
-from ..errors import InputError
+from ..errors import InputError, positive_finite
 
 __all__ = [
     "Grid",
@@ -64,7 +63,7 @@ class Grid:
                 raise InputError(f"grid {name} must be an integer >= 4, got {v!r}")
         for name in ("dx", "top"):
             v = getattr(self, name)
-            if isinstance(v, bool) or not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
+            if not positive_finite(v):
                 raise InputError(f"grid {name} must be a positive finite number of metres, got {v!r}")
 
     @property

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import math
-import numbers
 import time
 from typing import Any
 
 import numpy as np
 import torch
 
-from ..errors import InputError
+from ..errors import InputError, positive_finite
 from .cases import build, get_case, schaer_linear_w, w_error
 from .coordinates import VerticalCoordinate, make_coordinate
 from .equations import full_w
@@ -100,10 +98,10 @@ def run(
         raise InputError(f"coordinate_options must be a dict of keyword options, got {coordinate_options!r}")
     cs = get_case(case, **options)
     hours = cs.hours if hours is None else hours
-    if isinstance(hours, bool) or not (isinstance(hours, numbers.Real) and math.isfinite(hours) and hours > 0):
+    if not positive_finite(hours):
         raise InputError(f"hours must be a positive number, got {hours!r}")
     dt = cs.dt if dt is None else dt
-    if isinstance(dt, bool) or not (isinstance(dt, numbers.Real) and math.isfinite(dt) and dt > 0):
+    if not positive_finite(dt):
         raise InputError(f"time step dt must be a positive number of seconds, got {dt!r}")
     nsteps = int(round(hours * 3600.0 / dt))  # hours rounded to whole time steps
     if nsteps < 1:

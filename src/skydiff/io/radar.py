@@ -74,7 +74,7 @@ import numpy as np
 import xarray as xr
 
 from .._compat import import_pysteps
-from ..errors import InputError, ReadError, SkydiffError, TimeGapError, warn
+from ..errors import InputError, ReadError, SkydiffError, TimeGapError, check_int, warn
 from .netcdf import _find_precip_variable, read_cf_frames
 from .units import dbr_to_rainrate, normalize_unit, positive_minutes, to_rainrate
 
@@ -984,8 +984,7 @@ def check_regular(da: xr.DataArray, timestep: float | None = None) -> xr.DataArr
 
 def require_frames(da: xr.DataArray, n: int) -> xr.DataArray:
     """Raise :class:`~skydiff.errors.InputError` unless ``da`` has at least ``n`` time frames; returns ``da``."""
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise InputError(f"the number of frames must be an integer >= 1, got {n!r}")
+    n = check_int("the number of frames", n, 1)
     if isinstance(da, (xr.DataArray, xr.Dataset)) and "time" in da.dims:
         count = int(da.sizes["time"])
     else:

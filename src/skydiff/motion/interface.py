@@ -350,13 +350,12 @@ def _lk(frames: np.ndarray, grid_stride: int = 1, **kwargs: Any) -> np.ndarray:
     kwargs.setdefault("verbose", False)
     if grid_stride == 1:
         return _pysteps_motion("lk")(frames, **kwargs)
-    from pysteps.utils import get_method as pysteps_utils_method
     from pysteps.utils.cleansing import decluster
+    from pysteps.utils.interpolate import idwinterp2d
 
     decl_scale = kwargs.pop("decl_scale", 20)
     if kwargs.pop("interp_method", "idwinterp2d") != "idwinterp2d":
         raise InputError("motion method 'lk': grid_stride > 1 works with interp_method='idwinterp2d' (the default)")
-    interp = pysteps_utils_method("idwinterp2d")
     interp_kwargs = dict(kwargs.pop("interp_kwargs", None) or {})
     # idwinterp2d measures distances in grid spacings and then adds dist_offset (0.5 by default): on a grid s times
     # coarser the same offset in fine pixels is dist_offset / s, which gives the same weights as the full grid
@@ -369,7 +368,7 @@ def _lk(frames: np.ndarray, grid_stride: int = 1, **kwargs: Any) -> np.ndarray:
     if xy.shape[0] == 0:
         return np.zeros((2, h, w))
     xs, ys = np.arange(0, w + grid_stride - 1, grid_stride), np.arange(0, h + grid_stride - 1, grid_stride)
-    coarse = np.asarray(interp(xy, uv, xs, ys, **interp_kwargs), np.float64)  # (2, len(ys), len(xs))
+    coarse = np.asarray(idwinterp2d(xy, uv, xs, ys, **interp_kwargs), np.float64)  # (2, len(ys), len(xs))
     # align_corners with (n - 1) * s + 1 points: coarse node i lands exactly on fine pixel i * s
     n_y, n_x = (len(ys) - 1) * grid_stride + 1, (len(xs) - 1) * grid_stride + 1
     up = torch.nn.functional.interpolate(torch.from_numpy(coarse)[None], size=(n_y, n_x), mode="bilinear",

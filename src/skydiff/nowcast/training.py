@@ -397,6 +397,13 @@ def _destroy_process_group_at_exit() -> None:
     _PG_EXIT_HOOK = True
 
 
+def _has_flow(x: torch.Tensor, flow: torch.Tensor | None) -> torch.Tensor:
+    """(B,) bool: which samples carry a whole-grid flow (``batch["teacher"]``; NaN where its source had none)."""
+    if flow is None:
+        return torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    return torch.isfinite(flow).flatten(1).all(1)
+
+
 class NowcastModule(L.LightningModule):
     """A registered nowcasting model with its training recipe (see the module docstring).
 
@@ -730,8 +737,7 @@ class NowcastModule(L.LightningModule):
         if getattr(net, "motion_prior", None) is None:
             return None
         flow = batch.get("teacher")
-        has = (torch.zeros(x.shape[0], dtype=torch.bool, device=x.device) if flow is None
-               else torch.isfinite(flow).flatten(1).all(1))
+        has = _has_flow(x, flow)
         prior = torch.zeros(x.shape[0], 2, *x.shape[-2:], dtype=x.dtype, device=x.device)
         if bool(has.any()):
             prior[has] = flow[has].to(x.dtype)
@@ -758,8 +764,7 @@ class NowcastModule(L.LightningModule):
             # (optical flow runs on the rainy crops only: it is the costly CPU part of the step)
             # With a whole-grid flow in the batch (data.teacher, RadarSequences(teacher=...)) every crop that has
             # one uses it, whatever its rain; crops without one (NaN: sources too large for it) fall back to this.
-            has = (torch.zeros(x.shape[0], dtype=torch.bool, device=x.device) if frame_teacher is None
-                   else torch.isfinite(frame_teacher).flatten(1).all(1))
+            has = _has_flow(x, frame_teacher)
             rainy = (((x[:, -1] >= 0.1).float().mean((-2, -1)) >= TEACHER_MIN_RAIN) & ~has).nonzero()[:, 0]
             sq = []
             if rainy.numel():
