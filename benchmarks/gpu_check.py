@@ -9,7 +9,8 @@ script needs neither pysteps nor the data. Every figure is a median of timed rep
 
 Sections:
 - ``advect``: ``skydiff.advect`` of a full 765 x 700 field, 12 lead times, float32: forward and forward+backward.
-- ``nowcast``: ``skydiff.nowcast.forecast(frames, 6, model=...)`` on the full grid for each shipped network
+- ``nowcast``: ``skydiff.nowcast.forecast(frames, 6, model=...)`` on the full grid for each shipped network, and
+  ``precision="bfloat16"`` for those of ``--bf16``
   (L-CNN with the given LK motion: its optical flow runs on the CPU either way).
 - ``train``: one optimiser step (loss, backward, Adam) of each training recipe at its benchmarks/train/*.toml size
   (batch 8 of 128 x 128 crops of synthetic rain), i.e. seconds per step, and the implied time of the stage's
@@ -97,12 +98,17 @@ def sec_nowcast(a: argparse.Namespace, data: dict[str, np.ndarray]) -> dict[str,
     for model in a.models:
         for dev in devices(a):
             xd, vd = x.to(dev), v.to(dev)
-            kw = {"velocity": vd} if model in ("lcnn", "extrapolation") else {}
-            with torch.no_grad():
-                t = timeit(lambda: forecast(xd, 6, model=model, **kw), dev, a.reps if dev.type == "cuda" else 2,
-                           budget=40.0 if dev.type == "cuda" else 15.0)
-            res[f"{model}_{dev.type}"] = t
-            print(f"  nowcast {model:13s} {dev.type:4s} {t['median_s']:.3f} s", flush=True)
+            # L-CNN and the shipped LUPIN move the rain along LK motion: given here (its optical flow is CPU work
+            # either way, and the GPU image may lack pysteps), so these rows time the rest of the nowcast
+            kw = {"velocity": vd} if model in ("lcnn", "extrapolation", "lupin") else {}
+            for prec in (["full", "bfloat16"] if model in a.bf16 else ["full"]):
+                pkw = {} if prec == "full" else {"precision": prec}
+                with torch.no_grad():
+                    t = timeit(lambda: forecast(xd, 6, model=model, **kw, **pkw), dev,
+                               a.reps if dev.type == "cuda" else 2, budget=40.0 if dev.type == "cuda" else 15.0)
+                key = f"{model}_{dev.type}" + ("" if prec == "full" else f"_{prec}")
+                res[key] = t
+                print(f"  nowcast {model:13s} {dev.type:4s} {prec:8s} {t['median_s']:.3f} s", flush=True)
     return res
 
 
@@ -259,6 +265,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--models", nargs="+", default=["extrapolation", "lupin", "rainnet", "smaat", "lcnn", "spatspark"])
     p.add_argument("--train-configs", nargs="+",
                    default=["lupin_motion", "lupin_tendency", "lupin_joint", "rainnet", "smaat"])
+    p.add_argument("--bf16", nargs="*", default=["lupin", "rainnet"],
+                   help="models of the nowcast section also timed with precision='bfloat16'")
     p.add_argument("--reps", type=int, default=10)
     p.add_argument("--dycore-steps", type=int, default=300)
     p.add_argument("--grad-steps", type=int, default=600)
