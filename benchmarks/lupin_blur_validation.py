@@ -11,6 +11,8 @@ Usage::
     python benchmarks/lupin_blur_validation.py --sigmas 0 16 32 64 127 --threads 1
     # the winter check on a training-part evening left out of the LUPIN training (see lupin_motion_validation.py)
     python benchmarks/lupin_blur_validation.py --sigmas 0 16 32 --part train --sources "KNMI 2021-01-01-2005" --crop 400
+    # the advection's interpolation (bilinear, as trained, or bicubic) at one blur width
+    python benchmarks/lupin_blur_validation.py --sigmas 16 --interps bilinear bicubic
 """
 
 from __future__ import annotations
@@ -28,8 +30,10 @@ from skydiff.nowcast.interface import register_model
 from skydiff.nowcast.models import create_model
 
 
-def with_sigma(sigma: float, weights: str | None = None):  # type: ignore[no-untyped-def]
+def with_sigma(sigma: float, weights: str | None = None, interp: str | None = None):  # type: ignore[no-untyped-def]
     m = create_model("lupin", pretrained=weights or True).eval()
+    if interp is not None:
+        m.interp = interp
     m.motion_blur_sigma = float(sigma)
     m.motion_blur_size = min(255, 2 * math.ceil(3 * sigma) + 1) if sigma > 0 else 1
 
@@ -42,6 +46,8 @@ def with_sigma(sigma: float, weights: str | None = None):  # type: ignore[no-unt
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--sigmas", type=float, nargs="+", default=[0, 16, 32, 64, 127])
+    p.add_argument("--interps", nargs="+", default=[None], choices=(None, "bilinear", "bicubic"),
+                   help="advection interpolation of the Lagrangian inputs and the extrapolation (default: the model's)")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--weights", default=None, help="LUPIN weights (default: the shipped ones)")
     p.add_argument("--stride", type=int, default=2)
@@ -54,10 +60,11 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     names = []
     for s in args.sigmas:
-        fn, n = with_sigma(s, args.weights)
-        tag = f"lupin_sigma{s:g}"
-        register_model(tag, fn, min_frames=n, description=f"shipped LUPIN, motion blur sigma {s:g} px")
-        names.append(tag)
+        for interp in args.interps:
+            fn, n = with_sigma(s, args.weights, interp)
+            tag = f"lupin_sigma{s:g}" + (f"_{interp}" if interp else "")
+            register_model(tag, fn, min_frames=n, description=f"shipped LUPIN, motion blur sigma {s:g} px, {interp}")
+            names.append(tag)
     parts = select_parts(p, args)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
