@@ -82,6 +82,12 @@ def test_nowcast_neural_model_trims_the_no_data_frame(knmi2010, tmp_path):
     assert ta.shape == tb.shape == (2, 765, 700)
     assert np.array_equal(np.isnan(ta), np.isnan(tb)) and 0.6 < np.isnan(ta).mean() < 0.8
     assert np.nanmax(tb) > 1.0 and np.nanmax(np.abs(ta - tb)) < 0.01
+    c = tmp_path / "cut.nc"  # --min-rain: light outputs set to 0, the rest as before
+    assert main(["nowcast", *inputs, "--model", "rainnet", "--leadtimes", "2", "--min-rain", "0.2", "--out", str(c),
+                 "-q"]) == 0
+    tc = read_nowcast(c).values
+    assert np.array_equal(np.isnan(ta), np.isnan(tc)) and np.nanmin(tc[tc > 0]) >= 0.2
+    assert np.array_equal(tc[ta >= 0.2], ta[ta >= 0.2]) and 0 < np.sum((ta > 0) & (ta < 0.2))
 
 
 @pytest.mark.realdata
@@ -109,7 +115,9 @@ def test_cli_errors_are_one_line_messages(knmi2010, tmp_path, capsys):
     assert "neural-network models" in capsys.readouterr().err
     assert main(["nowcast", *gap, "--whole-grid", "--out", str(tmp_path / "f.nc"), "-q"]) == 2
     assert "--whole-grid applies to the neural-network models" in capsys.readouterr().err
-    assert not any((tmp_path / n).exists() for n in ("a.nc", "b.nc", "c.nc", "d.nc", "e.nc", "f.nc"))
+    assert main(["nowcast", *gap, "--min-rain", "0.1", "--out", str(tmp_path / "g.nc"), "-q"]) == 2
+    assert "--min-rain 0.1 applies to the neural-network models" in capsys.readouterr().err
+    assert not any((tmp_path / n).exists() for n in ("a.nc", "b.nc", "c.nc", "d.nc", "e.nc", "f.nc", "g.nc"))
     # never the input file, even with --overwrite (a copy, so the shared data are never at risk)
     frames = [tmp_path / knmi2010[k].name for k in (i - 2, i - 1, i)]
     for src, dst in zip((knmi2010[i - 2], knmi2010[i - 1], knmi2010[i]), frames):

@@ -351,6 +351,27 @@ def test_predict_precision_option():
     assert (amp - full).abs().max() < 0.05 * full.abs().max() + 1e-3
 
 
+def test_predict_min_rain_cuts_the_output_only():
+    """predict(min_rain=X): outputs below X become 0, the rest (and NaN) unchanged, nothing fed back; the model's
+    min_rain attribute is the default; bad values refused."""
+    m = small("rainnet").eval()
+    x = rain(1, m.n_input_frames)
+    x[..., :3, :] = float("nan")
+    full = m.predict(x, 3)
+    X = float(full[full > 0].median())  # an untrained network: cut at the median of its wet outputs
+    cut = m.predict(x, 3, min_rain=X)
+    low = full < X
+    assert bool(low.any()) and bool((full >= X).any())
+    assert bool((cut[low] == 0).all())
+    torch.testing.assert_close(cut[~low], full[~low], equal_nan=True)  # also the NaN rows, and later leads
+    m.min_rain = X
+    torch.testing.assert_close(m.predict(x, 3), cut, equal_nan=True)
+    torch.testing.assert_close(m.predict(x, 3, min_rain=0), full, equal_nan=True)
+    for bad in (-0.1, float("nan"), "0.1", True):
+        with pytest.raises(InputError, match="min_rain"):
+            m.predict(x, 1, min_rain=bad)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # L-CNN
 

@@ -464,3 +464,39 @@ def test_lupin_motion_prior_uses_the_whole_grid_flow_and_falls_back_to_the_crop(
                 "data": {"source": "synthetic", "teacher": "vet"}}
     with pytest.raises(InputError, match="motion_prior"):
         train(cfg_file)
+
+
+def test_training_prior_flow_is_computed_like_the_models_prior():
+    """data.teacher's whole-grid flow is a motion-prior LUPIN's prior in training: unset teacher_kwargs/frames are
+    the model's (e.g. LK's grid_stride, as shipped), set ones that differ are refused; RadarSequences passes them
+    to the flow method."""
+    from skydiff.nowcast.models import create_model
+    from skydiff.nowcast.training import _match_teacher_to_prior
+
+    model = create_model("lupin", **TINY["lupin"], motion_prior="lk", motion_correction=False,
+                         motion_prior_kwargs={"grid_stride": 4})
+    dcfg = {"teacher": "lk", "teacher_kwargs": {}, "teacher_frames": None}
+    _match_teacher_to_prior(dcfg, model)
+    assert dcfg["teacher_kwargs"] == {"grid_stride": 4} and dcfg["teacher_frames"] == 3
+    _match_teacher_to_prior(dcfg, model)  # the same values again: accepted
+    with pytest.raises(InputError, match="teacher_kwargs .* motion_prior_kwargs"):
+        _match_teacher_to_prior({"teacher": "lk", "teacher_kwargs": {"grid_stride": 2}}, model)
+    with pytest.raises(InputError, match="teacher_frames .* motion_prior_frames"):
+        _match_teacher_to_prior({"teacher": "lk", "teacher_frames": 4}, model)
+    with pytest.raises(InputError, match="same method"):
+        _match_teacher_to_prior({"teacher": "vet"}, model)
+
+
+def test_radar_sequences_teacher_kwargs_reach_the_flow_method(sequence):
+    from skydiff.motion import estimate
+    from skydiff.nowcast.data import RadarSequences
+
+    ds = RadarSequences([sequence], 4, 1, crop=(32, 40), transform=None, seed=0, teacher="lk",
+                        teacher_kwargs={"grid_stride": 4})
+    s = ds[1]
+    start = int(ds._index[1][1])
+    whole = np.asarray(estimate(sequence.values[start + 1:start + 4].astype(np.float32), "lk", grid_stride=4))
+    r, c = (int(v) for v in s["origin"])
+    np.testing.assert_allclose(s["teacher"].numpy(), whole[:, r:r + 32, c:c + 40], atol=2e-2, rtol=1e-3)  # float16
+    with pytest.raises(InputError, match="teacher_kwargs must be a mapping"):
+        RadarSequences([sequence], 4, 1, crop=(32, 40), transform=None, teacher="lk", teacher_kwargs=4)

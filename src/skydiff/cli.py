@@ -95,7 +95,8 @@ def cmd_nowcast(args: argparse.Namespace) -> int:
     _check_outputs([args.out, args.plot], args.overwrite, plot=args.plot, inputs=args.files)
     from .nowcast.interface import is_neural
 
-    for flag, asked in ((f"--precision {args.precision}", args.precision != "full"), ("--whole-grid", args.whole_grid)):
+    for flag, asked in ((f"--precision {args.precision}", args.precision != "full"), ("--whole-grid", args.whole_grid),
+                        (f"--min-rain {args.min_rain}", args.min_rain is not None)):
         if asked and not is_neural(args.model):
             raise InputError(f"{flag} applies to the neural-network models, not {args.model!r}")
     prog = _Progress(4 + bool(args.plot), args.quiet)
@@ -126,6 +127,8 @@ def cmd_nowcast(args: argparse.Namespace) -> int:
         extra["precision"] = args.precision
     if args.whole_grid:
         extra["trim_nodata"] = False
+    if args.min_rain is not None:
+        extra["min_rain"] = args.min_rain
     nowcast, velocity = forecast(
         da.values if args.allow_gaps else da,  # with gaps allowed, the nominal step is the files' time step
         args.leadtimes,
@@ -526,6 +529,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--whole-grid", action="store_true",
         help="neural models: run the networks on the whole grid (default: only on the box around the pixels with "
         "data plus 64 px, which gives the same nowcast faster when much of the grid has no data)",
+    )
+    n.add_argument(
+        "--min-rain", type=float, default=None, metavar="MM_PER_H",
+        help="neural models: output rain rates below this are set to 0 (after the network; default: the model's "
+        "own, 0 unless its card sets one)",
     )
     n.add_argument("--importer", default=None, help="pysteps importer name when it cannot be detected")
     n.add_argument("--out", default="nowcast.nc", help="output netCDF (default nowcast.nc)")

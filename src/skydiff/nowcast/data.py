@@ -56,7 +56,7 @@ import math
 import os
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -519,8 +519,9 @@ class RadarSequences(Dataset):
         ``teacher_max_pixels`` get no teacher (all NaN): LK on a CONUS MRMS frame takes minutes. Costs ~1 s per
         window on the KNMI grid, once; held in memory as float16. Not with ``augment`` (the flow would have to
         be rotated too).
-    teacher_frames, teacher_max_pixels
-        Frames the teacher uses (default: the method's, 3 for LK) and the largest grid it runs on.
+    teacher_frames, teacher_kwargs, teacher_max_pixels
+        Frames the teacher uses (default: the method's, 3 for LK), keyword arguments of its method (e.g.
+        ``{"grid_stride": 4}`` for LK, as the shipped LUPIN runs it) and the largest grid it runs on.
     augment
         With random crops: also apply one of the 8 symmetries of the square (rotations by 90° and mirror images;
         the 4 that keep the shape for non-square crops), drawn like the crop. Rain moving east becomes rain moving
@@ -560,6 +561,7 @@ class RadarSequences(Dataset):
         sampling: str = "window",
         teacher: str | None = None,
         teacher_frames: int | None = None,
+        teacher_kwargs: Mapping[str, Any] | None = None,
         teacher_max_pixels: int = 4_000_000,
     ) -> None:
         super().__init__()
@@ -607,6 +609,9 @@ class RadarSequences(Dataset):
                 raise InputError(f"unknown teacher {teacher!r}; available: {', '.join(methods())}")
             if self.augment:
                 raise InputError("teacher and augment cannot be combined (the flow is not rotated with the crop)")
+            if teacher_kwargs is not None and not isinstance(teacher_kwargs, Mapping):
+                raise InputError(f"teacher_kwargs must be a mapping of keyword arguments, got {teacher_kwargs!r}")
+            self.teacher_kwargs = dict(teacher_kwargs or {})
             self.teacher_frames = int(teacher_frames or default_motion_frames(self.teacher))
             if not 2 <= self.teacher_frames <= self.n_in:
                 raise InputError(f"teacher_frames must be in [2, n_in={self.n_in}], got {self.teacher_frames}")
@@ -799,7 +804,8 @@ class RadarSequences(Dataset):
             frames = inverse_transform(data[s + self.n_in - k: s + self.n_in], self.transform)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                v = np.asarray(estimate(np.asarray(frames, np.float32), self.teacher), np.float32)
+                v = np.asarray(estimate(np.asarray(frames, np.float32), self.teacher, **self.teacher_kwargs),
+                               np.float32)
             out[int(s)] = v.astype(np.float16)
         return out
 

@@ -1036,7 +1036,8 @@ _TRAINER_TOP = ("accelerator", "devices", "strategy", "num_nodes")
 _DATA_DEFAULTS: dict[str, Any] = {
     "source": "shared", "path": "", "n_in": None, "n_out": None, "crop": None, "batch_size": 2,
     "val_batch_size": None, "num_workers": 0, "val_fraction": None, "stride": 1, "min_rain_fraction": 0.0,
-    "augment": False, "train_fraction": 1.0, "sampling": "window", "mrms": False, "teacher": "", "exclude": [],
+    "augment": False, "train_fraction": 1.0, "sampling": "window", "mrms": False, "teacher": "",
+    "teacher_frames": None, "teacher_kwargs": {}, "exclude": [],
     "rain_threshold": 0.1, "min_valid_fraction": None, "eval_crops": "centre",
     "n_frames": 24, "shape": [64, 64], "n_sequences": 2, "n_val_sequences": 1,
 }
@@ -1260,6 +1261,29 @@ class _Cropped(Dataset):
         return {"inputs": torch.nan_to_num(x, nan=0.0), "targets": torch.nan_to_num(y, nan=0.0), "mask": mask}
 
 
+def _match_teacher_to_prior(dcfg: dict[str, Any], model: Any) -> None:
+    """The whole-grid flow of ``data.teacher`` is a LUPIN's motion prior in training, so it must be the flow the
+    model computes at inference: same method, frames and keyword arguments (e.g. LK's ``grid_stride``). Unset
+    ``teacher_frames``/``teacher_kwargs`` are taken from the model; set ones that differ are refused."""
+    from ..motion import get_method
+    from .interface import default_motion_frames
+
+    prior = model.motion_prior
+    if get_method(str(dcfg["teacher"])).name != prior:
+        raise InputError(f"data.teacher = {dcfg['teacher']!r} differs from the model's motion_prior {prior!r}: the "
+                         "whole-grid flow of the data is used as the prior, so they must be the same method")
+    want = {"teacher_kwargs": dict(model.motion_prior_kwargs or {}),
+            "teacher_frames": model.motion_prior_frames or default_motion_frames(prior)}
+    for key, value in want.items():
+        given = dcfg.get(key)
+        if given in (None, {}):
+            dcfg[key] = value
+        elif (dict(given) if key == "teacher_kwargs" else int(given)) != value:
+            src = "motion_prior_kwargs" if key == "teacher_kwargs" else "motion_prior_frames"
+            raise InputError(f"data.{key} = {given!r} differs from the model's {src} ({value!r}): the whole-grid flow "
+                             "of the data is the model's motion prior in training, so it must be computed the same way")
+
+
 def build_datasets(data: Mapping[str, Any], n_in: int, n_out: int, seed: int = 0,
                    val_teacher: bool = False) -> tuple[Dataset, Dataset, dict]:
     """Training and validation datasets (mm/h, with masks) for a resolved ``[data]`` section.
@@ -1302,13 +1326,16 @@ def build_datasets(data: Mapping[str, Any], n_in: int, n_out: int, seed: int = 0
                         validation_seeds=[seed + 1000 + i for i in range(len(va_src))])
         if not tr_src or not va_src:
             raise InputError(f"the {src} data has no {'training' if not tr_src else 'validation'} part")
+        teach = dict(teacher_frames=data["teacher_frames"], teacher_kwargs=data["teacher_kwargs"])
         train_ds = RadarSequences(tr_src, n_in, n_out, random_crop=True, augment=bool(data["augment"]),
-                                  sampling=str(data["sampling"]), teacher=str(data["teacher"]) or None, **common)
+                                  sampling=str(data["sampling"]), teacher=str(data["teacher"]) or None, **teach,
+                                  **common)
         desc["sampling"] = str(data["sampling"])
         if data["teacher"]:
-            desc["teacher"] = f"{data['teacher']} on the whole grid of each source (RadarSequences(teacher=...))"
+            desc["teacher"] = (f"{data['teacher']} on the whole grid of each source (RadarSequences(teacher=...))"
+                               + (f", {dict(data['teacher_kwargs'])}" if data["teacher_kwargs"] else ""))
         val_ds = RadarSequences(va_src, n_in, n_out, random_crop=False, eval_crops=data["eval_crops"],
-                                teacher=(str(data["teacher"]) or None) if val_teacher else None, **common)
+                                teacher=(str(data["teacher"]) or None) if val_teacher else None, **teach, **common)
         desc["train_sources"] = [s["name"] for s in train_ds.sources]
         desc["validation_sources"] = [s["name"] for s in val_ds.sources]
     else:
@@ -1459,9 +1486,8 @@ def _train(cfg: dict[str, Any], out: Path, name: str, model_kwargs: dict[str, An
     cfg["model"] = {"name": name, **module.model.config}
 
     prior = getattr(probe, "motion_prior", None)
-    if prior is not None and dcfg.get("teacher") and get_method(str(dcfg["teacher"])).name != prior:
-        raise InputError(f"data.teacher = {dcfg['teacher']!r} differs from the model's motion_prior {prior!r}: the "
-                         "whole-grid flow of the data is used as the prior, so they must be the same method")
+    if prior is not None and dcfg.get("teacher"):
+        _match_teacher_to_prior(dcfg, probe)
     train_ds, val_ds, desc = build_datasets(dcfg, n_in, n_out, seed, val_teacher=prior is not None)
     bs = int(dcfg["batch_size"])
     vbs = int(dcfg["val_batch_size"] or bs)

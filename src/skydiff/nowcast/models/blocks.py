@@ -476,6 +476,7 @@ class NowcastModel(nn.Module):
     config: dict[str, Any]
     n_input_frames: int
     scaler: Scaler
+    min_rain: float = 0.0  # predict()'s default output cut (mm/h), see its ``min_rain``
 
     # --- transforms ---------------------------------------------------------------------------------------
 
@@ -549,7 +550,7 @@ class NowcastModel(nn.Module):
     # --- public API ---------------------------------------------------------------------------------------
 
     def predict(self, frames: Any, leadtimes: int, *, precision: str | None = None, trim_nodata: bool = True,
-                return_motion: bool = False, **kwargs: Any) -> Any:
+                return_motion: bool = False, min_rain: float | None = None, **kwargs: Any) -> Any:
         """Nowcast ``leadtimes`` steps of 5 min from past rain fields, without gradients and in eval mode.
 
         Parameters
@@ -580,6 +581,11 @@ class NowcastModel(nn.Module):
             Also return the steady motion the model moved the rain along, ``(B, 2, H, W)`` px per step (``(2, H, W)``
             for a ``(T, H, W)`` input; NaN outside the trimmed window, where none was estimated): L-CNN and a LUPIN
             with a ``motion_prior`` (the shipped one); None for the other models.
+        min_rain
+            Output rain rates below this (mm/h) are set to 0 — after the network, not fed back to the next lead
+            time, so scores at higher thresholds do not change. The networks rarely output exact zeros: without
+            a cut a large part of a dry area holds 0.01-0.1 mm/h "drizzle", which raises the MAE. None: the
+            model's ``min_rain`` attribute (0 unless its card sets one, see ``benchmarks/RESULTS.md`` §5).
         **kwargs
             Model-specific options (e.g. ``velocity`` for L-CNN; arrays on the input grid are trimmed with it).
 
@@ -594,6 +600,10 @@ class NowcastModel(nn.Module):
         """
         if isinstance(leadtimes, bool) or not isinstance(leadtimes, (int, np.integer)) or leadtimes < 1:
             raise InputError(f"leadtimes must be a positive number of steps, got {leadtimes!r}")
+        cut = self.min_rain if min_rain is None else min_rain
+        if isinstance(cut, bool) or not isinstance(cut, (int, float, np.floating, np.integer)) \
+                or not math.isfinite(cut) or cut < 0:
+            raise InputError(f"min_rain must be a finite rain rate >= 0 mm/h, got {cut!r}")
         amp = _autocast_dtype(precision)
         if amp is not None and self.mixed_precision_refused:
             raise InputError(f"{type(self).__name__} does not run in {precision}: {self.mixed_precision_refused}; "
@@ -641,7 +651,10 @@ class NowcastModel(nn.Module):
 
             out = unwindow(out)
             motion = None if motion is None else unwindow(motion)
-        out = out.clamp_min(0.0).masked_fill(dry[:, None, None, None], 0.0).masked_fill(nodata, float("nan"))
+        out = out.clamp_min(0.0).masked_fill(dry[:, None, None, None], 0.0)
+        if cut > 0:
+            out = out.masked_fill(out < cut, 0.0)
+        out = out.masked_fill(nodata, float("nan"))
         if squeeze:
             out = out[0]
             motion = None if motion is None else motion[0]
