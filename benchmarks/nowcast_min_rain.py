@@ -66,7 +66,7 @@ def main() -> int:
     print("CSI at 1 mm/h\n\n" + ev.table("csi", 1.0) + "\n")
     print(mean_line(ev))
     print("mean MAE / MSE / ME over the leads: " + "; ".join(
-        f"{m} {np.nanmean(ev.score(m, 'mae')):.5f} / {np.nanmean(ev.score(m, 'mse')):.5f} / "
+        f"{m} {np.nanmean(ev.score(m, 'mae')):.6f} / {np.nanmean(ev.score(m, 'mse')):.6f} / "
         f"{np.nanmean(ev.score(m, 'me')):+.5f}" for m in ev.models))
     return 0
 

@@ -438,6 +438,23 @@ def test_mismatched_weights(tmp_path):
         create_model("lcnn", pretrained=tmp_path / "l", in_frames=6)  # 5 vs 4 input channels
 
 
+def test_card_predict_defaults_round_trip(tmp_path):
+    """A model's min_rain (predict's output cut) is written to its card under "predict" when it differs from the
+    class default and set again on loading; unknown "predict" settings are refused."""
+    m = small("rainnet")
+    save_model(m, tmp_path / "plain")
+    assert "predict" not in json.loads((tmp_path / "plain.json").read_text())
+    m.min_rain = 0.2
+    save_model(m, tmp_path / "cut")
+    assert json.loads((tmp_path / "cut.json").read_text())["predict"] == {"min_rain": 0.2}
+    assert load_model(tmp_path / "cut").min_rain == 0.2 and load_model(tmp_path / "plain").min_rain == 0.0
+    meta = json.loads((tmp_path / "cut.json").read_text())
+    meta["predict"]["nope"] = 1
+    (tmp_path / "cut.json").write_text(json.dumps(meta))
+    with pytest.raises(InputError, match=r"unknown 'predict' setting\(s\) \['nope'\]"):
+        load_model(tmp_path / "cut")
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_save_load_roundtrip(name, tmp_path):
     m = small(name, **({"depth": 3} if name == "smaat" else {})).eval()

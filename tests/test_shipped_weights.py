@@ -45,6 +45,8 @@ def test_shipped_model_runs_out_of_the_box(name, one_thread):
     rest = out.copy()
     rest[:, :6, :9] = 0
     assert np.isfinite(rest).all() and (rest >= 0).all()
+    cut = float(meta.get("predict", {}).get("min_rain", 0.0))  # the card's output cut is the model's default
+    assert model.min_rain == cut and not ((rest > 0) & (rest < cut)).any()
 
 
 @pytest.mark.parametrize("name", ["lupin", "rainnet"])

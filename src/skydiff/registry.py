@@ -183,7 +183,27 @@ def create_model(name: str, pretrained: bool | str | Path = False, **config: Any
         config = {**dict(meta.get("config", {})), **config}
     model = _build(factory, key, config)
     load_weights(model, stem.with_suffix(".safetensors"))
+    if meta_path.is_file():
+        _apply_predict_defaults(model, meta.get("predict") or {}, meta_path)
     return model
+
+
+def _apply_predict_defaults(model: nn.Module, values: Mapping[str, Any], source: Path) -> None:
+    """Set the inference defaults a card records under ``"predict"`` (e.g. a nowcasting model's ``min_rain``);
+    only the names the model lists in ``predict_defaults`` are accepted."""
+    allowed = tuple(getattr(model, "predict_defaults", ()))
+    unknown = sorted(set(values) - set(allowed))
+    if unknown:
+        raise InputError(f"{source}: unknown 'predict' setting(s) {unknown} for {type(model).__name__} "
+                         f"(it has {list(allowed) or 'none'})")
+    for k, v in values.items():
+        setattr(model, k, v)
+
+
+def _predict_defaults(model: nn.Module) -> dict[str, Any]:
+    """The inference defaults of ``model`` that differ from its class's (written to the card by save_model)."""
+    return {k: getattr(model, k) for k in getattr(model, "predict_defaults", ())
+            if getattr(model, k) != getattr(type(model), k)}
 
 
 def _check_state(model: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
@@ -260,6 +280,8 @@ def save_model(model: nn.Module, path: str | Path, card: Mapping[str, Any] | Non
         "skydiff_version": __version__,
         "card": dict(card or {}),
     }
+    if _predict_defaults(model):
+        meta["predict"] = _predict_defaults(model)
     from .io.atomic import atomic_path
 
     # atomic: both files are written under temporary names in the target folder; neither is replaced unless both

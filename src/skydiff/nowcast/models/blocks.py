@@ -477,6 +477,8 @@ class NowcastModel(nn.Module):
     n_input_frames: int
     scaler: Scaler
     min_rain: float = 0.0  # predict()'s default output cut (mm/h), see its ``min_rain``
+    # attributes a card may set under "predict" (skydiff.registry.create_model) and save_model writes back
+    predict_defaults: ClassVar[tuple[str, ...]] = ("min_rain",)
 
     # --- transforms ---------------------------------------------------------------------------------------
 
