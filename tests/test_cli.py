@@ -75,13 +75,22 @@ def test_nowcast_neural_model_trims_the_no_data_frame(knmi2010, tmp_path):
     i = names.index("RAD_NL25_RAP_5min_201008260530.h5")
     inputs = [str(p) for p in knmi2010[i - 3 : i + 1]]
     a, b = tmp_path / "trim.nc", tmp_path / "whole.nc"
-    assert main(["nowcast", *inputs, "--model", "rainnet", "--leadtimes", "2", "--out", str(a), "-q"]) == 0
-    assert main(["nowcast", *inputs, "--model", "rainnet", "--leadtimes", "2", "--whole-grid", "--out", str(b),
+    # (--min-rain 0: without the shipped output cut, which would turn 0.199 vs 0.201 mm/h into 0 vs 0.201)
+    assert main(["nowcast", *inputs, "--model", "rainnet", "--leadtimes", "2", "--min-rain", "0", "--out", str(a),
                  "-q"]) == 0
+    assert main(["nowcast", *inputs, "--model", "rainnet", "--leadtimes", "2", "--min-rain", "0", "--whole-grid",
+                 "--out", str(b), "-q"]) == 0
     ta, tb = read_nowcast(a).values, read_nowcast(b).values
     assert ta.shape == tb.shape == (2, 765, 700)
     assert np.array_equal(np.isnan(ta), np.isnan(tb)) and 0.6 < np.isnan(ta).mean() < 0.8
     assert np.nanmax(tb) > 1.0 and np.nanmax(np.abs(ta - tb)) < 0.01
+    d = tmp_path / "box.nc"  # --bbox (projection metres) and --resample: a region at a 10-min step
+    i0 = names.index("RAD_NL25_RAP_5min_201008260600.h5")
+    assert main(["nowcast", *[str(p) for p in knmi2010[i0 - 6: i0 + 1]], "--bbox", "100000", "300000", "-3900000",
+                 "-3700000", "--resample", "10", "--leadtimes", "2", "--out", str(d), "-q"]) == 0
+    box = read_nowcast(d)
+    assert box.sizes["y"] == box.sizes["x"] == 200 and float(box.x.min()) >= 100000 and float(box.y.max()) <= -3700000
+    assert list(box.lead_time.values) == [10.0, 20.0]
     c = tmp_path / "cut.nc"  # --min-rain: light outputs set to 0, the rest as before
     assert main(["nowcast", *inputs, "--model", "rainnet", "--leadtimes", "2", "--min-rain", "0.2", "--out", str(c),
                  "-q"]) == 0
@@ -117,7 +126,11 @@ def test_cli_errors_are_one_line_messages(knmi2010, tmp_path, capsys):
     assert "--whole-grid applies to the neural-network models" in capsys.readouterr().err
     assert main(["nowcast", *gap, "--min-rain", "0.1", "--out", str(tmp_path / "g.nc"), "-q"]) == 2
     assert "--min-rain 0.1 applies to the neural-network models" in capsys.readouterr().err
-    assert not any((tmp_path / n).exists() for n in ("a.nc", "b.nc", "c.nc", "d.nc", "e.nc", "f.nc", "g.nc"))
+    assert main(["nowcast", *gap, "--bbox", "0", "1", "0", "1", "--out", str(tmp_path / "h.nc"), "-q"]) == 2
+    assert "holds no pixel" in capsys.readouterr().err
+    assert main(["nowcast", *gap, "--resample", "5", "--allow-gaps", "--out", str(tmp_path / "h.nc"), "-q"]) == 2
+    assert "--resample and --allow-gaps" in capsys.readouterr().err
+    assert not any((tmp_path / n).exists() for n in ("a.nc", "b.nc", "c.nc", "d.nc", "e.nc", "f.nc", "g.nc", "h.nc"))
     # never the input file, even with --overwrite (a copy, so the shared data are never at risk)
     frames = [tmp_path / knmi2010[k].name for k in (i - 2, i - 1, i)]
     for src, dst in zip((knmi2010[i - 2], knmi2010[i - 1], knmi2010[i]), frames):

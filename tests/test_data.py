@@ -452,6 +452,25 @@ def test_tile_sampling_puts_crops_where_it_rains():
         RadarSequences(da, 4, 4, crop=32, sampling="tile")
 
 
+# ------------------------------------------------------------------------------------------ cropping a region
+def test_crop_bbox_keeps_the_pixels_whose_centres_lie_in_the_box():
+    from skydiff.io import crop_bbox
+
+    da = make_da(np.arange(2 * 5 * 6, dtype=np.float32).reshape(2, 5, 6))
+    da = da.assign_coords(x=-100.0 + np.arange(6), y=45.0 - np.arange(5))  # y descending, as north-up radar grids
+    c = crop_bbox(da, (-99.0, -97.5, 42.0, 44.0))
+    assert c.sizes == {"time": 2, "y": 3, "x": 2}
+    np.testing.assert_array_equal(c.x.values, [-99.0, -98.0])
+    np.testing.assert_array_equal(c.y.values, [44.0, 43.0, 42.0])
+    np.testing.assert_array_equal(c.values, da.values[:, 1:4, 1:3])
+    assert "cropped" in c.attrs and c.attrs["timestep"] == 5
+    with pytest.raises(InputError, match=r"holds no pixel .* x -100\.\.-95"):
+        crop_bbox(da, (10, 20, 42, 44))
+    for bad in ((1, 2, 3), (2, 1, 3, 4), ("a", 1, 2, 3), (0, float("nan"), 1, 2)):
+        with pytest.raises(InputError, match="bbox"):
+            crop_bbox(da, bad)
+
+
 # ------------------------------------------------------------------------------------------ resampling in time
 def test_resample_time_linear_nearest_and_gaps():
     from skydiff.errors import TimeGapError

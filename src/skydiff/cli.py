@@ -111,6 +111,19 @@ def cmd_nowcast(args: argparse.Namespace) -> int:
         raise InputError(f"--motion-frames must be >= 2 (motion needs two frames at least), got {args.motion_frames}")
     n_motion = args.motion_frames or default_motion_frames(args.motion)
     n_need = max(n_motion if get_model(args.model).uses_motion else 1, get_model(args.model).min_frames)
+    if args.bbox is not None:
+        from .io import crop_bbox
+
+        da = crop_bbox(da, args.bbox)
+        _say(f"    cropped to {da.sizes['y']} x {da.sizes['x']} pixels", args.quiet)
+    if args.resample is not None:
+        from .io import resample_time
+
+        if args.allow_gaps:
+            raise InputError("--resample and --allow-gaps do not go together: resampling bridges short gaps itself "
+                             "and refuses long ones")
+        da = resample_time(da, args.resample)  # TimeGapError (clear) inside a gap longer than twice the step
+        _say(f"    resampled to {args.resample:g} min (linear in time): {da.sizes['time']} frames", args.quiet)
     require_frames(da, n_need)
     da = da.isel(time=slice(-n_need, None))
     if not args.allow_gaps:
@@ -539,6 +552,16 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--out", default="nowcast.nc", help="output netCDF (default nowcast.nc)")
     n.add_argument("--plot", default=None, help="also write a figure (PNG)")
     n.add_argument("--allow-gaps", action="store_true", help="do not stop on gaps in the time series")
+    n.add_argument(
+        "--bbox", type=float, nargs=4, default=None, metavar=("XMIN", "XMAX", "YMIN", "YMAX"),
+        help="nowcast only the pixels inside this box, in the x/y units of the files (projection metres; degrees "
+        "of longitude/latitude for MRMS), e.g. --bbox -100 -90 35 45 for a part of CONUS",
+    )
+    n.add_argument(
+        "--resample", type=float, default=None, metavar="MINUTES",
+        help="resample the frames to this time step first, linearly in time (e.g. 5 for MRMS's 2-min frames and "
+        "the neural models, which were trained on 5-min steps); lead times are then in steps of MINUTES",
+    )
     n.add_argument("--overwrite", action="store_true", help="replace existing output files")
     n.add_argument("-q", "--quiet", action="store_true")
     n.set_defaults(func=cmd_nowcast)
