@@ -263,3 +263,65 @@ def test_downscale_passes_the_label_and_refuses_it_for_unlabelled_models():
         downscale(lo, model=m, members=1, steps=2, seed=0, progress=False, label="nope")
     with pytest.raises(InputError, match="has no labels"):
         downscale(lo, model=tiny(sigma_max=1.0), members=1, steps=2, progress=False, label="fmi")
+
+
+# --------------------------------------------------------------------------- large fields: tiles and the dry trim
+def test_tiles_cover_the_field_and_blend_to_the_pointwise_denoiser():
+    """Windows start every tile - overlap px and end flush; blended with ramps whose weights are normalised, a
+    pointwise denoiser gives the same field tiled or not, and a field no larger than a tile is one window."""
+    assert dif._tile_starts(64, 64, 16) == [0] and dif._tile_starts(40, 64, 16) == [0]
+    assert dif._tile_starts(100, 64, 16) == [0, 36] and dif._tile_starts(160, 64, 16) == [0, 48, 96]
+    w = dif._ramp(64, 16, torch.zeros(1))
+    assert float(w.min()) > 0 and float(w.max()) == 1.0 and torch.equal(w, w.flip(0))
+    m = tiny()
+    x, cond = torch.randn(2, 100, 70), torch.randn(2, 1, 100, 70)
+    pointwise = lambda x, sigma, cond, label=None: (torch.tanh(x) * cond[:, 0]  # noqa: E731
+                                                    + torch.as_tensor(sigma).reshape(-1, 1, 1))
+    m.denoise = pointwise
+    torch.testing.assert_close(m.denoise_tiled(x, 0.3, cond, tile=64, overlap=16), pointwise(x, 0.3, cond))
+    del m.denoise
+    small, c = torch.randn(2, 32, 48), torch.randn(2, 1, 32, 48)
+    torch.testing.assert_close(m.denoise_tiled(small, 0.3, c, tile=64), m.denoise(small, 0.3, c))
+
+
+def test_sample_tiles_large_fields_only():
+    """A field no larger than a tile samples exactly as without tiling; a larger one goes through denoise_tiled
+    (finite, non-negative, the right shape); bad tile options are refused."""
+    m = tiny(sigma_max=2.0)
+    lo = rainy(1, 10, 12)  # 40 x 48 high-res: one window
+    torch.testing.assert_close(m.sample(lo, members=2, steps=3, seed=0, progress=False),
+                               m.sample(lo, members=2, steps=3, seed=0, progress=False, tile=None))
+    calls = []
+    orig = m.denoise_tiled
+    m.denoise_tiled = lambda *a, **k: calls.append(k) or orig(*a, **k)
+    big = m.sample(rainy(1, 30, 20), members=2, steps=2, seed=0, progress=False, tile=32, tile_overlap=8)
+    assert big.shape == (2, 1, 120, 80) and torch.isfinite(big).all() and bool((big >= 0).all())
+    assert calls and calls[0] == {"tile": 32, "overlap": 8}
+    with pytest.raises(InputError, match="tile_overlap"):
+        m.sample(lo, members=1, steps=2, progress=False, tile=32, tile_overlap=32)
+    with pytest.raises(InputError, match="tile"):
+        m.sample(lo, members=1, steps=2, progress=False, tile=3)
+
+
+def test_downscale_samples_only_around_the_rain():
+    """downscale(trim_dry=True): only the box around the wet low-res pixels (+ DRY_MARGIN) is sampled, the rest is
+    0 mm/h; no rain at all gives a dry ensemble without sampling; with the box covering the grid nothing changes."""
+    from skydiff.downscale import downscale
+    from skydiff.downscale.interface import DRY_MARGIN
+
+    m = tiny(sigma_max=2.0).eval()
+    lo = np.zeros((40, 36), np.float32)
+    lo[3:6, 4:8] = 2.0
+    seen = []
+    orig = m.sample
+    m.sample = lambda x, **k: seen.append(tuple(x.shape)) or orig(x, **k)
+    out = downscale(lo, model=m, members=2, steps=2, seed=0, progress=False)
+    assert out.shape == (2, 160, 144) and seen == [(1, 6 + DRY_MARGIN, 8 + DRY_MARGIN)]
+    assert not out[:, (6 + DRY_MARGIN) * 4:, :].any() and not out[:, :, (8 + DRY_MARGIN) * 4:].any()
+    seen.clear()
+    dry = downscale(np.zeros((20, 20), np.float32), model=m, members=3, steps=2, progress=False)
+    assert dry.shape == (3, 80, 80) and not dry.any() and seen == []
+    full = np.ones((10, 10), np.float32)
+    torch.testing.assert_close(torch.as_tensor(downscale(full, model=m, members=1, steps=2, seed=0, progress=False)),
+                               torch.as_tensor(downscale(full, model=m, members=1, steps=2, seed=0, progress=False,
+                                                         trim_dry=False)))
