@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import warnings
 
 import torch
-from lupin_motion_validation import mean_line, select_parts  # (benchmarks/ is the script's folder)
+from lupin_motion_validation import mean_line, part_arguments, select_parts  # (benchmarks/: the script's folder)
 
 from skydiff.nowcast.evaluation import evaluate
 from skydiff.nowcast.interface import register_model
@@ -48,14 +47,8 @@ def main() -> int:
     p.add_argument("--sigmas", type=float, nargs="+", default=[0, 16, 32, 64, 127])
     p.add_argument("--interps", nargs="+", default=[None], choices=(None, "bilinear", "bicubic"),
                    help="advection interpolation of the Lagrangian inputs and the extrapolation (default: the model's)")
-    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--weights", default=None, help="LUPIN weights (default: the shipped ones)")
-    p.add_argument("--stride", type=int, default=2)
-    p.add_argument("--part", default="validation", choices=("validation", "train"),
-                   help="part of the shared split (train: only for parts the weights did not train on)")
-    p.add_argument("--sources", nargs="+", default=None, help="only the parts with these names")
-    p.add_argument("--crop", type=int, default=256)
-    p.add_argument("--data", default=os.environ.get("SKYDIFF_DATA", "../shared/data"))
+    part_arguments(p, threads=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     names = []

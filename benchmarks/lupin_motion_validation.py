@@ -53,13 +53,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("models", nargs="*", metavar="NAME=WEIGHTS")
     p.add_argument("--full", nargs="+", default=[], metavar="[NAME=]WEIGHTS")
-    p.add_argument("--part", default="validation", choices=("validation", "train"),
-                   help="part of the shared split (train: only for parts a candidate did not train on)")
-    p.add_argument("--sources", nargs="+", default=None, help="only the parts with these names")
-    p.add_argument("--crop", type=int, default=256)
-    p.add_argument("--stride", type=int, default=2)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--data", default=os.environ.get("SKYDIFF_DATA", "../shared/data"))
+    part_arguments(p, threads=2)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     names = []
@@ -87,6 +81,18 @@ def main() -> int:
     print("CSI at 1 mm/h\n\n" + ev.table("csi", 1.0) + "\n\nETS at 5 mm/h\n\n" + ev.table("ets", 5.0))
     print("\n" + mean_line(ev))
     return 0
+
+
+def part_arguments(p: argparse.ArgumentParser, threads: int, parts: tuple[str, ...] = ("validation", "train")) -> None:
+    """The options of the validation scripts that choose the cases: --part, --sources, --crop, --stride, --threads,
+    --data (read by :func:`select_parts`)."""
+    p.add_argument("--part", default="validation", choices=parts,
+                   help="part of the shared split (train: only for parts a candidate did not train on)")
+    p.add_argument("--sources", nargs="+", default=None, help="only the parts with these names")
+    p.add_argument("--crop", type=int, default=256)
+    p.add_argument("--stride", type=int, default=2)
+    p.add_argument("--threads", type=int, default=threads)
+    p.add_argument("--data", default=os.environ.get("SKYDIFF_DATA", "../shared/data"))
 
 
 def select_parts(p: argparse.ArgumentParser, args: argparse.Namespace) -> list:

@@ -15,12 +15,11 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
 import warnings
 
 import numpy as np
 import torch
-from lupin_motion_validation import mean_line, select_parts  # (benchmarks/ is the script's folder)
+from lupin_motion_validation import mean_line, part_arguments, select_parts  # (benchmarks/: the script's folder)
 
 from skydiff.nowcast.evaluation import evaluate
 from skydiff.nowcast.interface import register_model
@@ -41,12 +40,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--models", nargs="+", default=["lupin", "rainnet", "lcnn"])
     p.add_argument("--cuts", type=float, nargs="+", default=[0.05, 0.1, 0.2], help="X in mm/h (0 = uncut is added)")
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--stride", type=int, default=2)
-    p.add_argument("--part", default="validation", choices=("validation",))
-    p.add_argument("--sources", nargs="+", default=None, help="only the parts with these names")
-    p.add_argument("--crop", type=int, default=256)
-    p.add_argument("--data", default=os.environ.get("SKYDIFF_DATA", "../shared/data"))
+    part_arguments(p, threads=2, parts=("validation",))
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     names = []
