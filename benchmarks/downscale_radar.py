@@ -120,7 +120,18 @@ def main() -> None:
     ap.add_argument("--extra", action="append", default=[], metavar="LABEL=PATH",
                     help="score another diffusion model (weights stem PATH, read with load_model) as row LABEL; "
                          "repeatable")
+    ap.add_argument("--tile-rows", nargs="*", default=[], metavar="T:O",
+                    help="also sample every diffusion model in overlapping T x T windows with O px overlap "
+                         "(EDMDownscaler.sample(tile=T, tile_overlap=O)), as rows '<model>, tiles T/O', with a CRPS "
+                         "bootstrap against the one-window rows")
     a = ap.parse_args()
+    tile_rows: list[tuple[int, int]] = []
+    for t in a.tile_rows:
+        try:
+            tt, oo = (int(v) for v in t.split(":"))
+        except ValueError:
+            ap.error(f"--tile-rows takes T:O (two integers), got {t!r}")
+        tile_rows.append((tt, oo))
     extras: dict[str, str] = {}
     for e in a.extra:
         label, sep, path = e.partition("=")
@@ -182,6 +193,7 @@ def main() -> None:
     dev = torch.device(a.device)
     lo_t = torch.from_numpy(lo).to(dev)
     sampler = {}
+    tiled: list[tuple[str, str]] = []  # (tiled row, its one-window row)
     for label, m in models.items():
         # sampler schedule overrides (attributes read by EDMDownscaler.sample; the weights are not touched)
         if a.sigma_min is not None:
@@ -205,11 +217,20 @@ def main() -> None:
         preds[label] = ens
         preds[f"{label} + mass fix"] = match_block_means(ens, lo, 4)
         print(f"{label}: sampled {ens.shape} in {time.perf_counter() - t0:.0f} s", flush=True)
+        for tt, oo in tile_rows:  # the same model and noise, denoised in tt x tt windows
+            t0 = time.perf_counter()
+            ens = m.sample(lo_t, members=a.members, steps=a.steps, seed=a.seed, progress=True, batch_size=a.batch,
+                           s_churn=a.churn, label=lab, tile=tt, tile_overlap=oo).cpu().numpy()
+            row = f"{label}, tiles {tt}/{oo}"
+            timing[row] = (time.perf_counter() - t0) / (a.members * hi.shape[0])
+            preds[row] = ens
+            tiled.append((row, label))
+            print(f"{row}: sampled {ens.shape} in {time.perf_counter() - t0:.0f} s", flush=True)
 
     scored = {k: metrics(v, hi, lo) for k, v in preds.items()}
     res = {k: v[0] for k, v in scored.items()}
     by_source = {}  # spectrum ratio per source: dB at 2.06 / 3.05 px and max |dB| over >= 2 px
-    for k in ["bicubic", *models, *(f"{m} + mass fix" for m in models)]:
+    for k in ["bicubic", *models, *(f"{m} + mass fix" for m in models), *(r for r, _ in tiled)]:
         by_source[k] = {}
         for s in np.unique(src):
             wl, db = (np.asarray(v) for v in rapsd_ratio_db(preds[k][:, src == s], hi[src == s]))
@@ -292,7 +313,8 @@ def main() -> None:
     short = {"PP diffusion": "PP", "TP-only diffusion": "TP-only"}
     pairs = ([("PP diffusion", "TP-only diffusion")] + [(k, b) for k in extras
                                                        for b in ("TP-only diffusion", "PP diffusion")]
-             + [(f"{k} + mass fix", k) for k in models])  # what conserve=True changes
+             + [(f"{k} + mass fix", k) for k in models]  # what conserve=True changes
+             + tiled)  # what denoising in smaller windows changes
     boot, boots = None, {}
     if a.members >= 2:
         for k1, k2 in pairs:

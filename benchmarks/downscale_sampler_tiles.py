@@ -24,7 +24,8 @@ Usage (from the repository root, with the shared data)::
   with too few left gives what it has — KNMI January 2021 09-10 holds only 22 rainy tiles), for confirming on new
   tiles a rule suggested by an earlier round. Rounds 1 … K−1 are re-drawn to know which tiles they used: pass
   ``--earlier-per-source N0`` when they were drawn with another N (rounds 1-8 used 20; round 9 was
-  ``--validation 100 --validation-round 9 --earlier-per-source 20``).
+  ``--validation 100 --validation-round 9 --earlier-per-source 20``; round 10 ``--validation 150
+  --validation-round 10 --earlier-per-source 20 --round-size 9=100``).
 - ``test_fresh_tiles.npz`` (with ``--test-npz`` and ``--fresh N``): N tiles per source of the 1 500 held-back tiles,
   none of them in ``test60_tiles.npz`` (``rng = default_rng(2)`` over the rest of each source), for scoring once a
   variant chosen on the validation tiles.
@@ -55,8 +56,17 @@ def main() -> None:
                     help="with --fresh: write the K-th disjoint fresh draw (1: test_fresh_tiles.npz, K: test_freshK)")
     ap.add_argument("--earlier-per-source", type=int, default=None,
                     help="tiles per source that rounds 1 .. K-1 were drawn with (default: --validation)")
+    ap.add_argument("--round-size", action="append", default=[], metavar="K=N",
+                    help="earlier round K was drawn with N tiles per source (overrides --earlier-per-source for it; "
+                         "round 10 needs --earlier-per-source 20 --round-size 9=100)")
     ap.add_argument("--skip-tune", action="store_true", help="do not (re)write tune_tiles.npz")
     a = ap.parse_args()
+    sizes = {}
+    for item in a.round_size:
+        k, sep, n = item.partition("=")
+        if not sep or not k.strip().isdigit() or not n.strip().isdigit():
+            ap.error(f"--round-size takes K=N, got {item!r}")
+        sizes[int(k)] = int(n)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     from skydiff.downscale.data import radar_pairs
@@ -82,7 +92,7 @@ def main() -> None:
                 new = []
                 for s, allp in every.items():
                     free = [i for i in range(len(allp)) if allp.hi[i].tobytes() not in used]
-                    n = a.validation if k == a.validation_round else n_earlier
+                    n = a.validation if k == a.validation_round else sizes.get(k, n_earlier)
                     pick = np.sort(rng.choice(free, min(n, len(free)), replace=False)) if free else []
                     new.append(allp.subset(np.asarray(pick, np.int64)))
                 used.update(p.hi[i].tobytes() for p in new for i in range(len(p)))
