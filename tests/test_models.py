@@ -529,15 +529,22 @@ def test_data_window_snaps_to_the_padded_pooling_grid():
     assert data_window(nod, margin=64, multiple=16) is None  # the window would be (nearly) the whole grid
 
 
-@pytest.mark.parametrize("name,kw", [
-    ("rainnet", {"depth": 2}),
-    ("lupin", {"depth": 2, "motion_depth": 2, "motion_blur_sigma": 12.0, "motion_blur_size": 73}),
-    ("lcnn", {"depth": 2}),
+LK_LUPIN = {"depth": 2, "motion_prior": "lk", "motion_correction": False, "motion_prior_kwargs": {"grid_stride": 4},
+            "motion_blur_sigma": 12.0, "motion_blur_size": 73}
+
+
+@pytest.mark.parametrize("name,kw,given", [
+    ("rainnet", {"depth": 2}, False),
+    ("lupin", {"depth": 2, "motion_depth": 2, "motion_blur_sigma": 12.0, "motion_blur_size": 73}, False),
+    ("lcnn", {"depth": 2}, True),
+    ("lcnn", {"depth": 2}, False),  # its LK flow estimated: on a window aligned to LK's 20-px declustering grid
+    ("lupin", LK_LUPIN, False),  # the shipped kind of LUPIN: LK motion at grid_stride 4
 ])
-def test_predict_trims_nodata_without_changing_the_nowcast(name, kw):
+def test_predict_trims_nodata_without_changing_the_nowcast(name, kw, given):
     """Data on a 40 x 48 patch of a 320 x 300 grid: the trimmed nowcast equals the whole-grid one on every pixel
     with data (the networks see the window with the whole grid's pooling phase; the zero-filled margin is wider
-    than what the depth-2 U-Nets see; LUPIN's motion blur averages over the pixels with data only), and is NaN
+    than what the depth-2 U-Nets see; LUPIN's motion blur averages over the pixels with data only; an LK flow is
+    estimated on a window that starts on its declustering grid, which gives the whole grid's flow), and is NaN
     elsewhere, like the whole-grid one."""
     m = small(name, **kw).eval()
     rng = np.random.default_rng(0)
@@ -546,7 +553,7 @@ def test_predict_trims_nodata_without_changing_the_nowcast(name, kw):
     for t in range(m.n_input_frames):
         frames[t, 143:183, 130:178] = 3.0 * np.exp(-((yy - 20.0) ** 2 + (xx - 14.0 - 2 * t) ** 2) / 60.0) \
             + 0.2 * rng.random((40, 48))
-    extra = {"velocity": np.stack([np.full((320, 300), 2.0), np.full((320, 300), 0.5)])} if name == "lcnn" else {}
+    extra = {"velocity": np.stack([np.full((320, 300), 2.0), np.full((320, 300), 0.5)])} if given else {}
     calls = []
     orig = type(m)._predict
 
@@ -556,8 +563,8 @@ def test_predict_trims_nodata_without_changing_the_nowcast(name, kw):
 
     type(m)._predict = spy
     try:
-        whole = m.predict(frames, 3, trim_nodata=False, **extra)
-        trimmed = m.predict(frames, 3, **extra)
+        whole, v_whole = m.predict(frames, 3, trim_nodata=False, return_motion=True, **extra)
+        trimmed, v_trim = m.predict(frames, 3, return_motion=True, **extra)
     finally:
         type(m)._predict = orig
     assert calls[0] == (320, 300) and calls[1][0] * calls[1][1] < 0.5 * 320 * 300  # really trimmed
@@ -572,6 +579,10 @@ def test_predict_trims_nodata_without_changing_the_nowcast(name, kw):
         atol = 0.02
     np.testing.assert_allclose(trimmed[ok], whole[ok], rtol=1e-3, atol=atol)
     assert float(np.nanmax(whole)) > 0.5  # a real nowcast, not a dry one
+    if v_whole is not None and not given:  # the estimated flow: the whole grid's, inside the window
+        inside = np.isfinite(v_trim)
+        assert inside[:, 143:183, 130:178].all() and np.abs(v_whole).max() > 0.5
+        np.testing.assert_allclose(v_trim[inside], v_whole[inside], atol=1e-4)
 
 
 def test_masked_gaussian_blur_ignores_no_data_and_has_gradients():

@@ -132,6 +132,11 @@ class LCNN(NowcastModel):
         ]
         return torch.cat(out, dim=1)
 
+    def _flow_spec(self, kwargs: dict[str, Any]) -> tuple[str, int, dict[str, Any], str | None] | None:
+        if kwargs.get("velocity") is not None:
+            return None
+        return self.motion_method, self.motion_frames, dict(kwargs.get("motion_kwargs") or {}), "motion_kwargs"
+
     def _predict(
         self,
         x: torch.Tensor,

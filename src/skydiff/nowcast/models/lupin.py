@@ -229,6 +229,11 @@ class LUPIN(NowcastModel):
         y = self.extrapolate(x[:, -1:], mf, valid) + self.advection_net(inp)
         return (y, mf) if return_motion else y
 
+    def _flow_spec(self, kwargs: dict[str, Any]) -> tuple[str, int, dict[str, Any], str | None] | None:
+        if self.motion_prior is None or kwargs.get("velocity") is not None:
+            return None
+        return self.motion_prior, self.motion_prior_frames, self.motion_prior_kwargs, None
+
     def _predict(self, x: torch.Tensor, leadtimes: int, valid: torch.Tensor | None = None,
                  velocity: Any = None, **kwargs: Any) -> Any:
         """``velocity`` (2, H, W) or (B, 2, H, W) px/step, only with ``motion_prior``: a motion of the caller's
