@@ -146,8 +146,8 @@ def downscale(lowres: Any, factor: int = 4, model: Any = "radar", members: int =
         an input without rain gives a dry ensemble at once. The networks are convolutional, so this only saves
         time where much of the grid is dry (a radar composite read with no-data as 0, a CONUS MRMS frame);
         measured on a KNMI composite: the untrimmed model put rain farther than 8 low-res pixels from any rain on
-        1e-6 of those pixels, at most 0.03 mm/h. The draw differs from the untrimmed one (other noise shapes),
-        not its distribution. ``False``: always the whole grid.
+        1e-6 of those pixels, at most 0.03 mm/h. The draw differs from an untrimmed one with the same seed (the
+        noise has another shape). ``False``: always the whole grid.
     tile, tile_overlap
         Fields larger than ``tile`` high-res pixels are denoised in overlapping windows of that size, blended at
         every sampling step (:meth:`~skydiff.downscale.diffusion.EDMDownscaler.sample`): the network normalises
