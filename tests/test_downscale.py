@@ -245,6 +245,15 @@ def test_cli_round_trip(tmp_path, tiny_model):
                   ["--out", str(tmp_path)]):
         assert main([*args, "--fill-nan", "--overwrite", *extra]) == 2
     assert not any((tmp_path / n).exists() for n in ("x.png", "y.nc", "y.txt"))
+    # --bbox: only the pixels inside the box, in the input's x/y units
+    src2 = tmp_path / "in_xy.nc"
+    xr.DataArray(np.nan_to_num(lo), dims=("time", "y", "x"), name="precip_rate", attrs={"units": "mm/h"},
+                 coords={"x": 10.0 * np.arange(5), "y": 100.0 - 10.0 * np.arange(6)}).to_netcdf(src2)
+    args2 = ["downscale", str(src2), *args[2:]]
+    assert main([*args2, "--bbox", "10", "30", "60", "90", "--out", str(tmp_path / "box.nc")]) == 0
+    with xr.open_dataset(tmp_path / "box.nc") as ds:
+        assert ds["precip_rate"].shape == (2, 2, 16, 12)
+    assert main([*args2, "--bbox", "500", "600", "0", "1", "--out", str(tmp_path / "box2.nc")]) == 2  # empty box
     assert main(["downscale", str(tmp_path), "--out", str(tmp_path / "z.nc"), "-q"]) == 2  # a folder as input
     assert main(["downscale", str(src), "--model", "era5", "--out", str(tmp_path / "z.nc"), "-q"]) == 2  # no VIMD
 

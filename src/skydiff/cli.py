@@ -472,6 +472,10 @@ def cmd_downscale(args: argparse.Namespace) -> int:
     prog = _Progress(2 + bool(args.out) + bool(args.plot), args.quiet)
     prog.step(f"reading {args.input}")
     lo = read_lowres(args.input, variable=args.variable)
+    if args.bbox is not None:
+        from .io import crop_bbox
+
+        lo = crop_bbox(lo, args.bbox)
     if lo.size == 0:
         raise InputError(f"{args.input}: variable {lo.name!r} is empty (shape {tuple(lo.shape)})")
     nan = np.isnan(lo.values)
@@ -693,6 +697,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="make every member's FACTOR x FACTOR block means equal the input (default: the library's, "
                          "skydiff.downscale.interface.CONSERVE_DEFAULT)")
     ds.add_argument("--fill-nan", action="store_true", help="downscale no-data pixels as 0, NaN in the output")
+    ds.add_argument("--bbox", type=float, nargs=4, default=None, metavar=("XMIN", "XMAX", "YMIN", "YMAX"),
+                    help="downscale only the pixels inside this box, in the x/y units of the input (projection metres; "
+                         "degrees for MRMS)")
     ds.add_argument("--out", default=None, help="output netCDF (ensemble, member × [time ×] y × x)")
     ds.add_argument("--plot", default=None, help="quick-look PNG")
     ds.add_argument("--overwrite", action="store_true")
