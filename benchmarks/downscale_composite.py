@@ -10,7 +10,9 @@ statistics than in training. This takes 1-km radar frames, block-averages them t
 - ``one pass, dry trimmed``: ``tile=None`` (only the box around the rain, one pass);
 - ``tiled, dry trimmed``: the defaults (64 x 64 windows, 16 px overlap, blended at every step; the box around the rain).
 
-Usage (the frames are from the test part: reporting only, nothing here is chosen on them)::
+Each frame is downscaled with its radar product's label (``knmi-rap``, ``fmi``; ``--no-label``: unknown, the
+training mixture, as ``skydiff downscale`` without ``--label``). Usage (the frames are from the test part: reporting
+only, nothing here is chosen on them)::
 
     python benchmarks/downscale_composite.py --members 4 --steps 18 --threads 2
 """
@@ -32,9 +34,9 @@ from skydiff.io import read_radar
 from skydiff.verify import crps_ensemble, percentile_bias, rapsd_ratio_db
 
 ROOT = Path(__file__).resolve().parent
-FRAMES = {
-    "KNMI 2010-08-26 06:00": "radar/KNMI/2010/08/RAD_NL25_RAP_5min_201008260600.h5",
-    "FMI 2017-05-09 11:00": "radar/fmi/pgm/20170509/201705091100_fmi.radar.composite.lowest_FIN_SUOMI1.pgm.gz",
+FRAMES = {  # name: (file, the radar product's label, as the tile benchmark gives every tile of that source)
+    "KNMI 2010-08-26 06:00": ("radar/KNMI/2010/08/RAD_NL25_RAP_5min_201008260600.h5", "knmi-rap"),
+    "FMI 2017-05-09 11:00": ("radar/fmi/pgm/20170509/201705091100_fmi.radar.composite.lowest_FIN_SUOMI1.pgm.gz", "fmi"),
 }
 CONFIGS = {
     "one pass, whole grid (before)": {"trim_dry": False, "tile": None},
@@ -53,14 +55,17 @@ def main() -> int:
     p.add_argument("--members", type=int, default=4)
     p.add_argument("--steps", type=int, default=18)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--no-label", action="store_true",
+                   help="do not tell the model the radar product (default: knmi-rap / fmi, like the tile benchmark)")
     p.add_argument("--data", default=os.environ.get("SKYDIFF_DATA", "../shared/data"))
     p.add_argument("--out", default=str(ROOT / "results" / "downscale_composite.json"))
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     res: dict = {"command": "python benchmarks/downscale_composite.py " + " ".join(
-        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k in ("members", "steps", "threads")),
+        f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if k in ("members", "steps", "threads"))
+        + (" --no-label" if args.no_label else ""),
         "frames": {}}
-    for name, rel in FRAMES.items():
+    for name, (rel, label) in FRAMES.items():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             truth_full = read_radar([str(Path(args.data) / rel)]).values[0]
@@ -70,8 +75,9 @@ def main() -> int:
         H, W = lo.shape[0] * 4, lo.shape[1] * 4
         truth, valid = truth[:H, :W], valid[:H, :W]
         wet = np.kron(lo > 0, np.ones((4, 4))).astype(bool)
-        print(f"\n{name}: {truth_full.shape} at 1 km -> {lo.shape} at 4 km; rain on {100 * (lo > 0).mean():.1f} % of "
-              f"the 4-km cells; {args.members} members, {args.steps} steps, {args.threads} threads", flush=True)
+        print(f"\n{name} (label {None if args.no_label else label}): {truth_full.shape} at 1 km -> {lo.shape} at "
+              f"4 km; rain on {100 * (lo > 0).mean():.1f} % of the 4-km cells; {args.members} members, {args.steps} "
+              f"steps, {args.threads} threads", flush=True)
         print("| configuration | time (s) | mass on wet cells / low-res | p99 / p99.9 bias (wet) | spectrum max|dB| "
               "(>= 2 px) | CRPS on valid pixels (mm/h) |\n|---|---|---|---|---|---|")
         rows = {}
@@ -79,7 +85,8 @@ def main() -> int:
             t0 = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                ens = downscale(lo, members=args.members, steps=args.steps, seed=0, progress=False, **kw)
+                ens = downscale(lo, members=args.members, steps=args.steps, seed=0, progress=False,
+                                label=None if args.no_label else label, **kw)
             dt = time.perf_counter() - t0
             mass = float(ens[:, wet].sum() / args.members / (16 * lo[lo > 0].sum()))
             pb = percentile_bias(ens[:, valid & wet], truth[valid & wet], (99, 99.9))
