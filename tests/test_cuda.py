@@ -208,17 +208,24 @@ def test_downscale_deterministic_parts_match_and_sampling_stays_on_device() -> N
     _, cond = cpu_m.condition(lo[None])
     x = torch.randn((1,) + tuple(cond.shape[-2:]), generator=torch.Generator().manual_seed(0))
     d_cpu = cpu_m.denoise(x, 0.7, cond)
+    t_cpu = cpu_m.denoise_tiled(x, 0.7, cond, tile=32, overlap=8)  # 64 x 80: 2 x 3 blended windows
     pp_cpu = cpu_m.encode(lo[None])
     gpu_m = m.to(CUDA)
     d_gpu = gpu_m.denoise(x.to(CUDA), 0.7, cond.to(CUDA))
+    t_gpu = gpu_m.denoise_tiled(x.to(CUDA), 0.7, cond.to(CUDA), tile=32, overlap=8)
     pp_gpu = gpu_m.encode(lo[None].to(CUDA))
     m.to("cpu")
     _close(d_cpu, d_gpu, rtol=1e-3, atol=1e-3)
+    _close(t_cpu, t_gpu, rtol=1e-3, atol=1e-3)
     _close(pp_cpu, pp_gpu, rtol=1e-5, atol=1e-5)
 
-    ens = downscale(lo.to(CUDA), factor=4, members=2, steps=4, seed=0, progress=False)
+    ens = downscale(lo.to(CUDA), factor=4, members=2, steps=4, seed=0, progress=False)  # 64 x 80 > 64: tiled
     assert ens.device.type == "cuda" and ens.shape == (2, 64, 80)
     assert bool(torch.isfinite(ens).all()) and float(ens.min()) >= 0.0
+    dry = torch.zeros(40, 40, device=CUDA)
+    dry[5:9, 6:10] = 2.0  # rain in a corner: only the box around it is sampled (on the device), the rest is 0
+    ens = downscale(dry, factor=4, members=2, steps=4, seed=0, progress=False)
+    assert ens.device.type == "cuda" and ens.shape == (2, 160, 160) and not bool(ens[:, 100:, 100:].any())
 
 
 # --- the dynamical core --------------------------------------------------------------------------------------------
