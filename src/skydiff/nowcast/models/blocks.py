@@ -42,6 +42,7 @@ __all__ = [
     "SCALERS",
     "get_scaler",
     "pad_to_multiple",
+    "apply_pads",
     "crop_padding",
     "PaddedNet",
     "DoubleConv",
@@ -149,14 +150,21 @@ def pad_to_multiple(
     ph = (-H) % multiple
     pw = (-W) % multiple
     pads = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
-    if ph == 0 and pw == 0:
-        return x, pads
+    return apply_pads(x, pads, mode), pads
+
+
+def apply_pads(x: torch.Tensor, pads: tuple[int, int, int, int], mode: str = "reflect") -> torch.Tensor:
+    """Pad the last two axes of ``x`` (N, C, H, W) by ``pads = (left, right, top, bottom)`` as
+    :func:`pad_to_multiple` does (reflection, falling back to replication on an axis too short to reflect)."""
+    H, W = x.shape[-2:]
+    if not any(pads):
+        return x
     if mode == "reflect" and max(pads[0], pads[1]) < W and max(pads[2], pads[3]) < H:
-        return nnf.pad(x, pads, mode="reflect"), pads
+        return nnf.pad(x, pads, mode="reflect")
     if mode == "reflect":  # reflect what can be reflected, replicate the rest (tiny grids only)
         x = nnf.pad(x, (pads[0], pads[1], 0, 0), mode="reflect" if max(pads[0], pads[1]) < W else "replicate")
-        return nnf.pad(x, (0, 0, pads[2], pads[3]), mode="reflect" if max(pads[2], pads[3]) < H else "replicate"), pads
-    return nnf.pad(x, pads, mode="replicate"), pads
+        return nnf.pad(x, (0, 0, pads[2], pads[3]), mode="reflect" if max(pads[2], pads[3]) < H else "replicate")
+    return nnf.pad(x, pads, mode="replicate")
 
 
 def crop_padding(x: torch.Tensor, pads: tuple[int, int, int, int]) -> torch.Tensor:
@@ -174,6 +182,9 @@ class PaddedNet(nn.Module):
 
     depth: int
     pad_mode: str
+    # set by NowcastModel.predict() while it runs the model on a window of the grid: the pads the whole grid would
+    # get on the window's sides that touch the grid's edge (0 on the others), instead of centring the padding
+    forced_pads: tuple[int, int, int, int] | None = None
 
     @property
     def multiple(self) -> int:
@@ -183,7 +194,13 @@ class PaddedNet(nn.Module):
         raise NotImplementedError
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xp, pads = pad_to_multiple(x, self.multiple, self.pad_mode)
+        if self.forced_pads is not None:
+            pads = self.forced_pads
+            xp = apply_pads(x, pads, self.pad_mode)
+            if xp.shape[-2] % self.multiple or xp.shape[-1] % self.multiple:
+                raise ShapeError(f"forced pads {pads} leave {tuple(xp.shape[-2:])}, not a multiple of {self.multiple}")
+        else:
+            xp, pads = pad_to_multiple(x, self.multiple, self.pad_mode)
         y = crop_padding(self.forward_padded(xp), pads)
         # under mixed precision (torch.autocast, ``predict(precision="bfloat16")``) the convolutions return
         # bfloat16/float16; the network's output goes back to the input's dtype so the physics after it
@@ -624,36 +641,44 @@ class NowcastModel(nn.Module):
             kwargs["valid"] = (~nodata).to(x.dtype)
         grid = self._pad_grid() if trim_nodata else None
         window = data_window(nodata[:, 0], multiple=grid[0]) if grid is not None else None
-        xin = x
+        xin, forced = x, None
+        H, W = x.shape[-2:]
         if window is not None:
+            # The window is a block-aligned box of the grid padded as the whole grid would be; the model gets its
+            # part on the grid (physics on the grid, as without trimming) and its U-Nets pad the sides that touch
+            # the grid's edge by what the whole grid gets there (forced_pads), which keeps the pooling phase
             rs, cs = window
-            xin, pads = pad_to_multiple(x, grid[0], grid[1])
-            xin = xin[..., rs, cs]
+            _, pads = pad_to_multiple(x[:1, :1], grid[0], grid[1])
+            r0, r1 = max(0, rs.start - pads[2]), min(H, rs.stop - pads[2])
+            c0, c1 = max(0, cs.start - pads[0]), min(W, cs.stop - pads[0])
+            forced = (c0 - (cs.start - pads[0]), (cs.stop - pads[0]) - c1, r0 - (rs.start - pads[2]),
+                      (rs.stop - pads[2]) - r1)
+            xin = x[..., r0:r1, c0:c1]
             spec = self._flow_spec(kwargs)
             if spec is not None:  # the flow the model would estimate on the window, as on the whole grid
-                kwargs = self._window_flow(x, spec, kwargs, rows=(rs.start - pads[2], rs.stop - pads[2]),
-                                           cols=(cs.start - pads[0], cs.stop - pads[0]))
-            kwargs = {k: self._trim_grid_arg(v, x, grid, rs, cs) for k, v in kwargs.items()}
+                kwargs = self._window_flow(x, spec, kwargs, rows=(r0, r1), cols=(c0, c1))
+            kwargs = {k: self._trim_grid_arg(v, x, r0, r1, c0, c1) for k, v in kwargs.items()}
         restore = self._to_channels_last() if self.predict_channels_last else None
+        nets = [m for m in self.modules() if isinstance(m, PaddedNet)]
         try:
+            for net in nets:
+                net.forced_pads = forced
             with torch.no_grad(), torch.autocast(device_type=x.device.type, dtype=amp, enabled=amp is not None):
                 res = self._predict(xin, int(leadtimes), **kwargs)
                 out, motion = res if isinstance(res, tuple) else (res, None)
                 out = out.to(x.dtype)
                 motion = None if motion is None else motion.to(x.dtype)
         finally:
+            for net in nets:
+                net.forced_pads = None
             self.train(was_training)
             if restore is not None:
                 self.to(memory_format=restore)
-        if window is not None:  # back to the unpadded grid; outside the window there is no data (NaN below)
-            H, W = x.shape[-2:]
-            r0, r1 = max(rs.start, pads[2]), min(rs.stop, pads[2] + H)
-            c0, c1 = max(cs.start, pads[0]), min(cs.stop, pads[0] + W)
+        if window is not None:  # back to the grid; outside the window there is no data (NaN below)
 
             def unwindow(a: torch.Tensor) -> torch.Tensor:
                 full = a.new_full((*a.shape[:2], H, W), float("nan"))
-                full[..., r0 - pads[2]:r1 - pads[2], c0 - pads[0]:c1 - pads[0]] = \
-                    a[..., r0 - rs.start:r1 - rs.start, c0 - cs.start:c1 - cs.start]
+                full[..., r0:r1, c0:c1] = a
                 return full
 
             out = unwindow(out)
@@ -701,8 +726,8 @@ class NowcastModel(nn.Module):
 
     def _window_flow(self, x: torch.Tensor, spec: tuple[str, int, dict[str, Any], str | None],
                      kwargs: dict[str, Any], rows: tuple[int, int], cols: tuple[int, int]) -> dict[str, Any]:
-        """``kwargs`` with ``velocity``: the model's Lucas-Kanade flow of the unpadded frames ``x`` (B, T, H, W) on
-        the trimmed window (``rows``/``cols`` of the unpadded grid, may reach into the padding), computed on a
+        """``kwargs`` with ``velocity``: the model's Lucas-Kanade flow of the frames ``x`` (B, T, H, W) on the
+        trimmed window (``rows``/``cols`` of the grid), computed on a
         window that starts on the grid of LK's declustering cells (``decl_scale``, 20 px) and of ``grid_stride``,
         so that it equals the whole-grid flow there (pysteps bins the vectors from the array origin; an
         unaligned window gave up to ~1 px/step different motion on KNMI frames, an aligned one 6e-4). Other
@@ -715,8 +740,8 @@ class NowcastModel(nn.Module):
 
         H, W = x.shape[-2:]
         step = math.lcm(int(mkw.get("decl_scale", 20)), int(mkw.get("grid_stride", 1)))
-        r0, r1 = max(0, rows[0]) // step * step, min(H, rows[1])
-        c0, c1 = max(0, cols[0]) // step * step, min(W, cols[1])
+        r0, r1 = rows[0] // step * step, rows[1]
+        c0, c1 = cols[0] // step * step, cols[1]
         with warnings.catch_warnings():  # pysteps' LK warns on sparse features; the flow is still returned
             warnings.simplefilter("ignore")
             flow = estimate_batch(x[:, :, r0:r1, c0:c1], method, k, **mkw).to(x.dtype)
@@ -727,17 +752,14 @@ class NowcastModel(nn.Module):
         return out
 
     @staticmethod
-    def _trim_grid_arg(value: Any, x: torch.Tensor, grid: tuple[int, str], rs: slice, cs: slice) -> Any:
-        """A predict() keyword argument on the input grid (e.g. L-CNN's ``velocity``), padded and trimmed like the
-        frames; anything else unchanged."""
+    def _trim_grid_arg(value: Any, x: torch.Tensor, r0: int, r1: int, c0: int, c1: int) -> Any:
+        """A predict() keyword argument on the input grid (e.g. L-CNN's ``velocity``), trimmed like the frames
+        (rows ``r0:r1``, columns ``c0:c1``); anything else unchanged."""
         shape = getattr(value, "shape", None)
         if shape is None or len(shape) < 2 or tuple(shape[-2:]) != tuple(x.shape[-2:]):
             return value
         v = value if isinstance(value, torch.Tensor) else torch.as_tensor(np.asarray(value, dtype=np.float64))
-        v = v.to(device=x.device, dtype=x.dtype)
-        lead = v.shape[:-2]
-        vp, _ = pad_to_multiple(v.reshape(1, -1, *v.shape[-2:]), grid[0], grid[1])
-        return vp[..., rs, cs].reshape(*lead, rs.stop - rs.start, cs.stop - cs.start)
+        return v.to(device=x.device, dtype=x.dtype)[..., r0:r1, c0:c1]
 
     def _to_channels_last(self) -> torch.memory_format | None:
         """Switch the 4-D weights to channels-last for inference on the CPU (oneDNN convolutions then run ~1.5x
