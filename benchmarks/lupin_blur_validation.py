@@ -19,12 +19,10 @@ from __future__ import annotations
 
 import argparse
 import math
-import warnings
 
 import torch
-from lupin_motion_validation import mean_line, part_arguments, select_parts  # (benchmarks/: the script's folder)
+from lupin_motion_validation import evaluate_parts, mean_line, part_arguments  # (benchmarks/: the script's folder)
 
-from skydiff.nowcast.evaluation import evaluate
 from skydiff.nowcast.interface import register_model
 from skydiff.nowcast.models import create_model
 
@@ -58,10 +56,7 @@ def main() -> int:
             tag = f"lupin_sigma{s:g}" + (f"_{interp}" if interp else "")
             register_model(tag, fn, min_frames=n, description=f"shipped LUPIN, motion blur sigma {s:g} px, {interp}")
             names.append(tag)
-    parts = select_parts(p, args)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ev = evaluate(parts, ["extrapolation"] + names, stride=args.stride, crop=args.crop)
+    ev = evaluate_parts(p, args, names)
     print(f"{args.part} part{' ' + ', '.join(args.sources) if args.sources else ''}, {len(ev.cases)} cases, "
           f"{args.crop} x {args.crop} centre crops, {args.threads} threads\n")
     for sc, thr in (("csi", 1.0), ("ets", 5.0), ("csi", 5.0)):

@@ -72,10 +72,7 @@ def main() -> int:
         names.append(tag)
     if not names:
         p.error("give motion-only models and/or --full")
-    parts = select_parts(p, args)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ev = evaluate(parts, ["extrapolation"] + names, stride=args.stride, crop=args.crop, weights=weights)
+    ev = evaluate_parts(p, args, names, weights=weights)
     print(f"{args.part} part{' ' + ', '.join(args.sources) if args.sources else ''}, {len(ev.cases)} cases, "
           f"{args.crop} x {args.crop} centre crops, every {args.stride} steps, {args.threads} threads\n")
     print("CSI at 1 mm/h\n\n" + ev.table("csi", 1.0) + "\n\nETS at 5 mm/h\n\n" + ev.table("ets", 5.0))
@@ -104,6 +101,16 @@ def select_parts(p: argparse.ArgumentParser, args: argparse.Namespace) -> list:
             p.error(f"no {args.part} part named {sorted(missing)}; there are {[s.name for s in parts]}")
         parts = [s for s in parts if s.name in args.sources]
     return parts
+
+
+def evaluate_parts(p: argparse.ArgumentParser, args: argparse.Namespace, names: list[str],  # type: ignore[no-untyped-def]
+                   **kw):
+    """LK extrapolation and the registered ``names`` on the selected parts (:func:`select_parts`), side by side,
+    pysteps' warnings silenced; ``kw`` go to :func:`skydiff.nowcast.evaluation.evaluate`."""
+    parts = select_parts(p, args)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return evaluate(parts, ["extrapolation"] + names, stride=args.stride, crop=args.crop, **kw)
 
 
 def mean_line(ev) -> str:  # type: ignore[no-untyped-def]

@@ -15,13 +15,11 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import warnings
 
 import numpy as np
 import torch
-from lupin_motion_validation import mean_line, part_arguments, select_parts  # (benchmarks/: the script's folder)
+from lupin_motion_validation import evaluate_parts, mean_line, part_arguments  # (benchmarks/: the script's folder)
 
-from skydiff.nowcast.evaluation import evaluate
 from skydiff.nowcast.interface import register_model
 from skydiff.nowcast.models import create_model
 
@@ -30,8 +28,8 @@ def with_cut(name: str, cut: float):  # type: ignore[no-untyped-def]
     m = create_model(name, pretrained=True).eval()
 
     def fn(x, lt, **kw):  # type: ignore[no-untyped-def]
-        out = torch.as_tensor(m.predict(x, lt))
-        return (out.masked_fill(out < cut, 0.0) if cut > 0 else out), None
+        # explicit: the cards now set a default cut (the result of this script), which cut=0 must not inherit
+        return torch.as_tensor(m.predict(x, lt, min_rain=cut)), None
 
     return fn, m.n_input_frames
 
@@ -50,10 +48,7 @@ def main() -> int:
             tag = f"{model}_cut{cut:g}"
             register_model(tag, fn, min_frames=n, description=f"shipped {model}, outputs < {cut:g} mm/h set to 0")
             names.append(tag)
-    parts = select_parts(p, args)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ev = evaluate(parts, ["extrapolation"] + names, stride=args.stride, crop=args.crop)
+    ev = evaluate_parts(p, args, names)
     print(f"{args.part} part, {len(ev.cases)} cases, {args.crop} x {args.crop} centre crops, {args.threads} threads\n")
     for sc in ("mae", "mse", "me"):
         print(f"{sc.upper()}\n\n" + ev.table(sc, digits=4) + "\n")
