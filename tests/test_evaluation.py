@@ -80,6 +80,22 @@ def test_bad_arguments(seq):
         evaluate(da, ["persistence"], n_in=2, leadtimes=2, precision="int8")
     # a valid precision leaves models without a network untouched
     assert len(evaluate(da, ["persistence"], n_in=2, leadtimes=2, precision="bfloat16").cases) > 0
+    with pytest.raises(InputError, match="min_rain"):
+        evaluate(da, ["persistence"], n_in=2, leadtimes=2, min_rain=-1.0)
+
+
+def test_min_rain_reaches_the_networks_only(seq):
+    """evaluate(min_rain=X): the networks' output below X is 0 (MAE changes, CSI above X does not); models without a
+    network are untouched; None leaves each model's own default."""
+    da = _da(seq)
+    kw = dict(n_in=4, leadtimes=2, stride=4)
+    cut = evaluate(da, ["rainnet", "persistence"], min_rain=0.5, **kw)
+    own = evaluate(da, ["rainnet", "persistence"], **kw)  # the shipped card's 0.2
+    none = evaluate(da, ["rainnet", "persistence"], min_rain=0.0, **kw)
+    for a, b in ((cut, none), (own, none)):
+        np.testing.assert_array_equal(a.score("persistence", "mae"), b.score("persistence", "mae"))
+        np.testing.assert_array_equal(a.score("rainnet", "csi", 1.0), b.score("rainnet", "csi", 1.0))
+        assert not np.array_equal(a.score("rainnet", "mae"), b.score("rainnet", "mae"))
 
 
 def test_real_knmi_cli(knmi2010, tmp_path, capsys):

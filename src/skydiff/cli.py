@@ -253,7 +253,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         sources, args.models, leadtimes=args.leadtimes, thresholds=args.thresholds, stride=args.stride,
         crop=args.crop, max_cases=args.max_cases, motion=args.motion, weights=weights,
         progress=(lambda m: _say(m, args.quiet)), protocols=args.protocols or (),
-        precision=None if args.precision == "full" else args.precision,
+        precision=None if args.precision == "full" else args.precision, min_rain=args.min_rain,
     )  # fmt: skip
     print(f"{len(ev.cases)} cases, lead times {', '.join(f'{t:g}' for t in ev.leadtimes_min)} min\n")
     for thr in ev.thresholds:
@@ -608,6 +608,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--motion", default="lk", help="motion method of the extrapolation models (default lk)")
     ev.add_argument("--precision", default="full", choices=["full", "bfloat16", "float16"],
                     help="neural models except SmaAt: mixed-precision convolutions (default full)")
+    ev.add_argument("--min-rain", type=float, default=None, metavar="MM_PER_H",
+                    help="neural models: output below this set to 0 (default: each model's own; 0: no cut)")
     ev.add_argument("--protocols", nargs="+", default=None, choices=["smaat", "spatspark"],
                     help="also score with the published NL-50 protocols (smaat: +30 min, needs --leadtimes >= 6; "
                     "spatspark: all leads, e.g. --leadtimes 12)")

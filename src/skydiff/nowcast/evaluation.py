@@ -185,6 +185,7 @@ def evaluate(
     progress: bool | Callable[[str], None] = False,
     protocols: Sequence[str] = (),
     precision: str | None = None,
+    min_rain: float | None = None,
 ) -> Evaluation:
     """Verify nowcast ``models`` side by side on every regular window of the ``sources``.
 
@@ -215,6 +216,9 @@ def evaluate(
     precision
         Passed to the neural-network models' ``predict`` (``"bfloat16"``/``"float16"``: mixed precision; default
         full); SmaAt-UNet always runs in full precision.
+    min_rain
+        Passed to the neural-network models' ``predict``: their output below this (mm/h) is set to 0 (default None:
+        each model's own, e.g. 0.2 for the shipped LUPIN; 0: no cut).
     timestep
         The models' time step in minutes; sources with another step are refused (no silent resampling).
     group
@@ -268,6 +272,9 @@ def evaluate(
     from .models.blocks import _autocast_dtype
 
     _autocast_dtype(precision)  # a bad precision is refused before any case runs
+    if min_rain is not None and (isinstance(min_rain, bool) or not isinstance(min_rain, (int, float))
+                                 or not math.isfinite(min_rain) or min_rain < 0):
+        raise InputError(f"evaluate: min_rain must be a finite rain rate >= 0 mm/h, got {min_rain!r}")
     mixed = {m: precision not in (None, "full") and _runs_mixed(m) for m in models}
     n_in = max(need.values()) if n_in is None else int(n_in)
     if n_in < max(need.values()):
@@ -335,6 +342,8 @@ def evaluate(
                     kw["weights"] = weights[m]
                 if mixed.get(m):
                     kw["precision"] = precision
+                if min_rain is not None and is_neural(m):
+                    kw["min_rain"] = min_rain
                 if motion_frames is not None:
                     kw["motion_kwargs"] = {"frames": int(motion_frames)}
                 try:
