@@ -510,6 +510,15 @@ def cmd_downscale(args: argparse.Namespace) -> int:
 # entry point
 
 
+def _add_bbox(parser: argparse.ArgumentParser, verb: str, example: str = "") -> None:
+    """The --bbox option (skydiff.io.crop_bbox) of the commands that read radar grids."""
+    parser.add_argument(
+        "--bbox", type=float, nargs=4, default=None, metavar=("XMIN", "XMAX", "YMIN", "YMAX"),
+        help=f"{verb} only the pixels inside this box, in the x/y units of the input (projection metres; degrees "
+        f"of longitude/latitude for MRMS){example}",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="skydiff",
@@ -556,11 +565,7 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--out", default="nowcast.nc", help="output netCDF (default nowcast.nc)")
     n.add_argument("--plot", default=None, help="also write a figure (PNG)")
     n.add_argument("--allow-gaps", action="store_true", help="do not stop on gaps in the time series")
-    n.add_argument(
-        "--bbox", type=float, nargs=4, default=None, metavar=("XMIN", "XMAX", "YMIN", "YMAX"),
-        help="nowcast only the pixels inside this box, in the x/y units of the files (projection metres; degrees "
-        "of longitude/latitude for MRMS), e.g. --bbox -100 -90 35 45 for a part of CONUS",
-    )
+    _add_bbox(n, "nowcast", ", e.g. --bbox -100 -90 35 45 for a part of CONUS")
     n.add_argument(
         "--resample", type=float, default=None, metavar="MINUTES",
         help="resample the frames to this time step first, linearly in time (e.g. 5 for MRMS's 2-min frames and "
@@ -699,9 +704,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="make every member's FACTOR x FACTOR block means equal the input (default: the library's, "
                          "skydiff.downscale.interface.CONSERVE_DEFAULT)")
     ds.add_argument("--fill-nan", action="store_true", help="downscale no-data pixels as 0, NaN in the output")
-    ds.add_argument("--bbox", type=float, nargs=4, default=None, metavar=("XMIN", "XMAX", "YMIN", "YMAX"),
-                    help="downscale only the pixels inside this box, in the x/y units of the input (projection metres; "
-                         "degrees for MRMS)")
+    _add_bbox(ds, "downscale")
     ds.add_argument("--out", default=None, help="output netCDF (ensemble, member × [time ×] y × x)")
     ds.add_argument("--plot", default=None, help="quick-look PNG")
     ds.add_argument("--overwrite", action="store_true")

@@ -54,10 +54,20 @@ def positive_finite(*values: object) -> bool:
     return all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in values)
 
 
+def check_rain_rate(name: str, value: object) -> float:
+    """``value`` as a float if it is a finite real number >= 0 (a rain rate in mm/h; not bool), else InputError."""
+    import math
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
+        raise InputError(f"{name} must be a finite rain rate >= 0 mm/h, got {value!r}")
+    return float(value)
+
+
 def warn(message: str) -> None:
     """Issue a :class:`SkydiffWarning` pointing at the caller's caller."""
     warnings.warn(message, SkydiffWarning, stacklevel=3)
 
 
 __all__ = ["SkydiffError", "InputError", "ShapeError", "ReadError", "TimeGapError", "SkydiffWarning", "warn", "check_int",
-           "positive_finite"]
+           "positive_finite", "check_rain_rate"]

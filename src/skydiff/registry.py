@@ -280,8 +280,9 @@ def save_model(model: nn.Module, path: str | Path, card: Mapping[str, Any] | Non
         "skydiff_version": __version__,
         "card": dict(card or {}),
     }
-    if _predict_defaults(model):
-        meta["predict"] = _predict_defaults(model)
+    predict = _predict_defaults(model)
+    if predict:
+        meta["predict"] = predict
     from .io.atomic import atomic_path
 
     # atomic: both files are written under temporary names in the target folder; neither is replaced unless both

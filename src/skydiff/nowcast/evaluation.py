@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import InputError, ShapeError
+from ..errors import InputError, ShapeError, check_rain_rate
 from .interface import _NN_MIN_FRAMES, default_motion_frames, forecast, get_model, is_neural
 
 __all__ = ["Evaluation", "evaluate", "CATEGORICAL", "CONTINUOUS", "PROTOCOLS"]
@@ -272,9 +272,8 @@ def evaluate(
     from .models.blocks import _autocast_dtype
 
     _autocast_dtype(precision)  # a bad precision is refused before any case runs
-    if min_rain is not None and (isinstance(min_rain, bool) or not isinstance(min_rain, (int, float))
-                                 or not math.isfinite(min_rain) or min_rain < 0):
-        raise InputError(f"evaluate: min_rain must be a finite rain rate >= 0 mm/h, got {min_rain!r}")
+    if min_rain is not None:
+        check_rain_rate("evaluate: min_rain", min_rain)
     mixed = {m: precision not in (None, "full") and _runs_mixed(m) for m in models}
     n_in = max(need.values()) if n_in is None else int(n_in)
     if n_in < max(need.values()):

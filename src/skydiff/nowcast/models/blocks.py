@@ -35,13 +35,14 @@ import torch.nn.functional as nnf
 from torch import nn
 
 from ...advection import advect
-from ...errors import InputError, ShapeError, warn
+from ...errors import InputError, ShapeError, check_rain_rate, warn
 
 __all__ = [
     "Scaler",
     "SCALERS",
     "get_scaler",
     "pad_to_multiple",
+    "centred_pads",
     "apply_pads",
     "crop_padding",
     "PaddedNet",
@@ -146,11 +147,15 @@ def pad_to_multiple(
     """
     if mode not in PAD_MODES:
         raise InputError(f"pad_mode must be one of {PAD_MODES}, got {mode!r}")
-    H, W = x.shape[-2:]
-    ph = (-H) % multiple
-    pw = (-W) % multiple
-    pads = (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2)
+    pads = centred_pads(*x.shape[-2:], multiple)
     return apply_pads(x, pads, mode), pads
+
+
+def centred_pads(H: int, W: int, multiple: int) -> tuple[int, int, int, int]:
+    """``(left, right, top, bottom)`` that bring an ``H x W`` grid to multiples of ``multiple``, split evenly (the
+    odd pixel right / bottom): the padding of :func:`pad_to_multiple`."""
+    ph, pw = (-H) % multiple, (-W) % multiple
+    return pw // 2, pw - pw // 2, ph // 2, ph - ph // 2
 
 
 def apply_pads(x: torch.Tensor, pads: tuple[int, int, int, int], mode: str = "reflect") -> torch.Tensor:
@@ -452,8 +457,8 @@ def data_window(nodata: torch.Tensor, margin: int | None = None, multiple: int =
     if rows.numel() == 0:
         return None
     H, W = has.shape
-    Hp, Wp = H + (-H) % m, W + (-W) % m
-    top, left = ((-H) % m) // 2, ((-W) % m) // 2
+    left, right, top, bottom = centred_pads(H, W, m)
+    Hp, Wp = H + top + bottom, W + left + right
 
     def span(lo: int, hi: int, off: int, n: int) -> slice:
         a, b = lo + off - margin, hi + 1 + off + margin
@@ -620,10 +625,7 @@ class NowcastModel(nn.Module):
         """
         if isinstance(leadtimes, bool) or not isinstance(leadtimes, (int, np.integer)) or leadtimes < 1:
             raise InputError(f"leadtimes must be a positive number of steps, got {leadtimes!r}")
-        cut = self.min_rain if min_rain is None else min_rain
-        if isinstance(cut, bool) or not isinstance(cut, (int, float, np.floating, np.integer)) \
-                or not math.isfinite(cut) or cut < 0:
-            raise InputError(f"min_rain must be a finite rain rate >= 0 mm/h, got {cut!r}")
+        cut = check_rain_rate("min_rain", self.min_rain if min_rain is None else min_rain)
         amp = _autocast_dtype(precision)
         if amp is not None and self.mixed_precision_refused:
             raise InputError(f"{type(self).__name__} does not run in {precision}: {self.mixed_precision_refused}; "
@@ -648,7 +650,7 @@ class NowcastModel(nn.Module):
             # part on the grid (physics on the grid, as without trimming) and its U-Nets pad the sides that touch
             # the grid's edge by what the whole grid gets there (forced_pads), which keeps the pooling phase
             rs, cs = window
-            _, pads = pad_to_multiple(x[:1, :1], grid[0], grid[1])
+            pads = centred_pads(H, W, grid[0])
             r0, r1 = max(0, rs.start - pads[2]), min(H, rs.stop - pads[2])
             c0, c1 = max(0, cs.start - pads[0]), min(W, cs.stop - pads[0])
             forced = (c0 - (cs.start - pads[0]), (cs.stop - pads[0]) - c1, r0 - (rs.start - pads[2]),
@@ -659,7 +661,7 @@ class NowcastModel(nn.Module):
                 kwargs = self._window_flow(x, spec, kwargs, rows=(r0, r1), cols=(c0, c1))
             kwargs = {k: self._trim_grid_arg(v, x, r0, r1, c0, c1) for k, v in kwargs.items()}
         restore = self._to_channels_last() if self.predict_channels_last else None
-        nets = [m for m in self.modules() if isinstance(m, PaddedNet)]
+        nets = self._padded_nets()
         try:
             for net in nets:
                 net.forced_pads = forced
@@ -710,10 +712,14 @@ class NowcastModel(nn.Module):
             raise InputError("velocity contains NaN or infinite values")
         return v
 
+    def _padded_nets(self) -> list[PaddedNet]:
+        """The model's :class:`PaddedNet` parts (its U-Nets)."""
+        return [m for m in self.modules() if isinstance(m, PaddedNet)]
+
     def _pad_grid(self) -> tuple[int, str] | None:
         """``(multiple, pad_mode)`` the model's U-Nets pad their inputs to (the least common multiple over its
         :class:`PaddedNet` parts), or None when it has none or they pad differently (then predict() does not trim)."""
-        nets = [m for m in self.modules() if isinstance(m, PaddedNet)]
+        nets = self._padded_nets()
         if not nets or len({n.pad_mode for n in nets}) != 1:
             return None
         return math.lcm(*(n.multiple for n in nets)), nets[0].pad_mode
@@ -727,9 +733,8 @@ class NowcastModel(nn.Module):
     def _window_flow(self, x: torch.Tensor, spec: tuple[str, int, dict[str, Any], str | None],
                      kwargs: dict[str, Any], rows: tuple[int, int], cols: tuple[int, int]) -> dict[str, Any]:
         """``kwargs`` with ``velocity``: the model's Lucas-Kanade flow of the frames ``x`` (B, T, H, W) on the
-        trimmed window (``rows``/``cols`` of the grid), computed on a
-        window that starts on the grid of LK's declustering cells (``decl_scale``, 20 px) and of ``grid_stride``,
-        so that it equals the whole-grid flow there (pysteps bins the vectors from the array origin; an
+        trimmed window (``rows``/``cols`` of the grid), computed on a window that starts on the grid of LK's
+        declustering cells (``decl_scale``, 20 px) and of ``grid_stride``, so that it equals the whole-grid flow there (pysteps bins the vectors from the array origin; an
         unaligned window gave up to ~1 px/step different motion on KNMI frames, an aligned one 6e-4). Other
         flow methods (global, e.g. VET) are left to the model, on the window."""
         from ...motion import estimate_batch, get_method
