@@ -126,6 +126,8 @@ def test_cli_errors_are_one_line_messages(knmi2010, tmp_path, capsys):
     assert "--whole-grid applies to the neural-network models" in capsys.readouterr().err
     assert main(["nowcast", *gap, "--min-rain", "0.1", "--out", str(tmp_path / "g.nc"), "-q"]) == 2
     assert "--min-rain 0.1 applies to the neural-network models" in capsys.readouterr().err
+    assert main(["nowcast", *gap, "--prob-match", "cdf", "--out", str(tmp_path / "g2.nc"), "-q"]) == 2
+    assert "--prob-match cdf applies to the neural-network models" in capsys.readouterr().err
     assert main(["nowcast", *gap, "--bbox", "0", "1", "0", "1", "--out", str(tmp_path / "h.nc"), "-q"]) == 2
     assert "holds no pixel" in capsys.readouterr().err
     assert main(["nowcast", *gap, "--resample", "5", "--allow-gaps", "--out", str(tmp_path / "h.nc"), "-q"]) == 2

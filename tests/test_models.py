@@ -372,6 +372,37 @@ def test_predict_min_rain_cuts_the_output_only():
             m.predict(x, 1, min_rain=bad)
 
 
+def test_predict_prob_match_gives_the_last_frame_distribution():
+    """predict(prob_match="cdf"): every lead time is the plain nowcast CDF-matched to the last input frame on the
+    pixels with data (match_cdf, checked against pysteps in test_nowcast_postprocess.py); NaN stays NaN; "none" is
+    the plain nowcast; the attribute is the default; the min_rain cut comes after the matching; bad names refused."""
+    from skydiff.nowcast.postprocess import match_cdf
+
+    m = small("rainnet").eval()
+    x = rain(1, m.n_input_frames)
+    x[x < x.median()] = 0.0
+    x[..., :3, :] = float("nan")
+    plain = m.predict(x, 3, prob_match="none")
+    matched = m.predict(x, 3, prob_match="cdf")
+    valid = ~torch.isnan(x[0]).all(dim=0)
+    want = match_cdf(torch.nan_to_num(plain), torch.nan_to_num(x[:, -1]), valid[None])
+    torch.testing.assert_close(matched[:, :, valid], want[:, :, valid], rtol=0, atol=0)
+    for t in range(3):
+        p, q = plain[0, t][valid], matched[0, t][valid]
+        assert bool((torch.diff(q[torch.argsort(p, stable=True)]) >= 0).all())  # the plain nowcast's order is kept
+        assert float(q.max()) == float(torch.nan_to_num(x[0, -1]).max())  # the observed peak, not a smoothed one
+    assert torch.equal(torch.isnan(matched), torch.isnan(plain)) and bool(torch.isnan(matched[..., :3, :]).all())
+    assert not torch.allclose(torch.nan_to_num(matched), torch.nan_to_num(plain))
+    m.prob_match = "cdf"
+    torch.testing.assert_close(m.predict(x, 3), matched, equal_nan=True)
+    cut = m.predict(x, 3, min_rain=1.0)
+    torch.testing.assert_close(cut, matched.masked_fill(matched < 1.0, 0.0), equal_nan=True)
+    for bad in ("CDF", "mean", None, 1):
+        m.prob_match = bad
+        with pytest.raises(InputError, match="prob_match"):
+            m.predict(x, 1)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # L-CNN
 

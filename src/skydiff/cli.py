@@ -96,7 +96,8 @@ def cmd_nowcast(args: argparse.Namespace) -> int:
     from .nowcast.interface import is_neural
 
     for flag, asked in ((f"--precision {args.precision}", args.precision != "full"), ("--whole-grid", args.whole_grid),
-                        (f"--min-rain {args.min_rain}", args.min_rain is not None)):
+                        (f"--min-rain {args.min_rain}", args.min_rain is not None),
+                        (f"--prob-match {args.prob_match}", args.prob_match is not None)):
         if asked and not is_neural(args.model):
             raise InputError(f"{flag} applies to the neural-network models, not {args.model!r}")
     prog = _Progress(4 + bool(args.plot), args.quiet)
@@ -142,6 +143,8 @@ def cmd_nowcast(args: argparse.Namespace) -> int:
         extra["trim_nodata"] = False
     if args.min_rain is not None:
         extra["min_rain"] = args.min_rain
+    if args.prob_match is not None:
+        extra["prob_match"] = args.prob_match
     nowcast, velocity = forecast(
         da.values if args.allow_gaps else da,  # with gaps allowed, the nominal step is the files' time step
         args.leadtimes,
@@ -560,6 +563,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--min-rain", type=float, default=None, metavar="MM_PER_H",
         help="neural models: output rain rates below this are set to 0 (after the network; default: the model's "
         "own, 0 unless its card sets one)",
+    )
+    n.add_argument(
+        "--prob-match", default=None, choices=["none", "cdf"],
+        help="neural models: cdf gives every lead time the rain-rate distribution of the last observed frame "
+        "(pysteps-style CDF matching, after the network; sharper, but lowered CSI on the validation part, see "
+        "benchmarks/RESULTS.md section 5; default: the model's own, none)",
     )
     n.add_argument("--importer", default=None, help="pysteps importer name when it cannot be detected")
     n.add_argument("--out", default="nowcast.nc", help="output netCDF (default nowcast.nc)")

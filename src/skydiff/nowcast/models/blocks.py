@@ -36,6 +36,7 @@ from torch import nn
 
 from ...advection import advect
 from ...errors import InputError, ShapeError, check_rain_rate, warn
+from ..postprocess import check_prob_match, match_cdf
 
 __all__ = [
     "Scaler",
@@ -500,8 +501,9 @@ class NowcastModel(nn.Module):
     n_input_frames: int
     scaler: Scaler
     min_rain: float = 0.0  # predict()'s default output cut (mm/h), see its ``min_rain``
+    prob_match: str = "none"  # predict()'s default probability matching, see its ``prob_match``
     # attributes a card may set under "predict" (skydiff.registry.create_model) and save_model writes back
-    predict_defaults: ClassVar[tuple[str, ...]] = ("min_rain",)
+    predict_defaults: ClassVar[tuple[str, ...]] = ("min_rain", "prob_match")
 
     # --- transforms ---------------------------------------------------------------------------------------
 
@@ -575,7 +577,8 @@ class NowcastModel(nn.Module):
     # --- public API ---------------------------------------------------------------------------------------
 
     def predict(self, frames: Any, leadtimes: int, *, precision: str | None = None, trim_nodata: bool = True,
-                return_motion: bool = False, min_rain: float | None = None, **kwargs: Any) -> Any:
+                return_motion: bool = False, min_rain: float | None = None, prob_match: str | None = None,
+                **kwargs: Any) -> Any:
         """Nowcast ``leadtimes`` steps of 5 min from past rain fields, without gradients and in eval mode.
 
         Parameters
@@ -611,6 +614,13 @@ class NowcastModel(nn.Module):
             time, so scores at higher thresholds do not change. The networks rarely output exact zeros: without
             a cut a large part of a dry area holds 0.01-0.1 mm/h "drizzle", which raises the MAE. None: the
             model's ``min_rain`` attribute (0 unless its card sets one, see ``benchmarks/RESULTS.md`` §5).
+        prob_match
+            ``"cdf"``: give every lead time the rain-rate distribution of the last input frame over the pixels with
+            data (:func:`skydiff.nowcast.postprocess.match_cdf`, pysteps' non-parametric CDF matching), after
+            the network and before the ``min_rain`` cut, not fed back. Networks trained on a mean loss smooth
+            their peaks and spread drizzle; matching restores the observed intensities while keeping where the
+            network puts the rain. ``"none"``: no matching. None: the model's ``prob_match`` attribute
+            (``"none"`` unless its card sets one).
         **kwargs
             Model-specific options (e.g. ``velocity`` for L-CNN; arrays on the input grid are trimmed with it).
 
@@ -626,6 +636,7 @@ class NowcastModel(nn.Module):
         if isinstance(leadtimes, bool) or not isinstance(leadtimes, (int, np.integer)) or leadtimes < 1:
             raise InputError(f"leadtimes must be a positive number of steps, got {leadtimes!r}")
         cut = check_rain_rate("min_rain", self.min_rain if min_rain is None else min_rain)
+        match = check_prob_match(self.prob_match if prob_match is None else prob_match)
         amp = _autocast_dtype(precision)
         if amp is not None and self.mixed_precision_refused:
             raise InputError(f"{type(self).__name__} does not run in {precision}: {self.mixed_precision_refused}; "
@@ -686,6 +697,8 @@ class NowcastModel(nn.Module):
             out = unwindow(out)
             motion = None if motion is None else unwindow(motion)
         out = out.clamp_min(0.0).masked_fill(dry[:, None, None, None], 0.0)
+        if match == "cdf":
+            out = match_cdf(out, x[:, -1], ~nodata[:, 0])
         if cut > 0:
             out = out.masked_fill(out < cut, 0.0)
         out = out.masked_fill(nodata, float("nan"))
