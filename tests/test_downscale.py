@@ -258,6 +258,56 @@ def test_cli_round_trip(tmp_path, tiny_model):
     assert main(["downscale", str(src), "--model", "era5", "--out", str(tmp_path / "z.nc"), "-q"]) == 2  # no VIMD
 
 
+def test_cli_label_auto_from_the_input_product(tmp_path, capsys):
+    """--label auto (default): a labelled model imitates the input file's radar product when it knows it (recorded
+    as product_label in the output), else the mixture; --label unknown forces the mixture; an unlabelled model
+    gets no label."""
+    import xarray as xr
+
+    from skydiff.cli import main
+
+    torch.manual_seed(0)
+    m = create_model("edm-radar-tp", base_channels=8, mults=(1, 2), sigma_data=0.3, sigma_max=1.0,
+                     labels=("knmi-rap", "fmi"))
+    save_model(m, tmp_path / "lab")
+    lo = rain((5, 6))
+
+    def run(attrs, *extra, model="lab"):
+        src = tmp_path / "in.nc"
+        xr.DataArray(lo, dims=("y", "x"), name="precip_rate", attrs={"units": "mm/h", **attrs}).to_netcdf(src)
+        out = tmp_path / "out.nc"
+        assert main(["downscale", str(src), "--model", str(tmp_path / model), "--members", "1", "--steps", "2",
+                     "--seed", "0", "--out", str(out), "--overwrite", *extra]) == 0
+        with xr.open_dataset(out) as ds:
+            return ds.attrs.get("product_label"), capsys.readouterr().err
+
+    knmi = {"importer": "knmi_hdf5", "source_unit": "mm"}
+    got, said = run(knmi)
+    assert got == "knmi-rap" and "label knmi-rap (the input's radar product" in said
+    assert run(knmi, "--label", "unknown")[0] is None
+    assert run(knmi, "--label", "fmi")[0] == "fmi"
+    got, said = run({"importer": "mrms_grib"})  # a product the model was not given: the mixture, said so
+    assert got is None and "label unknown" in said
+    save_model(create_model("edm-radar-tp", base_channels=8, mults=(1, 2), sigma_data=0.3, sigma_max=1.0),
+               tmp_path / "plain")
+    assert run(knmi, model="plain")[0] is None  # unlabelled: nothing to choose
+
+
+def test_product_label_of_the_shared_radar_files(shared_data):
+    from skydiff.downscale.data import product_label
+    from skydiff.io import read_radar
+
+    files = {"knmi-rap": "radar/KNMI/2010/08/RAD_NL25_RAP_5min_201008260600.h5",
+             "knmi-dbz": "radar/KNMI/2021/2021-02-01-2005/202102012005.hf5",
+             "fmi": "radar/fmi/pgm/20170509/201705091100_fmi.radar.composite.lowest_FIN_SUOMI1.pgm.gz",
+             "mrms": "radar/mrms/2019/06/10/PrecipRate_00.00_20190610-000000.grib2"}
+    for want, rel in files.items():
+        if not (shared_data / rel).is_file():
+            pytest.skip(f"{rel} not in the shared data")
+        assert product_label(read_radar(str(shared_data / rel)).attrs) == want
+    assert product_label({"importer": "odim_hdf5"}) is None and product_label({}) is None
+
+
 # --------------------------------------------------------------------------- real data
 def test_radar_pairs_test_part(shared_data, tmp_path):
     p = radar_pairs("test", sources=("knmi2010-test",), data_dir=shared_data, cache_dir=tmp_path, progress=False)

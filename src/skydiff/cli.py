@@ -461,8 +461,48 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # downscale
 
 
+def _pixel_km(attrs: Any) -> float | None:
+    """The pixel size in km from read_radar's attributes (``xpixelsize`` in m, km or degrees), or None."""
+    try:
+        size = float(attrs["xpixelsize"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    unit = str(attrs.get("cartesian_unit", "m")).lower()
+    km = {"m": size / 1000.0, "km": size, "degrees": size * 111.2}.get(unit)
+    return km if km is not None and np.isfinite(km) and km > 0 else None
+
+
+def _downscale_label(args: argparse.Namespace, attrs: Any, labels: tuple[str, ...]) -> str | None:
+    """The product label ``--label`` asks for: ``auto`` (default) = the input file's radar product when the model
+    is conditioned on products and knows it (:func:`skydiff.downscale.data.product_label`), else unknown;
+    ``unknown`` = the training mixture; any other name is passed on (the model refuses names it lacks)."""
+    if args.label == "unknown":
+        return None
+    if args.label != "auto":
+        return args.label
+    if not labels:
+        return None
+    from .downscale.data import product_label
+
+    found = product_label(attrs)
+    if found in labels:
+        _say(f"    label {found} (the input's radar product; --label unknown for the training mixture)", args.quiet)
+        return found
+    _say("    label unknown (the input is none of the products " + ", ".join(labels) + "): the training mixture's "
+         "texture", args.quiet)
+    return None
+
+
 def cmd_downscale(args: argparse.Namespace) -> int:
-    from .downscale.interface import CONSERVE_DEFAULT, MODELS, downscale, plot_downscaled, read_lowres, write_downscaled
+    from .downscale.interface import (
+        CONSERVE_DEFAULT,
+        MODELS,
+        downscale,
+        get_downscaler,
+        plot_downscaled,
+        read_lowres,
+        write_downscaled,
+    )
 
     if os.path.isdir(args.input):
         raise InputError(f"{args.input} is a folder; give a netCDF file of low-resolution rain")
@@ -489,11 +529,17 @@ def cmd_downscale(args: argparse.Namespace) -> int:
             raise InputError(f"{args.input} has {int(nan.sum())} no-data (NaN) pixel(s) of {nan.size}; pass "
                              "--fill-nan to downscale them as 0 mm/h and mark them NaN in the output")
         lo = lo.fillna(0.0)
+    conserve = CONSERVE_DEFAULT if args.conserve is None else args.conserve
+    prog.done()  # the notes below on their own lines
+    km = _pixel_km(lo.attrs)
+    if km is not None and MODELS.get(str(args.model).lower()) in ("edm-radar", "edm-radar-tp") and not 3.0 <= km <= 5.0:
+        _say(f"    note: the radar models were trained to downscale 4-km fields to 1 km; this input has {km:.3g}-km "
+             f"pixels, so the {km / args.factor:.3g}-km output is beyond what they learned", args.quiet)
+    label = _downscale_label(args, lo.attrs, get_downscaler(args.model).labels)
     prog.step(f"downscaling {tuple(lo.shape)} by {args.factor} with {args.model!r}, {args.members} members, "
               f"{args.steps} steps")
-    conserve = CONSERVE_DEFAULT if args.conserve is None else args.conserve
     ens = downscale(lo, factor=args.factor, model=args.model, members=args.members, steps=args.steps,
-                    seed=args.seed, progress=not args.quiet, label=args.label, conserve=conserve)
+                    seed=args.seed, progress=not args.quiet, label=label, conserve=conserve)
     if nan.any():
         f = args.factor
         mask = np.repeat(np.repeat(nan, f, axis=-2), f, axis=-1)
@@ -501,7 +547,7 @@ def cmd_downscale(args: argparse.Namespace) -> int:
     if args.out:
         prog.step(f"writing {args.out}")
         write_downscaled(args.out, ens, model=args.model, factor=args.factor, steps=args.steps, source=args.input,
-                         overwrite=args.overwrite, conserve=conserve)
+                         overwrite=args.overwrite, conserve=conserve, label=label)
     if args.plot:
         prog.step(f"plotting {args.plot}")
         plot_downscaled(args.plot, lo.where(~nan) if nan.any() else lo, ens)
@@ -705,9 +751,11 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--model", default="radar", help="radar (default), radar-tp or a weights path (the era5 model needs VIMD: use the Python API)")
     ds.add_argument("--steps", type=int, default=18, help="Heun sampling steps (default 18)")
     ds.add_argument("--seed", type=int, default=None, help="random seed for a reproducible ensemble")
-    ds.add_argument("--label", default=None,
-                    help="for a model conditioned on the radar product: the product to imitate (e.g. knmi-rap, "
-                         "knmi-dbz, fmi, mrms; default unknown)")
+    ds.add_argument("--label", default="auto",
+                    help="for a model conditioned on the radar product (the default radar model): the product to "
+                         "imitate (knmi-rap, knmi-dbz, fmi, mrms), 'unknown' for the training mixture, or 'auto' "
+                         "(default): the input file's product when it is one of them (KNMI, FMI and MRMS files), "
+                         "else unknown")
     ds.add_argument("--variable", default=None, help="netCDF variable (default: the first rain-like one)")
     ds.add_argument("--conserve", action=argparse.BooleanOptionalAction, default=None,
                     help="make every member's FACTOR x FACTOR block means equal the input (default: the library's, "

@@ -56,7 +56,7 @@ import torch
 from ..errors import InputError, ReadError, ShapeError
 
 __all__ = ["block_mean", "TilePairs", "radar_pairs", "era5_pairs", "RADAR_SOURCES", "RADAR_PRODUCTS", "RADAR_LABELS",
-           "radar_label", "tile_grid"]
+           "radar_label", "product_label", "tile_grid"]
 
 RADAR_SOURCES = {
     "train": ("knmi2010", "fmi2016", "knmi2021-01", "mrms"),
@@ -85,6 +85,22 @@ def radar_label(source: str) -> str:
     if name not in RADAR_LABELS:
         raise InputError(f"no product label for radar source {source!r}; known sources: {sorted(RADAR_LABELS)}")
     return RADAR_LABELS[name]
+
+
+def product_label(attrs: Any) -> str | None:
+    """The product label (:data:`RADAR_PRODUCTS`) of a field read by :func:`skydiff.io.read_radar`, from its
+    attributes (``importer``, ``source_unit``), or None when it is none of them.
+
+    KNMI HDF5 files holding accumulations (``source_unit`` mm: the real-time 5-min ``RAD_NL25_RAP`` of 2010) are
+    ``knmi-rap``, those holding reflectivity (dBZ: the 2021 composites) ``knmi-dbz``; FMI PGM/GeoTIFF composites
+    ``fmi``; MRMS GRIB2 ``mrms``.
+    """
+    attrs = dict(attrs or {})
+    importer = str(attrs.get("importer", ""))
+    unit = str(attrs.get("source_unit", "")).strip().lower()
+    if importer == "knmi_hdf5":
+        return {"mm": "knmi-rap", "dbz": "knmi-dbz"}.get(unit)
+    return {"fmi_pgm": "fmi", "fmi_geotiff": "fmi", "mrms_grib": "mrms"}.get(importer)
 
 
 def _check_factor(factor: Any) -> int:

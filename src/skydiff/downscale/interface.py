@@ -315,12 +315,13 @@ def read_lowres(path: str | os.PathLike[str], variable: str | None = None) -> An
 
 def write_downscaled(path: str | os.PathLike[str], ens: Any, *, model: str = "", factor: int = 4,
                      steps: int = 18, source: str = "", overwrite: bool = False,
-                     conserve: bool | None = None) -> Path:
+                     conserve: bool | None = None, label: str | None = None) -> Path:
     """Write an ensemble DataArray from :func:`downscale` (xarray input) as CF netCDF, atomically.
 
     Variable ``precip_rate`` (``member``, [``time``,] ``y``, ``x``), float32, units mm/h, standard name
     ``lwe_precipitation_rate``. An existing file is only replaced with ``overwrite=True``. ``conserve`` (the
-    setting of :func:`downscale`) is recorded as the global attribute ``block_means_conserved`` when given.
+    setting of :func:`downscale`) is recorded as the global attribute ``block_means_conserved`` when given, and
+    ``label`` (the radar product imitated; None = unknown) as ``product_label`` for a labelled model.
     """
     import xarray as xr
 
@@ -339,6 +340,8 @@ def write_downscaled(path: str | os.PathLike[str], ens: Any, *, model: str = "",
                     input_file=str(source))
     if conserve is not None:
         ds.attrs["block_means_conserved"] = "yes" if conserve else "no"
+    if label is not None:
+        ds.attrs["product_label"] = str(label)
     from ..io.atomic import atomic_path
 
     with atomic_path(out) as tmp:
