@@ -293,6 +293,65 @@ def test_cli_label_auto_from_the_input_product(tmp_path, capsys):
     assert run(knmi, model="plain")[0] is None  # unlabelled: nothing to choose
 
 
+def test_coarsen_lowres_and_cli_coarsen(tmp_path, tiny_model, capsys):
+    """coarsen_lowres: n x n block means (incomplete last blocks dropped, NaN propagates), pixel size scaled;
+    skydiff downscale --coarsen N (N = factor) scores the ensemble against the original and plots it."""
+    import xarray as xr
+
+    from skydiff.cli import main
+    from skydiff.downscale.interface import coarsen_lowres
+
+    hi = rain((2, 9, 13))
+    hi[0, 0, 0] = np.nan
+    da = xr.DataArray(hi, dims=("time", "y", "x"), name="precip_rate",
+                      coords={"y": np.arange(9.0), "x": np.arange(13.0)}, attrs={"units": "mm/h", "xpixelsize": 1000.0})
+    lo = coarsen_lowres(da, 4)
+    assert lo.shape == (2, 2, 3) and lo.attrs["xpixelsize"] == 4000.0 and "coarsened" in lo.attrs
+    np.testing.assert_allclose(lo.values[1], block_mean(hi[1, :8, :12], 4), rtol=1e-6)
+    assert np.isnan(lo.values[0, 0, 0]) and np.isfinite(lo.values[0, 0, 1])
+    assert float(lo["x"][0]) == 1.5  # coordinates are block means too
+    with pytest.raises(ShapeError, match="coarsen"):
+        coarsen_lowres(da, 10)
+    with pytest.raises(InputError, match="coarsen"):
+        coarsen_lowres(da, 0)
+    save_model(tiny_model, tmp_path / "tiny")
+    src = tmp_path / "hi.nc"
+    da.fillna(0.0).to_netcdf(src)
+    png = tmp_path / "c.png"
+    assert main(["downscale", str(src), "--model", str(tmp_path / "tiny"), "--coarsen", "4", "--members", "2",
+                 "--steps", "2", "--seed", "0", "--out", str(tmp_path / "c.nc"), "--plot", str(png)]) == 0
+    err = capsys.readouterr().err
+    assert "against the field before --coarsen: CRPS" in err and "bicubic MAE" in err
+    with xr.open_dataset(tmp_path / "c.nc") as ds:
+        assert ds["precip_rate"].shape == (2, 2, 8, 12)
+    assert png.stat().st_size > 1000
+
+
+def test_cli_era5_reads_tp_and_vimd(shared_data, tmp_path, capsys):
+    """skydiff downscale --model era5 on a folder of ERA5 files: TP and VIMD (model-level route) read, the output
+    on latitude/longitude; a note that 0.25° input is finer than the model's 1°; a file without ERA5 variables is
+    refused with a clear message."""
+    import xarray as xr
+
+    from skydiff.cli import main
+
+    folder = shared_data / "era5" / "model-levels-2022-08-31"
+    if not folder.is_dir():
+        pytest.skip("no ERA5 model levels in the shared data")
+    out = tmp_path / "e.nc"
+    assert main(["downscale", str(folder), "--model", "era5", "--coarsen", "4", "--members", "2", "--steps", "12",
+                 "--seed", "0", "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "note:" not in err and "against the field before --coarsen" in err
+    with xr.open_dataset(out) as ds:
+        v = ds["precip_rate"]
+        assert v.dims == ("member", "time", "latitude", "longitude") and v.shape == (2, 24, 40, 40)
+        assert ds["latitude"].attrs["units"] == "degrees_north" and np.nanmin(v.values) >= 0
+    assert main(["downscale", str(folder / "ERA5_2022-08-31_tp.nc"), "--model", "era5", "--members", "1",
+                 "--out", str(tmp_path / "f.nc"), "-q"]) == 2  # TP alone: no VIMD
+    assert "neither q, u, v on levels nor vertically integrated fluxes" in capsys.readouterr().err
+
+
 def test_product_label_of_the_shared_radar_files(shared_data):
     from skydiff.downscale.data import product_label
     from skydiff.io import read_radar

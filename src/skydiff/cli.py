@@ -461,6 +461,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
 # downscale
 
 
+def _score_against_original(ens: Any, original: Any, lo: Any, args: argparse.Namespace) -> None:
+    """With --coarsen equal to --factor: the ensemble against the field before coarsening, beside bicubic
+    interpolation (CRPS, fair estimator with >= 2 members; MAE of the ensemble mean; RAPSD ratio, the worst dB
+    over wavelengths >= 2 px; skydiff.verify, NaN pixels left out)."""
+    from .downscale.baselines import bicubic
+    from .verify import crps_ensemble, rapsd_ratio_db
+
+    truth = np.asarray(original.values, np.float32)
+    e = np.asarray(ens.values, np.float32)
+    bic = np.clip(np.asarray(bicubic(np.asarray(lo.values, np.float32), args.factor)), 0.0, None)
+    mae_bic = float(np.nanmean(np.abs(bic - truth)))
+    crps = float(crps_ensemble(e, truth)) if e.shape[0] > 1 else float(np.nanmean(np.abs(e[0] - truth)))
+    line = (f"    against the field before --coarsen: CRPS {crps:.4f} mm/h ({'fair' if e.shape[0] > 1 else 'one member: MAE'}), "
+            f"bicubic MAE {mae_bic:.4f} mm/h (ratio {crps / mae_bic:.3f})" if mae_bic > 0 else "")
+    if not np.isnan(truth).any() and truth.shape[-1] >= 8 and truth.shape[-2] >= 8:
+        _, db = rapsd_ratio_db(e, truth)
+        line += f"; spectrum max |dB| {float(np.max(np.abs(np.asarray(db)))):.2f}"
+    _say(line, args.quiet)
+
+
 def _pixel_km(attrs: Any) -> float | None:
     """The pixel size in km from read_radar's attributes (``xpixelsize`` in m, km or degrees), or None."""
     try:
@@ -497,28 +517,41 @@ def cmd_downscale(args: argparse.Namespace) -> int:
     from .downscale.interface import (
         CONSERVE_DEFAULT,
         MODELS,
+        coarsen_lowres,
         downscale,
         get_downscaler,
         plot_downscaled,
+        read_era5_lowres,
         read_lowres,
         write_downscaled,
     )
 
-    if os.path.isdir(args.input):
-        raise InputError(f"{args.input} is a folder; give a netCDF file of low-resolution rain")
+    name = MODELS.get(str(args.model).lower(), str(args.model).lower())
+    era5 = name == "edm-era5"
+    if os.path.isdir(args.input) and not era5:
+        raise InputError(f"{args.input} is a folder; give a netCDF file of low-resolution rain (a folder of ERA5 "
+                         "files only with --model era5)")
     _check_outputs([args.out, args.plot], args.overwrite, plot=args.plot, inputs=[args.input])
     if not args.out and not args.plot:
         raise InputError("nothing to write: give --out FILE.nc and/or --plot FILE.png")
-    if MODELS.get(str(args.model).lower(), str(args.model).lower()) == "edm-era5":
-        raise InputError("the era5 model needs low-resolution VIMD, which `skydiff downscale` does not read; use "
-                         "skydiff.downscale.downscale(lowres, model='era5', vimd=...) from Python")
     prog = _Progress(2 + bool(args.out) + bool(args.plot), args.quiet)
-    prog.step(f"reading {args.input}")
-    lo = read_lowres(args.input, variable=args.variable)
+    prog.step(f"reading {args.input}" + (" (ERA5 TP, and VIMD from the variables present)" if era5 else ""))
+    if era5:
+        lo, vimd = read_era5_lowres(args.input)
+    else:
+        lo, vimd = read_lowres(args.input, variable=args.variable), None
     if args.bbox is not None:
         from .io import crop_bbox
 
         lo = crop_bbox(lo, args.bbox)
+        vimd = None if vimd is None else crop_bbox(vimd, args.bbox)
+    original = None
+    if args.coarsen is not None:
+        n = args.coarsen
+        original = lo
+        lo = coarsen_lowres(lo, n)
+        original = original.isel(y=slice(0, lo.sizes["y"] * n), x=slice(0, lo.sizes["x"] * n))  # the blocks' pixels
+        vimd = None if vimd is None else coarsen_lowres(vimd, n)
     if lo.size == 0:
         raise InputError(f"{args.input}: variable {lo.name!r} is empty (shape {tuple(lo.shape)})")
     nan = np.isnan(lo.values)
@@ -529,28 +562,40 @@ def cmd_downscale(args: argparse.Namespace) -> int:
             raise InputError(f"{args.input} has {int(nan.sum())} no-data (NaN) pixel(s) of {nan.size}; pass "
                              "--fill-nan to downscale them as 0 mm/h and mark them NaN in the output")
         lo = lo.fillna(0.0)
+        vimd = None if vimd is None else vimd.fillna(0.0)
     conserve = CONSERVE_DEFAULT if args.conserve is None else args.conserve
     prog.done()  # the notes below on their own lines
     km = _pixel_km(lo.attrs)
-    if km is not None and MODELS.get(str(args.model).lower()) in ("edm-radar", "edm-radar-tp") and not 3.0 <= km <= 5.0:
-        _say(f"    note: the radar models were trained to downscale 4-km fields to 1 km; this input has {km:.3g}-km "
-             f"pixels, so the {km / args.factor:.3g}-km output is beyond what they learned", args.quiet)
+    trained = {"edm-radar": (4.0, "4-km", "1 km"), "edm-radar-tp": (4.0, "4-km", "1 km"),
+               "edm-era5": (111.2, "1° (~111-km)", "0.25°")}.get(name)
+    if km is not None and trained is not None and not 0.75 <= km / trained[0] <= 1.25:
+        _say(f"    note: the {args.model} model was trained to downscale {trained[1]} fields to {trained[2]}; this "
+             f"input has {km:.3g}-km pixels, so the {km / args.factor:.3g}-km output is beyond what it learned"
+             + ("" if args.coarsen else f" (--coarsen {args.factor} first to check it on your own field)"), args.quiet)
     label = _downscale_label(args, lo.attrs, get_downscaler(args.model).labels)
     prog.step(f"downscaling {tuple(lo.shape)} by {args.factor} with {args.model!r}, {args.members} members, "
               f"{args.steps} steps")
     ens = downscale(lo, factor=args.factor, model=args.model, members=args.members, steps=args.steps,
-                    seed=args.seed, progress=not args.quiet, label=label, conserve=conserve)
+                    seed=args.seed, progress=not args.quiet, label=label, conserve=conserve, vimd=vimd)
     if nan.any():
         f = args.factor
         mask = np.repeat(np.repeat(nan, f, axis=-2), f, axis=-1)
         ens = ens.where(~mask[None])
+    if original is not None and args.coarsen == args.factor:
+        prog.done()
+        _score_against_original(ens, original, lo, args)
     if args.out:
         prog.step(f"writing {args.out}")
+        if era5:  # back to ERA5's names (CF)
+            ens = ens.rename(y="latitude", x="longitude")
+            ens["latitude"].attrs.update(units="degrees_north", standard_name="latitude")
+            ens["longitude"].attrs.update(units="degrees_east", standard_name="longitude")
         write_downscaled(args.out, ens, model=args.model, factor=args.factor, steps=args.steps, source=args.input,
                          overwrite=args.overwrite, conserve=conserve, label=label)
     if args.plot:
         prog.step(f"plotting {args.plot}")
-        plot_downscaled(args.plot, lo.where(~nan) if nan.any() else lo, ens)
+        plot_downscaled(args.plot, lo.where(~nan) if nan.any() else lo, ens,
+                        original=original if original is not None and args.coarsen == args.factor else None)
     prog.done()
     return 0
 
@@ -745,10 +790,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Downscale low-resolution rain (mm/h; a radar file readable by skydiff or a netCDF file) to a "
         "FACTOR-times finer grid with an EDM diffusion model: an ensemble written as CF netCDF.",
     )
-    ds.add_argument("input", metavar="IN", help="low-resolution rain: radar file or netCDF (mm/h)")
+    ds.add_argument("input", metavar="IN", help="low-resolution rain: radar file or netCDF (mm/h); with --model "
+                    "era5 an ERA5 file or folder with tp and what VIMD needs (q, u, v on levels + sp, or fluxes)")
     ds.add_argument("--factor", type=int, default=4, help="refinement factor (default 4, the shipped models')")
     ds.add_argument("--members", type=int, default=8, help="ensemble members (default 8)")
-    ds.add_argument("--model", default="radar", help="radar (default), radar-tp or a weights path (the era5 model needs VIMD: use the Python API)")
+    ds.add_argument("--model", default="radar", help="radar (default), radar-tp, era5 or a weights path")
+    ds.add_argument("--coarsen", type=int, default=None, metavar="N",
+                    help="first take N x N block means of the input (e.g. 4: check the model on your own field "
+                         "against the original)")
     ds.add_argument("--steps", type=int, default=18, help="Heun sampling steps (default 18)")
     ds.add_argument("--seed", type=int, default=None, help="random seed for a reproducible ensemble")
     ds.add_argument("--label", default="auto",

@@ -313,6 +313,49 @@ def read_lowres(path: str | os.PathLike[str], variable: str | None = None) -> An
     return read_radar(str(p))
 
 
+def read_era5_lowres(path: str | os.PathLike[str]) -> tuple[Any, Any]:
+    """ERA5 hourly TP and VIMD (both mm/h) from a file or folder (:func:`skydiff.downscale.era5.read_era5`), for
+    the ``era5`` model: ``(tp, vimd)`` DataArrays ``(time, y, x)`` with ``y``/``x`` = latitude/longitude in degrees.
+
+    VIMD comes from the variables present (:func:`skydiff.downscale.era5.vimd`, route ``"auto"``: q, u, v on model
+    or pressure levels with ``sp``, or vertically integrated fluxes). :class:`InputError` names what is missing.
+    """
+    from .era5 import read_era5, vimd
+
+    ds = read_era5(path)
+    if "tp" not in ds:
+        raise InputError(f"{path}: no total precipitation 'tp' among the ERA5 variables {sorted(ds.data_vars)}")
+    v = vimd(ds)
+    out = []
+    for da, name in ((ds["tp"], "tp"), (v, "vimd")):
+        da = da.rename(latitude="y", longitude="x").astype(np.float32)
+        lon = np.asarray(da["x"].values, np.float64)
+        da.attrs = {"units": "mm/h", "long_name": name, "cartesian_unit": "degrees",
+                    **({"xpixelsize": float(abs(lon[1] - lon[0]))} if lon.size > 1 else {})}
+        out.append(da.rename(name))
+    return out[0], out[1]
+
+
+def coarsen_lowres(da: Any, n: int) -> Any:
+    """Block means of ``n × n`` pixels of a ``(..., y, x)`` DataArray (``xarray.DataArray.coarsen``; the last rows
+    and columns that do not fill a block are dropped; a block with any NaN is NaN), ``xpixelsize`` scaled by ``n``.
+
+    For checking a downscaler on one's own fields: coarsen by the model's factor, downscale, compare with the
+    original (what the benchmarks do with :func:`skydiff.downscale.data.block_mean`)."""
+    n = check_int("coarsen", n, 1)
+    h, w = da.shape[-2:]
+    if h < n or w < n:
+        raise ShapeError(f"cannot coarsen {h} x {w} pixels by {n}")
+    out = da.coarsen(y=n, x=n, boundary="trim").reduce(np.mean)  # np.mean: NaN propagates
+    out.attrs = dict(da.attrs)
+    if isinstance(out.attrs.get("xpixelsize"), (int, float)):
+        out.attrs["xpixelsize"] = out.attrs["xpixelsize"] * n
+    if isinstance(out.attrs.get("ypixelsize"), (int, float)):
+        out.attrs["ypixelsize"] = out.attrs["ypixelsize"] * n
+    out.attrs["coarsened"] = f"{n} x {n} block means of {h} x {w} pixels"
+    return out
+
+
 def write_downscaled(path: str | os.PathLike[str], ens: Any, *, model: str = "", factor: int = 4,
                      steps: int = 18, source: str = "", overwrite: bool = False,
                      conserve: bool | None = None, label: str | None = None) -> Path:
@@ -350,15 +393,20 @@ def write_downscaled(path: str | os.PathLike[str], ens: Any, *, model: str = "",
     return out
 
 
-def plot_downscaled(path: str | os.PathLike[str], lowres: Any, ens: Any, *, time_index: int = -1) -> Path:
-    """Quick-look PNG: the low-resolution input, two members and the ensemble mean (one time)."""
+def plot_downscaled(path: str | os.PathLike[str], lowres: Any, ens: Any, *, time_index: int = -1,
+                    original: Any = None) -> Path:
+    """Quick-look PNG: the low-resolution input, two members and the ensemble mean (one time); ``original``: also
+    the high-resolution field the input was coarsened from (e.g. ``skydiff downscale --coarsen``)."""
     from ..plot import _new_figure, plot_field, save_figure
 
     lo = np.asarray(getattr(lowres, "values", lowres), np.float32)
     e = np.asarray(getattr(ens, "values", ens), np.float32)
+    hi = None if original is None else np.asarray(getattr(original, "values", original), np.float32)
     if lo.ndim == 3:
         lo, e = lo[time_index], e[:, time_index]
-    panels = [("low resolution input", lo), ("member 1", e[0])]
+        hi = None if hi is None else hi[time_index]
+    panels = [("low resolution input", lo)] + ([] if hi is None else [("original (before coarsening)", hi)])
+    panels.append(("member 1", e[0]))
     if e.shape[0] > 1:
         panels.append(("member 2", e[1]))
     panels.append((f"ensemble mean ({e.shape[0]})", e.mean(0)))
