@@ -82,8 +82,14 @@ def timing(reps: int, data: str) -> tuple[list[str], dict[str, float]]:
     from skydiff.nowcast.models.blocks import data_window
 
     rs, cs = data_window(torch.from_numpy(np.isnan(R).all(axis=0)))  # multiple 1: no padding offset
+    from skydiff.nowcast.models import create_model
+
+    # the shipped LUPIN moved the rain along LK (every 4th pixel) until its 4D-Var prior was adopted (RESULTS §5)
+    lupin_lk = create_model("lupin", pretrained=True, motion_prior="lk", motion_prior_kwargs={"grid_stride": 4})
     runs = {
         "LUPIN (skydiff, shipped weights)": lambda: forecast(R, 6, model="lupin"),
+        "LUPIN with LK motion (motion_prior='lk', grid_stride 4)": lambda: lupin_lk.predict(R, 6),
+        "LUPIN with LK motion, bfloat16": lambda: lupin_lk.predict(R, 6, precision="bfloat16"),
         "LUPIN, precision='bfloat16' (mixed-precision convolutions)":
             lambda: forecast(R, 6, model="lupin", precision="bfloat16"),
         "LUPIN, whole grid (trim_nodata=False)": lambda: forecast(R, 6, model="lupin", trim_nodata=False),
