@@ -11,12 +11,14 @@ and options), reporting the mean time of a nowcast.
 Usage::
 
     python benchmarks/lupin_prior_validation.py --prior 4dvar --threads 2
+    python benchmarks/lupin_prior_validation.py --prior 4dvar --prior-kwargs '{"finest_level": 2}' --threads 2
     python benchmarks/lupin_prior_validation.py --prior 4dvar --part train --sources "KNMI 2021-01-01-2005" --crop 400
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import numpy as np
@@ -43,11 +45,15 @@ def timed(tag: str, fn):  # type: ignore[no-untyped-def]
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--prior", default="4dvar", help="motion_prior of the candidate (a skydiff.motion method)")
+    p.add_argument("--prior-kwargs", default="{}", metavar="JSON",
+                   help="the candidate's motion_prior_kwargs, e.g. '{\"finest_level\": 2}' (the shipped LUPIN is "
+                        "the comparator either way)")
     part_arguments(p, threads=2)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     shipped = create_model("lupin", pretrained=True).eval()
-    cand = create_model("lupin", pretrained=True, motion_prior=args.prior, motion_prior_kwargs={}).eval()
+    cand = create_model("lupin", pretrained=True, motion_prior=args.prior,
+                        motion_prior_kwargs=json.loads(args.prior_kwargs)).eval()
 
     def lupin(m):  # type: ignore[no-untyped-def]
         def fn(x, lt):  # type: ignore[no-untyped-def]
