@@ -12,6 +12,7 @@ import glob
 import os
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -88,6 +89,18 @@ def _check_threads(n: Any) -> None:
         raise InputError(f"--threads must be >= 1, got {n}")
 
 
+def _motion_name(args: argparse.Namespace, motion: str) -> str:
+    """The motion method a nowcast used: --motion, else the network's own prior or flow, else extrapolation's lk."""
+    if args.motion is None and args.model.lower() in ("lupin", "lcnn") and not args.weights:
+        from .registry import create_model
+
+        m = create_model(args.model.lower(), pretrained=True)
+        own = getattr(m, "motion_prior", None) or getattr(m, "motion_method", None)
+        if own:
+            return str(own)
+    return motion
+
+
 def cmd_nowcast(args: argparse.Namespace) -> int:
     from .io import check_regular, read_radar, require_frames, write_nowcast
     from .nowcast import forecast
@@ -110,7 +123,12 @@ def cmd_nowcast(args: argparse.Namespace) -> int:
 
     if args.motion_frames is not None and args.motion_frames < 2:
         raise InputError(f"--motion-frames must be >= 2 (motion needs two frames at least), got {args.motion_frames}")
-    n_motion = args.motion_frames or default_motion_frames(args.motion)
+    neural = is_neural(args.model)
+    if args.motion is not None and neural and not get_model(args.model).uses_motion:
+        raise InputError(f"--motion applies to extrapolation and the networks that move rain along a motion (lupin, "
+                         f"lcnn), not {args.model!r}")
+    motion = args.motion or "lk"  # extrapolation's default; the networks use their own unless --motion is given
+    n_motion = args.motion_frames or default_motion_frames(motion)
     n_need = max(n_motion if get_model(args.model).uses_motion else 1, get_model(args.model).min_frames)
     if args.bbox is not None:
         from .io import crop_bbox
@@ -145,12 +163,18 @@ def cmd_nowcast(args: argparse.Namespace) -> int:
         extra["min_rain"] = args.min_rain
     if args.prob_match is not None:
         extra["prob_match"] = args.prob_match
+    if neural and args.motion is not None:  # the caller's motion method instead of the network's own
+        from .motion import estimate
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pysteps' LK warns on sparse features; the flow is still returned
+            extra["velocity"] = estimate(np.asarray(da.values[-n_motion:]), motion)
     nowcast, velocity = forecast(
         da.values if args.allow_gaps else da,  # with gaps allowed, the nominal step is the files' time step
         args.leadtimes,
         timestep=timestep if args.allow_gaps else None,
         model=args.model,
-        motion=args.motion,
+        motion=motion,
         motion_kwargs={"frames": n_motion},
         return_velocity=True,
         **extra,
@@ -163,7 +187,7 @@ def cmd_nowcast(args: argparse.Namespace) -> int:
         timestep=timestep,
         like=da,
         velocity=velocity,
-        model=f"{args.model} (motion: {args.motion})" if velocity is not None else args.model,
+        model=f"{args.model} (motion: {_motion_name(args, motion)})" if velocity is not None else args.model,
         overwrite=args.overwrite,
     )
     if args.plot:
@@ -630,7 +654,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     n.add_argument("files", nargs="+", help="radar files, directories or glob patterns (5-min series)")
     n.add_argument("--leadtimes", type=int, default=12, help="number of lead times (steps of the input, default 12)")
-    n.add_argument("--motion", default="lk", help="motion method: lk, vet, darts, proesmans, 4dvar, ... (default lk)")
+    n.add_argument("--motion", default=None,
+                   help="motion method: lk, vet, darts, proesmans, 4dvar, ... (default: lk for extrapolation; the "
+                        "network's own for lupin (4dvar) and lcnn (lk); given, it replaces theirs)")
     n.add_argument(
         "--motion-frames", type=int, default=None,
         help="most recent frames used for motion (>= 2; default 3, 4 for 4dvar, 6 for darts)"

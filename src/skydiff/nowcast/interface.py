@@ -152,7 +152,9 @@ def forecast(
         A registered model: ``"extrapolation"`` (semi-Lagrangian, :func:`skydiff.advect`), ``"persistence"``
         (alias ``"eulerian"``), and whatever else is registered (see :func:`models`).
     motion
-        Motion method for models that need one (:func:`skydiff.motion.estimate`), unless ``velocity`` is given.
+        Motion method of ``"extrapolation"`` (:func:`skydiff.motion.estimate`), unless ``velocity`` is given. The
+        networks move rain along their own motion (the shipped LUPIN: 4D-Var; L-CNN: Lucas-Kanade) and ignore it;
+        give them another with ``velocity=`` (what ``skydiff nowcast --motion`` does).
     velocity
         Optional precomputed motion ``(2, H, W)`` in pixels per step.
     motion_kwargs
