@@ -113,6 +113,19 @@ def evaluate_parts(p: argparse.ArgumentParser, args: argparse.Namespace, names: 
         return evaluate(parts, ["extrapolation"] + names, stride=args.stride, crop=args.crop, **kw)
 
 
+def shipped_with(name: str, **predict_options):  # type: ignore[no-untyped-def]
+    """A shipped model as an evaluation function that passes ``predict_options`` explicitly (so that a card's
+    default, e.g. its ``min_rain``, is not inherited by a row meant to be without it): ``(fn, n_input_frames)``."""
+    from skydiff.nowcast.models import create_model
+
+    m = create_model(name, pretrained=True).eval()
+
+    def fn(x, lt, **kw):  # type: ignore[no-untyped-def]
+        return torch.as_tensor(m.predict(x, lt, **predict_options)), None
+
+    return fn, m.n_input_frames
+
+
 def mean_line(ev) -> str:  # type: ignore[no-untyped-def]
     """Mean CSI@1 and ETS@5 over the lead times of every model of an evaluation (what the selection rules use)."""
     return "mean over the leads: " + "; ".join(

@@ -18,20 +18,14 @@ import argparse
 
 import numpy as np
 import torch
-from lupin_motion_validation import evaluate_parts, mean_line, part_arguments  # (benchmarks/: the script's folder)
+from lupin_motion_validation import (  # (benchmarks/: the script's folder)
+    evaluate_parts,
+    mean_line,
+    part_arguments,
+    shipped_with,
+)
 
 from skydiff.nowcast.interface import register_model
-from skydiff.nowcast.models import create_model
-
-
-def with_cut(name: str, cut: float):  # type: ignore[no-untyped-def]
-    m = create_model(name, pretrained=True).eval()
-
-    def fn(x, lt, **kw):  # type: ignore[no-untyped-def]
-        # explicit: the cards now set a default cut (the result of this script), which cut=0 must not inherit
-        return torch.as_tensor(m.predict(x, lt, min_rain=cut)), None
-
-    return fn, m.n_input_frames
 
 
 def main() -> int:
@@ -44,7 +38,7 @@ def main() -> int:
     names = []
     for model in args.models:
         for cut in [0.0, *args.cuts]:
-            fn, n = with_cut(model, cut)
+            fn, n = shipped_with(model, min_rain=cut)  # explicit: the cards' default cut is not inherited
             tag = f"{model}_cut{cut:g}"
             register_model(tag, fn, min_frames=n, description=f"shipped {model}, outputs < {cut:g} mm/h set to 0")
             names.append(tag)

@@ -19,19 +19,14 @@ import argparse
 
 import numpy as np
 import torch
-from lupin_motion_validation import evaluate_parts, mean_line, part_arguments  # (benchmarks/: the script's folder)
+from lupin_motion_validation import (  # (benchmarks/: the script's folder)
+    evaluate_parts,
+    mean_line,
+    part_arguments,
+    shipped_with,
+)
 
 from skydiff.nowcast.interface import register_model
-from skydiff.nowcast.models import create_model
-
-
-def with_match(name: str, match: str):  # type: ignore[no-untyped-def]
-    m = create_model(name, pretrained=True).eval()
-
-    def fn(x, lt, **kw):  # type: ignore[no-untyped-def]
-        return torch.as_tensor(m.predict(x, lt, prob_match=match)), None
-
-    return fn, m.n_input_frames
 
 
 def main() -> int:
@@ -44,7 +39,7 @@ def main() -> int:
     names = []
     for model in args.models:
         for match in args.methods:
-            fn, n = with_match(model, match)
+            fn, n = shipped_with(model, prob_match=match)
             tag = f"{model}_{match}"
             register_model(tag, fn, min_frames=n, description=f"shipped {model}, prob_match={match}")
             names.append(tag)
