@@ -352,6 +352,30 @@ def test_cli_era5_reads_tp_and_vimd(shared_data, tmp_path, capsys):
     assert "neither q, u, v on levels nor vertically integrated fluxes" in capsys.readouterr().err
 
 
+def test_downscale_label_auto_from_dataarray_attrs(monkeypatch):
+    """downscale(label="auto"), the default: a DataArray read from a known radar product is sampled with that
+    product's label, anything else (numpy, another product, an unlabelled model) with the mixture (None)."""
+    import xarray as xr
+
+    from skydiff.downscale.interface import resolve_label
+
+    m = create_model("edm-radar-tp", base_channels=8, mults=(1, 2), sigma_data=0.3, sigma_max=1.0,
+                     labels=("knmi-rap", "fmi")).eval()
+    seen = []
+    real = type(m).sample
+    monkeypatch.setattr(type(m), "sample", lambda self, x, **kw: seen.append(kw["label"]) or real(self, x, **kw))
+    lo = rain((6, 5))
+    da = xr.DataArray(lo, dims=("y", "x"), attrs={"importer": "knmi_hdf5", "source_unit": "mm"})
+    kw = dict(model=m, members=1, steps=12, seed=3, progress=False)
+    downscale(da, **kw)
+    downscale(da, label="fmi", **kw)
+    downscale(da, label="unknown", **kw)
+    downscale(lo, **kw)
+    downscale(da.assign_attrs(importer="mrms_grib"), **kw)
+    assert seen == ["knmi-rap", "fmi", None, None, None]
+    assert resolve_label("auto", da.attrs, ()) is None  # an unlabelled model
+
+
 def test_product_label_of_the_shared_radar_files(shared_data):
     from skydiff.downscale.data import product_label
     from skydiff.io import read_radar

@@ -517,24 +517,17 @@ def _pixel_km(attrs: Any) -> float | None:
 
 
 def _downscale_label(args: argparse.Namespace, attrs: Any, labels: tuple[str, ...]) -> str | None:
-    """The product label ``--label`` asks for: ``auto`` (default) = the input file's radar product when the model
-    is conditioned on products and knows it (:func:`skydiff.downscale.data.product_label`), else unknown;
-    ``unknown`` = the training mixture; any other name is passed on (the model refuses names it lacks)."""
-    if args.label == "unknown":
-        return None
-    if args.label != "auto":
-        return args.label
-    if not labels:
-        return None
-    from .downscale.data import product_label
+    """The product label --label asks for (skydiff.downscale.interface.resolve_label), said when 'auto' chose."""
+    from .downscale.interface import resolve_label
 
-    found = product_label(attrs)
-    if found in labels:
-        _say(f"    label {found} (the input's radar product; --label unknown for the training mixture)", args.quiet)
-        return found
-    _say("    label unknown (the input is none of the products " + ", ".join(labels) + "): the training mixture's "
-         "texture", args.quiet)
-    return None
+    label = resolve_label(args.label, attrs, labels)
+    if args.label == "auto" and labels:
+        if label is not None:
+            _say(f"    label {label} (the input's radar product; --label unknown for the training mixture)", args.quiet)
+        else:
+            _say("    label unknown (the input is none of the products " + ", ".join(labels) + "): the training "
+                 "mixture's texture", args.quiet)
+    return label
 
 
 def cmd_downscale(args: argparse.Namespace) -> int:

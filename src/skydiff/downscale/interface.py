@@ -103,7 +103,7 @@ def _check_rain(x: torch.Tensor, name: str, allow_negative: bool = False) -> Non
 def downscale(lowres: Any, factor: int = 4, model: Any = "radar", members: int = 8, steps: int = 18,
               seed: int | None = None, progress: bool = True, *, vimd: Any = None, static: Any = None,
               s_churn: float = 0.0, batch_size: int = 64, conserve: bool = CONSERVE_DEFAULT,
-              label: str | None = None, trim_dry: bool = True, tile: int | None = TILE,
+              label: str | None = "auto", trim_dry: bool = True, tile: int | None = TILE,
               tile_overlap: int = TILE_OVERLAP) -> Any:
     """Stochastic downscaling of low-resolution rain to a ``factor``-times finer grid.
 
@@ -139,7 +139,9 @@ def downscale(lowres: Any, factor: int = 4, model: Any = "radar", members: int =
     label
         For a model conditioned on the high-resolution product (``EDMDownscaler(labels=...)``, e.g. ``"knmi-rap"``,
         ``"knmi-dbz"``, ``"fmi"``, ``"mrms"``): the product whose small-scale texture to imitate; None = unknown
-        (the training mixture). A model without labels refuses a label.
+        (the training mixture). ``"auto"`` (default): the product of an xarray input read by
+        :func:`skydiff.io.read_radar` (:func:`resolve_label`), else unknown; always None for a model without
+        labels. A model without labels refuses a named label.
     trim_dry
         For models on rain alone (not VIMD or static fields): sample only the bounding box of the wet low-res
         pixels (over all times) widened by ``DRY_MARGIN`` = 8 low-res pixels; the output is 0 mm/h outside it, and
@@ -173,6 +175,7 @@ def downscale(lowres: Any, factor: int = 4, model: Any = "radar", members: int =
     if isinstance(factor, bool) or not isinstance(factor, (int, np.integer)) or int(factor) < 1:
         raise InputError(f"factor must be an integer >= 1, got {factor!r}")
     m = get_downscaler(model)
+    label = resolve_label(label, getattr(lowres, "attrs", None), m.labels)
     if int(factor) != m.factor:
         raise InputError(f"model {m.model_name!r} downscales by a factor of {m.factor}, not {int(factor)}; "
                          f"pass factor={m.factor} or train a model for factor {int(factor)}")
@@ -311,6 +314,21 @@ def read_lowres(path: str | os.PathLike[str], variable: str | None = None) -> An
                              "(or m per hour, kg m-2 s-1)")
         return da.astype(np.float32)
     return read_radar(str(p))
+
+
+def resolve_label(label: str | None, attrs: Any, labels: tuple[str, ...]) -> str | None:
+    """The product label to sample with: ``"auto"`` = the product of a field read by :func:`skydiff.io.read_radar`
+    (:func:`skydiff.downscale.data.product_label` of its ``attrs``) when it is one of the model's ``labels``,
+    else None (unknown: the training mixture); ``"unknown"`` = None; a name is returned as given (the model
+    refuses names it lacks). A model without labels gets None from ``"auto"``."""
+    if label == "unknown" or label is None:
+        return None
+    if label != "auto":
+        return label
+    from .data import product_label
+
+    found = product_label(attrs) if labels else None
+    return found if found in labels else None
 
 
 def read_era5_lowres(path: str | os.PathLike[str]) -> tuple[Any, Any]:
