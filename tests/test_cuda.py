@@ -88,8 +88,8 @@ def test_operators_match() -> None:
 # --- nowcasting: every shipped network through forecast() -----------------------------------------------------
 
 def _motion_kw(model: str) -> dict:
-    """The shipped LUPIN moves the rain along Lucas-Kanade motion (pysteps, CPU): a given motion keeps pysteps out
-    of the GPU comparison (GPU images may not have it), as for L-CNN below."""
+    """The shipped LUPIN moves the rain along its own 4D-Var motion (an optimisation whose CPU and CUDA adjoints
+    differ at grid nodes, RESULTS §9): a given motion compares the networks alone, as for L-CNN below."""
     if model != "lupin":
         return {}
     v = torch.zeros(2, 96, 80)
