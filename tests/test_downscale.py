@@ -312,6 +312,8 @@ def test_coarsen_lowres_and_cli_coarsen(tmp_path, tiny_model, capsys):
     assert float(lo["x"][0]) == 1.5  # coordinates are block means too
     with pytest.raises(ShapeError, match="coarsen"):
         coarsen_lowres(da, 10)
+    other = coarsen_lowres(da.rename(y="lat", x="lon"), 4)  # any names of the last two dimensions
+    assert other.dims == ("time", "lat", "lon") and np.array_equal(other.values, lo.values, equal_nan=True)
     with pytest.raises(InputError, match="coarsen"):
         coarsen_lowres(da, 0)
     save_model(tiny_model, tmp_path / "tiny")

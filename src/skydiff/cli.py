@@ -487,8 +487,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def _score_against_original(ens: Any, original: Any, lo: Any, args: argparse.Namespace) -> None:
     """With --coarsen equal to --factor: the ensemble against the field before coarsening, beside bicubic
-    interpolation (CRPS, fair estimator with >= 2 members; MAE of the ensemble mean; RAPSD ratio, the worst dB
-    over wavelengths >= 2 px; skydiff.verify, NaN pixels left out)."""
+    interpolation (skydiff.verify, NaN pixels left out): CRPS (fair estimator; one member: its MAE), the MAE of
+    bicubic interpolation and their ratio, and the worst RAPSD ratio in dB over wavelengths >= 2 px."""
     from .downscale.baselines import bicubic
     from .verify import crps_ensemble, rapsd_ratio_db
 
@@ -497,12 +497,24 @@ def _score_against_original(ens: Any, original: Any, lo: Any, args: argparse.Nam
     bic = np.clip(np.asarray(bicubic(np.asarray(lo.values, np.float32), args.factor)), 0.0, None)
     mae_bic = float(np.nanmean(np.abs(bic - truth)))
     crps = float(crps_ensemble(e, truth)) if e.shape[0] > 1 else float(np.nanmean(np.abs(e[0] - truth)))
-    line = (f"    against the field before --coarsen: CRPS {crps:.4f} mm/h ({'fair' if e.shape[0] > 1 else 'one member: MAE'}), "
-            f"bicubic MAE {mae_bic:.4f} mm/h (ratio {crps / mae_bic:.3f})" if mae_bic > 0 else "")
-    if not np.isnan(truth).any() and truth.shape[-1] >= 8 and truth.shape[-2] >= 8:
+    parts = [f"CRPS {crps:.4f} mm/h ({'fair' if e.shape[0] > 1 else 'one member: MAE'})",
+             f"bicubic MAE {mae_bic:.4f} mm/h" + (f" (ratio {crps / mae_bic:.3f})" if mae_bic > 0 else "")]
+    if not np.isnan(truth).any() and min(truth.shape[-2:]) >= 8:
         _, db = rapsd_ratio_db(e, truth)
-        line += f"; spectrum max |dB| {float(np.max(np.abs(np.asarray(db)))):.2f}"
-    _say(line, args.quiet)
+        parts.append(f"spectrum max |dB| {float(np.max(np.abs(np.asarray(db)))):.2f}")
+    _say("    against the field before --coarsen: " + "; ".join(parts), args.quiet)
+
+
+def _resolution_note(args: argparse.Namespace, model: str, attrs: Any) -> None:
+    """Say so when the input's pixels differ by more than 25 % from those the shipped model learned from."""
+    km = _pixel_km(attrs)
+    trained = {"edm-radar": (4.0, "4-km", "1 km"), "edm-radar-tp": (4.0, "4-km", "1 km"),
+               "edm-era5": (111.2, "1° (~111-km)", "0.25°")}.get(model)
+    if km is None or trained is None or 0.75 <= km / trained[0] <= 1.25:
+        return
+    _say(f"    note: the {args.model} model was trained to downscale {trained[1]} fields to {trained[2]}; this "
+         f"input has {km:.3g}-km pixels, so the {km / args.factor:.3g}-km output is beyond what it learned"
+         + ("" if args.coarsen else f" (--coarsen {args.factor} first to check it on your own field)"), args.quiet)
 
 
 def _pixel_km(attrs: Any) -> float | None:
@@ -567,7 +579,8 @@ def cmd_downscale(args: argparse.Namespace) -> int:
         n = args.coarsen
         original = lo
         lo = coarsen_lowres(lo, n)
-        original = original.isel(y=slice(0, lo.sizes["y"] * n), x=slice(0, lo.sizes["x"] * n))  # the blocks' pixels
+        ydim, xdim = lo.dims[-2:]  # the blocks' pixels
+        original = original.isel({ydim: slice(0, lo.sizes[ydim] * n), xdim: slice(0, lo.sizes[xdim] * n)})
         vimd = None if vimd is None else coarsen_lowres(vimd, n)
     if lo.size == 0:
         raise InputError(f"{args.input}: variable {lo.name!r} is empty (shape {tuple(lo.shape)})")
@@ -582,13 +595,7 @@ def cmd_downscale(args: argparse.Namespace) -> int:
         vimd = None if vimd is None else vimd.fillna(0.0)
     conserve = CONSERVE_DEFAULT if args.conserve is None else args.conserve
     prog.done()  # the notes below on their own lines
-    km = _pixel_km(lo.attrs)
-    trained = {"edm-radar": (4.0, "4-km", "1 km"), "edm-radar-tp": (4.0, "4-km", "1 km"),
-               "edm-era5": (111.2, "1° (~111-km)", "0.25°")}.get(name)
-    if km is not None and trained is not None and not 0.75 <= km / trained[0] <= 1.25:
-        _say(f"    note: the {args.model} model was trained to downscale {trained[1]} fields to {trained[2]}; this "
-             f"input has {km:.3g}-km pixels, so the {km / args.factor:.3g}-km output is beyond what it learned"
-             + ("" if args.coarsen else f" (--coarsen {args.factor} first to check it on your own field)"), args.quiet)
+    _resolution_note(args, name, lo.attrs)
     label = _downscale_label(args, lo.attrs, get_downscaler(args.model).labels)
     prog.step(f"downscaling {tuple(lo.shape)} by {args.factor} with {args.model!r}, {args.members} members, "
               f"{args.steps} steps")

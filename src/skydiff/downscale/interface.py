@@ -355,7 +355,8 @@ def read_era5_lowres(path: str | os.PathLike[str]) -> tuple[Any, Any]:
 
 
 def coarsen_lowres(da: Any, n: int) -> Any:
-    """Block means of ``n × n`` pixels of a ``(..., y, x)`` DataArray (``xarray.DataArray.coarsen``; the last rows
+    """Block means of ``n × n`` pixels of a ``(..., y, x)`` DataArray (its last two dimensions, whatever their names;
+    ``xarray.DataArray.coarsen``; the last rows
     and columns that do not fill a block are dropped; a block with any NaN is NaN), ``xpixelsize`` scaled by ``n``.
 
     For checking a downscaler on one's own fields: coarsen by the model's factor, downscale, compare with the
@@ -364,7 +365,8 @@ def coarsen_lowres(da: Any, n: int) -> Any:
     h, w = da.shape[-2:]
     if h < n or w < n:
         raise ShapeError(f"cannot coarsen {h} x {w} pixels by {n}")
-    out = da.coarsen(y=n, x=n, boundary="trim").reduce(np.mean)  # np.mean: NaN propagates
+    ydim, xdim = da.dims[-2:]
+    out = da.coarsen({ydim: n, xdim: n}, boundary="trim").reduce(np.mean)  # np.mean: NaN propagates
     out.attrs = dict(da.attrs)
     if isinstance(out.attrs.get("xpixelsize"), (int, float)):
         out.attrs["xpixelsize"] = out.attrs["xpixelsize"] * n
