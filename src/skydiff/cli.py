@@ -91,13 +91,13 @@ def _check_threads(n: Any) -> None:
 
 def _motion_name(args: argparse.Namespace, motion: str) -> str:
     """The motion method a nowcast used: --motion, else the network's own prior or flow, else extrapolation's lk."""
-    if args.motion is None and args.model.lower() in ("lupin", "lcnn") and not args.weights:
+    if args.motion is None and args.model.lower() in ("lupin", "lcnn"):
         from .registry import create_model
 
-        m = create_model(args.model.lower(), pretrained=True)
-        own = getattr(m, "motion_prior", None) or getattr(m, "motion_method", None)
-        if own:
-            return str(own)
+        m = create_model(args.model.lower(), pretrained=args.weights or True)
+        if args.model.lower() == "lupin":
+            return str(m.motion_prior) if m.motion_prior else "learned (MF-U-Net)"
+        return str(m.motion_method)
     return motion
 
 
@@ -153,7 +153,8 @@ def cmd_nowcast(args: argparse.Namespace) -> int:
         f"grid {da.sizes['y']} x {da.sizes['x']}, step {timestep:g} min",
         args.quiet,
     )
-    prog.step(f"estimating motion ({args.motion}) and extrapolating {args.leadtimes} steps ({args.model})")
+    used = _motion_name(args, motion)
+    prog.step(f"estimating motion ({used}) and extrapolating {args.leadtimes} steps ({args.model})")
     extra = {"weights": args.weights} if args.weights else {}
     if args.precision != "full":
         extra["precision"] = args.precision
@@ -187,7 +188,7 @@ def cmd_nowcast(args: argparse.Namespace) -> int:
         timestep=timestep,
         like=da,
         velocity=velocity,
-        model=f"{args.model} (motion: {_motion_name(args, motion)})" if velocity is not None else args.model,
+        model=f"{args.model} (motion: {used})" if velocity is not None else args.model,
         overwrite=args.overwrite,
     )
     if args.plot:
