@@ -48,11 +48,13 @@ def main() -> int:
     p.add_argument("--prior-kwargs", default="{}", metavar="JSON",
                    help="the candidate's motion_prior_kwargs, e.g. '{\"finest_level\": 2}' (the shipped LUPIN is "
                         "the comparator either way)")
+    p.add_argument("--prior-frames", type=int, default=None,
+                   help="the candidate's motion_prior_frames (default: the method's, 4 for 4dvar)")
     part_arguments(p, threads=2)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     shipped = create_model("lupin", pretrained=True).eval()
-    cand = create_model("lupin", pretrained=True, motion_prior=args.prior,
+    cand = create_model("lupin", pretrained=True, motion_prior=args.prior, motion_prior_frames=args.prior_frames,
                         motion_prior_kwargs=json.loads(args.prior_kwargs)).eval()
 
     def lupin(m):  # type: ignore[no-untyped-def]
