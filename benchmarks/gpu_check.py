@@ -98,8 +98,9 @@ def sec_nowcast(a: argparse.Namespace, data: dict[str, np.ndarray]) -> dict[str,
     for model in a.models:
         for dev in devices(a):
             xd, vd = x.to(dev), v.to(dev)
-            # L-CNN and the shipped LUPIN move the rain along LK motion: given here (its optical flow is CPU work
-            # either way, and the GPU image may lack pysteps), so these rows time the rest of the nowcast
+            # L-CNN (LK) and the shipped LUPIN (4D-Var) move the rain along a motion: given here (LK is CPU work
+            # either way, and the GPU image may lack pysteps), so these rows time the rest of the nowcast; the
+            # "lupin_own_motion" rows below add LUPIN's own 4D-Var estimate (torch: it runs on the GPU too)
             kw = {"velocity": vd} if model in ("lcnn", "extrapolation", "lupin") else {}
             for prec in (["full", "bfloat16"] if model in a.bf16 else ["full"]):
                 pkw = {} if prec == "full" else {"precision": prec}
@@ -109,6 +110,13 @@ def sec_nowcast(a: argparse.Namespace, data: dict[str, np.ndarray]) -> dict[str,
                 key = f"{model}_{dev.type}" + ("" if prec == "full" else f"_{prec}")
                 res[key] = t
                 print(f"  nowcast {model:13s} {dev.type:4s} {prec:8s} {t['median_s']:.3f} s", flush=True)
+    if "lupin" in a.models:
+        for dev in devices(a):
+            with torch.no_grad():
+                t = timeit(lambda: forecast(x.to(dev), 6, model="lupin"), dev, a.reps if dev.type == "cuda" else 2,
+                           budget=60.0 if dev.type == "cuda" else 30.0)
+            res[f"lupin_own_motion_{dev.type}"] = t
+            print(f"  nowcast lupin + its 4D-Var motion {dev.type:4s} {t['median_s']:.3f} s", flush=True)
     return res
 
 
