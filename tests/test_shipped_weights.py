@@ -97,6 +97,30 @@ def test_shipped_lupin_moves_rain_along_its_4dvar_motion(knmi2010, one_thread):
     assert categorical(fc[5], y[5], 1.0)["csi"] > categorical(ext[5], y[5], 1.0)["csi"]
 
 
+def test_forecast_motion_replaces_a_networks_own(one_thread):
+    """forecast(model="lupin", motion="lk"): LUPIN moves the rain along that method's motion instead of its 4D-Var
+    (the same nowcast as passing that motion as velocity=); networks without a motion refuse motion=; the
+    default (None) is the network's own motion."""
+    _need("lupin")
+    import torch
+
+    from skydiff.errors import InputError
+    from skydiff.motion import estimate
+
+    x = blob_sequence(6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        lk, v_lk = forecast(x, 3, model="lupin", motion="lk", return_velocity=True)
+        given = forecast(x, 3, model="lupin", velocity=estimate(x[-3:], "lk"))
+        own, v_own = forecast(x, 3, model="lupin", return_velocity=True)
+        v_4dvar = estimate(torch.from_numpy(x[-4:]), "4dvar").numpy()
+    np.testing.assert_allclose(lk, given, atol=1e-5)
+    np.testing.assert_allclose(v_lk, estimate(x[-3:], "lk"), atol=1e-5)
+    assert np.abs(v_own - v_lk).max() > 0.05 and np.abs(v_own - v_4dvar).max() < 0.05
+    with pytest.raises(InputError, match="moves no rain along a motion field"):
+        forecast(blob_sequence(4), 2, model="rainnet", motion="lk")
+
+
 @pytest.mark.parametrize("name", SHIPPED)
 def test_channels_last_inference_is_the_same_nowcast(name, one_thread):
     """predict() runs the CPU convolutions channels-last (faster); the nowcast equals the contiguous-layout one

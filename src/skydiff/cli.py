@@ -12,7 +12,6 @@ import glob
 import os
 import sys
 import time
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -164,18 +163,12 @@ def cmd_nowcast(args: argparse.Namespace) -> int:
         extra["min_rain"] = args.min_rain
     if args.prob_match is not None:
         extra["prob_match"] = args.prob_match
-    if neural and args.motion is not None:  # the caller's motion method instead of the network's own
-        from .motion import estimate
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # pysteps' LK warns on sparse features; the flow is still returned
-            extra["velocity"] = estimate(np.asarray(da.values[-n_motion:]), motion)
     nowcast, velocity = forecast(
         da.values if args.allow_gaps else da,  # with gaps allowed, the nominal step is the files' time step
         args.leadtimes,
         timestep=timestep if args.allow_gaps else None,
         model=args.model,
-        motion=motion,
+        motion=args.motion if neural else motion,  # given to LUPIN / L-CNN, it replaces their own motion
         motion_kwargs={"frames": n_motion},
         return_velocity=True,
         **extra,

@@ -210,7 +210,8 @@ def evaluate(
     max_cases
         Stop after this many cases (in source order).
     motion, motion_frames
-        Motion method (and frames) for models that use one.
+        Motion method (and frames) of the models that estimate a motion themselves (extrapolation); the networks
+        use their own (the shipped LUPIN 4D-Var, L-CNN Lucas-Kanade).
     weights
         ``{model: path}``: weights files for neural-network models (default: the shipped ones).
     precision
@@ -346,7 +347,8 @@ def evaluate(
                 if motion_frames is not None:
                     kw["motion_kwargs"] = {"frames": int(motion_frames)}
                 try:
-                    out = forecast(inp[-need[m]:], L, model=m, motion=motion, **kw)
+                    # (the networks move rain along their own motion; ``motion`` is the extrapolation models')
+                    out = forecast(inp[-need[m]:], L, model=m, motion=None if is_neural(m) else motion, **kw)
                 except InputError as exc:
                     raise InputError(f"evaluate: {m} on {name} at {str(times[s + n_in - 1])[:16]}: {exc}") from None
                 t_model[m] += time.perf_counter() - t0

@@ -9,6 +9,7 @@ and returns the same kind the user passed.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -131,7 +132,7 @@ def forecast(
     frames: Any,
     leadtimes: int,
     model: str = "extrapolation",
-    motion: str = "lk",
+    motion: str | None = None,
     *,
     velocity: Any = None,
     motion_kwargs: dict[str, Any] | None = None,
@@ -152,9 +153,11 @@ def forecast(
         A registered model: ``"extrapolation"`` (semi-Lagrangian, :func:`skydiff.advect`), ``"persistence"``
         (alias ``"eulerian"``), and whatever else is registered (see :func:`models`).
     motion
-        Motion method of ``"extrapolation"`` (:func:`skydiff.motion.estimate`), unless ``velocity`` is given. The
-        networks move rain along their own motion (the shipped LUPIN: 4D-Var; L-CNN: Lucas-Kanade) and ignore it;
-        give them another with ``velocity=`` (what ``skydiff nowcast --motion`` does).
+        Motion method (:func:`skydiff.motion.estimate`), unless ``velocity`` is given. None (default): ``"lk"``
+        for extrapolation (and models registered with ``uses_motion``), and for the networks that move rain
+        along a motion their own (the shipped LUPIN: 4D-Var; L-CNN: Lucas-Kanade). Given to LUPIN or L-CNN, that
+        method's motion of the last ``motion_kwargs["frames"]`` frames (default :func:`default_motion_frames`)
+        replaces theirs; the other networks refuse it.
     velocity
         Optional precomputed motion ``(2, H, W)`` in pixels per step.
     motion_kwargs
@@ -190,8 +193,16 @@ def forecast(
     if velocity is not None and not m.uses_motion:
         raise InputError(f"model {m.name!r} does not take a motion field (velocity=); it applies to "
                          f"{', '.join(k for k, v in _MODELS.items() if v.uses_motion)}")
+    if motion is not None and m.name in _NN_MIN_FRAMES and not m.uses_motion:
+        raise InputError(f"model {m.name!r} moves no rain along a motion field; motion= applies to "
+                         f"{', '.join(k for k, v in _MODELS.items() if v.uses_motion)}")
     x = check_frames(frames, m.min_frames)
-    out, vel = m.fn(x, int(leadtimes), velocity=velocity, motion=motion, motion_kwargs=dict(motion_kwargs or {}), **kwargs)
+    if motion is not None and m.name in _NN_MIN_FRAMES and velocity is None:  # the caller's method, not theirs
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pysteps' LK warns on sparse features; the flow is still returned
+            velocity = _velocity_for(x, None, motion, dict(motion_kwargs or {}))
+    out, vel = m.fn(x, int(leadtimes), velocity=velocity, motion=motion or "lk",
+                    motion_kwargs=dict(motion_kwargs or {}), **kwargs)
     if numpy_in:
         out = out.detach().cpu().numpy()
         vel = None if vel is None else (vel.detach().cpu().numpy() if isinstance(vel, torch.Tensor) else np.asarray(vel))
