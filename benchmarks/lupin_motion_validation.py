@@ -73,8 +73,7 @@ def main() -> int:
     if not names:
         p.error("give motion-only models and/or --full")
     ev = evaluate_parts(p, args, names, weights=weights)
-    print(f"{args.part} part{' ' + ', '.join(args.sources) if args.sources else ''}, {len(ev.cases)} cases, "
-          f"{args.crop} x {args.crop} centre crops, every {args.stride} steps, {args.threads} threads\n")
+    print(cases_line(args, ev))
     print("CSI at 1 mm/h\n\n" + ev.table("csi", 1.0) + "\n\nETS at 5 mm/h\n\n" + ev.table("ets", 5.0))
     print("\n" + mean_line(ev))
     return 0
@@ -124,6 +123,12 @@ def shipped_with(name: str, **predict_options):  # type: ignore[no-untyped-def]
         return torch.as_tensor(m.predict(x, lt, **predict_options)), None
 
     return fn, m.n_input_frames
+
+
+def cases_line(args: argparse.Namespace, ev) -> str:  # type: ignore[no-untyped-def]
+    """The header of a validation script's output: part, sources, cases, crops, stride, threads."""
+    return (f"{args.part} part{' ' + ', '.join(args.sources) if args.sources else ''}, {len(ev.cases)} cases, "
+            f"{args.crop} x {args.crop} centre crops, every {args.stride} steps, {args.threads} threads\n")
 
 
 def mean_line(ev) -> str:  # type: ignore[no-untyped-def]

@@ -23,7 +23,12 @@ import time
 
 import numpy as np
 import torch
-from lupin_motion_validation import evaluate_parts, mean_line, part_arguments  # (benchmarks/: the script's folder)
+from lupin_motion_validation import (  # (benchmarks/: the script's folder)
+    cases_line,
+    evaluate_parts,
+    mean_line,
+    part_arguments,
+)
 
 from skydiff import advect
 from skydiff.nowcast.interface import register_model
@@ -76,8 +81,7 @@ def main() -> int:
         register_model(tag, timed(tag, fn), min_frames=6, description=tag)
         names.append(tag)
     ev = evaluate_parts(p, args, names)
-    print(f"{args.part} part{' ' + ', '.join(args.sources) if args.sources else ''}, {len(ev.cases)} cases, "
-          f"{args.crop} x {args.crop} centre crops, every {args.stride} steps, {args.threads} threads\n")
+    print(cases_line(args, ev))
     print("CSI at 1 mm/h\n\n" + ev.table("csi", 1.0) + "\n\nETS at 5 mm/h\n\n" + ev.table("ets", 5.0) + "\n")
     print("MAE\n\n" + ev.table("mae", digits=4) + "\n")
     print(mean_line(ev))

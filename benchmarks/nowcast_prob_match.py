@@ -20,6 +20,7 @@ import argparse
 import numpy as np
 import torch
 from lupin_motion_validation import (  # (benchmarks/: the script's folder)
+    cases_line,
     evaluate_parts,
     mean_line,
     part_arguments,
@@ -44,8 +45,7 @@ def main() -> int:
             register_model(tag, fn, min_frames=n, description=f"shipped {model}, prob_match={match}")
             names.append(tag)
     ev = evaluate_parts(p, args, names)
-    print(f"{args.part} part{' ' + ', '.join(args.sources) if args.sources else ''}, {len(ev.cases)} cases, "
-          f"{args.crop} x {args.crop} centre crops, every {args.stride} steps, {args.threads} threads\n")
+    print(cases_line(args, ev))
     print("CSI at 1 mm/h\n\n" + ev.table("csi", 1.0) + "\n\nETS at 5 mm/h\n\n" + ev.table("ets", 5.0) + "\n")
     for sc in ("mae", "mse"):
         print(f"{sc.upper()}\n\n" + ev.table(sc, digits=4) + "\n")

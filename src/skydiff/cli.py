@@ -89,15 +89,10 @@ def _check_threads(n: Any) -> None:
 
 
 def _motion_name(args: argparse.Namespace, motion: str) -> str:
-    """The motion method a nowcast used: --motion, else the network's own prior or flow, else extrapolation's lk."""
-    if args.motion is None and args.model.lower() in ("lupin", "lcnn"):
-        from .registry import create_model
+    """The motion method a nowcast used: --motion, else the network's own, else extrapolation's lk."""
+    from .nowcast.interface import own_motion
 
-        m = create_model(args.model.lower(), pretrained=args.weights or True)
-        if args.model.lower() == "lupin":
-            return str(m.motion_prior) if m.motion_prior else "learned (MF-U-Net)"
-        return str(m.motion_method)
-    return motion
+    return (None if args.motion is not None else own_motion(args.model, args.weights)) or motion
 
 
 def cmd_nowcast(args: argparse.Namespace) -> int:
@@ -488,7 +483,7 @@ def _score_against_original(ens: Any, original: Any, lo: Any, args: argparse.Nam
 
     truth = np.asarray(original.values, np.float32)
     e = np.asarray(ens.values, np.float32)
-    bic = np.clip(np.asarray(bicubic(np.asarray(lo.values, np.float32), args.factor)), 0.0, None)
+    bic = np.asarray(bicubic(np.asarray(lo.values, np.float32), args.factor, clamp=True))
     mae_bic = float(np.nanmean(np.abs(bic - truth)))
     crps = float(crps_ensemble(e, truth)) if e.shape[0] > 1 else float(np.nanmean(np.abs(e[0] - truth)))
     parts = [f"CRPS {crps:.4f} mm/h ({'fair' if e.shape[0] > 1 else 'one member: MAE'})",

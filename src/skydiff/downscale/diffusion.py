@@ -386,8 +386,9 @@ class EDMDownscaler(nn.Module):
         out = torch.zeros_like(x)
         norm = x.new_zeros(H, W)
         pos = [(r, c) for r in rows for c in cols]
-        for k in range(0, len(pos), max(1, 256 // max(1, B))):  # a few windows of every field per network call
-            grp = pos[k:k + max(1, 256 // max(1, B))]
+        per_call = max(1, 256 // max(1, B))  # a few windows of every field per network call
+        for k in range(0, len(pos), per_call):
+            grp = pos[k:k + per_call]
             xs = torch.cat([x[:, r:r + th, c:c + tw] for r, c in grp])
             cs = torch.cat([cond[..., r:r + th, c:c + tw] for r, c in grp])
             d = self.denoise(xs, sig.repeat(len(grp)), cs, None if lab is None else lab.repeat(len(grp)))

@@ -355,9 +355,9 @@ def read_era5_lowres(path: str | os.PathLike[str]) -> tuple[Any, Any]:
 
 
 def coarsen_lowres(da: Any, n: int) -> Any:
-    """Block means of ``n × n`` pixels of a ``(..., y, x)`` DataArray (its last two dimensions, whatever their names;
-    ``xarray.DataArray.coarsen``; the last rows
-    and columns that do not fill a block are dropped; a block with any NaN is NaN), ``xpixelsize`` scaled by ``n``.
+    """Block means of ``n × n`` pixels over the last two dimensions of a DataArray, whatever their names
+    (``xarray.DataArray.coarsen``; the last rows and columns that do not fill a block are dropped; a block with any
+    NaN is NaN), ``xpixelsize`` and ``ypixelsize`` scaled by ``n``.
 
     For checking a downscaler on one's own fields: coarsen by the model's factor, downscale, compare with the
     original (what the benchmarks do with :func:`skydiff.downscale.data.block_mean`)."""

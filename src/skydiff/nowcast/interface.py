@@ -193,11 +193,12 @@ def forecast(
     if velocity is not None and not m.uses_motion:
         raise InputError(f"model {m.name!r} does not take a motion field (velocity=); it applies to "
                          f"{', '.join(k for k, v in _MODELS.items() if v.uses_motion)}")
-    if motion is not None and m.name in _NN_MIN_FRAMES and not m.uses_motion:
+    neural = m.name in _NN_MIN_FRAMES
+    if motion is not None and neural and not m.uses_motion:
         raise InputError(f"model {m.name!r} moves no rain along a motion field; motion= applies to "
                          f"{', '.join(k for k, v in _MODELS.items() if v.uses_motion)}")
     x = check_frames(frames, m.min_frames)
-    if motion is not None and m.name in _NN_MIN_FRAMES and velocity is None:  # the caller's method, not theirs
+    if motion is not None and neural and velocity is None:  # the caller's method, not theirs
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pysteps' LK warns on sparse features; the flow is still returned
             velocity = _velocity_for(x, None, motion, dict(motion_kwargs or {}))
@@ -317,6 +318,40 @@ def is_neural(name: str) -> bool:
     return get_model(name).name in _NN_MIN_FRAMES
 
 
+def _network(name: str, weights: Any, device: torch.device | str) -> Any:
+    """The network ``name`` with ``weights`` (None/True: the shipped ones; False: untrained; or a path) on ``device``,
+    in eval mode, from the cache (the shipped weights are keyed by their path, so a different weights folder is never
+    served from cache; untrained models have their own key)."""
+    from ..registry import create_model, weights_dir
+
+    if weights is None or weights is True:
+        tag = str(weights_dir(name) / name)
+    elif weights is False:
+        tag = "<untrained>"
+    elif isinstance(weights, (str, os.PathLike)):
+        tag = os.fspath(weights)
+    else:
+        raise InputError(f"weights must be a path to saved weights, True (the shipped ones) or False "
+                         f"(untrained), got {type(weights).__name__}")
+    key = (name, tag, str(device))
+    if key not in _NN_CACHE:
+        model = create_model(name, pretrained=weights if weights is not None else True)
+        _NN_CACHE[key] = model.to(device).eval()
+    return _NN_CACHE[key]
+
+
+def own_motion(name: str, weights: Any = None) -> str | None:
+    """The motion a network moves rain along when given none (the shipped LUPIN ``"4dvar"``, L-CNN ``"lk"``, a
+    learned-motion LUPIN ``"learned (MF-U-Net)"``); None for the networks without one."""
+    key = get_model(name).name
+    if key not in ("lupin", "lcnn"):
+        return None
+    m = _network(key, weights, "cpu")
+    if key == "lcnn":
+        return str(m.motion_method)
+    return str(m.motion_prior) if m.motion_prior else "learned (MF-U-Net)"
+
+
 def _nn_model(name: str) -> Callable[..., Any]:
     def run(
         x: torch.Tensor,
@@ -328,27 +363,10 @@ def _nn_model(name: str) -> Callable[..., Any]:
         weights: Any = None,
         **kwargs: Any,
     ) -> tuple[torch.Tensor, Any]:
-        from ..registry import create_model, weights_dir
-
-        # the shipped weights are keyed by their path, so a different weights folder is never served from cache;
-        # untrained models (weights=False) have their own key
-        if weights is None or weights is True:
-            tag = str(weights_dir(name) / name)
-        elif weights is False:
-            tag = "<untrained>"
-        elif isinstance(weights, (str, os.PathLike)):
-            tag = os.fspath(weights)
-        else:
-            raise InputError(f"weights must be a path to saved weights, True (the shipped ones) or False "
-                             f"(untrained), got {type(weights).__name__}")
-        key = (name, tag, str(x.device))
-        if key not in _NN_CACHE:
-            model = create_model(name, pretrained=weights if weights is not None else True)
-            _NN_CACHE[key] = model.to(x.device).eval()
-        model = _NN_CACHE[key]
+        model = _network(name, weights, x.device)
         if velocity is not None:  # lcnn, lupin (a LUPIN with a motion_prior; the others refuse it)
             kwargs["velocity"] = velocity
-        out, vel = model.predict(x, leadtimes, return_motion=True, **kwargs)  # vel: L-CNN's / LK-LUPIN's motion
+        out, vel = model.predict(x, leadtimes, return_motion=True, **kwargs)  # vel: L-CNN's / LUPIN's motion
         out = out if isinstance(out, torch.Tensor) else torch.from_numpy(np.asarray(out))
         return out.to(dtype=x.dtype, device=x.device), vel
 
