@@ -337,6 +337,35 @@ def sl_backward(F, V, td, cstep, n_iter, edge, gout, need_gF, need_gV, gF_parts,
                     gV[b, 1, i, j] += gwy[j] * td[0]
 
 
+@numba.njit(parallel=True, nogil=True, cache=True)  # no fast-math: the sums keep numpy's order, bit for bit
+def combine_parts(gF_parts, gV_parts, extra, out):
+    """Sum sl_backward's buffers for one batch entry and add ``extra``; zero the buffers for the next call.
+
+    gF_parts (P,1,C,H,W), gV_parts (P,1,2,H,W), extra (C,H,W) -> out (C,H,W): ``sum_p gF`` (+ ``sum_p gV`` on the
+    last two channels, the velocity) + ``extra``, summed in the order of ``gF.sum(0)[0]; g[C-2:] += gV.sum(0)[0];
+    g += extra``. One pass instead of two reductions, three additions and two fills.
+    """
+    P, _, C, H, W = gF_parts.shape
+    for r in numba.prange(C * H):
+        c = r // H
+        i = r % H
+        vel = c >= C - 2
+        for j in range(W):
+            s = gF_parts[0, 0, c, i, j]
+            gF_parts[0, 0, c, i, j] = 0.0
+            for p in range(1, P):
+                s += gF_parts[p, 0, c, i, j]
+                gF_parts[p, 0, c, i, j] = 0.0
+            if vel:
+                v = gV_parts[0, 0, c - C + 2, i, j]
+                gV_parts[0, 0, c - C + 2, i, j] = 0.0
+                for p in range(1, P):
+                    v += gV_parts[p, 0, c - C + 2, i, j]
+                    gV_parts[p, 0, c - C + 2, i, j] = 0.0
+                s += v
+            out[c, i, j] = s + extra[c, i, j]
+
+
 def n_parts() -> int:
     """Number of accumulation buffers for the backward pass (one per numba thread)."""
     return max(1, int(numba.get_num_threads()))

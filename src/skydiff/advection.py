@@ -430,12 +430,10 @@ class _NumbaTrajectory(torch.autograd.Function):
         states = np.empty((n + 1, C, H, W), dtype=np.float64)
         states[0] = X0.detach().numpy()
         E = eta.detach().to(torch.float64).numpy() if has_eta else None
-        one = np.empty((1, 1, C, H, W), dtype=np.float64)
         for k, dt in enumerate(dts):
             td = np.array([dt])
             X = states[k][None]
-            K.sl_forward(X, X[:, C - 2 :], td, td, 1, math.nan, True, one)
-            states[k + 1] = one[0, 0]
+            K.sl_forward(X, X[:, C - 2 :], td, td, 1, math.nan, True, states[k + 1][None, None])  # in place
             if has_eta and k < n - 1:
                 states[k + 1, C - 2 :] += E[k]
         ctx.states, ctx.dts, ctx.has_eta = states, dts, has_eta
@@ -452,21 +450,19 @@ class _NumbaTrajectory(torch.autograd.Function):
         _, C, H, W = states.shape
         G = gout.detach().to(torch.float64).numpy()
         P = min(K.n_parts(), H)
-        gF = np.empty((P, 1, C, H, W), dtype=np.float64)
-        gV = np.empty((P, 1, 2, H, W), dtype=np.float64)
+        gF = np.zeros((P, 1, C, H, W), dtype=np.float64)  # combine_parts zeroes them again after every step
+        gV = np.zeros((P, 1, 2, H, W), dtype=np.float64)
         g = G[n].copy()  # adjoint of X_n
+        g_prev = np.empty_like(g)
         g_eta = np.zeros((max(n - 1, 0), 2, H, W), dtype=np.float64) if has_eta else None
         for k in range(n - 1, -1, -1):
             if has_eta and k < n - 1:
                 g_eta[k] = g[C - 2 :]
             td = np.array([dts[k]])
             X = states[k][None]
-            gF.fill(0.0)
-            gV.fill(0.0)
             K.sl_backward(X, X[:, C - 2 :], td, td, 1, True, g[None, None], True, True, gF, gV)
-            g = gF.sum(axis=0)[0]
-            g[C - 2 :] += gV.sum(axis=0)[0]
-            g += G[k]
+            K.combine_parts(gF, gV, G[k], g_prev)  # adjoint of X_k
+            g, g_prev = g_prev, g
         grad_x = torch.from_numpy(g).to(ctx.in_dtype) if ctx.needs_input_grad[0] else None
         grad_e = torch.from_numpy(g_eta).to(ctx.in_dtype) if (has_eta and ctx.needs_input_grad[1]) else None
         return grad_x, grad_e, None, None

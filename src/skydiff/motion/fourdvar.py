@@ -303,12 +303,15 @@ class _Cost:
 
     def integrate(
         self, w0: torch.Tensor, I0: torch.Tensor, eta: torch.Tensor | None = None
-    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Run the model from (w0 (2,H,W), I0 (H,W)); return w and I at the observation times."""
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the model from (w0 (2,H,W), I0 (H,W)); return w (T, 2, H, W) and I (T, H, W) at the observation
+        times."""
         if self.step is _skydiff_step:  # the whole trajectory in one fused autograd node
             traj = advect_trajectory(torch.cat([I0[None], w0], dim=0), self.dts, eta)
-            idx = [0] + [k for k in self.obs_after]
-            return [traj[k, 1:] for k in idx], [traj[k, 0] for k in idx]
+            # one indexing node per output: a slice per time (as before 2026-11-27) made the backward allocate and
+            # add a zero gradient of the whole trajectory for every observation time
+            idx = torch.tensor([0] + list(self.obs_after), device=traj.device)
+            return traj[idx, 1:], traj[idx, 0]
         X = torch.cat([I0[None], w0], dim=0)[None]
         ws, Is = [w0], [I0]
         j = 0
@@ -320,13 +323,13 @@ class _Cost:
                 ws.append(X[0, 1:])
                 Is.append(X[0, 0])
                 j += 1
-        return ws, Is
+        return torch.stack(ws), torch.stack(Is)
 
     def terms(
         self, w0: torch.Tensor, I0: torch.Tensor, eta: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         _, Is = self.integrate(w0, I0, eta)
-        res = torch.stack(Is) - self.obs
+        res = Is - self.obs
         j_obs = 0.5 * (self.weights * res.square()).sum()
         j_b = 0.5 * (self.alpha * _grad_sq(w0) + self.beta * _div_sq(w0))
         if eta is not None:
@@ -555,7 +558,7 @@ def _inside_mask(cost: "_Cost", w0: torch.Tensor, eta: torch.Tensor | None) -> t
     c0[1:-1, 1:-1] = 1.0
     with torch.no_grad():
         _, cs = cost.integrate(w0, c0, eta)
-    return (torch.stack(cs) > 0.5).to(w0.dtype)
+    return (cs > 0.5).to(w0.dtype)
 
 
 def _weights(Y: torch.Tensor, valid: torch.Tensor, ymin: float, dry_weight: float, tol: float) -> torch.Tensor:
@@ -885,10 +888,8 @@ def fourdvar(
 
     assert final_run is not None and cost is not None and w_cur is not None and I_cur is not None
     with torch.no_grad():
-        ws, Is = cost.integrate(w_cur, I_cur, eta_cur)
+        traj_w, traj_I = cost.integrate(w_cur, I_cur, eta_cur)  # (T, 2, h, w), (T, h, w)
         j_o, j_b, j_m = cost.terms(w_cur, I_cur, eta_cur)
-    traj_w = torch.stack(ws)  # (T, 2, h, w)
-    traj_I = torch.stack(Is)
     if crop and (traj_w.shape[-2:] != (H, W)):
         r, c = box
         pad = (c.start, W - c.stop, r.start, H - r.stop)
@@ -973,9 +974,8 @@ def fourdvar_reference(
         history_size=history_size, time_limit=time_limit, t_start=t0, target=target_cost,
     )  # fmt: skip
     with torch.no_grad():
-        ws, Is = cost.integrate(w0.detach(), I0.detach(), None if eta is None else eta.detach())
+        traj_w, traj_I = cost.integrate(w0.detach(), I0.detach(), None if eta is None else eta.detach())
         j_o, j_b, j_m = cost.terms(w0.detach(), I0.detach(), None if eta is None else eta.detach())
-    traj_w, traj_I = torch.stack(ws), torch.stack(Is)
     conv = lambda x: x.detach().cpu().numpy() if not is_torch else x.detach()  # noqa: E731
     return FourDVarResult(
         velocity=conv(traj_w[-1]), trajectory_w=conv(traj_w), trajectory_I=conv(traj_I), times=tau,
