@@ -64,7 +64,7 @@ def test_nowcast_and_verify_on_knmi(knmi2010, tmp_path, capsys):
 
 
 @pytest.mark.realdata
-def test_nowcast_neural_model_trims_the_no_data_frame(knmi2010, tmp_path):
+def test_nowcast_neural_model_trims_the_no_data_frame(knmi2010, tmp_path, monkeypatch):
     """The shipped RainNet on the whole KNMI 765 x 700 grid (data on 26 % of it): the default run (networks on the
     box around the data) and --whole-grid give the same nowcast, NaN outside the radar range in both."""
     import numpy as np
@@ -103,13 +103,19 @@ def test_nowcast_neural_model_trims_the_no_data_frame(knmi2010, tmp_path):
 
     box = ["--bbox", "380000", "540000", "-4150000", "-3990000", "--leadtimes", "2", "-q"]
     region = [str(p) for p in knmi2010[i0 - 5: i0 + 1]]
+    import skydiff.plot
+
+    titles = []
+    monkeypatch.setattr(skydiff.plot, "plot_nowcast", lambda *a, title="", **k: titles.append(title))
     got = {}
     for flag, want in (([], "lupin (motion: 4dvar)"), (["--motion", "lk"], "lupin (motion: lk)")):
         out = tmp_path / f"lupin{len(flag)}.nc"
-        assert main(["nowcast", *region, "--model", "lupin", *flag, *box, "--out", str(out)]) == 0
+        png = tmp_path / f"lupin{len(flag)}.png"
+        assert main(["nowcast", *region, "--model", "lupin", *flag, *box, "--out", str(out), "--plot", str(png)]) == 0
         with xr.open_dataset(out) as ds:
             assert ds.attrs["model"] == want
             got[want] = np.asarray(ds["precip_rate"].values)
+        assert titles[-1].endswith(f"(lupin, motion {want.split(': ')[1]}")  # the figure says it too (was "None")
     assert np.nanmax(np.abs(got["lupin (motion: lk)"] - got["lupin (motion: 4dvar)"])) > 0.1  # another motion
 
 

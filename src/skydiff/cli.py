@@ -190,7 +190,8 @@ def cmd_nowcast(args: argparse.Namespace) -> int:
             nowcast,
             leadtimes_min=timestep * np.arange(1, args.leadtimes + 1),
             path=args.plot,
-            title=f"skydiff nowcast from {str(da.time.values[-1])[:16]} UTC ({args.model}, motion {args.motion})",
+            title=f"skydiff nowcast from {str(da.time.values[-1])[:16]} UTC ({args.model}"
+            + (f", motion {used})" if velocity is not None else ")"),
         )
     prog.step("done")
     prog.done()

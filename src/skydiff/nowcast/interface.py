@@ -184,8 +184,8 @@ def forecast(
     if step is not None and m.name in _NN_MIN_FRAMES and abs(step - NN_TIMESTEP_MIN) > 1e-6:
         raise InputError(
             f"model {m.name!r} was trained on {NN_TIMESTEP_MIN:g}-min steps but the frames are {step:g} min apart; "
-            f"resample them to {NN_TIMESTEP_MIN:g} min first (skydiff.io.resample_time) or use "
-            "model='extrapolation', which works at any step"
+            f"resample them to {NN_TIMESTEP_MIN:g} min first (skydiff.io.resample_time; skydiff nowcast "
+            f"--resample {NN_TIMESTEP_MIN:g}) or use model='extrapolation', which works at any step"
         )
     if "weights" in kwargs and not _takes_weights(m.fn):
         raise InputError(f"model {m.name!r} has no weights; weights= is for the neural models "
