@@ -118,6 +118,12 @@ def test_real_knmi_cli(knmi2010, tmp_path, capsys):
     # outputs are never overwritten without --overwrite
     assert main(["evaluate", str(folder), "--csv", str(csv), "-q"]) == 2
     assert "exists" in capsys.readouterr().err
+    # the same files given one by one are one sequence too (they were one sequence per file: no case)
+    csv2 = tmp_path / "scores_files.csv"
+    rc = main(["evaluate", *[str(f) for f in knmi2010[66:76]], "--models", "extrapolation", "persistence",
+               "--leadtimes", "3", "--crop", "256", "--stride", "2", "--csv", str(csv2), "-q"])
+    assert rc == 0
+    pd.testing.assert_frame_equal(pd.read_csv(csv2).drop(columns="source"), df.drop(columns="source"))
 
 
 def test_groups_pool_separately(seq):

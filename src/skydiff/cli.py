@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -259,7 +260,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         if not args.files:
             raise InputError("give radar files/folders (one folder = one sequence) or --shared test|validation|train")
-        sources = list(args.files)
+        # each folder is a sequence, and the files given one by one (or by a pattern) are one sequence together
+        # (until 2026-11-27 every file was a sequence of its own, so a list of files had no case at all)
+        folders = [f for f in args.files if Path(f).is_dir()]
+        files = [f for f in args.files if not Path(f).is_dir()]
+        sources = folders + ([files] if files else [])
     weights = {}
     for item in args.weights or []:
         if "=" not in item:
@@ -714,7 +719,7 @@ def build_parser() -> argparse.ArgumentParser:
         "same pixels (LUPIN's protocol: lead times 5-30 min; CSI, POD, FAR, ETS, precision, accuracy at 1, 5 and "
         "10 mm/h; MSE, MAE, ME): tables, a CSV and a figure of each score against lead time.",
     )
-    ev.add_argument("files", nargs="*", help="radar files or folders (each folder is one sequence)")
+    ev.add_argument("files", nargs="*", help="radar files (together one sequence) or folders (each one sequence)")
     ev.add_argument("--models", nargs="+", default=["extrapolation", "persistence"],
                     help="models to compare (e.g. lupin rainnet lcnn extrapolation persistence)")
     ev.add_argument("--shared", choices=["test", "validation", "train"], default=None,
