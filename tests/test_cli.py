@@ -196,6 +196,11 @@ def test_assimilate_4dvar_on_knmi(knmi2010, tmp_path):
     assert nc.shape == (3, 765, 700) and vel.shape == (2, 765, 700)
     assert np.isfinite(vel.values).all() and float(np.abs(vel.values).max()) > 0.1
     assert png.stat().st_size > 10_000
+    box = tmp_path / "box.nc"  # --bbox as for nowcast: a 100 x 120 km region (x and y in projection metres)
+    assert main(["assimilate", *files, "--max-iter", "3", "--bbox", "380000", "480000", "-4150000", "-4030000",
+                 "--out", str(box), "-q"]) == 0
+    nb, vb = read_nowcast(box, with_velocity=True)
+    assert nb.shape[1:] == vb.shape[1:] and 90 <= nb.shape[2] <= 110 and 110 <= nb.shape[1] <= 130
 
 
 def test_train_command_synthetic(tmp_path, capsys):

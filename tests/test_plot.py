@@ -376,5 +376,11 @@ def test_plot_assimilation(tmp_path):
     out = tmp_path / "assim.png"
     plot_assimilation(obs, v, np.logspace(3, 1, 30), obs, leadtime_min=15, path=out, title="t")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the full-resolution cost of a coarser-level solution is a separate marker, not the curve's last point
+    fig = plot_assimilation(obs, v, np.logspace(3, 1, 30), obs, leadtime_min=15, full_resolution_cost=50.0)
+    ax = fig.axes[2]
+    curve, marker = ax.get_lines()
+    assert len(curve.get_ydata()) == 30 and list(marker.get_ydata()) == [50.0]
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["iterations", "full resolution"]
     with pytest.raises(ShapeError):
         plot_assimilation(obs, v[:, :10], [1.0], obs, leadtime_min=5)

@@ -315,6 +315,11 @@ def cmd_assimilate(args: argparse.Namespace) -> int:
     prog.step(f"reading {len(args.files)} input path(s)")
     da = read_radar(args.files, importer=args.importer, progress=not args.quiet)
     prog.done()
+    if args.bbox is not None:
+        from .io import crop_bbox
+
+        da = crop_bbox(da, args.bbox)
+        _say(f"    cropped to {da.sizes['y']} x {da.sizes['x']} pixels", args.quiet)
     require_frames(da, 2)
     da = da.isel(time=slice(-args.frames, None))
     t = da.time.values.astype("datetime64[s]").astype(np.int64) / 60.0
@@ -324,9 +329,16 @@ def cmd_assimilate(args: argparse.Namespace) -> int:
     )
     res = fourdvar(da.values, times=t - t[0], constraint=args.constraint, max_iter=args.max_iter)
     prog.done()
+    # with finest_level > 0 the last cost is that of the upsampled solution at full resolution: another cost function
+    # (it was printed and drawn as if the iterations had ended there, so the cost seemed to rise)
+    full_only = res.levels[-1].status.startswith("not optimised")
+    hist = res.cost_history[:-1] if full_only else res.cost_history
+    opt = next(lv for lv in reversed(res.levels) if not lv.status.startswith("not optimised"))
     _say(
-        f"    {res.n_iter} L-BFGS iterations, {'converged' if res.converged else 'NOT converged'} ({res.status}), "
-        f"cost {res.cost_history[0]:.4g} -> {res.cost_history[-1]:.4g}, {res.time_s:.1f} s",
+        f"    {res.n_iter} L-BFGS iterations over {len(res.levels)} levels, "
+        f"{'converged' if res.converged else 'NOT converged'} ({res.status}), "
+        f"cost {hist[0]:.4g} -> {hist[-1]:.4g} on the {opt.shape[0]} x {opt.shape[1]} level"
+        + (f" (full resolution: {res.cost_history[-1]:.4g})" if full_only else "") + f", {res.time_s:.1f} s",
         args.quiet,
     )
     prog.step(f"forecasting {args.leadtimes} steps of {step_min:g} min and writing {args.out}")
@@ -352,8 +364,8 @@ def cmd_assimilate(args: argparse.Namespace) -> int:
 
         prog.step(f"plotting {args.plot}")
         plot_assimilation(
-            da.values[-1], res.velocity, res.cost_history, fc[-1], leadtime_min=step_min * args.leadtimes,
-            path=args.plot,
+            da.values[-1], res.velocity, hist, fc[-1], leadtime_min=step_min * args.leadtimes,
+            full_resolution_cost=res.cost_history[-1] if full_only else None, path=args.plot,
             title=f"4D-Var motion ({args.constraint}), {str(da.time.values[0])[:16]} .. {str(da.time.values[-1])[11:16]} UTC",
         )
     prog.done()
@@ -758,6 +770,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--max-iter", type=int, default=300, help="L-BFGS iterations per level (default 300)")
     a.add_argument("--leadtimes", type=int, default=3, help="forecast steps (default 3)")
     a.add_argument("--importer", default=None)
+    _add_bbox(a, "assimilate", ", e.g. --bbox -100 -90 35 45 for a part of CONUS (a whole MRMS grid is 24.5 M pixels)")
     a.add_argument("--out", default="motion.nc")
     a.add_argument("--plot", default=None, help="also write a figure (PNG)")
     a.add_argument("--overwrite", action="store_true")

@@ -727,11 +727,16 @@ def plot_assimilation(
     forecast: Any,
     *,
     leadtime_min: float,
+    full_resolution_cost: float | None = None,
     path: str | os.PathLike[str] | None = None,
     title: str | None = None,
 ) -> Figure:
     """Motion from an assimilation (e.g. 4D-Var): arrows over the last observation, the flow as a colour wheel,
-    the cost against iteration, and a forecast from the estimated state at ``leadtime_min``."""
+    the cost against iteration, and a forecast from the estimated state at ``leadtime_min``.
+
+    ``full_resolution_cost``: when the iterations ran on a coarser grid (4D-Var's ``finest_level > 0``), the cost of
+    the upsampled solution at full resolution, drawn as a separate marker (it is another cost function, not one
+    more iteration)."""
     obs = _field(last_obs, "last_obs")
     vel = _velocity(velocity)
     fc = _field(forecast, "forecast")
@@ -747,7 +752,10 @@ def plot_assimilation(
     plot_motion(axes[1], vel, kind="wheel", title="motion (colour wheel)", colorbar=False)
     ax = axes[2]
     if cost.size:
-        ax.semilogy(np.arange(cost.size), np.where(cost > 0, cost, np.nan), color="C0")
+        ax.semilogy(np.arange(cost.size), np.where(cost > 0, cost, np.nan), color="C0", label="iterations")
+    if full_resolution_cost is not None and full_resolution_cost > 0:
+        ax.semilogy([max(cost.size - 1, 0)], [full_resolution_cost], "o", color="C1", label="full resolution")
+        ax.legend(fontsize=7)
     ax.set_xlabel("iteration", fontsize=8)
     ax.set_ylabel("cost J", fontsize=8)
     ax.set_title("cost", fontsize=9)
