@@ -798,9 +798,13 @@ class RadarSequences(Dataset):
             warnings.warn(f"{name}: grid {data.shape[1]}×{data.shape[2]} larger than teacher_max_pixels="
                           f"{self.teacher_max_pixels}: no motion teacher for its windows", stacklevel=3)
             return {}
+        from tqdm.auto import tqdm
+
         out: dict[int, np.ndarray] = {}
         k = self.teacher_frames
-        for s in starts.tolist():
+        # one bar per source: a whole-grid 4D-Var takes seconds per window, and this runs before training starts
+        for s in tqdm(starts.tolist(), desc=f"{name}: {self.teacher} motion of each window", unit="window",
+                      leave=False, mininterval=5.0):
             frames = inverse_transform(data[s + self.n_in - k: s + self.n_in], self.transform)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
