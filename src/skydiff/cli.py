@@ -329,16 +329,14 @@ def cmd_assimilate(args: argparse.Namespace) -> int:
     )
     res = fourdvar(da.values, times=t - t[0], constraint=args.constraint, max_iter=args.max_iter)
     prog.done()
-    # with finest_level > 0 the last cost is that of the upsampled solution at full resolution: another cost function
+    # with finest_level > 0 the full-resolution cost of the upsampled solution is another cost function, said apart
     # (it was printed and drawn as if the iterations had ended there, so the cost seemed to rise)
-    full_only = res.levels[-1].status.startswith("not optimised")
-    hist = res.cost_history[:-1] if full_only else res.cost_history
-    opt = next(lv for lv in reversed(res.levels) if not lv.status.startswith("not optimised"))
+    hist, full, opt = res.iteration_costs, res.full_resolution_cost, res.finest_optimised
     _say(
         f"    {res.n_iter} L-BFGS iterations over {len(res.levels)} levels, "
         f"{'converged' if res.converged else 'NOT converged'} ({res.status}), "
         f"cost {hist[0]:.4g} -> {hist[-1]:.4g} on the {opt.shape[0]} x {opt.shape[1]} level"
-        + (f" (full resolution: {res.cost_history[-1]:.4g})" if full_only else "") + f", {res.time_s:.1f} s",
+        + (f" (full resolution: {full:.4g})" if full is not None else "") + f", {res.time_s:.1f} s",
         args.quiet,
     )
     prog.step(f"forecasting {args.leadtimes} steps of {step_min:g} min and writing {args.out}")
@@ -365,7 +363,7 @@ def cmd_assimilate(args: argparse.Namespace) -> int:
         prog.step(f"plotting {args.plot}")
         plot_assimilation(
             da.values[-1], res.velocity, hist, fc[-1], leadtime_min=step_min * args.leadtimes,
-            full_resolution_cost=res.cost_history[-1] if full_only else None, path=args.plot,
+            full_resolution_cost=full, path=args.plot,
             title=f"4D-Var motion ({args.constraint}), {str(da.time.values[0])[:16]} .. {str(da.time.values[-1])[11:16]} UTC",
         )
     prog.done()

@@ -127,6 +127,9 @@ _CONSTRAINTS = ("strong", "weak")
 # --------------------------------------------------------------------------------------------------------------
 
 
+_NOT_OPTIMISED = "not optimised"  # status of the pyramid levels below finest_level (cost evaluated only)
+
+
 @dataclass
 class LevelInfo:
     """Diagnostics of one level of the coarse-to-fine pyramid (level 0 = full resolution)."""
@@ -140,6 +143,11 @@ class LevelInfo:
     converged: bool
     status: str
     time_s: float
+
+    @property
+    def optimised(self) -> bool:
+        """False for the levels below ``finest_level``, whose cost was only evaluated."""
+        return not self.status.startswith(_NOT_OPTIMISED)
 
 
 @dataclass
@@ -186,6 +194,22 @@ class FourDVarResult:
     constraint: str = "strong"
     eval_times: list[float] = field(default_factory=list, repr=False)
     eval_costs: list[float] = field(default_factory=list, repr=False)
+
+    @property
+    def finest_optimised(self) -> LevelInfo | None:
+        """The finest level L-BFGS ran on (the one ``cost_history`` follows)."""
+        return next((lv for lv in reversed(self.levels) if lv.optimised), None)
+
+    @property
+    def full_resolution_cost(self) -> float | None:
+        """With ``finest_level > 0``: the cost of the upsampled solution at full resolution (the last entry of
+        ``cost_history``, another cost function than the iterations before it); else None."""
+        return self.cost_history[-1] if self.levels and not self.levels[-1].optimised else None
+
+    @property
+    def iteration_costs(self) -> list[float]:
+        """``cost_history`` without the appended full-resolution cost: the finest optimised level's iterations."""
+        return self.cost_history[:-1] if self.full_resolution_cost is not None else list(self.cost_history)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -858,7 +882,7 @@ def fourdvar(
             if lev < finest:  # below the finest optimised level: evaluate only
                 with torch.no_grad():
                     j = float(fn())
-                run = _Run(0, 1, j, j, [j], True, f"not optimised (finest_level={finest})", [], [])
+                run = _Run(0, 1, j, j, [j], True, f"{_NOT_OPTIMISED} (finest_level={finest})", [], [])
             else:
                 run = _minimise(
                     fn, params, n_pix=hl * wl, max_iter=max_iter, gtol=gtol, ftol=ftol, history_size=history_size
