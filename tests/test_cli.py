@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -218,3 +219,21 @@ def test_train_command_synthetic(tmp_path, capsys):
     assert main(["train", "rainnet", "--config", str(cfg), "--out", str(out), "--max-steps", "3"]) == 0
     assert "3 steps" in capsys.readouterr().out
     assert main(["train", "nope", "--config", str(cfg), "--out", str(out)]) == 2
+
+
+def test_progress_step_with_a_bar_ends_its_line_first(capsys):
+    """A step that may draw a tqdm bar (downscaling, reading many files) ends its line at once, so the bar's carriage
+    returns cannot overwrite it, and its time follows on a line of its own; other steps keep one line."""
+    from skydiff.cli import _Progress, _many_files
+
+    prog = _Progress(2)
+    prog.step("downscaling", bar=True)
+    print("BAR", file=sys.stderr)
+    prog.step("writing")
+    prog.done()
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "[1/2] downscaling ..."
+    assert lines[1] == "BAR"
+    assert lines[2].startswith("[1/2] done in ") and lines[2].endswith(" s")
+    assert lines[3].startswith("[2/2] writing ... ") and lines[3].endswith(" s")
+    assert not _many_files(["a.h5", "b.h5"]) and _many_files(["x"] * 21) and _many_files(["radar/*.h5"])

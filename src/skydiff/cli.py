@@ -31,18 +31,28 @@ class _Progress:
         self.total, self.i, self.quiet = total, 0, quiet
         self.t0 = time.perf_counter()
 
-    def step(self, msg: str) -> None:
+    def step(self, msg: str, bar: bool = False) -> None:
+        """Start step ``msg``; ``bar=True`` when the step may draw a tqdm bar: the line is ended at once (the bar
+        gets a line of its own instead of overwriting this one) and the time follows on a line of its own."""
         self.done()
         self.i += 1
         self.t0 = time.perf_counter()
+        self._bar = bar
         if not self.quiet:
-            print(f"[{self.i}/{self.total}] {msg} ...", end="", file=sys.stderr, flush=True)
+            print(f"[{self.i}/{self.total}] {msg} ...", end="\n" if bar else "", file=sys.stderr, flush=True)
         self._open = True
 
     def done(self) -> None:
         if getattr(self, "_open", False) and not self.quiet:
-            print(f" {time.perf_counter() - self.t0:.1f} s", file=sys.stderr, flush=True)
+            lead = f"[{self.i}/{self.total}] done in" if self._bar else ""
+            print(f"{lead} {time.perf_counter() - self.t0:.1f} s", file=sys.stderr, flush=True)
         self._open = False
+
+
+def _many_files(paths: Sequence[str]) -> bool:
+    """Whether :func:`skydiff.io.read_radar` may draw its tqdm bar (it does for more than 20 files): many paths, a
+    folder or a glob pattern."""
+    return len(paths) > 20 or any(os.path.isdir(p) or glob.has_magic(p) for p in paths)
 
 
 def _say(msg: str, quiet: bool = False) -> None:
@@ -109,7 +119,7 @@ def cmd_nowcast(args: argparse.Namespace) -> int:
         if asked and not is_neural(args.model):
             raise InputError(f"{flag} applies to the neural-network models, not {args.model!r}")
     prog = _Progress(4 + bool(args.plot), args.quiet)
-    prog.step(f"reading {len(args.files)} input path(s)")
+    prog.step(f"reading {len(args.files)} input path(s)", bar=_many_files(args.files))
     da = read_radar(args.files, importer=args.importer, progress=not args.quiet)
     prog.done()
     from .nowcast.interface import default_motion_frames
@@ -312,7 +322,7 @@ def cmd_assimilate(args: argparse.Namespace) -> int:
 
     _check_outputs([args.out, args.plot], args.overwrite, plot=args.plot, inputs=args.files)
     prog = _Progress(3 + bool(args.plot), args.quiet)
-    prog.step(f"reading {len(args.files)} input path(s)")
+    prog.step(f"reading {len(args.files)} input path(s)", bar=_many_files(args.files))
     da = read_radar(args.files, importer=args.importer, progress=not args.quiet)
     prog.done()
     if args.bbox is not None:
@@ -603,7 +613,7 @@ def cmd_downscale(args: argparse.Namespace) -> int:
     _resolution_note(args, name, lo.attrs)
     label = _downscale_label(args, lo.attrs, get_downscaler(args.model).labels)
     prog.step(f"downscaling {tuple(lo.shape)} by {args.factor} with {args.model!r}, {args.members} members, "
-              f"{args.steps} steps")
+              f"{args.steps} steps", bar=True)
     ens = downscale(lo, factor=args.factor, model=args.model, members=args.members, steps=args.steps,
                     seed=args.seed, progress=not args.quiet, label=label, conserve=conserve, vimd=vimd)
     if nan.any():
