@@ -111,6 +111,21 @@ def test_forecast_shipped_models_match(model: str) -> None:
     _close(cpu, gpu, rtol=1e-3, atol=2e-3)
 
 
+def test_forecast_lupin_with_its_own_4dvar_motion_on_cuda() -> None:
+    """The shipped LUPIN's whole path on CUDA, its 4D-Var motion included (the test above gives it a motion): the
+    estimate runs on the frames' device and the nowcast stays there. CPU and CUDA adjoints differ at grid nodes
+    (RESULTS §9), so L-BFGS may take another path: the motions must agree to a fraction of a pixel, not bitwise."""
+    from skydiff.nowcast import forecast
+
+    x = _rain(12, 96, 80).float()
+    cpu, v_cpu = forecast(x, 3, model="lupin", return_velocity=True)
+    gpu, v_gpu = forecast(x.to(CUDA), 3, model="lupin", return_velocity=True)
+    assert gpu.device.type == "cuda" and v_gpu.device.type == "cuda"
+    assert bool(torch.isfinite(gpu).all()) and gpu.shape == cpu.shape
+    assert float((v_gpu.cpu() - v_cpu).abs().mean()) < 0.1  # px per step
+    assert float((gpu.cpu() - cpu).abs().mean()) < 0.05  # mm/h
+
+
 @pytest.mark.parametrize("model", ["lupin", "rainnet"])
 def test_forecast_mixed_precision_on_cuda(model: str) -> None:
     # precision="bfloat16" on the GPU: autocast convolutions, float32 advection and outputs; close to full precision
