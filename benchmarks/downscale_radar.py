@@ -124,6 +124,10 @@ def main() -> None:
                     help="also sample every diffusion model in overlapping T x T windows with O px overlap "
                          "(EDMDownscaler.sample(tile=T, tile_overlap=O)), as rows '<model>, tiles T/O', with a CRPS "
                          "bootstrap against the one-window rows")
+    ap.add_argument("--precision-rows", nargs="*", default=[], choices=["bfloat16", "float16"],
+                    help="also sample every diffusion model with the U-Net in this precision "
+                         "(EDMDownscaler.sample(precision=P)), same noise, as rows '<model>, P', with a CRPS "
+                         "bootstrap against the full-precision rows")
     a = ap.parse_args()
     tile_rows: list[tuple[int, int]] = []
     for t in a.tile_rows:
@@ -193,7 +197,7 @@ def main() -> None:
     dev = torch.device(a.device)
     lo_t = torch.from_numpy(lo).to(dev)
     sampler = {}
-    tiled: list[tuple[str, str]] = []  # (tiled row, its one-window row)
+    tiled: list[tuple[str, str]] = []  # (tiled or mixed-precision row, its plain row)
     for label, m in models.items():
         # sampler schedule overrides (attributes read by EDMDownscaler.sample; the weights are not touched)
         if a.sigma_min is not None:
@@ -222,6 +226,15 @@ def main() -> None:
             ens = m.sample(lo_t, members=a.members, steps=a.steps, seed=a.seed, progress=True, batch_size=a.batch,
                            s_churn=a.churn, label=lab, tile=tt, tile_overlap=oo).cpu().numpy()
             row = f"{label}, tiles {tt}/{oo}"
+            timing[row] = (time.perf_counter() - t0) / (a.members * hi.shape[0])
+            preds[row] = ens
+            tiled.append((row, label))
+            print(f"{row}: sampled {ens.shape} in {time.perf_counter() - t0:.0f} s", flush=True)
+        for prec in a.precision_rows:  # the same model and noise, the U-Net in a lower precision
+            t0 = time.perf_counter()
+            ens = m.sample(lo_t, members=a.members, steps=a.steps, seed=a.seed, progress=True, batch_size=a.batch,
+                           s_churn=a.churn, label=lab, precision=prec).cpu().numpy()
+            row = f"{label}, {prec}"
             timing[row] = (time.perf_counter() - t0) / (a.members * hi.shape[0])
             preds[row] = ens
             tiled.append((row, label))
@@ -314,7 +327,7 @@ def main() -> None:
     pairs = ([("PP diffusion", "TP-only diffusion")] + [(k, b) for k in extras
                                                        for b in ("TP-only diffusion", "PP diffusion")]
              + [(f"{k} + mass fix", k) for k in models]  # what conserve=True changes
-             + tiled)  # what denoising in smaller windows changes
+             + tiled)  # what smaller windows or a lower precision change
     boot, boots = None, {}
     if a.members >= 2:
         for k1, k2 in pairs:

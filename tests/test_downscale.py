@@ -235,6 +235,10 @@ def test_cli_round_trip(tmp_path, tiny_model):
             bm = block_mean(np.nan_to_num(ds["precip_rate"].values[:, 1]), 4)
         close = np.allclose(bm, np.broadcast_to(lo[1], bm.shape), rtol=1e-4, atol=1e-6)
         assert close == (want == "yes")
+    outb = tmp_path / "bf16.nc"  # --precision bfloat16: the U-Net in bfloat16, recorded in the file
+    assert main([*args, "--fill-nan", "--precision", "bfloat16", "--out", str(outb)]) == 0
+    with xr.open_dataset(outb) as ds:
+        assert ds.attrs["network_precision"] == "bfloat16" and np.nanmin(ds["precip_rate"].values) >= 0
     assert main([*args, "--fill-nan", "--out", str(out)]) == 2  # exists, no --overwrite
     assert main([*args, "--fill-nan", "--out", str(src), "--overwrite"]) == 2  # never the input file
     with xr.open_dataset(src) as ds:

@@ -33,3 +33,20 @@ def to_tensor(x: Any, dtype: torch.dtype | None = None, device: torch.device | s
 
 def is_numpy(x: Any) -> bool:
     return not isinstance(x, torch.Tensor)
+
+
+PRECISIONS = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def autocast_dtype(precision: str | None) -> torch.dtype | None:
+    """A ``precision`` argument (``None``/``"full"``, ``"bfloat16"``, ``"float16"``) -> the ``torch.autocast`` dtype
+    of the networks' layers (None = full precision), or a clear error. One meaning for every skydiff model that
+    takes it (nowcasting networks, the diffusion downscaler)."""
+    from .errors import InputError
+
+    if precision is None or precision == "full":
+        return None
+    if precision not in PRECISIONS:
+        raise InputError(f"precision must be None or 'full' (the model's dtype), 'bfloat16' or 'float16', got "
+                         f"{precision!r}")
+    return PRECISIONS[precision]

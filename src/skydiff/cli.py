@@ -615,7 +615,8 @@ def cmd_downscale(args: argparse.Namespace) -> int:
     prog.step(f"downscaling {tuple(lo.shape)} by {args.factor} with {args.model!r}, {args.members} members, "
               f"{args.steps} steps", bar=True)
     ens = downscale(lo, factor=args.factor, model=args.model, members=args.members, steps=args.steps,
-                    seed=args.seed, progress=not args.quiet, label=label, conserve=conserve, vimd=vimd)
+                    seed=args.seed, progress=not args.quiet, label=label, conserve=conserve, vimd=vimd,
+                    precision=args.precision)
     if nan.any():
         f = args.factor
         mask = np.repeat(np.repeat(nan, f, axis=-2), f, axis=-1)
@@ -630,7 +631,7 @@ def cmd_downscale(args: argparse.Namespace) -> int:
             ens["latitude"].attrs.update(units="degrees_north", standard_name="latitude")
             ens["longitude"].attrs.update(units="degrees_east", standard_name="longitude")
         write_downscaled(args.out, ens, model=args.model, factor=args.factor, steps=args.steps, source=args.input,
-                         overwrite=args.overwrite, conserve=conserve, label=label)
+                         overwrite=args.overwrite, conserve=conserve, label=label, precision=args.precision)
     if args.plot:
         prog.step(f"plotting {args.plot}")
         plot_downscaled(args.plot, lo.where(~nan) if nan.any() else lo, ens,
@@ -851,6 +852,9 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--conserve", action=argparse.BooleanOptionalAction, default=None,
                     help="make every member's FACTOR x FACTOR block means equal the input (default: the library's, "
                          "skydiff.downscale.interface.CONSERVE_DEFAULT)")
+    ds.add_argument("--precision", default="full", choices=["full", "bfloat16", "float16"],
+                    help="the U-Net's layers in this type (torch.autocast; the sampler stays in full precision): "
+                         "bfloat16 samples ~1.6x faster on a CPU with AVX512-BF16 (default full)")
     ds.add_argument("--fill-nan", action="store_true", help="downscale no-data pixels as 0, NaN in the output")
     _add_bbox(ds, "downscale")
     ds.add_argument("--out", default=None, help="output netCDF (ensemble, member × [time ×] y × x)")

@@ -270,9 +270,9 @@ def evaluate(
     if unknown:
         raise InputError(f"evaluate: weights given for models not evaluated: {sorted(unknown)}")
     need = {m: _frames_needed(m, motion, motion_frames) for m in models}
-    from .models.blocks import _autocast_dtype
+    from .._compat import autocast_dtype
 
-    _autocast_dtype(precision)  # a bad precision is refused before any case runs
+    autocast_dtype(precision)  # a bad precision is refused before any case runs
     if min_rain is not None:
         check_rain_rate("evaluate: min_rain", min_rain)
     mixed = {m: precision not in (None, "full") and _runs_mixed(m) for m in models}

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as nnf
 from torch import nn
 
+from ..._compat import autocast_dtype
 from ...advection import advect
 from ...errors import InputError, ShapeError, check_rain_rate, warn
 from ..postprocess import check_prob_match, match_cdf
@@ -423,19 +424,6 @@ def lagrangian_stack(
     return torch.cat([lag, frames[:, -1:]], dim=1)
 
 
-PRECISIONS = {"bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def _autocast_dtype(precision: str | None) -> torch.dtype | None:
-    """``predict``'s ``precision`` -> the autocast dtype (None = full precision), or a clear error."""
-    if precision is None or precision == "full":
-        return None
-    if precision not in PRECISIONS:
-        raise InputError(f"precision must be None or 'full' (the model's dtype), 'bfloat16' or 'float16', got "
-                         f"{precision!r}")
-    return PRECISIONS[precision]
-
-
 NODATA_MARGIN = 64  # px of zero-filled no-data kept around the data when predict() trims the grid
 
 
@@ -637,7 +625,7 @@ class NowcastModel(nn.Module):
             raise InputError(f"leadtimes must be a positive number of steps, got {leadtimes!r}")
         cut = check_rain_rate("min_rain", self.min_rain if min_rain is None else min_rain)
         match = check_prob_match(self.prob_match if prob_match is None else prob_match)
-        amp = _autocast_dtype(precision)
+        amp = autocast_dtype(precision)
         if amp is not None and self.mixed_precision_refused:
             raise InputError(f"{type(self).__name__} does not run in {precision}: {self.mixed_precision_refused}; "
                              "run it in full precision (precision=None, or --precision full)")
