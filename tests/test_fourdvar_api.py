@@ -48,19 +48,6 @@ def test_registry_numpy_and_torch(translated):
     assert isinstance(vt, torch.Tensor) and vt.shape == (2, 64, 64)
 
 
-def test_registry_masks_no_data_like_fourdvar(translated):
-    """Through the registry, NaN (no data) is masked as in fourdvar() itself (until 2026-11-27 it was -15 dBR, dry)."""
-    frames, V, rainy = translated
-    f = frames.copy()
-    f[:, :, :12] = np.nan  # a no-data strip, as outside a radar's range
-    direct = fourdvar(f, max_iter=10).velocity
-    v = estimate(f, method="4dvar", max_iter=10)
-    assert np.isfinite(v).all()
-    np.testing.assert_allclose(v, direct, rtol=0, atol=1e-12)
-    dry = estimate(np.nan_to_num(f), method="4dvar", max_iter=10)  # the same strip as dry data: another motion
-    assert np.abs(dry - v).max() > 1e-3
-
-
 def test_bad_input():
     with pytest.raises(skydiff.SkydiffError):
         fourdvar(blobs()[None])

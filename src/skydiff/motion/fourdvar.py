@@ -20,9 +20,9 @@ Observations and time
     irregular; they are converted to fractions ``tau`` of the mean interval ``(t_last - t_0) / (T - 1)``, and
     each interval is split into ``max(1, round(n_substeps * (tau_{i+1} - tau_i)))`` equal model steps. The
     velocity is therefore in **pixels per mean frame interval** ([0] = x/columns, [1] = y/rows, pysteps'
-    convention). NaN (no data) pixels have zero weight in the cost, also through
-    ``skydiff.motion.estimate(frames, method="4dvar")`` (registered ``nan_aware``: the registry's checks and dB
-    transform come first but keep NaN; until 2026-11-27 they set no-data to -15 dBR there, i.e. dry).
+    convention). NaN (no data) pixels have zero weight in the cost. (Through
+    ``skydiff.motion.estimate(frames, method="4dvar")`` the registry's checks and dB transform come first, and
+    they set no-data pixels to -15 dBR as for every method, so there they count as dry.)
 
 Cost (§2.2, §3.3), everything divided by the number of pixels N (a per-pixel mean, so the same weights hold at
 every level of the multiscale pyramid and for any grid size)::
@@ -1019,9 +1019,9 @@ def fourdvar_reference(
 
 def _registered(frames: torch.Tensor, **kwargs: Any) -> torch.Tensor:
     """``estimate(frames, method="4dvar", **kw)``: the frames arrive already transformed by :func:`estimate`
-    (dBR), NaN kept (``nan_aware``): no-data pixels are masked, as in :func:`fourdvar`."""
+    (dBR, NaN -> -15 dBR, i.e. no-data pixels count as dry here; call :func:`fourdvar` directly to mask them)."""
     res = fourdvar(frames, transform=None, **kwargs)
     return res.velocity
 
 
-interface.register("4dvar", _registered, min_frames=2, aliases=("fourdvar",), backend="torch", nan_aware=True)
+interface.register("4dvar", _registered, min_frames=2, aliases=("fourdvar",), backend="torch")

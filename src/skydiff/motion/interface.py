@@ -58,7 +58,6 @@ class MotionMethod:
     aliases: tuple[str, ...] = ()
     backend: str = "numpy"
     zero: bool = field(default=False, repr=False)
-    nan_aware: bool = field(default=False, repr=False)
 
     def __call__(self, frames: Any, *, transform: str | None = "db", **kwargs: Any) -> Any:
         return estimate(frames, self.name, transform=transform, **kwargs)
@@ -83,7 +82,6 @@ def register(
     aliases: tuple[str, ...] | list[str] = (),
     backend: str = "numpy",
     overwrite: bool = False,
-    nan_aware: bool = False,
 ) -> MotionMethod:
     """Register a motion-estimation method under ``name`` (case-insensitive) and ``aliases``.
 
@@ -105,10 +103,6 @@ def register(
         tensor) and may return a tensor, e.g. for a differentiable (4D-Var) method.
     overwrite:
         Allow replacing a method registered under the same name or alias.
-    nan_aware:
-        ``fn`` masks no-data itself: its frames keep NaN where the input had none (after the transform) instead of
-        the dry value (-15 dBR, or 0 with ``transform=None``) that the other methods get, e.g. 4D-Var, which gives
-        those pixels zero weight and solves on the box of the pixels with data.
 
     Returns the :class:`MotionMethod` record.
     """
@@ -147,7 +141,6 @@ def register(
         max_frames=None if max_frames is None else int(max_frames),
         aliases=alias_keys,
         backend=backend,
-        nan_aware=bool(nan_aware),
     )
     _REGISTRY[canonical] = rec
     for k in keys:
@@ -279,8 +272,6 @@ def estimate(frames: Any, method: str = "lk", *, transform: str | None = "db", *
         offset = t - rec.max_frames
         arr = arr[offset:]
     data, dry = _transform(arr, transform, offset)
-    if rec.nan_aware:
-        data = np.where(np.isfinite(arr), data, np.nan)
 
     if rec.zero:
         vel: Any = np.zeros((2, h, w))

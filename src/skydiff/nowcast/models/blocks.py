@@ -631,7 +631,6 @@ class NowcastModel(nn.Module):
                              "run it in full precision (precision=None, or --precision full)")
         x, squeeze, numpy_in = self._as_frames(frames)
         nodata = torch.isnan(x).all(dim=1, keepdim=True)  # (B, 1, H, W)
-        kwargs = self._global_flow(x, kwargs)  # before NaN becomes 0 mm/h
         x = torch.nan_to_num(x, nan=0.0).clamp_min(0.0)
         dry = (x <= 0.0).flatten(1).all(dim=1)  # (B,): no rain anywhere in the used inputs
         if bool(dry.any()):
@@ -731,29 +730,6 @@ class NowcastModel(nn.Module):
         ``_predict`` would estimate itself with these ``predict`` options; None when it estimates none (no flow in
         the model, or the caller gave a ``velocity``). Models with an optical flow override it."""
         return None
-
-    def _global_flow(self, x: torch.Tensor, kwargs: dict[str, Any]) -> dict[str, Any]:
-        """``kwargs`` with ``velocity``: the model's own flow when its method is not Lucas-Kanade (4D-Var, VET, ...),
-        estimated on the frames ``x`` (B, T, H, W) as given, NaN (no data) included, on the whole grid.
-
-        Until 2026-11-27 the model estimated it itself on its NaN-free input: no-data pixels entered 4D-Var as dry
-        observations instead of being masked, and 4D-Var solved on the whole input (or on the trimmed window, which
-        gave another motion: these methods are global) instead of on the box of the pixels with data. LK is left to
-        the model and to :meth:`_window_flow` (it reads no-data as 0 mm/h, like pysteps, and is local)."""
-        spec = self._flow_spec(kwargs)
-        if spec is None:
-            return kwargs
-        from ...motion import estimate_batch, get_method
-
-        method, k, mkw, option = spec
-        if get_method(method).name == "lk":
-            return kwargs
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            flow = estimate_batch(x.clamp_min(0.0), method, k, **mkw).to(x.dtype)  # clamp_min keeps NaN
-        out = {key: v for key, v in kwargs.items() if key != option}
-        out["velocity"] = flow
-        return out
 
     def _window_flow(self, x: torch.Tensor, spec: tuple[str, int, dict[str, Any], str | None],
                      kwargs: dict[str, Any], rows: tuple[int, int], cols: tuple[int, int]) -> dict[str, Any]:
