@@ -441,7 +441,7 @@ class EDMDownscaler(nn.Module):
         ``precision``: None or ``"full"`` (the model's dtype), ``"bfloat16"`` or ``"float16"``: the U-Net's layers
         run under ``torch.autocast`` in that type while the sampler's state, the preconditioning and the decoding
         stay in full precision (as ``predict(precision=...)`` of the nowcasting networks). On a CPU with AVX512-BF16
-        ``"bfloat16"`` samples ~1.6x faster; its effect on the scores is in ``benchmarks/RESULTS.md`` §8.
+        ``"bfloat16"`` samples ~2x faster; its effect on the scores is in ``benchmarks/RESULTS.md`` §8.
         """
         from tqdm.auto import tqdm
 

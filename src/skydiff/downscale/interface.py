@@ -158,7 +158,7 @@ def downscale(lowres: Any, factor: int = 4, model: Any = "radar", members: int =
         KNMI composite raised the rain mass by ~27 % (``benchmarks/RESULTS.md`` §8). None: one pass.
     precision
         None or ``"full"`` (default), ``"bfloat16"`` or ``"float16"``: the U-Net's layers run in that type
-        (``torch.autocast``), the sampler and the decoding in full precision. ``"bfloat16"`` sampled ~1.6x faster on
+        (``torch.autocast``), the sampler and the decoding in full precision. ``"bfloat16"`` sampled ~2x faster on
         a CPU with AVX512-BF16; what it changes in the scores: ``benchmarks/RESULTS.md`` §8.
 
     Returns
