@@ -367,7 +367,7 @@ class EDMDownscaler(nn.Module):
             sig = sig.expand(x.shape[0])
         c_skip, c_out, c_in, c_noise = edm_precond(sig, self.sigma_data)
         inp = torch.cat([(c_in[:, None, None] * x)[:, None], cond.to(x.dtype)], dim=1)
-        f = self.net(inp, c_noise, label)[:, 0].to(x.dtype)  # (under sample()'s autocast: the network's dtype)
+        f = self.net(inp, c_noise, label)[:, 0].to(x.dtype)  # under autocast the network returns bfloat16/float16
         return c_skip[:, None, None] * x + c_out[:, None, None] * f
 
     def denoise_tiled(self, x: torch.Tensor, sigma: torch.Tensor | float, cond: torch.Tensor,
