@@ -237,3 +237,22 @@ def test_progress_step_with_a_bar_ends_its_line_first(capsys):
     assert lines[2].startswith("[1/2] done in ") and lines[2].endswith(" s")
     assert lines[3].startswith("[2/2] writing ... ") and lines[3].endswith(" s")
     assert not _many_files(["a.h5", "b.h5"]) and _many_files(["x"] * 21) and _many_files(["radar/*.h5"])
+
+
+def test_openmp_spin_count_is_lowered_only_before_torch_loads():
+    """skydiff lowers GNU OpenMP's spin count (workers that spin steal shared cores: RESULTS §5) when it is imported
+    before torch - always so for the `skydiff` command - and keeps a value the user set; after torch it leaves the
+    environment alone (OpenMP has read it already)."""
+    import subprocess
+
+    code = "import os, sys; {pre}import skydiff; print(os.environ.get('GOMP_SPINCOUNT'))"
+    env = {k: v for k, v in os.environ.items() if k != "GOMP_SPINCOUNT"}
+
+    def run(pre: str, **extra: str) -> str:
+        out = subprocess.run([sys.executable, "-c", code.format(pre=pre)], env={**env, **extra}, check=True,
+                             capture_output=True, text=True)
+        return out.stdout.strip().splitlines()[-1]
+
+    assert run("") == "3000"
+    assert run("", GOMP_SPINCOUNT="77") == "77"
+    assert run("import torch; ") == "None"

@@ -17,10 +17,21 @@ semantics. Sub-packages (imported lazily so that ``import skydiff`` stays light)
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from typing import Any
 
-from .advection import advect
-from .errors import InputError, ReadError, ShapeError, SkydiffError, SkydiffWarning, TimeGapError
+# GNU OpenMP (torch's and numba's thread pools here) lets an idle worker spin for ~300 000 rounds before it sleeps.
+# On a machine that other jobs share, those spinning workers steal the cores the others need: a full-grid LUPIN
+# nowcast beside one 2-thread job took 24.3 s instead of ~6 s idle; with a spin count of 3 000, 14.7 s, and no
+# measurable change idle (benchmarks/RESULTS.md §5 "On a shared machine"). OpenMP reads it when it is loaded, so it
+# takes effect only when skydiff is imported before torch (always for the `skydiff` command); a value the user set
+# is kept.
+if "torch" not in sys.modules:
+    os.environ.setdefault("GOMP_SPINCOUNT", "3000")
+
+from .advection import advect  # noqa: E402  (after the OpenMP setting above)
+from .errors import InputError, ReadError, ShapeError, SkydiffError, SkydiffWarning, TimeGapError  # noqa: E402
 
 __version__ = "0.1.0"
 
