@@ -747,6 +747,13 @@ def fourdvar(
     InputError
         Fewer than 2 frames, an all-NaN frame, infinite values, negative rain rates (``"db"``), times not
         strictly increasing, bad parameters.
+
+    Notes
+    -----
+    Reproducibility: the same frames, parameters, device and thread count give the same bits in every process
+    (tested). Another thread count (``torch.set_num_threads``) changes the order of torch's parallel sums, and
+    L-BFGS then takes a slightly different path: on the KNMI timing case of ``benchmarks/RESULTS.md`` §5 the mean
+    of |u| and |v| was 3.52770 px per step with 2 threads and 3.52730 with 1.
     """
     t0 = time.perf_counter()
     if constraint not in _CONSTRAINTS:
