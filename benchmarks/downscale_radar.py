@@ -53,6 +53,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from skydiff._compat import PRECISIONS
 from skydiff.downscale.baselines import bicubic, match_block_means, spectral_zeropad
 from skydiff.downscale.data import RADAR_SOURCES, block_mean, radar_label, radar_pairs
 from skydiff.registry import create_model, load_model
@@ -124,7 +125,7 @@ def main() -> None:
                     help="also sample every diffusion model in overlapping T x T windows with O px overlap "
                          "(EDMDownscaler.sample(tile=T, tile_overlap=O)), as rows '<model>, tiles T/O', with a CRPS "
                          "bootstrap against the one-window rows")
-    ap.add_argument("--precision-rows", nargs="*", default=[], choices=["bfloat16", "float16"],
+    ap.add_argument("--precision-rows", nargs="*", default=[], choices=list(PRECISIONS),
                     help="also sample every diffusion model with the U-Net in this precision "
                          "(EDMDownscaler.sample(precision=P)), same noise, as rows '<model>, P', with a CRPS "
                          "bootstrap against the full-precision rows")
@@ -221,20 +222,13 @@ def main() -> None:
         preds[label] = ens
         preds[f"{label} + mass fix"] = match_block_means(ens, lo, 4)
         print(f"{label}: sampled {ens.shape} in {time.perf_counter() - t0:.0f} s", flush=True)
-        for tt, oo in tile_rows:  # the same model and noise, denoised in tt x tt windows
+        # the same model and noise, denoised in tt x tt windows or with the U-Net in a lower precision
+        variants = ([(f"{label}, tiles {tt}/{oo}", {"tile": tt, "tile_overlap": oo}) for tt, oo in tile_rows]
+                    + [(f"{label}, {prec}", {"precision": prec}) for prec in a.precision_rows])
+        for row, kw in variants:
             t0 = time.perf_counter()
             ens = m.sample(lo_t, members=a.members, steps=a.steps, seed=a.seed, progress=True, batch_size=a.batch,
-                           s_churn=a.churn, label=lab, tile=tt, tile_overlap=oo).cpu().numpy()
-            row = f"{label}, tiles {tt}/{oo}"
-            timing[row] = (time.perf_counter() - t0) / (a.members * hi.shape[0])
-            preds[row] = ens
-            tiled.append((row, label))
-            print(f"{row}: sampled {ens.shape} in {time.perf_counter() - t0:.0f} s", flush=True)
-        for prec in a.precision_rows:  # the same model and noise, the U-Net in a lower precision
-            t0 = time.perf_counter()
-            ens = m.sample(lo_t, members=a.members, steps=a.steps, seed=a.seed, progress=True, batch_size=a.batch,
-                           s_churn=a.churn, label=lab, precision=prec).cpu().numpy()
-            row = f"{label}, {prec}"
+                           s_churn=a.churn, label=lab, **kw).cpu().numpy()
             timing[row] = (time.perf_counter() - t0) / (a.members * hi.shape[0])
             preds[row] = ens
             tiled.append((row, label))

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from ._compat import PRECISIONS
 from .errors import InputError, SkydiffError
 
 DEFAULT_THRESHOLDS = (1.0, 5.0, 10.0)
@@ -30,6 +31,7 @@ class _Progress:
     def __init__(self, total: int, quiet: bool = False) -> None:
         self.total, self.i, self.quiet = total, 0, quiet
         self.t0 = time.perf_counter()
+        self._open = self._bar = False
 
     def step(self, msg: str, bar: bool = False) -> None:
         """Start step ``msg``; ``bar=True`` when the step may draw a tqdm bar: the line is ended at once (the bar
@@ -43,7 +45,7 @@ class _Progress:
         self._open = True
 
     def done(self) -> None:
-        if getattr(self, "_open", False) and not self.quiet:
+        if self._open and not self.quiet:
             lead = f"[{self.i}/{self.total}] done in" if self._bar else ""
             print(f"{lead} {time.perf_counter() - self.t0:.1f} s", file=sys.stderr, flush=True)
         self._open = False
@@ -683,7 +685,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     n.add_argument("--weights", default=None, help="a .safetensors file for a neural model (default: shipped)")
     n.add_argument(
-        "--precision", default="full", choices=["full", "bfloat16", "float16"],
+        "--precision", default="full", choices=["full", *PRECISIONS],
         help="neural models: run the convolutions in bfloat16/float16 (mixed precision; ~2x faster on a CPU with "
         "AVX512-BF16, outputs differ by ~1e-2 relative; not for smaat; default full)",
     )
@@ -753,7 +755,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--crop", type=int, default=None, help="score a centred square crop of this size")
     ev.add_argument("--max-cases", type=int, default=None)
     ev.add_argument("--motion", default="lk", help="motion method of the extrapolation models (default lk)")
-    ev.add_argument("--precision", default="full", choices=["full", "bfloat16", "float16"],
+    ev.add_argument("--precision", default="full", choices=["full", *PRECISIONS],
                     help="neural models except SmaAt: mixed-precision convolutions (default full)")
     ev.add_argument("--min-rain", type=float, default=None, metavar="MM_PER_H",
                     help="neural models: output below this set to 0 (default: each model's own; 0: no cut)")
@@ -852,7 +854,7 @@ def build_parser() -> argparse.ArgumentParser:
     ds.add_argument("--conserve", action=argparse.BooleanOptionalAction, default=None,
                     help="make every member's FACTOR x FACTOR block means equal the input (default: the library's, "
                          "skydiff.downscale.interface.CONSERVE_DEFAULT)")
-    ds.add_argument("--precision", default="full", choices=["full", "bfloat16", "float16"],
+    ds.add_argument("--precision", default="full", choices=["full", *PRECISIONS],
                     help="the U-Net's layers in this type (torch.autocast; the sampler stays in full precision): "
                          "bfloat16 samples ~2x faster on a CPU with AVX512-BF16, scores unchanged within 0.02 dB "
                          "and 1e-5 mm/h of CRPS on 200 validation tiles (default full)")
