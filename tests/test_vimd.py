@@ -1,4 +1,4 @@
-"""Tests of skydiff.downscale.vimd / era5: analytic divergences and integrals, gradients, and the shared ERA5 days
+"""Tests of skydiff.downscale.moisture (vimd) / era5: analytic divergences and integrals, gradients, and the shared ERA5 days
 (the three routes agree, the daily moisture budget roughly closes, bad input gives clear errors)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 
 from skydiff.downscale.era5 import read_era5, read_l137_table
 from skydiff.downscale.era5 import vimd as era5_vimd
-from skydiff.downscale.vimd import (
+from skydiff.downscale.moisture import (
     EARTH_RADIUS,
     G,
     layer_thickness,
@@ -185,6 +185,26 @@ def test_era5_bad_input(era5, tmp_path):
         read_era5(tmp_path / "missing")
     with pytest.raises(ReadError, match="no .nc files"):
         read_era5(tmp_path)
-    # the dataset route through skydiff.downscale.vimd.vimd gives the same
+    # the dataset route through skydiff.downscale.moisture.vimd gives the same
     np.testing.assert_allclose(vimd(pl).values, era5_vimd(pl).values)
     assert math.isfinite(float(era5_vimd(pl, route="pressure").mean()))
+
+
+def test_package_level_vimd_stays_the_function_after_its_module_is_imported():
+    # the function lived in a submodule of the same name, which replaced it on the package once imported
+    import importlib
+    import pkgutil
+    import types
+
+    import skydiff
+    import skydiff.downscale as ds
+
+    for m in pkgutil.walk_packages(skydiff.__path__, "skydiff."):
+        importlib.import_module(m.name)
+    kw = dict(fx=np.ones((3, 4)), fy=np.ones((3, 4)), lat=[50.0, 51.0, 52.0], lon=[0.0, 1.0, 2.0, 3.0])
+    first, second = ds.vimd(**kw), ds.vimd(**kw)
+    np.testing.assert_array_equal(np.asarray(first), np.asarray(second))
+    for pkg in [skydiff] + [importlib.import_module(m.name) for m in pkgutil.walk_packages(skydiff.__path__, "skydiff.")
+                            if m.ispkg]:
+        for name in getattr(pkg, "__all__", []):
+            assert not isinstance(getattr(pkg, name, None), types.ModuleType), f"{pkg.__name__}.{name} is a module"

@@ -6,7 +6,7 @@
 - :mod:`.diffusion`  — EDM-preconditioned conditional U-Net denoiser and Heun sampler (``"radar"``, ``"era5"``,
   ``"radar-tp"`` models)
 - :mod:`.training`   — Lightning training of the diffusion models
-- :mod:`.pseudo`, :mod:`.vimd`, :mod:`.era5` — pseudo-precipitation encoder/decoder, VIMD, ERA5 readers
+- :mod:`.pseudo`, :mod:`.moisture`, :mod:`.era5` — pseudo-precipitation encoder/decoder, VIMD, ERA5 readers
 
 Submodules are imported lazily, so ``import skydiff.downscale`` stays light.
 """
@@ -28,12 +28,12 @@ _LAZY = {
     "bicubic": ("baselines", "bicubic"),
     "spectral_zeropad": ("baselines", "spectral_zeropad"),
     "EDMDownscaler": ("diffusion", "EDMDownscaler"),
-    "vimd": ("vimd", "vimd"),
+    "vimd": ("moisture", "vimd"),
     "read_era5": ("era5", "read_era5"),
     "PseudoPrecip": ("pseudo", "PseudoPrecip"),
     "train_pseudo": ("pseudo", "train_pseudo"),
 }
-_SUBMODULES = {"data", "baselines", "diffusion", "training", "interface", "pseudo", "vimd", "era5"}
+_SUBMODULES = {"data", "baselines", "diffusion", "training", "interface", "pseudo", "moisture", "era5"}
 
 
 def __getattr__(name: str) -> Any:

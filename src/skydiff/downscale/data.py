@@ -515,6 +515,6 @@ def _era5_vimd(ds: Any, folder: Path) -> np.ndarray:
 
     fn = getattr(_era5, "vimd", None)
     if fn is None:
-        from .vimd import vimd as fn  # type: ignore[no-redef]
+        from .moisture import vimd as fn  # type: ignore[no-redef]
     out = fn(ds)
     return np.asarray(getattr(out, "values", out), np.float32)

@@ -13,7 +13,7 @@ these conversions:
   ``"none"``.
 
 :func:`vimd` computes the vertically integrated moisture divergence of such a dataset by the model-level,
-pressure-level or flux route of :mod:`skydiff.downscale.vimd`, in kg m⁻² h⁻¹ (= mm/h), positive = divergence.
+pressure-level or flux route of :mod:`skydiff.downscale.moisture`, in kg m⁻² h⁻¹ (= mm/h), positive = divergence.
 The ERA5 L137 hybrid coefficients are read from a CSV (ECMWF's table with columns ``n``, ``a [Pa]``, ``b``; by
 default ``$SKYDIFF_DATA/era5/era5_L137_model_level_table.csv``).
 """
@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError, ReadError
-from .vimd import model_level_pressure, moisture_flux, spherical_divergence
+from .moisture import model_level_pressure, moisture_flux, spherical_divergence
 
 __all__ = ["read_era5", "read_l137_table", "vimd", "default_l137_table"]
 
