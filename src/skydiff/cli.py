@@ -461,9 +461,9 @@ def cmd_dycore_run(args: argparse.Namespace) -> int:
     _check_outputs([args.out, args.plot], args.overwrite, plot=args.plot)
     _check_threads(args.threads)
     torch.set_num_threads(args.threads)  # the dycore's small tensors run fastest on one thread
-    options = {k: getattr(args, k) for k in ("dx", "nz", "h0") if getattr(args, k) is not None}
+    options = {k: getattr(args, k) for k in ("dx", "nz", "h0", "length", "top") if getattr(args, k) is not None}
     ds = run(args.case, coordinate=args.coordinate, hours=args.hours, dt=args.dt, dtype=args.dtype,
-             progress=not args.quiet, compile=args.compile, **options)
+             device=args.device, progress=not args.quiet, compile=args.compile, **options)
     msg = (f"{ds.attrs['case']} / {ds.attrs['coordinate']}: {ds.attrs['steps']} steps of {ds.attrs['dt_s']:g} s in "
            f"{ds.attrs['wall_time_s']:.1f} s; max |w| over the run {ds.attrs['max_abs_w_over_run']:.4g} m/s")
     if "w_error" in ds.attrs:
@@ -481,6 +481,8 @@ def cmd_dycore_run(args: argparse.Namespace) -> int:
 def cmd_dycore_train(args: argparse.Namespace) -> int:
     from .dycore.training import train_neuve
 
+    stem = args.out[: -len(".safetensors")] if args.out.endswith(".safetensors") else args.out
+    _check_outputs([stem + ".safetensors", stem + ".json"], args.overwrite)
     summary = train_neuve(out=args.out, iterations=args.iterations, seconds=args.seconds, seed=args.seed,
                           progress=not args.quiet, init=args.init, compile=args.compile, lr=args.lr,
                           terrains=args.terrain or None, objective=args.objective,
@@ -873,10 +875,15 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("case", help="schaer, klemp2011, skamarock-klemp or bubble")
     dr.add_argument("--coordinate", default="sleve", help="btf, hybrid, sleve, sleve2 or neuve (default sleve)")
     dr.add_argument("--hours", type=float, default=None, help="simulated hours (default: the case's)")
-    dr.add_argument("--dt", type=float, default=None, help="time step in s (default: the case's)")
+    dr.add_argument("--dt", type=float, default=None,
+                    help="time step in s (default: the case's, or 95%% of the stability limit where the coordinate "
+                         "needs less; compare coordinates at one given --dt)")
     dr.add_argument("--dx", type=float, default=None, help="column spacing in m")
     dr.add_argument("--nz", type=int, default=None, help="number of layers")
+    dr.add_argument("--length", type=float, default=None, help="domain length in m")
+    dr.add_argument("--top", type=float, default=None, help="model top in m")
     dr.add_argument("--h0", type=float, default=None, help="mountain height in m")
+    dr.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default cpu)")
     dr.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     dr.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     dr.add_argument("--compile", action="store_true",
@@ -904,6 +911,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --objective both: the Schär window (s, default 3600)")
     dtr.add_argument("--compile", action="store_true",
                      help="compile the solver's time step (torch.compile; ~5x faster gradients on one CPU thread)")
+    dtr.add_argument("--overwrite", action="store_true", help="replace existing weights at --out")
     dtr.add_argument("-q", "--quiet", action="store_true")
     dtr.set_defaults(func=cmd_dycore_train)
 

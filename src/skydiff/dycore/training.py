@@ -19,9 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from ..errors import InputError
+from ..errors import InputError, positive_finite
 from ..registry import save_model
 from .cases import build, get_case
 from .coordinates import Neuve, Sleve, Terrain, VerticalCoordinate, coordinate_metrics
@@ -181,6 +182,12 @@ def train_neuve(out: str | Path = "runs/dycore/neuve", iterations: int = 15, sec
 
     if objective not in ("klemp", "schaer", "both"):
         raise InputError(f"unknown NEUVE training objective {objective!r}; use 'klemp', 'schaer' or 'both'")
+    if isinstance(iterations, bool) or not isinstance(iterations, (int, np.integer)) or iterations < 1:
+        raise InputError(f"iterations must be a positive integer, got {iterations!r}")
+    for name, value in (("seconds", seconds), ("lr", lr), ("eval_seconds", eval_seconds),
+                        ("schaer_seconds", schaer_seconds), ("sigma_floor", sigma_floor)):
+        if not positive_finite(value):
+            raise InputError(f"{name} must be a positive number, got {value!r}")
     train_terrains = [tuple(float(v) for v in t) for t in (terrains or TRAIN_TERRAINS)]
     if any(len(t) != 3 for t in train_terrains):
         raise InputError("training terrains must be (h0, a, lam) triples in m")
@@ -232,15 +239,16 @@ def train_neuve(out: str | Path = "runs/dycore/neuve", iterations: int = 15, sec
         if len(history) >= len(train_terrains) and recent < best[0]:
             best = (recent, before or {k: v.detach().clone() for k, v in model.state_dict().items()})
         bar.set_postfix(loss_vs_sleve=f"{rel:.3f}")
-    model.load_state_dict(best[1])
-    evaluation: dict[str, Any] = {}
-    for terr in klemp_terrains[:1] + HELDOUT_TERRAINS:
-        key = "h0=%g a=%g lam=%g" % terr
-        from .coordinates import Sleve2
+    if math.isfinite(best[0]):  # else fewer iterations than items trained on in turn: keep the last weights
+        model.load_state_dict(best[1])
+    from .coordinates import Sleve2
 
-        coords = (("neuve", model), ("sleve", sleve), ("sleve2", Sleve2()), ("btf", BasicTerrainFollowing()))
-        row = {name: klemp_max_w(c, terr, eval_seconds, compile=compile) for name, c in coords}
-        evaluation[key] = row
+    coords = (("neuve", model), ("sleve", sleve), ("sleve2", Sleve2()), ("btf", BasicTerrainFollowing()))
+    evaluation: dict[str, Any] = {}  # the first training terrain, then the held-out ones (the card keeps them apart)
+    for terr in klemp_terrains[:1] + HELDOUT_TERRAINS:
+        evaluation["h0=%g a=%g lam=%g" % terr] = {name: klemp_max_w(c, terr, eval_seconds, compile=compile)
+                                                  for name, c in coords}
+    keys = list(evaluation)
     card = {
         "trained_on": {
             "klemp": "klemp2011 loss mean log(mean w^2) over %g s, dt 0.5 s, grid %s" % (seconds, TRAIN_GRID),
@@ -254,8 +262,9 @@ def train_neuve(out: str | Path = "runs/dycore/neuve", iterations: int = 15, sec
         "fitted to %s (default options), regression loss %.3g" % (fit_target, fit),
         "sigma_floor": sigma_floor,
         "loss_history_log_ratio_to_sleve": history,
-        "best_loss": best[0],
-        "heldout_max_w_%gs" % eval_seconds: evaluation,
+        "best_loss": best[0] if math.isfinite(best[0]) else None,
+        "train_max_w_%gs" % eval_seconds: {keys[0]: evaluation[keys[0]]},
+        "heldout_max_w_%gs" % eval_seconds: {k: evaluation[k] for k in keys[1:]},
     }
     w, _ = save_model(model, out, card=card)
     return {"iterations": iterations, "time_s": time.perf_counter() - t0, "loss": history, "evaluation": evaluation,
