@@ -187,6 +187,15 @@ def test_downscale_bad_input(tiny_model):
                       ({"s_churn": float("nan")}, "s_churn"), ({"static": np.zeros((1, 24, 24))}, "static")):
         with pytest.raises(InputError, match=match):
             downscale(lo, model=tiny_model, members=1, steps=2, progress=False, **kw)
+    # audit of the ninth session: a dry input returned before any option was checked (members=0 gave an empty
+    # ensemble, members=-1 a raw RuntimeError), and vimd= was ignored by rain-only models
+    dry = np.zeros((6, 6))
+    for kw, match in (({"members": 0}, "members"), ({"members": -1}, "members"), ({"members": 2.7}, "members"),
+                      ({"seed": -1}, "seed"), ({"batch_size": 0}, "batch_size"), ({"tile": 1}, "tile"),
+                      ({"s_churn": -1.0}, "s_churn"), ({"vimd": np.zeros((6, 6))}, "vimd")):
+        with pytest.raises(InputError, match=match):
+            downscale(dry, model=tiny_model, steps=2, progress=False, **kw)
+    assert downscale(dry, model=tiny_model, members=2, steps=2, progress=False).shape == (2, 24, 24)
 
 
 def test_downscale_warns_on_few_steps_and_refuses_unphysical_output(tiny_model, monkeypatch):

@@ -178,6 +178,27 @@ def test_rapsd_ratio_db_refuses_a_truth_without_power():
 
 
 # ------------------------------------------------------------------------------------------------------ distributions
+def test_percentile_bias_and_qq_mask_pred_and_obs_jointly():
+    # a huge forecast where the observation is missing must not count (it made p99 +14 800 % before)
+    rng = np.random.default_rng(6)
+    obs = rng.gamma(0.4, 2, (40, 40))
+    pred = obs.copy()
+    obs[:4] = np.nan
+    pred[:4] = 1000.0
+    assert percentile_bias(pred, obs)["p99"] == pytest.approx(0.0, abs=1e-12)
+    ens = np.stack([pred, pred + 0.0])
+    ens[1, 10:12] = np.nan  # one member missing there: the other still counts, and so does obs
+    b = percentile_bias(ens, obs)
+    ref = (np.percentile(ens[~np.isnan(ens) & ~np.isnan(np.broadcast_to(obs, ens.shape))], 99)
+           - np.nanpercentile(obs, 99)) / np.nanpercentile(obs, 99)
+    assert b["p99"] == pytest.approx(ref, rel=1e-12)
+    qp, qo = qq(pred, obs, levels=(0.5, 0.99))
+    np.testing.assert_allclose(qp, qo)
+    # unrelated shapes: each pooled on its own, as before
+    assert percentile_bias(pred[4:, :20], obs)["p99"] == pytest.approx(
+        (np.percentile(pred[4:, :20], 99) - np.nanpercentile(obs, 99)) / np.nanpercentile(obs, 99), rel=1e-12)
+
+
 def test_percentile_bias_matches_numpy():
     rng = np.random.default_rng(5)
     obs = rng.gamma(0.4, 2, (4, 30, 30))

@@ -208,3 +208,15 @@ def test_package_level_vimd_stays_the_function_after_its_module_is_imported():
                             if m.ispkg]:
         for name in getattr(pkg, "__all__", []):
             assert not isinstance(getattr(pkg, name, None), types.ModuleType), f"{pkg.__name__}.{name} is a module"
+
+
+def test_moisture_flux_refuses_pressures_not_in_pa():
+    q = np.full((3, 2, 2), 0.005)
+    u = np.ones((3, 2, 2))
+    hpa = np.array([500.0, 850.0, 1000.0])
+    with pytest.raises(InputError, match="looks like hPa"):
+        moisture_flux(q, u, u, hpa)
+    with pytest.raises(InputError, match="sp must be in Pa"):
+        moisture_flux(q, u, u, hpa * 100.0, sp=np.full((2, 2), 1013.0))
+    fx, _ = moisture_flux(q, u, u, hpa * 100.0, sp=np.full((2, 2), 101300.0))
+    assert float(fx.mean()) > 0

@@ -331,6 +331,24 @@ class EDMDownscaler(nn.Module):
             raise InputError(f"model {self.model_name!r} was trained without static fields; it cannot use static=")
         return base, torch.cat(cond, dim=1)
 
+    def check_sampling(self, members: Any, steps: Any, batch_size: Any, seed: Any, s_churn: Any, s_noise: Any,
+                       tile: Any, tile_overlap: Any) -> tuple[int, int, int, int | None, int | None, int]:
+        """The sampling options of :meth:`sample`, checked (:class:`InputError` naming the bad one) and as ints."""
+        members = _check_int("members", members, 1)
+        steps = _check_int("steps", steps, 1)
+        batch_size = _check_int("batch_size", batch_size, 1)
+        if seed is not None:
+            seed = _check_int("seed", seed, 0)
+        for nm, v in (("s_churn", s_churn), ("s_noise", s_noise)):
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                raise InputError(f"{nm} must be a finite number >= 0, got {v!r}")
+        if tile is not None:
+            tile = _check_int("tile", tile, 2 ** (self.net.levels - 1))
+            tile_overlap = _check_int("tile_overlap", tile_overlap, 0)
+            if tile_overlap >= tile:
+                raise InputError(f"tile_overlap must be smaller than tile ({tile}), got {tile_overlap}")
+        return members, steps, batch_size, seed, tile, tile_overlap
+
     def label_index(self, label: Any, n: int, device: Any = None) -> torch.Tensor | None:
         """``label`` (None, a name, or ``n`` names / None) → (n,) label indices (``len(labels)`` = unknown)."""
         if label is None:
@@ -445,14 +463,8 @@ class EDMDownscaler(nn.Module):
         """
         from tqdm.auto import tqdm
 
-        members = _check_int("members", members, 1)
-        steps = _check_int("steps", steps, 1)
-        batch_size = _check_int("batch_size", batch_size, 1)
-        if seed is not None:
-            seed = _check_int("seed", seed, 0)
-        for nm, v in (("s_churn", s_churn), ("s_noise", s_noise)):
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
-                raise InputError(f"{nm} must be a finite number >= 0, got {v!r}")
+        members, steps, batch_size, seed, tile, tile_overlap = self.check_sampling(
+            members, steps, batch_size, seed, s_churn, s_noise, tile, tile_overlap)
         if lo_tp.ndim != 3:
             raise ShapeError(f"lo_tp must be (B, h, w), got shape {tuple(lo_tp.shape)}")
         amp = autocast_dtype(precision)
@@ -470,10 +482,6 @@ class EDMDownscaler(nn.Module):
         gamma_max = min(float(s_churn) / steps, math.sqrt(2.0) - 1.0) if s_churn > 0 else 0.0
         den = self.denoise
         if tile is not None:
-            tile = _check_int("tile", tile, 2 ** (self.net.levels - 1))
-            tile_overlap = _check_int("tile_overlap", tile_overlap, 0)
-            if tile_overlap >= tile:
-                raise InputError(f"tile_overlap must be smaller than tile ({tile}), got {tile_overlap}")
             if H > tile or W > tile:
                 den = functools.partial(self.denoise_tiled, tile=tile, overlap=tile_overlap)
         if amp is not None:

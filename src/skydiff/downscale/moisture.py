@@ -188,10 +188,28 @@ def moisture_flux(
         raise ShapeError(
             f"sp must have the shape of q without the level dimension, got {tuple(st.shape)} for q {tuple(qt.shape)}"
         )
+    _check_pa(pt, "p")
+    if st is not None:
+        _check_pa(st, "sp")
     dp = layer_thickness(pt, st, p_top)
     fx = (qt * ut * dp).sum(-3) / G
     fy = (qt * vt * dp).sum(-3) / G
     return fx, fy
+
+
+def _check_pa(p: torch.Tensor, name: str) -> None:
+    """Refuse pressures that are not in Pa: a column's largest pressure lies between ~11 hPa and ~1 100 hPa, so a
+    maximum below 1 100 is hPa (ERA5 pressure levels are labelled in hPa) and one above 120 000 is no pressure."""
+    finite = p[torch.isfinite(p)]
+    if finite.numel() == 0:
+        return
+    top = float(finite.max())
+    if top < 1100.0:
+        raise InputError(f"{name} must be in Pa; its largest value is {top:g}, which looks like hPa "
+                         f"(multiply by 100)")
+    if top > 120000.0 or float(finite.min()) < 0.0:
+        raise InputError(f"{name} must be pressures in Pa between 0 and 120 000, got values in "
+                         f"[{float(finite.min()):g}, {top:g}]")
 
 
 def _diff(f: torch.Tensor, coord: torch.Tensor, dim: int) -> torch.Tensor:

@@ -1,9 +1,10 @@
 """Distribution scores for downscaled / generated fields: extreme percentiles, wet and negative fractions,
 Q-Q quantiles and the Kolmogorov–Smirnov distance to N(0, 1), NaN-aware, in torch.
 
-All functions pool every valid (non-NaN) value of their input(s), over all dimensions (members, times, pixels);
-for ``pred`` and ``obs`` of different shapes (e.g. an ensemble ``(M, T, H, W)`` against ``(T, H, W)``) each is
-pooled on its own. Percentiles and quantiles use linear interpolation between order statistics, numpy's default
+All functions pool every valid (non-NaN) value of their input(s), over all dimensions (members, times, pixels).
+Where ``pred`` and ``obs`` are on the same pixels — the same shape, or an ensemble ``(M, *obs.shape)`` — a pixel
+counts only where both are valid (an obs pixel where every member is NaN is left out too), as in the rest of
+:mod:`skydiff.verify`; inputs of unrelated shapes are pooled each on its own. Percentiles and quantiles use linear interpolation between order statistics, numpy's default
 (``numpy.nanpercentile(..., method="linear")``), computed with a sort so that they also work on inputs larger
 than :func:`torch.quantile` accepts. Outputs follow :mod:`skydiff.verify.continuous`: numpy in → python float /
 numpy array out; torch in → tensor on the inputs' device.
@@ -62,6 +63,17 @@ def _quantiles(values: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
     return xs[lo] + frac * (xs[hi] - xs[lo])
 
 
+def _joint_valid(p: torch.Tensor, o: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The values of ``p`` and ``o`` to pool: masked jointly where they lie on the same pixels (same shape, or
+    ``p`` an ensemble ``(M, *o.shape)``), else each on its own."""
+    if o.ndim and p.shape[p.ndim - o.ndim:] == o.shape and p.ndim in (o.ndim, o.ndim + 1):
+        on, pn = torch.isnan(o), torch.isnan(p)
+        pv = p[~pn & ~on.expand_as(p)]
+        p_any = (~pn).reshape(-1, *o.shape).any(0)
+        return pv, o[~on & p_any]
+    return _valid_flat(p), _valid_flat(o)
+
+
 def _single(x: Any, name: str) -> tuple[torch.Tensor, bool]:
     return _float_tensor(x, name), not _is_torch(x)
 
@@ -74,8 +86,8 @@ def percentile_bias(
     Parameters
     ----------
     pred, obs:
-        Arrays/tensors of any shapes (pooled separately over all their valid values), e.g. ``pred`` an
-        ensemble ``(M, T, H, W)`` and ``obs`` ``(T, H, W)``, in mm/h.
+        Arrays/tensors in mm/h, e.g. ``pred`` an ensemble ``(M, T, H, W)`` and ``obs`` ``(T, H, W)``: all valid
+        values pooled, a pixel counted only where both are valid (see the module docstring).
     q:
         Percentile(s) in [0, 100].
     wet_only:
@@ -100,7 +112,7 @@ def percentile_bias(
     if qs.ndim != 1 or qs.size == 0 or not np.all((qs >= 0) & (qs <= 100)):
         raise InputError(f"q must be percentile(s) in [0, 100], got {q!r}")
     probs = torch.from_numpy(qs / 100.0)
-    pv, ov = _valid_flat(p.to(dtype)), _valid_flat(o.to(dtype))
+    pv, ov = _joint_valid(p.to(dtype), o.to(dtype))
     if wet_only:
         pv, ov = pv[pv >= threshold], ov[ov >= threshold]
     qp, qo = _quantiles(pv, probs), _quantiles(ov, probs)
@@ -155,7 +167,8 @@ def qq(pred: Any, obs: Any = "normal", levels: Any = QQ_LEVELS) -> tuple[Any, An
     pred:
         Array/tensor of any shape (all valid values pooled).
     obs:
-        Array/tensor of any shape (pooled on its own), or ``"normal"`` for the quantiles ``Φ⁻¹(level)`` of
+        Array/tensor (pooled with ``pred``'s NaN mask where on the same pixels, see the module docstring), or
+        ``"normal"`` for the quantiles ``Φ⁻¹(level)`` of
         N(0, 1) (to check that pseudo-precipitation is standard normal).
     levels:
         Probabilities in [0, 1] (default :data:`QQ_LEVELS`: 0.5, 0.9, 0.95, 0.99, 0.999, 0.9999), or an int
@@ -186,6 +199,5 @@ def qq(pred: Any, obs: Any = "normal", levels: Any = QQ_LEVELS) -> tuple[Any, An
     if p.numel() == 0 or o.numel() == 0:
         raise ShapeError("pred and obs must not be empty")
     dtype = torch.promote_types(p.dtype, o.dtype)
-    qp = _quantiles(_valid_flat(p.to(dtype)), probs)
-    qo = _quantiles(_valid_flat(o.to(dtype)), probs)
-    return _out(qp, numpy_out), _out(qo, numpy_out)
+    pv, ov = _joint_valid(p.to(dtype), o.to(dtype))
+    return _out(_quantiles(pv, probs), numpy_out), _out(_quantiles(ov, probs), numpy_out)
