@@ -182,6 +182,16 @@ def test_data_build_nl(knmi2010, tmp_path, capsys):
     assert n > 0
     assert main(["data", "build-nl", *files, "--out", str(out), "-q"]) == 2  # no overwrite
     assert "overwrite" in capsys.readouterr().err
+    # never an input file, even with --overwrite (audit of the ninth session: build-nl and evaluate replaced it)
+    frames = [tmp_path / knmi2010[k].name for k in range(6)]
+    for src, dst in zip(knmi2010[:6], frames):
+        shutil.copy(src, dst)
+    before = frames[0].read_bytes()
+    assert main(["data", "build-nl", *map(str, frames), "--out", str(frames[0]), "--overwrite", "-q"]) == 2
+    assert "one of the input files" in capsys.readouterr().err
+    assert main(["evaluate", str(tmp_path), "--models", "persistence", "--csv", str(frames[0]), "--overwrite",
+                 "-q"]) == 2
+    assert "one of the input files" in capsys.readouterr().err and frames[0].read_bytes() == before
 
 
 @pytest.mark.realdata
@@ -256,3 +266,18 @@ def test_openmp_spin_count_is_lowered_only_before_torch_loads():
     assert run("") == "3000"
     assert run("", GOMP_SPINCOUNT="77") == "77"
     assert run("import torch; ") == "None"
+
+
+def test_readme_quick_tour_reads_enough_frames_for_every_network(shared_data):
+    # the tour's glob once matched 4 frames, and forecast(da, 6, model="lupin") then refused them
+    import glob
+    import re
+    from pathlib import Path
+
+    from skydiff.nowcast.interface import _NN_MIN_FRAMES
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    tour = readme[readme.index("## Quick tour"):]
+    pattern = re.search(r'read_radar\("\.\./shared/data/([^"]+)"\)', tour).group(1)
+    files = glob.glob(str(shared_data / pattern))
+    assert len(files) >= max(_NN_MIN_FRAMES.values()), (pattern, len(files), _NN_MIN_FRAMES)

@@ -62,6 +62,11 @@ def test_gaps_and_timestep_are_respected(seq):
         evaluate(_da(seq, step_min=2), ["persistence"], leadtimes=2, n_in=2)
     with pytest.raises(InputError, match="no case of"):
         evaluate(_da(seq[:4]), ["persistence"], leadtimes=6, n_in=2)
+    # 10-min frames evaluated at their own step: extrapolation works, a 5-min network refuses (it ran silently)
+    ev10 = evaluate(_da(seq, step_min=10), ["persistence"], leadtimes=2, n_in=2, timestep=10)
+    assert ev10.leadtimes_min == [10.0, 20.0]
+    with pytest.raises(InputError, match="trained on 5-min steps"):
+        evaluate(_da(seq, step_min=10), ["rainnet"], leadtimes=1, timestep=10, max_cases=1)
 
 
 def test_bad_arguments(seq):

@@ -261,7 +261,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .nowcast.evaluation import evaluate
 
-    _check_outputs([args.csv, args.plot], args.overwrite, plot=args.plot)
+    _check_outputs([args.csv, args.plot], args.overwrite, plot=args.plot, inputs=args.files or [])
     sources: list[Any]
     if args.shared:
         from .nowcast.data import shared_split
@@ -426,6 +426,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_data_build_nl(args: argparse.Namespace) -> int:
     from .nowcast.data import build_nl_dataset
 
+    _check_outputs([args.out], args.overwrite, inputs=args.files)
     _say(f"building an NL-50-style HDF5 file from {len(args.files)} input path(s) ...", args.quiet)
     summary = build_nl_dataset(
         args.files,

@@ -337,7 +337,7 @@ def evaluate(
             fcs = {}
             for m in models:
                 t0 = time.perf_counter()
-                kw: dict[str, Any] = {}
+                kw: dict[str, Any] = {"timestep": timestep}  # the networks refuse a step they were not trained on
                 if m in weights:
                     kw["weights"] = weights[m]
                 if mixed.get(m):
