@@ -230,6 +230,18 @@ def test_predict_returns_the_steady_motion_of_lcnn_and_lk_lupin():
                                    given[:, :, 6:])
     out, v = small("rainnet").predict(frames.numpy(), 2, return_motion=True)
     assert v is None and isinstance(out, np.ndarray)
+    # a LUPIN that learns a correction to its prior returns prior + correction (it returned the prior alone)
+    torch.manual_seed(0)
+    m = small("lupin", motion_prior="lk")
+    with torch.no_grad():
+        for p in m.motion_net.parameters():
+            p.normal_(0.0, 0.1)  # a non-zero correction
+    _, v = m.predict(frames, 2, return_motion=True, trim_nodata=False)
+    x = torch.nan_to_num(frames, 0.0)[None, -m.n_input_frames:]
+    prior = m.estimate_prior(x)
+    with torch.no_grad():
+        torch.testing.assert_close(v, m.eval().motion(m.transform(x), prior)[0])  # predict() runs in eval mode
+    assert float((v - prior[0]).abs().max()) > 0.01
 
 
 def test_lupin_without_motion_correction_moves_along_the_prior():
@@ -656,3 +668,16 @@ def test_masked_gaussian_blur_ignores_no_data_and_has_gradients():
     xs = torch.randn(1, 2, 9, 11, dtype=torch.float64, requires_grad=True)
     vs = (torch.rand(1, 1, 9, 11, dtype=torch.float64) > 0.4).double()
     assert torch.autograd.gradcheck(lambda t: gaussian_blur(t, 2.0, weight=vs), (xs,))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_predict_refuses_grids_smaller_than_the_network_block(name):
+    # audit of the ninth session: 3 x 3 and 5 x 5 grids gave nowcasts of padding
+    from skydiff.errors import ShapeError
+
+    m = create_model(name)
+    g = m.min_grid()
+    assert g >= 16
+    x = np.random.default_rng(0).random((m.n_input_frames, g - 1, g + 5)).astype(np.float32)
+    with pytest.raises(ShapeError, match=f"at least {g} x {g} pixels"):
+        m.predict(x, 1)

@@ -551,8 +551,11 @@ class NowcastModel(nn.Module):
         n = self.n_input_frames
         if x.shape[1] < n:
             raise InputError(f"{type(self).__name__} needs at least {n} input frames, got {x.shape[1]}")
-        if x.shape[-2] < 3 or x.shape[-1] < 3:
-            raise ShapeError(f"frames must be at least 3 x 3 pixels, got {tuple(x.shape[-2:])}")
+        g = self.min_grid()
+        if x.shape[-2] < g or x.shape[-1] < g:
+            raise ShapeError(f"{type(self).__name__} needs frames of at least {g} x {g} pixels, got "
+                             f"{tuple(x.shape[-2:])}: its network downsamples by {g}, so on a smaller grid its deepest "
+                             "level would see padding only (a 1-km radar nowcast wants ~100 km or more around the rain)")
         p = self._param
         x = x[:, -n:].to(device=p.device, dtype=p.dtype)
         if bool(torch.isinf(x).any()):
@@ -596,7 +599,8 @@ class NowcastModel(nn.Module):
         return_motion
             Also return the steady motion the model moved the rain along, ``(B, 2, H, W)`` px per step (``(2, H, W)``
             for a ``(T, H, W)`` input; NaN outside the trimmed window, where none was estimated): L-CNN and a LUPIN
-            with a ``motion_prior`` (the shipped one); None for the other models.
+            with a ``motion_prior`` (the shipped one; a LUPIN that learns a correction to its prior returns prior +
+            correction of the first lead); None for the other models.
         min_rain
             Output rain rates below this (mm/h) are set to 0 — after the network, not fed back to the next lead
             time, so scores at higher thresholds do not change. The networks rarely output exact zeros: without
@@ -712,6 +716,15 @@ class NowcastModel(nn.Module):
         if not bool(torch.isfinite(v).all()):
             raise InputError("velocity contains NaN or infinite values")
         return v
+
+    def min_grid(self) -> int:
+        """Smallest ``H`` and ``W`` that :meth:`predict` accepts: one block of the deepest network level (the U-Nets'
+        padding multiple, SpaT-SparK's patch), at least 3."""
+        sizes = [n.multiple for n in self._padded_nets()]
+        patch = getattr(self, "patch", None)
+        if isinstance(patch, int):
+            sizes.append(patch)
+        return max([3, *sizes])
 
     def _padded_nets(self) -> list[PaddedNet]:
         """The model's :class:`PaddedNet` parts (its U-Nets)."""

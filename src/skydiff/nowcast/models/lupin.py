@@ -247,8 +247,12 @@ class LUPIN(NowcastModel):
             raise InputError(f"LUPIN.predict got unexpected options {sorted(kwargs)}")
         # once, from the observed frames (or the caller's); kept for every lead
         prior = self.estimate_prior(x) if velocity is None else self._velocity(velocity, x)
-        y = self.rollout(self.transform(x), leadtimes, clamp=True, valid=valid, prior=prior)
-        return self.inverse_transform(y), prior  # (the motion: predict(..., return_motion=True))
+        z = self.transform(x)
+        y = self.rollout(z, leadtimes, clamp=True, valid=valid, prior=prior)
+        # the motion of predict(..., return_motion=True): the prior, plus the learned correction where there is one
+        # (that of the first lead: later leads correct the prior from their own input window)
+        motion = prior if self.motion_net is None else self.motion(z, prior)
+        return self.inverse_transform(y), motion
 
     # --- training helpers ---------------------------------------------------------------------------------
 
