@@ -400,9 +400,25 @@ def test_build_nl_dataset_bad_input(knmi_da, tmp_path):
         build_nl_dataset(knmi_da, tmp_path / "a.h5", crop=(600, 888, 0, 288))
     with pytest.raises(InputError, match="no sample passes"):
         build_nl_dataset(knmi_da, tmp_path / "a.h5", rain_rule=1.0)
-    with pytest.raises(InputError, match="no sample passes"):
+    with pytest.raises(InputError, match="no window of 18 = 12 [+] 6 frames.*longest regular run 10"):
         build_nl_dataset(knmi_da.isel(time=slice(0, 10)), tmp_path / "a.h5")  # 10 frames < 18
+    with pytest.raises(InputError, match="frames are 10 min apart"):
+        build_nl_dataset(knmi_da.isel(time=slice(0, 24, 2)), tmp_path / "a.h5", n_in=2, n_out=2)
+    with pytest.raises(InputError, match="wet_threshold"):
+        build_nl_dataset(knmi_da, tmp_path / "a.h5", wet_threshold=-1.0)
     assert not list(tmp_path.iterdir())
+
+
+def test_build_nl_rain_rule_counts_rain_not_reflectivity_noise(tmp_path):
+    # rain rates from reflectivity are > 0 at every pixel with data (KNMI 2021: >= 4e-4 mm/h): "> 0" passed every
+    # window; the rule counts pixels above wet_threshold (0.1 mm/h: NL-50's "> 0" on the 0.12 mm/h-quantised product)
+    t = np.datetime64("2021-01-01T00:00", "ns") + np.arange(8) * np.timedelta64(5, "m")
+    v = np.full((8, 20, 20), 4e-4, np.float32)
+    v[5:, :, :12] = 1.0  # frames 5-7 are 60 % rainy, the others dry
+    da = xr.DataArray(v, dims=("time", "y", "x"), coords={"time": t}, attrs={"units": "mm/h"})
+    summ = build_nl_dataset(da, tmp_path / "a.h5", crop=(0, 20, 0, 20), n_in=2, n_out=2, split_time=t[-1])
+    assert summ["regular_windows"] == 5 and summ["kept"] == 3  # the windows whose last frame is 5, 6 or 7
+    assert "> 0.1 mm/h" in summ["rule"]
 
 
 def test_augmentation_is_a_symmetry_of_the_same_crop():

@@ -434,6 +434,7 @@ def cmd_data_build_nl(args: argparse.Namespace) -> int:
         n_in=args.n_in,
         n_out=args.n_out,
         rain_rule=args.rain_rule,
+        wet_threshold=args.wet_threshold,
         split_time=args.split_time,
         overwrite=args.overwrite,
         importer=args.importer,
@@ -826,6 +827,9 @@ def build_parser() -> argparse.ArgumentParser:
     nl.add_argument("--n-in", type=int, default=12)
     nl.add_argument("--n-out", type=int, default=6)
     nl.add_argument("--rain-rule", type=float, default=0.5, help="minimum rainy fraction of the target frame")
+    nl.add_argument("--wet-threshold", type=float, default=0.1,
+                    help="a pixel is rainy above this rate in mm/h (default 0.1: NL-50's '> 0' on KNMI's accumulation "
+                         "product, whose smallest value is 0.12 mm/h)")
     nl.add_argument("--split-time", default=None, help="ISO time: windows ending before it are train, after it test")
     nl.add_argument("--importer", default=None)
     nl.add_argument("--overwrite", action="store_true")

@@ -1094,6 +1094,7 @@ def build_nl_dataset(
     n_out: int = 6,
     rain_rule: float = 0.5,
     rain_frame: str = "target",
+    wet_threshold: float = 0.1,
     split_time: Any = None,
     test_fraction: float = 0.25,
     timestep: float = 5.0,
@@ -1116,7 +1117,10 @@ def build_nl_dataset(
     3. Sort by time and split into runs of exactly ``timestep`` (5) minutes: unlike SmaAt's
        ``create_datasets.py`` no window spans a data gap.
     4. Slide windows of ``n_in + n_out`` frames (stride 1) along each run; keep a window when its *rain frame*
-       has at least ``rain_rule`` of its pixels > 0 (NL-50: 0.5, NL-20: 0.2). ``rain_frame="target"`` (default)
+       has at least ``rain_rule`` of its pixels wet (NL-50: 0.5, NL-20: 0.2). NL-50 counts pixels > 0 of KNMI's
+       accumulation product, whose smallest positive value is 0.01 mm per 5 min = 0.12 mm/h; skydiff counts pixels
+       above ``wet_threshold`` (default 0.1 mm/h), the same on that product, and meaningful on rain rates from
+       reflectivity (e.g. KNMI's 2021 files), which are > 0 at every pixel with data. ``rain_frame="target"`` (default)
        tests the real target, the window's last frame; ``"smaat"`` reproduces SmaAt's off-by-one and tests the
        frame *after* the window (§8.2), which must then exist in the same run (the last window of a run is
        dropped).
@@ -1147,6 +1151,8 @@ def build_nl_dataset(
             raise InputError(f"{nm} must be an integer >= {lo}, got {v!r}")
     if not 0.0 <= float(rain_rule) <= 1.0:
         raise InputError(f"rain_rule must be a fraction in [0, 1], got {rain_rule}")
+    if not (isinstance(wet_threshold, (int, float, np.floating)) and np.isfinite(wet_threshold) and wet_threshold >= 0):
+        raise InputError(f"wet_threshold must be a rain rate >= 0 mm/h, got {wet_threshold!r}")
     if rain_frame not in ("target", "smaat"):
         raise InputError(f"rain_frame must be 'target' or 'smaat', got {rain_frame!r}")
     if not (isinstance(crop, (tuple, list)) and len(crop) == 4):
@@ -1202,7 +1208,8 @@ def build_nl_dataset(
     T = t_all.size
 
     # 3-4: regular windows and the rain rule
-    frac = np.array([np.count_nonzero(f > 0) for f in imgs], np.float64) / float(imgs.shape[1] * imgs.shape[2])
+    wet = np.float32(float(wet_threshold)) * scale  # in the stored units
+    frac = np.array([np.count_nonzero(f > wet) for f in imgs], np.float64) / float(imgs.shape[1] * imgs.shape[2])
     starts, longest = _regular_starts(t_all, step_ns, L, 1)
     if rain_frame == "target":
         tested = starts + L - 1
@@ -1217,9 +1224,15 @@ def build_nl_dataset(
     kept = starts[passed]
     rule = (f"keep a window of {L} = {n_in} + {n_out} frames exactly {float(timestep):g} min apart when "
             f"{'its last (target) frame' if rain_frame == 'target' else 'the frame after it (SmaAt off-by-one)'} "
-            f"has >= {float(rain_rule):g} of its {r1 - r0}×{c1 - c0} pixels > 0")
+            f"has >= {float(rain_rule):g} of its {r1 - r0}×{c1 - c0} pixels > {float(wet_threshold):g} mm/h")
+    if starts.size == 0:
+        steps = np.diff(t_all).astype(np.int64) / 60e9
+        found = f"; the frames are {float(np.median(steps)):g} min apart (median)" if steps.size else ""
+        raise InputError(f"no window of {L} = {n_in} + {n_out} frames exactly {float(timestep):g} min apart: {T} "
+                         f"frame(s), longest regular run {longest}{found}; give more frames, fewer n_in/n_out, "
+                         "or the timestep of the data")
     if kept.size == 0:
-        best = float(frac[tested[ok_frame]].max()) if starts.size and ok_frame.any() else float("nan")
+        best = float(frac[tested[ok_frame]].max()) if ok_frame.any() else float("nan")
         raise InputError(
             f"no sample passes the rule ({rule}): {T} frames, longest regular run {longest}, {starts.size} regular "
             f"windows, best rain fraction of a tested frame {best:.3f}; lower rain_rule or give more data")
