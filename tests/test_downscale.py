@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -508,3 +510,48 @@ def test_sampling_with_too_few_steps_is_refused_not_inf():
         m.sample(lo, members=2, steps=2, seed=0, progress=False)
     out = m.sample(lo, members=2, steps=6, seed=0, progress=False)
     assert bool(torch.isfinite(out).all()) and float(out.min()) >= 0.0
+
+
+def test_learned_pp_decoder_saturation_is_measured_warned_and_avoidable(tiny_model):
+    # the shipped pp-radar's learned decoder is only an approximate inverse where training rain is rare
+    from skydiff.downscale.interface import get_downscaler
+    from skydiff.errors import SkydiffWarning
+
+    m = get_downscaler("radar")
+    pp = m.pp
+    limit = pp.learned_decoder_limit()
+    assert 20.0 < limit < 200.0
+    r = torch.tensor([0.5 * limit, 2.0 * limit], dtype=torch.float64)[:, None, None].expand(2, 4, 4).float()
+    learned, exact = pp.decode(pp.encode(r))[:, 0, 0], pp.decode(pp.encode(r), method="inverse")[:, 0, 0]
+    assert abs(float(learned[0]) / float(r[0, 0, 0]) - 1) <= 0.02 < 1 - float(learned[1]) / float(r[1, 0, 0])
+    torch.testing.assert_close(exact, r[:, 0, 0], rtol=1e-3, atol=0)
+    lo = np.zeros((8, 8), np.float32)
+    lo[2:6, 2:6] = 1.2 * limit
+    with pytest.warns(SkydiffWarning, match="saturates there, so the downscaled block means come out low"):
+        out = downscale(lo, model=m, members=2, steps=12, seed=0, progress=False)
+    block = out.reshape(2, 8, 4, 8, 4).mean((2, 4))[:, 2:6, 2:6]
+    assert float(block.mean()) < 0.95 * 1.2 * limit  # what the warning is about
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*pseudo-precipitation decoder.*")
+        fixed = downscale(lo, model=m, members=2, steps=12, seed=0, progress=False, conserve=True)
+        downscale(lo * 0.5, model=m, members=1, steps=12, seed=0, progress=False)
+    np.testing.assert_allclose(fixed.reshape(2, 8, 4, 8, 4).mean((2, 4)), np.broadcast_to(lo, (2, 8, 8)), rtol=1e-4,
+                               atol=1e-5)
+    with pytest.raises(InputError, match="decoder"):
+        downscale(lo, model=m, members=1, steps=12, progress=False, decoder="bogus")
+    with pytest.raises(InputError, match="has none"):
+        downscale(lo, model=tiny_model, members=1, steps=2, progress=False, decoder="inverse")
+
+
+def test_write_downscaled_names_the_dims_of_an_array(tmp_path):
+    import xarray as xr
+
+    from skydiff.downscale.interface import write_downscaled
+
+    ens = np.random.default_rng(0).random((2, 3, 8, 8)).astype(np.float32)
+    write_downscaled(tmp_path / "a.nc", ens, decoder="inverse")
+    with xr.open_dataset(tmp_path / "a.nc") as ds:
+        assert ds.precip_rate.dims == ("member", "time", "y", "x") and "2 members" in ds.precip_rate.long_name
+        assert ds.attrs["pp_decoder"] == "inverse"
+    with pytest.raises(ShapeError, match="members"):
+        write_downscaled(tmp_path / "b.nc", ens[0, 0])

@@ -622,7 +622,7 @@ def cmd_downscale(args: argparse.Namespace) -> int:
               f"{args.steps} steps", bar=True)
     ens = downscale(lo, factor=args.factor, model=args.model, members=args.members, steps=args.steps,
                     seed=args.seed, progress=not args.quiet, label=label, conserve=conserve, vimd=vimd,
-                    precision=args.precision)
+                    precision=args.precision, decoder=args.decoder)
     if nan.any():
         f = args.factor
         mask = np.repeat(np.repeat(nan, f, axis=-2), f, axis=-1)
@@ -637,7 +637,8 @@ def cmd_downscale(args: argparse.Namespace) -> int:
             ens["latitude"].attrs.update(units="degrees_north", standard_name="latitude")
             ens["longitude"].attrs.update(units="degrees_east", standard_name="longitude")
         write_downscaled(args.out, ens, model=args.model, factor=args.factor, steps=args.steps, source=args.input,
-                         overwrite=args.overwrite, conserve=conserve, label=label, precision=args.precision)
+                         overwrite=args.overwrite, conserve=conserve, label=label, precision=args.precision,
+                         decoder=args.decoder)
     if args.plot:
         prog.step(f"plotting {args.plot}")
         plot_downscaled(args.plot, lo.where(~nan) if nan.any() else lo, ens,
@@ -865,6 +866,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the U-Net's layers in this type (torch.autocast; the sampler stays in full precision): "
                          "bfloat16 samples ~2x faster on a CPU with AVX512-BF16, scores unchanged within 0.02 dB "
                          "and 1e-5 mm/h of CRPS on 200 validation tiles (default full)")
+    ds.add_argument("--decoder", default=None, choices=["learned", "inverse"],
+                    help="pseudo-precipitation decoder (PP models): the model's own (default; the shipped radar "
+                         "model's learned one saturates above ~48 mm/h: use --conserve there) or inverse (the exact "
+                         "inverse of a TP-only encoder; see skydiff.downscale.downscale)")
     ds.add_argument("--fill-nan", action="store_true", help="downscale no-data pixels as 0, NaN in the output")
     _add_bbox(ds, "downscale")
     ds.add_argument("--out", default=None, help="output netCDF (ensemble, member × [time ×] y × x)")

@@ -300,14 +300,15 @@ class EDMDownscaler(nn.Module):
             return self.pp.encode(tp, vimd)
         return self.pp.encode(tp)
 
-    def decode(self, x: torch.Tensor) -> torch.Tensor:
-        """Data space → rain rate (mm/h, >= 0)."""
+    def decode(self, x: torch.Tensor, decoder: str | None = None) -> torch.Tensor:
+        """Data space → rain rate (mm/h, >= 0). ``decoder``: for PP models, the PP decoder (``"learned"`` or
+        ``"inverse"``, see :class:`~skydiff.downscale.pseudo.PseudoPrecip`; None: the model's)."""
         if self.space == "log1p":
             return torch.clamp(torch.expm1(x), min=0.0)
         if self.space == "sqrt":
             return torch.clamp(x, min=0.0) ** 2
         assert self.pp is not None
-        return torch.clamp(self.pp.decode(x), min=0.0)
+        return torch.clamp(self.pp.decode(x, method=decoder), min=0.0)
 
     def upsample(self, x_lo: torch.Tensor) -> torch.Tensor:
         """(B, h, w) data-space low-res field → (B, h·factor, w·factor) by bicubic/bilinear interpolation."""
@@ -348,6 +349,16 @@ class EDMDownscaler(nn.Module):
             if tile_overlap >= tile:
                 raise InputError(f"tile_overlap must be smaller than tile ({tile}), got {tile_overlap}")
         return members, steps, batch_size, seed, tile, tile_overlap
+
+    def check_decoder(self, decoder: Any) -> None:
+        """Refuse a ``decoder`` this model cannot use (:class:`InputError`): PP models only, ``"learned"`` or
+        ``"inverse"`` (TP-only PP)."""
+        if decoder is None:
+            return
+        if self.pp is None:
+            raise InputError(f"decoder= chooses the pseudo-precipitation decoder; model {self.model_name!r} "
+                             f"samples in {self.space!r} space and has none")
+        self.pp._check_decoder(decoder, self.pp.use_vimd)
 
     def label_index(self, label: Any, n: int, device: Any = None) -> torch.Tensor | None:
         """``label`` (None, a name, or ``n`` names / None) → (n,) label indices (``len(labels)`` = unknown)."""
@@ -441,7 +452,8 @@ class EDMDownscaler(nn.Module):
                static: torch.Tensor | None = None, seed: int | None = None, generator: torch.Generator | None = None,
                s_churn: float = 0.0, s_noise: float = 1.0, batch_size: int = 64, progress: bool = True,
                return_space: bool = False, label: Any = None, tile: int | None = TILE,
-               tile_overlap: int = TILE_OVERLAP, precision: str | None = None) -> torch.Tensor:
+               tile_overlap: int = TILE_OVERLAP, precision: str | None = None,
+               decoder: str | None = None) -> torch.Tensor:
         """Ensemble of high-resolution fields for low-res rain ``lo_tp`` (B, h, w) in mm/h.
 
         Returns ``(members, B, h·factor, w·factor)`` rain rate (mm/h, >= 0), or the data-space fields with
@@ -456,6 +468,9 @@ class EDMDownscaler(nn.Module):
         normalises over the whole input, so one pass over a large, mostly dry grid sees other statistics: on a
         whole KNMI composite that raised the rain mass by 27 % (``benchmarks/RESULTS.md`` §8). None: one pass.
 
+        ``decoder``: for PP models, ``"learned"`` or ``"inverse"`` (TP-only PP: exact inverse of the encoder) instead
+        of the model's own PP decoder (None); see :class:`~skydiff.downscale.pseudo.PseudoPrecip`.
+
         ``precision``: None or ``"full"`` (the model's dtype), ``"bfloat16"`` or ``"float16"``: the U-Net's layers
         run under ``torch.autocast`` in that type while the sampler's state, the preconditioning and the decoding
         stay in full precision (as ``predict(precision=...)`` of the nowcasting networks). On a CPU with AVX512-BF16
@@ -465,6 +480,7 @@ class EDMDownscaler(nn.Module):
 
         members, steps, batch_size, seed, tile, tile_overlap = self.check_sampling(
             members, steps, batch_size, seed, s_churn, s_noise, tile, tile_overlap)
+        self.check_decoder(decoder)
         if lo_tp.ndim != 3:
             raise ShapeError(f"lo_tp must be (B, h, w), got shape {tuple(lo_tp.shape)}")
         amp = autocast_dtype(precision)
@@ -508,7 +524,7 @@ class EDMDownscaler(nn.Module):
             out[c0:c0 + sel.numel()] = x + base[sel]
         bar.close()
         out = out.reshape(members, B, H, W)
-        res = out if return_space else self.decode(out)
+        res = out if return_space else self.decode(out, decoder)
         bad = int((~torch.isfinite(res)).sum())
         if bad:  # e.g. steps=2 with the log1p model: expm1 of an unconverged sample overflows
             raise InputError(f"diffusion sampling with steps={steps} produced {bad} non-finite value(s) of "

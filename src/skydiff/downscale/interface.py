@@ -68,6 +68,20 @@ def get_downscaler(model: Any = "radar") -> EDMDownscaler:
     return _CACHE[key]
 
 
+def _warn_decoder_saturation(m: EDMDownscaler, lo: torch.Tensor, decoder: str | None, conserve: bool) -> None:
+    """Warn when low-resolution rain reaches the rates where a learned PP decoder saturates (unless the block
+    means are restored anyway)."""
+    if conserve or m.pp is None or m.pp.use_vimd or (decoder or m.pp.decoder) != "learned" or not lo.numel():
+        return
+    limit = m.pp.learned_decoder_limit()
+    n = int((lo >= limit).sum())
+    if n:
+        warn(f"{n} low-resolution pixel(s) at or above {limit:.0f} mm/h: the learned pseudo-precipitation decoder of "
+             f"{m.model_name!r} saturates there, so the downscaled block means come out low (shipped radar model, "
+             "uniform 4 x 4 blocks: -19 % at 58 mm/h, -30 % at 80 mm/h); pass conserve=True (CLI: --conserve) to "
+             "restore the block means")
+
+
 def _as_tensor(x: Any, name: str) -> tuple[torch.Tensor, str]:
     if isinstance(x, torch.Tensor):
         return x, "torch"
@@ -105,7 +119,7 @@ def downscale(lowres: Any, factor: int = 4, model: Any = "radar", members: int =
               seed: int | None = None, progress: bool = True, *, vimd: Any = None, static: Any = None,
               s_churn: float = 0.0, batch_size: int = 64, conserve: bool = CONSERVE_DEFAULT,
               label: str | None = "auto", trim_dry: bool = True, tile: int | None = TILE,
-              tile_overlap: int = TILE_OVERLAP, precision: str | None = None) -> Any:
+              tile_overlap: int = TILE_OVERLAP, precision: str | None = None, decoder: str | None = None) -> Any:
     """Stochastic downscaling of low-resolution rain to a ``factor``-times finer grid.
 
     Parameters
@@ -160,6 +174,15 @@ def downscale(lowres: Any, factor: int = 4, model: Any = "radar", members: int =
         None or ``"full"`` (default), ``"bfloat16"`` or ``"float16"``: the U-Net's layers run in that type
         (``torch.autocast``), the sampler and the decoding in full precision. ``"bfloat16"`` sampled ~2x faster on
         a CPU with AVX512-BF16; what it changes in the scores: ``benchmarks/RESULTS.md`` §8.
+    decoder
+        For models in pseudo-precipitation space: ``"learned"`` (the shipped models' own) or ``"inverse"`` (the
+        exact inverse of a TP-only encoder). The shipped ``pp-radar``'s learned decoder returns rates within 2 %
+        up to 48 mm/h and saturates above (100 → 81, 200 → 115 mm/h in a round trip), so heavy rain comes out
+        low: uniform 4 × 4 blocks of 58 / 80 mm/h gave block means 19 / 30 % low; a warning says when the input
+        reaches that range, and ``conserve=True`` restores the block means. ``"inverse"`` is no cure there: the
+        sampled PP tail is too wide for heavy rain, and decoded exactly it gave block means 33-40 % high at 20-40
+        mm/h and > 1 000 mm/h peaks at 58 mm/h. On validation tiles (little heavy rain) it gave a better spectrum
+        and CRPS but a p99.9 bias 1 point higher than the learned decoder (``benchmarks/RESULTS.md`` §8).
 
     Returns
     -------
@@ -209,6 +232,8 @@ def downscale(lowres: Any, factor: int = 4, model: Any = "radar", members: int =
     members, steps, batch_size, seed, tile, tile_overlap = m.check_sampling(
         members, steps, batch_size, seed, s_churn, 1.0, tile, tile_overlap)
     m.label_index(label, xb.shape[0])
+    m.check_decoder(decoder)
+    _warn_decoder_saturation(m, xb, decoder, conserve)
     if steps < MIN_GOOD_STEPS:
         warn(f"steps={steps}: with fewer than {MIN_GOOD_STEPS} Heun steps the samples are not converged (on "
              "real radar tiles the 99.9th percentile came out 14 % too high at 8 steps, 42 % at 6); the default is 18")
@@ -219,7 +244,7 @@ def downscale(lowres: Any, factor: int = 4, model: Any = "radar", members: int =
         rs, cs = box
         part = m.sample(xb[..., rs, cs], members=members, steps=steps, lo_vimd=v, static=st, seed=seed,
                         progress=progress, s_churn=s_churn, batch_size=batch_size, label=label, tile=tile,
-                        tile_overlap=tile_overlap, precision=precision)
+                        tile_overlap=tile_overlap, precision=precision, decoder=decoder)
         if part.shape[-2:] == (xb.shape[-2] * m.factor, xb.shape[-1] * m.factor):
             out = part
         else:
@@ -389,21 +414,30 @@ def coarsen_lowres(da: Any, n: int) -> Any:
 
 def write_downscaled(path: str | os.PathLike[str], ens: Any, *, model: str = "", factor: int = 4,
                      steps: int = 18, source: str = "", overwrite: bool = False,
-                     conserve: bool | None = None, label: str | None = None, precision: str | None = None) -> Path:
+                     conserve: bool | None = None, label: str | None = None, precision: str | None = None,
+                     decoder: str | None = None) -> Path:
     """Write an ensemble DataArray from :func:`downscale` (xarray input) as CF netCDF, atomically.
 
     Variable ``precip_rate`` (``member``, [``time``,] ``y``, ``x``), float32, units mm/h, standard name
     ``lwe_precipitation_rate``. An existing file is only replaced with ``overwrite=True``. ``conserve`` (the
     setting of :func:`downscale`) is recorded as the global attribute ``block_means_conserved`` when given, and
     ``label`` (the radar product imitated; None = unknown) as ``product_label`` for a labelled model, and
-    ``precision`` (of :func:`downscale`) as ``network_precision`` when given.
+    ``precision`` (of :func:`downscale`) as ``network_precision`` and ``decoder`` as ``pp_decoder`` when given. A
+    numpy array or tensor ``(members, [T,] Y, X)`` gets those dimension names.
     """
     import xarray as xr
 
     out = Path(path)
     if out.exists() and not overwrite:
         raise InputError(f"{out} exists; pass overwrite=True (CLI: --overwrite) to replace it")
-    da = ens if isinstance(ens, xr.DataArray) else xr.DataArray(np.asarray(ens), name="precip_rate")
+    if isinstance(ens, xr.DataArray):
+        da = ens
+    else:
+        arr = np.asarray(ens.detach().cpu() if isinstance(ens, torch.Tensor) else ens)
+        dims = {3: ("member", "y", "x"), 4: ("member", "time", "y", "x")}.get(arr.ndim)
+        if dims is None:
+            raise ShapeError(f"an ensemble array must be (members, [T,] Y, X), got shape {arr.shape}")
+        da = xr.DataArray(arr, dims=dims, name="precip_rate")
     da = da.astype(np.float32)
     da.attrs.update(units="mm/h", standard_name="lwe_precipitation_rate",
                     long_name=f"downscaled rain rate, ensemble of {da.sizes.get('member', 1)} members")
@@ -419,6 +453,8 @@ def write_downscaled(path: str | os.PathLike[str], ens: Any, *, model: str = "",
         ds.attrs["product_label"] = str(label)
     if precision is not None:
         ds.attrs["network_precision"] = str(precision)
+    if decoder is not None:
+        ds.attrs["pp_decoder"] = str(decoder)
     from ..io.atomic import atomic_path
 
     with atomic_path(out) as tmp:

@@ -327,6 +327,23 @@ class PseudoPrecip(nn.Module):
         x = torch.clamp(x, min=0.0, max=30.0)  # the cap guards exp, as in the learned decoder
         return ((s + thr) * torch.exp(x) - s).to(y.dtype)
 
+    @torch.no_grad()
+    def learned_decoder_limit(self, tol: float = 0.02) -> float:
+        """Rain rate (mm/h) up to which the learned decoder returns a wet pixel's rate within ``tol`` (relative):
+        the largest rate on a grid of 0.5 … 1 000 mm/h (1 % steps) below the first one whose round trip
+        ``decode(encode(r))`` is off by more. ``inf`` when none is (or for VIMD models, whose wet encoding depends
+        on VIMD). Above it the learned decoder saturates (``pp-radar``: 100 → 81 mm/h); ``decoder="inverse"``
+        decodes exactly."""
+        if self.use_vimd:
+            return math.inf
+        p = next(self.parameters())
+        r = torch.exp(torch.linspace(math.log(0.5), math.log(1000.0), 700, dtype=torch.float64)).to(p.device)
+        x = torch.log1p(r / self.scale) - math.log1p(self.dry_threshold / self.scale)
+        pp = self.z_edge.to(r.dtype) + self._run(self.g, [x]) - self._run(self.g, [torch.zeros_like(x)])
+        back = self.decode(pp, method="learned")
+        off = ((back - r).abs() > tol * r).nonzero()
+        return math.inf if off.numel() == 0 else (float(r[int(off[0]) - 1]) if int(off[0]) > 0 else 0.0)
+
     def forward(self, tp: Any, vimd: Any = None) -> torch.Tensor:
         """``encode(tp, vimd)``."""
         return self.encode(tp, vimd)
