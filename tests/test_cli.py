@@ -167,6 +167,13 @@ def test_cli_errors_are_one_line_messages(knmi2010, tmp_path, capsys):
     assert "one of the input files" in capsys.readouterr().err and frames[-1].read_bytes() == before
     assert main(["nowcast", *map(str, frames), "--motion-frames", "1", "--out", str(tmp_path / "g.nc"), "-q"]) == 2
     assert "--motion-frames must be >= 2" in capsys.readouterr().err
+    # options are checked before any file is read (here: files that do not exist), and none is silently ignored
+    ghost = [str(tmp_path / "missing" / f"f{k}.h5") for k in range(3)]
+    for extra, msg in ((["--model", "nope"], "unknown"), (["--model", "persistence", "--weights", "w"], "--weights"),
+                       (["--model", "rainnet", "--motion-frames", "3"], "moves no rain along a motion"),
+                       (["--model", "lupin", "--motion-frames", "3"], "add --motion METHOD")):
+        assert main(["nowcast", *ghost, *extra, "--out", str(tmp_path / "x.nc"), "-q"]) == 2
+        assert msg in capsys.readouterr().err.lower() if msg == "unknown" else msg in capsys.readouterr().err
 
 
 @pytest.mark.realdata
@@ -281,3 +288,21 @@ def test_readme_quick_tour_reads_enough_frames_for_every_network(shared_data):
     pattern = re.search(r'read_radar\("\.\./shared/data/([^"]+)"\)', tour).group(1)
     files = glob.glob(str(shared_data / pattern))
     assert len(files) >= max(_NN_MIN_FRAMES.values()), (pattern, len(files), _NN_MIN_FRAMES)
+
+
+def test_weights_paths_a_checkpoint_and_a_stem_with_dots(tmp_path, capsys):
+    # a .ckpt was looked up as <stem>.json and its .safetensors sibling silently loaded instead
+    from skydiff.registry import create_model, load_model, save_model
+
+    assert main(["nowcast", str(tmp_path / "a.h5"), str(tmp_path / "b.h5"), "--model", "rainnet", "--weights",
+                 str(tmp_path / "run.ckpt"), "--out", str(tmp_path / "x.nc"), "-q"]) == 2
+    assert "Lightning training checkpoint" in capsys.readouterr().err
+    m = create_model("rainnet", base_channels=4, depth=2)
+    save_model(m, tmp_path / "rainnet_v1.2")
+    assert (tmp_path / "rainnet_v1.2.safetensors").is_file() and (tmp_path / "rainnet_v1.2.json").is_file()
+    assert type(load_model(tmp_path / "rainnet_v1.2")) is type(m)
+
+
+def test_assimilate_refuses_fewer_than_two_frames_before_reading(tmp_path, capsys):
+    assert main(["assimilate", str(tmp_path / "a.h5"), "--frames", "0", "--out", str(tmp_path / "m.nc"), "-q"]) == 2
+    assert "--frames must be >= 2" in capsys.readouterr().err

@@ -517,3 +517,15 @@ def test_resample_time_linear_nearest_and_gaps():
     # a resampled series is a regular 5-min source for the datasets
     ds = RadarSequences(r, 2, 1, transform=None)
     assert len(ds) == 1
+
+
+def test_radar_sequences_refuse_other_units_and_negative_rain():
+    # audit of the ninth session: dBZ and negative values went into training silently (forecast() refused them)
+    da = rain_sequence(8, (32, 32), seed=1)
+    with pytest.raises(InputError, match="units 'dBZ'"):
+        RadarSequences(da.assign_attrs(units="dBZ"), 3, 2)
+    neg = da.copy()
+    neg[0, 0, 0] = -1.0
+    with pytest.raises(InputError, match=">= 0 mm/h"):
+        RadarSequences(neg, 3, 2)
+    assert len(RadarSequences(da, 3, 2, crop=(16, 16))) > 0

@@ -120,23 +120,38 @@ def cmd_nowcast(args: argparse.Namespace) -> int:
                         (f"--prob-match {args.prob_match}", args.prob_match is not None)):
         if asked and not is_neural(args.model):
             raise InputError(f"{flag} applies to the neural-network models, not {args.model!r}")
+    from .nowcast import get_model
+    from .nowcast.interface import default_motion_frames
+
+    # every option is checked before the (possibly long) reading
+    spec = get_model(args.model)  # InputError naming the known models
+    neural = is_neural(args.model)
+    if args.weights and not neural:
+        raise InputError(f"--weights is for the neural-network models; {args.model!r} has none")
+    if args.weights:
+        from .registry import weights_file
+
+        weights_file(args.weights)
+    if args.motion_frames is not None and args.motion_frames < 2:
+        raise InputError(f"--motion-frames must be >= 2 (motion needs two frames at least), got {args.motion_frames}")
+    if args.motion is not None and neural and not spec.uses_motion:
+        raise InputError(f"--motion applies to extrapolation and the networks that move rain along a motion (lupin, "
+                         f"lcnn), not {args.model!r}")
+    if args.motion_frames is not None and (not spec.uses_motion or (neural and args.motion is None)):
+        raise InputError(f"--motion-frames sets the frames of the motion estimated with --motion (or of "
+                         f"extrapolation's); {args.model!r} " + ("uses its own motion: add --motion METHOD"
+                                                                 if spec.uses_motion else "moves no rain along a motion"))
+    motion = args.motion or "lk"  # extrapolation's default; the networks use their own unless --motion is given
+    n_motion = args.motion_frames or default_motion_frames(motion)
+    n_need = max(n_motion if spec.uses_motion else 1, spec.min_frames)
     prog = _Progress(4 + bool(args.plot), args.quiet)
     prog.step(f"reading {len(args.files)} input path(s)", bar=_many_files(args.files))
     da = read_radar(args.files, importer=args.importer, progress=not args.quiet)
     prog.done()
-    from .nowcast.interface import default_motion_frames
-
-    from .nowcast import get_model
-
-    if args.motion_frames is not None and args.motion_frames < 2:
-        raise InputError(f"--motion-frames must be >= 2 (motion needs two frames at least), got {args.motion_frames}")
-    neural = is_neural(args.model)
-    if args.motion is not None and neural and not get_model(args.model).uses_motion:
-        raise InputError(f"--motion applies to extrapolation and the networks that move rain along a motion (lupin, "
-                         f"lcnn), not {args.model!r}")
-    motion = args.motion or "lk"  # extrapolation's default; the networks use their own unless --motion is given
-    n_motion = args.motion_frames or default_motion_frames(motion)
-    n_need = max(n_motion if get_model(args.model).uses_motion else 1, get_model(args.model).min_frames)
+    km = _pixel_km(da.attrs)
+    if neural and km is not None and not 0.5 <= km <= 2.0:
+        _say(f"    note: the {args.model} network was trained on ~1-km radar pixels; this input has {km:.3g}-km pixels, "
+             "so the motion and the textures it learned do not transfer as they are", args.quiet)
     if args.bbox is not None:
         from .io import crop_bbox
 
@@ -182,6 +197,7 @@ def cmd_nowcast(args: argparse.Namespace) -> int:
         **extra,
     )
     prog.step(f"writing {args.out}")
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)  # as --plot and the other commands do
     write_nowcast(
         args.out,
         nowcast,
@@ -271,7 +287,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             raise InputError(f"the shared data has no {args.shared!r} part under {args.data or '$SKYDIFF_DATA'}")
     else:
         if not args.files:
-            raise InputError("give radar files/folders (one folder = one sequence) or --shared test|validation|train")
+            hint = (f" (--data {args.data} names the shared data folder that --shared reads; to evaluate on a folder "
+                    f"of your own, give it as an argument: skydiff evaluate {args.data} --models ...)"
+                    if args.data else "")
+            raise InputError("give radar files/folders (one folder = one sequence) or --shared test|validation|train"
+                             + hint)
         # each folder is a sequence, and the files given one by one (or by a pattern) are one sequence together
         # (until 2026-11-27 every file was a sequence of its own, so a list of files had no case at all)
         folders = [f for f in args.files if Path(f).is_dir()]
@@ -323,6 +343,8 @@ def cmd_assimilate(args: argparse.Namespace) -> int:
     from .motion.fourdvar import fourdvar
 
     _check_outputs([args.out, args.plot], args.overwrite, plot=args.plot, inputs=args.files)
+    if args.frames < 2:
+        raise InputError(f"--frames must be >= 2 (4D-Var fits a motion to two frames at least), got {args.frames}")
     prog = _Progress(3 + bool(args.plot), args.quiet)
     prog.step(f"reading {len(args.files)} input path(s)", bar=_many_files(args.files))
     da = read_radar(args.files, importer=args.importer, progress=not args.quiet)

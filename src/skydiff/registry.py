@@ -128,8 +128,27 @@ def _build(factory: Callable[..., nn.Module], name: str, config: dict[str, Any])
 
 
 def _stem(path: str | Path) -> Path:
+    """A weights path without its ``.safetensors`` / ``.json`` (a stem may hold dots: ``lupin_v1.2``)."""
     p = Path(path)
+    if p.suffix == ".ckpt":
+        raise InputError(f"{p} is a Lightning training checkpoint; give the weights a training run exports "
+                         "(<stem>.safetensors + <stem>.json, e.g. OUT/<model>), or start training from it with "
+                         "training.init_from")
     return p.with_suffix("") if p.suffix in (".safetensors", ".json") else p
+
+
+def weights_file(path: str | Path) -> Path:
+    """The ``.safetensors`` file of a weights path (a stem, its ``.safetensors`` or ``.json``); :class:`InputError`
+    for a training checkpoint or a missing file (for checking a path before long work)."""
+    f = _file(_stem(path), ".safetensors")
+    if not f.is_file():
+        raise InputError(f"weights file {f} not found")
+    return f
+
+
+def _file(stem: Path, ext: str) -> Path:
+    """``stem`` + ``ext`` (not ``with_suffix``, which would replace the part after a dot in the stem)."""
+    return stem.parent / (stem.name + ext)
 
 
 def _read_json(path: Path) -> dict[str, Any]:
@@ -165,24 +184,24 @@ def create_model(name: str, pretrained: bool | str | Path = False, **config: Any
         return _build(factory, key, config)
     if pretrained is True:
         stem = weights_dir(key) / key
-        if not stem.with_suffix(".safetensors").is_file():
+        if not _file(stem, ".safetensors").is_file():
             raise InputError(
-                f"no shipped weights for {key} yet (looked for {stem.with_suffix('.safetensors')}); "
+                f"no shipped weights for {key} yet (looked for {_file(stem, '.safetensors')}); "
                 "use pretrained=False or pass the path of your own .safetensors file"
             )
     else:
         stem = _stem(pretrained)
-        if not stem.with_suffix(".safetensors").is_file():
-            raise InputError(f"weights file {stem.with_suffix('.safetensors')} not found")
-    meta_path = stem.with_suffix(".json")
+        if not _file(stem, ".safetensors").is_file():
+            raise InputError(f"weights file {_file(stem, '.safetensors')} not found")
+    meta_path = _file(stem, ".json")
     if meta_path.is_file():
         meta = _read_json(meta_path)
         saved = str(meta.get("model", key)).lower()
         if saved != key:
-            raise InputError(f"weights {stem.with_suffix('.safetensors')} are for model {saved!r}, not {key!r}")
+            raise InputError(f"weights {_file(stem, '.safetensors')} are for model {saved!r}, not {key!r}")
         config = {**dict(meta.get("config", {})), **config}
     model = _build(factory, key, config)
-    load_weights(model, stem.with_suffix(".safetensors"))
+    load_weights(model, _file(stem, ".safetensors"))
     if meta_path.is_file():
         _apply_predict_defaults(model, meta.get("predict") or {}, meta_path)
     return model
@@ -244,7 +263,7 @@ def load_weights(model: nn.Module, weights: str | Path | Mapping[str, torch.Tens
     else:
         from safetensors.torch import load_file
 
-        path = _stem(weights).with_suffix(".safetensors")
+        path = _file(_stem(weights), ".safetensors")
         if not path.is_file():
             raise InputError(f"weights file {path} not found")
         try:
@@ -287,7 +306,7 @@ def save_model(model: nn.Module, path: str | Path, card: Mapping[str, Any] | Non
 
     # atomic: both files are written under temporary names in the target folder; neither is replaced unless both
     # were written, then the weights are moved into place first (inner block) and the json card second
-    wts, js = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
+    wts, js = _file(stem, ".safetensors"), _file(stem, ".json")
     with atomic_path(js) as tmp_j, atomic_path(wts) as tmp_w:
         save_file(state, str(tmp_w), metadata={"model": name, "format": str(FORMAT_VERSION)})
         tmp_j.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
@@ -301,7 +320,7 @@ def save_model(model: nn.Module, path: str | Path, card: Mapping[str, Any] | Non
 def load_model(path: str | Path, **config: Any) -> nn.Module:
     """Rebuild a model saved by :func:`save_model` (``config`` overrides the saved one) and load its weights."""
     stem = _stem(path)
-    meta_path = stem.with_suffix(".json")
+    meta_path = _file(stem, ".json")
     if not meta_path.is_file():
         raise InputError(f"model config {meta_path} not found (save_model writes it beside the .safetensors)")
     meta = _read_json(meta_path)

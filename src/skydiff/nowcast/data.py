@@ -379,7 +379,15 @@ def _frames_of(da: xr.DataArray) -> tuple[np.ndarray, np.ndarray]:
     if da.dims[0] != "time":
         others = [d for d in da.dims if d != "time"]
         da = da.transpose("time", *others)
-    return times, np.asarray(da.values)
+    units = str(da.attrs.get("units", "mm/h"))
+    if units not in ("mm/h", "mm h-1", "mm hr-1"):
+        raise InputError(f"radar sequences must be rain rates in mm/h, the DataArray {da.name or ''} has units "
+                         f"{units!r} (skydiff.io.read_radar converts reflectivity and accumulations)")
+    values = np.asarray(da.values)
+    low = np.nanmin(values) if values.size and not np.isnan(values).all() else 0.0
+    if low < 0:
+        raise InputError(f"radar sequences must be rain rates >= 0 mm/h, found {float(low):.3g}")
+    return times, values
 
 
 def _step_ns(da: xr.DataArray, times: np.ndarray, timestep: float | None) -> int | None:
@@ -973,10 +981,13 @@ def shared_split(data_dir: str | os.PathLike[str] | None = None, *, val_fraction
     tail off by time, so MRMS adds no validation data (use crops by rain tile, ``RadarSequences(sampling="tiles")``,
     to draw its storms). Reading it takes ~30 s and ~3.5 GB of memory at the peak.
     """
-    root = Path(data_dir if data_dir is not None else os.environ.get("SKYDIFF_DATA", "")).expanduser()
-    if not str(root) or not (root / "radar").is_dir():
-        raise ReadError(f"shared data not found at {str(root) or '(unset)'}: pass data_dir or set SKYDIFF_DATA "
-                        "to the folder holding radar/")
+    given = data_dir if data_dir is not None else os.environ.get("SKYDIFF_DATA") or None
+    root = Path(given if given is not None else "../shared/data").expanduser()  # the README's default
+    if not (root / "radar").is_dir():
+        where = (f"{root}" if given is not None
+                 else f"../shared/data (SKYDIFF_DATA is unset; that default is relative to {os.getcwd()})")
+        raise ReadError(f"shared data not found at {where}: pass data_dir or set SKYDIFF_DATA to the folder "
+                        "holding radar/")
     if not 0.0 < float(val_fraction) < 1.0:
         raise InputError(f"val_fraction must be in (0, 1), got {val_fraction}")
     split: dict[str, list[Any]] = {"train": [], "validation": [], "test": []}
