@@ -555,3 +555,13 @@ def test_write_downscaled_names_the_dims_of_an_array(tmp_path):
         assert ds.attrs["pp_decoder"] == "inverse"
     with pytest.raises(ShapeError, match="members"):
         write_downscaled(tmp_path / "b.nc", ens[0, 0])
+
+
+def test_downscale_refuses_a_dataarray_not_in_mm_per_h(tiny_model):
+    import xarray as xr
+
+    lo = xr.DataArray(rain((6, 5)), dims=("y", "x"), attrs={"units": "m"})
+    with pytest.raises(InputError, match="units 'm'"):
+        downscale(lo, model=tiny_model, members=1, steps=2, progress=False)
+    out = downscale(lo.assign_attrs(units="mm h-1"), model=tiny_model, members=1, steps=2, progress=False)
+    assert out.shape == (1, 24, 20)

@@ -71,6 +71,17 @@ def test_model_level_pressure_from_l137(shared_data):
     np.testing.assert_allclose(p[:, 0, 0].numpy() / 100, [0.0100, 1012.0494], atol=2e-4)
     with pytest.raises(InputError, match="1 … 137"):
         model_level_pressure(sp, [0, 10], a, b)
+    # the coefficients shipped in the package (the default) are ECMWF's table
+    a0, b0 = read_l137_table()
+    np.testing.assert_array_equal(a0, a)
+    np.testing.assert_array_equal(b0, b)
+
+
+def test_model_level_vimd_needs_no_data_folder(shared_data, monkeypatch):
+    monkeypatch.setenv("SKYDIFF_DATA", "/nonexistent")
+    ds = read_era5(shared_data / "era5" / "model-levels-2022-08-31")
+    v = era5_vimd(ds.isel(time=slice(0, 1)))
+    assert np.isfinite(np.asarray(v)).all()
 
 
 def test_vimd_gradcheck():

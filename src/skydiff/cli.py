@@ -606,6 +606,9 @@ def cmd_downscale(args: argparse.Namespace) -> int:
     _check_outputs([args.out, args.plot], args.overwrite, plot=args.plot, inputs=[args.input])
     if not args.out and not args.plot:
         raise InputError("nothing to write: give --out FILE.nc and/or --plot FILE.png")
+    for flag, value in (("--members", args.members), ("--steps", args.steps), ("--factor", args.factor)):
+        if value < 1:  # before reading the input and loading the model
+            raise InputError(f"{flag} must be >= 1, got {value}")
     prog = _Progress(2 + bool(args.out) + bool(args.plot), args.quiet)
     prog.step(f"reading {args.input}" + (" (ERA5 TP, and VIMD from the variables present)" if era5 else ""))
     if era5:

@@ -48,9 +48,10 @@ _MIN_TOP = 300e2
 
 
 def default_l137_table() -> Path:
-    """``$SKYDIFF_DATA/era5/era5_L137_model_level_table.csv`` (``SKYDIFF_DATA`` defaults to ``../shared/data``)."""
-    root = Path(os.environ.get("SKYDIFF_DATA", Path(__file__).resolve().parents[3].parent / "shared" / "data"))
-    return root / "era5" / "era5_L137_model_level_table.csv"
+    """The L137 half-level coefficients shipped with skydiff (``skydiff/downscale/l137_coefficients.csv``: the
+    columns ``n``, ``a [Pa]``, ``b`` of ECMWF's published "L137 model level definitions"), so that model-level
+    VIMD works without the project's data folder."""
+    return Path(__file__).resolve().parent / "l137_coefficients.csv"
 
 
 def read_l137_table(path: str | os.PathLike[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -63,7 +64,7 @@ def read_l137_table(path: str | os.PathLike[str] | None = None) -> tuple[np.ndar
     if not p.is_file():
         raise ReadError(
             f"L137 model-level table {p} not found; pass table=<csv with columns n, a [Pa], b> "
-            "(ECMWF's 'L137 model level definitions') or set SKYDIFF_DATA"
+            "(ECMWF's 'L137 model level definitions')"
         )
     try:
         raw = np.genfromtxt(p, delimiter=",", skip_header=1, usecols=(0, 1, 2), dtype=np.float64, encoding="utf-8-sig")
@@ -254,9 +255,11 @@ def vimd(
         ):
             route = "flux"
         else:
+            part = [n for n in ("q", "u", "v") if n in ds]
+            missing = f"; of q, u, v it lacks {', '.join(n for n in ('q', 'u', 'v') if n not in ds)}" if part else ""
             raise InputError(
                 "ERA5 dataset has neither q, u, v on levels nor vertically integrated fluxes (viwve/viwvn or "
-                f"fx_upper/fx_lower/fy_upper/fy_lower); variables present: {sorted(ds.data_vars)}"
+                f"fx_upper/fx_lower/fy_upper/fy_lower){missing}; variables present: {sorted(ds.data_vars)}"
             )
 
     if route == "flux":

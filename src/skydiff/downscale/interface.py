@@ -82,6 +82,9 @@ def _warn_decoder_saturation(m: EDMDownscaler, lo: torch.Tensor, decoder: str | 
              "restore the block means")
 
 
+_MM_PER_H = ("mmh-1", "mm/h", "mm.h-1", "mmhr-1", "kgm-2h-1")  # units spellings of mm/h, spaces removed, lower case
+
+
 def _as_tensor(x: Any, name: str) -> tuple[torch.Tensor, str]:
     if isinstance(x, torch.Tensor):
         return x, "torch"
@@ -89,6 +92,10 @@ def _as_tensor(x: Any, name: str) -> tuple[torch.Tensor, str]:
         import xarray as xr
 
         if isinstance(x, xr.DataArray):
+            units = str(x.attrs.get("units", "mm/h"))
+            if units.replace(" ", "").lower() not in _MM_PER_H:
+                raise InputError(f"{name} must be in mm/h; the DataArray has units {units!r} (read_lowres and "
+                                 "skydiff.io.read_radar convert rain units to mm/h)")
             return torch.from_numpy(np.asarray(x.values, dtype=np.float32)), "xarray"
     except ImportError:  # pragma: no cover
         pass
@@ -337,7 +344,7 @@ def read_lowres(path: str | os.PathLike[str], variable: str | None = None) -> An
             pref = [n for n in names if n in ("precip_rate", "precipitation", "tp", "rain", "rr")]
             da = ds[pref[0] if pref else names[0]].load()
         units = str(da.attrs.get("units", "mm/h")).replace(" ", "").lower()
-        if units in ("mmh-1", "mm/h", "mm.h-1", "mmhr-1", "kgm-2h-1"):
+        if units in _MM_PER_H:
             pass
         elif units in ("m",):  # ERA5 hourly accumulation
             da = da * 1000.0
