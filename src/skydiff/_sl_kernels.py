@@ -28,8 +28,11 @@ import numpy as np
 # no 'nnan'/'ninf' fast-math flags: NaN in the field must propagate like in pysteps. No 'contract' either: with it,
 # the kernels freshly compiled in a process (the first one after an install, or after this file changed) and those
 # loaded from numba's cache by every later process fused multiply-adds differently, so results differed in the last
-# bits between the first and later runs (and 4D-Var's L-BFGS then took another path). No measurable speed cost.
-_FAST = {"arcp", "reassoc", "nsz"}
+# bits between the first and later runs (and 4D-Var's L-BFGS then took another path). No 'reassoc' either: on an
+# AMD EPYC (AVX2 + FMA; the earlier sessions' CPU had AVX-512) the velocity adjoint of a freshly compiled
+# sl_backward and of the cached one differed by 7e-14 with 'reassoc' + 'nsz' (numba 0.68.1), and agreed without
+# 'reassoc'. Neither removal cost measurable time (545 x 547, 3 leads: forward ~0.018 s, backward ~0.05 s).
+_FAST = {"arcp", "nsz"}
 _JIT = dict(nogil=True, cache=True, fastmath=_FAST)
 _ONE = np.uint64(1)
 

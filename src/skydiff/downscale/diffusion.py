@@ -308,7 +308,7 @@ class EDMDownscaler(nn.Module):
         if self.space == "sqrt":
             return torch.clamp(x, min=0.0) ** 2
         assert self.pp is not None
-        return torch.clamp(self.pp.decode(x, method=decoder), min=0.0)
+        return torch.clamp(self.pp.decode(x) if decoder is None else self.pp.decode(x, method=decoder), min=0.0)
 
     def upsample(self, x_lo: torch.Tensor) -> torch.Tensor:
         """(B, h, w) data-space low-res field → (B, h·factor, w·factor) by bicubic/bilinear interpolation."""
