@@ -125,6 +125,9 @@ def main() -> None:
                     help="also sample every diffusion model in overlapping T x T windows with O px overlap "
                          "(EDMDownscaler.sample(tile=T, tile_overlap=O)), as rows '<model>, tiles T/O', with a CRPS "
                          "bootstrap against the one-window rows")
+    ap.add_argument("--heavy-fix-rows", action="store_true",
+                    help="also score PP models with the block means restored only where the low-res rate reaches "
+                         "the learned decoder's limit (downscale(conserve='heavy'))")
     ap.add_argument("--precision-rows", nargs="*", default=[], choices=list(PRECISIONS),
                     help="also sample every diffusion model with the U-Net in this precision "
                          "(EDMDownscaler.sample(precision=P)), same noise, as rows '<model>, P', with a CRPS "
@@ -199,6 +202,7 @@ def main() -> None:
     lo_t = torch.from_numpy(lo).to(dev)
     sampler = {}
     tiled: list[tuple[str, str]] = []  # (tiled or mixed-precision row, its plain row)
+    heavy_rows: list[str] = []  # models with a "+ heavy fix" row (--heavy-fix-rows)
     for label, m in models.items():
         # sampler schedule overrides (attributes read by EDMDownscaler.sample; the weights are not touched)
         if a.sigma_min is not None:
@@ -221,6 +225,10 @@ def main() -> None:
         timing[label] = (time.perf_counter() - t0) / (a.members * hi.shape[0])
         preds[label] = ens
         preds[f"{label} + mass fix"] = match_block_means(ens, lo, 4)
+        if a.heavy_fix_rows and getattr(m, "pp", None) is not None and not m.pp.use_vimd \
+                and m.pp.decoder == "learned":  # downscale(conserve="heavy")
+            heavy_rows.append(label)
+            preds[f"{label} + heavy fix"] = match_block_means(ens, lo, 4, where=lo >= m.pp.learned_decoder_limit())
         print(f"{label}: sampled {ens.shape} in {time.perf_counter() - t0:.0f} s", flush=True)
         # the same model and noise, denoised in tt x tt windows or with the U-Net in a lower precision
         variants = ([(f"{label}, tiles {tt}/{oo}", {"tile": tt, "tile_overlap": oo}) for tt, oo in tile_rows]
@@ -237,7 +245,8 @@ def main() -> None:
     scored = {k: metrics(v, hi, lo) for k, v in preds.items()}
     res = {k: v[0] for k, v in scored.items()}
     by_source = {}  # spectrum ratio per source: dB at 2.06 / 3.05 px and max |dB| over >= 2 px
-    for k in ["bicubic", *models, *(f"{m} + mass fix" for m in models), *(r for r, _ in tiled)]:
+    for k in ["bicubic", *models, *(f"{m} + mass fix" for m in models), *(f"{m} + heavy fix" for m in heavy_rows),
+              *(r for r, _ in tiled)]:
         by_source[k] = {}
         for s in np.unique(src):
             wl, db = (np.asarray(v) for v in rapsd_ratio_db(preds[k][:, src == s], hi[src == s]))
@@ -321,6 +330,7 @@ def main() -> None:
     pairs = ([("PP diffusion", "TP-only diffusion")] + [(k, b) for k in extras
                                                        for b in ("TP-only diffusion", "PP diffusion")]
              + [(f"{k} + mass fix", k) for k in models]  # what conserve=True changes
+             + [(f"{k} + heavy fix", k) for k in heavy_rows]  # what conserve="heavy" changes
              + tiled)  # what smaller windows or a lower precision change
     boot, boots = None, {}
     if a.members >= 2:

@@ -565,3 +565,18 @@ def test_downscale_refuses_a_dataarray_not_in_mm_per_h(tiny_model):
         downscale(lo, model=tiny_model, members=1, steps=2, progress=False)
     out = downscale(lo.assign_attrs(units="mm h-1"), model=tiny_model, members=1, steps=2, progress=False)
     assert out.shape == (1, 24, 20)
+
+
+def test_match_block_means_where_and_conserve_heavy(tiny_model):
+    fine = np.random.default_rng(1).random((2, 8, 8)).astype(np.float32)
+    lo = np.array([[1.0, 2.0], [3.0, 60.0]], np.float32)
+    out = match_block_means(fine, lo, 4, where=lo >= 48.0)
+    np.testing.assert_allclose(block_mean(out, 4)[:, 1, 1], [60.0, 60.0], rtol=1e-5)
+    np.testing.assert_array_equal(out[:, :4, :], fine[:, :4, :])  # the other blocks untouched
+    np.testing.assert_array_equal(out[:, 4:, :4], fine[:, 4:, :4])
+    with pytest.raises(InputError, match="conserve must be"):
+        downscale(rain((6, 5)), model=tiny_model, members=1, steps=2, progress=False, conserve="some")
+    # a model without a learned PP decoder: "heavy" changes nothing
+    a = downscale(rain((6, 5)), model=tiny_model, members=1, steps=2, seed=0, progress=False, conserve="heavy")
+    b = downscale(rain((6, 5)), model=tiny_model, members=1, steps=2, seed=0, progress=False, conserve=False)
+    np.testing.assert_array_equal(a, b)

@@ -639,7 +639,7 @@ def cmd_downscale(args: argparse.Namespace) -> int:
                              "--fill-nan to downscale them as 0 mm/h and mark them NaN in the output")
         lo = lo.fillna(0.0)
         vimd = None if vimd is None else vimd.fillna(0.0)
-    conserve = CONSERVE_DEFAULT if args.conserve is None else args.conserve
+    conserve = CONSERVE_DEFAULT if args.conserve is None else {"all": True, "none": False}.get(args.conserve, args.conserve)
     prog.done()  # the notes below on their own lines
     _resolution_note(args, name, lo.attrs)
     label = _downscale_label(args, lo.attrs, get_downscaler(args.model).labels)
@@ -884,9 +884,13 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default): the input file's product when it is one of them (KNMI, FMI and MRMS files), "
                          "else unknown")
     ds.add_argument("--variable", default=None, help="netCDF variable (default: the first rain-like one)")
-    ds.add_argument("--conserve", action=argparse.BooleanOptionalAction, default=None,
-                    help="make every member's FACTOR x FACTOR block means equal the input (default: the library's, "
+    ds.add_argument("--conserve", nargs="?", const="all", default=None, choices=["all", "heavy", "none"],
+                    help="make every member's FACTOR x FACTOR block means equal the input: all blocks (--conserve or "
+                         "--conserve all), only those at or above the rate where the model's learned PP decoder "
+                         "saturates (heavy), or none (default: the library's, "
                          "skydiff.downscale.interface.CONSERVE_DEFAULT)")
+    ds.add_argument("--no-conserve", dest="conserve", action="store_const", const="none",
+                    help="the same as --conserve none")
     ds.add_argument("--precision", default="full", choices=["full", *PRECISIONS],
                     help="the U-Net's layers in this type (torch.autocast; the sampler stays in full precision): "
                          "bfloat16 samples ~2x faster on a CPU with AVX512-BF16, scores unchanged within 0.02 dB "

@@ -145,14 +145,15 @@ def spectral_truncate(x: Any, factor: int = 4) -> Any:
     return _back(torch.fft.ifft2(X).real.to(t.dtype), was_t)
 
 
-def match_block_means(fine: Any, lowres: Any, factor: int = 4, *, eps: float = 1e-6) -> Any:
+def match_block_means(fine: Any, lowres: Any, factor: int = 4, *, eps: float = 1e-6, where: Any = None) -> Any:
     """Make the ``factor × factor`` block means of ``fine`` equal ``lowres`` (rain-preserving mass correction).
 
     ``fine`` ``(..., H, W)`` and ``lowres`` ``(..., H/f, W/f)`` (broadcast over leading dims, e.g. members), both
     >= 0 (mm/h). Each block is multiplied by ``lowres / block_mean(fine)``; a block whose mean is at most ``eps``
     (no pattern worth keeping) becomes ``lowres`` uniformly instead. The result stays >= 0, keeps the fine pattern
     within each block and reproduces ``lowres`` exactly under :func:`skydiff.downscale.data.block_mean`.
-    Differentiable.
+    ``where``: optional boolean mask on the low-resolution grid (broadcast like ``lowres``); only those blocks are
+    corrected, the others are left as they are. Differentiable.
     """
     from .data import block_mean
 
@@ -167,6 +168,11 @@ def match_block_means(fine: Any, lowres: Any, factor: int = 4, *, eps: float = 1
     ok = bm > eps
     ratio = torch.where(ok, lo / torch.where(ok, bm, torch.ones_like(bm)), torch.zeros_like(bm))
     add = torch.where(ok, torch.zeros_like(bm), lo)
+    if where is not None:
+        sel, _ = _to_tensor(where)
+        sel = sel.to(device=x.device, dtype=torch.bool)
+        ratio = torch.where(sel, ratio, torch.ones_like(ratio))
+        add = torch.where(sel, add, torch.zeros_like(add))
 
     def up(a: torch.Tensor) -> torch.Tensor:
         return a.repeat_interleave(f, dim=-2).repeat_interleave(f, dim=-1)

@@ -68,18 +68,25 @@ def get_downscaler(model: Any = "radar") -> EDMDownscaler:
     return _CACHE[key]
 
 
-def _warn_decoder_saturation(m: EDMDownscaler, lo: torch.Tensor, decoder: str | None, conserve: bool) -> None:
+def _saturation_limit(m: EDMDownscaler, decoder: str | None) -> float | None:
+    """The rate (mm/h) above which the model's learned PP decoder saturates, or None where it does not apply."""
+    if m.pp is None or m.pp.use_vimd or (decoder or m.pp.decoder) != "learned":
+        return None
+    return m.pp.learned_decoder_limit()
+
+
+def _warn_decoder_saturation(m: EDMDownscaler, lo: torch.Tensor, decoder: str | None, conserve: Any) -> None:
     """Warn when low-resolution rain reaches the rates where a learned PP decoder saturates (unless the block
     means are restored anyway)."""
-    if conserve or m.pp is None or m.pp.use_vimd or (decoder or m.pp.decoder) != "learned" or not lo.numel():
+    limit = _saturation_limit(m, decoder)
+    if conserve or limit is None or not lo.numel():  # (conserve True or "heavy" restores those blocks)
         return
-    limit = m.pp.learned_decoder_limit()
     n = int((lo >= limit).sum())
     if n:
         warn(f"{n} low-resolution pixel(s) at or above {limit:.0f} mm/h: the learned pseudo-precipitation decoder of "
              f"{m.model_name!r} saturates there, so the downscaled block means come out low (shipped radar model, "
-             "uniform 4 x 4 blocks: -19 % at 58 mm/h, -30 % at 80 mm/h); pass conserve=True (CLI: --conserve) to "
-             "restore the block means")
+             "uniform 4 x 4 blocks: -19 % at 58 mm/h, -30 % at 80 mm/h); pass conserve='heavy' (those blocks) or "
+             "conserve=True (all; CLI: --conserve heavy|all) to restore the block means")
 
 
 _MM_PER_H = ("mmh-1", "mm/h", "mm.h-1", "mmhr-1", "kgm-2h-1")  # units spellings of mm/h, spaces removed, lower case
@@ -124,7 +131,7 @@ def _check_rain(x: torch.Tensor, name: str, allow_negative: bool = False) -> Non
 
 def downscale(lowres: Any, factor: int = 4, model: Any = "radar", members: int = 8, steps: int = 18,
               seed: int | None = None, progress: bool = True, *, vimd: Any = None, static: Any = None,
-              s_churn: float = 0.0, batch_size: int = 64, conserve: bool = CONSERVE_DEFAULT,
+              s_churn: float = 0.0, batch_size: int = 64, conserve: bool | str = CONSERVE_DEFAULT,
               label: str | None = "auto", trim_dry: bool = True, tile: int | None = TILE,
               tile_overlap: int = TILE_OVERLAP, precision: str | None = None, decoder: str | None = None) -> Any:
     """Stochastic downscaling of low-resolution rain to a ``factor``-times finer grid.
@@ -156,8 +163,11 @@ def downscale(lowres: Any, factor: int = 4, model: Any = "radar", members: int =
     batch_size
         Fields per network call.
     conserve
-        Rescale every member so that its ``factor × factor`` block means equal ``lowres`` exactly
-        (:func:`~skydiff.downscale.baselines.match_block_means`); off by default.
+        ``True``: rescale every member so that its ``factor × factor`` block means equal ``lowres`` exactly
+        (:func:`~skydiff.downscale.baselines.match_block_means`). ``"heavy"``: only the blocks at or above the
+        rate where the model's learned PP decoder saturates (:meth:`~skydiff.downscale.pseudo.PseudoPrecip.
+        learned_decoder_limit`, 48 mm/h for the shipped radar model; nothing for other models). ``False``: none.
+        Default :data:`CONSERVE_DEFAULT`.
     label
         For a model conditioned on the high-resolution product (``EDMDownscaler(labels=...)``, e.g. ``"knmi-rap"``,
         ``"knmi-dbz"``, ``"fmi"``, ``"mrms"``): the product whose small-scale texture to imitate; None = unknown
@@ -240,6 +250,8 @@ def downscale(lowres: Any, factor: int = 4, model: Any = "radar", members: int =
         members, steps, batch_size, seed, s_churn, 1.0, tile, tile_overlap)
     m.label_index(label, xb.shape[0])
     m.check_decoder(decoder)
+    if conserve not in (True, False, "heavy"):
+        raise InputError(f"conserve must be True, False or 'heavy', got {conserve!r}")
     _warn_decoder_saturation(m, xb, decoder, conserve)
     if steps < MIN_GOOD_STEPS:
         warn(f"steps={steps}: with fewer than {MIN_GOOD_STEPS} Heun steps the samples are not converged (on "
@@ -262,10 +274,16 @@ def downscale(lowres: Any, factor: int = 4, model: Any = "radar", members: int =
     if top > MAX_PLAUSIBLE_MM_H:
         raise InputError(f"the downscaled rain reaches {top:.3g} mm/h (> {MAX_PLAUSIBLE_MM_H:g} mm/h, not physical) "
                          f"with steps={steps}: the sampler has not converged; use more steps (default 18)")
-    if conserve:
+    if conserve is True:
         from .baselines import match_block_means
 
         out = match_block_means(out, xb, m.factor)
+    elif conserve == "heavy" and _saturation_limit(m, decoder) is not None:
+        from .baselines import match_block_means
+
+        heavy = xb >= _saturation_limit(m, decoder)
+        if bool(heavy.any()):
+            out = match_block_means(out, xb, m.factor, where=heavy)
     if single:
         out = out[:, 0]
     if kind == "torch":
@@ -421,7 +439,7 @@ def coarsen_lowres(da: Any, n: int) -> Any:
 
 def write_downscaled(path: str | os.PathLike[str], ens: Any, *, model: str = "", factor: int = 4,
                      steps: int = 18, source: str = "", overwrite: bool = False,
-                     conserve: bool | None = None, label: str | None = None, precision: str | None = None,
+                     conserve: bool | str | None = None, label: str | None = None, precision: str | None = None,
                      decoder: str | None = None) -> Path:
     """Write an ensemble DataArray from :func:`downscale` (xarray input) as CF netCDF, atomically.
 
@@ -455,7 +473,7 @@ def write_downscaled(path: str | os.PathLike[str], ens: Any, *, model: str = "",
                     downscaling_model=str(model), downscaling_factor=int(factor), sampling_steps=int(steps),
                     input_file=str(source))
     if conserve is not None:
-        ds.attrs["block_means_conserved"] = "yes" if conserve else "no"
+        ds.attrs["block_means_conserved"] = {True: "yes", False: "no"}.get(conserve, str(conserve))
     if label is not None:
         ds.attrs["product_label"] = str(label)
     if precision is not None:
