@@ -39,7 +39,9 @@ MODELS = {"radar": "edm-radar", "radar-tp": "edm-radar-tp", "era5": "edm-era5"}
 # 6 steps, +14 % at 8 and +3 % at 12 against 18 steps (edm-radar-tp: +25 %, +10 %, +2 %)
 MIN_GOOD_STEPS = 12
 MAX_PLAUSIBLE_MM_H = 1000.0  # a downscaled rain rate above this is an unconverged sample, refused
-CONSERVE_DEFAULT = False  # downscale(conserve=...): restore the input's block means (benchmarks/RESULTS.md §8)
+# downscale(conserve=...): restore the input's block means where the learned PP decoder saturates ("heavy", chosen by
+# the validation rule of benchmarks/RESULTS.md §8 "Heavy rain"), everywhere (True) or nowhere (False)
+CONSERVE_DEFAULT: bool | str = "heavy"
 # downscale(trim_dry=True) samples only the box around the wet low-res pixels widened by this many of them (32 km at
 # 4 km): beyond 8 low-res pixels from rain the untrimmed radar model put rain on 1e-6 of the pixels (<= 0.03 mm/h)
 DRY_MARGIN = 8
@@ -166,8 +168,9 @@ def downscale(lowres: Any, factor: int = 4, model: Any = "radar", members: int =
         ``True``: rescale every member so that its ``factor × factor`` block means equal ``lowres`` exactly
         (:func:`~skydiff.downscale.baselines.match_block_means`). ``"heavy"``: only the blocks at or above the
         rate where the model's learned PP decoder saturates (:meth:`~skydiff.downscale.pseudo.PseudoPrecip.
-        learned_decoder_limit`, 48 mm/h for the shipped radar model; nothing for other models). ``False``: none.
-        Default :data:`CONSERVE_DEFAULT`.
+        learned_decoder_limit`, 48 mm/h for the shipped radar model; nothing for other models; the default,
+        :data:`CONSERVE_DEFAULT`, chosen on validation tiles: ``benchmarks/RESULTS.md`` §8 "Heavy rain"). ``False``:
+        none.
     label
         For a model conditioned on the high-resolution product (``EDMDownscaler(labels=...)``, e.g. ``"knmi-rap"``,
         ``"knmi-dbz"``, ``"fmi"``, ``"mrms"``): the product whose small-scale texture to imitate; None = unknown
