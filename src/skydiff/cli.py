@@ -897,7 +897,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "and 1e-5 mm/h of CRPS on 200 validation tiles (default full)")
     ds.add_argument("--decoder", default=None, choices=["learned", "inverse"],
                     help="pseudo-precipitation decoder (PP models): the model's own (default; the shipped radar "
-                         "model's learned one saturates above ~48 mm/h: use --conserve there) or inverse (the exact "
+                         "model's learned one saturates above ~48 mm/h, where --conserve heavy, the default, restores the block "
+                         "means) or inverse (the exact "
                          "inverse of a TP-only encoder; see skydiff.downscale.downscale)")
     ds.add_argument("--fill-nan", action="store_true", help="downscale no-data pixels as 0, NaN in the output")
     _add_bbox(ds, "downscale")
