@@ -61,7 +61,8 @@ def main() -> None:
     from skydiff.downscale.interface import get_downscaler
 
     print(f"learned_decoder_limit of pp-radar: {get_downscaler('radar').pp.learned_decoder_limit():.1f} mm/h")
-    print(f"\n1. one uniform 4 x 4 block (16 x 16 km) in a dry 8 x 8 field; {a.members} members, {a.steps} steps, seed 0")
+    print(f"\n1. one uniform 4 x 4 block (16 x 16 km) in a dry 8 x 8 field; {a.members} members, {a.steps} steps, "
+          "seed 0")
     print("| rate (mm/h) | " + " | ".join(v[0] for v in VARIANTS) + " |")
     print("|---" * (len(VARIANTS) + 1) + "|")
     for rate in a.rates:

@@ -138,9 +138,9 @@ def cmd_nowcast(args: argparse.Namespace) -> int:
         raise InputError(f"--motion applies to extrapolation and the networks that move rain along a motion (lupin, "
                          f"lcnn), not {args.model!r}")
     if args.motion_frames is not None and (not spec.uses_motion or (neural and args.motion is None)):
+        why = "uses its own motion: add --motion METHOD" if spec.uses_motion else "moves no rain along a motion"
         raise InputError(f"--motion-frames sets the frames of the motion estimated with --motion (or of "
-                         f"extrapolation's); {args.model!r} " + ("uses its own motion: add --motion METHOD"
-                                                                 if spec.uses_motion else "moves no rain along a motion"))
+                         f"extrapolation's); {args.model!r} {why}")
     motion = args.motion or "lk"  # extrapolation's default; the networks use their own unless --motion is given
     n_motion = args.motion_frames or default_motion_frames(motion)
     n_need = max(n_motion if spec.uses_motion else 1, spec.min_frames)
@@ -150,8 +150,8 @@ def cmd_nowcast(args: argparse.Namespace) -> int:
     prog.done()
     km = _pixel_km(da.attrs)
     if neural and km is not None and not 0.5 <= km <= 2.0:
-        _say(f"    note: the {args.model} network was trained on ~1-km radar pixels; this input has {km:.3g}-km pixels, "
-             "so the motion and the textures it learned do not transfer as they are", args.quiet)
+        _say(f"    note: the {args.model} network was trained on ~1-km radar pixels; this input has {km:.3g}-km "
+             "pixels, so the motion and the textures it learned do not transfer as they are", args.quiet)
     if args.bbox is not None:
         from .io import crop_bbox
 
@@ -897,9 +897,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "and 1e-5 mm/h of CRPS on 200 validation tiles (default full)")
     ds.add_argument("--decoder", default=None, choices=["learned", "inverse"],
                     help="pseudo-precipitation decoder (PP models): the model's own (default; the shipped radar "
-                         "model's learned one saturates above ~48 mm/h, where --conserve heavy, the default, restores the block "
-                         "means) or inverse (the exact "
-                         "inverse of a TP-only encoder; see skydiff.downscale.downscale)")
+                         "model's learned one saturates above ~48 mm/h, where --conserve heavy, the default, restores "
+                         "the block means) or inverse (the exact inverse of a TP-only encoder; see "
+                         "skydiff.downscale.downscale)")
     ds.add_argument("--fill-nan", action="store_true", help="downscale no-data pixels as 0, NaN in the output")
     _add_bbox(ds, "downscale")
     ds.add_argument("--out", default=None, help="output netCDF (ensemble, member × [time ×] y × x)")
