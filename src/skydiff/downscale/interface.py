@@ -200,9 +200,8 @@ def downscale(lowres: Any, factor: int = 4, model: Any = "radar", members: int =
         up to 48 mm/h and saturates above (100 → 81, 200 → 115 mm/h in a round trip), so heavy rain comes out
         low: uniform 4 × 4 blocks of 58 / 80 mm/h gave block means 19 / 30 % low, real validation tiles 17 % at
         ≥ 48 mm/h; ``conserve="heavy"`` (the default) restores the block means there (with ``conserve=False`` a
-        warning says where). ``"inverse"`` is no cure there: the
-        sampled PP tail is too wide for heavy rain, and decoded exactly it gave block means 33-40 % high at 20-40
-        mm/h and > 1 000 mm/h peaks at 58 mm/h. On validation tiles (little heavy rain) it gave a better spectrum
+        warning says where). ``"inverse"`` is no cure there: the sampled PP tail is too wide for heavy rain, and
+        decoded exactly it gave block means 33-40 % high at 20-40 mm/h and > 1 000 mm/h peaks at 58 mm/h. On validation tiles (little heavy rain) it gave a better spectrum
         and CRPS but a p99.9 bias 1 point higher than the learned decoder (``benchmarks/RESULTS.md`` §8).
 
     Returns
@@ -254,8 +253,9 @@ def downscale(lowres: Any, factor: int = 4, model: Any = "radar", members: int =
         members, steps, batch_size, seed, s_churn, 1.0, tile, tile_overlap)
     m.label_index(label, xb.shape[0])
     m.check_decoder(decoder)
-    if conserve not in (True, False, "heavy"):
+    if isinstance(conserve, str) ^ (conserve == "heavy") or conserve not in (True, False, "heavy"):
         raise InputError(f"conserve must be True, False or 'heavy', got {conserve!r}")
+    conserve = conserve if conserve == "heavy" else bool(conserve)  # (1 / numpy bools as True / False)
     _warn_decoder_saturation(m, xb, decoder, conserve)
     if steps < MIN_GOOD_STEPS:
         warn(f"steps={steps}: with fewer than {MIN_GOOD_STEPS} Heun steps the samples are not converged (on "
@@ -282,12 +282,10 @@ def downscale(lowres: Any, factor: int = 4, model: Any = "radar", members: int =
         from .baselines import match_block_means
 
         out = match_block_means(out, xb, m.factor)
-    elif conserve == "heavy" and _saturation_limit(m, decoder) is not None:
+    elif conserve == "heavy" and (limit := _saturation_limit(m, decoder)) is not None and bool((xb >= limit).any()):
         from .baselines import match_block_means
 
-        heavy = xb >= _saturation_limit(m, decoder)
-        if bool(heavy.any()):
-            out = match_block_means(out, xb, m.factor, where=heavy)
+        out = match_block_means(out, xb, m.factor, where=xb >= limit)
     if single:
         out = out[:, 0]
     if kind == "torch":
