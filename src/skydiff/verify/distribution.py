@@ -4,9 +4,9 @@ Q-Q quantiles and the Kolmogorov–Smirnov distance to N(0, 1), NaN-aware, in to
 All functions pool every valid (non-NaN) value of their input(s), over all dimensions (members, times, pixels).
 Where ``pred`` and ``obs`` are on the same pixels — the same shape, or an ensemble ``(M, *obs.shape)`` — a pixel
 counts only where both are valid (an obs pixel where every member is NaN is left out too), as in the rest of
-:mod:`skydiff.verify`; inputs of unrelated shapes are pooled each on its own. Percentiles and quantiles use linear interpolation between order statistics, numpy's default
-(``numpy.nanpercentile(..., method="linear")``), computed with a sort so that they also work on inputs larger
-than :func:`torch.quantile` accepts. Outputs follow :mod:`skydiff.verify.continuous`: numpy in → python float /
+:mod:`skydiff.verify`; inputs of unrelated shapes are pooled each on its own. Percentiles and quantiles use linear
+interpolation between order statistics, numpy's default (``numpy.nanpercentile(..., method="linear")``), computed
+with a sort so that they also work on inputs larger than :func:`torch.quantile` accepts. Outputs follow :mod:`skydiff.verify.continuous`: numpy in → python float /
 numpy array out; torch in → tensor on the inputs' device.
 """
 
