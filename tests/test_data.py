@@ -406,6 +406,8 @@ def test_build_nl_dataset_bad_input(knmi_da, tmp_path):
         build_nl_dataset(knmi_da.isel(time=slice(0, 24, 2)), tmp_path / "a.h5", n_in=2, n_out=2)
     with pytest.raises(InputError, match="wet_threshold"):
         build_nl_dataset(knmi_da, tmp_path / "a.h5", wet_threshold=-1.0)
+    with pytest.raises(InputError, match="split_time must be a date"):  # checked before any file is read
+        build_nl_dataset([str(tmp_path / "missing.h5")], tmp_path / "a.h5", split_time="tomorrow-ish")
     assert not list(tmp_path.iterdir())
 
 

@@ -1175,6 +1175,7 @@ def build_nl_dataset(
         raise InputError(f"normalisation must be positive, got {normalisation}")
     if not 0.0 < float(test_fraction) < 1.0:
         raise InputError(f"test_fraction must be in (0, 1), got {test_fraction}")
+    split_given = None if split_time is None else _dt64(split_time, "split_time")  # before reading any file
     step_ns = int(round(float(timestep) * 60e9))
     L = int(n_in) + int(n_out)
     scale = np.float32(1.0 / (12.0 * float(normalisation)))
@@ -1253,7 +1254,7 @@ def build_nl_dataset(
         k = min(T - 1, max(1, int(round((1.0 - float(test_fraction)) * T))))
         split_at = t_all[k]
     else:
-        split_at = _dt64(split_time, "split_time")
+        split_at = split_given
     first, last = t_all[kept], t_all[kept + L - 1]
     is_train, is_test = last < split_at, first >= split_at
     groups = {"train": kept[is_train], "test": kept[is_test]}
