@@ -91,8 +91,9 @@ def run(
         ``w`` (m/s) on ``(level, x)`` (w faces, level 0 = ground), ``height`` (m) of every w point, ``u`` (m/s) and
         ``theta_prime`` (K, deviation from the reference profile) on ``(layer, x)`` with ``height_layer``; 1-D ``x``
         (m, 0 at the crest: with an even number of columns, the default, the crest lies midway between the two
-        central columns at ±dx/2), ``terrain`` (m); attributes with the run settings, the time series ``max_abs_w`` (m/s) and,
-        for ``schaer``, ``w_linear`` and the relative l2 error ``w_error`` (|x| <= 20 km, 1 km <= z <= 10 km).
+        central columns at ±dx/2), ``terrain`` (m); attributes with the run settings, the time series
+        ``max_abs_w`` (m/s) and, for ``schaer``, ``w_linear`` and the relative l2 error ``w_error`` (|x| <= 20 km,
+        1 km <= z <= 10 km).
     """
     import xarray as xr
 
