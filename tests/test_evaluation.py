@@ -129,6 +129,17 @@ def test_real_knmi_cli(knmi2010, tmp_path, capsys):
                "--leadtimes", "3", "--crop", "256", "--stride", "2", "--csv", str(csv2), "-q"])
     assert rc == 0
     pd.testing.assert_frame_equal(pd.read_csv(csv2).drop(columns="source"), df.drop(columns="source"))
+    # 10-min frames (every other file): refused at 5 min, scored with --timestep 10 (networks still refuse it)
+    ten = [str(f) for f in knmi2010[60:80:2]]
+    assert main(["evaluate", *ten, "--models", "persistence", "--leadtimes", "2", "--crop", "64", "-q"]) == 2
+    assert "--timestep" in capsys.readouterr().err
+    csv3 = tmp_path / "ten.csv"
+    assert main(["evaluate", *ten, "--models", "persistence", "--leadtimes", "2", "--crop", "64", "--timestep", "10",
+                 "--csv", str(csv3), "-q"]) == 0
+    assert sorted(pd.read_csv(csv3).leadtime_min.unique()) == [10.0, 20.0]
+    assert main(["evaluate", *ten, "--models", "rainnet", "--leadtimes", "1", "--crop", "64", "--timestep", "10",
+                 "--max-cases", "1", "-q"]) == 2
+    assert "trained on 5-min steps" in capsys.readouterr().err
 
 
 def test_groups_pool_separately(seq):

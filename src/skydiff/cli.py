@@ -308,6 +308,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         crop=args.crop, max_cases=args.max_cases, motion=args.motion, weights=weights,
         progress=(lambda m: _say(m, args.quiet)), protocols=args.protocols or (),
         precision=None if args.precision == "full" else args.precision, min_rain=args.min_rain,
+        timestep=args.timestep,
     )  # fmt: skip
     print(f"{len(ev.cases)} cases, lead times {', '.join(f'{t:g}' for t in ev.leadtimes_min)} min\n")
     for thr in ev.thresholds:
@@ -779,7 +780,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="use this part of the shared data split (skydiff.nowcast.data.shared_split)")
     ev.add_argument("--data", default=None, help="shared data folder (default $SKYDIFF_DATA)")
     ev.add_argument("--weights", nargs="+", default=None, metavar="MODEL=PATH", help="weights files to use")
-    ev.add_argument("--leadtimes", type=int, default=6, help="lead times in 5-min steps (default 6)")
+    ev.add_argument("--leadtimes", type=int, default=6, help="lead times in steps of --timestep (default 6)")
+    ev.add_argument("--timestep", type=float, default=5.0, metavar="MIN",
+                    help="the sources' time step in minutes (default 5; the networks need 5, extrapolation and "
+                         "persistence take any)")
     ev.add_argument("--thresholds", type=float, nargs="+", default=list(DEFAULT_THRESHOLDS), help="mm/h")
     ev.add_argument("--stride", type=int, default=1, help="steps between case start times (default 1)")
     ev.add_argument("--crop", type=int, default=None, help="score a centred square crop of this size")
