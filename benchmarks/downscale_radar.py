@@ -225,10 +225,10 @@ def main() -> None:
         timing[label] = (time.perf_counter() - t0) / (a.members * hi.shape[0])
         preds[label] = ens
         preds[f"{label} + mass fix"] = match_block_means(ens, lo, 4)
-        if a.heavy_fix_rows and getattr(m, "pp", None) is not None and not m.pp.use_vimd \
-                and m.pp.decoder == "learned":  # downscale(conserve="heavy")
+        limit = m.saturation_limit() if a.heavy_fix_rows else None
+        if limit is not None:  # downscale(conserve="heavy")
             heavy_rows.append(label)
-            preds[f"{label} + heavy fix"] = match_block_means(ens, lo, 4, where=lo >= m.pp.learned_decoder_limit())
+            preds[f"{label} + heavy fix"] = match_block_means(ens, lo, 4, where=lo >= limit)
         print(f"{label}: sampled {ens.shape} in {time.perf_counter() - t0:.0f} s", flush=True)
         # the same model and noise, denoised in tt x tt windows or with the U-Net in a lower precision
         variants = ([(f"{label}, tiles {tt}/{oo}", {"tile": tt, "tile_overlap": oo}) for tt, oo in tile_rows]

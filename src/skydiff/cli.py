@@ -506,8 +506,9 @@ def cmd_dycore_run(args: argparse.Namespace) -> int:
 def cmd_dycore_train(args: argparse.Namespace) -> int:
     from .dycore.training import train_neuve
 
-    stem = args.out[: -len(".safetensors")] if args.out.endswith(".safetensors") else args.out
-    _check_outputs([stem + ".safetensors", stem + ".json"], args.overwrite)
+    from .registry import weights_paths
+
+    _check_outputs([str(p) for p in weights_paths(args.out)], args.overwrite)
     summary = train_neuve(out=args.out, iterations=args.iterations, seconds=args.seconds, seed=args.seed,
                           progress=not args.quiet, init=args.init, compile=args.compile, lr=args.lr,
                           terrains=args.terrain or None, objective=args.objective,

@@ -137,10 +137,17 @@ def _stem(path: str | Path) -> Path:
     return p.with_suffix("") if p.suffix in (".safetensors", ".json") else p
 
 
+def weights_paths(path: str | Path) -> tuple[Path, Path]:
+    """``(<stem>.safetensors, <stem>.json)`` of a weights path (a stem, its ``.safetensors`` or ``.json``), as
+    :func:`save_model` writes them; :class:`InputError` for a training checkpoint."""
+    stem = _stem(path)
+    return _file(stem, ".safetensors"), _file(stem, ".json")
+
+
 def weights_file(path: str | Path) -> Path:
     """The ``.safetensors`` file of a weights path (a stem, its ``.safetensors`` or ``.json``); :class:`InputError`
     for a training checkpoint or a missing file (for checking a path before long work)."""
-    f = _file(_stem(path), ".safetensors")
+    f = weights_paths(path)[0]
     if not f.is_file():
         raise InputError(f"weights file {f} not found")
     return f
@@ -288,7 +295,7 @@ def save_model(model: nn.Module, path: str | Path, card: Mapping[str, Any] | Non
     config = getattr(model, "config", None)
     if not name or config is None:
         raise InputError("save_model needs a registered skydiff model (with model_name and config)")
-    stem = _stem(path)
+    wts, js = weights_paths(path)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     from . import __version__
 
@@ -306,7 +313,6 @@ def save_model(model: nn.Module, path: str | Path, card: Mapping[str, Any] | Non
 
     # atomic: both files are written under temporary names in the target folder; neither is replaced unless both
     # were written, then the weights are moved into place first (inner block) and the json card second
-    wts, js = _file(stem, ".safetensors"), _file(stem, ".json")
     with atomic_path(js) as tmp_j, atomic_path(wts) as tmp_w:
         save_file(state, str(tmp_w), metadata={"model": name, "format": str(FORMAT_VERSION)})
         tmp_j.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")

@@ -350,6 +350,14 @@ class EDMDownscaler(nn.Module):
                 raise InputError(f"tile_overlap must be smaller than tile ({tile}), got {tile_overlap}")
         return members, steps, batch_size, seed, tile, tile_overlap
 
+    def saturation_limit(self, decoder: str | None = None) -> float | None:
+        """The rate (mm/h) from which this model's learned PP decoder saturates
+        (:meth:`~skydiff.downscale.pseudo.PseudoPrecip.learned_decoder_limit`), or None where no learned TP-only PP
+        decoder is used (``decoder``: as in :meth:`sample`)."""
+        if self.pp is None or self.pp.use_vimd or (decoder or self.pp.decoder) != "learned":
+            return None
+        return self.pp.learned_decoder_limit()
+
     def check_decoder(self, decoder: Any) -> None:
         """Refuse a ``decoder`` this model cannot use (:class:`InputError`): PP models only, ``"learned"`` or
         ``"inverse"`` (TP-only PP)."""

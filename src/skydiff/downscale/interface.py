@@ -29,6 +29,7 @@ import torch
 
 from .._compat import autocast_dtype
 from ..errors import InputError, ShapeError, check_int, warn
+from ..io.units import is_rain_rate
 from ..registry import create_model, load_model
 from .diffusion import TILE, TILE_OVERLAP, EDMDownscaler  # (importing it registers the edm-* models)
 
@@ -70,17 +71,9 @@ def get_downscaler(model: Any = "radar") -> EDMDownscaler:
     return _CACHE[key]
 
 
-def _saturation_limit(m: EDMDownscaler, decoder: str | None) -> float | None:
-    """The rate (mm/h) above which the model's learned PP decoder saturates, or None where it does not apply."""
-    if m.pp is None or m.pp.use_vimd or (decoder or m.pp.decoder) != "learned":
-        return None
-    return m.pp.learned_decoder_limit()
-
-
-def _warn_decoder_saturation(m: EDMDownscaler, lo: torch.Tensor, decoder: str | None, conserve: Any) -> None:
-    """Warn when low-resolution rain reaches the rates where a learned PP decoder saturates (unless the block
-    means are restored anyway)."""
-    limit = _saturation_limit(m, decoder)
+def _warn_decoder_saturation(m: EDMDownscaler, lo: torch.Tensor, limit: float | None, conserve: Any) -> None:
+    """Warn when low-resolution rain reaches ``limit``, the rate where the model's learned PP decoder saturates
+    (unless the block means are restored anyway)."""
     if conserve or limit is None or not lo.numel():  # (conserve True or "heavy" restores those blocks)
         return
     n = int((lo >= limit).sum())
@@ -91,9 +84,6 @@ def _warn_decoder_saturation(m: EDMDownscaler, lo: torch.Tensor, decoder: str | 
              "conserve=True (all; CLI: --conserve heavy|all) to restore the block means")
 
 
-_MM_PER_H = ("mmh-1", "mm/h", "mm.h-1", "mmhr-1", "kgm-2h-1")  # units spellings of mm/h, spaces removed, lower case
-
-
 def _as_tensor(x: Any, name: str) -> tuple[torch.Tensor, str]:
     if isinstance(x, torch.Tensor):
         return x, "torch"
@@ -102,7 +92,7 @@ def _as_tensor(x: Any, name: str) -> tuple[torch.Tensor, str]:
 
         if isinstance(x, xr.DataArray):
             units = str(x.attrs.get("units", "mm/h"))
-            if units.replace(" ", "").lower() not in _MM_PER_H:
+            if not is_rain_rate(units):
                 raise InputError(f"{name} must be in mm/h; the DataArray has units {units!r} (read_lowres and "
                                  "skydiff.io.read_radar convert rain units to mm/h)")
             return torch.from_numpy(np.asarray(x.values, dtype=np.float32)), "xarray"
@@ -256,7 +246,8 @@ def downscale(lowres: Any, factor: int = 4, model: Any = "radar", members: int =
     if isinstance(conserve, str) ^ (conserve == "heavy") or conserve not in (True, False, "heavy"):
         raise InputError(f"conserve must be True, False or 'heavy', got {conserve!r}")
     conserve = conserve if conserve == "heavy" else bool(conserve)  # (1 / numpy bools as True / False)
-    _warn_decoder_saturation(m, xb, decoder, conserve)
+    limit = m.saturation_limit(decoder)
+    _warn_decoder_saturation(m, xb, limit, conserve)
     if steps < MIN_GOOD_STEPS:
         warn(f"steps={steps}: with fewer than {MIN_GOOD_STEPS} Heun steps the samples are not converged (on "
              "real radar tiles the 99.9th percentile came out 14 % too high at 8 steps, 42 % at 6); the default is 18")
@@ -282,7 +273,7 @@ def downscale(lowres: Any, factor: int = 4, model: Any = "radar", members: int =
         from .baselines import match_block_means
 
         out = match_block_means(out, xb, m.factor)
-    elif conserve == "heavy" and (limit := _saturation_limit(m, decoder)) is not None and bool((xb >= limit).any()):
+    elif conserve == "heavy" and limit is not None and bool((xb >= limit).any()):
         from .baselines import match_block_means
 
         out = match_block_means(out, xb, m.factor, where=xb >= limit)
@@ -364,7 +355,7 @@ def read_lowres(path: str | os.PathLike[str], variable: str | None = None) -> An
             pref = [n for n in names if n in ("precip_rate", "precipitation", "tp", "rain", "rr")]
             da = ds[pref[0] if pref else names[0]].load()
         units = str(da.attrs.get("units", "mm/h")).replace(" ", "").lower()
-        if units in _MM_PER_H:
+        if is_rain_rate(units):
             pass
         elif units in ("m",):  # ERA5 hourly accumulation
             da = da * 1000.0

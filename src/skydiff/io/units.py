@@ -32,6 +32,7 @@ __all__ = [
     "dbr_to_rainrate",
     "to_rainrate",
     "normalize_unit",
+    "is_rain_rate",
 ]
 
 # accepted spellings of the three pysteps units
@@ -49,6 +50,15 @@ _UNIT_ALIASES = {
     "kg m-2": "mm",
     "dbz": "dBZ",
 }
+
+
+# the spellings of mm/h, spaces removed (netCDF files also write "mm.h-1")
+_RATE_SPELLINGS = frozenset({k.replace(" ", "") for k, v in _UNIT_ALIASES.items() if v == "mm/h"} | {"mm.h-1"})
+
+
+def is_rain_rate(unit: Any) -> bool:
+    """Whether a ``units`` attribute spells a rain rate in mm/h (any spelling :func:`normalize_unit` knows)."""
+    return str(unit).replace(" ", "").lower() in _RATE_SPELLINGS
 
 
 def normalize_unit(unit: str) -> str:

@@ -66,8 +66,8 @@ import torch
 import xarray as xr
 from torch.utils.data import Dataset
 
-from ..errors import InputError, ReadError, ShapeError, warn
-from ..io.units import dbr_to_rainrate, rainrate_to_dbr
+from ..errors import InputError, ReadError, ShapeError, check_rain_rate, warn
+from ..io.units import dbr_to_rainrate, is_rain_rate, rainrate_to_dbr
 
 __all__ = [
     "RadarSequences",
@@ -380,11 +380,11 @@ def _frames_of(da: xr.DataArray) -> tuple[np.ndarray, np.ndarray]:
         others = [d for d in da.dims if d != "time"]
         da = da.transpose("time", *others)
     units = str(da.attrs.get("units", "mm/h"))
-    if units not in ("mm/h", "mm h-1", "mm hr-1"):
+    if not is_rain_rate(units):
         raise InputError(f"radar sequences must be rain rates in mm/h, the DataArray {da.name or ''} has units "
                          f"{units!r} (skydiff.io.read_radar converts reflectivity and accumulations)")
     values = np.asarray(da.values)
-    low = np.nanmin(values) if values.size and not np.isnan(values).all() else 0.0
+    low = np.nanmin(values, initial=0.0)  # one pass; 0 for no data at all
     if low < 0:
         raise InputError(f"radar sequences must be rain rates >= 0 mm/h, found {float(low):.3g}")
     return times, values
@@ -1162,8 +1162,7 @@ def build_nl_dataset(
             raise InputError(f"{nm} must be an integer >= {lo}, got {v!r}")
     if not 0.0 <= float(rain_rule) <= 1.0:
         raise InputError(f"rain_rule must be a fraction in [0, 1], got {rain_rule}")
-    if not (isinstance(wet_threshold, (int, float, np.floating)) and np.isfinite(wet_threshold) and wet_threshold >= 0):
-        raise InputError(f"wet_threshold must be a rain rate >= 0 mm/h, got {wet_threshold!r}")
+    wet_threshold = check_rain_rate("wet_threshold", wet_threshold)
     if rain_frame not in ("target", "smaat"):
         raise InputError(f"rain_frame must be 'target' or 'smaat', got {rain_frame!r}")
     if not (isinstance(crop, (tuple, list)) and len(crop) == 4):

@@ -19,6 +19,7 @@ import torch
 
 from ..advection import advect
 from ..errors import InputError, ShapeError, warn
+from ..io.units import is_rain_rate
 
 __all__ = ["forecast", "register_model", "get_model", "available_models", "check_frames"]
 
@@ -81,7 +82,7 @@ def check_frames(frames: Any, min_frames: int = 1, *, what: str = "frames") -> t
     """Validate a ``(T, H, W)`` rain-rate sequence in mm/h and return it as a float tensor (no copy if possible)."""
     if hasattr(frames, "dims") and hasattr(frames, "values"):  # xarray.DataArray
         units = str(frames.attrs.get("units", "mm/h"))
-        if units not in ("mm/h", "mm h-1", "mm hr-1"):
+        if not is_rain_rate(units):
             raise InputError(f"{what} must be a rain rate in mm/h, the DataArray has units {units!r}")
         if "time" in frames.dims and frames.ndim == 3 and frames.dims[0] != "time":
             frames = frames.transpose("time", ...)  # time first, by name (the grid keeps its order)
