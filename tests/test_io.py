@@ -157,6 +157,28 @@ def test_knmi2010_acrr(knmi2010, knmi6):
 
 
 @pytest.mark.realdata
+def test_reflectivity_passed_as_mm_h_warns(knmi6):
+    """dBZ (or dBR) handed over as mm/h is the classic silent mistake: the nowcasting and downscaling entry points
+    warn; real rain rates (the same KNMI frames) do not."""
+    from skydiff.downscale import downscale
+    from skydiff.io.units import warn_implausible_rain
+    from skydiff.nowcast.interface import check_frames
+
+    rain = knmi6.values[:, 300:364, 300:364].astype(np.float64)
+    assert np.isfinite(rain).all() and (rain >= 0.1).sum() > 1000
+    dbz = np.where(rain >= 0.1, rainrate_to_dbz(np.maximum(rain, 0.1)), 0.0)  # reflectivity, 0 where dry
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_implausible_rain(rain, "frames")
+        check_frames(rain)
+    with pytest.warns(SkydiffWarning, match="median rain rate .* are these reflectivities"):
+        check_frames(dbz)
+    with pytest.warns(SkydiffWarning, match="lowres: the median rain rate"), pytest.raises(InputError, match="factor"):
+        downscale(dbz[0], factor=3)  # warned before the factor is refused (nothing is sampled)
+    with pytest.warns(SkydiffWarning, match="2000 mm/h: are they really"):
+        warn_implausible_rain(np.full((4, 4), 2000.0), "frames")
+
+
 def test_knmi2021_reflectivity_detected(knmi2021, knmi6):
     files = [str(f) for f in knmi2021[:4]][::-1]
     da = read_radar(files)

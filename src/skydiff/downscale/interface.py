@@ -29,7 +29,7 @@ import torch
 
 from .._compat import autocast_dtype
 from ..errors import InputError, ShapeError, check_int, warn
-from ..io.units import is_rain_rate
+from ..io.units import MAX_PLAUSIBLE_RAIN_MM_H, is_rain_rate, warn_implausible_rain
 from ..registry import create_model, load_model
 from .diffusion import TILE, TILE_OVERLAP, EDMDownscaler  # (importing it registers the edm-* models)
 
@@ -39,7 +39,7 @@ MODELS = {"radar": "edm-radar", "radar-tp": "edm-radar-tp", "era5": "edm-era5"}
 # fewer Heun steps give a warning: on 16 radar validation tiles (edm-radar) the p99.9 of the ensemble was +42 % at
 # 6 steps, +14 % at 8 and +3 % at 12 against 18 steps (edm-radar-tp: +25 %, +10 %, +2 %)
 MIN_GOOD_STEPS = 12
-MAX_PLAUSIBLE_MM_H = 1000.0  # a downscaled rain rate above this is an unconverged sample, refused
+MAX_PLAUSIBLE_MM_H = MAX_PLAUSIBLE_RAIN_MM_H  # a downscaled rain rate above this is an unconverged sample, refused
 # downscale(conserve=...): restore the input's block means where the learned PP decoder saturates ("heavy", chosen by
 # the validation rule of benchmarks/RESULTS.md §8 "Heavy rain"), everywhere (True) or nowhere (False)
 CONSERVE_DEFAULT: bool | str = "heavy"
@@ -210,6 +210,7 @@ def downscale(lowres: Any, factor: int = 4, model: Any = "radar", members: int =
     """
     x, kind = _as_tensor(lowres, "lowres")
     _check_rain(x, "lowres")
+    warn_implausible_rain(x, "lowres")
     autocast_dtype(precision)  # a bad precision is refused even where nothing is sampled (a dry input)
     if isinstance(factor, bool) or not isinstance(factor, (int, np.integer)) or int(factor) < 1:
         raise InputError(f"factor must be an integer >= 1, got {factor!r}")

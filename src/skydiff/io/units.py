@@ -33,6 +33,7 @@ __all__ = [
     "to_rainrate",
     "normalize_unit",
     "is_rain_rate",
+    "warn_implausible_rain",
 ]
 
 # accepted spellings of the three pysteps units
@@ -59,6 +60,39 @@ _RATE_SPELLINGS = frozenset({k.replace(" ", "") for k, v in _UNIT_ALIASES.items(
 def is_rain_rate(unit: Any) -> bool:
     """Whether a ``units`` attribute spells a rain rate in mm/h (any spelling :func:`normalize_unit` knows)."""
     return str(unit).replace(" ", "").lower() in _RATE_SPELLINGS
+
+
+# rain-rate fields whose rain (values >= 0.1 mm/h) has a median above this are probably reflectivity (dBZ) or dBR
+# passed as mm/h: rain in a radar composite has a median of ~0.3-3 mm/h (the shared KNMI, FMI and MRMS data: <= 2)
+REFLECTIVITY_MEDIAN_MM_H = 10.0
+# ... and rates above this are no rain rate at all
+MAX_PLAUSIBLE_RAIN_MM_H = 1000.0
+
+
+def warn_implausible_rain(x: Any, what: str = "rain") -> None:
+    """Warn (:class:`~skydiff.errors.SkydiffWarning`) when a field said to be rain rates in mm/h does not look so.
+
+    Two checks on the finite values: a maximum above 1000 mm/h, and rain (values >= 0.1 mm/h, at least 100 of them)
+    whose median exceeds 10 mm/h — what dBZ (15-55 where it rains) or dBR read as mm/h look like; real radar rain
+    has a median of ~0.3-3 mm/h. Nothing is changed or refused: a warning, since extreme but real fields exist.
+    """
+    from ..errors import warn
+
+    t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x, dtype=np.float64))
+    t = t.detach()
+    vals = t[torch.isfinite(t)]
+    if not vals.numel():
+        return
+    top = float(vals.max())
+    if top > MAX_PLAUSIBLE_RAIN_MM_H:
+        warn(f"{what} reach {top:.0f} mm/h: are they really rain rates in mm/h?")
+        return
+    wet = vals[vals >= 0.1]
+    if wet.numel() >= 100:
+        med = float(wet.float().median())
+        if med > REFLECTIVITY_MEDIAN_MM_H:
+            warn(f"{what}: the median rain rate where it rains is {med:.1f} mm/h (radar rain: ~0.3-3 mm/h); "
+                 "are these reflectivities (dBZ) or dBR? convert them with skydiff.io.to_rainrate first")
 
 
 def normalize_unit(unit: str) -> str:

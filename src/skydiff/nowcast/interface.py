@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from ..advection import advect
-from ..errors import InputError, ShapeError, warn
-from ..io.units import is_rain_rate
+from ..errors import InputError, ShapeError
+from ..io.units import is_rain_rate, warn_implausible_rain
 
 __all__ = ["forecast", "register_model", "get_model", "available_models", "check_frames"]
 
@@ -123,9 +123,7 @@ def check_frames(frames: Any, min_frames: int = 1, *, what: str = "frames") -> t
             f"{what} must be rain rates in mm/h (>= 0), found {lo:.3g}; convert dBZ/dBR to mm/h first "
             "(skydiff.io.to_rainrate)"
         )
-    hi = float(x[finite].max())
-    if hi > 1000.0:
-        warn(f"{what} reach {hi:.0f} mm/h: are they really rain rates in mm/h?")
+    warn_implausible_rain(x, what)
     return x
 
 
