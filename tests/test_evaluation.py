@@ -67,6 +67,16 @@ def test_gaps_and_timestep_are_respected(seq):
     assert ev10.leadtimes_min == [10.0, 20.0]
     with pytest.raises(InputError, match="trained on 5-min steps"):
         evaluate(_da(seq, step_min=10), ["rainnet"], leadtimes=1, timestep=10, max_cases=1)
+    # resample=True: the 2-min frames become 5-min ones (linear in time) and are scored at 5 min
+    two = _da(seq, step_min=2)
+    evr = evaluate(two, ["persistence"], leadtimes=1, n_in=2, resample=True)
+    from skydiff.io import resample_time
+
+    ref = evaluate(resample_time(two, 5), ["persistence"], leadtimes=1, n_in=2)
+    assert len(evr.cases) == len(ref.cases) > 0 and evr.leadtimes_min == [5.0]
+    pd.testing.assert_frame_equal(evr.scores, ref.scores)
+    with pytest.raises(InputError, match="resample must be True or False"):
+        evaluate(two, ["persistence"], leadtimes=1, n_in=2, resample=5)
 
 
 def test_bad_arguments(seq):
@@ -140,6 +150,11 @@ def test_real_knmi_cli(knmi2010, tmp_path, capsys):
     assert main(["evaluate", *ten, "--models", "rainnet", "--leadtimes", "1", "--crop", "64", "--timestep", "10",
                  "--max-cases", "1", "-q"]) == 2
     assert "trained on 5-min steps" in capsys.readouterr().err
+    # ... or resampled to 5 min (linear in time): 10 files over 90 min give 19 frames, the even ones the files
+    csv4 = tmp_path / "resampled.csv"
+    assert main(["evaluate", *ten, "--models", "persistence", "--leadtimes", "2", "--crop", "64", "--resample",
+                 "--csv", str(csv4), "-q"]) == 0
+    assert sorted(pd.read_csv(csv4).leadtime_min.unique()) == [5.0, 10.0]
 
 
 def test_groups_pool_separately(seq):

@@ -308,7 +308,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         crop=args.crop, max_cases=args.max_cases, motion=args.motion, weights=weights,
         progress=(lambda m: _say(m, args.quiet)), protocols=args.protocols or (),
         precision=None if args.precision == "full" else args.precision, min_rain=args.min_rain,
-        timestep=args.timestep,
+        timestep=args.timestep, resample=args.resample,
     )  # fmt: skip
     print(f"{len(ev.cases)} cases, lead times {', '.join(f'{t:g}' for t in ev.leadtimes_min)} min\n")
     for thr in ev.thresholds:
@@ -785,6 +785,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--timestep", type=float, default=5.0, metavar="MIN",
                     help="the sources' time step in minutes (default 5; the networks need 5, extrapolation and "
                          "persistence take any)")
+    ev.add_argument("--resample", action="store_true",
+                    help="resample every source to --timestep first (linear in time, skydiff.io.resample_time; e.g. "
+                         "MRMS' 2-min frames to 5 min); sources at another step are refused without it")
     ev.add_argument("--thresholds", type=float, nargs="+", default=list(DEFAULT_THRESHOLDS), help="mm/h")
     ev.add_argument("--stride", type=int, default=1, help="steps between case start times (default 1)")
     ev.add_argument("--crop", type=int, default=None, help="score a centred square crop of this size")

@@ -186,6 +186,7 @@ def evaluate(
     protocols: Sequence[str] = (),
     precision: str | None = None,
     min_rain: float | None = None,
+    resample: bool = False,
 ) -> Evaluation:
     """Verify nowcast ``models`` side by side on every regular window of the ``sources``.
 
@@ -222,6 +223,10 @@ def evaluate(
         each model's own, e.g. 0.2 for the shipped LUPIN; 0: no cut).
     timestep
         The models' time step in minutes; sources with another step are refused (no silent resampling).
+    resample
+        True: first resample every source to ``timestep`` with :func:`skydiff.io.resample_time` (linear in time,
+        e.g. MRMS' 2-min frames to 5 min; target times inside a gap longer than twice the source's step are
+        refused). Frames already on the step are copied unchanged.
     group
         Optional ``source name -> group label``: scores are also pooled per group (rows with ``source`` = the
         label besides ``source = "all"``), e.g. one group per radar network.
@@ -265,6 +270,8 @@ def evaluate(
         raise InputError(f"evaluate: unknown protocol(s) {bad}; available: {', '.join(PROTOCOLS)}")
     if "smaat" in protocols and leadtimes < 6:
         raise InputError(f"evaluate: the smaat protocol scores +30 min (6 lead times), got leadtimes={leadtimes}")
+    if not isinstance(resample, (bool, np.bool_)):
+        raise InputError(f"evaluate: resample must be True or False (resample to timestep), got {resample!r}")
     weights = dict(weights or {})
     unknown = set(weights) - set(models)
     if unknown:
@@ -314,13 +321,19 @@ def evaluate(
         name, da = _load(src)
         if da.ndim != 3:
             raise ShapeError(f"evaluate: source {name!r} must be (time, y, x), got dims {da.dims}")
+        if resample:
+            from ..io import resample_time
+
+            n0 = da.sizes["time"]
+            da = resample_time(da, timestep)
+            say(f"evaluate: {name}: {n0} frames resampled to {da.sizes['time']} at {timestep:g} min")
         times = da["time"].values.astype("datetime64[ns]")
         dts = np.diff(times).astype(np.int64)
         if dts.size and not np.any(dts == step_ns):
             got = float(np.median(dts)) / 60e9
             raise InputError(f"evaluate: source {name!r} has a {got:g}-min time step; the models use {timestep:g} min"
-                             " (resample it first with skydiff.io.resample_time, or evaluate at its own step with "
-                             "timestep= / skydiff evaluate --timestep; nothing is resampled silently)")
+                             " (resample=True / skydiff evaluate --resample, or evaluate at its own step with timestep= / "
+                             "skydiff evaluate --timestep; nothing is resampled silently)")
         starts, _ = _regular_starts(times, step_ns, length, int(stride))
         say(f"evaluate: {name}: {len(times)} frames, {len(starts)} cases")
         data = np.asarray(da.values, dtype=np.float32)
