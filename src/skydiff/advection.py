@@ -94,7 +94,8 @@ def advect(
     interp
         ``"bilinear"`` (pysteps' default ``interp_order=1``) or ``"bicubic"``.
     outval
-        Value for departure points outside the grid (default NaN), ``"min"`` for the field's minimum, or
+        Value for departure points outside the grid (default NaN), ``"min"`` for the field's minimum (its
+        gradient flows to the minimum pixel too), or
         ``"edge"`` for the value at the nearest edge point (pysteps' ``map_coordinates_mode="nearest"``; used
         for motion fields and model states, where an inflow boundary must not pull values toward a constant).
     backend
@@ -135,13 +136,15 @@ def advect(
         raise InputError("velocity contains NaN or infinite values; fill or mask them before advecting")
 
     edge = outval == "edge"
+    fill_min = None  # outval="min" on a field that needs a gradient: the fill value's own gradient, added below
     if edge:
         outv = float("nan")  # unused
     elif outval == "min":
         finite = F[torch.isfinite(F)]
         if finite.numel() == 0:
             raise InputError("outval='min' but the field has no finite values")
-        outv = float(finite.min())
+        fill_min = finite.min() if F.requires_grad else None
+        outv = float(finite.min().detach())
     elif isinstance(outval, str):
         raise InputError(f"outval must be a number, 'min' or 'edge', got {outval!r}")
     else:
@@ -158,6 +161,14 @@ def advect(
         out = out.to(F.dtype) if half else out
     else:
         out = _advect_torch(F, V, td, int(n_iter), interp, outv, edge)
+    if fill_min is not None:
+        # the result is affine in the fill value: out = A(F) + outv * B with B = the advection of a zero field
+        # filled with 1. The kernels hold outv constant; adding (m - m.detach()) * B (zero in value) gives the
+        # gradient through the field's minimum m as well
+        with torch.no_grad():
+            B = advect(torch.zeros_like(F), V.detach(), steps, interp=interp, n_iter=n_iter, outval=1.0,
+                       backend=backend)
+        out = out + (fill_min - fill_min.detach()) * B
 
     if squeeze:
         out = out[0, :, 0]
@@ -407,6 +418,8 @@ def advect_trajectory(
     if backend not in _BACKENDS:
         raise InputError(f"backend must be one of {_BACKENDS}, got {backend!r}")
     use_numba = backend == "numba" or (backend == "auto" and state.device.type == "cpu")
+    if backend == "numba" and state.device.type != "cpu":
+        raise InputError("backend='numba' runs on the CPU only; CUDA tensors use backend='torch'")
     if use_numba and state.dtype in (torch.float32, torch.float64):
         eta = model_error if model_error is not None else state.new_zeros(0)
         return _NumbaTrajectory.apply(state, eta, tuple(dts), model_error is not None)
