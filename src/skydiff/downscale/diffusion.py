@@ -492,9 +492,9 @@ class EDMDownscaler(nn.Module):
         if lo_tp.ndim != 3:
             raise ShapeError(f"lo_tp must be (B, h, w), got shape {tuple(lo_tp.shape)}")
         amp = autocast_dtype(precision)
-        if generator is None and seed is not None:
-            generator = torch.Generator(device=lo_tp.device).manual_seed(int(seed))
         base, cond = self.condition(lo_tp, lo_vimd, static)
+        if generator is None and seed is not None:  # on the device the noise is drawn on (a PP model moves lo_tp)
+            generator = torch.Generator(device=base.device).manual_seed(int(seed))
         B, H, W = base.shape
         lab = self.label_index(label, B, base.device)
         sig = karras_sigmas(steps, self.sigma_min, self.sigma_max, self.rho, dtype=base.dtype, device=base.device)

@@ -562,7 +562,7 @@ def pp_report(model: PseudoPrecip, tp: Any, vimd: Any = None) -> dict[str, float
     zs, _ = torch.sort(z)
     n = zs.numel()
     cdf = torch.special.ndtr(zs)
-    i = torch.arange(1, n + 1, dtype=torch.float64)
+    i = torch.arange(1, n + 1, dtype=torch.float64, device=zs.device)
     above = zs >= float(model.z_edge)
     ks_cens = float("nan")
     if bool(above.any()):
@@ -570,18 +570,18 @@ def pp_report(model: PseudoPrecip, tp: Any, vimd: Any = None) -> dict[str, float
     ks_wet = float("nan")
     if bool(above.any()):
         zw = zs[above]
-        c0 = torch.special.ndtr(torch.tensor(float(model.z_edge), dtype=torch.float64))
+        c0 = torch.special.ndtr(torch.tensor(float(model.z_edge), dtype=torch.float64, device=zw.device))
         fw = (torch.special.ndtr(zw) - c0) / (1 - c0)
-        j = torch.arange(1, zw.numel() + 1, dtype=torch.float64)
+        j = torch.arange(1, zw.numel() + 1, dtype=torch.float64, device=zw.device)
         ks_wet = float(torch.maximum((j / zw.numel() - fw).max(), (fw - (j - 1) / zw.numel()).max()))
     m, sd = float(z.mean()), float(z.std())
     zc = (z - m) / sd
     thr = model.dry_threshold
     wet_t, wet_r = tt >= thr, rr >= thr
-    pb = percentile_bias(rr.numpy(), tt.numpy(), q=(99, 99.9))
+    pb = percentile_bias(rr.cpu().numpy(), tt.cpu().numpy(), q=(99, 99.9))
     return {
         "n": int(n),
-        "ks": float(ks_normal(z.numpy())),
+        "ks": float(ks_normal(z.cpu().numpy())),
         "ks_censored": ks_cens,
         "ks_wet_shape": ks_wet,
         "mean": m, "sd": sd, "skew": float((zc**3).mean()), "excess_kurtosis": float((zc**4).mean() - 3),

@@ -39,13 +39,22 @@ HELDOUT_TERRAINS = [(900.0, 3500.0, 3500.0), (1100.0, 7000.0, 6000.0), (600.0, 5
 TRAIN_GRID = {"dx": 500.0, "nz": 40, "top": 20000.0, "length": 30000.0}
 
 
+def _device(model: VerticalCoordinate) -> torch.device:
+    """The device of a coordinate's parameters or buffers (the CPU for one without any, e.g. SLEVE)."""
+    t = next(model.parameters(), None)
+    if t is None:
+        t = next(model.buffers(), None)
+    return t.device if t is not None else torch.device("cpu")
+
+
 def fit_to_coordinate(model: Neuve, target: VerticalCoordinate, terrains: list[tuple[float, float, float]],
                       steps: int = 150, lr: float = 1e-2, top: float = 20000.0,
                       sigma_floor: float = 0.75) -> float:
     """Fit NEUVE's heights and Jacobians to another coordinate (regression, no solver); returns the final loss."""
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    x = torch.linspace(-20000.0, 20000.0, 121, dtype=torch.float64)[None, :]
-    r = torch.linspace(0.0, top, 41, dtype=torch.float64)[:, None]
+    dev = _device(model)
+    x = torch.linspace(-20000.0, 20000.0, 121, dtype=torch.float64, device=dev)[None, :]
+    r = torch.linspace(0.0, top, 41, dtype=torch.float64, device=dev)[:, None]
     goals = []
     for h0, a, lam in terrains:
         t = Terrain(h0, a, lam)
@@ -55,7 +64,7 @@ def fit_to_coordinate(model: Neuve, target: VerticalCoordinate, terrains: list[t
     loss = torch.zeros(())
     for _ in range(steps):
         opt.zero_grad()
-        loss = torch.zeros((), dtype=torch.float64)
+        loss = torch.zeros((), dtype=torch.float64, device=dev)
         for t, m in goals:
             mm = coordinate_metrics(model, t, x, r, top)
             loss = loss + ((mm.z - m.z) / 100.0).pow(2).mean() + 10.0 * (mm.sigma - m.sigma).pow(2).mean()
@@ -80,7 +89,7 @@ def klemp_loss(model: VerticalCoordinate, terrain: tuple[float, float, float], s
     """
     h0, a, lam = terrain
     case = get_case("klemp2011", h0=h0, a=a, lam=lam, **TRAIN_GRID)
-    mdl, state = build(case, model, torch.float64)
+    mdl, state = build(case, model, torch.float64, _device(model))
     nsteps = int(round(seconds / dt))
 
     def lf(s: Any) -> torch.Tensor:
@@ -110,7 +119,7 @@ def schaer_loss(model: VerticalCoordinate, seconds: float = 3600.0, dt: float = 
     from .cases import schaer_linear_w
 
     case = get_case("schaer", h0=h0, nz=nz)
-    mdl, state = build(case, model, torch.float64)
+    mdl, state = build(case, model, torch.float64, _device(model))
     nsteps = int(round(seconds / dt))
     x = mdl.geom.x_c.detach()
     sel = torch.nonzero(x.abs() <= 20000.0).flatten()
@@ -147,7 +156,7 @@ def klemp_max_w(coordinate: VerticalCoordinate, terrain: tuple[float, float, flo
     case = get_case("klemp2011", h0=h0, a=a, lam=lam, **(grid or TRAIN_GRID))
     out = [0.0]
     with torch.no_grad():
-        mdl, state = build(case, coordinate, torch.float64)
+        mdl, state = build(case, coordinate, torch.float64, _device(coordinate))
 
         def cb(n: int, s: Any) -> None:
             out[0] = max(out[0], float(full_w(s, mdl.geom).abs().max()))

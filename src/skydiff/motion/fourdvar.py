@@ -1007,7 +1007,12 @@ def fourdvar_reference(
     with torch.no_grad():
         traj_w, traj_I = cost.integrate(w0.detach(), I0.detach(), None if eta is None else eta.detach())
         j_o, j_b, j_m = cost.terms(w0.detach(), I0.detach(), None if eta is None else eta.detach())
-    conv = lambda x: x.detach().cpu().numpy() if not is_torch else x.detach()  # noqa: E731
+    def conv(x: torch.Tensor) -> Any:  # as fourdvar: the input's device and (floating) dtype for torch input
+        if is_torch:
+            return x.detach().to(device=tmpl.device,
+                                 dtype=tmpl.dtype if tmpl.is_floating_point() else torch.get_default_dtype())
+        return x.detach().cpu().numpy().astype(np.float64)
+
     return FourDVarResult(
         velocity=conv(traj_w[-1]), trajectory_w=conv(traj_w), trajectory_I=conv(traj_I), times=tau,
         cost_history=run.history, cost_terms={"obs": float(j_o), "background": float(j_b), "model": float(j_m)},

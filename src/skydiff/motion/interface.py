@@ -439,14 +439,16 @@ def _has_pysteps_module(name: str) -> bool:
 
 def estimate_batch(frames: torch.Tensor, method: str = "lk", n_frames: int | None = None,
                    **kwargs: Any) -> torch.Tensor:
-    """:func:`estimate` per sample of a batch: frames (B, T, H, W) torch -> motion (B, 2, H, W), same device/dtype.
+    """:func:`estimate` per sample of a batch: frames (B, T, H, W) torch -> motion (B, 2, H, W), same device/dtype
+    (torch's default dtype for integer frames, as :func:`estimate`).
 
     Runs on the CPU in float64 on the last ``n_frames`` frames of each sample (all when None); no gradient.
     """
     arr = frames[:, -n_frames:] if n_frames else frames
     arr = arr.detach().to("cpu", torch.float64).numpy()
     vel = np.stack([estimate(a, method=method, **kwargs) for a in arr])
-    return torch.from_numpy(vel).to(device=frames.device, dtype=frames.dtype)
+    dtype = frames.dtype if frames.is_floating_point() else torch.get_default_dtype()
+    return torch.from_numpy(vel).to(device=frames.device, dtype=dtype)
 
 
 register("lk", _lk, min_frames=2, aliases=("lucaskanade",))

@@ -367,6 +367,9 @@ def _nn_model(name: str) -> Callable[..., Any]:
             kwargs["velocity"] = velocity
         out, vel = model.predict(x, leadtimes, return_motion=True, **kwargs)  # vel: L-CNN's / LUPIN's motion
         out = out if isinstance(out, torch.Tensor) else torch.from_numpy(np.asarray(out))
+        if vel is not None:  # the motion too in the input's dtype (the networks compute in float32)
+            vel = (vel if isinstance(vel, torch.Tensor) else torch.from_numpy(np.asarray(vel))).to(dtype=x.dtype,
+                                                                                                   device=x.device)
         return out.to(dtype=x.dtype, device=x.device), vel
 
     return run

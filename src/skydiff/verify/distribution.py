@@ -126,7 +126,8 @@ def wet_fraction(x: Any, threshold: float = 0.1) -> Any:
     threshold = _check_threshold(threshold)
     t, numpy_out = _single(x, "x")
     v = _valid_flat(t)
-    frac = (v >= threshold).to(t.dtype).mean() if v.numel() else torch.full((), float("nan"), dtype=t.dtype)
+    frac = (v >= threshold).to(t.dtype).mean() if v.numel() else torch.full((), float("nan"), dtype=t.dtype,
+                                                                             device=t.device)
     return _out(frac, numpy_out)
 
 
@@ -134,7 +135,7 @@ def negative_fraction(x: Any) -> Any:
     """Fraction of the valid (non-NaN) values that are negative, ``x < 0``; NaN if none is valid."""
     t, numpy_out = _single(x, "x")
     v = _valid_flat(t)
-    frac = (v < 0).to(t.dtype).mean() if v.numel() else torch.full((), float("nan"), dtype=t.dtype)
+    frac = (v < 0).to(t.dtype).mean() if v.numel() else torch.full((), float("nan"), dtype=t.dtype, device=t.device)
     return _out(frac, numpy_out)
 
 
@@ -149,7 +150,7 @@ def ks_normal(x: Any) -> Any:
     v = _valid_flat(t)
     n = v.numel()
     if n == 0:
-        return _out(torch.full((), float("nan"), dtype=t.dtype), numpy_out)
+        return _out(torch.full((), float("nan"), dtype=t.dtype, device=t.device), numpy_out)
     xs, _ = torch.sort(v.to(torch.float64))
     cdf = torch.special.ndtr(xs)
     i = torch.arange(1, n + 1, dtype=torch.float64, device=xs.device)

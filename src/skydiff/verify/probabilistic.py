@@ -89,7 +89,8 @@ def _reduced(crps: torch.Tensor, valid: torch.Tensor, reduce: bool, numpy_out: b
         return _out(crps, numpy_out)
     n = valid.sum()
     total = torch.where(valid, crps, torch.zeros((), dtype=crps.dtype, device=crps.device)).sum()
-    mean = total / n.to(crps.dtype) if int(n) > 0 else torch.full((), float("nan"), dtype=crps.dtype)
+    mean = total / n.to(crps.dtype) if int(n) > 0 else torch.full((), float("nan"), dtype=crps.dtype,
+                                                                   device=crps.device)
     return _out(mean, numpy_out)
 
 
