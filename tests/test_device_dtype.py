@@ -188,3 +188,16 @@ def test_network_nowcast_and_motion_follow_the_input_dtype(dtype, one_thread):
     out, vel = forecast(frames, 2, model="lcnn", return_velocity=True)  # L-CNN returns its LK motion
     assert out.dtype == dtype and vel.dtype == dtype and vel.shape == (2, 32, 32)
     assert out.device == frames.device and vel.device == frames.device
+
+
+@cuda
+def test_downscale_leaves_a_callers_model_where_it_is():
+    from skydiff.downscale import downscale
+
+    m = _tiny_edm().to("cuda")
+    lo = np.random.default_rng(0).gamma(1.0, 2.0, (6, 6)).astype(np.float32)
+    a = downscale(lo, factor=2, model=m, members=2, steps=2, seed=0, progress=False, conserve=False)
+    b = downscale(torch.from_numpy(lo), factor=2, model=m, members=2, steps=2, seed=0, progress=False,
+                  conserve=False)
+    assert isinstance(a, np.ndarray) and b.device.type == "cpu" and next(m.parameters()).device.type == "cuda"
+    np.testing.assert_array_equal(a, b.numpy())

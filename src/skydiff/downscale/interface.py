@@ -137,7 +137,8 @@ def downscale(lowres: Any, factor: int = 4, model: Any = "radar", members: int =
         Refinement factor; must equal the model's (4 for the shipped models).
     model
         ``"radar"`` (default), ``"radar-tp"``, ``"era5"``, a registry name, a weights path or an
-        :class:`~skydiff.downscale.diffusion.EDMDownscaler`.
+        :class:`~skydiff.downscale.diffusion.EDMDownscaler`. A named model runs on the input's device; an instance
+        is not moved: it samples on its own device, and the result comes back on the input's.
     members
         Ensemble size.
     steps
@@ -236,9 +237,13 @@ def downscale(lowres: Any, factor: int = 4, model: Any = "radar", members: int =
     if static is not None:
         st, _ = _as_tensor(static, "static")
         st = st.to(xb)
-    device = xb.device
-    if next(m.parameters()).device != device:
-        m = m.to(device)
+    in_device = xb.device
+    if next(m.parameters()).device != in_device:
+        if isinstance(model, EDMDownscaler):  # the caller's own model is not moved: the data goes to it
+            dev = next(m.parameters()).device
+            xb, v, st = (None if t is None else t.to(dev) for t in (xb, v, st))
+        else:  # the cached shipped model follows the input
+            m = m.to(in_device)
     # every sampling option is checked here, also where a dry input leaves nothing to sample
     members, steps, batch_size, seed, tile, tile_overlap = m.check_sampling(
         members, steps, batch_size, seed, s_churn, 1.0, tile, tile_overlap)
@@ -280,6 +285,7 @@ def downscale(lowres: Any, factor: int = 4, model: Any = "radar", members: int =
         out = match_block_means(out, xb, m.factor, where=xb >= limit)
     if single:
         out = out[:, 0]
+    out = out.to(in_device)
     if kind == "torch":
         return out.to(lowres.dtype) if lowres.is_floating_point() else out
     arr = out.cpu().numpy()
