@@ -54,7 +54,7 @@ import numpy as np
 import torch
 
 from skydiff._compat import PRECISIONS
-from skydiff.downscale.baselines import bicubic, match_block_means, spectral_zeropad
+from skydiff.downscale.baselines import bicubic, match_block_means, smooth_block_means, spectral_zeropad
 from skydiff.downscale.data import RADAR_SOURCES, block_mean, radar_label, radar_pairs
 from skydiff.registry import create_model, load_model
 from skydiff.verify import (crps_ensemble, crps_pooled, fss, ks_normal, negative_fraction, percentile_bias,
@@ -125,6 +125,10 @@ def main() -> None:
                     help="also sample every diffusion model in overlapping T x T windows with O px overlap "
                          "(EDMDownscaler.sample(tile=T, tile_overlap=O)), as rows '<model>, tiles T/O', with a CRPS "
                          "bootstrap against the one-window rows")
+    ap.add_argument("--smooth-fix-rows", action="store_true",
+                    help="also score every diffusion model with its block means restored by the smooth additive "
+                         "correction (downscale(conserve='smooth'), skydiff.downscale.baselines.smooth_block_means), "
+                         "as rows '<model> + smooth fix', with CRPS bootstraps against the raw and '+ heavy fix' rows")
     ap.add_argument("--heavy-fix-rows", action="store_true",
                     help="also score PP models with the block means restored only where the low-res rate reaches "
                          "the learned decoder's limit (downscale(conserve='heavy'))")
@@ -229,6 +233,8 @@ def main() -> None:
         if limit is not None:  # downscale(conserve="heavy")
             heavy_rows.append(label)
             preds[f"{label} + heavy fix"] = match_block_means(ens, lo, 4, where=lo >= limit)
+        if a.smooth_fix_rows:  # downscale(conserve="smooth")
+            preds[f"{label} + smooth fix"] = smooth_block_means(ens, lo, 4)
         print(f"{label}: sampled {ens.shape} in {time.perf_counter() - t0:.0f} s", flush=True)
         # the same model and noise, denoised in tt x tt windows or with the U-Net in a lower precision
         variants = ([(f"{label}, tiles {tt}/{oo}", {"tile": tt, "tile_overlap": oo}) for tt, oo in tile_rows]
@@ -246,7 +252,7 @@ def main() -> None:
     res = {k: v[0] for k, v in scored.items()}
     by_source = {}  # spectrum ratio per source: dB at 2.06 / 3.05 px and max |dB| over >= 2 px
     for k in ["bicubic", *models, *(f"{m} + mass fix" for m in models), *(f"{m} + heavy fix" for m in heavy_rows),
-              *(r for r, _ in tiled)]:
+              *(f"{m} + smooth fix" for m in models if a.smooth_fix_rows), *(r for r, _ in tiled)]:
         by_source[k] = {}
         for s in np.unique(src):
             wl, db = (np.asarray(v) for v in rapsd_ratio_db(preds[k][:, src == s], hi[src == s]))
@@ -331,6 +337,7 @@ def main() -> None:
                                                        for b in ("TP-only diffusion", "PP diffusion")]
              + [(f"{k} + mass fix", k) for k in models]  # what conserve=True changes
              + [(f"{k} + heavy fix", k) for k in heavy_rows]  # what conserve="heavy" changes
+             + [(f"{k} + smooth fix", b) for k in models for b in (k, f"{k} + heavy fix")]  # conserve="smooth"
              + tiled)  # what smaller windows or a lower precision change
     boot, boots = None, {}
     if a.members >= 2:

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from skydiff.downscale.baselines import bicubic, match_block_means, spectral_truncate, spectral_zeropad
+from skydiff.downscale.baselines import (bicubic, match_block_means, smooth_block_means, spectral_truncate,
+                                         spectral_zeropad)
 from skydiff.downscale.data import TilePairs, block_mean, era5_pairs, radar_pairs, tile_grid
 from skydiff.downscale.diffusion import EDMDownscaler
 from skydiff.downscale.interface import downscale
@@ -135,6 +136,38 @@ def test_match_block_means_near_dry_block_stays_non_negative():
     torch.testing.assert_close(out, torch.full_like(fine, 0.3))
 
 
+def test_smooth_block_means():
+    # an additive offset of every block of a wet field is restored exactly as that offset (texture kept), where
+    # rescaling the blocks (match_block_means) changes the texture's amplitude
+    x = torch.from_numpy(rain((2, 8, 12), seed=3)).double() + 0.5
+    lo = block_mean(x, 4) + 0.7
+    y = smooth_block_means(x, lo, 4)
+    torch.testing.assert_close(y, x + 0.7, rtol=0, atol=1e-9)
+    assert not torch.allclose(match_block_means(x, lo, 4), x + 0.7, atol=1e-3)
+    # dry pixels stay dry, a block dry in the fine field under rain becomes the low-res value, a dry low-res
+    # block becomes dry, means are exact and nothing is negative
+    f = rain((3, 8, 12), seed=4)
+    f[f < 0.5] = 0.0
+    f[0, :4, :4] = 0.0
+    lo2 = block_mean(rain((3, 8, 12), seed=5), 4) + 0.2
+    lo2[1, 1, 2] = 0.0
+    out = smooth_block_means(f, lo2, 4)
+    np.testing.assert_allclose(block_mean(out, 4), lo2, rtol=1e-5, atol=1e-6)
+    assert (out >= 0).all()
+    wet_blocks = np.kron(block_mean((f > 0).astype(np.float32), 4) > 0, np.ones((4, 4))).astype(bool)
+    assert (out[(f == 0) & wet_blocks] == 0).all()
+    np.testing.assert_allclose(out[0, :4, :4], lo2[0, 0, 0], rtol=1e-6)
+    assert (out[1, 4:8, 8:12] == 0).all()
+    # differentiable in the fine field and the low-res values (a wet field away from the clamp at 0)
+    xt = (torch.rand(1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) + 1.0).requires_grad_()
+    lt = (torch.rand(1, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) + 1.2).requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, b: smooth_block_means(a, b, 4, iterations=3), (xt, lt))
+    with pytest.raises(ShapeError):
+        smooth_block_means(f, lo2[..., :2], 4)
+    with pytest.raises(InputError, match="iterations"):
+        smooth_block_means(f, lo2, 4, iterations=-1)
+
+
 # --------------------------------------------------------------------------- tiles
 def test_tile_grid_keeps_rainy_valid_tiles():
     f = np.zeros((10, 13), np.float32)
@@ -238,14 +271,14 @@ def test_cli_round_trip(tmp_path, tiny_model):
         assert np.isfinite(v.values[:, 1]).all()
     assert png.stat().st_size > 1000
     # --conserve / --no-conserve: block means of every member equal the (NaN-filled) input; recorded in the file
-    for flag, want in (("--conserve", "yes"), ("--no-conserve", "no")):
+    for flags, want in ((["--conserve"], "yes"), (["--no-conserve"], "no"), (["--conserve", "smooth"], "smooth")):
         outc = tmp_path / f"c{want}.nc"
-        assert main([*args, "--fill-nan", flag, "--out", str(outc)]) == 0
+        assert main([*args, "--fill-nan", *flags, "--out", str(outc)]) == 0
         with xr.open_dataset(outc) as ds:
             assert ds.attrs["block_means_conserved"] == want
             bm = block_mean(np.nan_to_num(ds["precip_rate"].values[:, 1]), 4)
         close = np.allclose(bm, np.broadcast_to(lo[1], bm.shape), rtol=1e-4, atol=1e-6)
-        assert close == (want == "yes")
+        assert close == (want != "no")
     outb = tmp_path / "bf16.nc"  # --precision bfloat16: the U-Net in bfloat16, recorded in the file
     assert main([*args, "--fill-nan", "--precision", "bfloat16", "--out", str(outb)]) == 0
     with xr.open_dataset(outb) as ds:
@@ -580,3 +613,9 @@ def test_match_block_means_where_and_conserve_heavy(tiny_model):
     a = downscale(rain((6, 5)), model=tiny_model, members=1, steps=2, seed=0, progress=False, conserve="heavy")
     b = downscale(rain((6, 5)), model=tiny_model, members=1, steps=2, seed=0, progress=False, conserve=False)
     np.testing.assert_array_equal(a, b)
+    # "smooth": the block means exactly, from the same members
+    lo6 = rain((6, 5))
+    c = downscale(lo6, model=tiny_model, members=2, steps=2, seed=0, progress=False, conserve="smooth")
+    d = downscale(lo6, model=tiny_model, members=2, steps=2, seed=0, progress=False, conserve=False)
+    np.testing.assert_allclose(block_mean(c, 4), np.broadcast_to(lo6, (2, 6, 5)), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(c, smooth_block_means(d, lo6, 4), rtol=1e-6)

@@ -892,11 +892,11 @@ def build_parser() -> argparse.ArgumentParser:
                          "(default): the input file's product when it is one of them (KNMI, FMI and MRMS files), "
                          "else unknown")
     ds.add_argument("--variable", default=None, help="netCDF variable (default: the first rain-like one)")
-    ds.add_argument("--conserve", nargs="?", const="all", default=None, choices=["all", "heavy", "none"],
-                    help="make every member's FACTOR x FACTOR block means equal the input: all blocks (--conserve or "
-                         "--conserve all), only those at or above the rate where the model's learned PP decoder "
-                         "saturates (heavy), or none (default: the library's, "
-                         "skydiff.downscale.interface.CONSERVE_DEFAULT)")
+    ds.add_argument("--conserve", nargs="?", const="all", default=None, choices=["all", "heavy", "smooth", "none"],
+                    help="make every member's FACTOR x FACTOR block means equal the input: all blocks by rescaling "
+                         "(--conserve or --conserve all) or by a smooth additive correction (smooth), only those at "
+                         "or above the rate where the model's learned PP decoder saturates (heavy), or none "
+                         "(default: the library's, skydiff.downscale.interface.CONSERVE_DEFAULT)")
     ds.add_argument("--no-conserve", dest="conserve", action="store_const", const="none",
                     help="the same as --conserve none")
     ds.add_argument("--precision", default="full", choices=["full", *PRECISIONS],

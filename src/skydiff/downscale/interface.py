@@ -41,8 +41,10 @@ MODELS = {"radar": "edm-radar", "radar-tp": "edm-radar-tp", "era5": "edm-era5"}
 MIN_GOOD_STEPS = 12
 MAX_PLAUSIBLE_MM_H = MAX_PLAUSIBLE_RAIN_MM_H  # a downscaled rain rate above this is an unconverged sample, refused
 # downscale(conserve=...): restore the input's block means where the learned PP decoder saturates ("heavy", chosen by
-# the validation rule of benchmarks/RESULTS.md §8 "Heavy rain"), everywhere (True) or nowhere (False)
+# the validation rule of benchmarks/RESULTS.md §8 "Heavy rain"), everywhere by rescaling blocks (True) or by a smooth
+# additive correction ("smooth"), or nowhere (False)
 CONSERVE_DEFAULT: bool | str = "heavy"
+CONSERVE_MODES = ("heavy", "smooth")  # the string values of conserve=
 # downscale(trim_dry=True) samples only the box around the wet low-res pixels widened by this many of them (32 km at
 # 4 km): beyond 8 low-res pixels from rain the untrimmed radar model put rain on 1e-6 of the pixels (<= 0.03 mm/h)
 DRY_MARGIN = 8
@@ -160,8 +162,10 @@ def downscale(lowres: Any, factor: int = 4, model: Any = "radar", members: int =
         (:func:`~skydiff.downscale.baselines.match_block_means`). ``"heavy"``: only the blocks at or above the
         rate where the model's learned PP decoder saturates (:meth:`~skydiff.downscale.pseudo.PseudoPrecip.
         learned_decoder_limit`, 48 mm/h for the shipped radar model; nothing for other models; the default,
-        :data:`CONSERVE_DEFAULT`, chosen on validation tiles: ``benchmarks/RESULTS.md`` §8 "Heavy rain"). ``False``:
-        none.
+        :data:`CONSERVE_DEFAULT`, chosen on validation tiles: ``benchmarks/RESULTS.md`` §8 "Heavy rain").
+        ``"smooth"``: every block, exactly, by a smooth additive correction of the rain pixels
+        (:func:`~skydiff.downscale.baselines.smooth_block_means`), which unlike rescaling leaves the amplitude of
+        the small scales as sampled. ``False``: none.
     label
         For a model conditioned on the high-resolution product (``EDMDownscaler(labels=...)``, e.g. ``"knmi-rap"``,
         ``"knmi-dbz"``, ``"fmi"``, ``"mrms"``): the product whose small-scale texture to imitate; None = unknown
@@ -249,9 +253,9 @@ def downscale(lowres: Any, factor: int = 4, model: Any = "radar", members: int =
         members, steps, batch_size, seed, s_churn, 1.0, tile, tile_overlap)
     m.label_index(label, xb.shape[0])
     m.check_decoder(decoder)
-    if isinstance(conserve, str) ^ (conserve == "heavy") or conserve not in (True, False, "heavy"):
-        raise InputError(f"conserve must be True, False or 'heavy', got {conserve!r}")
-    conserve = conserve if conserve == "heavy" else bool(conserve)  # (1 / numpy bools as True / False)
+    if isinstance(conserve, str) ^ (conserve in CONSERVE_MODES) or conserve not in (True, False, *CONSERVE_MODES):
+        raise InputError(f"conserve must be True, False, 'heavy' or 'smooth', got {conserve!r}")
+    conserve = conserve if conserve in CONSERVE_MODES else bool(conserve)  # (1 / numpy bools as True / False)
     limit = m.saturation_limit(decoder)
     _warn_decoder_saturation(m, xb, limit, conserve)
     if steps < MIN_GOOD_STEPS:
@@ -283,6 +287,10 @@ def downscale(lowres: Any, factor: int = 4, model: Any = "radar", members: int =
         from .baselines import match_block_means
 
         out = match_block_means(out, xb, m.factor, where=xb >= limit)
+    elif conserve == "smooth":
+        from .baselines import smooth_block_means
+
+        out = smooth_block_means(out, xb, m.factor)
     if single:
         out = out[:, 0]
     out = out.to(in_device)
