@@ -332,8 +332,8 @@ def evaluate(
         if dts.size and not np.any(dts == step_ns):
             got = float(np.median(dts)) / 60e9
             raise InputError(f"evaluate: source {name!r} has a {got:g}-min time step; the models use {timestep:g} min"
-                             " (resample=True / skydiff evaluate --resample, or evaluate at its own step with timestep= / "
-                             "skydiff evaluate --timestep; nothing is resampled silently)")
+                             " (resample=True / skydiff evaluate --resample, or evaluate at its own step with "
+                             "timestep= / skydiff evaluate --timestep; nothing is resampled silently)")
         starts, _ = _regular_starts(times, step_ns, length, int(stride))
         say(f"evaluate: {name}: {len(times)} frames, {len(starts)} cases")
         data = np.asarray(da.values, dtype=np.float32)
