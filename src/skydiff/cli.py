@@ -512,8 +512,10 @@ def cmd_dycore_train(args: argparse.Namespace) -> int:
     summary = train_neuve(out=args.out, iterations=args.iterations, seconds=args.seconds, seed=args.seed,
                           progress=not args.quiet, init=args.init, compile=args.compile, lr=args.lr,
                           terrains=args.terrain or None, objective=args.objective,
-                          schaer_seconds=args.schaer_seconds)
-    print(f"neuve: {summary['iterations']} iterations in {summary['time_s']:.0f} s; weights {summary['weights']}")
+                          schaer_seconds=args.schaer_seconds, resume=not args.restart)
+    resumed = f" (continued after iteration {summary['resumed_from']})" if summary.get("resumed_from") else ""
+    print(f"neuve: {summary['iterations']} iterations in {summary['time_s']:.0f} s{resumed}; weights "
+          f"{summary['weights']}")
     for k, v in summary.get("evaluation", {}).items():
         print(f"  {k}: {v}")
     return 0
@@ -942,7 +944,9 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("-q", "--quiet", action="store_true")
     dr.set_defaults(func=cmd_dycore_run)
     dtr = dysub.add_parser("train", help="train the NEUVE coordinate by backpropagation through the solver",
-                           description="Train NEUVE (Klemp-2011 loss on training terrains; held-out terrains evaluated).")
+                           description="Train NEUVE (Klemp-2011 loss on training terrains; held-out terrains evaluated). "
+                                       "The state after every iteration is kept in OUT.ckpt: a run that stops is "
+                                       "continued by the same command (--restart starts again).")
     dtr.add_argument("--out", default="runs/dycore/neuve", help="output stem of the weights (default runs/dycore/neuve)")
     dtr.add_argument("--iterations", type=int, default=15)
     dtr.add_argument("--seconds", type=float, default=300.0, help="simulated window per iteration (s)")
@@ -960,6 +964,8 @@ def build_parser() -> argparse.ArgumentParser:
     dtr.add_argument("--compile", action="store_true",
                      help="compile the solver's time step (torch.compile; ~5x faster gradients on one CPU thread)")
     dtr.add_argument("--overwrite", action="store_true", help="replace existing weights at --out")
+    dtr.add_argument("--restart", action="store_true",
+                     help="ignore an unfinished run's OUT.ckpt and start again (default: continue it)")
     dtr.add_argument("-q", "--quiet", action="store_true")
     dtr.set_defaults(func=cmd_dycore_train)
 

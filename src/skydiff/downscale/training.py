@@ -9,9 +9,10 @@ AdamW (lr 2e-3, weight decay 1e-4, cosine decay to 5 % with 100 warm-up steps); 
 ``space="pp"`` the trained PP weights (``pp-radar``/``pp-era5`` shipped with skydiff, or ``pp_weights``) are loaded
 into the frozen ``model.pp`` first.
 
-Checkpoints go to ``<out>/checkpoints/last.ckpt`` every ``ckpt_every`` steps; a run with ``resume=True`` (default)
-continues from it. The EMA model is exported with :func:`skydiff.registry.save_model` to ``<out>/<name>`` (and
-optionally copied to the shipped weights by the caller).
+Checkpoints go to ``<out>/checkpoints/last.ckpt`` (atomically) every ``ckpt_every`` steps, at the end of the run
+and on Ctrl-C; a run with ``resume=True`` (default) continues from it (raise ``max_steps`` to train further). The
+EMA model is exported with :func:`skydiff.registry.save_model` to ``<out>/<name>`` (and optionally copied to the
+shipped weights by the caller).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from .._checkpoint import SaveOnInterrupt, check_resumable, with_atomic_checkpoints
 from ..errors import InputError
 from ..io.atomic import atomic_path
 from ..registry import create_model, save_model
@@ -222,6 +224,7 @@ def train_downscaler(pairs: TilePairs, name: str = "edm-radar", *, out: str | os
     last = ckdir / "last.ckpt"
     ckpt_path = str(last) if resume and last.is_file() else None
     if ckpt_path:
+        check_resumable(ckpt_path, module, f"give another out, or resume=False to start again (it replaces {run})")
         print(f"train_downscaler: resuming from {ckpt_path}", file=sys.stderr, flush=True)
 
     losses: list[float] = []
@@ -234,10 +237,13 @@ def train_downscaler(pairs: TilePairs, name: str = "edm-radar", *, out: str | os
     cb = ModelCheckpoint(dirpath=str(ckdir), filename="last", monitor=None, save_top_k=1,
                          every_n_train_steps=int(ckpt_every), save_last=False)
     trainer = L.Trainer(max_steps=int(max_steps), max_epochs=-1, accelerator="cpu", devices=1, logger=False,
-                        callbacks=[cb, _Log()], enable_progress_bar=progress, enable_model_summary=False,
-                        log_every_n_steps=25, num_sanity_val_steps=0)
+                        callbacks=[cb, _Log(), SaveOnInterrupt(last, "train_downscaler")],
+                        enable_progress_bar=progress, enable_model_summary=False, log_every_n_steps=25,
+                        num_sanity_val_steps=0, plugins=with_atomic_checkpoints())  # checkpoints via atomic_path
     t0 = time.perf_counter()
     trainer.fit(module, train_dataloaders=dl, ckpt_path=ckpt_path)
+    if int(ckpt_every) < 1 or trainer.global_step % int(ckpt_every) or not last.is_file():
+        trainer.save_checkpoint(str(last))  # the final state, so that a run with more max_steps continues from it
     wall = time.perf_counter() - t0
     ema = module.ema.cpu().eval()
     summary = {

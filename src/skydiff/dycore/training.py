@@ -15,6 +15,8 @@ w error against the linear solution (:func:`schaer_loss`, 25 m mountain where li
 from __future__ import annotations
 
 import math
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import InputError, positive_finite
+from ..errors import InputError, ReadError, positive_finite
+from ..io.atomic import atomic_path
 from ..registry import save_model
 from .cases import build, get_case
 from .coordinates import Neuve, Sleve, Terrain, VerticalCoordinate, coordinate_metrics
@@ -169,7 +172,7 @@ def train_neuve(out: str | Path = "runs/dycore/neuve", iterations: int = 15, sec
                 seed: int = 0, progress: bool = True, eval_seconds: float = 900.0,
                 init: str | Path | None = None, fit_target: str = "sleve2", sigma_floor: float = 0.6,
                 compile: bool = False, terrains: list[tuple[float, float, float]] | None = None,
-                objective: str = "klemp", schaer_seconds: float = 3600.0) -> dict[str, Any]:
+                objective: str = "klemp", schaer_seconds: float = 3600.0, resume: bool = True) -> dict[str, Any]:
     """Train NEUVE on :data:`TRAIN_TERRAINS`, evaluate on :data:`HELDOUT_TERRAINS`, save ``<out>.safetensors/.json``.
 
     ``objective``: ``"klemp"`` (default: :func:`klemp_loss` over ``seconds``, one training terrain per iteration in
@@ -183,7 +186,14 @@ def train_neuve(out: str | Path = "runs/dycore/neuve", iterations: int = 15, sec
     ``compile=True`` runs the solver's steps compiled (:func:`skydiff.dycore.stepping.step_function`; ~5x faster
     gradients on one CPU thread).
 
-    Returns a summary dict (iterations, time, losses, held-out max |w| of NEUVE / SLEVE / BTF, weights path).
+    After every iteration the training state (weights, optimiser, losses, best weights) is written atomically to
+    ``<out>.ckpt``; a run that stops (Ctrl-C, a killed job) is continued from it by calling again with the same
+    ``out`` and settings (``resume=True``, the default; other settings are refused, ``resume=False`` starts
+    again; ``iterations`` may be raised). The file is removed once the weights are saved. ``init`` must not be
+    ``out`` (the weights the run starts from would be replaced).
+
+    Returns a summary dict (iterations, time, losses, held-out max |w| of NEUVE / SLEVE / BTF, weights path,
+    ``resumed_from``: the iteration a resumed run continued from, else None).
     """
     from tqdm.auto import tqdm
 
@@ -202,6 +212,17 @@ def train_neuve(out: str | Path = "runs/dycore/neuve", iterations: int = 15, sec
         raise InputError("training terrains must be (h0, a, lam) triples in m")
     if set(train_terrains) & set(HELDOUT_TERRAINS):
         raise InputError(f"training terrains {sorted(set(train_terrains) & set(HELDOUT_TERRAINS))} are held out")
+    from ..registry import weights_paths
+
+    weights = weights_paths(out)[0]
+    if init is not None and os.path.realpath(weights_paths(init)[0]) == os.path.realpath(weights):
+        raise InputError(f"init {init} is the weights file this run writes ({weights}); give another out")
+    state_file = weights.parent / (weights.name[: -len(".safetensors")] + ".ckpt")
+    settings = {"objective": objective, "seconds": float(seconds), "lr": float(lr), "seed": int(seed),
+                "init": None if init is None else os.path.realpath(weights_paths(init)[0]), "fit_target": fit_target,
+                "sigma_floor": float(sigma_floor), "terrains": [list(t) for t in train_terrains],
+                "schaer_seconds": float(schaer_seconds)}
+    saved = _read_state(state_file, settings) if resume and state_file.is_file() else None
     torch.manual_seed(seed)
     t0 = time.perf_counter()
     sleve = Sleve()
@@ -210,6 +231,8 @@ def train_neuve(out: str | Path = "runs/dycore/neuve", iterations: int = 15, sec
 
         model = load_model(init).double()
         fit = float("nan")
+    elif saved is not None:
+        model, fit = Neuve().double(), saved["fit"]
     else:
         from .coordinates import make_coordinate
 
@@ -217,7 +240,7 @@ def train_neuve(out: str | Path = "runs/dycore/neuve", iterations: int = 15, sec
         fit = fit_to_coordinate(model, make_coordinate(fit_target), train_terrains + [(250.0, 5000.0, 4000.0)],
                                 sigma_floor=sigma_floor)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    history = []
+    history: list[float] = []
 
     schaer_window = seconds if objective == "schaer" else schaer_seconds
 
@@ -229,9 +252,18 @@ def train_neuve(out: str | Path = "runs/dycore/neuve", iterations: int = 15, sec
     klemp_terrains = list(train_terrains)
     # the items trained on in turn: Klemp terrains and/or "schaer"
     train_terrains = {"klemp": train_terrains, "schaer": ["schaer"], "both": train_terrains + ["schaer"]}[objective]
-    sleve_loss = {terr: float(loss_of(sleve, terr).detach()) for terr in train_terrains}
-    best = (math.inf, {k: v.detach().clone() for k, v in model.state_dict().items()})
-    bar = tqdm(range(iterations), disable=not progress, desc="neuve")
+    start = 0
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        start, history, best, sleve_loss = saved["iteration"], saved["history"], saved["best"], saved["sleve_loss"]
+        sleve_loss = {(tuple(k) if isinstance(k, list) else k): v for k, v in sleve_loss}
+        if progress:
+            print(f"train_neuve: resuming from {state_file} after iteration {start}", file=sys.stderr, flush=True)
+    else:
+        sleve_loss = {terr: float(loss_of(sleve, terr).detach()) for terr in train_terrains}
+        best = (math.inf, {k: v.detach().clone() for k, v in model.state_dict().items()})
+    bar = tqdm(range(start, iterations), disable=not progress, desc="neuve", initial=start, total=iterations)
     for it in bar:
         opt.zero_grad()
         terr = train_terrains[it % len(train_terrains)]  # one training terrain per iteration, in turn
@@ -248,6 +280,11 @@ def train_neuve(out: str | Path = "runs/dycore/neuve", iterations: int = 15, sec
         if len(history) >= len(train_terrains) and recent < best[0]:
             best = (recent, before or {k: v.detach().clone() for k, v in model.state_dict().items()})
         bar.set_postfix(loss_vs_sleve=f"{rel:.3f}")
+        with atomic_path(state_file, suffix=".tmp.ckpt") as tmp:  # the state after this iteration, to resume from
+            torch.save({"settings": settings, "iteration": it + 1, "model": model.state_dict(),
+                        "optimizer": opt.state_dict(), "history": history, "best": best, "fit": fit,
+                        "sleve_loss": [[list(k) if isinstance(k, tuple) else k, v] for k, v in sleve_loss.items()]},
+                       tmp)
     if math.isfinite(best[0]):  # else fewer iterations than items trained on in turn: keep the last weights
         model.load_state_dict(best[1])
     from .coordinates import Sleve2
@@ -276,5 +313,22 @@ def train_neuve(out: str | Path = "runs/dycore/neuve", iterations: int = 15, sec
         "heldout_max_w_%gs" % eval_seconds: {k: evaluation[k] for k in keys[1:]},
     }
     w, _ = save_model(model, out, card=card)
+    state_file.unlink(missing_ok=True)  # the run is complete: nothing to resume
     return {"iterations": iterations, "time_s": time.perf_counter() - t0, "loss": history, "evaluation": evaluation,
-            "weights": str(w), "fit_loss": fit}
+            "weights": str(w), "fit_loss": fit, "resumed_from": start or None}
+
+
+def _read_state(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
+    """The training state of an unfinished :func:`train_neuve` run; InputError when its settings differ."""
+    try:
+        saved = torch.load(str(path), map_location="cpu", weights_only=True)
+        there = saved["settings"]
+    except Exception as exc:  # noqa: BLE001 - any unreadable file
+        raise ReadError(f"cannot read the training state {path} to resume from ({exc}); delete it, or pass "
+                        "resume=False to start again") from None
+    differ = sorted(k for k in set(there) | set(settings) if there.get(k) != settings.get(k))
+    if differ:
+        raise InputError(f"{path} holds an unfinished run with other settings ("
+                         + ", ".join(f"{k} = {there.get(k)!r} there, {settings.get(k)!r} here" for k in differ)
+                         + "); run with those settings to continue it, or delete it (resume=False) to start again")
+    return saved

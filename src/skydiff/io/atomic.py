@@ -9,6 +9,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from ..errors import InputError
+
 __all__ = ["atomic_path"]
 
 
@@ -20,12 +22,18 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = ".tmp", *, fsync: bo
     success the data are flushed to disk (``fsync``), a file being replaced keeps its permissions, and
     :func:`os.replace` moves the new file onto ``path`` in one step (readers never see a half-written file); on
     any exception (also KeyboardInterrupt) the temporary file is removed and ``path`` is left as it was. Parent
-    folders are created. The temporary file is created by the writing library, so it gets the usual permissions
-    (umask), unlike :func:`tempfile.mkstemp`'s 0600. ``suffix`` ends the temporary name (e.g. ``".tmp.npz"`` for
+    folders are created; a ``path`` that is a folder is an :class:`~skydiff.errors.InputError` at once. The
+    temporary file is created by the writing library, so it gets the usual permissions (umask), unlike
+    :func:`tempfile.mkstemp`'s 0600. ``suffix`` ends the temporary name (e.g. ``".tmp.npz"`` for
     :func:`numpy.savez`, which appends ``.npz`` otherwise).
     """
     p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
+    if p.is_dir():  # os.replace would fail only after the whole file was written, with a bare OSError
+        raise InputError(f"cannot write {p}: it is a folder; give a file name")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise InputError(f"cannot write {p}: a part of its folder {p.parent} is a file") from None
     tmp = p.parent / f".{p.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{suffix}"
     try:
         yield tmp

@@ -1147,10 +1147,10 @@ def build_nl_dataset(
     :class:`NLDataset` read it.
 
     The file is written to a temporary file in the target folder and moved into place with ``os.replace``; an
-    existing ``out_path`` is only replaced with ``overwrite=True``. When no window passes the rule an
-    :class:`~skydiff.errors.InputError` says how many regular windows there were and the best rain fraction;
-    when only one split is empty a warning is issued and that split is written with N = 0. Data volume: 0.33 MB
-    per 288 × 288 frame is held in memory (a month of 5-min frames ≈ 3 GB).
+    existing ``out_path`` is only replaced with ``overwrite=True``, and never when it is one of the inputs. When
+    no window passes the rule an :class:`~skydiff.errors.InputError` says how many regular windows there were and
+    the best rain fraction; when only one split is empty a warning is issued and that split is written with N = 0.
+    Data volume: 0.33 MB per 288 × 288 frame is held in memory (a month of 5-min frames ≈ 3 GB).
     """
     from ..io import read_radar
 
@@ -1205,6 +1205,8 @@ def build_nl_dataset(
         n_files = len([s for s in str(files_or_dirs.attrs.get("source_files", "")).split("\n") if s])
     else:
         paths = _expand_files(files_or_dirs)
+        if os.path.realpath(out) in {os.path.realpath(q) for q in paths}:  # before reading: never replace an input
+            raise InputError(f"refusing to write {out}: it is one of the input files")
         n_files = len(paths)
         for i in range(0, len(paths), int(chunk_files)):
             take(read_radar(paths[i:i + int(chunk_files)], importer, **read_options))

@@ -9,7 +9,8 @@ model with :func:`~skydiff.nowcast.models.save_model`.
 >>> from skydiff.nowcast.training import train
 >>> summary = train("src/skydiff/nowcast/configs/rainnet.toml",
 ...                 overrides={"training.max_epochs": 1, "out": "runs/rainnet"})   # doctest: +SKIP
->>> summary["weights"]                      # runs/rainnet/rainnet.safetensors (+ .json model card)
+>>> summary["weights"]                      # .json model card: summary["card"]   # doctest: +SKIP
+'runs/rainnet/rainnet.safetensors'
 
 Data space
 ----------
@@ -176,7 +177,10 @@ in a single-process run (Lightning then exits with status 1). Running :func:`tra
 validation history and the accumulated training time) unless ``resume = false``; ``max_epochs`` /
 ``max_steps`` count from the start of the first run, so raise them to train further. A run without
 validation batches (``limit_val_batches = 0``) only checkpoints every ``checkpoint_every_n_steps`` and at
-its end. Resuming in the middle of an epoch restarts that epoch's data order (Lightning warns).
+its end. Resuming in the middle of an epoch restarts that epoch's data order (Lightning warns). A checkpoint of
+another model, stage or model config is refused (InputError) rather than resumed. Checkpoints, the export and
+``summary.json`` are written atomically (:func:`skydiff.io.atomic_path`: a temporary file in the same folder, then
+``os.replace``), so a run stopped while writing leaves the previous file whole.
 
 Threads
 -------
@@ -228,7 +232,9 @@ import torch
 import torch.nn.functional as nnf
 from torch.utils.data import DataLoader, Dataset
 
+from .._checkpoint import SaveOnInterrupt, check_resumable, with_atomic_checkpoints
 from ..errors import InputError, ReadError
+from ..io.atomic import atomic_path
 from .models import create_model, list_models, load_weights, save_model
 from .models.blocks import SCALERS, Scaler, get_scaler
 
@@ -951,16 +957,26 @@ class NowcastModule(L.LightningModule):
         self.val_history = list(info.get("val_history", []))
 
 
-class _SaveOnInterrupt(L.Callback):
-    """Write ``last.ckpt`` when a single-process run is stopped with Ctrl-C (KeyboardInterrupt)."""
+def _check_resume(path: str, module: NowcastModule, how: str) -> None:
+    """InputError when the checkpoint to resume from belongs to another run: another model, LUPIN stage or model
+    config (Lightning would fail with a RuntimeError on other weight shapes, or resume into another set-up)."""
+    hint = ("give this run another out, or set resume = false to start again (it replaces that run's checkpoints "
+            "and export)" if how == "auto" else "give resume the last.ckpt of a run of this model and config")
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def differences(ck: dict[str, Any]) -> list[str]:
+        info = ck.get("skydiff") or {}
+        if not info:
+            return []
+        out = [f"{what} {info.get(what)!r} there, {mine!r} here" for what, mine in
+               (("model", module.model_name), ("stage", module.stage)) if info.get(what) != mine]
+        there, here = _jsonable(info.get("model_config") or {}), _jsonable(dict(module.model.config))
+        keys = sorted(k for k in set(there) | set(here) if there.get(k) != here.get(k))
+        if keys:
+            out.append("model config " + ", ".join(f"{k} = {there.get(k)!r} there, {here.get(k)!r} here"
+                                                   for k in keys))
+        return out
 
-    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if isinstance(exception, KeyboardInterrupt) and trainer.world_size == 1:
-            trainer.save_checkpoint(str(self.path))
-            print(f"skydiff train: interrupted; state saved to {self.path} (run again to resume)", file=sys.stderr)
+    check_resumable(path, module, hint, differences)
 
 
 def _read_init_state(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
@@ -1206,6 +1222,13 @@ def resolve_config(config: Mapping[str, Any] | str | os.PathLike[str],
             raise InputError(f"unknown [trainer] key {key!r} (not a lightning.Trainer argument)")
 
     out = cfg.get("out") or f"runs/{name}" + (f"_{stage}" if stage else "")
+    if training["init_from"]:  # the export at the end must not replace the weights the run started from
+        ip = Path(str(training["init_from"])).expanduser()
+        init_w = (ip.with_suffix("") if ip.suffix in (".safetensors", ".json") else ip).with_suffix(".safetensors")
+        export = Path(str(out)).expanduser() / f"{name}.safetensors"
+        if ip.suffix != ".ckpt" and os.path.realpath(init_w) == os.path.realpath(export):
+            raise InputError(f"training.init_from {ip} is the file this run exports its weights to ({export}); "
+                             "give the run another out (or copy the weights elsewhere first)")
     resume = cfg.get("resume", True)
     if not isinstance(resume, (bool, str, os.PathLike)):
         raise InputError(f"resume must be true, false or a checkpoint path, got {resume!r}")
@@ -1485,6 +1508,20 @@ def _train(cfg: dict[str, Any], out: Path, name: str, model_kwargs: dict[str, An
     cfg["training"]["rollout_steps"] = module.rollout_steps
     cfg["model"] = {"name": name, **module.model.config}
 
+    ckdir = out / "checkpoints"
+    last = ckdir / "last.ckpt"
+    resume = cfg["resume"]
+    ckpt_path: str | None = None
+    if isinstance(resume, str):
+        if not Path(resume).expanduser().is_file():
+            raise InputError(f"resume checkpoint {resume} not found")
+        ckpt_path = str(Path(resume).expanduser())
+    elif resume and last.is_file():
+        ckpt_path = str(last)
+    if ckpt_path:  # before the (possibly long) data building
+        _check_resume(ckpt_path, module, "explicit" if isinstance(resume, str) else "auto")
+        print(f"skydiff train: resuming from {ckpt_path}", file=sys.stderr, flush=True)
+
     prior = getattr(probe, "motion_prior", None)
     if prior is not None and dcfg.get("teacher"):
         _match_teacher_to_prior(dcfg, probe)
@@ -1497,19 +1534,6 @@ def _train(cfg: dict[str, Any], out: Path, name: str, model_kwargs: dict[str, An
     train_dl = DataLoader(train_ds, batch_size=bs, shuffle=True, drop_last=len(train_ds) > bs, **dl_kw)
     val_dl = DataLoader(val_ds, batch_size=vbs, shuffle=False, **dl_kw)
 
-    ckdir = out / "checkpoints"
-    last = ckdir / "last.ckpt"
-    resume = cfg["resume"]
-    ckpt_path: str | None = None
-    if isinstance(resume, str):
-        if not Path(resume).expanduser().is_file():
-            raise InputError(f"resume checkpoint {resume} not found")
-        ckpt_path = str(Path(resume).expanduser())
-    elif resume and last.is_file():
-        ckpt_path = str(last)
-    if ckpt_path:
-        print(f"skydiff train: resuming from {ckpt_path}", file=sys.stderr, flush=True)
-
     best_cb = ModelCheckpoint(dirpath=str(ckdir), filename="best-{epoch:03d}-{step:06d}", monitor="val_loss",
                               mode="min", save_top_k=1, save_last=False, enable_version_counter=False,
                               save_on_train_epoch_end=False)
@@ -1518,7 +1542,7 @@ def _train(cfg: dict[str, Any], out: Path, name: str, model_kwargs: dict[str, An
     # resume from, and export="last" would give, the best epoch's state instead of the latest.)
     last_cb = ModelCheckpoint(dirpath=str(ckdir), filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
                               enable_version_counter=False, save_on_train_epoch_end=False)
-    callbacks: list[Any] = [best_cb, last_cb, _SaveOnInterrupt(last)]
+    callbacks: list[Any] = [best_cb, last_cb, SaveOnInterrupt(last, "skydiff train")]
     every = int(tcfg["checkpoint_every_n_steps"] or 0)
     if every > 0:
         callbacks.append(ModelCheckpoint(dirpath=str(ckdir), filename="last", monitor=None, save_top_k=1,
@@ -1533,7 +1557,8 @@ def _train(cfg: dict[str, Any], out: Path, name: str, model_kwargs: dict[str, An
     trainer = L.Trainer(
         default_root_dir=str(out), max_epochs=int(tcfg["max_epochs"]), max_steps=int(tcfg["max_steps"]),
         precision=tcfg["precision"], deterministic=bool(tcfg["deterministic"]),
-        enable_progress_bar=bool(tcfg["progress_bar"]), callbacks=callbacks, logger=logger, **trcfg,
+        enable_progress_bar=bool(tcfg["progress_bar"]), callbacks=callbacks, logger=logger,
+        plugins=with_atomic_checkpoints(trcfg.pop("plugins", None)), **trcfg,  # checkpoints via atomic_path
     )
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
@@ -1605,5 +1630,6 @@ def _train(cfg: dict[str, Any], out: Path, name: str, model_kwargs: dict[str, An
         "best_val_loss": best_val, "val_scores": _jsonable(val_scores),
         "metrics_csv": str(log_dir / "metrics.csv"), "n_train": desc["n_train"], "n_validation": desc["n_validation"],
     })
-    (out / "summary.json").write_text(json.dumps(_jsonable(summary), indent=2) + "\n")
+    with atomic_path(out / "summary.json") as tmp:
+        tmp.write_text(json.dumps(_jsonable(summary), indent=2) + "\n")
     return summary

@@ -1,0 +1,87 @@
+"""Lightning checkpoints the skydiff way: written atomically beside their target, checked before a resume.
+
+Lightning's own writer (``TorchCheckpointIO`` -> ``_atomic_save``) stages a checkpoint in the *system* temporary
+folder and moves it into place with :func:`shutil.move`. When that folder is on another filesystem than the run
+folder (a local ``/tmp`` and a shared run folder, as on most clusters) the move is a copy onto ``last.ckpt``, so a
+job killed during it leaves a truncated checkpoint in place of the last good one; it never fsyncs either.
+:class:`AtomicCheckpointIO` writes through :func:`skydiff.io.atomic_path` instead (temporary file in the same
+folder, fsync, :func:`os.replace`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.plugins.io import CheckpointIO, TorchCheckpointIO
+
+from .errors import InputError, ReadError
+from .io.atomic import atomic_path
+
+__all__ = ["AtomicCheckpointIO", "with_atomic_checkpoints", "SaveOnInterrupt", "check_resumable"]
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """``torch.save`` to a temporary file beside the checkpoint, then ``os.replace`` (local paths; URLs and
+    ``storage_options`` go to Lightning's writer)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None or "://" in str(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        with atomic_path(os.fspath(path), suffix=".tmp.ckpt") as tmp:
+            torch.save(checkpoint, tmp)
+        return None
+
+
+def with_atomic_checkpoints(plugins: Any = None) -> list[Any]:
+    """The ``plugins`` of a ``lightning.Trainer``: those given plus :class:`AtomicCheckpointIO`, unless they hold a
+    checkpoint writer of their own."""
+    items = [] if plugins is None else list(plugins) if isinstance(plugins, (list, tuple)) else [plugins]
+    if not any(isinstance(p, CheckpointIO) for p in items):
+        items.append(AtomicCheckpointIO())
+    return items
+
+
+class SaveOnInterrupt(L.Callback):  # type: ignore[misc]
+    """Write ``path`` when a single-process run is stopped with Ctrl-C (KeyboardInterrupt)."""
+
+    def __init__(self, path: Any, who: str = "skydiff") -> None:
+        self.path, self.who = path, who
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if isinstance(exception, KeyboardInterrupt) and trainer.world_size == 1:
+            import sys
+
+            trainer.save_checkpoint(str(self.path))
+            print(f"{self.who}: interrupted; state saved to {self.path} (run again to resume)", file=sys.stderr)
+
+
+def check_resumable(path: Any, module: torch.nn.Module, hint: str,
+                    differences: Callable[[dict[str, Any]], list[str]] | None = None) -> dict[str, Any]:
+    """Read the checkpoint ``path`` (memory-mapped) and raise :class:`InputError` when it belongs to another run,
+    instead of Lightning's RuntimeError (or a silent resume into another set-up): ``differences(checkpoint)``
+    lists what differs from this run (e.g. the model config), then every weight of ``module`` must be there with
+    its shape. ``hint`` (what to do) ends the message. Returns the checkpoint."""
+    try:
+        try:
+            ck = torch.load(os.fspath(path), map_location="cpu", weights_only=False, mmap=True)
+        except RuntimeError:  # not a zip-format file (mmap needs one): read it whole
+            ck = torch.load(os.fspath(path), map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file
+        raise ReadError(f"cannot read the checkpoint {path} to resume from ({exc}); {hint}") from None
+    saved = ck.get("state_dict") if isinstance(ck, dict) else None
+    if not isinstance(saved, dict):
+        raise ReadError(f"{path} is not a Lightning checkpoint (no state_dict); {hint}")
+    differ = differences(ck) if differences is not None else []
+    if differ:
+        raise InputError(f"the checkpoint {path} is of another run: {'; '.join(differ)}; {hint}")
+    own = module.state_dict()
+    bad = sorted(set(own) ^ set(saved))
+    bad += [k for k in own if k in saved and tuple(own[k].shape) != tuple(saved[k].shape)]
+    if bad:
+        raise InputError(f"the checkpoint {path} is of another run: {len(bad)} of its weights differ from this "
+                         f"model's (e.g. {bad[0]!r}); {hint}")
+    return ck
