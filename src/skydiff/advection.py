@@ -111,7 +111,7 @@ def advect(
     >>> import numpy as np, skydiff
     >>> R = np.zeros((8, 8)); R[2, 2] = 1.0
     >>> V = np.ones((2, 8, 8))            # one pixel right and one pixel down per step
-    >>> skydiff.advect(R, V, 2)[1][4, 4]
+    >>> float(skydiff.advect(R, V, 2)[1][4, 4])
     1.0
     """
     numpy_in = not isinstance(field, torch.Tensor)

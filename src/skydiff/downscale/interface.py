@@ -2,7 +2,7 @@
 
 >>> from skydiff.downscale import downscale
 >>> ens = downscale(lowres_mm_per_h, factor=4, model="radar", members=8)      # doctest: +SKIP
->>> ens.shape                                  # (8, T, 4h, 4w) for lowres (T, h, w); (8, 4h, 4w) for (h, w)
+>>> ens.shape            # (8, T, 4h, 4w) for lowres (T, h, w); (8, 4h, 4w) for (h, w)   # doctest: +SKIP
 
 Models (shipped weights in ``skydiff/downscale/weights``):
 

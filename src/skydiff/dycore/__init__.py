@@ -6,7 +6,7 @@ discretely hydrostatic reference, SSP-RK3, sponge layers, float32/float64, CPU/C
 
 >>> from skydiff import dycore
 >>> ds = dycore.run("schaer", coordinate="sleve", hours=0.1)  # doctest: +SKIP
->>> ds.w.dims
+>>> ds.w.dims                                                  # doctest: +SKIP
 ('level', 'x')
 """
 

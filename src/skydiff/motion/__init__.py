@@ -1,7 +1,11 @@
 """Motion estimation: a pysteps-style registry of optical-flow methods.
 
 >>> import skydiff.motion as motion
+>>> from skydiff.synthetic import rain_sequence
+>>> frames = rain_sequence(3, (64, 64)).values      # (T, H, W) mm/h, drifting 3 px right, 1.5 px down a step
 >>> velocity = motion.estimate(frames, "lk")        # (2, H, W), pixels per time step, [0] = x, [1] = y
+>>> velocity.shape
+(2, 64, 64)
 >>> motion.methods()
 ('4dvar', 'constant', 'darts', 'farneback', 'lk', 'none', 'proesmans', 'vet')
 
