@@ -241,11 +241,10 @@ def downscale(lowres: Any, factor: int = 4, model: Any = "radar", members: int =
     if static is not None:
         st, _ = _as_tensor(static, "static")
         st = st.to(xb)
-    in_device = xb.device
-    if next(m.parameters()).device != in_device:
+    in_device, model_device = xb.device, next(m.parameters()).device
+    if model_device != in_device:
         if isinstance(model, EDMDownscaler):  # the caller's own model is not moved: the data goes to it
-            dev = next(m.parameters()).device
-            xb, v, st = (None if t is None else t.to(dev) for t in (xb, v, st))
+            xb, v, st = (None if t is None else t.to(model_device) for t in (xb, v, st))
         else:  # the cached shipped model follows the input
             m = m.to(in_device)
     # every sampling option is checked here, also where a dry input leaves nothing to sample
