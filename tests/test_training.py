@@ -81,6 +81,23 @@ def overfit(module: NowcastModule, batch: dict, lr: float, steps: int = 30) -> l
 # ------------------------------------------------------------------------------------------------ recipes
 
 
+def test_init_from_a_weights_stem_with_dots(tmp_path):
+    # "rainnet_v1.2" is a stem, not "rainnet_v1" + suffix ".2": the weights read are those of that stem, not of a
+    # neighbouring "rainnet_v1.safetensors"
+    from skydiff.nowcast.models import create_model, save_model
+    from skydiff.nowcast.training import _init_model_config, _read_init_state
+
+    torch.manual_seed(0)
+    a = create_model("rainnet", base_channels=4)
+    b = create_model("rainnet", base_channels=8)
+    save_model(a, tmp_path / "rainnet_v1.2")
+    save_model(b, tmp_path / "rainnet_v1")  # the decoy the old suffix handling read
+    for given in ("rainnet_v1.2", "rainnet_v1.2.safetensors", "rainnet_v1.2.json"):
+        sd = _read_init_state(tmp_path / given)
+        assert all(torch.equal(sd[k], v) for k, v in a.state_dict().items()), given
+        assert _init_model_config(tmp_path / given, "rainnet")["base_channels"] == 4
+
+
 def test_masked_loss_gradcheck():
     # float64 gradcheck of every loss, masked and not, w.r.t. prediction and target (no |d| = 0: mae's kink)
     g = torch.Generator().manual_seed(0)

@@ -235,6 +235,7 @@ from torch.utils.data import DataLoader, Dataset
 from .._checkpoint import SaveOnInterrupt, check_resumable, with_atomic_checkpoints
 from ..errors import InputError, ReadError
 from ..io.atomic import atomic_path
+from ..registry import weights_paths
 from .models import create_model, list_models, load_weights, save_model
 from .models.blocks import SCALERS, Scaler, get_scaler
 
@@ -987,8 +988,7 @@ def _read_init_state(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         ck = torch.load(str(p), map_location="cpu", weights_only=False)
         sd = ck.get("state_dict", ck)
         return {k[len("model."):]: v for k, v in sd.items() if k.startswith("model.")}
-    stem = p.with_suffix("") if p.suffix in (".safetensors", ".json") else p
-    f = stem.with_suffix(".safetensors")
+    f = weights_paths(p)[0]
     if not f.is_file():
         raise InputError(f"init_from weights {f} not found (give the .safetensors written by a previous stage, "
                          "or a .ckpt)")
@@ -1010,8 +1010,7 @@ def _init_model_config(path: str | os.PathLike[str], name: str) -> dict[str, Any
         info = ck.get("skydiff") or {}
         saved, cfg = info.get("model"), info.get("model_config") or {}
     else:
-        stem = p.with_suffix("") if p.suffix in (".safetensors", ".json") else p
-        j = stem.with_suffix(".json")
+        j = weights_paths(p)[1]
         if not j.is_file():
             return {}
         try:
@@ -1036,8 +1035,7 @@ def _init_source_name(path: str | os.PathLike[str]) -> str | None:
             ck = torch.load(str(p), map_location="cpu", weights_only=False)
             saved = (ck.get("skydiff") or {}).get("model")
         else:
-            stem = p.with_suffix("") if p.suffix in (".safetensors", ".json") else p
-            j = stem.with_suffix(".json")
+            j = weights_paths(p)[1]
             saved = json.loads(j.read_text()).get("model") if j.is_file() else None
     except Exception:  # noqa: BLE001 - unreadable metadata: treat as unknown
         return None
@@ -1175,8 +1173,7 @@ def resolve_config(config: Mapping[str, Any] | str | os.PathLike[str],
         raise InputError(f"unknown loss {training['loss']!r}; use one of {', '.join(LOSSES)}")
     if training["init_from"]:
         ip = Path(str(training["init_from"])).expanduser()
-        exists = ip.is_file() or (ip.with_suffix("") if ip.suffix in (".safetensors", ".json") else ip
-                                   ).with_suffix(".safetensors").is_file()
+        exists = ip.is_file() or (ip.suffix != ".ckpt" and weights_paths(ip)[0].is_file())
         if not exists:
             raise InputError(f"training.init_from {ip} not found")
         saved = _init_model_config(ip, name)
@@ -1224,9 +1221,8 @@ def resolve_config(config: Mapping[str, Any] | str | os.PathLike[str],
     out = cfg.get("out") or f"runs/{name}" + (f"_{stage}" if stage else "")
     if training["init_from"]:  # the export at the end must not replace the weights the run started from
         ip = Path(str(training["init_from"])).expanduser()
-        init_w = (ip.with_suffix("") if ip.suffix in (".safetensors", ".json") else ip).with_suffix(".safetensors")
         export = Path(str(out)).expanduser() / f"{name}.safetensors"
-        if ip.suffix != ".ckpt" and os.path.realpath(init_w) == os.path.realpath(export):
+        if ip.suffix != ".ckpt" and os.path.realpath(weights_paths(ip)[0]) == os.path.realpath(export):
             raise InputError(f"training.init_from {ip} is the file this run exports its weights to ({export}); "
                              "give the run another out (or copy the weights elsewhere first)")
     resume = cfg.get("resume", True)

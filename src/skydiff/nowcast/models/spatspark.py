@@ -980,8 +980,9 @@ def _read_state(source: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         sd = ck.get("state_dict", ck) if isinstance(ck, Mapping) else {}
         sd = {k[len("model."):]: v for k, v in sd.items() if k.startswith("model.")} or dict(sd)
         return sd
-    stem = p.with_suffix("") if p.suffix in (".safetensors", ".json") else p
-    f = stem.with_suffix(".safetensors")
+    from ...registry import weights_paths
+
+    f = weights_paths(p)[0]  # (a stem may hold dots: with_suffix would cut it)
     if not f.is_file():
         raise InputError(f"pretrained weights {f} not found")
     from safetensors.torch import load_file
