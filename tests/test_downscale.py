@@ -454,6 +454,14 @@ def test_radar_pairs_test_part(shared_data, tmp_path):
     q = radar_pairs("test", sources=("knmi2010-test",), data_dir=shared_data, cache_dir=tmp_path, progress=False,
                     max_tiles=10)
     assert len(q) == 10
+    # a damaged cache entry (a job killed elsewhere, a full disk) is rebuilt with a warning, not a BadZipFile
+    from skydiff.errors import SkydiffWarning
+
+    cached = next(tmp_path.glob("tiles_knmi2010-test_64_*.npz"))
+    cached.write_bytes(cached.read_bytes()[:1000])
+    with pytest.warns(SkydiffWarning, match="unreadable"):
+        r = radar_pairs("test", sources=("knmi2010-test",), data_dir=shared_data, cache_dir=tmp_path, progress=False)
+    np.testing.assert_array_equal(r.hi, p.hi)
     with pytest.raises(InputError):
         radar_pairs("test", sources=("mrms",), data_dir=shared_data, cache_dir=tmp_path)
     with pytest.raises(ShapeError):

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -331,8 +332,13 @@ def _source_tiles(name: str, root: Path, tile: int, wet_threshold: float, min_we
                   per_frame: int | None, seed: int, cache: Path | None, progress: bool) -> dict[str, np.ndarray]:
     path = None if cache is None else cache / _cache_key(name, tile, wet_threshold, min_wet_fraction, per_frame, seed)
     if path is not None and path.is_file():
-        with np.load(path) as z:
-            return {k: z[k] for k in z.files}
+        try:
+            with np.load(path) as z:
+                return {k: z[k] for k in z.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:  # a damaged cache entry: rebuilt
+            from ..errors import warn
+
+            warn(f"tile cache {path} is unreadable ({type(exc).__name__}); rebuilding it")
     from tqdm.auto import tqdm
 
     from ..io import read_radar
