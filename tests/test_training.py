@@ -217,6 +217,11 @@ def test_train_resume_and_export(tmp_path):
     # resume = false starts again from step 0
     s3 = train(cfg_file, overrides={"training.max_steps": 1, "resume": False})
     assert s3["resumed_from"] is None and s3["global_step"] == 1
+    # ... and without validation (no best checkpoint of its own) it exports its own last state, not the best
+    # checkpoint the earlier runs left in the folder
+    s4 = train(cfg_file, overrides={"training.max_steps": 3, "resume": False, "trainer.limit_val_batches": 0})
+    assert list((out / "checkpoints").glob("best-*.ckpt"))  # the earlier runs' are still there
+    assert s4["best_checkpoint"] == str(last)
 
 
 @pytest.mark.parametrize("name", ["smaat", "lcnn"])

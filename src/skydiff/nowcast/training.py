@@ -1530,6 +1530,8 @@ def _train(cfg: dict[str, Any], out: Path, name: str, model_kwargs: dict[str, An
     train_dl = DataLoader(train_ds, batch_size=bs, shuffle=True, drop_last=len(train_ds) > bs, **dl_kw)
     val_dl = DataLoader(val_ds, batch_size=vbs, shuffle=False, **dl_kw)
 
+    # a fresh start (no checkpoint to resume) must not export an earlier run's best checkpoint left in the folder
+    stale = set() if ckpt_path else set(ckdir.glob("best-*.ckpt"))
     best_cb = ModelCheckpoint(dirpath=str(ckdir), filename="best-{epoch:03d}-{step:06d}", monitor="val_loss",
                               mode="min", save_top_k=1, save_last=False, enable_version_counter=False,
                               save_on_train_epoch_end=False)
@@ -1581,8 +1583,9 @@ def _train(cfg: dict[str, Any], out: Path, name: str, model_kwargs: dict[str, An
     best = best_cb.best_model_path or ""
     if tcfg.get("export", "best") == "last" and last.is_file():
         best = str(last)
-    if not best or not Path(best).is_file():
-        cands = sorted(ckdir.glob("best-*.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not best or not Path(best).is_file():  # this run's best-* files only: a restarted run (resume = false)
+        # leaves the earlier run's in the folder, and without validation it writes none of its own
+        cands = sorted((p for p in ckdir.glob("best-*.ckpt") if p not in stale), key=lambda p: p.stat().st_mtime)
         best = str(cands[-1]) if cands else (str(last) if last.is_file() else "")
     if best:
         best_ck = torch.load(best, map_location="cpu", weights_only=False)
