@@ -643,7 +643,8 @@ def cmd_downscale(args: argparse.Namespace) -> int:
                              "--fill-nan to downscale them as 0 mm/h and mark them NaN in the output")
         lo = lo.fillna(0.0)
         vimd = None if vimd is None else vimd.fillna(0.0)
-    conserve = CONSERVE_DEFAULT if args.conserve is None else {"all": True, "none": False}.get(args.conserve, args.conserve)
+    conserve = (CONSERVE_DEFAULT if args.conserve is None
+                else {"all": True, "none": False}.get(args.conserve, args.conserve))
     prog.done()  # the notes below on their own lines
     _resolution_note(args, name, lo.attrs)
     label = _downscale_label(args, lo.attrs, get_downscaler(args.model).labels)
@@ -944,9 +945,9 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("-q", "--quiet", action="store_true")
     dr.set_defaults(func=cmd_dycore_run)
     dtr = dysub.add_parser("train", help="train the NEUVE coordinate by backpropagation through the solver",
-                           description="Train NEUVE (Klemp-2011 loss on training terrains; held-out terrains evaluated). "
-                                       "The state after every iteration is kept in OUT.ckpt: a run that stops is "
-                                       "continued by the same command (--restart starts again).")
+                           description="Train NEUVE (Klemp-2011 loss on training terrains; held-out terrains "
+                                       "evaluated). The state after every iteration is kept in OUT.ckpt: a run that "
+                                       "stops is continued by the same command (--restart starts again).")
     dtr.add_argument("--out", default="runs/dycore/neuve", help="output stem of the weights (default runs/dycore/neuve)")
     dtr.add_argument("--iterations", type=int, default=15)
     dtr.add_argument("--seconds", type=float, default=300.0, help="simulated window per iteration (s)")

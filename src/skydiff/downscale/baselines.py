@@ -204,7 +204,8 @@ def smooth_block_means(fine: Any, lowres: Any, factor: int = 4, *, iterations: i
     lo = lo.to(device=x.device, dtype=x.dtype)
     f = _check(x, factor)
     n_it = check_int("iterations", iterations, 0)
-    if block_mean(x, f).shape[-2:] != lo.shape[-2:]:
+    bm = block_mean(x, f)  # (that of y = x, the first iterate)
+    if bm.shape[-2:] != lo.shape[-2:]:
         raise ShapeError(f"lowres grid {tuple(lo.shape[-2:])} does not match the fine grid {tuple(x.shape[-2:])} "
                          f"at factor {f}")
     wet = (x > 0).to(x.dtype)
@@ -219,8 +220,8 @@ def smooth_block_means(fine: Any, lowres: Any, factor: int = 4, *, iterations: i
     a = torch.zeros(*lead, *lo.shape[-2:], dtype=x.dtype, device=x.device)
     y = x
     for _ in range(n_it):
-        d = lo - block_mean(y, f)
-        a = a + torch.where(has_wet, d / torch.where(has_wet, wet_frac, torch.ones_like(wet_frac)), 0.0)
+        a = a + torch.where(has_wet, (lo - bm) / torch.where(has_wet, wet_frac, torch.ones_like(wet_frac)), 0.0)
         y = torch.clamp(x + up(a) * wet, min=0.0)
+        bm = block_mean(y, f)
     out = match_block_means(y, lo, f)
     return _back(out, was_t)

@@ -196,8 +196,9 @@ def downscale(lowres: Any, factor: int = 4, model: Any = "radar", members: int =
         low: uniform 4 × 4 blocks of 58 / 80 mm/h gave block means 19 / 30 % low, real validation tiles 17 % at
         ≥ 48 mm/h; ``conserve="heavy"`` (the default) restores the block means there (with ``conserve=False`` a
         warning says where). ``"inverse"`` is no cure there: the sampled PP tail is too wide for heavy rain, and
-        decoded exactly it gave block means 33-40 % high at 20-40 mm/h and > 1 000 mm/h peaks at 58 mm/h. On validation tiles (little heavy rain) it gave a better spectrum
-        and CRPS but a p99.9 bias 1 point higher than the learned decoder (``benchmarks/RESULTS.md`` §8).
+        decoded exactly it gave block means 33-40 % high at 20-40 mm/h and > 1 000 mm/h peaks at 58 mm/h. On
+        validation tiles (little heavy rain) it gave a better spectrum and CRPS but a p99.9 bias 1 point higher than
+        the learned decoder (``benchmarks/RESULTS.md`` §8).
 
     Returns
     -------
@@ -252,7 +253,7 @@ def downscale(lowres: Any, factor: int = 4, model: Any = "radar", members: int =
         members, steps, batch_size, seed, s_churn, 1.0, tile, tile_overlap)
     m.label_index(label, xb.shape[0])
     m.check_decoder(decoder)
-    if isinstance(conserve, str) ^ (conserve in CONSERVE_MODES) or conserve not in (True, False, *CONSERVE_MODES):
+    if conserve not in (True, False, *CONSERVE_MODES):  # (a string other than the modes fails here too)
         raise InputError(f"conserve must be True, False, 'heavy' or 'smooth', got {conserve!r}")
     conserve = conserve if conserve in CONSERVE_MODES else bool(conserve)  # (1 / numpy bools as True / False)
     limit = m.saturation_limit(decoder)

@@ -215,11 +215,12 @@ def train_neuve(out: str | Path = "runs/dycore/neuve", iterations: int = 15, sec
     from ..registry import weights_paths
 
     weights = weights_paths(out)[0]
-    if init is not None and os.path.realpath(weights_paths(init)[0]) == os.path.realpath(weights):
+    init_file = None if init is None else os.path.realpath(weights_paths(init)[0])
+    if init_file is not None and init_file == os.path.realpath(weights):
         raise InputError(f"init {init} is the weights file this run writes ({weights}); give another out")
     state_file = weights.parent / (weights.name[: -len(".safetensors")] + ".ckpt")
     settings = {"objective": objective, "seconds": float(seconds), "lr": float(lr), "seed": int(seed),
-                "init": None if init is None else os.path.realpath(weights_paths(init)[0]), "fit_target": fit_target,
+                "init": init_file, "fit_target": fit_target,
                 "sigma_floor": float(sigma_floor), "terrains": [list(t) for t in train_terrains],
                 "schaer_seconds": float(schaer_seconds)}
     saved = _read_state(state_file, settings) if resume and state_file.is_file() else None

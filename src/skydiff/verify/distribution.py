@@ -6,8 +6,8 @@ Where ``pred`` and ``obs`` are on the same pixels — the same shape, or an ense
 counts only where both are valid (an obs pixel where every member is NaN is left out too), as in the rest of
 :mod:`skydiff.verify`; inputs of unrelated shapes are pooled each on its own. Percentiles and quantiles use linear
 interpolation between order statistics, numpy's default (``numpy.nanpercentile(..., method="linear")``), computed
-with a sort so that they also work on inputs larger than :func:`torch.quantile` accepts. Outputs follow :mod:`skydiff.verify.continuous`: numpy in → python float /
-numpy array out; torch in → tensor on the inputs' device.
+with a sort so that they also work on inputs larger than :func:`torch.quantile` accepts. Outputs follow
+:mod:`skydiff.verify.continuous`: numpy in → python float / numpy array out; torch in → tensor on the inputs' device.
 """
 
 from __future__ import annotations
@@ -33,6 +33,11 @@ __all__ = [
 
 #: Default probability levels of :func:`qq` (as in the downscaling literature's Q-Q plots).
 QQ_LEVELS: tuple[float, ...] = (0.5, 0.9, 0.95, 0.99, 0.999, 0.9999)
+
+
+def _nan(t: torch.Tensor) -> torch.Tensor:
+    """The score of an input without valid values: a NaN scalar in ``t``'s dtype, on its device."""
+    return torch.full((), float("nan"), dtype=t.dtype, device=t.device)
 
 
 def _valid_flat(x: torch.Tensor) -> torch.Tensor:
@@ -126,8 +131,7 @@ def wet_fraction(x: Any, threshold: float = 0.1) -> Any:
     threshold = _check_threshold(threshold)
     t, numpy_out = _single(x, "x")
     v = _valid_flat(t)
-    frac = (v >= threshold).to(t.dtype).mean() if v.numel() else torch.full((), float("nan"), dtype=t.dtype,
-                                                                             device=t.device)
+    frac = (v >= threshold).to(t.dtype).mean() if v.numel() else _nan(t)
     return _out(frac, numpy_out)
 
 
@@ -135,7 +139,7 @@ def negative_fraction(x: Any) -> Any:
     """Fraction of the valid (non-NaN) values that are negative, ``x < 0``; NaN if none is valid."""
     t, numpy_out = _single(x, "x")
     v = _valid_flat(t)
-    frac = (v < 0).to(t.dtype).mean() if v.numel() else torch.full((), float("nan"), dtype=t.dtype, device=t.device)
+    frac = (v < 0).to(t.dtype).mean() if v.numel() else _nan(t)
     return _out(frac, numpy_out)
 
 
@@ -150,7 +154,7 @@ def ks_normal(x: Any) -> Any:
     v = _valid_flat(t)
     n = v.numel()
     if n == 0:
-        return _out(torch.full((), float("nan"), dtype=t.dtype, device=t.device), numpy_out)
+        return _out(_nan(t), numpy_out)
     xs, _ = torch.sort(v.to(torch.float64))
     cdf = torch.special.ndtr(xs)
     i = torch.arange(1, n + 1, dtype=torch.float64, device=xs.device)
