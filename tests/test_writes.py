@@ -212,6 +212,57 @@ def test_downscale_training_saves_its_state_on_ctrl_c(tmp_path, monkeypatch):
     assert torch.load(str(last), map_location="cpu", weights_only=False)["global_step"] == 2
 
 
+def test_resumed_downscale_training_equals_the_uninterrupted_run(tmp_path, monkeypatch):
+    """A run stopped at step 3 (its final checkpoint) or killed at step 5 (resumed from the periodic checkpoint of
+    step 4) and resumed to 7 ends with the weights of a run of 7 steps: the resumed run goes on with the batches
+    (order, crops and turns) and the noise the uninterrupted run had. Before, the resumed run began an epoch again
+    from its first batch, with other noise."""
+    from skydiff._checkpoint import StreamSampler
+    from skydiff.downscale import training as dt
+    from skydiff.registry import load_model
+
+    pairs = _pairs()
+    monkeypatch.setattr(dt, "StreamSampler", lambda n, b, **k: StreamSampler(n, b, length=2 * b, **k))  # short epochs
+    kw = dict(ckpt_every=2, **DS)
+    whole = dt.train_downscaler(pairs, "edm-radar-tp", out=tmp_path / "a", max_steps=7, **kw)
+    dt.train_downscaler(pairs, "edm-radar-tp", out=tmp_path / "b", max_steps=3, **kw)
+    resumed = dt.train_downscaler(pairs, "edm-radar-tp", out=tmp_path / "b", max_steps=7, **kw)
+    real_step = dt.DownscaleModule.training_step
+
+    def crash(self, batch, batch_idx):
+        if self.global_step == 5:
+            raise RuntimeError("killed")
+        return real_step(self, batch, batch_idx)
+
+    monkeypatch.setattr(dt.DownscaleModule, "training_step", crash)
+    with pytest.raises(RuntimeError, match="killed"):
+        dt.train_downscaler(pairs, "edm-radar-tp", out=tmp_path / "c", max_steps=7, **kw)
+    monkeypatch.setattr(dt.DownscaleModule, "training_step", real_step)
+    crashed = dt.train_downscaler(pairs, "edm-radar-tp", out=tmp_path / "c", max_steps=7, **kw)
+    assert resumed["resumed_from"] and crashed["resumed_from"] and resumed["steps"] == crashed["steps"] == 7
+    a = load_model(whole["weights"]).state_dict()
+    for run in (resumed, crashed):
+        b = load_model(run["weights"]).state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    short = load_model(dt.train_downscaler(pairs, "edm-radar-tp", out=tmp_path / "d", max_steps=6,
+                                           **kw)["weights"]).state_dict()
+    assert not all(torch.equal(a[k], short[k]) for k in a)  # the comparison can tell runs apart
+
+
+def test_stream_sampler_goes_on_where_it_stopped():
+    from skydiff._checkpoint import StreamSampler
+
+    s = StreamSampler(10, 3, seed=1)
+    assert len(s) == 9  # whole batches
+    stream = list(s) + list(s) + list(s)
+    assert sorted(stream[:10]) == list(range(10)) and stream[:10] != stream[10:20]  # passes, each shuffled anew
+    r = StreamSampler(10, 3, seed=1)
+    r.resume(4)
+    assert list(r) == stream[12:21]
+    d = StreamSampler(10, 3, seed=1, draws=True)
+    assert [q % 10 for q in list(d) + list(d)] == stream[:18] and max(list(d)) >= 20
+
+
 # ------------------------------------------------------------------------------------------------ NEUVE training
 
 

@@ -16,12 +16,14 @@ from typing import Any
 
 import lightning as L
 import torch
+import numpy as np
 from lightning.pytorch.plugins.io import CheckpointIO, TorchCheckpointIO
+from torch.utils.data import Sampler
 
 from .errors import InputError, ReadError
 from .io.atomic import atomic_path
 
-__all__ = ["AtomicCheckpointIO", "with_atomic_checkpoints", "SaveOnInterrupt", "check_resumable"]
+__all__ = ["AtomicCheckpointIO", "with_atomic_checkpoints", "SaveOnInterrupt", "check_resumable", "StreamSampler"]
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -85,3 +87,37 @@ def check_resumable(path: Any, module: torch.nn.Module, hint: str,
         raise InputError(f"the checkpoint {path} is of another run: {len(bad)} of its weights differ from this "
                          f"model's (e.g. {bad[0]!r}); {hint}")
     return ck
+
+
+class StreamSampler(Sampler[int]):
+    """Dataset indices as one endless stream of shuffled passes over ``range(n)`` (pass ``p`` in the order of
+    ``numpy.random.default_rng([seed, p])``), cut into epochs of ``length`` items (default ``n``, rounded down to
+    whole batches). After :meth:`resume` with a checkpoint's ``global_step`` the stream goes on at the first item
+    not yet trained on, so a resumed run sees the batches the uninterrupted run would have, whether it stopped in
+    the middle of an epoch or at its end (``DataLoader(shuffle=True)`` draws a new order from torch's global
+    generator instead, and Lightning starts the interrupted epoch again). One optimiser step per batch of
+    ``batch_size`` items is assumed.
+
+    ``draws=True`` yields ``p * n + index`` instead of ``index``: a number unique over the whole run, for a dataset
+    that keys its random crops on it (:class:`skydiff.downscale.training.PairDataset`)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int = 0, draws: bool = False, length: int | None = None):
+        self.n, self.batch_size, self.seed, self.draws = int(n), int(batch_size), int(seed), bool(draws)
+        per_epoch = self.n if length is None else int(length)
+        self.length = max(1, per_epoch // self.batch_size) * self.batch_size
+        self.position = 0
+
+    def resume(self, global_step: int) -> None:
+        self.position = int(global_step) * self.batch_size
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self) -> Any:
+        order, current = None, -1
+        for _ in range(self.length):
+            p, j = divmod(self.position, self.n)
+            if p != current:
+                order, current = np.random.default_rng([self.seed, p]).permutation(self.n), p
+            self.position += 1
+            yield int(order[j]) + (p * self.n if self.draws else 0)

@@ -10,7 +10,9 @@ AdamW (lr 2e-3, weight decay 1e-4, cosine decay to 5 % with 100 warm-up steps); 
 into the frozen ``model.pp`` first.
 
 Checkpoints go to ``<out>/checkpoints/last.ckpt`` (atomically) every ``ckpt_every`` steps, at the end of the run
-and on Ctrl-C; a run with ``resume=True`` (default) continues from it (raise ``max_steps`` to train further). The
+and on Ctrl-C; a run with ``resume=True`` (default) continues from it (raise ``max_steps`` to train further) with
+the batches, crops and noise the uninterrupted run would have had: a run resumed from a checkpoint (not from a
+Ctrl-C in the middle of a step) ends with the same weights, to the bit, as one that was never stopped. The
 EMA model is exported with :func:`skydiff.registry.save_model` to ``<out>/<name>`` (and optionally copied to the
 shipped weights by the caller).
 """
@@ -30,7 +32,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .._checkpoint import SaveOnInterrupt, check_resumable, with_atomic_checkpoints
+from .._checkpoint import SaveOnInterrupt, StreamSampler, check_resumable, with_atomic_checkpoints
 from ..errors import InputError
 from ..io.atomic import atomic_path
 from ..registry import create_model, save_model
@@ -45,7 +47,10 @@ class PairDataset(Dataset):
 
     Items: dict ``hi`` (crop, crop), ``lo`` (crop/f, crop/f) and, when the pairs hold VIMD, ``hi_vimd``/``lo_vimd``.
     ``crop=None`` takes whole tiles; ``augment=False`` no flips/turns. ``length`` (default ``len(pairs)``) makes an
-    epoch longer than the data by cycling through it (tiny data sets: fewer Lightning epoch boundaries).
+    epoch longer than the data by cycling through it (tiny data sets: fewer Lightning epoch boundaries). Item ``i``
+    is tile ``i % len(pairs)``, cropped and turned by ``numpy.random.default_rng([seed, i])``: the same in every
+    process and after a resume. Indices beyond ``len(self)`` are allowed: :class:`~skydiff._checkpoint.StreamSampler`
+    with ``draws=True`` gives each pass over the data its own (so new crops).
     """
 
     def __init__(self, pairs: TilePairs, crop: int | None = 32, augment: bool = True, seed: int = 0,
@@ -55,7 +60,7 @@ class PairDataset(Dataset):
         if crop is not None and (crop % f or crop > min(H, W)):
             raise InputError(f"crop {crop} must be a multiple of the factor {f} and <= the tile size {H} × {W}")
         self.pairs, self.crop, self.augment, self.f = pairs, crop, augment, f
-        self.rng = np.random.default_rng(seed)
+        self.seed = int(seed)
         self.has_vimd = "vimd_hi" in pairs.extra
         self.length = len(pairs) if length is None else max(int(length), len(pairs))
         self.labels = None if labels is None else np.asarray(labels, np.int64)
@@ -67,6 +72,7 @@ class PairDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         p, f = self.pairs, self.f
+        rng = np.random.default_rng([self.seed, int(i)])
         i = int(i) % len(p)
         fields = {"hi": p.hi[i]}
         if self.has_vimd:
@@ -74,12 +80,12 @@ class PairDataset(Dataset):
         H, W = p.hi.shape[1:]
         if self.crop is not None:
             c = self.crop
-            r0 = int(self.rng.integers(0, (H - c) // f + 1)) * f
-            c0 = int(self.rng.integers(0, (W - c) // f + 1)) * f
+            r0 = int(rng.integers(0, (H - c) // f + 1)) * f
+            c0 = int(rng.integers(0, (W - c) // f + 1)) * f
             fields = {k: v[r0:r0 + c, c0:c0 + c] for k, v in fields.items()}
         if self.augment:
-            k = int(self.rng.integers(0, 4))
-            flip = bool(self.rng.integers(0, 2))
+            k = int(rng.integers(0, 4))
+            flip = bool(rng.integers(0, 2))
             fields = {n: np.rot90(v[:, ::-1] if flip else v, k) for n, v in fields.items()}
         out = {n: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for n, v in fields.items()}
         from .data import block_mean
@@ -133,11 +139,22 @@ class DownscaleModule(_lightning().LightningModule):  # type: ignore[misc]
         self.log("loss", loss, prog_bar=True, on_step=True, on_epoch=False)
         return loss
 
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        d = min(self.ema_decay, (1 + self.global_step) / (10 + self.global_step))
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        # the EMA follows each step here, not in on_train_batch_end: Lightning's ModelCheckpoint saves in its own
+        # on_train_batch_end, which runs before the module's, so its checkpoints held the EMA one step behind
+        n = self.global_step + 1  # steps taken, this one included (global_step counts it only after this hook)
+        d = min(self.ema_decay, (1 + n) / (10 + n))
         with torch.no_grad():
             for pe, pm in zip(self.ema.net.parameters(), self.model.net.parameters()):
                 pe.mul_(d).add_(pm.detach(), alpha=1 - d)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["skydiff_torch_rng"] = torch.get_rng_state()  # noise levels and noise: a resume continues them
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "skydiff_torch_rng" in checkpoint:
+            torch.set_rng_state(checkpoint["skydiff_torch_rng"])
 
     def configure_optimizers(self) -> Any:
         opt = torch.optim.AdamW(self.model.net.parameters(), lr=self.lr, weight_decay=self.wd)
@@ -219,12 +236,16 @@ def train_downscaler(pairs: TilePairs, name: str = "edm-radar", *, out: str | os
             raise InputError(f"the pairs hold product(s) {missing} that the model's labels {list(model.labels)} lack")
         labels = np.array([model.labels.index(n) for n in names], np.int64)
     ds = PairDataset(pairs, crop=crop, seed=seed, length=max(len(pairs), 100 * batch_size), labels=labels)
-    dl = DataLoader(ds, batch_size=batch_size, shuffle=True, drop_last=len(ds) >= batch_size, num_workers=0)
+    sampler = StreamSampler(len(ds), batch_size, seed=seed, draws=True)  # a resumed run goes on where it stopped
+    dl = DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=0,
+                    generator=torch.Generator().manual_seed(seed))  # its seed draw leaves the global generator alone
     ckdir = run / "checkpoints"
     last = ckdir / "last.ckpt"
     ckpt_path = str(last) if resume and last.is_file() else None
     if ckpt_path:
-        check_resumable(ckpt_path, module, f"give another out, or resume=False to start again (it replaces {run})")
+        ck = check_resumable(ckpt_path, module, f"give another out, or resume=False to start again (it replaces {run})")
+        sampler.resume(int(ck.get("global_step", 0)))
+        del ck
         print(f"train_downscaler: resuming from {ckpt_path}", file=sys.stderr, flush=True)
 
     losses: list[float] = []
