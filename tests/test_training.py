@@ -224,6 +224,40 @@ def test_train_resume_and_export(tmp_path):
     assert s4["best_checkpoint"] == str(last)
 
 
+def test_resumed_training_equals_the_uninterrupted_run(tmp_path, monkeypatch):
+    """Stopped at max_steps (mid-epoch, and in the second epoch) or killed after a periodic checkpoint, then resumed:
+    the last checkpoint equals the uninterrupted run's, to the bit (same batches, crops and dropout masks). Before,
+    the resumed run drew a new batch order and dropout from torch's global generator, and the stop's extra
+    validation moved that generator (its DataLoader's seed draw)."""
+    def run(out, steps, **training):
+        cfg = config(out, "rainnet", max_steps=steps, **training)
+        cfg["data"]["n_sequences"] = 2  # 10 training samples: epochs of 5 steps
+        train(cfg)
+        return torch.load(str(out / "checkpoints" / "last.ckpt"), map_location="cpu", weights_only=False)
+
+    whole = run(tmp_path / "a", 8)["state_dict"]
+    for first in (2, 6):
+        run(tmp_path / f"b{first}", first)
+        resumed = run(tmp_path / f"b{first}", 8)
+        assert resumed["global_step"] == 8
+        assert all(torch.equal(whole[k], resumed["state_dict"][k]) for k in whole), first
+    real_step = NowcastModule.training_step
+
+    def crash(self, batch, batch_idx):
+        if self.global_step == 3:
+            raise RuntimeError("killed")
+        return real_step(self, batch, batch_idx)
+
+    monkeypatch.setattr(NowcastModule, "training_step", crash)
+    with pytest.raises(RuntimeError, match="killed"):
+        run(tmp_path / "c", 8, checkpoint_every_n_steps=2)
+    monkeypatch.setattr(NowcastModule, "training_step", real_step)
+    resumed = run(tmp_path / "c", 8, checkpoint_every_n_steps=2)
+    assert all(torch.equal(whole[k], resumed["state_dict"][k]) for k in whole)
+    other = run(tmp_path / "d", 7)["state_dict"]
+    assert not all(torch.equal(whole[k], other[k]) for k in whole)  # the comparison can tell runs apart
+
+
 @pytest.mark.parametrize("name", ["smaat", "lcnn"])
 def test_train_other_models(tmp_path, name):
     # smaat: export the last weights instead of the best on val_loss

@@ -1,4 +1,6 @@
-"""Lightning checkpoints the skydiff way: written atomically beside their target, checked before a resume.
+"""Lightning checkpoints the skydiff way: written atomically beside their target, checked before a resume, and
+resumed exactly (:class:`StreamSampler`, :class:`PassDataset`, :func:`rng_state`: a resumed run trains on what the
+uninterrupted run would have).
 
 Lightning's own writer (``TorchCheckpointIO`` -> ``_atomic_save``) stages a checkpoint in the *system* temporary
 folder and moves it into place with :func:`shutil.move`. When that folder is on another filesystem than the run
@@ -23,7 +25,8 @@ from torch.utils.data import Sampler
 from .errors import InputError, ReadError
 from .io.atomic import atomic_path
 
-__all__ = ["AtomicCheckpointIO", "with_atomic_checkpoints", "SaveOnInterrupt", "check_resumable", "StreamSampler"]
+__all__ = ["AtomicCheckpointIO", "with_atomic_checkpoints", "SaveOnInterrupt", "check_resumable", "StreamSampler",
+           "PassDataset", "rng_state", "set_rng_state"]
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -121,3 +124,44 @@ class StreamSampler(Sampler[int]):
                 order, current = np.random.default_rng([self.seed, p]).permutation(self.n), p
             self.position += 1
             yield int(order[j]) + (p * self.n if self.draws else 0)
+
+
+class PassDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
+    """Item ``q`` of a :class:`StreamSampler` with ``draws=True`` is item ``q % n`` of ``dataset`` with its epoch set
+    to the pass ``q // n`` (``set_epoch`` of the first dataset down the ``.dataset`` chain that has one, e.g. under a
+    ``Subset``), so that a dataset whose random crops are keyed on ``(seed, epoch, index)`` draws the crops of the
+    pass the item belongs to, in any DataLoader worker."""
+
+    def __init__(self, dataset: Any) -> None:
+        self.dataset = dataset
+        inner = dataset
+        while inner is not None and not callable(getattr(inner, "set_epoch", None)):
+            inner = getattr(inner, "dataset", None)
+        self._epoched = inner
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, q: int) -> Any:
+        p, i = divmod(int(q), len(self.dataset))
+        if self._epoched is not None:
+            self._epoched.set_epoch(p)
+        return self.dataset[i]
+
+
+def rng_state() -> dict[str, Any]:
+    """torch's global generator states (CPU, and CUDA when it is in use), for a checkpoint."""
+    state: dict[str, Any] = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any] | None) -> None:
+    """Restore what :func:`rng_state` gave (CUDA states only onto as many devices as were saved)."""
+    if not state:
+        return
+    torch.set_rng_state(state["cpu"])
+    cuda = state.get("cuda")
+    if cuda and torch.cuda.is_available() and torch.cuda.device_count() == len(cuda):
+        torch.cuda.set_rng_state_all(cuda)

@@ -25,6 +25,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .._checkpoint import SaveOnInterrupt, StreamSampler, check_resumable, with_atomic_checkpoints
+from .._checkpoint import (
+    SaveOnInterrupt,
+    StreamSampler,
+    check_resumable,
+    rng_state,
+    set_rng_state,
+    with_atomic_checkpoints,
+)
 from ..errors import InputError
 from ..io.atomic import atomic_path
 from ..registry import create_model, save_model
@@ -150,11 +158,10 @@ class DownscaleModule(_lightning().LightningModule):  # type: ignore[misc]
                 pe.mul_(d).add_(pm.detach(), alpha=1 - d)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["skydiff_torch_rng"] = torch.get_rng_state()  # noise levels and noise: a resume continues them
+        checkpoint["skydiff_rng"] = rng_state()  # noise levels and noise: a resume continues them
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if "skydiff_torch_rng" in checkpoint:
-            torch.set_rng_state(checkpoint["skydiff_torch_rng"])
+        set_rng_state(checkpoint.get("skydiff_rng"))
 
     def configure_optimizers(self) -> Any:
         opt = torch.optim.AdamW(self.model.net.parameters(), lr=self.lr, weight_decay=self.wd)
@@ -262,7 +269,9 @@ def train_downscaler(pairs: TilePairs, name: str = "edm-radar", *, out: str | os
                         enable_progress_bar=progress, enable_model_summary=False, log_every_n_steps=25,
                         num_sanity_val_steps=0, plugins=with_atomic_checkpoints())  # checkpoints via atomic_path
     t0 = time.perf_counter()
-    trainer.fit(module, train_dataloaders=dl, ckpt_path=ckpt_path)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*your dataloader is not resumable.*")  # StreamSampler is
+        trainer.fit(module, train_dataloaders=dl, ckpt_path=ckpt_path)
     if int(ckpt_every) < 1 or trainer.global_step % int(ckpt_every) or not last.is_file():
         trainer.save_checkpoint(str(last))  # the final state, so that a run with more max_steps continues from it
     wall = time.perf_counter() - t0

@@ -177,8 +177,14 @@ in a single-process run (Lightning then exits with status 1). Running :func:`tra
 validation history and the accumulated training time) unless ``resume = false``; ``max_epochs`` /
 ``max_steps`` count from the start of the first run, so raise them to train further. A run without
 validation batches (``limit_val_batches = 0``) only checkpoints every ``checkpoint_every_n_steps`` and at
-its end. Resuming in the middle of an epoch restarts that epoch's data order (Lightning warns). A checkpoint of
-another model, stage or model config is refused (InputError) rather than resumed. Checkpoints, the export and
+its end. The training batches are one seeded stream of shuffled passes over the samples
+(:class:`~skydiff._checkpoint.StreamSampler`; the random crops of pass p are those of epoch p), positioned at
+the checkpoint's step on a resume, and torch's generator state is checkpointed too: a run resumed from a
+checkpoint trains on the batches, crops and dropout masks of the uninterrupted run and ends with its weights, to
+the bit, unless the stop itself changed something (a stop at ``max_steps`` validates, which a ``plateau``
+scheduler and early stopping count; a Ctrl-C in the middle of a step; with a ``*spawn*`` strategy validation
+moves torch's generator). A checkpoint of another model, stage or model config is refused (InputError) rather
+than resumed. Checkpoints, the export and
 ``summary.json`` are written atomically (:func:`skydiff.io.atomic_path`: a temporary file in the same folder, then
 ``os.replace``), so a run stopped while writing leaves the previous file whole.
 
@@ -232,7 +238,15 @@ import torch
 import torch.nn.functional as nnf
 from torch.utils.data import DataLoader, Dataset
 
-from .._checkpoint import SaveOnInterrupt, check_resumable, with_atomic_checkpoints
+from .._checkpoint import (
+    PassDataset,
+    SaveOnInterrupt,
+    StreamSampler,
+    check_resumable,
+    rng_state,
+    set_rng_state,
+    with_atomic_checkpoints,
+)
 from ..errors import InputError, ReadError
 from ..io.atomic import atomic_path
 from ..registry import weights_paths
@@ -924,14 +938,6 @@ class NowcastModule(L.LightningModule):
             self.val_history.append(entry)
         self._acc = None
 
-    def on_train_epoch_start(self) -> None:
-        dl = self.trainer.train_dataloader
-        ds = getattr(dl, "dataset", None)
-        while ds is not None and not hasattr(ds, "set_epoch") and hasattr(ds, "dataset"):
-            ds = ds.dataset
-        if ds is not None and hasattr(ds, "set_epoch"):
-            ds.set_epoch(int(self.current_epoch))
-
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         # stop through ``should_stop`` at max_steps, so that the final weights are validated (Lightning only
         # validates at epoch ends or when asked to stop) and checkpointed with their scores
@@ -949,18 +955,20 @@ class NowcastModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["skydiff"] = {
             "model": self.model_name, "model_config": dict(self.model.config), "stage": self.stage,
-            "training_time_s": self.training_time(), "val_history": list(self.val_history),
+            "training_time_s": self.training_time(), "val_history": list(self.val_history), "rng": rng_state(),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         info = checkpoint.get("skydiff", {})
         self._time_prev = float(info.get("training_time_s", 0.0))
         self.val_history = list(info.get("val_history", []))
+        set_rng_state(info.get("rng"))  # dropout and the like go on as in the uninterrupted run
 
 
-def _check_resume(path: str, module: NowcastModule, how: str) -> None:
+def _check_resume(path: str, module: NowcastModule, how: str) -> int:
     """InputError when the checkpoint to resume from belongs to another run: another model, LUPIN stage or model
-    config (Lightning would fail with a RuntimeError on other weight shapes, or resume into another set-up)."""
+    config (Lightning would fail with a RuntimeError on other weight shapes, or resume into another set-up).
+    Returns the checkpoint's global step."""
     hint = ("give this run another out, or set resume = false to start again (it replaces that run's checkpoints "
             "and export)" if how == "auto" else "give resume the last.ckpt of a run of this model and config")
 
@@ -977,7 +985,7 @@ def _check_resume(path: str, module: NowcastModule, how: str) -> None:
                                                    for k in keys))
         return out
 
-    check_resumable(path, module, hint, differences)
+    return int(check_resumable(path, module, hint, differences).get("global_step", 0))
 
 
 def _read_init_state(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
@@ -1508,6 +1516,7 @@ def _train(cfg: dict[str, Any], out: Path, name: str, model_kwargs: dict[str, An
     last = ckdir / "last.ckpt"
     resume = cfg["resume"]
     ckpt_path: str | None = None
+    resume_step = 0
     if isinstance(resume, str):
         if not Path(resume).expanduser().is_file():
             raise InputError(f"resume checkpoint {resume} not found")
@@ -1515,7 +1524,7 @@ def _train(cfg: dict[str, Any], out: Path, name: str, model_kwargs: dict[str, An
     elif resume and last.is_file():
         ckpt_path = str(last)
     if ckpt_path:  # before the (possibly long) data building
-        _check_resume(ckpt_path, module, "explicit" if isinstance(resume, str) else "auto")
+        resume_step = _check_resume(ckpt_path, module, "explicit" if isinstance(resume, str) else "auto")
         print(f"skydiff train: resuming from {ckpt_path}", file=sys.stderr, flush=True)
 
     prior = getattr(probe, "motion_prior", None)
@@ -1527,8 +1536,12 @@ def _train(cfg: dict[str, Any], out: Path, name: str, model_kwargs: dict[str, An
     nw = int(dcfg["num_workers"])
     pin = not _on_cpu(trcfg)
     dl_kw = dict(num_workers=nw, collate_fn=_collate, worker_init_fn=_worker_init if nw else None, pin_memory=pin)
-    train_dl = DataLoader(train_ds, batch_size=bs, shuffle=True, drop_last=len(train_ds) > bs, **dl_kw)
-    val_dl = DataLoader(val_ds, batch_size=vbs, shuffle=False, **dl_kw)
+    # the loaders draw their per-iterator seed from generators of their own, not from torch's global one: a
+    # validation run by a stop at max_steps, which the uninterrupted run would not have, must not move the global
+    # generator (dropout). (Not with a spawned strategy: a pickled torch.Generator breaks its process launch.)
+    spawned = "spawn" in str(trcfg.get("strategy", ""))
+    own_rng: Any = (lambda: None) if spawned else (lambda: torch.Generator().manual_seed(seed))
+    val_dl = DataLoader(val_ds, batch_size=vbs, shuffle=False, generator=own_rng(), **dl_kw)
 
     # a fresh start (no checkpoint to resume) must not export an earlier run's best checkpoint left in the folder
     stale = set() if ckpt_path else set(ckdir.glob("best-*.ckpt"))
@@ -1558,11 +1571,19 @@ def _train(cfg: dict[str, Any], out: Path, name: str, model_kwargs: dict[str, An
         enable_progress_bar=bool(tcfg["progress_bar"]), callbacks=callbacks, logger=logger,
         plugins=with_atomic_checkpoints(trcfg.pop("plugins", None)), **trcfg,  # checkpoints via atomic_path
     )
+    # the training batches: one seeded stream of shuffled passes (the crops of pass p are those of epoch p), cut into
+    # Lightning epochs of whole global batches and positioned at the checkpoint's step, so that a resumed run
+    # trains on the batches the uninterrupted one would have (DataLoader(shuffle=True) draws its order from torch's
+    # global generator, and Lightning starts an interrupted epoch again)
+    sampler = StreamSampler(len(train_ds), bs * int(trainer.world_size), seed=seed, draws=True)
+    sampler.resume(resume_step)
+    train_dl = DataLoader(PassDataset(train_ds), batch_size=bs, sampler=sampler, generator=own_rng(), **dl_kw)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=r".*The number of training batches.*log_every_n_steps.*")
         warnings.filterwarnings("ignore", message=r".*Checkpoint directory .* exists and is not empty.*")
         warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated.*")
+        warnings.filterwarnings("ignore", message=r".*your dataloader is not resumable.*")  # StreamSampler is
         warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
         trainer.fit(module, train_dataloaders=train_dl, val_dataloaders=val_dl, ckpt_path=ckpt_path)
 
