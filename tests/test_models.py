@@ -364,6 +364,25 @@ def test_predict_precision_option():
     assert (amp - full).abs().max() < 0.05 * full.abs().max() + 1e-3
 
 
+def test_mixed_precision_on_a_cpu_without_native_support_warns(monkeypatch):
+    """bfloat16 autocast on a CPU without AVX512-BF16/AMX is slower than float32 (RESULTS §5: 5-15x on AVX2), so
+    predict() says so; on a CPU with it, or in full precision, nothing is said."""
+    from skydiff import _compat
+    from skydiff.errors import SkydiffWarning
+
+    m = small("rainnet").eval()
+    x = rain(1, m.n_input_frames)
+    monkeypatch.setattr(_compat, "cpu_lacks_fast", lambda precision: True)
+    with pytest.warns(SkydiffWarning, match="slower than full precision"):
+        m.predict(x, 1, precision="bfloat16")
+    monkeypatch.setattr(_compat, "cpu_lacks_fast", lambda precision: False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SkydiffWarning)
+        m.predict(x, 1, precision="bfloat16")
+        m.predict(x, 1)
+    assert isinstance(_compat.cpu_lacks_fast("float16"), bool)
+
+
 def test_predict_min_rain_cuts_the_output_only():
     """predict(min_rain=X): outputs below X become 0, the rest (and NaN) unchanged, nothing fed back; the model's
     min_rain attribute is the default; bad values refused."""

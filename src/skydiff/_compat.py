@@ -38,10 +38,12 @@ def is_numpy(x: Any) -> bool:
 PRECISIONS = {"bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def autocast_dtype(precision: str | None) -> torch.dtype | None:
+def autocast_dtype(precision: str | None, device: torch.device | str | None = None) -> torch.dtype | None:
     """A ``precision`` argument (``None``/``"full"``, ``"bfloat16"``, ``"float16"``) -> the ``torch.autocast`` dtype
     of the networks' layers (None = full precision), or a clear error. One meaning for every skydiff model that
-    takes it (nowcasting networks, the diffusion downscaler)."""
+    takes it (nowcasting networks, the diffusion downscaler). With a CPU ``device`` that lacks native instructions
+    for that dtype (AVX512-BF16 or AMX for bfloat16, AMX-FP16 for float16) a warning says that it will be slower
+    than full precision (measured 5-15x slower on an AVX2 CPU, benchmarks/RESULTS.md §5)."""
     from .errors import InputError
 
     if precision is None or precision == "full":
@@ -49,4 +51,20 @@ def autocast_dtype(precision: str | None) -> torch.dtype | None:
     if precision not in PRECISIONS:
         raise InputError(f"precision must be None or 'full' (the model's dtype), 'bfloat16' or 'float16', got "
                          f"{precision!r}")
+    if device is not None and torch.device(device).type == "cpu" and cpu_lacks_fast(precision):
+        from .errors import warn
+
+        warn(f"precision={precision!r} on this CPU (no native {precision} instructions) runs the networks slower "
+             "than full precision; leave precision at None on this machine")
     return PRECISIONS[precision]
+
+
+def cpu_lacks_fast(precision: str) -> bool:
+    """True when this CPU is known to lack native ``"bfloat16"``/``"float16"`` matrix instructions (False when
+    torch cannot tell)."""
+    checks = {"bfloat16": ("_is_avx512_bf16_supported", "_is_amx_tile_supported"),
+              "float16": ("_is_amx_fp16_supported",)}[precision]
+    try:
+        return not any(bool(getattr(torch.cpu, name)()) for name in checks)
+    except Exception:  # noqa: BLE001 - private torch helpers: unknown means no warning
+        return False

@@ -491,7 +491,7 @@ class EDMDownscaler(nn.Module):
         self.check_decoder(decoder)
         if lo_tp.ndim != 3:
             raise ShapeError(f"lo_tp must be (B, h, w), got shape {tuple(lo_tp.shape)}")
-        amp = autocast_dtype(precision)
+        amp = autocast_dtype(precision, next(self.parameters()).device)
         base, cond = self.condition(lo_tp, lo_vimd, static)
         if generator is None and seed is not None:  # on the device the noise is drawn on (a PP model moves lo_tp)
             generator = torch.Generator(device=base.device).manual_seed(int(seed))

@@ -629,7 +629,7 @@ class NowcastModel(nn.Module):
             raise InputError(f"leadtimes must be a positive number of steps, got {leadtimes!r}")
         cut = check_rain_rate("min_rain", self.min_rain if min_rain is None else min_rain)
         match = check_prob_match(self.prob_match if prob_match is None else prob_match)
-        amp = autocast_dtype(precision)
+        amp = autocast_dtype(precision, next(self.parameters()).device)
         if amp is not None and self.mixed_precision_refused:
             raise InputError(f"{type(self).__name__} does not run in {precision}: {self.mixed_precision_refused}; "
                              "run it in full precision (precision=None, or --precision full)")
