@@ -229,9 +229,10 @@ def test_resumed_training_equals_the_uninterrupted_run(tmp_path, monkeypatch):
     the last checkpoint equals the uninterrupted run's, to the bit (same batches, crops and dropout masks). Before,
     the resumed run drew a new batch order and dropout from torch's global generator, and the stop's extra
     validation moved that generator (its DataLoader's seed draw)."""
-    def run(out, steps, **training):
+    def run(out, steps, accumulate=1, **training):
         cfg = config(out, "rainnet", max_steps=steps, **training)
-        cfg["data"]["n_sequences"] = 2  # 10 training samples: epochs of 5 steps
+        cfg["data"]["n_sequences"] = 2  # 10 training samples: epochs of 5 batches
+        cfg["trainer"]["accumulate_grad_batches"] = accumulate
         train(cfg)
         return torch.load(str(out / "checkpoints" / "last.ckpt"), map_location="cpu", weights_only=False)
 
@@ -256,6 +257,13 @@ def test_resumed_training_equals_the_uninterrupted_run(tmp_path, monkeypatch):
     assert all(torch.equal(whole[k], resumed["state_dict"][k]) for k in whole)
     other = run(tmp_path / "d", 7)["state_dict"]
     assert not all(torch.equal(whole[k], other[k]) for k in whole)  # the comparison can tell runs apart
+    # two batches per optimiser step (an epoch of 5 batches ends with a step of one): the stream goes on after the
+    # batches trained on, not after 2 x the steps
+    acc = run(tmp_path / "e", 6, accumulate=2)
+    run(tmp_path / "f", 3, accumulate=2)
+    resumed = run(tmp_path / "f", 6, accumulate=2)
+    assert acc["skydiff"]["batches_trained"] == resumed["skydiff"]["batches_trained"] == 10
+    assert all(torch.equal(acc["state_dict"][k], resumed["state_dict"][k]) for k in whole)
 
 
 @pytest.mark.parametrize("name", ["smaat", "lcnn"])

@@ -95,11 +95,11 @@ def check_resumable(path: Any, module: torch.nn.Module, hint: str,
 class StreamSampler(Sampler[int]):
     """Dataset indices as one endless stream of shuffled passes over ``range(n)`` (pass ``p`` in the order of
     ``numpy.random.default_rng([seed, p])``), cut into epochs of ``length`` items (default ``n``, rounded down to
-    whole batches). After :meth:`resume` with a checkpoint's ``global_step`` the stream goes on at the first item
-    not yet trained on, so a resumed run sees the batches the uninterrupted run would have, whether it stopped in
-    the middle of an epoch or at its end (``DataLoader(shuffle=True)`` draws a new order from torch's global
-    generator instead, and Lightning starts the interrupted epoch again). One optimiser step per batch of
-    ``batch_size`` items is assumed.
+    whole batches). After :meth:`resume` (the number of batches of ``batch_size`` items trained on: the global step
+    when each batch is one optimiser step) the stream goes on at the first item not yet trained on, so a resumed
+    run sees the batches the uninterrupted run would have, whether it stopped in the middle of an epoch or at its
+    end (``DataLoader(shuffle=True)`` draws a new order from torch's global generator instead, and Lightning starts
+    the interrupted epoch again). Epochs are assumed to run to their end (not cut by ``limit_train_batches``).
 
     ``draws=True`` yields ``p * n + index`` instead of ``index``: a number unique over the whole run, for a dataset
     that keys its random crops on it (:class:`skydiff.downscale.training.PairDataset`)."""
@@ -110,8 +110,8 @@ class StreamSampler(Sampler[int]):
         self.length = max(1, per_epoch // self.batch_size) * self.batch_size
         self.position = 0
 
-    def resume(self, global_step: int) -> None:
-        self.position = int(global_step) * self.batch_size
+    def resume(self, batches: int) -> None:
+        self.position = int(batches) * self.batch_size
 
     def __len__(self) -> int:
         return self.length

@@ -181,9 +181,11 @@ its end. The training batches are one seeded stream of shuffled passes over the 
 (:class:`~skydiff._checkpoint.StreamSampler`; the random crops of pass p are those of epoch p), positioned at
 the checkpoint's step on a resume, and torch's generator state is checkpointed too: a run resumed from a
 checkpoint trains on the batches, crops and dropout masks of the uninterrupted run and ends with its weights, to
-the bit, unless the stop itself changed something (a stop at ``max_steps`` validates, which a ``plateau``
-scheduler and early stopping count; a Ctrl-C in the middle of a step; with a ``*spawn*`` strategy validation
-moves torch's generator). A checkpoint of another model, stage or model config is refused (InputError) rather
+the bit, unless the stop itself changed something: a stop at ``max_steps`` validates, which a ``plateau``
+scheduler and early stopping count, and in the middle of an epoch Lightning counts that epoch as done, so later
+epoch ends (per-epoch schedules, validation, the last optimiser step of an epoch with ``accumulate_grad_batches``)
+fall on other batches; a Ctrl-C in the middle of a step; with a ``*spawn*`` strategy validation moves torch's
+generator. A checkpoint of another model, stage or model config is refused (InputError) rather
 than resumed. Checkpoints, the export and
 ``summary.json`` are written atomically (:func:`skydiff.io.atomic_path`: a temporary file in the same folder, then
 ``os.replace``), so a run stopped while writing leaves the previous file whole.
@@ -570,6 +572,7 @@ class NowcastModule(L.LightningModule):
         self._pretrain_eval: tuple[torch.Tensor, torch.Tensor] | None = None
         self._time_prev = 0.0
         self._t0: float | None = None
+        self.batches_trained = 0  # over resumed runs too: where the training stream goes on (StreamSampler)
 
     # --- setup ------------------------------------------------------------------------------------------
 
@@ -854,6 +857,7 @@ class NowcastModule(L.LightningModule):
         return self._run(batch)[0]
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> torch.Tensor:
+        self.batches_trained += 1  # here, not in on_train_batch_end: a periodic checkpoint is saved before that
         loss, logs, _, _ = self._run(batch)
         bs = int(batch["inputs"].shape[0])
         self.log("train_loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=bs, sync_dist=True)
@@ -956,6 +960,7 @@ class NowcastModule(L.LightningModule):
         checkpoint["skydiff"] = {
             "model": self.model_name, "model_config": dict(self.model.config), "stage": self.stage,
             "training_time_s": self.training_time(), "val_history": list(self.val_history), "rng": rng_state(),
+            "batches_trained": int(self.batches_trained),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -963,12 +968,14 @@ class NowcastModule(L.LightningModule):
         self._time_prev = float(info.get("training_time_s", 0.0))
         self.val_history = list(info.get("val_history", []))
         set_rng_state(info.get("rng"))  # dropout and the like go on as in the uninterrupted run
+        self.batches_trained = int(info.get("batches_trained", checkpoint.get("global_step", 0)))
 
 
 def _check_resume(path: str, module: NowcastModule, how: str) -> int:
     """InputError when the checkpoint to resume from belongs to another run: another model, LUPIN stage or model
     config (Lightning would fail with a RuntimeError on other weight shapes, or resume into another set-up).
-    Returns the checkpoint's global step."""
+    Returns the number of batches the checkpointed run trained on (its global step for checkpoints before
+    2026-11-28)."""
     hint = ("give this run another out, or set resume = false to start again (it replaces that run's checkpoints "
             "and export)" if how == "auto" else "give resume the last.ckpt of a run of this model and config")
 
@@ -985,7 +992,8 @@ def _check_resume(path: str, module: NowcastModule, how: str) -> int:
                                                    for k in keys))
         return out
 
-    return int(check_resumable(path, module, hint, differences).get("global_step", 0))
+    ck = check_resumable(path, module, hint, differences)
+    return int((ck.get("skydiff") or {}).get("batches_trained", ck.get("global_step", 0)))
 
 
 def _read_init_state(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
@@ -1516,7 +1524,7 @@ def _train(cfg: dict[str, Any], out: Path, name: str, model_kwargs: dict[str, An
     last = ckdir / "last.ckpt"
     resume = cfg["resume"]
     ckpt_path: str | None = None
-    resume_step = 0
+    resume_batches = 0
     if isinstance(resume, str):
         if not Path(resume).expanduser().is_file():
             raise InputError(f"resume checkpoint {resume} not found")
@@ -1524,7 +1532,7 @@ def _train(cfg: dict[str, Any], out: Path, name: str, model_kwargs: dict[str, An
     elif resume and last.is_file():
         ckpt_path = str(last)
     if ckpt_path:  # before the (possibly long) data building
-        resume_step = _check_resume(ckpt_path, module, "explicit" if isinstance(resume, str) else "auto")
+        resume_batches = _check_resume(ckpt_path, module, "explicit" if isinstance(resume, str) else "auto")
         print(f"skydiff train: resuming from {ckpt_path}", file=sys.stderr, flush=True)
 
     prior = getattr(probe, "motion_prior", None)
@@ -1576,7 +1584,7 @@ def _train(cfg: dict[str, Any], out: Path, name: str, model_kwargs: dict[str, An
     # trains on the batches the uninterrupted one would have (DataLoader(shuffle=True) draws its order from torch's
     # global generator, and Lightning starts an interrupted epoch again)
     sampler = StreamSampler(len(train_ds), bs * int(trainer.world_size), seed=seed, draws=True)
-    sampler.resume(resume_step)
+    sampler.resume(resume_batches)  # batches, not optimiser steps: the same with accumulate_grad_batches
     train_dl = DataLoader(PassDataset(train_ds), batch_size=bs, sampler=sampler, generator=own_rng(), **dl_kw)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
