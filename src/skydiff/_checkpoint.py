@@ -17,8 +17,8 @@ from collections.abc import Callable
 from typing import Any
 
 import lightning as L
-import torch
 import numpy as np
+import torch
 from lightning.pytorch.plugins.io import CheckpointIO, TorchCheckpointIO
 from torch.utils.data import Sampler
 

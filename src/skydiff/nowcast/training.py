@@ -178,17 +178,17 @@ validation history and the accumulated training time) unless ``resume = false``;
 ``max_steps`` count from the start of the first run, so raise them to train further. A run without
 validation batches (``limit_val_batches = 0``) only checkpoints every ``checkpoint_every_n_steps`` and at
 its end. The training batches are one seeded stream of shuffled passes over the samples
-(:class:`~skydiff._checkpoint.StreamSampler`; the random crops of pass p are those of epoch p), positioned at
-the checkpoint's step on a resume, and torch's generator state is checkpointed too: a run resumed from a
-checkpoint trains on the batches, crops and dropout masks of the uninterrupted run and ends with its weights, to
-the bit, unless the stop itself changed something: a stop at ``max_steps`` validates, which a ``plateau``
-scheduler and early stopping count, and in the middle of an epoch Lightning counts that epoch as done, so later
-epoch ends (per-epoch schedules, validation, the last optimiser step of an epoch with ``accumulate_grad_batches``)
-fall on other batches; a Ctrl-C in the middle of a step; with a ``*spawn*`` strategy validation moves torch's
-generator. A checkpoint of another model, stage or model config is refused (InputError) rather
-than resumed. Checkpoints, the export and
-``summary.json`` are written atomically (:func:`skydiff.io.atomic_path`: a temporary file in the same folder, then
-``os.replace``), so a run stopped while writing leaves the previous file whole.
+(:class:`~skydiff._checkpoint.StreamSampler`; the random crops of pass p are those of epoch p), which a resume
+continues after the batches the checkpointed run trained on, and torch's generator state is checkpointed too: a
+run resumed from a checkpoint trains on the batches, crops and dropout masks of the uninterrupted run and ends
+with its weights, to the bit, unless the stop itself changed something: a stop at ``max_steps`` validates, which
+a ``plateau`` scheduler and early stopping count, and in the middle of an epoch Lightning counts that epoch as
+done, so later epoch ends (per-epoch schedules, validation, the last optimiser step of an epoch with
+``accumulate_grad_batches``) fall on other batches; a Ctrl-C in the middle of a step; with a ``*spawn*`` strategy
+validation moves torch's generator. A checkpoint of another model, stage or model config is refused (InputError)
+rather than resumed. Checkpoints, the export and ``summary.json`` are written atomically
+(:func:`skydiff.io.atomic_path`: a temporary file in the same folder, then ``os.replace``), so a run stopped while
+writing leaves the previous file whole.
 
 Threads
 -------
