@@ -365,7 +365,7 @@ def test_predict_precision_option():
 
 
 def test_mixed_precision_on_a_cpu_without_native_support_warns(monkeypatch):
-    """bfloat16 autocast on a CPU without AVX512-BF16/AMX is slower than float32 (RESULTS §5: 5-15x on AVX2), so
+    """bfloat16 autocast on a CPU without AVX512-BF16/AMX is slower than float32 (RESULTS §5: 2-9x on AVX2), so
     predict() says so; on a CPU with it, or in full precision, nothing is said."""
     from skydiff import _compat
     from skydiff.errors import SkydiffWarning

@@ -43,7 +43,7 @@ def autocast_dtype(precision: str | None, device: torch.device | str | None = No
     of the networks' layers (None = full precision), or a clear error. One meaning for every skydiff model that
     takes it (nowcasting networks, the diffusion downscaler). With a CPU ``device`` that lacks native instructions
     for that dtype (AVX512-BF16 or AMX for bfloat16, AMX-FP16 for float16) a warning says that it will be slower
-    than full precision (measured 5-15x slower on an AVX2 CPU, benchmarks/RESULTS.md §5)."""
+    than full precision (measured 2-9x slower on an AVX2 CPU, benchmarks/RESULTS.md §5)."""
     from .errors import InputError
 
     if precision is None or precision == "full":
