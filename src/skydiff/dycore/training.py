@@ -218,7 +218,7 @@ def train_neuve(out: str | Path = "runs/dycore/neuve", iterations: int = 15, sec
     init_file = None if init is None else os.path.realpath(weights_paths(init)[0])
     if init_file is not None and init_file == os.path.realpath(weights):
         raise InputError(f"init {init} is the weights file this run writes ({weights}); give another out")
-    state_file = weights.parent / (weights.name[: -len(".safetensors")] + ".ckpt")
+    state_file = weights.with_suffix(".ckpt")
     settings = {"objective": objective, "seconds": float(seconds), "lr": float(lr), "seed": int(seed),
                 "init": init_file, "fit_target": fit_target,
                 "sigma_floor": float(sigma_floor), "terrains": [list(t) for t in train_terrains],

@@ -654,6 +654,15 @@ def _check_params(**kw: Any) -> None:
             raise InputError(f"4dvar: {name} must be a number >= 0, got {v!r}")
 
 
+def _as_input(x: torch.Tensor, is_torch: bool, tmpl: Any) -> Any:
+    """A result like the frames were given: torch input -> its device and (floating, else torch's default) dtype;
+    numpy input -> a float64 array."""
+    if is_torch:
+        return x.detach().to(device=tmpl.device,
+                             dtype=tmpl.dtype if tmpl.is_floating_point() else torch.get_default_dtype())
+    return x.detach().cpu().numpy().astype(np.float64)
+
+
 def fourdvar(
     frames: Any,
     *,
@@ -790,10 +799,7 @@ def fourdvar(
             raise InputError("4dvar: init_velocity contains non-finite values")
 
     def _out(x: torch.Tensor) -> Any:
-        if is_torch:
-            dt_out = tmpl.dtype if tmpl.is_floating_point() else torch.get_default_dtype()
-            return x.detach().to(device=tmpl.device, dtype=dt_out)
-        return x.detach().cpu().numpy().astype(np.float64)
+        return _as_input(x, is_torch, tmpl)
 
     if dry or float(np.nanmax(data)) - ymin <= 0:
         warn("4dvar: the frames contain no rain (no contrast); returning a zero motion field")
@@ -1007,11 +1013,8 @@ def fourdvar_reference(
     with torch.no_grad():
         traj_w, traj_I = cost.integrate(w0.detach(), I0.detach(), None if eta is None else eta.detach())
         j_o, j_b, j_m = cost.terms(w0.detach(), I0.detach(), None if eta is None else eta.detach())
-    def conv(x: torch.Tensor) -> Any:  # as fourdvar: the input's device and (floating) dtype for torch input
-        if is_torch:
-            return x.detach().to(device=tmpl.device,
-                                 dtype=tmpl.dtype if tmpl.is_floating_point() else torch.get_default_dtype())
-        return x.detach().cpu().numpy().astype(np.float64)
+    def conv(x: torch.Tensor) -> Any:
+        return _as_input(x, is_torch, tmpl)
 
     return FourDVarResult(
         velocity=conv(traj_w[-1]), trajectory_w=conv(traj_w), trajectory_I=conv(traj_I), times=tau,

@@ -366,11 +366,11 @@ def _nn_model(name: str) -> Callable[..., Any]:
         if velocity is not None:  # lcnn, lupin (a LUPIN with a motion_prior; the others refuse it)
             kwargs["velocity"] = velocity
         out, vel = model.predict(x, leadtimes, return_motion=True, **kwargs)  # vel: L-CNN's / LUPIN's motion
-        out = out if isinstance(out, torch.Tensor) else torch.from_numpy(np.asarray(out))
-        if vel is not None:  # the motion too in the input's dtype (the networks compute in float32)
-            vel = (vel if isinstance(vel, torch.Tensor) else torch.from_numpy(np.asarray(vel))).to(dtype=x.dtype,
-                                                                                                   device=x.device)
-        return out.to(dtype=x.dtype, device=x.device), vel
+        def like_x(a: Any) -> torch.Tensor:  # the nowcast and the motion in the input's dtype (networks: float32)
+            return (a if isinstance(a, torch.Tensor) else torch.from_numpy(np.asarray(a))).to(dtype=x.dtype,
+                                                                                             device=x.device)
+
+        return like_x(out), None if vel is None else like_x(vel)
 
     return run
 

@@ -1187,11 +1187,16 @@ def resolve_config(config: Mapping[str, Any] | str | os.PathLike[str],
     training["export"] = str(training["export"]).lower()
     if str(training["loss"]).lower() not in LOSSES:
         raise InputError(f"unknown loss {training['loss']!r}; use one of {', '.join(LOSSES)}")
+    out = cfg.get("out") or f"runs/{name}" + (f"_{stage}" if stage else "")
     if training["init_from"]:
         ip = Path(str(training["init_from"])).expanduser()
         exists = ip.is_file() or (ip.suffix != ".ckpt" and weights_paths(ip)[0].is_file())
         if not exists:
             raise InputError(f"training.init_from {ip} not found")
+        export = Path(str(out)).expanduser() / f"{name}.safetensors"  # must not replace what the run starts from
+        if ip.suffix != ".ckpt" and os.path.realpath(weights_paths(ip)[0]) == os.path.realpath(export):
+            raise InputError(f"training.init_from {ip} is the file this run exports its weights to ({export}); "
+                             "give the run another out (or copy the weights elsewhere first)")
         saved = _init_model_config(ip, name)
         model = {**saved, **model}
 
@@ -1234,13 +1239,6 @@ def resolve_config(config: Mapping[str, Any] | str | os.PathLike[str],
         if key not in params:
             raise InputError(f"unknown [trainer] key {key!r} (not a lightning.Trainer argument)")
 
-    out = cfg.get("out") or f"runs/{name}" + (f"_{stage}" if stage else "")
-    if training["init_from"]:  # the export at the end must not replace the weights the run started from
-        ip = Path(str(training["init_from"])).expanduser()
-        export = Path(str(out)).expanduser() / f"{name}.safetensors"
-        if ip.suffix != ".ckpt" and os.path.realpath(weights_paths(ip)[0]) == os.path.realpath(export):
-            raise InputError(f"training.init_from {ip} is the file this run exports its weights to ({export}); "
-                             "give the run another out (or copy the weights elsewhere first)")
     resume = cfg.get("resume", True)
     if not isinstance(resume, (bool, str, os.PathLike)):
         raise InputError(f"resume must be true, false or a checkpoint path, got {resume!r}")

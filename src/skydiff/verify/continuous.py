@@ -64,6 +64,11 @@ def _float_tensor(x: Any, name: str, device: torch.device | None = None) -> torc
     return t
 
 
+def _nan(t: torch.Tensor) -> torch.Tensor:
+    """The score of an input without valid values: a NaN scalar in ``t``'s dtype, on its device."""
+    return torch.full((), float("nan"), dtype=t.dtype, device=t.device)
+
+
 def _is_torch(*xs: Any) -> bool:
     return any(isinstance(x, torch.Tensor) for x in xs)
 

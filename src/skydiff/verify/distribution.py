@@ -7,7 +7,8 @@ counts only where both are valid (an obs pixel where every member is NaN is left
 :mod:`skydiff.verify`; inputs of unrelated shapes are pooled each on its own. Percentiles and quantiles use linear
 interpolation between order statistics, numpy's default (``numpy.nanpercentile(..., method="linear")``), computed
 with a sort so that they also work on inputs larger than :func:`torch.quantile` accepts. Outputs follow
-:mod:`skydiff.verify.continuous`: numpy in → python float / numpy array out; torch in → tensor on the inputs' device.
+:mod:`skydiff.verify.continuous`: numpy in → python float / numpy array out; torch in → tensor on the inputs'
+device.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 
 from ..errors import InputError, ShapeError
 from .categorical import _check_threshold
-from .continuous import _device_of, _float_tensor, _is_torch, _out
+from .continuous import _device_of, _float_tensor, _is_torch, _nan, _out
 
 __all__ = [
     "percentile_bias",
@@ -33,11 +34,6 @@ __all__ = [
 
 #: Default probability levels of :func:`qq` (as in the downscaling literature's Q-Q plots).
 QQ_LEVELS: tuple[float, ...] = (0.5, 0.9, 0.95, 0.99, 0.999, 0.9999)
-
-
-def _nan(t: torch.Tensor) -> torch.Tensor:
-    """The score of an input without valid values: a NaN scalar in ``t``'s dtype, on its device."""
-    return torch.full((), float("nan"), dtype=t.dtype, device=t.device)
 
 
 def _valid_flat(x: torch.Tensor) -> torch.Tensor:

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from ..errors import InputError, ShapeError
-from .continuous import _device_of, _float_tensor, _is_torch, _out
+from .continuous import _device_of, _float_tensor, _is_torch, _nan, _out
 from .spatial import _check_scale
 
 __all__ = ["crps_ensemble", "crps_pooled", "CRPS_ESTIMATORS"]
@@ -79,8 +79,7 @@ def _crps_points(m: torch.Tensor, o: torch.Tensor, estimator: str) -> tuple[torc
     pair_sum = 2.0 * (w * xs).sum(0)  # Σ_i Σ_j |x_i − x_j|
     denom = 2.0 * n_mem * n_mem if estimator == "nrg" else 2.0 * n_mem * (n_mem - 1)
     crps = skill - pair_sum / denom
-    nan = torch.full((), float("nan"), dtype=m.dtype, device=m.device)
-    return torch.where(valid, crps, nan), valid
+    return torch.where(valid, crps, _nan(m)), valid
 
 
 def _reduced(crps: torch.Tensor, valid: torch.Tensor, reduce: bool, numpy_out: bool) -> Any:
@@ -89,8 +88,7 @@ def _reduced(crps: torch.Tensor, valid: torch.Tensor, reduce: bool, numpy_out: b
         return _out(crps, numpy_out)
     n = valid.sum()
     total = torch.where(valid, crps, torch.zeros((), dtype=crps.dtype, device=crps.device)).sum()
-    mean = total / n.to(crps.dtype) if int(n) > 0 else torch.full((), float("nan"), dtype=crps.dtype,
-                                                                   device=crps.device)
+    mean = total / n.to(crps.dtype) if int(n) > 0 else _nan(crps)
     return _out(mean, numpy_out)
 
 
