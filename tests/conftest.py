@@ -57,3 +57,17 @@ def one_thread():
     yield
     torch.set_num_threads(old_torch)
     numba.set_num_threads(old_numba)
+
+
+def stop_training_at(monkeypatch, module_class, step: int, exc: BaseException):
+    """Make ``module_class.training_step`` raise ``exc`` at global step ``step`` (a Ctrl-C, a killed job);
+    returns a function that puts the real step back."""
+    real = module_class.training_step
+
+    def stopping(self, batch, batch_idx):
+        if self.global_step == step:
+            raise exc
+        return real(self, batch, batch_idx)
+
+    monkeypatch.setattr(module_class, "training_step", stopping)
+    return lambda: monkeypatch.setattr(module_class, "training_step", real)

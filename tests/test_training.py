@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import stop_training_at
 from skydiff.errors import InputError
 from skydiff.nowcast.models import load_model
 from skydiff.nowcast.training import (
@@ -242,17 +243,10 @@ def test_resumed_training_equals_the_uninterrupted_run(tmp_path, monkeypatch):
         resumed = run(tmp_path / f"b{first}", 8)
         assert resumed["global_step"] == 8
         assert all(torch.equal(whole[k], resumed["state_dict"][k]) for k in whole), first
-    real_step = NowcastModule.training_step
-
-    def crash(self, batch, batch_idx):
-        if self.global_step == 3:
-            raise RuntimeError("killed")
-        return real_step(self, batch, batch_idx)
-
-    monkeypatch.setattr(NowcastModule, "training_step", crash)
+    restore = stop_training_at(monkeypatch, NowcastModule, 3, RuntimeError("killed"))
     with pytest.raises(RuntimeError, match="killed"):
         run(tmp_path / "c", 8, checkpoint_every_n_steps=2)
-    monkeypatch.setattr(NowcastModule, "training_step", real_step)
+    restore()
     resumed = run(tmp_path / "c", 8, checkpoint_every_n_steps=2)
     assert all(torch.equal(whole[k], resumed["state_dict"][k]) for k in whole)
     other = run(tmp_path / "d", 7)["state_dict"]

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import stop_training_at
 from skydiff.errors import InputError, SkydiffError
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -194,14 +195,7 @@ def test_downscale_training_checkpoints_its_final_state(tmp_path):
 def test_downscale_training_saves_its_state_on_ctrl_c(tmp_path, monkeypatch):
     from skydiff.downscale import training as dt
 
-    real_step = dt.DownscaleModule.training_step
-
-    def step(self, batch, batch_idx):
-        if self.global_step == 2:
-            raise KeyboardInterrupt
-        return real_step(self, batch, batch_idx)
-
-    monkeypatch.setattr(dt.DownscaleModule, "training_step", step)
+    stop_training_at(monkeypatch, dt.DownscaleModule, 2, KeyboardInterrupt())
     handler = signal.getsignal(signal.SIGINT)
     try:
         with pytest.raises(SystemExit):
@@ -227,17 +221,10 @@ def test_resumed_downscale_training_equals_the_uninterrupted_run(tmp_path, monke
     whole = dt.train_downscaler(pairs, "edm-radar-tp", out=tmp_path / "a", max_steps=7, **kw)
     dt.train_downscaler(pairs, "edm-radar-tp", out=tmp_path / "b", max_steps=3, **kw)
     resumed = dt.train_downscaler(pairs, "edm-radar-tp", out=tmp_path / "b", max_steps=7, **kw)
-    real_step = dt.DownscaleModule.training_step
-
-    def crash(self, batch, batch_idx):
-        if self.global_step == 5:
-            raise RuntimeError("killed")
-        return real_step(self, batch, batch_idx)
-
-    monkeypatch.setattr(dt.DownscaleModule, "training_step", crash)
+    restore = stop_training_at(monkeypatch, dt.DownscaleModule, 5, RuntimeError("killed"))
     with pytest.raises(RuntimeError, match="killed"):
         dt.train_downscaler(pairs, "edm-radar-tp", out=tmp_path / "c", max_steps=7, **kw)
-    monkeypatch.setattr(dt.DownscaleModule, "training_step", real_step)
+    restore()
     crashed = dt.train_downscaler(pairs, "edm-radar-tp", out=tmp_path / "c", max_steps=7, **kw)
     assert resumed["resumed_from"] and crashed["resumed_from"] and resumed["steps"] == crashed["steps"] == 7
     a = load_model(whole["weights"]).state_dict()
