@@ -16,10 +16,6 @@ import skydiff
 
 PACKAGE = Path(skydiff.__file__).resolve().parent
 
-# Modules whose examples are known to be broken, with the reason; they run as strict xfail until fixed.
-KNOWN_BROKEN: dict[str, str] = {}
-
-
 def _modules() -> list[str]:
     names = []
     for path in sorted(PACKAGE.rglob("*.py")):
@@ -39,11 +35,7 @@ def test_examples_found():
     assert "skydiff.advection" in MODULES
 
 
-@pytest.mark.parametrize(
-    "name",
-    [pytest.param(n, marks=pytest.mark.xfail(reason=KNOWN_BROKEN[n], strict=True)) if n in KNOWN_BROKEN else n
-     for n in MODULES],
-)
+@pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples(name: str, one_thread):
     module = importlib.import_module(name)
     finder = doctest.DocTestFinder(exclude_empty=True)
