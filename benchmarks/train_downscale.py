@@ -147,6 +147,7 @@ def main() -> None:
     ap.add_argument("--no-resume", action="store_true")
     ap.add_argument("--ship", action="store_true", help="copy the weights to skydiff/downscale/weights")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--accelerator", default="auto", help="lightning accelerator: auto (a GPU if any), cpu, gpu")
     ap.add_argument("--labels", action="store_true",
                     help="radar models: condition on the radar product of each tile (EDMDownscaler(labels=...), "
                          "skydiff.downscale.data.RADAR_LABELS; 20 %% of the training fields unlabelled)")
@@ -232,7 +233,8 @@ def main() -> None:
     # the run folder is <out>/<name>; an ablation trains its registry model one folder deeper (its own checkpoints)
     out = a.out if reg == name else str(Path(a.out) / name)
     s = train_downscaler(pairs, reg, out=out, max_steps=a.steps, batch_size=a.batch, crop=a.crop or None, lr=a.lr,
-                         resume=not a.no_resume, card=card, base_channels=a.base, pp_weights=pp_weights, **extra)
+                         resume=not a.no_resume, card=card, base_channels=a.base, pp_weights=pp_weights,
+                         accelerator=a.accelerator, **extra)
     if reg != name:  # copy the export to <out>/<name>/<name>.{safetensors,json} (loadable with load_model)
         for ext in (".safetensors", ".json"):
             src = s["weights"].replace(".safetensors", ext)

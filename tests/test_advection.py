@@ -266,6 +266,22 @@ def test_half_precision_fields_are_advected_in_float32():
     assert outb.dtype == torch.bfloat16
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_torch_backend_keeps_pixel_positions(dtype):
+    # the torch backend (every CUDA tensor takes it) used to build its sampling grid in the field's dtype: on a
+    # 600-px row bfloat16 positions are ~1 px off. Computed in float32, only the field's own rounding remains
+    x = np.arange(600.0)
+    f = torch.from_numpy(np.tile(1.0 + np.sin(2 * np.pi * x / 20.0), (8, 1)))
+    v = torch.zeros(2, 8, 600, dtype=torch.float64)
+    v[0] = 0.7
+    ref = skydiff.advect(f.float(), v.float(), 3, backend="torch")
+    out = skydiff.advect(f.to(dtype), v.to(dtype), 3, backend="torch")
+    assert out.dtype == dtype
+    ok = torch.isfinite(ref)
+    assert torch.equal(ok, torch.isfinite(out))
+    assert (out.float() - ref)[ok].abs().max() < 0.02
+
+
 _KERNEL_RUN = """
 import sys, numpy as np, torch
 from skydiff.advection import advect, advect_trajectory

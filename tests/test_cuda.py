@@ -67,6 +67,22 @@ def test_advect_forward_and_gradient_match(interp: str, outval) -> None:  # noqa
         _close(a, b, rtol=1e-9, atol=1e-9)
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_advect_half_precision_matches_float32(dtype: torch.dtype) -> None:
+    import skydiff
+
+    # CUDA takes the torch backend; half-precision fields are computed in float32 there (and on the CPU)
+    F = _rain(1, 300, 700)[0].float()
+    V = torch.zeros(2, 300, 700)
+    V[0], V[1] = 1.25, -0.5  # exact in half precision: the same departure points
+    ref = skydiff.advect(F, V, 4)
+    out = skydiff.advect(F.to(CUDA, dtype), V.to(CUDA, dtype), 4)
+    assert out.dtype == dtype
+    ok = torch.isfinite(ref)
+    assert torch.equal(ok, torch.isfinite(out.cpu()))
+    assert float((out.float().cpu() - ref)[ok].abs().max()) < 0.02 * float(ref[ok].abs().max()) + 1e-3
+
+
 def test_advect_gradcheck_on_cuda() -> None:
     import skydiff
 
@@ -237,6 +253,15 @@ def test_downscale_deterministic_parts_match_and_sampling_stays_on_device() -> N
     ens = downscale(lo.to(CUDA), factor=4, members=2, steps=4, seed=0, progress=False)  # 64 x 80 > 64: tiled
     assert ens.device.type == "cuda" and ens.shape == (2, 64, 80)
     assert bool(torch.isfinite(ens).all()) and float(ens.min()) >= 0.0
+    # a CUDA model takes CPU inputs and a CPU generator (noise drawn on the CPU and moved): the same draws
+    gpu_tp = get_downscaler("radar-tp").to(CUDA)
+    a = gpu_tp.sample(lo[None], members=2, steps=4, generator=torch.Generator().manual_seed(3), progress=False)
+    b = gpu_tp.sample(lo[None].to(CUDA), members=2, steps=4, generator=torch.Generator().manual_seed(3),
+                      progress=False)
+    assert a.device.type == "cuda"
+    _close(a.cpu(), b, rtol=0, atol=0)
+    hi = _rain(1, 64, 80)[0].float()[None]
+    assert torch.isfinite(gpu_tp.loss(hi, lo[None], generator=torch.Generator().manual_seed(0)))
     dry = torch.zeros(40, 40, device=CUDA)
     dry[5:9, 6:10] = 2.0  # rain in a corner: only the box around it is sampled (on the device), the rest is 0
     ens = downscale(dry, factor=4, members=2, steps=4, seed=0, progress=False)

@@ -101,7 +101,9 @@ def test_sampler_seed_determinism_and_members_differ():
     a = m.sample(lo, members=3, steps=4, seed=7, progress=False)
     b = m.sample(lo, members=3, steps=4, seed=7, progress=False, batch_size=2)  # other chunking, same draws
     c = m.sample(lo, members=3, steps=4, seed=8, progress=False)
+    g = m.sample(lo, members=3, steps=4, generator=torch.Generator().manual_seed(7), progress=False)
     torch.testing.assert_close(a, b)
+    torch.testing.assert_close(a, g)  # seed=7 is a generator seeded 7 on the model's device
     assert not torch.allclose(a, c)
     # train the output layer a little so members differ in rain space (zero-init output = pure c_skip)
     nn.init.normal_(m.net.out.weight, std=0.1)

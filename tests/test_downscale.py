@@ -179,7 +179,7 @@ def test_tile_grid_keeps_rainy_valid_tiles():
 
 
 # --------------------------------------------------------------------------- downscale()
-def test_downscale_shapes_and_types(tiny_model):
+def test_downscale_shapes_and_types(tiny_model, tmp_path):
     lo = rain((6, 5))
     out = downscale(lo, model=tiny_model, members=3, steps=2, seed=0, progress=False)
     assert isinstance(out, np.ndarray) and out.shape == (3, 24, 20) and (out >= 0).all()
@@ -195,6 +195,12 @@ def test_downscale_shapes_and_types(tiny_model):
     assert ox.dims == ("member", "time", "y", "x") and ox.shape == (2, 2, 24, 20)
     np.testing.assert_allclose(ox["x"].values[:4], [-1.5, -0.5, 0.5, 1.5])
     np.testing.assert_allclose(ox.values, out3.numpy(), rtol=1e-5, atol=1e-6)
+    # the quick-look takes what downscale returned, whatever its type (tensors failed on Tensor.values)
+    from skydiff.downscale.interface import plot_downscaled
+
+    for i, (lo_, ens_) in enumerate([(lo3, out3), (da, ox), (lo3.numpy(), out3.numpy())]):
+        png = plot_downscaled(tmp_path / f"q{i}.png", lo_, ens_)
+        assert png.stat().st_size > 1000
 
 
 def test_downscale_bad_input(tiny_model):

@@ -150,18 +150,23 @@ class PassDataset(torch.utils.data.Dataset):  # type: ignore[type-arg]
 
 
 def rng_state() -> dict[str, Any]:
-    """torch's global generator states (CPU, and CUDA when it is in use), for a checkpoint."""
+    """torch's global generator states, for a checkpoint: the CPU's and, when CUDA is in use, the current device's.
+
+    One CUDA state, not one per device: a DDP checkpoint is written by rank 0, and every rank (seeded alike, drawing
+    alike) restores it onto its own device."""
     state: dict[str, Any] = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = torch.cuda.get_rng_state()
     return state
 
 
 def set_rng_state(state: dict[str, Any] | None) -> None:
-    """Restore what :func:`rng_state` gave (CUDA states only onto as many devices as were saved)."""
+    """Restore what :func:`rng_state` gave; the states may come back on any device (``map_location``)."""
     if not state:
         return
-    torch.set_rng_state(state["cpu"])
+    torch.set_rng_state(state["cpu"].cpu())
     cuda = state.get("cuda")
-    if cuda and torch.cuda.is_available() and torch.cuda.device_count() == len(cuda):
-        torch.cuda.set_rng_state_all(cuda)
+    if isinstance(cuda, (list, tuple)):  # checkpoints before 2026-11-28 kept one state per device
+        cuda = cuda[0] if cuda else None
+    if cuda is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(cuda.cpu())

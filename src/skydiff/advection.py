@@ -156,11 +156,15 @@ def advect(
             raise InputError("backend='numba' supports interp='bilinear' only; use backend='torch' for bicubic")
         if F.device.type != "cpu":
             raise InputError("backend='numba' runs on the CPU only; CUDA tensors use backend='torch'")
-        half = F.dtype in (torch.float16, torch.bfloat16)  # numba has no half precision: computed in float32
-        out = _NumbaAdvect.apply(F.float() if half else F, V.float() if half else V, td, int(n_iter), outv, edge)
-        out = out.to(F.dtype) if half else out
+    # half precision is computed in float32 and returned in the field's dtype: numba has none, and grid_sample's
+    # pixel positions in bfloat16 would be off by up to 1.5 px on a 1000-px grid
+    half = F.dtype in (torch.float16, torch.bfloat16)
+    F32, V32 = (F.float(), V.float()) if half else (F, V)
+    if use_numba:
+        out = _NumbaAdvect.apply(F32, V32, td, int(n_iter), outv, edge)
     else:
-        out = _advect_torch(F, V, td, int(n_iter), interp, outv, edge)
+        out = _advect_torch(F32, V32, td, int(n_iter), interp, outv, edge)
+    out = out.to(F.dtype) if half else out
     if fill_min is not None:
         # the result is affine in the fill value: out = A(F) + outv * B with B = the advection of a zero field
         # filled with 1. The kernels hold outv constant; adding (m - m.detach()) * B (zero in value) gives the

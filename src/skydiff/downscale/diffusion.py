@@ -317,8 +317,11 @@ class EDMDownscaler(nn.Module):
 
     def condition(self, lo_tp: torch.Tensor, lo_vimd: torch.Tensor | None = None,
                   static: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Low-res rain (B, h, w) mm/h → (base (B, H, W) = upsampled data-space field, cond (B, 1 + n_static, H, W))."""
-        base = self.upsample(self.encode(lo_tp, lo_vimd))
+        """Low-res rain (B, h, w) mm/h → (base (B, H, W) = upsampled data-space field, cond (B, 1 + n_static, H, W)),
+        on the model's device."""
+        dev = next(self.parameters()).device
+        lo_vimd = None if lo_vimd is None else lo_vimd.to(dev)
+        base = self.upsample(self.encode(lo_tp.to(dev), lo_vimd))
         cond = [base[:, None]]
         if self.n_static:
             if static is None:
@@ -446,11 +449,12 @@ class EDMDownscaler(nn.Module):
         label indices of a labelled model."""
         with torch.no_grad():
             base, cond = self.condition(lo_tp, lo_vimd, static)
-            r = self.encode(hi_tp, hi_vimd) - base
+            hi_vimd = None if hi_vimd is None else hi_vimd.to(base.device)
+            r = self.encode(hi_tp.to(base.device), hi_vimd) - base
         B = r.shape[0]
-        n = torch.randn(B, generator=generator, device=r.device, dtype=r.dtype)
+        n = _randn(B, generator, r)
         sigma = torch.exp(self.p_mean + self.p_std * n)
-        noise = torch.randn(r.shape, generator=generator, device=r.device, dtype=r.dtype)
+        noise = _randn(r.shape, generator, r)
         D = self.denoise(r + sigma[:, None, None] * noise, sigma, cond, self.label_index(label, B, r.device))
         w = (sigma**2 + self.sigma_data**2) / (sigma * self.sigma_data) ** 2
         return (w[:, None, None] * (D - r) ** 2).mean()
@@ -464,11 +468,12 @@ class EDMDownscaler(nn.Module):
                decoder: str | None = None) -> torch.Tensor:
         """Ensemble of high-resolution fields for low-res rain ``lo_tp`` (B, h, w) in mm/h.
 
-        Returns ``(members, B, h·factor, w·factor)`` rain rate (mm/h, >= 0), or the data-space fields with
-        ``return_space=True``. ``seed`` makes the draw reproducible (a CPU/Device generator); ``s_churn`` > 0
-        adds EDM Algorithm-2 churn. ``batch_size`` fields (members × inputs) go through the U-Net at once; a
-        tqdm bar counts the sampling steps of every batch. ``label``: for a model with ``labels``, the product to
-        imitate — one name for every field, one name (or None) per field, or None (unknown: the training mixture).
+        Returns ``(members, B, h·factor, w·factor)`` rain rate (mm/h, >= 0) on the model's device, or the data-space
+        fields with ``return_space=True``. ``seed`` makes the draw reproducible (a generator on the model's device);
+        ``generator``: your own instead, on any device. ``s_churn`` > 0 adds EDM Algorithm-2 churn. ``batch_size``
+        fields (members × inputs) go through the U-Net at once; a tqdm bar counts the sampling steps of every batch.
+        ``label``: for a model with ``labels``, the product to imitate — one name for every field, one name (or None)
+        per field, or None (unknown: the training mixture).
 
         ``tile``: fields larger than ``tile`` high-res pixels are denoised in overlapping ``tile × tile`` windows
         (``tile_overlap`` pixels shared, blended with linear ramps at every sampling step, so the result has no
@@ -514,12 +519,12 @@ class EDMDownscaler(nn.Module):
             sel = idx[c0:c0 + int(batch_size)]
             cnd = cond[sel]
             lb = None if lab is None else lab[sel]
-            x = torch.randn((sel.numel(), H, W), generator=generator, device=base.device, dtype=base.dtype) * sig[0]
+            x = _randn((sel.numel(), H, W), generator, base) * sig[0]
             for i in range(steps):
                 t, t_next = sig[i], sig[i + 1]
                 if gamma_max > 0:
                     t_hat = t * (1 + gamma_max)
-                    eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+                    eps = _randn(x.shape, generator, x)
                     x = x + torch.sqrt(t_hat**2 - t**2) * float(s_noise) * eps
                     t = t_hat
                 d = (x - den(x, t, cnd, lb)) / t
@@ -538,6 +543,13 @@ class EDMDownscaler(nn.Module):
             raise InputError(f"diffusion sampling with steps={steps} produced {bad} non-finite value(s) of "
                              f"{res.numel()}; use more sampling steps (default 18)")
         return res
+
+
+def _randn(shape: Any, generator: torch.Generator | None, like: torch.Tensor) -> torch.Tensor:
+    """Standard normal noise like ``like`` (device, dtype), drawn from ``generator`` on whichever device it lives
+    (a CPU generator with a CUDA model draws on the CPU and moves the noise)."""
+    dev = like.device if generator is None else generator.device
+    return torch.randn(shape, generator=generator, device=dev, dtype=like.dtype).to(like.device)
 
 
 def _autocast_call(fn: Any, dtype: torch.dtype, x: torch.Tensor, *args: Any) -> torch.Tensor:

@@ -500,11 +500,10 @@ def plot_downscaled(path: str | os.PathLike[str], lowres: Any, ens: Any, *, time
                     original: Any = None) -> Path:
     """Quick-look PNG: the low-resolution input, two members and the ensemble mean (one time); ``original``: also
     the high-resolution field the input was coarsened from (e.g. ``skydiff downscale --coarsen``)."""
-    from ..plot import _new_figure, plot_field, save_figure
+    from ..plot import _as_array, _new_figure, plot_field, save_figure
 
-    lo = np.asarray(getattr(lowres, "values", lowres), np.float32)
-    e = np.asarray(getattr(ens, "values", ens), np.float32)
-    hi = None if original is None else np.asarray(getattr(original, "values", original), np.float32)
+    lo, e = _as_array(lowres, "lowres"), _as_array(ens, "ens")  # arrays, DataArrays or tensors on any device
+    hi = None if original is None else _as_array(original, "original")
     if lo.ndim == 3:
         lo, e = lo[time_index], e[:, time_index]
         hi = None if hi is None else hi[time_index]

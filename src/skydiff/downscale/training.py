@@ -180,7 +180,7 @@ def train_downscaler(pairs: TilePairs, name: str = "edm-radar", *, out: str | os
                      max_steps: int = 2000, batch_size: int = 32, crop: int | None = 32, lr: float = 2e-3,
                      ema_decay: float = 0.999, pp_weights: str | os.PathLike[str] | bool = True,
                      ckpt_every: int = 200, resume: bool = True, seed: int = 0, progress: bool = True,
-                     card: dict[str, Any] | None = None, label_dropout: float = 0.2,
+                     card: dict[str, Any] | None = None, label_dropout: float = 0.2, accelerator: str = "auto",
                      **model_config: Any) -> dict[str, Any]:
     """Train a registered ``edm-*`` downscaler on high-/low-resolution pairs and export its EMA weights.
 
@@ -201,8 +201,10 @@ def train_downscaler(pairs: TilePairs, name: str = "edm-radar", *, out: str | os
         Lightning checkpoint interval (steps) and whether to continue from ``last.ckpt``.
     label_dropout
         For a model with ``labels`` (each pair labelled with its source's product,
-        :data:`~skydiff.downscale.data.RADAR_LABELS`): the share of training fields given the "unknown" label instead, so that sampling without a label is the
-        training mixture.
+        :data:`~skydiff.downscale.data.RADAR_LABELS`): the share of training fields given the "unknown" label
+        instead, so that sampling without a label is the training mixture.
+    accelerator
+        Passed to ``lightning.Trainer``: ``"auto"`` (a GPU when there is one), ``"cpu"``, ``"gpu"``, ...
     **model_config
         Constructor options of :class:`~skydiff.downscale.diffusion.EDMDownscaler` (``factor`` defaults to
         ``pairs.factor``).
@@ -264,7 +266,7 @@ def train_downscaler(pairs: TilePairs, name: str = "edm-radar", *, out: str | os
 
     cb = ModelCheckpoint(dirpath=str(ckdir), filename="last", monitor=None, save_top_k=1,
                          every_n_train_steps=int(ckpt_every), save_last=False)
-    trainer = L.Trainer(max_steps=int(max_steps), max_epochs=-1, accelerator="cpu", devices=1, logger=False,
+    trainer = L.Trainer(max_steps=int(max_steps), max_epochs=-1, accelerator=accelerator, devices=1, logger=False,
                         callbacks=[cb, _Log(), SaveOnInterrupt(last, "train_downscaler")],
                         enable_progress_bar=progress, enable_model_summary=False, log_every_n_steps=25,
                         num_sanity_val_steps=0, plugins=with_atomic_checkpoints())  # checkpoints via atomic_path

@@ -782,7 +782,9 @@ def fourdvar(
     if device.type == "cpu":
         dtype = torch.float64
     else:
-        dtype = tmpl.dtype if (tmpl is not None and tmpl.is_floating_point()) else torch.float32
+        # at least float32: in half precision the observation cost overflows and L-BFGS stops at once
+        floating = tmpl is not None and tmpl.is_floating_point()
+        dtype = torch.promote_types(tmpl.dtype, torch.float32) if floating else torch.float32
     weak = constraint == "weak"
 
     w_init = None
@@ -990,7 +992,8 @@ def fourdvar_reference(
     data, valid, tau, dry, ymin, is_torch, tmpl = _prepare(frames, times, transform)
     T, H, W = data.shape
     device = tmpl.device if tmpl is not None else torch.device("cpu")
-    dtype = torch.float64 if device.type == "cpu" else (tmpl.dtype if tmpl.is_floating_point() else torch.float32)
+    dtype = torch.float64 if device.type == "cpu" else (
+        torch.promote_types(tmpl.dtype, torch.float32) if tmpl.is_floating_point() else torch.float32)
     dts, obs_after = _schedule(tau, n_substeps)
     Y = torch.from_numpy(np.where(valid, data, ymin)).to(device=device, dtype=dtype)
     V = torch.from_numpy(valid).to(device)

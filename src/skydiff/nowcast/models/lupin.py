@@ -182,7 +182,7 @@ class LUPIN(NowcastModel):
         shape = (x.shape[0], 2, *x.shape[-2:])
         if tuple(prior.shape) != shape:
             raise InputError(f"prior must be {shape} (B, 2, H, W) px/step, got {tuple(prior.shape)}")
-        prior = prior.to(x.dtype)
+        prior = prior.to(device=x.device, dtype=x.dtype)
         if self.motion_net is None:  # motion_correction=False: the flow is the motion
             return prior
         return self.motion_net(torch.log(self.inverse_transform(x) + LOG_OFFSET)) + prior
