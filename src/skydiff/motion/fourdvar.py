@@ -654,6 +654,16 @@ def _check_params(**kw: Any) -> None:
             raise InputError(f"4dvar: {name} must be a number >= 0, got {v!r}")
 
 
+def _work_dtype(tmpl: Any, device: torch.device) -> torch.dtype:
+    """4D-Var's working precision: float64 on the CPU; elsewhere the frames' floating dtype, at least float32 (in
+    half precision the observation cost overflows and L-BFGS stops at once)."""
+    if device.type == "cpu":
+        return torch.float64
+    if isinstance(tmpl, torch.Tensor) and tmpl.is_floating_point():
+        return torch.promote_types(tmpl.dtype, torch.float32)
+    return torch.float32
+
+
 def _as_input(x: torch.Tensor, is_torch: bool, tmpl: Any) -> Any:
     """A result like the frames were given: torch input -> its device and (floating, else torch's default) dtype;
     numpy input -> a float64 array."""
@@ -779,12 +789,7 @@ def fourdvar(
     data, valid, tau, dry, ymin, is_torch, tmpl = _prepare(frames, times, transform)
     T, H, W = data.shape
     device = tmpl.device if tmpl is not None else torch.device("cpu")
-    if device.type == "cpu":
-        dtype = torch.float64
-    else:
-        # at least float32: in half precision the observation cost overflows and L-BFGS stops at once
-        floating = tmpl is not None and tmpl.is_floating_point()
-        dtype = torch.promote_types(tmpl.dtype, torch.float32) if floating else torch.float32
+    dtype = _work_dtype(tmpl, device)
     weak = constraint == "weak"
 
     w_init = None
@@ -992,8 +997,7 @@ def fourdvar_reference(
     data, valid, tau, dry, ymin, is_torch, tmpl = _prepare(frames, times, transform)
     T, H, W = data.shape
     device = tmpl.device if tmpl is not None else torch.device("cpu")
-    dtype = torch.float64 if device.type == "cpu" else (
-        torch.promote_types(tmpl.dtype, torch.float32) if tmpl.is_floating_point() else torch.float32)
+    dtype = _work_dtype(tmpl, device)
     dts, obs_after = _schedule(tau, n_substeps)
     Y = torch.from_numpy(np.where(valid, data, ymin)).to(device=device, dtype=dtype)
     V = torch.from_numpy(valid).to(device)
