@@ -438,3 +438,91 @@ def test_non_finite_coordinate_is_not_reported_as_a_fold() -> None:
 
     with pytest.raises(InputError, match="non-finite heights"):
         build(get_case("schaer", length=10000.0, nz=4, top=4000.0), Broken())
+
+
+# --- thirteenth-session audit: inputs that failed late, with a misleading message, or silently ------------------
+
+
+def test_model_top_above_the_reference_atmosphere_is_refused_before_stepping() -> None:
+    """A 40 km top put NaN into the reference pressure: 'cannot convert float NaN' from the default time step, and
+    with dt given a stability error blaming dt."""
+    small = dict(length=40000.0, nz=8, top=40000.0)
+    for dt in (None, 0.5):
+        with pytest.raises(InputError, match=r"no pressure left above z = 3\d\.\d km .*use top < "):
+            run("schaer", "btf", hours=1e-3, dt=dt, **small)
+    run("schaer", "btf", hours=1e-3, **{**small, "top": 30000.0})  # (still allowed)
+
+
+def test_perturbation_colder_than_zero_kelvin_is_refused() -> None:
+    with pytest.raises(InputError, match="potential temperature <= 0 K .*dtheta"):
+        build(get_case("bubble", dtheta=-400.0, dx=1000.0, nz=10), BasicTerrainFollowing())
+
+
+@pytest.mark.parametrize(("shift", "where"), [(lambda z, r: z + 30.0, "the ground"),
+                                             (lambda z, r: z * 0.9, "the ground|the model top")])
+def test_coordinate_that_misses_the_ground_or_the_top_is_refused(shift, where) -> None:  # noqa: ANN001
+    class Off(BasicTerrainFollowing):
+        def height(self, x, r, terrain, top):  # noqa: ANN001, ANN202
+            return shift(super().height(x, r, terrain, top), r)
+
+    with pytest.raises(InputError, match=f"does not reach ({where})"):
+        build(get_case("schaer", length=40000.0, nz=4, top=4000.0), Off())
+
+
+def test_domain_inside_the_lateral_relaxation_zones_warns() -> None:
+    from skydiff.errors import SkydiffWarning
+
+    with pytest.warns(SkydiffWarning, match="all lateral relaxation zone .*length > 30000 m"):
+        get_case("schaer", length=30000.0)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        get_case("schaer", length=40000.0)
+
+
+def test_schaer_run_without_an_error_window_or_reference_says_why_and_keeps_the_run() -> None:
+    flat = run("schaer", "btf", hours=2e-3, length=40000.0, nz=6, top=6000.0, h0=0.0)
+    assert "w_error" not in flat.attrs and "w = 0" in flat.attrs["w_error_note"]
+    low = run("schaer", "btf", hours=2e-3, length=40000.0, nz=4, top=900.0)
+    assert "w_error" not in low.attrs and "holds no w points" in low.attrs["w_error_note"]
+    assert np.isfinite(low.w.values).all()
+
+
+def test_max_abs_w_starts_at_the_free_slip_ground_value() -> None:
+    """max_abs_w[0] was written as 0, but in a 10 m/s wind the ground w = U dh/dx from the start."""
+    ds = run("schaer", "btf", hours=2e-3, length=40000.0, nz=6, top=6000.0)
+    x = torch.tensor(ds.x.values, requires_grad=True)
+    (dhdx,) = torch.autograd.grad(Terrain(250.0, 5000.0, 4000.0).h(x).sum(), x)
+    assert float(ds.max_abs_w[0]) == pytest.approx(10.0 * float(dhdx.abs().max()), rel=0.05)
+
+
+def test_run_takes_a_saved_coordinate_path(tmp_path) -> None:  # noqa: ANN001
+    from skydiff.registry import save_model
+
+    torch.manual_seed(1)
+    coord = Neuve().double()
+    save_model(coord, tmp_path / "mine")
+    kw = dict(hours=2e-3, length=40000.0, nz=6, top=6000.0, dt=0.5)
+    a = run("schaer", str(tmp_path / "mine"), **kw)
+    b = run("schaer", coord, **kw)
+    np.testing.assert_array_equal(a.w.values, b.w.values)
+    with pytest.raises(InputError, match="unknown vertical coordinate .*path of saved NEUVE weights"):
+        run("schaer", str(tmp_path / "missing"), **kw)
+
+
+def test_loss_windows_without_a_sample_are_refused(tmp_path) -> None:  # noqa: ANN001
+    """`--objective schaer --seconds 0.3` ended in a ZeroDivisionError after minutes; Klemp windows under 5 s
+    trained on the thin-layer penalty alone."""
+    from skydiff.dycore.training import train_neuve
+
+    for kw, match in (({"objective": "schaer", "seconds": 0.3}, "seconds = 0.3 s is too short"),
+                      ({"seconds": 3.0}, "seconds = 3 s is too short: the klemp window needs at least 5 s"),
+                      ({"objective": "both", "schaer_seconds": 0.1}, "schaer_seconds"),
+                      ({"eval_seconds": 0.1}, "eval_seconds")):
+        with pytest.raises(InputError, match=match):
+            train_neuve(out=tmp_path / "n", iterations=1, progress=False, **kw)
+    assert not list(tmp_path.iterdir())
+    model, s0 = build(get_case("klemp2011", length=10000.0, nz=8), BasicTerrainFollowing())
+    with pytest.raises(InputError, match="holds no loss sample"):
+        integrate_loss(s0, model, 0.5, 4, lambda s: s.w.sum(), every=10)

@@ -332,3 +332,17 @@ def test_build_nl_dataset_never_replaces_one_of_its_inputs(tmp_path):
     with pytest.raises(SkydiffError):  # another output name: read (and refused as radar), nothing written
         build_nl_dataset([f], src / "nl.h5")
     assert sorted(p.name for p in src.iterdir()) == [f.name]
+
+
+def test_neuve_training_refuses_fewer_iterations_than_its_checkpoint(tmp_path, cheap_neuve):
+    """Asking for fewer iterations than an unfinished run had done deleted its state and misreported the run."""
+    tr, calls = cheap_neuve
+    calls.update(n=0, stop_at=3 + 4)
+    with pytest.raises(KeyboardInterrupt):
+        tr.train_neuve(out=tmp_path / "neuve", iterations=6, progress=False)
+    state = tmp_path / "neuve.ckpt"
+    before = state.read_bytes()
+    calls.update(n=0, stop_at=None)
+    with pytest.raises(InputError, match="already 3 iterations long.*--restart"):
+        tr.train_neuve(out=tmp_path / "neuve", iterations=2, progress=False)
+    assert state.read_bytes() == before and not (tmp_path / "neuve.safetensors").exists()

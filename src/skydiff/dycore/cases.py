@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import InputError, check_int
+from ..errors import InputError, check_int, warn
 from .coordinates import Terrain, VerticalCoordinate
 from .equations import CP, G, RD, Model, Reference, Sponge, State, column_state, geometry, hydrostatic_exner, reference_state
 from .grid import Grid, avg_c2u
@@ -161,7 +161,28 @@ def get_case(name: str, **options: Any) -> Case:
     except TypeError as exc:
         raise InputError(f"bad option for case {name!r}: {exc}") from None
     case.options = dict(options)
+    half = case.grid.length / 2
+    if case.lateral_rate > 0 and case.lateral_width >= half:
+        warn(f"case {case.name!r}: a domain {case.grid.length / 1000:g} km long is all lateral relaxation zone "
+             f"({case.lateral_width / 1000:g} km at each side), which damps the flow over the mountain too; use "
+             f"length > {2 * case.lateral_width:g} m for a free interior")
     return case
+
+
+def _check_atmosphere(case: Case, z_c: torch.Tensor, theta: torch.Tensor, exner: torch.Tensor, what: str) -> None:
+    """:class:`InputError` where the case's atmosphere has no positive pressure (Exner function) or potential
+    temperature on the grid (a model top above the reference profile's pressure top, a perturbation colder than
+    0 K), which would give NaN sound speeds or a misleading stability error further on."""
+    bad_e = ~(exner > 0)
+    if bool(bad_e.any()):
+        z0 = float(z_c.detach()[bad_e].min())
+        raise InputError(f"case {case.name!r}: the {what} (theta0 {case.theta0:g} K, N {case.n:g} 1/s) has no pressure "
+                         f"left above z = {z0 / 1000:.1f} km (Exner function <= 0), below the model top "
+                         f"{case.grid.top / 1000:g} km; use top < {z0:.0f} m")
+    bad_t = ~(theta > 0)
+    if bool(bad_t.any()):
+        raise InputError(f"case {case.name!r}: the {what} has potential temperature <= 0 K at {int(bad_t.sum())} "
+                         f"point(s) (min {float(theta.detach().min()):.3g} K); check the perturbation (dtheta)")
 
 
 def _sin2(d: torch.Tensor, width: float) -> torch.Tensor:
@@ -175,11 +196,13 @@ def build(case: Case, coordinate: VerticalCoordinate, dtype: torch.dtype = torch
     geom = geometry(grid, coordinate, case.terrain, dtype, device)
     theta_ref, exner_ref = constant_n_profile(case.theta0, case.n)
     ref: Reference = reference_state(geom, grid, theta_ref, exner_ref)
+    _check_atmosphere(case, geom.z_c, ref.theta_c, ref.exner_c, "reference atmosphere")
 
     # initial state
     if case.theta_init is not None:  # a different balanced profile: rebuild the columns
         th_c = case.theta_init(geom.z_c)
         ex_c = hydrostatic_exner(th_c, geom.sigma_w, grid.dr, exner_ref(geom.z_c[0]))
+        _check_atmosphere(case, geom.z_c, th_c, ex_c, "initial atmosphere")
         m_init, t_init = column_state(ex_c, th_c, geom.sigma_c)
         m, th = m_init - ref.m_c, t_init - ref.th_c
     else:
@@ -187,6 +210,7 @@ def build(case: Case, coordinate: VerticalCoordinate, dtype: torch.dtype = torch
     if case.theta_pert is not None:  # unbalanced theta perturbation at constant pressure (rho theta unchanged)
         tp = case.theta_pert(geom.x_c[None, :], geom.z_c)
         theta_now = (ref.th_c + th) / (ref.m_c + m)
+        _check_atmosphere(case, geom.z_c, theta_now + tp, ref.exner_c, "initial atmosphere")
         m = (ref.th_c + th) / (theta_now + tp) - ref.m_c
     u = torch.full_like(ref.m_c, case.u0)
     w = torch.zeros_like(geom.z_w[1:-1])

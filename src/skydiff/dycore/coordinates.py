@@ -271,14 +271,25 @@ COORDINATES: dict[str, Callable[..., VerticalCoordinate]] = {
 
 
 def make_coordinate(coordinate: str | VerticalCoordinate, pretrained: bool = True, **options: Any) -> VerticalCoordinate:
-    """A coordinate by name (``btf``, ``hybrid``, ``sleve``, ``sleve2``, ``neuve``) or pass-through of a module.
+    """A coordinate by name (``btf``, ``hybrid``, ``sleve``, ``sleve2``, ``neuve``), the path of saved NEUVE weights
+    (:func:`skydiff.registry.load_model`; e.g. from ``skydiff dycore train``), or pass-through of a module.
 
     ``neuve`` with ``pretrained=True`` loads the shipped trained coordinate (``dycore/weights/neuve.safetensors``).
     """
     if isinstance(coordinate, VerticalCoordinate):
         return coordinate
+    if isinstance(coordinate, str) and coordinate.lower() not in COORDINATES and _is_weights(coordinate):
+        from ..registry import load_model
+
+        if options:
+            raise InputError(f"a saved coordinate ({coordinate}) takes no options, got {sorted(options)}")
+        loaded = load_model(coordinate)
+        if not isinstance(loaded, VerticalCoordinate):
+            raise InputError(f"{coordinate} holds a {type(loaded).__name__}, not a vertical coordinate")
+        return loaded.double()
     if not isinstance(coordinate, str) or coordinate.lower() not in COORDINATES:
-        raise InputError(f"unknown vertical coordinate {coordinate!r}; available: {', '.join(COORDINATES)}")
+        raise InputError(f"unknown vertical coordinate {coordinate!r}; available: {', '.join(COORDINATES)} or the "
+                         "path of saved NEUVE weights (e.g. from skydiff dycore train)")
     key = coordinate.lower()
     if key == "neuve":
         from ..registry import create_model
@@ -288,6 +299,13 @@ def make_coordinate(coordinate: str | VerticalCoordinate, pretrained: bool = Tru
         return COORDINATES[key](**options)
     except TypeError as exc:
         raise InputError(f"bad option for coordinate {key!r}: {exc}") from None
+
+
+def _is_weights(path: str) -> bool:
+    """Whether ``path`` (a stem or ``.safetensors`` file) names saved skydiff weights (with their ``.json`` card)."""
+    from ..registry import weights_paths
+
+    return any(p.is_file() for p in weights_paths(path))
 
 
 # --- metrics ----------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from typing import NamedTuple
 
 import torch
 
+from ..errors import InputError
 from .coordinates import Terrain, VerticalCoordinate, check_monotonic, coordinate_metrics
 from .grid import (
     Grid,
@@ -139,7 +140,21 @@ def geometry(
     label = name or getattr(coordinate, "name", type(coordinate).__name__)
     for m, xx, rr in ((mc, xc[None, :], rc), (mu, xu[None, :], rc), (mw, xc[None, :], rw)):
         check_monotonic(m, xx, rr, label)
+    _check_bounds(mw.z.detach(), terrain.h(xc).detach(), grid.top, label)
     return Geometry(xc, mc.z, mc.sigma, mu.sigma, mu.slope, mw.z, mw.sigma, mw.slope)
+
+
+def _check_bounds(z_w: torch.Tensor, h: torch.Tensor, top: float, name: str) -> None:
+    """:class:`InputError` unless the lowest w faces lie on the terrain ``h`` and the highest at ``top`` (to 1 cm or
+    1e-6 of the top): a coordinate that misses them would simulate another terrain or domain without a word."""
+    tol = max(0.01, 1e-6 * top)
+    for where, got, want in (("the ground", z_w[0], h), ("the model top", z_w[-1], torch.full_like(h, top))):
+        miss = (got - want).abs()
+        if float(miss.max()) > tol:
+            i = int(miss.argmax())
+            raise InputError(f"vertical coordinate {name!r} does not reach {where}: z = {float(got[i]):.2f} m where "
+                             f"it should be {float(want[i]):.2f} m (column {i}); a coordinate must map r = 0 to the "
+                             "terrain and r = top to the top")
 
 
 def hydrostatic_exner(theta_c: torch.Tensor, sigma_w: torch.Tensor, dr: float, exner_bottom: torch.Tensor) -> torch.Tensor:

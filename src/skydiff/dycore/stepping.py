@@ -32,6 +32,9 @@ def stable_dt(model: Model, dx: float, umax: float = 0.0) -> tuple[float, float,
     c = float(torch.sqrt(CP / CV * RD * temp).max())
     dz_min = float((geom.sigma_c.detach().min()) * model.dr)
     dz_min = min(dz_min, float(geom.sigma_w.detach().min()) * model.dr)
+    if not (math.isfinite(c) and math.isfinite(dz_min) and dz_min > 0):
+        raise InputError(f"no stability limit: the reference state's largest sound speed is {c:.3g} m/s and the "
+                         f"thinnest layer {dz_min:.3g} m (a non-finite or collapsed reference atmosphere or grid)")
     omega = 2.0 * (c + abs(umax)) * math.sqrt(1.0 / dx**2 + 1.0 / dz_min**2)
     return math.sqrt(3.0) / omega, dz_min, c
 
@@ -174,6 +177,11 @@ def integrate_loss(
                 acc = acc + loss_fn(s)
         return (*s, acc)
 
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise InputError(f"every must be a whole number of steps >= 1, got {every!r}")
+    if isinstance(nsteps, bool) or not isinstance(nsteps, int) or nsteps < every:
+        raise InputError(f"a loss window of {nsteps!r} step(s) of {dt:g} s holds no loss sample (one every {every} "
+                         f"steps): use a window of at least {every * dt:g} s")
     total = torch.zeros((), dtype=state.u.dtype, device=state.u.device)
     done = 0
     while done < nsteps:
@@ -185,4 +193,4 @@ def integrate_loss(
         state, total = State(*out[:4]), total + out[4]
         done += n
         _check(state, done, dt, 1e3)
-    return state, total / max(1, nsteps // every)
+    return state, total / (nsteps // every)

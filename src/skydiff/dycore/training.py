@@ -207,6 +207,15 @@ def train_neuve(out: str | Path = "runs/dycore/neuve", iterations: int = 15, sec
                         ("schaer_seconds", schaer_seconds), ("sigma_floor", sigma_floor)):
         if not positive_finite(value):
             raise InputError(f"{name} must be a positive number, got {value!r}")
+    # the shortest windows that hold a loss sample: klemp_loss samples every 10 steps of 0.5 s, schaer_loss after the
+    # last of its 0.63-s steps, the evaluation (klemp_max_w) needs one 0.5-s step
+    least = {"seconds": 0.63 if objective == "schaer" else 5.0, "eval_seconds": 0.5}
+    if objective == "both":
+        least["schaer_seconds"] = 0.63
+    for name, value in (("seconds", seconds), ("eval_seconds", eval_seconds), ("schaer_seconds", schaer_seconds)):
+        if name in least and value < least[name]:
+            raise InputError(f"{name} = {value:g} s is too short: the {objective if name != 'eval_seconds' else 'eval'}"
+                             f" window needs at least {least[name]:g} s to give a loss")
     train_terrains = [tuple(float(v) for v in t) for t in (terrains or TRAIN_TERRAINS)]
     if any(len(t) != 3 for t in train_terrains):
         raise InputError("training terrains must be (h0, a, lam) triples in m")
@@ -224,6 +233,10 @@ def train_neuve(out: str | Path = "runs/dycore/neuve", iterations: int = 15, sec
                 "sigma_floor": float(sigma_floor), "terrains": [list(t) for t in train_terrains],
                 "schaer_seconds": float(schaer_seconds)}
     saved = _read_state(state_file, settings) if resume and state_file.is_file() else None
+    if saved is not None and saved["iteration"] > iterations:
+        raise InputError(f"{state_file} holds an unfinished run already {saved['iteration']} iterations long; ask for "
+                         f"at least that many iterations to continue it (now {iterations}), or start again "
+                         "(resume=False; CLI: --restart)")
     torch.manual_seed(seed)
     t0 = time.perf_counter()
     sleve = Sleve()
@@ -326,10 +339,10 @@ def _read_state(path: Path, settings: dict[str, Any]) -> dict[str, Any]:
         there = saved["settings"]
     except Exception as exc:  # noqa: BLE001 - any unreadable file
         raise ReadError(f"cannot read the training state {path} to resume from ({exc}); delete it, or pass "
-                        "resume=False to start again") from None
+                        "resume=False (CLI: --restart) to start again") from None
     differ = sorted(k for k in set(there) | set(settings) if there.get(k) != settings.get(k))
     if differ:
         raise InputError(f"{path} holds an unfinished run with other settings ("
                          + ", ".join(f"{k} = {there.get(k)!r} there, {settings.get(k)!r} here" for k in differ)
-                         + "); run with those settings to continue it, or delete it (resume=False) to start again")
+                         + "); run with those settings to continue it, or start again (resume=False; CLI: --restart)")
     return saved
