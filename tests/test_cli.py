@@ -306,3 +306,19 @@ def test_weights_paths_a_checkpoint_and_a_stem_with_dots(tmp_path, capsys):
 def test_assimilate_refuses_fewer_than_two_frames_before_reading(tmp_path, capsys):
     assert main(["assimilate", str(tmp_path / "a.h5"), "--frames", "0", "--out", str(tmp_path / "m.nc"), "-q"]) == 2
     assert "--frames must be >= 2" in capsys.readouterr().err
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_any_work(tmp_path, capsys):
+    """An unwritable --out failed with a raw PermissionError after the whole run (a downscaling: after sampling)."""
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    outs = [str(blocker / "sub" / "w.nc")]
+    if sys.platform.startswith("linux") and os.path.isdir("/proc"):
+        outs.append("/proc/skydiff-test.nc")  # a folder that takes no new files, even for root
+    for out in outs:
+        t0 = __import__("time").perf_counter()
+        assert main(["dycore", "run", "schaer", "--out", out, "-q"]) == 2  # a 5 h run if not refused
+        assert __import__("time").perf_counter() - t0 < 30
+        err = capsys.readouterr().err
+        assert "cannot write" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert blocker.read_text() == "x"

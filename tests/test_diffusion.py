@@ -265,6 +265,13 @@ def test_downscale_passes_the_label_and_refuses_it_for_unlabelled_models():
         downscale(lo, model=m, members=1, steps=2, seed=0, progress=False, label="nope")
     with pytest.raises(InputError, match="has no labels"):
         downscale(lo, model=tiny(sigma_max=1.0), members=1, steps=2, progress=False, label="fmi")
+    # a plain array names no product: label="auto" samples the mixture, and now says so (thirteenth-session audit)
+    from skydiff.errors import SkydiffWarning
+
+    with pytest.warns(SkydiffWarning, match="names no radar product .*label= one of 'knmi-rap', 'fmi'"):
+        b = downscale(lo, model=m, members=1, steps=2, seed=0, progress=False)
+    c = downscale(lo, model=m, members=1, steps=2, seed=0, progress=False, label=None)  # the same, no label warning
+    np.testing.assert_array_equal(b, c)
 
 
 # --------------------------------------------------------------------------- large fields: tiles and the dry trim

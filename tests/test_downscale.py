@@ -248,8 +248,24 @@ def test_downscale_warns_on_few_steps_and_refuses_unphysical_output(tiny_model, 
     # an unconverged sample can decode to any value below the decoder's cap: refused above 1000 mm/h
     monkeypatch.setattr(type(tiny_model), "sample", lambda self, x, **kw: torch.full(
         (kw["members"], x.shape[0], x.shape[1] * 4, x.shape[2] * 4), 5000.0))
-    with pytest.raises(InputError, match="not converged"):
+    with pytest.warns(SkydiffWarning), pytest.raises(InputError, match="with steps=6: the sampler has not converged"):
+        downscale(lo, model=tiny_model, members=1, steps=6, progress=False)
+    # with enough steps the message no longer blames them (thirteenth-session audit)
+    with pytest.raises(InputError, match="from input rain of up to .* put heavy rain into a few pixels"):
         downscale(lo, model=tiny_model, members=1, steps=18, progress=False)
+
+    # the check runs after the block-mean correction, which scaled 373 mm/h sample peaks of a 200 mm/h block to
+    # 1 279 mm/h unchecked: one 800 mm/h pixel per 4 x 4 block (block mean 50), input 100 mm/h -> 1 600 mm/h
+    def spiky(self, x, **kw):  # noqa: ANN001, ANN003, ANN202
+        out = torch.zeros(kw["members"], x.shape[0], x.shape[1] * 4, x.shape[2] * 4)
+        out[..., ::4, ::4] = 800.0
+        return out
+
+    monkeypatch.setattr(type(tiny_model), "sample", spiky)
+    heavy = np.full((6, 6), 100.0, np.float32)
+    assert float(downscale(heavy, model=tiny_model, members=1, steps=18, progress=False, conserve=False).max()) == 800
+    with pytest.raises(InputError, match=r"after restoring the block means \(conserve=True; the samples reached 800"):
+        downscale(heavy, model=tiny_model, members=1, steps=18, progress=False, conserve=True)
 
 
 # --------------------------------------------------------------------------- CLI
@@ -633,3 +649,80 @@ def test_match_block_means_where_and_conserve_heavy(tiny_model):
     d = downscale(lo6, model=tiny_model, members=2, steps=2, seed=0, progress=False, conserve=False)
     np.testing.assert_allclose(block_mean(c, 4), np.broadcast_to(lo6, (2, 6, 5)), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(c, smooth_block_means(d, lo6, 4), rtol=1e-6)
+
+
+# --------------------------------------------------------------------------- thirteenth-session audit
+def test_downscale_reads_dimensions_by_name_and_refuses_masked_or_empty_input(tiny_model):
+    """A (y, x, time) DataArray was downscaled over (x, time); masked pixels were downscaled as their fill values;
+    a (0, h, w) array was accepted."""
+    import xarray as xr
+
+    lo = rain((2, 6, 5))
+    a = downscale(lo, model=tiny_model, members=1, steps=2, seed=0, progress=False)
+    da = xr.DataArray(lo.transpose(1, 2, 0), dims=("y", "x", "time"))
+    b = downscale(da, model=tiny_model, members=1, steps=2, seed=0, progress=False)
+    assert b.dims == ("member", "time", "y", "x") and b.shape == (1, 2, 24, 20)
+    np.testing.assert_allclose(b.values, a, rtol=1e-5, atol=1e-6)
+    lonlat = xr.DataArray(lo.transpose(0, 2, 1), dims=("time", "lon", "lat"))
+    assert downscale(lonlat, model=tiny_model, members=1, steps=2, seed=0, progress=False).dims[-2:] == ("lat", "lon")
+    masked = np.ma.masked_array(lo[0], mask=np.zeros_like(lo[0], bool), fill_value=0.0)
+    masked.mask[2, 3] = True
+    with pytest.raises(InputError, match="1 NaN"):
+        downscale(masked, model=tiny_model, members=1, steps=2, progress=False)
+    with pytest.raises(ShapeError, match="no time steps"):
+        downscale(np.zeros((0, 6, 5)), model=tiny_model, members=1, steps=2, progress=False)
+
+
+def test_read_lowres_picks_the_rain_variable_or_asks(tmp_path):
+    """The first 2-D/3-D variable was read, without units as mm/h (an elevation field was downscaled as rain)."""
+    import xarray as xr
+
+    from skydiff.downscale.interface import read_lowres
+    from skydiff.errors import ReadError
+
+    r = rain((2, 8, 8))
+    elev = (("y", "x"), np.ones((8, 8)), {"units": "m"})
+    files = {
+        "ok": {"elev": elev, "rr": (("time", "y", "x"), r, {"units": "mm/h"})},
+        "era5": {"elev": elev, "tp": (("time", "y", "x"), r / 1000.0, {"units": "m"})},
+        "unitless": {"elev": elev, "field": (("time", "y", "x"), r)},
+        "two": {"p1": (("time", "y", "x"), r, {"units": "mm/h"}), "p2": (("time", "y", "x"), r, {"units": "mm h-1"})},
+        "order": {"precip": (("y", "x", "time"), r.transpose(1, 2, 0), {"units": "mm/h"})},
+    }
+    for name, vars_ in files.items():
+        xr.Dataset(vars_).to_netcdf(tmp_path / f"{name}.nc")
+    np.testing.assert_allclose(read_lowres(tmp_path / "ok.nc").values, r)
+    np.testing.assert_allclose(read_lowres(tmp_path / "era5.nc").values, r, rtol=1e-6)  # m (per hour) -> mm/h
+    with pytest.raises(InputError, match=r"which variable is rain\? no 2-D/3-D .*elev \(m\), field \(no units\)"):
+        read_lowres(tmp_path / "unitless.nc")
+    np.testing.assert_allclose(read_lowres(tmp_path / "unitless.nc", variable="field").values, r)  # chosen: mm/h
+    with pytest.raises(InputError, match="several candidates: p1, p2; pass variable="):
+        read_lowres(tmp_path / "two.nc")
+    with pytest.raises(InputError, match="units 'm'"):
+        read_lowres(tmp_path / "ok.nc", variable="elev")
+    got = read_lowres(tmp_path / "order.nc")
+    assert got.dims == ("time", "y", "x")
+    np.testing.assert_allclose(got.values, r)
+    (tmp_path / "garbage.nc").write_text("not netCDF")
+    (tmp_path / "empty.nc").write_bytes(b"")
+    for name, match in (("garbage", "it is not a netCDF \\(or HDF5\\) file$"), ("empty", "the file is empty")):
+        with pytest.raises(ReadError, match=match) as exc:
+            read_lowres(tmp_path / f"{name}.nc")
+        assert "\n" not in str(exc.value)
+
+
+def test_coarsen_says_what_it_drops_and_the_package_lists_its_names():
+    import xarray as xr
+
+    import skydiff.downscale as sd
+    from skydiff.downscale.interface import coarsen_lowres
+    from skydiff.errors import SkydiffWarning
+
+    with pytest.warns(SkydiffWarning, match="drops the last 2 row\\(s\\) and 0 column"):
+        out = coarsen_lowres(xr.DataArray(rain((10, 8)), dims=("y", "x")), 4)
+    assert out.shape == (2, 2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        coarsen_lowres(xr.DataArray(rain((8, 8)), dims=("y", "x")), 4)
+    assert sd.spectral_truncate is spectral_truncate and "spectral_truncate" in dir(sd)
+    assert set(sd.__all__) <= set(dir(sd))

@@ -196,6 +196,18 @@ def test_bad_input(trained):
         train_pseudo(-np.ones((2, 4, 4)), steps=1, progress=False)
     with pytest.raises(InputError, match="p_dry"):
         PseudoPrecip(p_dry=1.0)
+    # thirteenth-session audit: a numpy input gave a tensor holding a graph of the weights, inf went through, a
+    # string raised numpy's ValueError, and a masked array's masked pixels were encoded by their fill values
+    out = trained.encode(np.ones((4, 4)))
+    assert isinstance(out, torch.Tensor) and not out.requires_grad
+    assert not trained.decode(np.zeros((4, 4))).requires_grad
+    assert trained.encode(torch.ones(4, 4)).requires_grad  # tensors keep the graph (training)
+    for bad, match in ((np.full((4, 4), np.inf), "tp has 16 infinite"), ("abc", "numeric array or tensor")):
+        with pytest.raises(InputError, match=match):
+            trained.encode(bad)
+    masked = np.ma.masked_array(np.ones((4, 4)), mask=np.eye(4, dtype=bool), fill_value=1e20)
+    enc = trained.encode(masked)
+    assert torch.isnan(enc).sum() == 4 and torch.isnan(torch.diagonal(enc)).all()
 
 
 @pytest.mark.parametrize("name", ["pp-radar", "pp-era5"])

@@ -11,6 +11,7 @@ import argparse
 import glob
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -87,6 +88,7 @@ def _check_outputs(paths: Sequence[str | None], overwrite: bool, *, plot: str | 
             raise InputError(f"{p} is a folder; give a file name")
         if os.path.exists(p) and not overwrite:
             raise InputError(f"{p} exists; pass --overwrite to replace it")
+        _check_writable(p)
     if plot:
         from matplotlib.figure import Figure
 
@@ -94,6 +96,22 @@ def _check_outputs(paths: Sequence[str | None], overwrite: bool, *, plot: str | 
         kinds = Figure().canvas.get_supported_filetypes()
         if ext not in kinds:
             raise InputError(f"cannot save a figure as {plot!r}: use one of .{', .'.join(sorted(kinds))}")
+
+
+def _check_writable(path: str) -> None:
+    """Refuse an output whose folder cannot take a new file (probed by creating and removing a temporary file in
+    the nearest existing folder; the writers create missing folders), before any work."""
+    folder = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if not os.path.isdir(folder):
+        raise InputError(f"cannot write {path}: {folder} is a file, not a folder")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise InputError(f"cannot write {path}: the folder {folder} does not take new files "
+                         f"({exc.strerror or exc})") from None
 
 
 def _check_threads(n: Any) -> None:
@@ -486,13 +504,16 @@ def cmd_dycore_run(args: argparse.Namespace) -> int:
     _check_outputs([args.out, args.plot], args.overwrite, plot=args.plot)
     _check_threads(args.threads)
     torch.set_num_threads(args.threads)  # the dycore's small tensors run fastest on one thread
-    options = {k: getattr(args, k) for k in ("dx", "nz", "h0", "length", "top") if getattr(args, k) is not None}
+    options = {k: getattr(args, k) for k in ("dx", "nz", "h0", "a", "lam", "length", "top")
+               if getattr(args, k) is not None}
     ds = run(args.case, coordinate=args.coordinate, hours=args.hours, dt=args.dt, dtype=args.dtype,
              device=args.device, progress=not args.quiet, compile=args.compile, **options)
     msg = (f"{ds.attrs['case']} / {ds.attrs['coordinate']}: {ds.attrs['steps']} steps of {ds.attrs['dt_s']:g} s in "
            f"{ds.attrs['wall_time_s']:.1f} s; max |w| over the run {ds.attrs['max_abs_w_over_run']:.4g} m/s")
     if "w_error" in ds.attrs:
         msg += f"; w error vs linear solution {ds.attrs['w_error']:.4f}"
+    elif "w_error_note" in ds.attrs:
+        msg += f"; {ds.attrs['w_error_note']}"
     print(msg)
     if args.out:
         write_dataset(ds, args.out)
@@ -512,7 +533,8 @@ def cmd_dycore_train(args: argparse.Namespace) -> int:
     summary = train_neuve(out=args.out, iterations=args.iterations, seconds=args.seconds, seed=args.seed,
                           progress=not args.quiet, init=args.init, compile=args.compile, lr=args.lr,
                           terrains=args.terrain or None, objective=args.objective,
-                          schaer_seconds=args.schaer_seconds, resume=not args.restart)
+                          schaer_seconds=args.schaer_seconds, resume=not args.restart,
+                          eval_seconds=args.eval_seconds)
     resumed = f" (continued after iteration {summary['resumed_from']})" if summary.get("resumed_from") else ""
     print(f"neuve: {summary['iterations']} iterations in {summary['time_s']:.0f} s{resumed}; weights "
           f"{summary['weights']}")
@@ -619,6 +641,9 @@ def cmd_downscale(args: argparse.Namespace) -> int:
         lo, vimd = read_era5_lowres(args.input)
     else:
         lo, vimd = read_lowres(args.input, variable=args.variable), None
+        if lo.name is not None:
+            prog.done()
+            _say(f"    variable {lo.name!r}, " + " x ".join(f"{n} {d}" for d, n in lo.sizes.items()), args.quiet)
     if args.bbox is not None:
         from .io import crop_bbox
 
@@ -924,7 +949,9 @@ def build_parser() -> argparse.ArgumentParser:
     dysub = dy.add_subparsers(dest="dycore_command", metavar="SUBCOMMAND")
     dr = dysub.add_parser("run", help="run a test case", description="Run a dycore test case and save w (netCDF/PNG).")
     dr.add_argument("case", help="schaer, klemp2011, skamarock-klemp or bubble")
-    dr.add_argument("--coordinate", default="sleve", help="btf, hybrid, sleve, sleve2 or neuve (default sleve)")
+    dr.add_argument("--coordinate", default="sleve",
+                    help="btf, hybrid, sleve, sleve2, neuve (the shipped one; default sleve) or the path of NEUVE "
+                         "weights from skydiff dycore train")
     dr.add_argument("--hours", type=float, default=None, help="simulated hours (default: the case's)")
     dr.add_argument("--dt", type=float, default=None,
                     help="time step in s (default: the case's, or 95%% of the stability limit where the coordinate "
@@ -934,6 +961,8 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("--length", type=float, default=None, help="domain length in m")
     dr.add_argument("--top", type=float, default=None, help="model top in m")
     dr.add_argument("--h0", type=float, default=None, help="mountain height in m")
+    dr.add_argument("--a", type=float, default=None, help="mountain half-width in m")
+    dr.add_argument("--lam", type=float, default=None, help="terrain corrugation wavelength in m (0: none)")
     dr.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default cpu)")
     dr.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     dr.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
@@ -962,6 +991,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "in turn (Schär window --schaer-seconds)")
     dtr.add_argument("--schaer-seconds", type=float, default=3600.0,
                      help="with --objective both: the Schär window (s, default 3600)")
+    dtr.add_argument("--eval-seconds", type=float, default=900.0,
+                     help="Klemp runs of this many s give the max |w| on the held-out terrains (default 900)")
     dtr.add_argument("--compile", action="store_true",
                      help="compile the solver's time step (torch.compile; ~5x faster gradients on one CPU thread)")
     dtr.add_argument("--overwrite", action="store_true", help="replace existing weights at --out")

@@ -2,7 +2,7 @@
 
 - :func:`downscale` — low-resolution rain (mm/h) → an ensemble of ``factor``-times finer fields (mm/h)
 - :mod:`.data`       — :func:`block_mean`, radar and ERA5 high-/low-resolution pairs
-- :mod:`.baselines`  — bicubic interpolation, spectral zero-padding
+- :mod:`.baselines`  — bicubic interpolation, spectral zero-padding and truncation, block-mean corrections
 - :mod:`.diffusion`  — EDM-preconditioned conditional U-Net denoiser and Heun sampler (``"radar"``, ``"era5"``,
   ``"radar-tp"`` models)
 - :mod:`.training`   — Lightning training of the diffusion models
@@ -27,6 +27,12 @@ _LAZY = {
     "era5_pairs": ("data", "era5_pairs"),
     "bicubic": ("baselines", "bicubic"),
     "spectral_zeropad": ("baselines", "spectral_zeropad"),
+    "spectral_truncate": ("baselines", "spectral_truncate"),
+    "match_block_means": ("baselines", "match_block_means"),
+    "smooth_block_means": ("baselines", "smooth_block_means"),
+    "get_downscaler": ("interface", "get_downscaler"),
+    "read_lowres": ("interface", "read_lowres"),
+    "coarsen_lowres": ("interface", "coarsen_lowres"),
     "EDMDownscaler": ("diffusion", "EDMDownscaler"),
     "vimd": ("moisture", "vimd"),
     "read_era5": ("era5", "read_era5"),
@@ -45,5 +51,8 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'skydiff.downscale' has no attribute {name!r}")
 
 
-__all__ = ["downscale", "block_mean", "radar_pairs", "era5_pairs", "bicubic", "spectral_zeropad", "EDMDownscaler",
-           "vimd", "read_era5", "PseudoPrecip", "train_pseudo", "WEIGHTS_DIR"]
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY) | _SUBMODULES)
+
+
+__all__ = [*_LAZY, "WEIGHTS_DIR"]

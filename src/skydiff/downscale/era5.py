@@ -80,13 +80,10 @@ def read_l137_table(path: str | os.PathLike[str] | None = None) -> tuple[np.ndar
 
 
 def _open(path: Path) -> Any:
-    import xarray as xr
+    from ..io.netcdf import open_netcdf
 
-    try:
-        with xr.open_dataset(path) as ds:
-            return ds.load()
-    except Exception as exc:
-        raise ReadError(f"cannot read ERA5 file {path}: {exc}") from None
+    with open_netcdf(path, "an ERA5 netCDF file") as ds:
+        return ds.load()
 
 
 def read_era5(path: str | os.PathLike[str]) -> Any:

@@ -97,18 +97,37 @@ def _as_tensor(x: Any, name: str) -> tuple[torch.Tensor, str]:
             if not is_rain_rate(units):
                 raise InputError(f"{name} must be in mm/h; the DataArray has units {units!r} (read_lowres and "
                                  "skydiff.io.read_radar convert rain units to mm/h)")
-            return torch.from_numpy(np.asarray(x.values, dtype=np.float32)), "xarray"
+            return torch.from_numpy(np.asarray(time_first(x).values, dtype=np.float32)), "xarray"
     except ImportError:  # pragma: no cover
         pass
+    if np.ma.isMaskedArray(x):  # masked pixels are no data (NaN, refused with a count), not their fill values
+        x = np.ma.filled(np.ma.asarray(x, dtype=np.float64), np.nan)
     a = np.asarray(x)
     if a.dtype == object or not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
         raise InputError(f"{name} must be a numeric array (numpy, torch or xarray), got dtype {a.dtype}")
     return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)), "numpy"
 
 
+_YX = {("x", "y"): ("y", "x"), ("lon", "lat"): ("lat", "lon"), ("longitude", "latitude"): ("latitude", "longitude")}
+
+
+def time_first(da: Any) -> Any:
+    """A DataArray with its ``time`` dimension first and a recognised ``(x, y)`` / ``(lon, lat)`` pair in ``(y, x)``
+    order (rows, columns): :func:`downscale` reads the last two dimensions as the grid and the one before as time."""
+    dims = list(da.dims)
+    if "time" in dims and dims[0] != "time":
+        dims.remove("time")
+        dims.insert(0, "time")
+    if tuple(dims[-2:]) in _YX:
+        dims[-2:] = _YX[tuple(dims[-2:])]
+    return da.transpose(*dims) if dims != list(da.dims) else da
+
+
 def _check_rain(x: torch.Tensor, name: str, allow_negative: bool = False) -> None:
     if x.ndim not in (2, 3):
         raise ShapeError(f"{name} must be (h, w) or (T, h, w), got shape {tuple(x.shape)}")
+    if x.ndim == 3 and x.shape[0] == 0:
+        raise ShapeError(f"{name} has no time steps (shape {tuple(x.shape)})")
     if x.shape[-1] < 2 or x.shape[-2] < 2:
         raise ShapeError(f"{name} needs at least 2 × 2 pixels, got {tuple(x.shape[-2:])}")
     n_nan = int(torch.isnan(x).sum())
@@ -221,7 +240,13 @@ def downscale(lowres: Any, factor: int = 4, model: Any = "radar", members: int =
     if isinstance(factor, bool) or not isinstance(factor, (int, np.integer)) or int(factor) < 1:
         raise InputError(f"factor must be an integer >= 1, got {factor!r}")
     m = get_downscaler(model)
+    asked = label
     label = resolve_label(label, getattr(lowres, "attrs", None), m.labels)
+    if asked == "auto" and m.labels and label is None:
+        warn(f"lowres names no radar product ({'a plain array' if kind != 'xarray' else 'no product attributes'}):"
+             f" {m.model_name!r} samples the texture of its training mixture; pass label= one of "
+             f"{', '.join(map(repr, m.labels))} for the product the field comes from (it sets the small-scale "
+             "spectrum, benchmarks/RESULTS.md section 8), or label=None to keep the mixture without this warning")
     if int(factor) != m.factor:
         raise InputError(f"model {m.model_name!r} downscales by a factor of {m.factor}, not {int(factor)}; "
                          f"pass factor={m.factor} or train a model for factor {int(factor)}")
@@ -275,10 +300,7 @@ def downscale(lowres: Any, factor: int = 4, model: Any = "radar", members: int =
             f = m.factor
             out = part.new_zeros(*part.shape[:-2], xb.shape[-2] * f, xb.shape[-1] * f)
             out[..., rs.start * f:rs.stop * f, cs.start * f:cs.stop * f] = part
-    top = float(out.max()) if out.numel() else 0.0
-    if top > MAX_PLAUSIBLE_MM_H:
-        raise InputError(f"the downscaled rain reaches {top:.3g} mm/h (> {MAX_PLAUSIBLE_MM_H:g} mm/h, not physical) "
-                         f"with steps={steps}: the sampler has not converged; use more steps (default 18)")
+    raw_top = float(out.max()) if out.numel() else 0.0
     if conserve is True:
         from .baselines import match_block_means
 
@@ -291,6 +313,9 @@ def downscale(lowres: Any, factor: int = 4, model: Any = "radar", members: int =
         from .baselines import smooth_block_means
 
         out = smooth_block_means(out, xb, m.factor)
+    top = float(out.max()) if out.numel() else 0.0
+    if top > MAX_PLAUSIBLE_MM_H:  # after the block-mean correction, which can scale a sample's peaks up
+        raise InputError(_implausible(top, raw_top, float(xb.max()), steps, conserve))
     if single:
         out = out[:, 0]
     out = out.to(in_device)
@@ -298,8 +323,24 @@ def downscale(lowres: Any, factor: int = 4, model: Any = "radar", members: int =
         return out.to(lowres.dtype) if lowres.is_floating_point() else out
     arr = out.cpu().numpy()
     if kind == "xarray":
-        return _to_xarray(arr, lowres, m.factor)
+        return _to_xarray(arr, time_first(lowres), m.factor)
     return arr
+
+
+def _implausible(top: float, raw_top: float, lo_top: float, steps: int, conserve: Any) -> str:
+    """Why the downscaled rain reached ``top`` > MAX_PLAUSIBLE_MM_H (``raw_top``: before the block-mean correction,
+    ``lo_top``: the input's largest rate), for the refusal."""
+    head = f"the downscaled rain reaches {top:.3g} mm/h (> {MAX_PLAUSIBLE_MM_H:g} mm/h, not physical)"
+    if steps < MIN_GOOD_STEPS:
+        return f"{head} with steps={steps}: the sampler has not converged; use more steps (default 18)"
+    if raw_top <= MAX_PLAUSIBLE_MM_H:
+        return (f"{head} after restoring the block means (conserve={conserve!r}; the samples reached "
+                f"{raw_top:.3g} mm/h): the input reaches {lo_top:.3g} mm/h, and the model's samples put such a "
+                "block's rain into a few pixels, which the correction scales up; pass conserve=False (CLI: "
+                "--conserve none) to keep the samples as drawn (their block means come out low there)")
+    return (f"{head} from input rain of up to {lo_top:.3g} mm/h, with steps={steps}: the model's samples put heavy "
+            "rain into a few pixels (uniform 4 x 4 blocks of 50-200 mm/h gave peaks of 250 to over 4 000 mm/h with the "
+            "shipped models; such rain is rare in their training data); more steps or another model may help")
 
 
 def _wet_box(x: torch.Tensor, margin: int) -> tuple[slice, slice] | None:
@@ -344,45 +385,70 @@ def _to_xarray(arr: np.ndarray, like: Any, f: int) -> Any:
 
 
 # ------------------------------------------------------------------------------------------ CLI helpers
+RAIN_NAMES = ("precip_rate", "precipitation", "tp", "rain", "rr")  # variable names read as rain without units
+
+
+def _rain_factor(name: Any, attrs: Any) -> float | None:
+    """The factor to mm/h of a variable's rain unit (None: not rain): mm/h and its spellings, kg m-2 s-1 or mm/s,
+    and m (ERA5's hourly accumulation ``tp``) for a variable named or described as precipitation only (an
+    elevation is in m too)."""
+    u = str(attrs.get("units", "")).replace(" ", "").lower()
+    if is_rain_rate(u):
+        return 1.0
+    if u == "m":
+        text = " ".join(str(attrs.get(k, "")) for k in ("standard_name", "long_name")).lower()
+        return 1000.0 if str(name).lower() in RAIN_NAMES or "precipitation" in text else None
+    return {"kgm-2s-1": 3600.0, "mms-1": 3600.0, "mm/s": 3600.0}.get(u)
+
+
 def read_lowres(path: str | os.PathLike[str], variable: str | None = None) -> Any:
     """Read low-resolution rain (mm/h) from a radar file (:func:`skydiff.io.read_radar`) or a netCDF file.
 
+    In a netCDF file without ``variable``: the one 2-D/3-D variable in rain units (mm/h, m per hour as ERA5's
+    ``tp``, kg m-2 s-1), or failing that the one named like rain (``precip_rate``, ``tp``, ``rain`` ...; read as
+    mm/h when it has no units); several candidates, or none, are an :class:`InputError` naming them. ``variable``
+    without units is read as mm/h. A ``time`` dimension is moved first (and ``(x, y)`` to ``(y, x)``).
+
     Returns an ``xarray.DataArray`` ``(time, y, x)`` (or ``(y, x)``) with NaN where the file has no data.
     """
-    import xarray as xr
-
     from ..errors import ReadError
     from ..io import read_radar
+    from ..io.netcdf import open_netcdf
 
     p = Path(path)
     if not p.is_file():
         raise ReadError(f"input file {p} not found")
-    if p.suffix.lower() in (".nc", ".nc4", ".netcdf"):
-        try:
-            ds = xr.open_dataset(p)
-        except Exception as exc:  # noqa: BLE001
-            raise ReadError(f"cannot read {p} as netCDF: {exc}") from None
-        with ds:
-            names = [variable] if variable else [n for n, v in ds.data_vars.items() if v.ndim in (2, 3)]
-            if not names or names[0] not in ds:
-                raise ReadError(f"{p} has no {'variable ' + repr(variable) if variable else '2-D/3-D variable'}; "
-                                f"variables: {', '.join(ds.data_vars)}")
-            pref = [n for n in names if n in ("precip_rate", "precipitation", "tp", "rain", "rr")]
-            da = ds[pref[0] if pref else names[0]].load()
-        units = str(da.attrs.get("units", "mm/h")).replace(" ", "").lower()
-        if is_rain_rate(units):
-            pass
-        elif units in ("m",):  # ERA5 hourly accumulation
-            da = da * 1000.0
-            da.attrs["units"] = "mm/h"
-        elif units in ("kgm-2s-1", "mms-1", "mm/s"):
-            da = da * 3600.0
-            da.attrs["units"] = "mm/h"
+    if p.suffix.lower() not in (".nc", ".nc4", ".netcdf"):
+        return read_radar(str(p))
+    with open_netcdf(p) as ds:
+        fields = {n: v for n, v in ds.data_vars.items() if v.ndim in (2, 3)}
+        if variable is not None:
+            if variable not in ds.data_vars:
+                raise ReadError(f"{p} has no variable {variable!r}; variables: {', '.join(map(str, ds.data_vars))}")
+            name = variable
         else:
-            raise InputError(f"{p}: variable {da.name!r} has units {da.attrs.get('units')!r}; expected mm/h "
-                             "(or m per hour, kg m-2 s-1)")
-        return da.astype(np.float32)
-    return read_radar(str(p))
+            rain = [n for n, v in fields.items() if _rain_factor(n, v.attrs) is not None]
+            named = [n for n in fields if str(n).lower() in RAIN_NAMES]
+            found = rain or named
+            if len(found) != 1:
+                what = "several candidates: " + ", ".join(map(str, found)) if found else (
+                    "no 2-D/3-D variable in rain units (mm/h, m, kg m-2 s-1) or named like rain; variables: "
+                    + (", ".join(f"{n} ({ds[n].attrs.get('units', 'no units')})" for n in ds.data_vars) or "none"))
+                raise InputError(f"{p}: which variable is rain? {what}; pass variable= (CLI: --variable NAME)")
+            name = found[0]
+        da = ds[name].load()
+    if da.ndim not in (2, 3):
+        raise ShapeError(f"{p}: variable {name!r} has dimensions {da.dims}; low-resolution rain is (y, x) or "
+                         "(time, y, x)")
+    units = da.attrs.get("units")
+    factor = 1.0 if units is None else _rain_factor(name, da.attrs)  # (no units: mm/h, for a chosen or rain name)
+    if factor is None:
+        raise InputError(f"{p}: variable {name!r} has units {units!r}; expected mm/h (or kg m-2 s-1, or m per hour "
+                         "for a precipitation variable)")
+    if factor != 1.0:
+        da = da * factor
+        da.attrs["units"] = "mm/h"
+    return time_first(da).astype(np.float32)
 
 
 def resolve_label(label: str | None, attrs: Any, labels: tuple[str, ...]) -> str | None:
@@ -434,6 +500,9 @@ def coarsen_lowres(da: Any, n: int) -> Any:
     h, w = da.shape[-2:]
     if h < n or w < n:
         raise ShapeError(f"cannot coarsen {h} x {w} pixels by {n}")
+    if h % n or w % n:
+        warn(f"coarsening {h} x {w} pixels by {n} drops the last {h % n} row(s) and {w % n} column(s) that fill no "
+             "block")
     ydim, xdim = da.dims[-2:]
     out = da.coarsen({ydim: n, xdim: n}, boundary="trim").reduce(np.mean)  # np.mean: NaN propagates
     out.attrs = dict(da.attrs)

@@ -222,7 +222,16 @@ class PseudoPrecip(nn.Module):
 
     def _tensor(self, x: Any, name: str) -> torch.Tensor:
         p = next(self.parameters())
-        t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x, dtype=np.float64))
+        if isinstance(x, torch.Tensor):
+            t = x
+        else:
+            try:  # a masked array's masked pixels become NaN (no data) instead of their fill values
+                t = torch.as_tensor(np.asarray(np.ma.filled(np.ma.asarray(x, dtype=np.float64), np.nan)))
+            except (TypeError, ValueError):
+                raise InputError(f"{name} must be a numeric array or tensor, got {type(x).__name__}") from None
+        n_inf = int(torch.isinf(t).sum()) if t.is_floating_point() else 0
+        if n_inf:
+            raise InputError(f"{name} has {n_inf} infinite value(s); use NaN for no data")
         if not t.is_floating_point():
             t = t.to(torch.float64)
         if t.dtype not in (torch.float32, torch.float64):
@@ -252,6 +261,9 @@ class PseudoPrecip(nn.Module):
         Raises :class:`~skydiff.errors.InputError` for negative TP, missing/unexpected VIMD or a VIMD of
         another shape.
         """
+        if not isinstance(tp, torch.Tensor):  # a plain array: a result without a graph (nothing to differentiate in)
+            with torch.no_grad():
+                return self.encode(self._tensor(tp, "tp"), vimd)
         t = self._tensor(tp, "tp")
         nan = torch.isnan(t)
         if bool((t[~nan] < 0).any()):
@@ -293,6 +305,9 @@ class PseudoPrecip(nn.Module):
         ``method``: ``"learned"`` (the trained decoder), ``"inverse"`` (exact inverse of the wet encoder, TP-only
         models) or None (the model's ``decoder`` setting). Differentiable in PP either way.
         """
+        if not isinstance(pp, torch.Tensor):  # as encode: no graph for a plain array
+            with torch.no_grad():
+                return self.decode(self._tensor(pp, "pp"), method)
         method = self.decoder if method is None else self._check_decoder(method, self.use_vimd)
         z = self._tensor(pp, "pp")
         nan = torch.isnan(z)

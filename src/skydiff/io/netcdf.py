@@ -48,6 +48,28 @@ __all__ = ["write_nowcast", "read_nowcast"]
 
 _EPOCH_UNITS = "seconds since 1970-01-01 00:00:00"
 
+
+def open_netcdf(path: str | os.PathLike[str], what: str = "netCDF", **kwargs: Any) -> Any:
+    """``xarray.open_dataset(path, **kwargs)`` with a one-line :class:`ReadError` for a file that cannot be read:
+    missing, empty, not netCDF/HDF5 at all (xarray's own message lists the IO backends over several lines), or
+    the first line of the library's message."""
+    import xarray as xr
+
+    p = os.fspath(path)
+    if not os.path.isfile(p):
+        raise ReadError(f"{what} file {p} not found")
+    if os.path.getsize(p) == 0:
+        raise ReadError(f"cannot read {p} as {what}: the file is empty (0 bytes)")
+    try:
+        return xr.open_dataset(p, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - any library error becomes one line
+        text = str(exc).strip()
+        if "did not find a match in any of xarray's currently installed IO backends" in text:
+            why = "it is not a netCDF (or HDF5) file"
+        else:
+            why = f"{type(exc).__name__}: " + (text.splitlines() or [""])[0]
+        raise ReadError(f"cannot read {p} as {what}: {why}") from None
+
 # names under which a precipitation variable is looked for in foreign CF files (in this order)
 _PRECIP_NAMES = (
     "precip_rate",
@@ -183,10 +205,7 @@ def read_cf_frames(path: str, variable: str | None = None) -> tuple[np.ndarray, 
     coordinate arrays ``x`` and ``y``). The time axis is the variable's first dimension; its times come from a
     ``time`` coordinate along it (``time`` itself, or ``time`` along ``lead_time`` in nowcast files).
     """
-    try:
-        ds = xr.open_dataset(path, decode_timedelta=False)
-    except Exception as exc:  # noqa: BLE001
-        raise ReadError(f"cannot open {path} as netCDF: {type(exc).__name__}: {exc}") from exc
+    ds = open_netcdf(path, decode_timedelta=False)
     with ds:
         name = _find_precip_variable(ds, variable)
         if name is None:
@@ -596,10 +615,7 @@ def read_nowcast(path: str | os.PathLike[str], with_velocity: bool = False) -> A
     path = os.fspath(path)
     if not os.path.exists(path):
         raise ReadError(f"file not found: {path}")
-    try:
-        ds = xr.open_dataset(path, decode_timedelta=False)
-    except Exception as exc:  # noqa: BLE001
-        raise ReadError(f"cannot open {path} as netCDF: {type(exc).__name__}: {exc}") from exc
+    ds = open_netcdf(path, decode_timedelta=False)
     with ds:
         if "precip_rate" not in ds.variables or ds["precip_rate"].dims != ("lead_time", "y", "x"):
             raise ReadError(f"{path} is not a skydiff nowcast file (no precip_rate on (lead_time, y, x))")
