@@ -312,3 +312,32 @@ def test_numba_kernels_give_the_same_bits_freshly_compiled_and_from_the_cache(tm
     assert any((tmp_path / "cache").rglob("*.nbc")), "numba wrote no cache: the test did not compare cached code"
     for name in ("tr", "g", "e"):
         assert np.array_equal(outs[0][name], outs[1][name], equal_nan=True), name
+
+
+def test_a_badly_shaped_list_velocity_gets_a_shape_error():
+    from skydiff.errors import ShapeError
+
+    with pytest.raises(ShapeError, match=r"got shape \(2, 2\)"):
+        skydiff.advect(np.ones((16, 20)), [[1, 2], [3, 4]], 2)
+
+
+@pytest.mark.parametrize("backend", ["numba", "torch"])
+def test_velocity_gradient_stays_finite_where_a_masked_loss_drops_no_data(backend):
+    """A NaN pixel in the field made 16 velocity-gradient entries NaN although the loss masked the NaN outputs
+    (0 * NaN in the stencil differences); the forward NaN footprint must not change."""
+    torch.manual_seed(0)
+    F = torch.rand(1, 1, 9, 11, dtype=torch.float64)
+    F[0, 0, 4, 5] = float("nan")
+    V = (0.5 * torch.randn(1, 2, 9, 11, dtype=torch.float64)).requires_grad_(True)
+    out = skydiff.advect(F, V, 2, outval=0.0, backend=backend)
+    before = skydiff.advect(F, V.detach(), 2, outval=0.0, backend=backend)
+    assert torch.equal(torch.isnan(out), torch.isnan(before)) and bool(torch.isnan(out).any())
+    torch.where(torch.isfinite(out), out, torch.zeros_like(out)).sum().backward()
+    assert bool(torch.isfinite(V.grad).all()) and float(V.grad.abs().max()) > 0
+    # away from the hole the gradient is that of the field without it (the hole's neighbours aside)
+    G = F.clone()
+    G[0, 0, 4, 5] = 0.0
+    W = V.detach().clone().requires_grad_(True)
+    o2 = skydiff.advect(G, W, 2, outval=0.0, backend=backend)
+    torch.where(torch.isfinite(out), o2, torch.zeros_like(o2)).sum().backward()
+    torch.testing.assert_close(V.grad, W.grad)

@@ -322,3 +322,52 @@ def test_outputs_that_cannot_be_written_are_refused_before_any_work(tmp_path, ca
         err = capsys.readouterr().err
         assert "cannot write" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert blocker.read_text() == "x"
+
+
+def test_verify_refuses_a_nowcast_among_the_observations(knmi2010, tmp_path, capsys):
+    """A nowcast written into the folder of its input frames was read as observations: `verify` scored it against
+    itself (CSI 1, MAE 0 at every lead time)."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    for f in sorted(knmi2010)[-3:]:
+        shutil.copy(f, folder)
+    out = folder / "nowcast.nc"
+    assert main(["nowcast", str(folder), "--leadtimes", "2", "--out", str(out), "-q"]) == 0
+    assert main(["verify", str(out), str(folder), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "are nowcasts, not observations" in err and "nowcast.nc" in err
+
+
+def test_persistence_from_a_single_file(knmi2010, tmp_path):
+    """One frame has no time step (NaN): `--model persistence` failed with 'timestep must be a positive number'."""
+    out = tmp_path / "p.nc"
+    assert main(["nowcast", str(sorted(knmi2010)[-1]), "--model", "persistence", "--leadtimes", "1",
+                 "--out", str(out), "-q"]) == 0
+    assert out.is_file()
+
+
+def test_sigterm_during_training_saves_the_state_and_exits_non_zero(tmp_path, monkeypatch, capsys):
+    """Lightning raises SIGTERMException (a SystemExit without a code) on SIGTERM: the run ended with status 0 and
+    nothing saved (a batch scheduler's preemption looked like success)."""
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    from skydiff import cli
+    from skydiff._checkpoint import SaveOnInterrupt
+
+    saved = []
+
+    class Trainer:
+        world_size = 1
+
+        def save_checkpoint(self, path):
+            saved.append(path)
+
+    SaveOnInterrupt(tmp_path / "last.ckpt").on_exception(Trainer(), None, SIGTERMException())
+    assert saved == [str(tmp_path / "last.ckpt")]
+
+    def terminated(args):
+        raise SIGTERMException()
+
+    monkeypatch.setattr(cli, "cmd_demo", terminated)
+    assert main(["demo", "--out", str(tmp_path / "d")]) == 143
+    assert "terminated (SIGTERM)" in capsys.readouterr().err

@@ -531,3 +531,15 @@ def test_radar_sequences_refuse_other_units_and_negative_rain():
     with pytest.raises(InputError, match=">= 0 mm/h"):
         RadarSequences(neg, 3, 2)
     assert len(RadarSequences(da, 3, 2, crop=(16, 16))) > 0
+
+
+def test_build_nl_refuses_grids_that_differ_between_chunks(knmi2010, shared_data, tmp_path):
+    """read_radar refuses mixed grids within one call, but the builder reads in chunks of files: KNMI and FMI files
+    in different chunks were written into one data set."""
+    fmi = sorted((shared_data / "radar" / "fmi" / "pgm" / "20160928").glob("*.pgm*"))[:3]
+    if not fmi:
+        pytest.skip("FMI 2016 files not found in the shared data")
+    with pytest.raises(InputError, match="mixed grids: the files from .*fmi.* on are on a"):
+        build_nl_dataset(list(knmi2010[:3]) + fmi, tmp_path / "mixed.h5", n_in=2, n_out=1, rain_rule=0.0,
+                         chunk_files=3, crop=(0, 64, 0, 64))
+    assert not (tmp_path / "mixed.h5").exists()

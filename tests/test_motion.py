@@ -415,3 +415,11 @@ def test_torch_in_torch_out(translated):
     np.testing.assert_allclose(vel.numpy(), ref, rtol=1e-5, atol=1e-5)
     zero = motion.estimate(torch.tensor(translated, dtype=torch.float64), "none")
     assert isinstance(zero, torch.Tensor) and zero.dtype == torch.float64 and torch.all(zero == 0)
+
+
+def test_darts_on_a_grid_smaller_than_its_fourier_modes_is_a_shape_error():
+    """pysteps' DARTS indexed past grids under 2 N + 1 pixels: a raw IndexError (CLI: a traceback)."""
+    frames = np.random.default_rng(0).gamma(0.5, 2.0, (6, 40, 120))
+    with pytest.raises(ShapeError, match="at least 101 x 101 pixels, got 40 x 120"):
+        motion.estimate(frames, "darts")
+    assert motion.estimate(frames, "darts", N_x=10, N_y=10).shape == (2, 40, 120)

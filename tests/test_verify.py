@@ -511,3 +511,21 @@ def test_rapsd_normalize_refuses_a_field_without_power():
     assert_close(rapsd(np.full((16, 16), 2.0), normalize=True)[:2], [1.0, 0.0])  # a constant field is fine
     with pytest.raises(InputError, match="fill must be a finite number, got nan"):
         rapsd(np.where(rain((16, 16), 5) > 1, np.nan, 0.0), fill=float("nan"))
+
+
+def test_half_precision_tensors_are_scored_in_float32():
+    """float16 sums over 90 000 pixels overflowed (continuous scores NaN), bfloat16 window sums rounded (FSS 1.0),
+    and rapsd raised a raw 'Unsupported dtype Half'."""
+    import skydiff.verify as sv
+
+    f, o = torch.full((300, 300), 2.0), torch.zeros(300, 300)
+    for dt in (torch.float16, torch.bfloat16):
+        got = sv.continuous(f.to(dt), o.to(dt))
+        assert float(got["mse"]) == pytest.approx(4.0) and float(got["mae"]) == pytest.approx(2.0)
+    g = torch.zeros(300, 300)
+    g[:150] = 2
+    ref = float(sv.fss(g, torch.roll(g, 3, 0), 1.0, 51))
+    assert float(sv.fss(g.bfloat16(), torch.roll(g, 3, 0).bfloat16(), 1.0, 51)) == pytest.approx(ref, abs=1e-6)
+    assert ref < 1.0
+    sv.rapsd(torch.rand(64, 64).half())
+    assert all(np.isnan(v) for v in sv.percentile_bias(np.zeros(0), np.zeros(0)).values())

@@ -51,13 +51,16 @@ def with_atomic_checkpoints(plugins: Any = None) -> list[Any]:
 
 
 class SaveOnInterrupt(L.Callback):  # type: ignore[misc]
-    """Write ``path`` when a single-process run is stopped with Ctrl-C (KeyboardInterrupt)."""
+    """Write ``path`` when a single-process run is stopped with Ctrl-C (KeyboardInterrupt) or SIGTERM (a batch
+    scheduler's preemption, ``kill``: Lightning raises its ``SIGTERMException``)."""
 
     def __init__(self, path: Any, who: str = "skydiff") -> None:
         self.path, self.who = path, who
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        if isinstance(exception, KeyboardInterrupt) and trainer.world_size == 1:
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        if isinstance(exception, (KeyboardInterrupt, SIGTERMException)) and trainer.world_size == 1:
             import sys
 
             trainer.save_checkpoint(str(self.path))

@@ -224,7 +224,7 @@ def _as_velocity(velocity: Any, F: torch.Tensor) -> torch.Tensor:
     if V.ndim != 4 or V.shape[1] != 2:
         raise ShapeError(
             f"velocity must be (2, H, W) or (B, 2, H, W) with [0] = x and [1] = y in pixels per step, "
-            f"got shape {tuple(velocity.shape)}"
+            f"got shape {tuple(V.shape)}"
         )
     if tuple(V.shape[-2:]) != (H, W):
         raise ShapeError(f"velocity grid {tuple(V.shape[-2:])} does not match the field grid {(H, W)}")
@@ -284,6 +284,12 @@ def _advect_torch(
     Fr = Fin[:, None].expand(B, T, C, H, W).reshape(B * T, C, H, W)
     if interp == "bicubic":
         out = _cubic_sample(Fr, (grid[..., 0] + 1.0) * (0.5 * (W - 1)), (grid[..., 1] + 1.0) * (0.5 * (H - 1)))
+    elif bool(torch.isnan(Fr).any()):  # no data sampled apart (the same NaN footprint), so that an output masked by
+        nan = torch.isnan(Fr)  # the loss sends 0, not 0 * NaN, to the velocity
+        out = nnf.grid_sample(torch.where(nan, torch.zeros_like(Fr), Fr), grid, mode="bilinear",
+                              padding_mode="border", align_corners=True)
+        holes = torch.where(nan, torch.full_like(Fr, float("nan")), torch.zeros_like(Fr))
+        out = out + nnf.grid_sample(holes, grid.detach(), mode="bilinear", padding_mode="border", align_corners=True)
     else:
         out = nnf.grid_sample(Fr, grid, mode="bilinear", padding_mode="border", align_corners=True)
     if interp == "bicubic":
@@ -372,6 +378,8 @@ class _NumbaAdvect(torch.autograd.Function):
         if not (need_f or need_v):
             return None, None, None, None, None, None
         Fn = K.as_c(F.detach().numpy())
+        if need_v and np.isnan(Fn).any():  # no data: 0 there, so that an output masked by the loss (upstream gradient
+            Fn = np.where(np.isnan(Fn), 0.0, Fn).astype(Fn.dtype)  # 0) sends 0, not 0 * NaN, to the velocity
         Vn = np.ascontiguousarray(V.detach().numpy(), dtype=np.float64)
         # no copy: an upstream gradient that is a broadcast view (e.g. from .sum()) is read through its strides
         G = gout.detach().to(F.dtype).numpy()

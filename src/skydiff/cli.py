@@ -98,6 +98,27 @@ def _check_outputs(paths: Sequence[str | None], overwrite: bool, *, plot: str | 
             raise InputError(f"cannot save a figure as {plot!r}: use one of .{', .'.join(sorted(kinds))}")
 
 
+def _nowcast_files(paths: Sequence[str]) -> list[str]:
+    """The netCDF files among ``paths`` (globs and folders expanded) that hold a skydiff nowcast (a ``lead_time``
+    dimension)."""
+    import netCDF4
+
+    found = []
+    for q in paths:
+        for f in sorted(glob.glob(q)) if glob.has_magic(q) else [q]:
+            names = sorted(os.path.join(f, c) for c in os.listdir(f)) if os.path.isdir(f) else [f]
+            for n in names:
+                if not n.lower().endswith((".nc", ".nc4", ".netcdf")) or not os.path.isfile(n):
+                    continue
+                try:
+                    with netCDF4.Dataset(n) as ds:
+                        if "lead_time" in ds.dimensions:
+                            found.append(n)
+                except OSError:  # unreadable: the reader says so later
+                    pass
+    return found
+
+
 def _check_writable(path: str) -> None:
     """Refuse an output whose folder cannot take a new file (probed by creating and removing a temporary file in
     the nearest existing folder; the writers create missing folders), before any work."""
@@ -187,7 +208,8 @@ def cmd_nowcast(args: argparse.Namespace) -> int:
     da = da.isel(time=slice(-n_need, None))
     if not args.allow_gaps:
         check_regular(da)
-    timestep = float(da.attrs.get("timestep") or 5.0)
+    timestep = da.attrs.get("timestep")
+    timestep = 5.0 if timestep is None or not np.isfinite(float(timestep)) else float(timestep)  # (one file: NaN)
     _say(
         f"    {da.sizes['time']} frames {str(da.time.values[0])[:16]} .. {str(da.time.values[-1])[:16]} UTC, "
         f"grid {da.sizes['y']} x {da.sizes['x']}, step {timestep:g} min",
@@ -260,6 +282,10 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from .verify import score_table
 
     _check_outputs([args.csv, args.plot], args.overwrite, plot=args.plot, inputs=[args.nowcast, *args.files])
+    forecasts = _nowcast_files(args.files)
+    if forecasts:  # read_radar reads nowcast files by their valid times: a folder holding the nowcast scored itself
+        raise InputError(f"{len(forecasts)} of the observation files are nowcasts, not observations: "
+                         f"{', '.join(forecasts[:3])}{' ...' if len(forecasts) > 3 else ''}; leave them out")
     nc = read_nowcast(args.nowcast)
     obs = read_radar(args.files, importer=args.importer, progress=not args.quiet)
     if obs.shape[1:] != nc.shape[1:]:
@@ -1047,6 +1073,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nskydiff: interrupted", file=sys.stderr)
         return 130
+    except SystemExit as exc:
+        if type(exc).__name__ != "SIGTERMException":  # Lightning's, raised on SIGTERM with no exit code (0)
+            raise
+        print("\nskydiff: terminated (SIGTERM)", file=sys.stderr)
+        return 143
     finally:
         warnings.showwarning = old_show
 

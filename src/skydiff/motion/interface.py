@@ -396,6 +396,12 @@ def _darts(frames: np.ndarray, **kwargs: Any) -> np.ndarray:
         )
     if kwargs.get("output_type", "spatial") != "spatial":
         raise InputError("motion method 'darts': only output_type='spatial' is supported by estimate()")
+    n_x, n_y = kwargs.get("N_x", 50), kwargs.get("N_y", 50)  # pysteps' Fourier modes; it indexes past smaller grids
+    h, w = frames.shape[-2:]
+    if h < 2 * n_y + 1 or w < 2 * n_x + 1:
+        raise ShapeError(f"motion method 'darts' with N_x={n_x}, N_y={n_y} Fourier modes needs grids of at least "
+                         f"{2 * n_y + 1} x {2 * n_x + 1} pixels, got {h} x {w}; pass smaller N_x/N_y or use "
+                         "another method")
     kwargs.setdefault("verbose", False)
     return _pysteps_motion("darts")(frames, **kwargs)
 

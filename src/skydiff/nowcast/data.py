@@ -1185,10 +1185,20 @@ def build_nl_dataset(
     n_missing = 0
     n_files = 0
 
-    def take(da: xr.DataArray) -> None:
+    grid: list[Any] = []  # the first chunk's grid: every later chunk must be on it (read_radar checks within one)
+
+    def take(da: xr.DataArray, first_file: str = "") -> None:
         nonlocal n_missing
         t, v = _frames_of(da)
         H, W = v.shape[1:]
+        sig = (H, W, str(da.attrs.get("projection", "")),
+               *(round(float(da[c].values[0]), 3) for c in ("x", "y") if c in da.coords and da[c].size))
+        if not grid:
+            grid.append(sig)
+        elif sig != grid[0]:
+            raise InputError(f"mixed grids: the files from {first_file or 'one chunk'} on are on a {H} x {W} grid "
+                             f"{sig[2:]!r}, the first ones on {grid[0][0]} x {grid[0][1]} {grid[0][2:]!r}; build one "
+                             "data set per radar")
         if r1 > H or c1 > W:
             raise ShapeError(f"crop rows {r0}:{r1}, cols {c0}:{c1} does not fit the {H}×{W} grid")
         cut = np.array(v[:, r0:r1, c0:c1], dtype=np.float32)
@@ -1209,7 +1219,7 @@ def build_nl_dataset(
             raise InputError(f"refusing to write {out}: it is one of the input files")
         n_files = len(paths)
         for i in range(0, len(paths), int(chunk_files)):
-            take(read_radar(paths[i:i + int(chunk_files)], importer, **read_options))
+            take(read_radar(paths[i:i + int(chunk_files)], importer, **read_options), str(paths[i]))
     t_all = np.concatenate(times)
     imgs = np.concatenate(frames) if len(frames) > 1 else frames[0]
     del frames

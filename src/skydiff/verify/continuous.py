@@ -45,6 +45,8 @@ def _float_tensor(x: Any, name: str, device: torch.device | None = None) -> torc
             raise InputError(f"{name} must be real-valued, got a complex tensor")
         if not t.is_floating_point():
             t = t.to(torch.get_default_dtype())
+        elif t.dtype in (torch.float16, torch.bfloat16):  # sums over a field overflow or round off in half precision
+            t = t.to(torch.float32)
     else:
         try:
             arr = np.asarray(x)

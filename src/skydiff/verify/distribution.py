@@ -67,7 +67,7 @@ def _quantiles(values: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
 def _joint_valid(p: torch.Tensor, o: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The values of ``p`` and ``o`` to pool: masked jointly where they lie on the same pixels (same shape, or
     ``p`` an ensemble ``(M, *o.shape)``), else each on its own."""
-    if o.ndim and p.shape[p.ndim - o.ndim:] == o.shape and p.ndim in (o.ndim, o.ndim + 1):
+    if o.ndim and o.numel() and p.shape[p.ndim - o.ndim:] == o.shape and p.ndim in (o.ndim, o.ndim + 1):
         on, pn = torch.isnan(o), torch.isnan(p)
         pv = p[~pn & ~on.expand_as(p)]
         p_any = (~pn).reshape(-1, *o.shape).any(0)
