@@ -330,8 +330,7 @@ def test_velocity_gradient_stays_finite_where_a_masked_loss_drops_no_data(backen
     F[0, 0, 4, 5] = float("nan")
     V = (0.5 * torch.randn(1, 2, 9, 11, dtype=torch.float64)).requires_grad_(True)
     out = skydiff.advect(F, V, 2, outval=0.0, backend=backend)
-    before = skydiff.advect(F, V.detach(), 2, outval=0.0, backend=backend)
-    assert torch.equal(torch.isnan(out), torch.isnan(before)) and bool(torch.isnan(out).any())
+    assert bool(torch.isnan(out).any()) and int(torch.isnan(out).sum()) <= 8  # the hole's stencils only
     torch.where(torch.isfinite(out), out, torch.zeros_like(out)).sum().backward()
     assert bool(torch.isfinite(V.grad).all()) and float(V.grad.abs().max()) > 0
     # away from the hole the gradient is that of the field without it (the hole's neighbours aside)
@@ -339,5 +338,7 @@ def test_velocity_gradient_stays_finite_where_a_masked_loss_drops_no_data(backen
     G[0, 0, 4, 5] = 0.0
     W = V.detach().clone().requires_grad_(True)
     o2 = skydiff.advect(G, W, 2, outval=0.0, backend=backend)
-    torch.where(torch.isfinite(out), o2, torch.zeros_like(o2)).sum().backward()
+    fin = torch.isfinite(out)
+    torch.testing.assert_close(out[fin], o2[fin].detach())  # outputs away from the hole as without it
+    torch.where(fin, o2, torch.zeros_like(o2)).sum().backward()
     torch.testing.assert_close(V.grad, W.grad)
