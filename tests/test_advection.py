@@ -342,3 +342,14 @@ def test_velocity_gradient_stays_finite_where_a_masked_loss_drops_no_data(backen
     torch.testing.assert_close(out[fin], o2[fin].detach())  # outputs away from the hole as without it
     torch.where(fin, o2, torch.zeros_like(o2)).sum().backward()
     torch.testing.assert_close(V.grad, W.grad)
+
+
+def test_masked_and_complex_fields():
+    """A numpy mask was dropped (the masked values advected as data); complex input lost its imaginary part."""
+    field = np.ma.masked_less(np.arange(320.0).reshape(16, 20), 5)
+    out = skydiff.advect(field, np.zeros((2, 16, 20)), 1)
+    assert np.isnan(np.asarray(out)[..., 0, :5]).all() and np.isfinite(np.asarray(out)[..., 1:, :]).all()
+    with pytest.raises(InputError, match="real"):
+        skydiff.advect(np.ones((16, 20), complex), np.zeros((2, 16, 20)), 1)
+    with pytest.raises(InputError, match="real"):
+        skydiff.advect(torch.ones(16, 20, dtype=torch.complex64), torch.zeros(2, 16, 20), 1)

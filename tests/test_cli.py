@@ -371,3 +371,13 @@ def test_sigterm_during_training_saves_the_state_and_exits_non_zero(tmp_path, mo
     monkeypatch.setattr(cli, "cmd_demo", terminated)
     assert main(["demo", "--out", str(tmp_path / "d")]) == 143
     assert "terminated (SIGTERM)" in capsys.readouterr().err
+
+
+def test_train_refuses_a_model_name_that_differs_from_the_config(tmp_path, capsys):
+    """`skydiff train lcnn --config rainnet.toml` trained an L-CNN with the RainNet config, the card saying lcnn."""
+    cfg = tmp_path / "rainnet.toml"
+    cfg.write_text('out = "%s"\n[model]\nname = "rainnet"\n' % (tmp_path / "run"))
+    assert main(["train", "lcnn", "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "[model] name = 'rainnet', the command line 'lcnn'" in err
+    assert not (tmp_path / "run").exists()

@@ -529,3 +529,17 @@ def test_half_precision_tensors_are_scored_in_float32():
     assert ref < 1.0
     sv.rapsd(torch.rand(64, 64).half())
     assert all(np.isnan(v) for v in sv.percentile_bias(np.zeros(0), np.zeros(0)).values())
+
+
+def test_rmse_gradient_at_a_perfect_forecast_is_zero_not_nan():
+    import skydiff.verify as sv
+
+    o = torch.rand(5, 5, dtype=torch.float64)
+    f = o.clone().requires_grad_(True)
+    sv.continuous(f, o)["rmse"].backward()
+    assert torch.equal(f.grad, torch.zeros_like(o))
+    g = (o + 0.1).requires_grad_(True)
+    r = sv.continuous(g, o)["rmse"]
+    r.backward()
+    assert float(r.detach()) == pytest.approx(0.1) and torch.allclose(g.grad, torch.full_like(o, 0.1 / (25 * 0.1)))
+    assert np.isnan(sv.continuous(np.full(3, np.nan), np.zeros(3))["rmse"])

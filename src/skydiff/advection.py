@@ -188,10 +188,14 @@ def advect(
 def _as_field(field: Any) -> tuple[torch.Tensor, bool]:
     if isinstance(field, torch.Tensor):
         F = field
+        if F.is_complex():
+            raise InputError("field must be real-valued, got a complex tensor")
     else:
+        if np.ma.isMaskedArray(field):  # masked pixels are no data (NaN), not their fill values
+            field = np.ma.filled(np.ma.asarray(field, dtype=np.float64), np.nan)
         arr = np.asarray(field)
-        if arr.dtype == object:
-            raise InputError("field must be a numeric array")
+        if arr.dtype == object or arr.dtype.kind == "c":
+            raise InputError(f"field must be a real numeric array, got dtype {arr.dtype}")
         if arr.dtype.kind in "iub":
             arr = arr.astype(np.float64)
         F = torch.from_numpy(np.ascontiguousarray(arr))

@@ -474,6 +474,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     ):
         if val is not None:
             overrides[key] = val
+    if args.config is not None and os.path.isfile(args.config):  # (an unreadable file is train()'s error)
+        import tomllib
+
+        try:
+            with open(args.config, "rb") as fh:
+                named = tomllib.load(fh).get("model", {}).get("name")
+        except (OSError, tomllib.TOMLDecodeError, AttributeError):
+            named = None
+        if named is not None and str(named).lower() != str(args.model).lower():
+            raise InputError(f"{args.config} trains [model] name = {named!r}, the command line {args.model!r}: "
+                             "make them agree")
     overrides["model.name"] = args.model
     summary = train(config, overrides=overrides)
     if summary.get("weights"):

@@ -155,7 +155,10 @@ def _cont_sums(f: torch.Tensor, o: torch.Tensor, dims: tuple[int, ...]) -> tuple
 
 def _cont_from_sums(n: torch.Tensor, s: torch.Tensor, sa: torch.Tensor, s2: torch.Tensor) -> dict[str, torch.Tensor]:
     mse = s2 / n
-    return {"mse": mse, "rmse": torch.sqrt(mse), "mae": sa / n, "me": s / n}
+    # sqrt's gradient at mse = 0 (a perfect forecast) is inf, times d = 0: NaN; there the gradient is taken as 0
+    zero = mse == 0  # (NaN, no valid pixel, stays NaN)
+    rmse = torch.where(zero, torch.zeros_like(mse), torch.sqrt(torch.where(zero, torch.ones_like(mse), mse)))
+    return {"mse": mse, "rmse": rmse, "mae": sa / n, "me": s / n}
 
 
 def continuous(f: Any, o: Any, dims: int | Sequence[int] | None = None) -> dict[str, Any]:
@@ -188,7 +191,8 @@ def continuous(f: Any, o: Any, dims: int | Sequence[int] | None = None) -> dict[
     -----
     The scores are built from differentiable torch operations: gradients flow to ``f`` (and ``o``) through
     ``mse``, ``rmse``, ``mae`` and ``me``; masked (NaN) pixels receive a zero gradient. The gradient of ``mae``
-    at ``d = 0`` is 0 (torch's subgradient) and the gradient of ``rmse`` is infinite where ``mse = 0``.
+    at ``d = 0`` is 0 (torch's subgradient), and so is that of ``rmse`` where ``mse = 0`` (a perfect forecast;
+    mathematically undefined there, and ``sqrt``'s infinite slope times ``d = 0`` gave NaN).
     """
     ft, ot, numpy_out = _pair(f, o)
     dd = _norm_dims(dims, ft.ndim)
