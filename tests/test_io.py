@@ -431,6 +431,14 @@ def test_read_radar_generic_cf_netcdf(knmi6, tmp_path):
     assert np.array_equal(da.time.values, sub.time.values)
     np.testing.assert_allclose(da.y.values, sub.y.values)
     assert da.attrs["projection"] == sub.attrs["projection"] and da.attrs["timestep"] == 5
+    # stored as (time, x, y): read by the dimensions' names, not their order (it came back transposed, the x
+    # values labelled y)
+    path_xy = tmp_path / "obs_xy.nc"
+    sub.transpose("time", "x", "y").to_netcdf(path_xy)
+    xy = read_radar(path_xy)
+    assert xy.dims == ("time", "y", "x") and xy.shape == sub.shape
+    np.testing.assert_array_equal(xy.values, sub.values)
+    np.testing.assert_allclose(xy.x.values, sub.x.values)
 
 
 def test_write_nowcast_validation_and_defaults(tmp_path):

@@ -198,6 +198,18 @@ def _clean_attr(v: Any) -> Any:
 
 
 # ----------------------------------------------------------------------------------- reading CF files
+def _axis_of(ds: Any, dim: Any) -> str | None:
+    """``"X"`` or ``"Y"`` for a dimension whose name, coordinate ``axis`` or ``standard_name`` says so, else None."""
+    attrs = ds[dim].attrs if dim in ds.variables else {}
+    name, std = str(dim).lower(), str(attrs.get("standard_name", "")).lower()
+    axis = str(attrs.get("axis", "")).upper()
+    if axis == "X" or name in ("x", "lon", "longitude") or std in ("projection_x_coordinate", "longitude"):
+        return "X"
+    if axis == "Y" or name in ("y", "lat", "latitude") or std in ("projection_y_coordinate", "latitude"):
+        return "Y"
+    return None
+
+
 def read_cf_frames(path: str, variable: str | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Read a CF netCDF precipitation file: ``(data (T, H, W), times datetime64[ns] (T,), metadata)``.
 
@@ -218,6 +230,8 @@ def read_cf_frames(path: str, variable: str | None = None) -> tuple[np.ndarray, 
         var = ds[name]
         if var.ndim != 3:
             raise ReadError(f"{path}: variable {name!r} has dimensions {var.dims}, expected (time, y, x)")
+        if [_axis_of(ds, d) for d in var.dims[1:]] == ["X", "Y"]:  # stored (time, x, y): read as (time, y, x)
+            var = var.transpose(var.dims[0], var.dims[2], var.dims[1])
         tdim, ydim, xdim = var.dims
         tcoord = None
         if tdim in ds.coords and np.issubdtype(ds[tdim].dtype, np.datetime64):
