@@ -31,6 +31,14 @@ def to_tensor(x: Any, dtype: torch.dtype | None = None, device: torch.device | s
     return t.to(dtype=dtype or t.dtype, device=device or "cpu")
 
 
+def nan_filled(x: Any) -> Any:
+    """A numpy masked array as a float64 array with NaN (no data) at its masked pixels, instead of their fill
+    values; anything else unchanged."""
+    if isinstance(x, np.ma.MaskedArray):
+        return np.ma.filled(x.astype(np.float64), np.nan)
+    return x
+
+
 def is_numpy(x: Any) -> bool:
     return not isinstance(x, torch.Tensor)
 

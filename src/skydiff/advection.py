@@ -37,6 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as nnf
 
+from ._compat import nan_filled
 from .errors import InputError, ShapeError
 
 __all__ = ["advect", "advect_trajectory", "timestep_increments"]
@@ -191,9 +192,7 @@ def _as_field(field: Any) -> tuple[torch.Tensor, bool]:
         if F.is_complex():
             raise InputError("field must be real-valued, got a complex tensor")
     else:
-        if np.ma.isMaskedArray(field):  # masked pixels are no data (NaN), not their fill values
-            field = np.ma.filled(np.ma.asarray(field, dtype=np.float64), np.nan)
-        arr = np.asarray(field)
+        arr = np.asarray(nan_filled(field))  # masked pixels are no data (NaN), not their fill values
         if arr.dtype == object or arr.dtype.kind == "c":
             raise InputError(f"field must be a real numeric array, got dtype {arr.dtype}")
         if arr.dtype.kind in "iub":
@@ -288,8 +287,8 @@ def _advect_torch(
     Fr = Fin[:, None].expand(B, T, C, H, W).reshape(B * T, C, H, W)
     if interp == "bicubic":
         out = _cubic_sample(Fr, (grid[..., 0] + 1.0) * (0.5 * (W - 1)), (grid[..., 1] + 1.0) * (0.5 * (H - 1)))
-    elif bool(torch.isnan(Fr).any()):  # no data sampled apart (the same NaN footprint), so that an output masked by
-        nan = torch.isnan(Fr)  # the loss sends 0, not 0 * NaN, to the velocity
+    elif bool((nan := torch.isnan(Fr)).any()):  # no data sampled apart (the same NaN footprint), so that an output
+        # masked by the loss sends 0, not 0 * NaN, to the velocity
         out = nnf.grid_sample(torch.where(nan, torch.zeros_like(Fr), Fr), grid, mode="bilinear",
                               padding_mode="border", align_corners=True)
         holes = torch.where(nan, torch.full_like(Fr, float("nan")), torch.zeros_like(Fr))
@@ -382,8 +381,9 @@ class _NumbaAdvect(torch.autograd.Function):
         if not (need_f or need_v):
             return None, None, None, None, None, None
         Fn = K.as_c(F.detach().numpy())
-        if need_v and np.isnan(Fn).any():  # no data: 0 there, so that an output masked by the loss (upstream gradient
-            Fn = np.where(np.isnan(Fn), 0.0, Fn).astype(Fn.dtype)  # 0) sends 0, not 0 * NaN, to the velocity
+        nan = np.isnan(Fn) if need_v else None  # no data: 0 there, so that an output masked by the loss (upstream
+        if nan is not None and nan.any():  # gradient 0) sends 0, not 0 * NaN, to the velocity
+            Fn = np.where(nan, 0.0, Fn).astype(Fn.dtype)
         Vn = np.ascontiguousarray(V.detach().numpy(), dtype=np.float64)
         # no copy: an upstream gradient that is a broadcast view (e.g. from .sum()) is read through its strides
         G = gout.detach().to(F.dtype).numpy()

@@ -76,11 +76,7 @@ def _check_outputs(paths: Sequence[str | None], overwrite: bool, *, plot: str | 
     real = [os.path.realpath(p) for p in given]
     if len(set(real)) < len(real):
         raise InputError(f"the output paths must differ, got {given}: one file would replace the other")
-    srcs: set[str] = set()
-    for q in inputs:
-        for f in glob.glob(q) if glob.has_magic(q) else [q]:
-            names = [os.path.join(f, c) for c in os.listdir(f)] if os.path.isdir(f) else [f]
-            srcs.update(os.path.realpath(n) for n in names)
+    srcs = {os.path.realpath(n) for n in _input_files(inputs)}
     for p, r in zip(given, real):
         if r in srcs:
             raise InputError(f"refusing to write {p}: it is one of the input files")
@@ -104,19 +100,25 @@ def _nowcast_files(paths: Sequence[str]) -> list[str]:
     import netCDF4
 
     found = []
+    for n in _input_files(paths):
+        if not n.lower().endswith((".nc", ".nc4", ".netcdf")) or not os.path.isfile(n):
+            continue
+        try:
+            with netCDF4.Dataset(n) as ds:
+                if "lead_time" in ds.dimensions:
+                    found.append(n)
+        except OSError:  # unreadable: the reader says so later
+            pass
+    return found
+
+
+def _input_files(paths: Sequence[str]) -> list[str]:
+    """The files named by input arguments: glob patterns and folders (their entries) expanded, in order."""
+    names: list[str] = []
     for q in paths:
         for f in sorted(glob.glob(q)) if glob.has_magic(q) else [q]:
-            names = sorted(os.path.join(f, c) for c in os.listdir(f)) if os.path.isdir(f) else [f]
-            for n in names:
-                if not n.lower().endswith((".nc", ".nc4", ".netcdf")) or not os.path.isfile(n):
-                    continue
-                try:
-                    with netCDF4.Dataset(n) as ds:
-                        if "lead_time" in ds.dimensions:
-                            found.append(n)
-                except OSError:  # unreadable: the reader says so later
-                    pass
-    return found
+            names += sorted(os.path.join(f, c) for c in os.listdir(f)) if os.path.isdir(f) else [f]
+    return names
 
 
 def _check_writable(path: str) -> None:

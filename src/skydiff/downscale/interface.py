@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._compat import autocast_dtype
+from .._compat import autocast_dtype, nan_filled
 from ..errors import InputError, ShapeError, check_int, warn
 from ..io.units import MAX_PLAUSIBLE_RAIN_MM_H, is_rain_rate, warn_implausible_rain
 from ..registry import create_model, load_model
@@ -100,9 +100,7 @@ def _as_tensor(x: Any, name: str) -> tuple[torch.Tensor, str]:
             return torch.from_numpy(np.asarray(time_first(x).values, dtype=np.float32)), "xarray"
     except ImportError:  # pragma: no cover
         pass
-    if np.ma.isMaskedArray(x):  # masked pixels are no data (NaN, refused with a count), not their fill values
-        x = np.ma.filled(np.ma.asarray(x, dtype=np.float64), np.nan)
-    a = np.asarray(x)
+    a = np.asarray(nan_filled(x))  # masked pixels are no data (NaN, refused with a count), not their fill values
     if a.dtype == object or not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
         raise InputError(f"{name} must be a numeric array (numpy, torch or xarray), got dtype {a.dtype}")
     return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)), "numpy"

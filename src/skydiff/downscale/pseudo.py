@@ -57,6 +57,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .._compat import nan_filled
 from ..errors import InputError, ShapeError
 from ..registry import register_model
 from . import WEIGHTS_DIR
@@ -226,7 +227,7 @@ class PseudoPrecip(nn.Module):
             t = x
         else:
             try:  # a masked array's masked pixels become NaN (no data) instead of their fill values
-                t = torch.as_tensor(np.asarray(np.ma.filled(np.ma.asarray(x, dtype=np.float64), np.nan)))
+                t = torch.as_tensor(np.asarray(nan_filled(x), dtype=np.float64))
             except (TypeError, ValueError):
                 raise InputError(f"{name} must be a numeric array or tensor, got {type(x).__name__}") from None
         n_inf = int(torch.isinf(t).sum()) if t.is_floating_point() else 0

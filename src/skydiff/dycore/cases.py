@@ -297,11 +297,17 @@ def schaer_beta(theta0: float = 288.0, n: float = 0.01) -> float:
     return G * (CP - RD) / (RD * CP * theta0) + n * n / G
 
 
+def error_window(x: np.ndarray, z: np.ndarray, xlim: float = 20000.0,
+                 zlim: tuple[float, float] = (1000.0, 10000.0)) -> np.ndarray:
+    """The points of :func:`w_error`'s window, ``|x| <= xlim`` and ``zlim[0] <= z <= zlim[1]`` (m; broadcast)."""
+    x, z = np.broadcast_arrays(np.asarray(x), np.asarray(z))
+    return (np.abs(x) <= xlim) & (z >= zlim[0]) & (z <= zlim[1])
+
+
 def w_error(w: np.ndarray, w_ref: np.ndarray, x: np.ndarray, z: np.ndarray, xlim: float = 20000.0,
             zlim: tuple[float, float] = (1000.0, 10000.0)) -> float:
     """Relative l2 error ``sqrt(sum (w - w_ref)^2 / sum w_ref^2)`` over ``|x| <= xlim`` and ``zlim[0] <= z <= zlim[1]`` (m)."""
-    x, z = np.broadcast_arrays(np.asarray(x), np.asarray(z))
-    mask = (np.abs(x) <= xlim) & (z >= zlim[0]) & (z <= zlim[1])
+    mask = error_window(x, z, xlim, zlim)
     if not mask.any():
         raise InputError("the error window holds no w points")
     d = np.asarray(w)[mask] - np.asarray(w_ref)[mask]

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError, positive_finite
-from .cases import build, get_case, schaer_linear_w, w_error
+from .cases import build, error_window, get_case, schaer_linear_w, w_error
 from .coordinates import VerticalCoordinate, make_coordinate
 from .equations import full_w
 from .grid import avg_u2c
@@ -186,13 +186,10 @@ def run(
         if why_not:
             ds.attrs["w_error_note"] = f"no w error: {why_not}"
         else:
-            ds.attrs["w_error"] = w_error(w, wl, x[None, :], z_w, *_ERROR_WINDOW)
+            ds.attrs["w_error"] = w_error(w, wl, x[None, :], z_w)
         ds.attrs["w_error_window"] = "|x| <= 20 km, 1 km <= z <= 10 km, relative l2"
         ds.attrs["w_linear_method"] = "Klemp et al. (2015) App. A, beta = 0, times sqrt(rho_ref(0)/rho_ref(z))"
     return ds
-
-
-_ERROR_WINDOW = (20000.0, (1000.0, 10000.0))  # |x| <= 20 km, 1 km <= z <= 10 km (m)
 
 
 def _schaer_reference(cs: Any, x: np.ndarray, z_w: np.ndarray) -> tuple[np.ndarray, str]:
@@ -201,8 +198,7 @@ def _schaer_reference(cs: Any, x: np.ndarray, z_w: np.ndarray) -> tuple[np.ndarr
     t = cs.terrain
     # Boussinesq (beta = 0) solution with the sqrt(rho(0)/rho(z)) amplitude growth of the compressible reference
     wl = schaer_linear_w(x[None, :], z_w, t.h0, t.a, t.lam, cs.u0, cs.n, density_theta0=cs.theta0)
-    xlim, (z0, z1) = _ERROR_WINDOW
-    inside = (np.abs(x[None, :]) <= xlim) & (z_w >= z0) & (z_w <= z1)
+    inside = error_window(x[None, :], z_w)  # w_error's default window
     if not inside.any():
         return wl, f"the error window (|x| <= 20 km, 1-10 km) holds no w points below the top {cs.grid.top:g} m"
     if not np.any(wl[inside] != 0):

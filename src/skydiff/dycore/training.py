@@ -209,13 +209,14 @@ def train_neuve(out: str | Path = "runs/dycore/neuve", iterations: int = 15, sec
             raise InputError(f"{name} must be a positive number, got {value!r}")
     # the shortest windows that hold a loss sample: klemp_loss samples every 10 steps of 0.5 s, schaer_loss after the
     # last of its 0.63-s steps, the evaluation (klemp_max_w) needs one 0.5-s step
-    least = {"seconds": 0.63 if objective == "schaer" else 5.0, "eval_seconds": 0.5}
+    windows = [("seconds", seconds, objective, 0.63 if objective == "schaer" else 5.0),
+               ("eval_seconds", eval_seconds, "eval", 0.5)]
     if objective == "both":
-        least["schaer_seconds"] = 0.63
-    for name, value in (("seconds", seconds), ("eval_seconds", eval_seconds), ("schaer_seconds", schaer_seconds)):
-        if name in least and value < least[name]:
-            raise InputError(f"{name} = {value:g} s is too short: the {objective if name != 'eval_seconds' else 'eval'}"
-                             f" window needs at least {least[name]:g} s to give a loss")
+        windows.append(("schaer_seconds", schaer_seconds, "schaer", 0.63))
+    for name, value, what, least in windows:
+        if value < least:
+            raise InputError(f"{name} = {value:g} s is too short: the {what} window needs at least {least:g} s to "
+                             "give a loss")
     train_terrains = [tuple(float(v) for v in t) for t in (terrains or TRAIN_TERRAINS)]
     if any(len(t) != 3 for t in train_terrains):
         raise InputError("training terrains must be (h0, a, lam) triples in m")

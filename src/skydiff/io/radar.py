@@ -745,6 +745,17 @@ def _same_grid(a: dict[str, Any], b: dict[str, Any]) -> bool:
     return bool(np.allclose(a["x"], b["x"], rtol=0, atol=tol_x) and np.allclose(a["y"], b["y"], rtol=0, atol=tol_y))
 
 
+def _array_grid(da: Any) -> dict[str, Any]:
+    """The grid of a DataArray returned by :func:`read_radar` (its attrs and x/y coordinates), in the form
+    :func:`_same_grid` compares."""
+    a = da.attrs
+    return {"shape": tuple(da.shape[-2:]), "projection": str(a.get("projection", "") or ""),
+            "cartesian_unit": str(a.get("cartesian_unit", "") or "m"),
+            "x": np.asarray(da["x"].values) if "x" in da.coords else np.arange(da.shape[-1]),
+            "y": np.asarray(da["y"].values) if "y" in da.coords else np.arange(da.shape[-2]),
+            "xpixelsize": float(a.get("xpixelsize", 1.0) or 1.0), "ypixelsize": float(a.get("ypixelsize", 1.0) or 1.0)}
+
+
 def _grid_desc(g: dict[str, Any]) -> str:
     h, w = g["shape"]
     return f"{h}×{w}, {g['projection'] or 'no projection'}"

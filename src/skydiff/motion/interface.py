@@ -31,7 +31,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .._compat import import_pysteps
+from .._compat import import_pysteps, nan_filled
 from ..errors import InputError, ShapeError, check_int, warn
 
 #: rain/no-rain threshold of the dB transform (mm/h)
@@ -185,10 +185,8 @@ def _as_numpy(frames: Any) -> np.ndarray:
         if frames.is_complex():
             raise InputError("frames must be real-valued, got a complex tensor")
         return frames.detach().to("cpu", torch.float64).numpy()
-    if isinstance(frames, np.ma.MaskedArray):
-        frames = frames.astype(np.float64).filled(np.nan)
     try:
-        arr = np.asarray(frames)
+        arr = np.asarray(nan_filled(frames))
     except Exception as exc:  # ragged lists etc.
         raise InputError(f"frames cannot be converted to an array: {exc}") from None
     if arr.dtype.kind not in "biuf":

@@ -1185,20 +1185,21 @@ def build_nl_dataset(
     n_missing = 0
     n_files = 0
 
-    grid: list[Any] = []  # the first chunk's grid: every later chunk must be on it (read_radar checks within one)
+    grids: list[dict[str, Any]] = []  # the first chunk's: every later one must match (read_radar checks within one)
 
     def take(da: xr.DataArray, first_file: str = "") -> None:
         nonlocal n_missing
+        from ..io.radar import _array_grid, _grid_desc, _same_grid
+
+        g = _array_grid(da)
+        if not grids:
+            grids.append(g)
+        elif not _same_grid(grids[0], g):
+            raise InputError(f"mixed grids: the files from {first_file or 'one chunk'} on are on another grid "
+                             f"({_grid_desc(g)}) than the first ones ({_grid_desc(grids[0])}); build one data set "
+                             "per radar")
         t, v = _frames_of(da)
         H, W = v.shape[1:]
-        sig = (H, W, str(da.attrs.get("projection", "")),
-               *(round(float(da[c].values[0]), 3) for c in ("x", "y") if c in da.coords and da[c].size))
-        if not grid:
-            grid.append(sig)
-        elif sig != grid[0]:
-            raise InputError(f"mixed grids: the files from {first_file or 'one chunk'} on are on a {H} x {W} grid "
-                             f"{sig[2:]!r}, the first ones on {grid[0][0]} x {grid[0][1]} {grid[0][2:]!r}; build one "
-                             "data set per radar")
         if r1 > H or c1 > W:
             raise ShapeError(f"crop rows {r0}:{r1}, cols {c0}:{c1} does not fit the {H}×{W} grid")
         cut = np.array(v[:, r0:r1, c0:c1], dtype=np.float32)
