@@ -226,13 +226,15 @@ def test_train_resume_and_export(tmp_path):
 
 
 def test_resumed_training_equals_the_uninterrupted_run(tmp_path, monkeypatch):
-    """Stopped at max_steps (mid-epoch, and in the second epoch) or killed after a periodic checkpoint, then resumed:
-    the last checkpoint equals the uninterrupted run's, to the bit (same batches, crops and dropout masks). Before,
-    the resumed run drew a new batch order and dropout from torch's global generator, and the stop's extra
-    validation moved that generator (its DataLoader's seed draw)."""
-    def run(out, steps, accumulate=1, **training):
+    """Stopped at max_steps (mid-epoch, and in the second epoch; with and without DataLoader workers) or killed after a
+    periodic checkpoint, then resumed: the last checkpoint equals the uninterrupted run's, to the bit (same batches,
+    crops and dropout masks). Before, the resumed run drew a new batch order and dropout from torch's global
+    generator, and the stop's extra validation moved that generator (its DataLoader's seed draw); with workers, the
+    stream went on after the indices they had drawn ahead instead of after the batches trained on."""
+    def run(out, steps, accumulate=1, workers=0, **training):
         cfg = config(out, "rainnet", max_steps=steps, **training)
         cfg["data"]["n_sequences"] = 2  # 10 training samples: epochs of 5 batches
+        cfg["data"]["num_workers"] = workers
         cfg["trainer"]["accumulate_grad_batches"] = accumulate
         train(cfg)
         return torch.load(str(out / "checkpoints" / "last.ckpt"), map_location="cpu", weights_only=False)
@@ -243,6 +245,10 @@ def test_resumed_training_equals_the_uninterrupted_run(tmp_path, monkeypatch):
         resumed = run(tmp_path / f"b{first}", 8)
         assert resumed["global_step"] == 8
         assert all(torch.equal(whole[k], resumed["state_dict"][k]) for k in whole), first
+    # with DataLoader workers (which draw indices ahead, past the end of the resumed epoch that Lightning cuts short)
+    run(tmp_path / "w", 2, workers=2)
+    resumed = run(tmp_path / "w", 8, workers=2)
+    assert all(torch.equal(whole[k], resumed["state_dict"][k]) for k in whole)
     restore = stop_training_at(monkeypatch, NowcastModule, 3, RuntimeError("killed"))
     with pytest.raises(RuntimeError, match="killed"):
         run(tmp_path / "c", 8, checkpoint_every_n_steps=2)

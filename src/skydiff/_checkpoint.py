@@ -104,6 +104,10 @@ class StreamSampler(Sampler[int]):
     end (``DataLoader(shuffle=True)`` draws a new order from torch's global generator instead, and Lightning starts
     the interrupted epoch again). Epochs are assumed to run to their end (not cut by ``limit_train_batches``).
 
+    With DataLoader workers the indices are drawn ahead of training (prefetch), and an epoch that Lightning ends
+    early (the rest of an interrupted one) leaves the stream ahead of the batches trained on: a trainer then calls
+    :meth:`resume` with its count of batches trained at each epoch start (``NowcastModule.on_train_epoch_start``).
+
     ``draws=True`` yields ``p * n + index`` instead of ``index``: a number unique over the whole run, for a dataset
     that keys its random crops on it (:class:`skydiff.downscale.training.PairDataset`)."""
 
@@ -120,12 +124,15 @@ class StreamSampler(Sampler[int]):
         return self.length
 
     def __iter__(self) -> Any:
-        order, current = None, -1
+        # from a local count, so that a :meth:`resume` while DataLoader workers prefetch this epoch's indices (the
+        # trainer re-positions the stream at each epoch start) moves the next epoch only
+        order, current, position = None, -1, self.position
         for _ in range(self.length):
-            p, j = divmod(self.position, self.n)
+            p, j = divmod(position, self.n)
             if p != current:
                 order, current = np.random.default_rng([self.seed, p]).permutation(self.n), p
-            self.position += 1
+            position += 1
+            self.position = position
             yield int(order[j]) + (p * self.n if self.draws else 0)
 
 

@@ -952,6 +952,14 @@ class NowcastModule(L.LightningModule):
     def on_fit_start(self) -> None:
         self._t0 = time.perf_counter()
 
+    def on_train_epoch_start(self) -> None:
+        # the training stream goes on after the batches trained on: DataLoader workers draw indices ahead, and the
+        # rest of an interrupted epoch is cut short by Lightning, both leaving the sampler ahead of them
+        sampler = getattr(self.trainer.train_dataloader, "sampler", None)
+        sampler = getattr(getattr(sampler, "dataset", None), "_sampler", sampler)  # under Lightning's DDP wrapper
+        if isinstance(sampler, StreamSampler):
+            sampler.resume(self.batches_trained)
+
     def training_time(self) -> float:
         """Seconds of training so far, summed over resumed runs."""
         return self._time_prev + (0.0 if self._t0 is None else time.perf_counter() - self._t0)
