@@ -296,20 +296,37 @@ def test_lupin_trains_in_bf16_mixed_precision(tmp_path):
     assert np.isfinite(net.predict(frames, 1, precision="bfloat16")).all()
 
 
-def test_train_nl_source(tmp_path, sequence):
+def test_train_nl_source(tmp_path):
     import warnings
 
     from skydiff.nowcast.data import build_nl_dataset
 
+    from skydiff.nowcast.data import NLDataset
+    from skydiff.nowcast.training import _split_by_time
+    from skydiff.synthetic import rain_sequence
+
     path = tmp_path / "nl.h5"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the test split of this tiny file is empty
-        build_nl_dataset(sequence, path, crop=(0, 40, 0, 48), n_in=4, n_out=2, rain_rule=0.05)
+        build_nl_dataset(rain_sequence(30, (40, 48), seed=0), path, crop=(0, 40, 0, 48), n_in=4, n_out=2,
+                         rain_rule=0.05)
     cfg = config(tmp_path / "nl", "smaat")
-    cfg["data"] = {"source": "nl", "path": str(path), "crop": [32, 40], "n_out": 2, "batch_size": 2}
+    cfg["data"] = {"source": "nl", "path": str(path), "crop": [32, 40], "n_out": 2, "batch_size": 2,
+                   "val_fraction": 0.2}
     s = train(cfg)
     assert s["global_step"] == 2 and s["n_validation"] >= 1
     assert np.isfinite(s["val_scores"]["val_loss"])
+    # the validation windows are the latest, and no training window shares a frame with them (stride-1 windows
+    # overlap: a cut in file order trained on frames that validation held)
+    base = NLDataset(path, "train", 4, 2, transform=None)
+    tr, va, _ = _split_by_time(base, 0.2)
+    assert len(va) == int(np.ceil(0.2 * len(base))) and len(tr) >= 1
+    first = min(base.spans[i][0] for i in va)
+    assert all(base.spans[i][1] < first for i in tr)
+    assert len(tr) + len(va) == len(base) - (base.seq_len - 1)  # stride 1: seq_len - 1 windows straddle the cut
+    assert s["n_train"] == len(tr) and s["n_validation"] == len(va)
+    with pytest.raises(InputError, match="too few"):
+        train({**cfg, "data": {**cfg["data"], "val_fraction": 0.95}})
 
 
 def test_lupin_stages(tmp_path):

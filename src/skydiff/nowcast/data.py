@@ -1374,6 +1374,15 @@ class NLDataset(Dataset):
             raise InputError(f"n_in + n_out = {n_in + n_out} exceeds the {self.seq_len} frames stored per sample")
         self.n_in, self.n_out = int(n_in), int(n_out)
         self.times = None if stamps is None else [_parse_stamp(s) for s in stamps[:, self.n_in - 1, 0]]
+        # (first, last) stored frame time of each sample, as datetimes (None without readable timestamps): what a
+        # split by time needs (nowcast.training's validation part of the train group)
+        self.spans: list[tuple[_dt.datetime, _dt.datetime]] | None = None
+        if stamps is not None and self.n_samples:
+            try:
+                self.spans = [(_dt.datetime.fromisoformat(_parse_stamp(a)), _dt.datetime.fromisoformat(_parse_stamp(b)))
+                              for a, b in zip(stamps[:, 0, 0], stamps[:, -1, 0])]
+            except ValueError:
+                self.spans = None
         self._data = data
         self._file: Any = None
         self._pid: int | None = None

@@ -110,7 +110,8 @@ sets dotted keys. ``train("lupin_motion")`` (a name that is not a file) uses the
     batch_size = 2
     val_batch_size = 2          # default: batch_size
     num_workers = 0             # DataLoader workers (each runs with 1 torch thread)
-    val_fraction = 0.2          # shared: validation tail per event; nl: tail of the train group (default 0.1)
+    val_fraction = 0.2          # shared: validation tail per event; nl: latest part of the train group by time,
+                                # training windows that overlap it dropped (default 0.1)
     stride = 1                  # shared/synthetic: step between window starts
     min_rain_fraction = 0.0     # shared/synthetic: keep windows with at least this rainy fraction of targets
     rain_threshold = 0.1        # mm/h, for min_rain_fraction
@@ -1325,6 +1326,25 @@ def _match_teacher_to_prior(dcfg: dict[str, Any], model: Any) -> None:
                              "of the data is the model's motion prior in training, so it must be computed the same way")
 
 
+def _split_by_time(base: Any, vf: float) -> tuple[np.ndarray, np.ndarray, str]:
+    """Training and validation indices of an :class:`~skydiff.nowcast.data.NLDataset`'s train group: the latest
+    ``vf`` of its samples validate, and only samples whose frames all end before the first validation frame train
+    (stride-1 windows share frames: a plain cut let validation windows hold frames the model trained on)."""
+    n = len(base)
+    n_val = max(1, int(math.ceil(vf * n)))
+    if base.spans is None:  # no timestamps: file order, less the windows that reach into the validation part
+        gap = int(base.seq_len) - 1
+        return (np.arange(max(0, n - n_val - gap)), np.arange(n - n_val, n),
+                f"train group in file order (no timestamps): the last val_fraction validation, {gap} samples "
+                f"before it dropped (their frames overlap it)")
+    order = np.argsort([a for a, _ in base.spans], kind="stable")
+    val = np.sort(order[n - n_val:])
+    first = min(base.spans[i][0] for i in val)
+    train = np.sort([i for i in order[: n - n_val] if base.spans[i][1] < first]).astype(np.int64)
+    return (train, val, f"train group by time: the latest val_fraction validation (from {first.isoformat()}), "
+            "training samples ending before it (none overlaps it)")
+
+
 def build_datasets(data: Mapping[str, Any], n_in: int, n_out: int, seed: int = 0,
                    val_teacher: bool = False) -> tuple[Dataset, Dataset, dict]:
     """Training and validation datasets (mm/h, with masks) for a resolved ``[data]`` section.
@@ -1384,15 +1404,15 @@ def build_datasets(data: Mapping[str, Any], n_in: int, n_out: int, seed: int = 0
         vf = 0.1 if data["val_fraction"] is None else float(data["val_fraction"])
         if not 0.0 < vf < 1.0:
             raise InputError(f"data.val_fraction must be in (0, 1), got {vf}")
-        n = len(base)
-        n_val = max(1, int(math.ceil(vf * n)))
-        if n - n_val < 1:
-            raise InputError(f"{data['path']}: {n} train samples are too few to split off a validation part")
+        tr_idx, va_idx, how = _split_by_time(base, vf)
+        if len(tr_idx) < 1:
+            raise InputError(f"{data['path']}: {len(base)} train samples are too few to split off a validation "
+                             f"part that no training sample overlaps")
         hw = None if crop is None else ((crop, crop) if isinstance(crop, int) else tuple(int(c) for c in crop))
-        train_ds = _Cropped(base, np.arange(n - n_val), hw, True, seed)
-        val_ds = _Cropped(base, np.arange(n - n_val, n), hw, False, seed)
-        desc.update(path=str(data["path"]), val_fraction=vf,
-                    split="train group: first part training, last val_fraction (in file order) validation")
+        train_ds = _Cropped(base, tr_idx, hw, True, seed)
+        val_ds = _Cropped(base, va_idx, hw, False, seed)
+        desc.update(path=str(data["path"]), val_fraction=vf, split=how,
+                    n_dropped_for_gap=len(base) - len(tr_idx) - len(va_idx))
     frac = float(data.get("train_fraction", 1.0))
     if not 0.0 < frac <= 1.0:
         raise InputError(f"data.train_fraction must be in (0, 1], got {frac}")
