@@ -5,6 +5,7 @@ checkpoint. Tiny runs only (a few seconds each, one torch thread)."""
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
 import signal
@@ -142,7 +143,20 @@ def test_resume_refuses_the_checkpoint_of_another_model_config(trained, tmp_path
     with pytest.raises(InputError, match="another run"):  # an explicit resume checkpoint too
         train(config(tmp_path / "other", "rainnet"),
               overrides={"training.max_steps": 2, "model.depth": 3, "resume": str(last)})
+    # another learning rate or loss, other data or crops, another seed: not the same run either (it resumed into a
+    # mixture of the two set-ups)
+    for key, value, named in (("training.lr", 0.01, "training lr = 0.0001 there, 0.01 here"),
+                              ("training.loss", "mse", "training loss = 'logcosh' there, 'mse' here"),
+                              ("data.batch_size", 4, "data batch_size = 2 there, 4 here"),
+                              ("data.crop", [16, 16], r"data crop = \[32, 40\] there, \[16, 16\] here"),
+                              ("training.seed", 3, "seed = 0 there, 3 here")):
+        with pytest.raises(InputError, match=named):
+            train(config(out, "rainnet"), overrides={"training.max_steps": 2, key: value})
     assert last.read_bytes() == before
+    # what leaves the run as it was may change: workers, the validation batch size, the data's path, max_steps
+    s = train(config(out, "rainnet"), overrides={"training.max_steps": 2, "data.num_workers": 1,
+                                                  "data.val_batch_size": 1})
+    assert s["resumed_from"] == str(last) and s["global_step"] == 2
 
 
 def test_init_from_must_not_be_the_weights_the_run_exports(trained):
@@ -186,9 +200,22 @@ def test_downscale_training_checkpoints_its_final_state(tmp_path):
     assert s1["steps"] == 3
     assert torch.load(str(last), map_location="cpu", weights_only=False)["global_step"] == 3
     s2 = train_downscaler(pairs, "edm-radar-tp", out=tmp_path, max_steps=3, ckpt_every=2, **DS)
-    assert s2["resumed_from"] == str(last) and s2["steps"] == 3 and s2["final_loss_mean50"] is None  # no step
+    assert s2["resumed_from"] == str(last) and s2["steps"] == 3 and s2["steps_this_call"] == 0  # no step
+    assert s2["final_loss_mean50"] == s1["final_loss_mean50"]  # the run's, kept in the checkpoint
     with pytest.raises(InputError, match="another run"):  # another network size in the same folder
         train_downscaler(pairs, "edm-radar-tp", out=tmp_path, max_steps=4, ckpt_every=2, **{**DS, "base_channels": 4})
+    # another learning rate, batch size or data: not the same run either
+    for change, named in (({"lr": 1e-2}, "lr = 0.002 there, 0.01 here"), ({"batch_size": 4}, "batch_size = 8"),
+                          ({"crop": None}, "crop = 8 there, None here")):
+        with pytest.raises(InputError, match=named):
+            train_downscaler(pairs, "edm-radar-tp", out=tmp_path, max_steps=4, ckpt_every=2, **{**DS, **change})
+    with pytest.raises(InputError, match="per_source"):
+        other = _pairs()
+        other.source[:] = "other"
+        train_downscaler(other, "edm-radar-tp", out=tmp_path, max_steps=4, ckpt_every=2, **DS)
+    s3 = train_downscaler(pairs, "edm-radar-tp", out=tmp_path, max_steps=5, ckpt_every=2, **DS)
+    assert s3["steps_this_call"] == 2
+    assert len(json.loads((tmp_path / "edm-radar-tp" / "log.json").read_text())["losses"]) == 5  # the whole run's
     _no_temporaries(tmp_path)
 
 

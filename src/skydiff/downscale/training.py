@@ -137,6 +137,8 @@ class DownscaleModule(_lightning().LightningModule):  # type: ignore[misc]
         if not 0.0 <= float(label_dropout) <= 1.0:
             raise InputError(f"label_dropout must be in [0, 1], got {label_dropout}")
         self.label_dropout = float(label_dropout)
+        self.losses: list[float] = []  # every step's loss, over resumed runs too (kept in the checkpoints)
+        self.run_setup: dict[str, Any] = {}  # what a resume must share with its checkpoint (train_downscaler)
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
         label = batch.get("label")
@@ -145,6 +147,7 @@ class DownscaleModule(_lightning().LightningModule):  # type: ignore[misc]
             label = torch.where(drop, torch.full_like(label, len(self.model.labels)), label)
         loss = self.model.loss(batch["hi"], batch["lo"], batch.get("hi_vimd"), batch.get("lo_vimd"), label=label)
         self.log("loss", loss, prog_bar=True, on_step=True, on_epoch=False)
+        self.losses.append(float(loss))
         return loss
 
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
@@ -159,9 +162,11 @@ class DownscaleModule(_lightning().LightningModule):  # type: ignore[misc]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["skydiff_rng"] = rng_state()  # noise levels and noise: a resume continues them
+        checkpoint["skydiff"] = {"losses": list(self.losses), "setup": dict(self.run_setup)}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         set_rng_state(checkpoint.get("skydiff_rng"))
+        self.losses = list((checkpoint.get("skydiff") or {}).get("losses", []))
 
     def configure_optimizers(self) -> Any:
         opt = torch.optim.AdamW(self.model.net.parameters(), lr=self.lr, weight_decay=self.wd)
@@ -212,7 +217,11 @@ def train_downscaler(pairs: TilePairs, name: str = "edm-radar", *, out: str | os
     Returns
     -------
     dict
-        Summary: weights path, steps, final loss (mean of the last 50 steps), wall time, sigma_data, data summary.
+        Summary: weights path, steps, final loss (mean of the run's last 50 steps, resumed calls included),
+        steps_this_call, wall time, sigma_data, data summary. ``log.json`` beside the weights holds it with
+        every step's loss. A resume refuses another lr, batch size, crop, seed, EMA decay, label dropout or
+        data (counts per source, shapes); ``max_steps`` may grow (the cosine schedule then spans the new
+        total).
     """
     L = _lightning()
     from lightning.pytorch.callbacks import ModelCheckpoint
@@ -235,6 +244,10 @@ def train_downscaler(pairs: TilePairs, name: str = "edm-radar", *, out: str | os
         model = create_model(name, **{**model.config, "sigma_data": sd}) if model.pp is None else _with_sigma(
             model, name, sd)
     module = DownscaleModule(model, lr=lr, max_steps=max_steps, ema_decay=ema_decay, label_dropout=label_dropout)
+    data = pairs.summary()
+    module.run_setup = {"lr": float(lr), "ema_decay": float(ema_decay), "label_dropout": float(label_dropout),
+                        "batch_size": int(batch_size), "crop": crop, "seed": int(seed),
+                        "data": {k: data[k] for k in ("n", "hi_shape", "lo_shape", "factor", "per_source")}}
     labels = None
     if model.labels:  # the product label of every pair, from its source name (RADAR_LABELS)
         from .data import radar_label
@@ -251,23 +264,25 @@ def train_downscaler(pairs: TilePairs, name: str = "edm-radar", *, out: str | os
     ckdir = run / "checkpoints"
     last = ckdir / "last.ckpt"
     ckpt_path = str(last) if resume and last.is_file() else None
+    resumed_at = 0
     if ckpt_path:
-        ck = check_resumable(ckpt_path, module, f"give another out, or resume=False to start again (it replaces {run})")
+        def differences(ck: dict[str, Any]) -> list[str]:  # the optimisation and the data (checkpoints since
+            there = (ck.get("skydiff") or {}).get("setup") or {}  # 2026-11-29 hold them)
+            here = json.loads(json.dumps(module.run_setup))
+            keys = [k for k in here if k in there and there[k] != here[k]]
+            return [f"{k} = {there[k]!r} there, {here[k]!r} here" for k in keys]
+
+        ck = check_resumable(ckpt_path, module, f"give another out, or resume=False to start again (it replaces {run})",
+                             differences)
         sampler.resume(int(ck.get("global_step", 0)))
+        resumed_at = len((ck.get("skydiff") or {}).get("losses", []))
         del ck
         print(f"train_downscaler: resuming from {ckpt_path}", file=sys.stderr, flush=True)
-
-    losses: list[float] = []
-
-    class _Log(L.Callback):  # type: ignore[misc, name-defined]
-        def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
-            v = outputs["loss"] if isinstance(outputs, dict) else outputs
-            losses.append(float(v))
 
     cb = ModelCheckpoint(dirpath=str(ckdir), filename="last", monitor=None, save_top_k=1,
                          every_n_train_steps=int(ckpt_every), save_last=False)
     trainer = L.Trainer(max_steps=int(max_steps), max_epochs=-1, accelerator=accelerator, devices=1, logger=False,
-                        callbacks=[cb, _Log(), SaveOnInterrupt(last, "train_downscaler")],
+                        callbacks=[cb, SaveOnInterrupt(last, "train_downscaler")],
                         enable_progress_bar=progress, enable_model_summary=False, log_every_n_steps=25,
                         num_sanity_val_steps=0, plugins=with_atomic_checkpoints())  # checkpoints via atomic_path
     t0 = time.perf_counter()
@@ -281,7 +296,8 @@ def train_downscaler(pairs: TilePairs, name: str = "edm-radar", *, out: str | os
     summary = {
         "model": name, "steps": int(trainer.global_step), "batch_size": batch_size, "crop": crop, "lr": lr,
         "ema_decay": ema_decay, "sigma_data": float(ema.sigma_data), "wall_s": round(wall, 1),
-        "final_loss_mean50": float(np.mean(losses[-50:])) if losses else None, "resumed_from": ckpt_path,
+        "final_loss_mean50": float(np.mean(module.losses[-50:])) if module.losses else None,
+        "steps_this_call": len(module.losses) - resumed_at, "resumed_from": ckpt_path,
         "data": pairs.summary(), "threads": torch.get_num_threads(),
         "parameters": int(sum(p.numel() for p in ema.net.parameters())),
     }
@@ -289,7 +305,7 @@ def train_downscaler(pairs: TilePairs, name: str = "edm-radar", *, out: str | os
     wts, js = save_model(ema, run / name, card=card)
     summary["weights"] = str(wts)
     with atomic_path(run / "log.json") as tmp:
-        tmp.write_text(json.dumps({**summary, "losses": losses}, indent=1) + "\n")
+        tmp.write_text(json.dumps({**summary, "losses": module.losses}, indent=1) + "\n")
     return summary
 
 

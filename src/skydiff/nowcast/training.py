@@ -574,6 +574,7 @@ class NowcastModule(L.LightningModule):
         self._time_prev = 0.0
         self._t0: float | None = None
         self.batches_trained = 0  # over resumed runs too: where the training stream goes on (StreamSampler)
+        self.run_setup: dict[str, Any] = {}  # the data and seed of a train() run, kept in its checkpoints
 
     # --- setup ------------------------------------------------------------------------------------------
 
@@ -969,7 +970,7 @@ class NowcastModule(L.LightningModule):
         checkpoint["skydiff"] = {
             "model": self.model_name, "model_config": dict(self.model.config), "stage": self.stage,
             "training_time_s": self.training_time(), "val_history": list(self.val_history), "rng": rng_state(),
-            "batches_trained": int(self.batches_trained),
+            "batches_trained": int(self.batches_trained), "setup": _jsonable(self.run_setup),
         }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -980,13 +981,27 @@ class NowcastModule(L.LightningModule):
         self.batches_trained = int(info.get("batches_trained", checkpoint.get("global_step", 0)))
 
 
+# what a resumed run must share with its checkpoint (besides the model): the module's optimisation options, and (its
+# run_setup) the [data] section less these keys, and the seed
+_RESUME_SAME = ("n_in", "n_out", "loss", "lr", "weight_decay", "beta", "gamma", "rollout_steps", "bptt", "scheduler",
+                "lr_factor", "lr_patience") + _EXTRA_OPTIONS
+_RESUME_FREE_DATA = ("num_workers", "val_batch_size", "path")  # a path may change (data staged on a local disk)
+
+
+def _changed(what: str, there: Mapping[str, Any], here: Mapping[str, Any]) -> list[str]:
+    keys = sorted(k for k in set(there) | set(here) if there.get(k) != here.get(k))
+    return [f"{what} " + ", ".join(f"{k} = {there.get(k)!r} there, {here.get(k)!r} here" for k in keys)] if keys \
+        else []
+
+
 def _check_resume(path: str, module: NowcastModule, how: str) -> int:
     """InputError when the checkpoint to resume from belongs to another run: another model, LUPIN stage or model
     config (Lightning would fail with a RuntimeError on other weight shapes, or resume into another set-up).
     Returns the number of batches the checkpointed run trained on (its global step for checkpoints before
     2026-11-28)."""
     hint = ("give this run another out, or set resume = false to start again (it replaces that run's checkpoints "
-            "and export)" if how == "auto" else "give resume the last.ckpt of a run of this model and config")
+            "and export), or training.init_from = that checkpoint to start a new run from its weights"
+            if how == "auto" else "give resume the last.ckpt of a run of this model and config")
 
     def differences(ck: dict[str, Any]) -> list[str]:
         info = ck.get("skydiff") or {}
@@ -995,10 +1010,16 @@ def _check_resume(path: str, module: NowcastModule, how: str) -> int:
         out = [f"{what} {info.get(what)!r} there, {mine!r} here" for what, mine in
                (("model", module.model_name), ("stage", module.stage)) if info.get(what) != mine]
         there, here = _jsonable(info.get("model_config") or {}), _jsonable(dict(module.model.config))
-        keys = sorted(k for k in set(there) | set(here) if there.get(k) != here.get(k))
-        if keys:
-            out.append("model config " + ", ".join(f"{k} = {there.get(k)!r} there, {here.get(k)!r} here"
-                                                   for k in keys))
+        out += _changed("model config", there, here)
+        # the optimisation and the data: a resume goes on with the run's own (another lr, loss or batch size, other
+        # data or crops, would train on, silently, as a mixture of two set-ups)
+        hp = ck.get("hyper_parameters") or {}
+        mine = {k: module.hparams.get(k) for k in _RESUME_SAME if k in hp or k in module.hparams}
+        out += _changed("training", _jsonable({k: hp.get(k) for k in mine}), _jsonable(mine))
+        if info.get("setup") and module.run_setup:
+            there, here = info["setup"], _jsonable(module.run_setup)
+            out += _changed("data", there.get("data") or {}, here["data"])
+            out += _changed("training", {"seed": there.get("seed")}, {"seed": here["seed"]})
         return out
 
     ck = check_resumable(path, module, hint, differences)
@@ -1557,6 +1578,7 @@ def _train(cfg: dict[str, Any], out: Path, name: str, model_kwargs: dict[str, An
         ckpt_path = str(Path(resume).expanduser())
     elif resume and last.is_file():
         ckpt_path = str(last)
+    module.run_setup = {"data": {k: v for k, v in dcfg.items() if k not in _RESUME_FREE_DATA}, "seed": seed}
     if ckpt_path:  # before the (possibly long) data building
         resume_batches = _check_resume(ckpt_path, module, "explicit" if isinstance(resume, str) else "auto")
         print(f"skydiff train: resuming from {ckpt_path}", file=sys.stderr, flush=True)
