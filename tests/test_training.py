@@ -326,7 +326,7 @@ def test_train_nl_source(tmp_path):
     assert len(tr) + len(va) == len(base) - (base.seq_len - 1)  # stride 1: seq_len - 1 windows straddle the cut
     assert s["n_train"] == len(tr) and s["n_validation"] == len(va)
     with pytest.raises(InputError, match="too few"):
-        train({**cfg, "data": {**cfg["data"], "val_fraction": 0.95}})
+        train({**cfg, "out": str(tmp_path / "nl2"), "data": {**cfg["data"], "val_fraction": 0.95}})
 
 
 def test_lupin_stages(tmp_path):
