@@ -408,7 +408,20 @@ def test_bad_configs(tmp_path, monkeypatch):
     bad("not found", cfg=tmp_path / "nope.toml")
     (tmp_path / "broken.toml").write_text("[model\nname = 1\n")
     bad("not valid TOML", cfg=tmp_path / "broken.toml")
+    # values of the wrong type or out of range: named, before any work (a string "false" was true, lr = "abc" and
+    # batch_size = 0 failed deep in the optimiser or the loader)
+    bad("data.augment must be true or false", {"data.augment": "false"})
+    bad("training.lr must be a number", {"training.lr": "abc"})
+    bad("training.lr must be >= 0", {"training.lr": -1e-3})
+    bad("data.batch_size must be >= 1", {"data.batch_size": 0})
+    bad("data.batch_size must be an integer", {"data.batch_size": 2.5})
+    bad("data.num_workers must be >= 0", {"data.num_workers": -1})
+    bad("training.max_steps must be -1", {"training.max_steps": 0})
+    bad("data.exclude must be a list", {"data.exclude": "knmi"})
     assert not (tmp_path / "x").exists()
+    cfg = resolve_config(good, {"data.batch_size": 2.0, "training.lr": 1, "training.precision": "bf16-mixed"})
+    assert cfg["data"]["batch_size"] == 2 and isinstance(cfg["data"]["batch_size"], int)
+    assert isinstance(cfg["training"]["lr"], float)
 
 
 def test_sample_configs(tmp_path):

@@ -70,8 +70,14 @@ override it) and copies encoder, densify layers, mask tokens and decoder into it
 ``[training]`` keys (available to every model) ``optimizer`` (``"adamw"``: decoupled weight decay, none on
 biases, norms and mask tokens, betas (0.9, 0.95); or ``"adam"``, the default; the references use LAMB, which
 torch lacks) and ``warmup_epochs`` (linear warm-up of the ``"cosine"`` scheduler, which then decays the
-learning rate towards 0 at the run's last epoch, per epoch), and, for ``spatspark`` only, ``ssim_weight``. The pretraining's ``loss`` is always its
+learning rate towards 0 at the run's last epoch, per epoch; a resume with more max_epochs or max_steps stretches
+it to the new end), and, for ``spatspark`` only, ``ssim_weight``. The pretraining's ``loss`` is always its
 reconstruction loss (``"mse"``).
+
+Values are checked against their key's type (``augment = "false"`` is refused, not read as true; an integral float
+of an integer key is taken) and least value (``batch_size >= 1``). A resume refuses a checkpoint whose optimisation
+options (lr, loss, scheduler, ...), ``[data]`` section (less ``num_workers``, ``val_batch_size`` and ``path``) or
+seed differ from the config's, naming each difference.
 
 Validation: ``val_loss`` (the training loss; for ``spatspark-pretrain`` with a fixed mask per validation batch,
 so that epochs compare), and per lead time ``n`` (in data time steps, 5 min for the
@@ -1182,6 +1188,48 @@ def _section(cfg: Mapping[str, Any], name: str) -> dict[str, Any]:
     return dict(sec)
 
 
+# the type of the keys whose default is None (object: any), and the least value of numeric keys
+_TYPES_OF_NONE = {"n_in": int, "n_out": int, "val_batch_size": int, "val_fraction": float, "teacher_frames": int,
+                  "min_valid_fraction": float, "rollout_steps": int, "precision": object, "crop": object}
+_LEAST = {"batch_size": 1, "val_batch_size": 1, "num_workers": 0, "stride": 1, "n_in": 1, "n_out": 0, "n_frames": 1,
+          "n_sequences": 1, "n_val_sequences": 1, "teacher_frames": 2, "max_epochs": -1, "max_steps": -1, "lr": 0.0,
+          "weight_decay": 0.0, "num_threads": 0, "checkpoint_every_n_steps": 0, "warmup_epochs": 0, "lr_patience": 0,
+          "rollout_steps": 1, "lr_factor": 0.0, "min_rain_fraction": 0.0, "rain_threshold": 0.0, "beta": 0.0,
+          "gamma": 0.0, "teacher_weight": 0.0, "ssim_weight": 0.0, "csi_threshold": 0.0}
+
+
+def _check_types(section: str, values: dict[str, Any], defaults: Mapping[str, Any]) -> None:
+    """InputError for a value of another type than its key's default (``augment = "false"`` was true, ``lr = "abc"``
+    failed deep in the optimiser) or below its key's least value (``batch_size = 0``); integral floats of integer
+    keys become ints, ints of float keys floats."""
+    for key, value in values.items():
+        if value is None:
+            continue
+        want = _TYPES_OF_NONE.get(key, type(defaults.get(key)))
+        where = f"{section}.{key}"
+        if want is bool:
+            if not isinstance(value, bool):
+                raise InputError(f"{where} must be true or false, got {value!r}")
+        elif want is int:
+            if isinstance(value, float) and value.is_integer():
+                value = values[key] = int(value)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise InputError(f"{where} must be an integer, got {value!r}")
+        elif want is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise InputError(f"{where} must be a number, got {value!r}")
+            value = values[key] = float(value)
+        elif want is str and not isinstance(value, str):
+            raise InputError(f"{where} must be a string, got {value!r}")
+        elif want in (list, dict) and not isinstance(value, want):
+            raise InputError(f"{where} must be a {'list' if want is list else 'table'}, got {value!r}")
+        least = _LEAST.get(key)
+        if least is not None and value < least:
+            raise InputError(f"{where} must be >= {least}, got {value!r}")
+    if values.get("max_steps") == 0:
+        raise InputError(f"{section}.max_steps must be -1 (no limit) or >= 1, got 0")
+
+
 def resolve_config(config: Mapping[str, Any] | str | os.PathLike[str],
                    overrides: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Read, override, validate and complete a config; returns the full config with every default filled in.
@@ -1210,6 +1258,7 @@ def resolve_config(config: Mapping[str, Any] | str | os.PathLike[str],
     bad = sorted(set(training) - set(defaults))
     if bad:
         raise InputError(f"unknown [training] key(s) {', '.join(bad)}; known: {', '.join(sorted(defaults))}")
+    _check_types("training", training, defaults)
     training = {**defaults, **{k: v for k, v in training.items() if v is not None}}
     training["stage"] = stage
     if str(training["export"]).lower() not in ("best", "last"):
@@ -1234,6 +1283,7 @@ def resolve_config(config: Mapping[str, Any] | str | os.PathLike[str],
     bad = sorted(set(data) - set(_DATA_DEFAULTS))
     if bad:
         raise InputError(f"unknown [data] key(s) {', '.join(bad)}; known: {', '.join(sorted(_DATA_DEFAULTS))}")
+    _check_types("data", data, _DATA_DEFAULTS)
     data = {**_DATA_DEFAULTS, **{k: v for k, v in data.items() if v is not None}}
     src = str(data["source"]).lower()
     if src not in ("shared", "nl", "synthetic"):
