@@ -485,6 +485,20 @@ def test_last_checkpoint_is_the_latest_state_even_without_improvement(tmp_path):
     assert len(best) == 1 and int(best[0].stem.split("step=")[1]) < 6  # the first validation stays the best
 
 
+def test_rerun_of_an_early_stopped_run_trains_no_more(tmp_path, capsys):
+    """A run that early stopping ended, run again (resume = true, the default): it exports the same state and
+    trains nothing (it trained another epoch, then stopped again); with a larger patience it goes on."""
+    over = {"training.max_steps": -1, "training.max_epochs": 20, "training.lr": 0.0, "training.patience": 1}
+    s1 = train(config(tmp_path / "es", "rainnet"), overrides=over)
+    assert 0 < s1["epochs"] < 20
+    s2 = train(config(tmp_path / "es", "rainnet"), overrides=over)
+    assert "nothing to train" in capsys.readouterr().err
+    assert (s2["global_step"], s2["epochs"], s2["best_checkpoint"]) == (s1["global_step"], s1["epochs"],
+                                                                        s1["best_checkpoint"])
+    s3 = train(config(tmp_path / "es", "rainnet"), overrides={**over, "training.patience": 2})
+    assert s3["global_step"] > s2["global_step"]
+
+
 def test_whole_grid_motion_teacher_is_the_flow_of_the_whole_grid_cropped(sequence):
     """RadarSequences(teacher="lk"): the flow of the last 3 inputs on the whole grid, cropped like the frames; the
     motion stage then pulls every crop with one towards it (also crops too dry for the per-crop teacher)."""

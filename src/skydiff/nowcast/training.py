@@ -1000,11 +1000,11 @@ def _changed(what: str, there: Mapping[str, Any], here: Mapping[str, Any]) -> li
         else []
 
 
-def _check_resume(path: str, module: NowcastModule, how: str) -> int:
+def _check_resume(path: str, module: NowcastModule, how: str) -> tuple[int, dict[str, Any] | None]:
     """InputError when the checkpoint to resume from belongs to another run: another model, LUPIN stage or model
     config (Lightning would fail with a RuntimeError on other weight shapes, or resume into another set-up).
     Returns the number of batches the checkpointed run trained on (its global step for checkpoints before
-    2026-11-28)."""
+    2026-11-28) and the state of its early stopping when that stopped the run (else None)."""
     hint = ("give this run another out, or set resume = false to start again (it replaces that run's checkpoints "
             "and export), or training.init_from = that checkpoint to start a new run from its weights"
             if how == "auto" else "give resume the last.ckpt of a run of this model and config")
@@ -1029,7 +1029,10 @@ def _check_resume(path: str, module: NowcastModule, how: str) -> int:
         return out
 
     ck = check_resumable(path, module, hint, differences)
-    return int((ck.get("skydiff") or {}).get("batches_trained", ck.get("global_step", 0)))
+    stopped = [v for k, v in (ck.get("callbacks") or {}).items() if k.startswith("EarlyStopping") and
+               isinstance(v, dict) and int(v.get("stopped_epoch", 0) or 0) > 0]
+    return (int((ck.get("skydiff") or {}).get("batches_trained", ck.get("global_step", 0))),
+            stopped[0] if stopped else None)
 
 
 def _read_init_state(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
@@ -1621,7 +1624,7 @@ def _train(cfg: dict[str, Any], out: Path, name: str, model_kwargs: dict[str, An
     last = ckdir / "last.ckpt"
     resume = cfg["resume"]
     ckpt_path: str | None = None
-    resume_batches = 0
+    resume_batches, finished = 0, False
     if isinstance(resume, str):
         if not Path(resume).expanduser().is_file():
             raise InputError(f"resume checkpoint {resume} not found")
@@ -1630,8 +1633,15 @@ def _train(cfg: dict[str, Any], out: Path, name: str, model_kwargs: dict[str, An
         ckpt_path = str(last)
     module.run_setup = {"data": {k: v for k, v in dcfg.items() if k not in _RESUME_FREE_DATA}, "seed": seed}
     if ckpt_path:  # before the (possibly long) data building
-        resume_batches = _check_resume(ckpt_path, module, "explicit" if isinstance(resume, str) else "auto")
-        print(f"skydiff train: resuming from {ckpt_path}", file=sys.stderr, flush=True)
+        resume_batches, stopped = _check_resume(ckpt_path, module, "explicit" if isinstance(resume, str) else "auto")
+        patience = tcfg["patience"]
+        if stopped is not None and patience is not None and 0 <= int(patience) <= int(stopped.get("wait_count", 0)):
+            finished = True  # a re-run of a run that stopped early exports it again (it trained another epoch)
+            print(f"skydiff train: {ckpt_path} is of a run that early stopping ended (epoch {stopped['stopped_epoch']}, "
+                  f"no val_loss improvement in {stopped.get('wait_count')} validations); nothing to train (raise "
+                  "training.patience to go on, or resume = false to start again)", file=sys.stderr, flush=True)
+        else:
+            print(f"skydiff train: resuming from {ckpt_path}", file=sys.stderr, flush=True)
 
     prior = getattr(probe, "motion_prior", None)
     if prior is not None and dcfg.get("teacher"):
@@ -1691,7 +1701,11 @@ def _train(cfg: dict[str, Any], out: Path, name: str, model_kwargs: dict[str, An
         warnings.filterwarnings("ignore", message=r".*LeafSpec.*is deprecated.*")
         warnings.filterwarnings("ignore", message=r".*your dataloader is not resumable.*")  # StreamSampler is
         warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
-        trainer.fit(module, train_dataloaders=train_dl, val_dataloaders=val_dl, ckpt_path=ckpt_path)
+        if not finished:
+            trainer.fit(module, train_dataloaders=train_dl, val_dataloaders=val_dl, ckpt_path=ckpt_path)
+    stopper = next((c for c in callbacks if isinstance(c, EarlyStopping)), None)
+    if not finished and stopper is not None and stopper.stopped_epoch > 0:
+        trainer.save_checkpoint(str(last))  # (all ranks) with the early stopping's final state: a re-run ends here
 
     rank = int(trainer.global_rank)
     summary: dict[str, Any] = {"model": name, "stage": tcfg["stage"], "out": str(out), "rank": rank,
