@@ -159,6 +159,23 @@ def test_resume_refuses_the_checkpoint_of_another_model_config(trained, tmp_path
     assert s["resumed_from"] == str(last) and s["global_step"] == 2
 
 
+def test_fresh_run_keeps_weights_it_would_replace(trained, tmp_path):
+    """An out folder that holds exported weights but no checkpoint (deleted to save space, or weights copied in):
+    a fresh run with the default resume = true is refused before it trains (it replaced them at the end);
+    resume = false says to replace them."""
+    from skydiff.nowcast.training import train
+
+    out = tmp_path / "rainnet"
+    shutil.copytree(trained, out)
+    shutil.rmtree(out / "checkpoints")
+    before = (out / "rainnet.safetensors").read_bytes()
+    with pytest.raises(InputError, match="would replace them"):
+        train(config(out, "rainnet"), overrides={"training.max_steps": 1})
+    assert (out / "rainnet.safetensors").read_bytes() == before and not (out / "checkpoints").exists()
+    s = train(config(out, "rainnet"), overrides={"training.max_steps": 1, "resume": False})
+    assert s["global_step"] == 1 and s["resumed_from"] is None
+
+
 def test_init_from_must_not_be_the_weights_the_run_exports(trained):
     """training.init_from = the run's own export (OUT/<model>): refused, since the export at the end would replace
     the weights the run started from."""
@@ -216,6 +233,14 @@ def test_downscale_training_checkpoints_its_final_state(tmp_path):
     s3 = train_downscaler(pairs, "edm-radar-tp", out=tmp_path, max_steps=5, ckpt_every=2, **DS)
     assert s3["steps_this_call"] == 2
     assert len(json.loads((tmp_path / "edm-radar-tp" / "log.json").read_text())["losses"]) == 5  # the whole run's
+    # weights without a checkpoint: a fresh run would replace them, and is refused unless resume=False
+    last.unlink()
+    weights = tmp_path / "edm-radar-tp" / "edm-radar-tp.safetensors"
+    before = weights.read_bytes()
+    with pytest.raises(InputError, match="would replace them"):
+        train_downscaler(pairs, "edm-radar-tp", out=tmp_path, max_steps=1, ckpt_every=2, **DS)
+    assert weights.read_bytes() == before
+    assert train_downscaler(pairs, "edm-radar-tp", out=tmp_path, max_steps=1, resume=False, **DS)["steps"] == 1
     _no_temporaries(tmp_path)
 
 

@@ -265,6 +265,10 @@ def train_downscaler(pairs: TilePairs, name: str = "edm-radar", *, out: str | os
     last = ckdir / "last.ckpt"
     ckpt_path = str(last) if resume and last.is_file() else None
     resumed_at = 0
+    if ckpt_path is None and resume and (run / f"{name}.safetensors").is_file():
+        raise InputError(f"{run} holds the weights {name}.safetensors of an earlier run but no checkpoint to resume "
+                         f"({last}): this run would replace them; give another out, or resume=False to train again "
+                         "and replace them")
     if ckpt_path:
         def differences(ck: dict[str, Any]) -> list[str]:  # the optimisation and the data (checkpoints since
             there = (ck.get("skydiff") or {}).get("setup") or {}  # 2026-11-29 hold them)

@@ -1631,6 +1631,10 @@ def _train(cfg: dict[str, Any], out: Path, name: str, model_kwargs: dict[str, An
         ckpt_path = str(Path(resume).expanduser())
     elif resume and last.is_file():
         ckpt_path = str(last)
+    elif resume is True and weights_paths(out / name)[0].is_file():
+        raise InputError(f"{out} holds the weights {weights_paths(out / name)[0].name} of an earlier run but no "
+                         f"checkpoint to resume ({last}): this run would replace them; give it another out, or set "
+                         "resume = false to train again from the start and replace them")
     module.run_setup = {"data": {k: v for k, v in dcfg.items() if k not in _RESUME_FREE_DATA}, "seed": seed}
     if ckpt_path:  # before the (possibly long) data building
         resume_batches, stopped = _check_resume(ckpt_path, module, "explicit" if isinstance(resume, str) else "auto")
