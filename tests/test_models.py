@@ -502,6 +502,16 @@ def test_mismatched_weights(tmp_path):
     save_model(small("lcnn"), tmp_path / "l")
     with pytest.raises(InputError, match=r"do not fit LCNN: shape mismatch for net\.encoder\.0\.0\.weight"):
         create_model("lcnn", pretrained=tmp_path / "l", in_frames=6)  # 5 vs 4 input channels
+    # without its .json card: the name in the .safetensors metadata still tells (L-CNN and RainNet weights of the
+    # default configs have the same keys and shapes, and loaded into each other silently)
+    save_model(create_model("lcnn"), tmp_path / "e")
+    (tmp_path / "e.json").unlink()
+    with pytest.raises(InputError, match="are for model 'lcnn', not 'rainnet'"):
+        create_model("rainnet", pretrained=tmp_path / "e")
+    assert create_model("lcnn", pretrained=tmp_path / "e") is not None
+    # a factory that passes **config on: an unknown option is an InputError too (was a TypeError)
+    with pytest.raises(InputError, match="model 'edm-radar-tp'.*bogus"):
+        create_model("edm-radar-tp", bogus=1)
 
 
 def test_card_predict_defaults_round_trip(tmp_path):

@@ -124,7 +124,24 @@ def _build(factory: Callable[..., nn.Module], name: str, config: dict[str, Any])
             raise InputError(
                 f"model {name!r} has no option(s) {', '.join(unknown)}; options: {', '.join(params)}"
             )
-    return factory(**config)
+    try:
+        return factory(**config)
+    except TypeError as exc:  # a factory taking **config passes it on: an unknown option fails one level down
+        if "keyword argument" not in str(exc):
+            raise
+        raise InputError(f"model {name!r}: {exc}") from None
+
+
+def _saved_model_name(path: Path) -> str | None:
+    """The model name ``save_model`` writes into a ``.safetensors`` file's metadata (None without it)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except Exception as exc:  # safetensors raises its own error types
+        raise ReadError(f"cannot read weights {path}: {exc}") from None
+    return meta.get("model")
 
 
 def _stem(path: str | Path) -> Path:
@@ -207,6 +224,10 @@ def create_model(name: str, pretrained: bool | str | Path = False, **config: Any
         if saved != key:
             raise InputError(f"weights {_file(stem, '.safetensors')} are for model {saved!r}, not {key!r}")
         config = {**dict(meta.get("config", {})), **config}
+    else:  # no card: the name in the weights' own metadata (another model of the same shapes loaded silently)
+        saved_name = _saved_model_name(_file(stem, ".safetensors"))
+        if saved_name is not None and saved_name.lower() != key:
+            raise InputError(f"weights {_file(stem, '.safetensors')} are for model {saved_name!r}, not {key!r}")
     model = _build(factory, key, config)
     load_weights(model, _file(stem, ".safetensors"))
     if meta_path.is_file():
