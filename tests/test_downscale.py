@@ -486,6 +486,12 @@ def test_radar_pairs_test_part(shared_data, tmp_path):
     np.testing.assert_array_equal(r.hi, p.hi)
     with pytest.raises(InputError):
         radar_pairs("test", sources=("mrms",), data_dir=shared_data, cache_dir=tmp_path)
+    # the same source read from another data folder has a cache entry of its own (they shared one)
+    from skydiff.downscale.data import _cache_key
+
+    key = (_cache_key("knmi2010-test", 64, 0.1, 0.1, None, 0, shared_data),
+           _cache_key("knmi2010-test", 64, 0.1, 0.1, None, 0, tmp_path))
+    assert key[0] != key[1] and key[0] == _cache_key("knmi2010-test", 64, 0.1, 0.1, None, 0, shared_data / ".")
     with pytest.raises(ShapeError):
         radar_pairs("test", tile=30, factor=4, data_dir=shared_data)
 

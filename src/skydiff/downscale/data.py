@@ -316,9 +316,12 @@ def _source_parts(name: str, root: Path) -> list[Any]:
 
 
 def _cache_key(name: str, tile: int, wet_threshold: float, min_wet_fraction: float, per_frame: int | None,
-               seed: int) -> str:
-    h = hashlib.sha1(f"{name}|{tile}|{wet_threshold}|{min_wet_fraction}|{per_frame}|{seed}|v1".encode()).hexdigest()
-    return f"tiles_{name}_{tile}_{h[:10]}.npz"
+               seed: int, root: Path) -> str:
+    """The cache file of one source's tiles: its settings and the data folder (resolved; two folders shared one
+    entry before). Files changed inside the same folder are not seen: clear the cache then."""
+    where = os.path.realpath(os.fspath(root))
+    h = hashlib.sha1(f"{name}|{tile}|{wet_threshold}|{min_wet_fraction}|{per_frame}|{seed}|{where}|v2".encode())
+    return f"tiles_{name}_{tile}_{h.hexdigest()[:10]}.npz"
 
 
 def _save_npz(path: Path, **arrays: np.ndarray) -> None:
@@ -330,7 +333,8 @@ def _save_npz(path: Path, **arrays: np.ndarray) -> None:
 
 def _source_tiles(name: str, root: Path, tile: int, wet_threshold: float, min_wet_fraction: float,
                   per_frame: int | None, seed: int, cache: Path | None, progress: bool) -> dict[str, np.ndarray]:
-    path = None if cache is None else cache / _cache_key(name, tile, wet_threshold, min_wet_fraction, per_frame, seed)
+    path = None if cache is None else cache / _cache_key(name, tile, wet_threshold, min_wet_fraction, per_frame, seed,
+                                                         root)
     if path is not None and path.is_file():
         try:
             with np.load(path) as z:
