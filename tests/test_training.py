@@ -419,6 +419,12 @@ def test_bad_configs(tmp_path, monkeypatch):
     bad("training.max_steps must be -1", {"training.max_steps": 0})
     bad("data.exclude must be a list", {"data.exclude": "knmi"})
     assert not (tmp_path / "x").exists()
+    # settings lightning.Trainer refuses, and an out that is a file: InputErrors (were Lightning's or OSErrors)
+    bad("lightning.Trainer refuses the settings.*'fp8'", {"training.precision": "fp8"})
+    bad("lightning.Trainer refuses the settings.*strategy", {"strategy": "nonsense"})
+    (tmp_path / "file").write_text("mine")
+    bad("is a file, not a folder", {"out": str(tmp_path / "file")})
+    assert (tmp_path / "file").read_text() == "mine"
     cfg = resolve_config(good, {"data.batch_size": 2.0, "training.lr": 1, "training.precision": "bf16-mixed"})
     assert cfg["data"]["batch_size"] == 2 and isinstance(cfg["data"]["batch_size"], int)
     assert isinstance(cfg["training"]["lr"], float)

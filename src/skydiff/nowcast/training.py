@@ -1574,6 +1574,8 @@ def train(config: Mapping[str, Any] | str | os.PathLike[str], *,
     t_start = time.perf_counter()
     cfg = resolve_config(config, overrides)
     out = Path(cfg["out"]).expanduser()
+    if out.exists() and not out.is_dir():
+        raise InputError(f"out {out} is a file, not a folder (the run writes checkpoints, logs and weights into it)")
     mcfg, dcfg, tcfg, trcfg = cfg["model"], cfg["data"], cfg["training"], dict(cfg["trainer"])
     name = mcfg["name"]
     model_kwargs = {k: v for k, v in mcfg.items() if k != "name"}
@@ -1602,6 +1604,7 @@ def train(config: Mapping[str, Any] | str | os.PathLike[str], *,
 def _train(cfg: dict[str, Any], out: Path, name: str, model_kwargs: dict[str, Any], dcfg: dict[str, Any],
            tcfg: dict[str, Any], trcfg: dict[str, Any], n_threads: int, t_start: float) -> dict[str, Any]:
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
     from lightning.pytorch.loggers import CSVLogger
 
     from ..motion import get_method
@@ -1647,23 +1650,8 @@ def _train(cfg: dict[str, Any], out: Path, name: str, model_kwargs: dict[str, An
         else:
             print(f"skydiff train: resuming from {ckpt_path}", file=sys.stderr, flush=True)
 
-    prior = getattr(probe, "motion_prior", None)
-    if prior is not None and dcfg.get("teacher"):
-        _match_teacher_to_prior(dcfg, probe)
-    train_ds, val_ds, desc = build_datasets(dcfg, n_in, n_out, seed, val_teacher=prior is not None)
-    bs = int(dcfg["batch_size"])
-    vbs = int(dcfg["val_batch_size"] or bs)
-    nw = int(dcfg["num_workers"])
-    pin = not _on_cpu(trcfg)
-    dl_kw = dict(num_workers=nw, collate_fn=_collate, worker_init_fn=_worker_init if nw else None, pin_memory=pin)
-    # the loaders draw their per-iterator seed from generators of their own, not from torch's global one: a
-    # validation run by a stop at max_steps, which the uninterrupted run would not have, must not move the global
-    # generator (dropout). (Not with a spawned strategy: a pickled torch.Generator breaks its process launch.)
-    spawned = "spawn" in str(trcfg.get("strategy", ""))
-    own_rng: Any = (lambda: None) if spawned else (lambda: torch.Generator().manual_seed(seed))
-    val_dl = DataLoader(val_ds, batch_size=vbs, shuffle=False, generator=own_rng(), **dl_kw)
-
-    # a fresh start (no checkpoint to resume) must not export an earlier run's best checkpoint left in the folder
+    # the trainer before the data (which may take long), so that its settings are checked first.
+    # A fresh start (no checkpoint to resume) must not export an earlier run's best checkpoint left in the folder
     stale = set() if ckpt_path else set(ckdir.glob("best-*.ckpt"))
     best_cb = ModelCheckpoint(dirpath=str(ckdir), filename="best-{epoch:03d}-{step:06d}", monitor="val_loss",
                               mode="min", save_top_k=1, save_last=False, enable_version_counter=False,
@@ -1685,12 +1673,34 @@ def _train(cfg: dict[str, Any], out: Path, name: str, model_kwargs: dict[str, An
         callbacks.append(TQDMProgressBar())
     logger = CSVLogger(save_dir=str(out), name="logs")
     _ = logger.version  # fix the version now, so that spawned processes and this one agree
-    trainer = L.Trainer(
-        default_root_dir=str(out), max_epochs=int(tcfg["max_epochs"]), max_steps=int(tcfg["max_steps"]),
-        precision=tcfg["precision"], deterministic=bool(tcfg["deterministic"]),
-        enable_progress_bar=bool(tcfg["progress_bar"]), callbacks=callbacks, logger=logger,
-        plugins=with_atomic_checkpoints(trcfg.pop("plugins", None)), **trcfg,  # checkpoints via atomic_path
-    )
+    try:
+        trainer = L.Trainer(
+            default_root_dir=str(out), max_epochs=int(tcfg["max_epochs"]), max_steps=int(tcfg["max_steps"]),
+            precision=tcfg["precision"], deterministic=bool(tcfg["deterministic"]),
+            enable_progress_bar=bool(tcfg["progress_bar"]), callbacks=callbacks, logger=logger,
+            plugins=with_atomic_checkpoints(trcfg.pop("plugins", None)), **trcfg,  # checkpoints via atomic_path
+        )
+    except (MisconfigurationException, ValueError, TypeError) as exc:  # e.g. accelerator = "gpu" without one
+        given = {k: v for k, v in cfg["trainer"].items() if k != "plugins"}
+        raise InputError(f"lightning.Trainer refuses the settings (training.precision = {tcfg['precision']!r}, "
+                         f"[trainer] {given}): {exc}") from None
+
+    prior = getattr(probe, "motion_prior", None)
+    if prior is not None and dcfg.get("teacher"):
+        _match_teacher_to_prior(dcfg, probe)
+    train_ds, val_ds, desc = build_datasets(dcfg, n_in, n_out, seed, val_teacher=prior is not None)
+    bs = int(dcfg["batch_size"])
+    vbs = int(dcfg["val_batch_size"] or bs)
+    nw = int(dcfg["num_workers"])
+    pin = not _on_cpu(trcfg)
+    dl_kw = dict(num_workers=nw, collate_fn=_collate, worker_init_fn=_worker_init if nw else None, pin_memory=pin)
+    # the loaders draw their per-iterator seed from generators of their own, not from torch's global one: a
+    # validation run by a stop at max_steps, which the uninterrupted run would not have, must not move the global
+    # generator (dropout). (Not with a spawned strategy: a pickled torch.Generator breaks its process launch.)
+    spawned = "spawn" in str(trcfg.get("strategy", ""))
+    own_rng: Any = (lambda: None) if spawned else (lambda: torch.Generator().manual_seed(seed))
+    val_dl = DataLoader(val_ds, batch_size=vbs, shuffle=False, generator=own_rng(), **dl_kw)
+
     # the training batches: one seeded stream of shuffled passes (the crops of pass p are those of epoch p), cut into
     # Lightning epochs of whole global batches and positioned at the checkpoint's step, so that a resumed run
     # trains on the batches the uninterrupted one would have (DataLoader(shuffle=True) draws its order from torch's
