@@ -497,6 +497,10 @@ def test_rerun_of_an_early_stopped_run_trains_no_more(tmp_path, capsys):
     over = {"training.max_steps": -1, "training.max_epochs": 20, "training.lr": 0.0, "training.patience": 1}
     s1 = train(config(tmp_path / "es", "rainnet"), overrides=over)
     assert 0 < s1["epochs"] < 20
+    # the card's history holds every validation; its scores are the exported (best, first) state's
+    card = json.loads(Path(s1["card"]).read_text())["card"]
+    assert len(card["val_history"]) == s1["epochs"] > 1
+    assert card["val_scores"] == card["val_history"][0] and card["training"]["best_epoch"] == 0
     s2 = train(config(tmp_path / "es", "rainnet"), overrides=over)
     assert "nothing to train" in capsys.readouterr().err
     assert (s2["global_step"], s2["epochs"], s2["best_checkpoint"]) == (s1["global_step"], s1["epochs"],

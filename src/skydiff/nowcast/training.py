@@ -1750,12 +1750,15 @@ def _train(cfg: dict[str, Any], out: Path, name: str, model_kwargs: dict[str, An
         state, info, best_ck = {k: v.detach().cpu() for k, v in module.model.state_dict().items()}, {}, {}
     export = create_model(name, **module.model.config)
     load_weights(export, state)
-    history = info.get("val_history") or []
-    val_scores = history[-1] if history else {}
+    exported = info.get("val_history") or []
+    val_scores = exported[-1] if exported else {}  # of the exported state
     last_info = last_ck.get("skydiff", {})
+    history = last_info.get("val_history") or exported  # every validation of the run (the best's stops at it)
     time_s = time.perf_counter() - t_start
     step = int(last_ck.get("global_step", trainer.global_step))
-    epochs = int(last_ck.get("epoch", trainer.current_epoch)) + 1 if step > 0 else 0  # the last may be partial
+    started = (((last_ck.get("loops") or {}).get("fit_loop") or {}).get("epoch_progress") or {}).get("total", {})
+    epochs = int(started["started"]) if "started" in started else \
+        int(last_ck.get("epoch", trainer.current_epoch)) + 1 if step > 0 else 0  # the last may be partial
     log_dir = Path(getattr(trainer.logger, "log_dir", out / "logs"))
     card = {
         "description": f"{name} trained by skydiff.nowcast.training" + (f", LUPIN stage {tcfg['stage']!r}"
