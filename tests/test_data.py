@@ -173,6 +173,23 @@ def test_mask_marks_nan_and_nan_value_fills(syn):
     assert len(RadarSequences(syn.copy(data=v2), 4, 2, crop=32, min_valid_fraction=0.5)) > 0
 
 
+def test_windows_holding_a_frame_without_data_are_dropped(syn):
+    """A frame stored as all NaN (an outage) was fed to the networks as dry rain inside any window whose other frames
+    kept the window-wide valid fraction up (one frame in ten passes 0.9): such windows are dropped."""
+    v = syn.values.copy()
+    T = v.shape[0]
+    v[9] = np.nan
+    for kw in ({}, {"crop": 32, "seed": 0}, {"crop": 32, "random_crop": True, "seed": 0}):
+        full = RadarSequences(syn, 4, 6, min_valid_fraction=0.9, **kw)
+        ds = RadarSequences(syn.copy(data=v), 4, 6, min_valid_fraction=0.9, **kw)
+        assert ds.sources[0]["frames_without_data"] == 1 and len(full) == T - 9
+        assert len(ds) == len(full) - 10, kw  # the windows starting at frames 0..9 hold frame 9
+        assert all(ds[i]["mask"].all() for i in range(len(ds)))
+    v[9] = np.inf
+    with pytest.raises(InputError, match="infinite"):
+        RadarSequences(syn.copy(data=v), 4, 6)
+
+
 def test_min_rain_fraction_filter():
     fr = np.array([0.9, 0.1, 0.0, 0.6, 0.6, 0.2, 0.8, 0.4, 0.7, 0.0, 0.55, 0.5])
     v = np.zeros((12, 20, 20), np.float32)

@@ -387,6 +387,8 @@ def _frames_of(da: xr.DataArray) -> tuple[np.ndarray, np.ndarray]:
     low = np.nanmin(values, initial=0.0)  # one pass; 0 for no data at all
     if low < 0:
         raise InputError(f"radar sequences must be rain rates >= 0 mm/h, found {float(low):.3g}")
+    if not np.isfinite(np.nanmax(values, initial=0.0)):
+        raise InputError("radar sequences hold infinite rain rates (mark missing data as NaN)")
     return times, values
 
 
@@ -769,6 +771,11 @@ class RadarSequences(Dataset):
         else:
             ta, tb = starts, starts + L
         valid_ok = (pv[starts + L] - pv[starts]) >= self.min_valid_fraction * L * h * w - 1e-9  # (S, P)
+        # a frame without any data (an outage stored as a NaN field) would be fed to the network as dry rain, and the
+        # window-wide fraction above lets one such frame in ten through: such windows are dropped
+        empty = np.concatenate([[0], np.cumsum(frame_valid == 0)])
+        valid_ok &= ((empty[starts + L] - empty[starts]) == 0)[:, None]
+        info["frames_without_data"] = int(empty[-1])
         if self.min_rain_fraction > 0:
             def rain_ok(rain: np.ndarray, valid: np.ndarray) -> np.ndarray:
                 return (rain >= self.min_rain_fraction * valid - 1e-9) & (valid > 0)
