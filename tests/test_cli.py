@@ -62,6 +62,15 @@ def test_nowcast_and_verify_on_knmi(knmi2010, tmp_path, capsys):
     table = pd.read_csv(csv)
     assert len(table) == 12 and set(table["threshold"]) == {1.0, 5.0}
     assert table[table.threshold == 1.0]["csi"].iloc[0] > 0.5
+    # a nowcast of the same shape on another domain (shifted 50 km east) is refused: it was scored pixel by pixel
+    import xarray as xr
+
+    with xr.open_dataset(out_nc) as ds:
+        shifted = ds.load().assign_coords(x=ds["x"] + 50_000.0)
+    shifted.to_netcdf(tmp_path / "shifted.nc")
+    capsys.readouterr()
+    assert main(["verify", str(tmp_path / "shifted.nc"), *obs, "-q"]) == 2
+    assert "different grids" in capsys.readouterr().err
 
 
 @pytest.mark.realdata

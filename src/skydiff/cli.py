@@ -279,6 +279,27 @@ def _format_table(df: Any, columns: Sequence[str]) -> str:
     return df[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}")
 
 
+def _check_same_grid(nc: Any, obs: Any) -> None:
+    """InputError unless the nowcast and the observations lie on one grid: shape, and (where both files say)
+    projection and x/y coordinates (a nowcast of another domain of the same shape was scored against the wrong
+    pixels)."""
+    from .io.radar import _array_grid, _same_grid
+
+    a, b = _array_grid(nc), _array_grid(obs)
+    if not (a["projection"] and b["projection"]):  # one file without a projection: coordinates and shape only
+        a["projection"] = b["projection"] = ""
+    if a["shape"] == b["shape"] and _same_grid(a, b):
+        return
+
+    def desc(g: dict[str, Any]) -> str:
+        h, w = g["shape"]
+        return (f"{h} x {w} from x = {float(g['x'][0]):.6g}, y = {float(g['y'][0]):.6g} "
+                f"({g['projection'] or 'no projection'})")
+
+    raise InputError(f"the observations and the nowcast lie on different grids: observations {desc(b)}, "
+                     f"nowcast {desc(a)}")
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from .io import read_nowcast, read_radar
     from .verify import score_table
@@ -290,10 +311,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
                          f"{', '.join(forecasts[:3])}{' ...' if len(forecasts) > 3 else ''}; leave them out")
     nc = read_nowcast(args.nowcast)
     obs = read_radar(args.files, importer=args.importer, progress=not args.quiet)
-    if obs.shape[1:] != nc.shape[1:]:
-        raise InputError(
-            f"observations are on a {obs.shape[1]} x {obs.shape[2]} grid, the nowcast on {nc.shape[1]} x {nc.shape[2]}"
-        )
+    _check_same_grid(nc, obs)
     valid = nc["time"].values.astype("datetime64[ns]")
     otimes = obs["time"].values.astype("datetime64[ns]")
     keep = [i for i, t in enumerate(valid) if t in set(otimes)]
