@@ -211,6 +211,13 @@ def test_time_step_is_checked():
         forecast(_timed(frames, [0, 5, 10, 20, 25, 30]), 2)
     with pytest.raises(InputError, match="positive number of minutes"):
         forecast(frames, 2, timestep=-5)
+    # a timestep= that the time coordinate contradicts is refused (it was taken over the times)
+    with pytest.raises(InputError, match="timestep = 5 min, but the frames' time coordinate is 2 min apart"):
+        forecast(two_min, 2, model="lupin", timestep=5)
+    # the times decide, not a stale "timestep" attribute (every other frame of 5-min data, still marked 5 min,
+    # was refused as having gaps)
+    ten = _timed(frames, [0, 10, 20, 30, 40, 50]).assign_attrs(timestep=5)
+    np.testing.assert_allclose(forecast(ten, 2), forecast(frames, 2), equal_nan=True)
     # extrapolation works at any step (lead times in steps of the input)
     out = forecast(two_min, 2)
     np.testing.assert_allclose(out, forecast(frames, 2), equal_nan=True)

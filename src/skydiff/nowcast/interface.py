@@ -218,24 +218,30 @@ NN_TIMESTEP_MIN = 5.0
 
 
 def _frames_timestep(frames: Any, timestep: float | None) -> float | None:
-    """Minutes between frames: ``timestep`` if given, else from a DataArray's regular time coordinate."""
+    """Minutes between frames: from a DataArray's time coordinate, which must be regular (its spacing, not a
+    ``timestep`` attribute that may be stale after a resampling), and agree with ``timestep`` when that is given;
+    else ``timestep``."""
     from ..errors import TimeGapError
     from ..io import check_regular
+    from ..io.radar import _infer_timestep
     from ..io.units import positive_minutes
 
-    if timestep is not None:
-        return positive_minutes(timestep)
+    given = None if timestep is None else positive_minutes(timestep)
     if not (hasattr(frames, "dims") and "time" in getattr(frames, "coords", {}) and frames.sizes.get("time", 0) > 1):
-        return None
+        return given
     t = np.asarray(frames["time"].values)
     if not np.issubdtype(t.dtype, np.datetime64):
-        return None
+        return given
+    step = _infer_timestep(t.astype("datetime64[ns]"))
     try:
-        check_regular(frames)
+        check_regular(frames, timestep=step)
     except TimeGapError as exc:
         raise InputError(f"the frames are not at a regular time step ({exc}): a nowcast needs consecutive frames "
                          "without gaps") from None
-    return float(np.diff(t.astype("datetime64[ns]"))[0].astype(np.int64)) / 60e9
+    if step is not None and given is not None and abs(step - given) > 1e-6 * given:
+        raise InputError(f"timestep = {given:g} min, but the frames' time coordinate is {step:g} min apart; "
+                         "leave timestep out (it is read from the times) or give the frames' own")
+    return step if step is not None else given
 
 
 def default_motion_frames(method: str) -> int:
