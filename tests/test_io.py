@@ -193,6 +193,10 @@ def test_knmi2021_reflectivity_detected(knmi2021, knmi6):
     # the km grid of 2010 and the metre grid of 2021 are the same grid
     np.testing.assert_allclose(da.x.values, knmi6.x.values)
     np.testing.assert_allclose(da.y.values, knmi6.y.values)
+    # ... but accumulations (2010, ACRR in mm) and reflectivity (2021, DBZH) are two products, not one series
+    # (they were merged silently)
+    with pytest.raises(InputError, match=r"different products: 1 in 'mm' .*; 1 in 'dBZ'"):
+        read_radar([knmi6.attrs["source_files"].splitlines()[0], files[0]])
     assert da.attrs["projection"] == knmi6.attrs["projection"]
 
 

@@ -915,6 +915,11 @@ def read_radar(
     institutions = [i for i in dict.fromkeys(fr.institution for fr in frames) if i]
     importers = list(dict.fromkeys(fr.importer for fr in frames))
     units = list(dict.fromkeys(fr.unit for fr in frames))
+    if len(units) > 1:  # e.g. accumulations (ACRR) beside reflectivity (DBZH): two products, not one series
+        first = {u: next(fr.path for fr in frames if fr.unit == u) for u in units}
+        raise InputError("the files hold different products: " + "; ".join(
+            f"{sum(fr.unit == u for fr in frames)} in {u!r} (e.g. {first[u]})" for u in units)
+            + "; read each product on its own")
     g = ref.grid
     attrs: dict[str, Any] = {
         "units": "mm/h",
