@@ -31,6 +31,16 @@ def test_demo_synthetic_only(tmp_path, capsys, monkeypatch):
     assert "extrapolation (LK)" in out and "persistence" in out
     for f in ("synthetic_nowcast.nc", "synthetic_nowcast.png", "synthetic_scores.csv", "synthetic_scores.png"):
         assert (tmp_path / "demo" / f).stat().st_size > 0
+    # run again into its own folder: fine; into a folder of the user's that holds a file of a demo name: refused,
+    # the file kept (it was overwritten)
+    assert main(["demo", "--out", str(tmp_path / "demo"), "--size", "96", "-q"]) == 0
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "synthetic_scores.csv").write_text("my scores\n")
+    capsys.readouterr()
+    assert main(["demo", "--out", str(mine), "--size", "96", "-q"]) == 2
+    assert "not written by the demo" in capsys.readouterr().err
+    assert (mine / "synthetic_scores.csv").read_text() == "my scores\n"
 
 
 @pytest.mark.realdata

@@ -96,13 +96,33 @@ def _run_case(
     return table
 
 
+_MARK = ".skydiff-demo"  # written into the output folder: files of that folder with the demo's names are the demo's
+_PRODUCTS = ("nowcast.nc", "scores.csv", "input.png", "nowcast.png", "scores.png", "spectra.png")
+
+
+def _claim_folder(out: Path) -> None:
+    """Create ``out`` for the demo, or refuse a folder that is not the demo's own (no mark) and holds a file with
+    a name the demo writes (``synthetic_nowcast.nc`` ...): the demo replaces its own earlier output only."""
+    from .errors import InputError
+
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file, not a folder")
+    if out.is_dir() and not (out / _MARK).is_file():
+        clash = [f"{case}_{p}" for case in ("synthetic", "knmi") for p in _PRODUCTS if (out / f"{case}_{p}").exists()]
+        if clash:
+            raise InputError(f"{out} holds {', '.join(clash[:3])}{' ...' if len(clash) > 3 else ''}, not written by "
+                             "the demo; give the demo another --out (it replaces the files of its own folder only)")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / _MARK).write_text("files here named synthetic_* and knmi_* are replaced by `skydiff demo`\n")
+
+
 def run_demo(out: str | os.PathLike[str] = "skydiff-demo", data: str | None = None, quiet: bool = False,
              size: int = 256) -> dict[str, Any]:
     """Run the demo; returns ``{case name: score table}`` and writes everything into ``out``."""
     from .synthetic import rain_sequence
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    _claim_folder(out)
     results: dict[str, Any] = {}
 
     _log(f"[1/2] synthetic case: generating {N_PAST + N_LEAD} frames of {size} x {size} px ...", quiet)
