@@ -190,7 +190,8 @@ def test_cli_errors_are_one_line_messages(knmi2010, tmp_path, capsys):
     ghost = [str(tmp_path / "missing" / f"f{k}.h5") for k in range(3)]
     for extra, msg in ((["--model", "nope"], "unknown"), (["--model", "persistence", "--weights", "w"], "--weights"),
                        (["--model", "rainnet", "--motion-frames", "3"], "moves no rain along a motion"),
-                       (["--model", "lupin", "--motion-frames", "3"], "add --motion METHOD")):
+                       (["--model", "lupin", "--motion-frames", "3"], "add --motion METHOD"),
+                       (["--model", "persistence", "--motion", "vet"], "--motion applies to")):
         assert main(["nowcast", *ghost, *extra, "--out", str(tmp_path / "x.nc"), "-q"]) == 2
         assert msg in capsys.readouterr().err.lower() if msg == "unknown" else msg in capsys.readouterr().err
 

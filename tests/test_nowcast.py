@@ -223,6 +223,19 @@ def test_time_step_is_checked():
     np.testing.assert_allclose(out, forecast(frames, 2), equal_nan=True)
 
 
+def test_options_a_model_does_not_take_are_refused():
+    """forecast(model="persistence", n_iter=2) ignored the option and extrapolation's unknown options were a raw
+    TypeError; a motion method for persistence was accepted and unused."""
+    frames = moving_blob(T=3)
+    with pytest.raises(InputError, match="'persistence' has no option.*n_iter; its options: none"):
+        forecast(frames, 2, model="persistence", n_iter=2)
+    with pytest.raises(InputError, match="'extrapolation' has no option.*bogus; its options: n_iter, interp, outval"):
+        forecast(frames, 2, bogus=1)
+    with pytest.raises(InputError, match="'persistence' moves no rain along a motion"):
+        forecast(frames, 2, model="persistence", motion="vet")
+    assert forecast(frames, 2, n_iter=2).shape == (2, *frames.shape[1:])  # a real option passes
+
+
 def test_all_dry_inputs_give_a_dry_nowcast_with_a_warning():
     from skydiff.errors import SkydiffWarning
     from skydiff.nowcast.models import create_model

@@ -175,7 +175,7 @@ def cmd_nowcast(args: argparse.Namespace) -> int:
         weights_file(args.weights)
     if args.motion_frames is not None and args.motion_frames < 2:
         raise InputError(f"--motion-frames must be >= 2 (motion needs two frames at least), got {args.motion_frames}")
-    if args.motion is not None and neural and not spec.uses_motion:
+    if args.motion is not None and not spec.uses_motion:
         raise InputError(f"--motion applies to extrapolation and the networks that move rain along a motion (lupin, "
                          f"lcnn), not {args.model!r}")
     if args.motion_frames is not None and (not spec.uses_motion or (neural and args.motion is None)):
@@ -233,7 +233,8 @@ def cmd_nowcast(args: argparse.Namespace) -> int:
         args.leadtimes,
         timestep=timestep if args.allow_gaps else None,
         model=args.model,
-        motion=args.motion if neural else motion,  # given to LUPIN / L-CNN, it replaces their own motion
+        # given to LUPIN / L-CNN, it replaces their own motion; persistence and the like take none
+        motion=(args.motion if neural else motion) if spec.uses_motion else None,
         motion_kwargs={"frames": n_motion},
         return_velocity=True,
         **extra,

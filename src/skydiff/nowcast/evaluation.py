@@ -362,7 +362,8 @@ def evaluate(
                     kw["motion_kwargs"] = {"frames": int(motion_frames)}
                 try:
                     # (the networks move rain along their own motion; ``motion`` is the extrapolation models')
-                    out = forecast(inp[-need[m]:], L, model=m, motion=None if is_neural(m) else motion, **kw)
+                    own = is_neural(m) or not get_model(m).uses_motion
+                    out = forecast(inp[-need[m]:], L, model=m, motion=None if own else motion, **kw)
                 except InputError as exc:
                     raise InputError(f"evaluate: {m} on {name} at {str(times[s + n_in - 1])[:16]}: {exc}") from None
                 t_model[m] += time.perf_counter() - t0

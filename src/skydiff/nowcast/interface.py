@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +62,26 @@ def _takes_weights(fn: Callable[..., Any]) -> bool:
         return "weights" in inspect.signature(fn).parameters
     except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
         return False
+
+
+def _check_options(m: _Model, options: Mapping[str, Any]) -> None:
+    """InputError for keyword arguments that a registered model function does not take (a function with
+    ``**kwargs`` checks its own: the networks' ``predict``). Persistence ignored them, extrapolation raised a raw
+    TypeError."""
+    import inspect
+
+    try:
+        params = inspect.signature(m.fn).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    own = [k for k, p in params.items() if p.kind is p.KEYWORD_ONLY and k not in ("velocity", "motion",
+                                                                                   "motion_kwargs")]
+    unknown = sorted(set(options) - set(own))
+    if unknown:
+        raise InputError(f"model {m.name!r} has no option(s) {', '.join(unknown)}; "
+                         f"its options: {', '.join(own) or 'none'}")
 
 
 def get_model(name: str) -> _Model:
@@ -193,9 +213,10 @@ def forecast(
         raise InputError(f"model {m.name!r} does not take a motion field (velocity=); it applies to "
                          f"{', '.join(k for k, v in _MODELS.items() if v.uses_motion)}")
     neural = m.name in _NN_MIN_FRAMES
-    if motion is not None and neural and not m.uses_motion:
+    if motion is not None and not m.uses_motion:
         raise InputError(f"model {m.name!r} moves no rain along a motion field; motion= applies to "
                          f"{', '.join(k for k, v in _MODELS.items() if v.uses_motion)}")
+    _check_options(m, kwargs)
     x = check_frames(frames, m.min_frames)
     if motion is not None and neural and velocity is None:  # the caller's method, not theirs
         with warnings.catch_warnings():
@@ -289,7 +310,8 @@ def _extrapolation(
     return out[0, :, 0], v
 
 
-def _persistence(x: torch.Tensor, leadtimes: int, **_: Any) -> tuple[torch.Tensor, None]:
+def _persistence(x: torch.Tensor, leadtimes: int, *, velocity: Any = None, motion: str | None = None,
+                 motion_kwargs: dict[str, Any] | None = None) -> tuple[torch.Tensor, None]:
     return x[-1][None].expand(leadtimes, -1, -1).clone(), None
 
 
