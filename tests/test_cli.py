@@ -194,6 +194,17 @@ def test_cli_errors_are_one_line_messages(knmi2010, tmp_path, capsys):
                        (["--model", "persistence", "--motion", "vet"], "--motion applies to")):
         assert main(["nowcast", *ghost, *extra, "--out", str(tmp_path / "x.nc"), "-q"]) == 2
         assert msg in capsys.readouterr().err.lower() if msg == "unknown" else msg in capsys.readouterr().err
+    # numbers out of range are refused while parsing (they were found after the files were read)
+    for cmd, extra, msg in (("nowcast", ["--leadtimes", "0"], "--leadtimes: must be >= 1, got 0"),
+                            ("nowcast", ["--min-rain", "-1"], "--min-rain: must be >= 0"),
+                            ("nowcast", ["--resample", "0"], "--resample: must be > 0"),
+                            ("verify", ["--thresholds", "-1"], "--thresholds: must be > 0"),
+                            ("evaluate", ["--stride", "0"], "--stride: must be >= 1")):
+        with pytest.raises(SystemExit) as exit_:
+            main([cmd, *ghost, *extra])
+        assert exit_.value.code == 2 and msg in capsys.readouterr().err
+    assert main(["evaluate", *ghost, "--models", "lupin", "--weights", f"lupin={tmp_path / 'none'}", "-q"]) == 2
+    assert "not found" in capsys.readouterr().err
 
 
 @pytest.mark.realdata

@@ -343,6 +343,15 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .nowcast.evaluation import evaluate
 
     _check_outputs([args.csv, args.plot], args.overwrite, plot=args.plot, inputs=args.files or [])
+    weights = {}
+    for item in args.weights or []:  # before any reading: the form, and that the file is there
+        if "=" not in item:
+            raise InputError(f"--weights takes MODEL=PATH, got {item!r}")
+        k, v = item.split("=", 1)
+        from .registry import weights_file
+
+        weights_file(v)
+        weights[k] = v
     sources: list[Any]
     if args.shared:
         from .nowcast.data import shared_split
@@ -362,12 +371,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         folders = [f for f in args.files if Path(f).is_dir()]
         files = [f for f in args.files if not Path(f).is_dir()]
         sources = folders + ([files] if files else [])
-    weights = {}
-    for item in args.weights or []:
-        if "=" not in item:
-            raise InputError(f"--weights takes MODEL=PATH, got {item!r}")
-        k, v = item.split("=", 1)
-        weights[k] = v
     ev = evaluate(
         sources, args.models, leadtimes=args.leadtimes, thresholds=args.thresholds, stride=args.stride,
         crop=args.crop, max_cases=args.max_cases, motion=args.motion, weights=weights,
@@ -464,11 +467,28 @@ def cmd_assimilate(args: argparse.Namespace) -> int:
         plot_assimilation(
             da.values[-1], res.velocity, hist, fc[-1], leadtime_min=step_min * args.leadtimes,
             full_resolution_cost=full, path=args.plot,
-            title=f"4D-Var motion ({args.constraint}), {str(da.time.values[0])[:16]} .. {str(da.time.values[-1])[11:16]} UTC",
+            title=(f"4D-Var motion ({args.constraint}), {str(da.time.values[0])[:16]} .. "
+                   f"{str(da.time.values[-1])[11:16]} UTC"),
         )
     prog.done()
     print(f"wrote {args.out}" + (f" and {args.plot}" if args.plot else ""))
     return 0
+
+
+def _number(low: float, kind: type = int, above: bool = False) -> Any:
+    """An argparse ``type``: a number of ``kind`` >= ``low`` (> ``low`` with ``above``), so that a bad value is
+    refused while the command line is parsed, before any file is read."""
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {'an integer' if kind is int else 'a number'}: {text!r}") from None
+        if not (value > low if above else value >= low) or value in (float("inf"), float("-inf")):
+            raise argparse.ArgumentTypeError(f"must be {'>' if above else '>='} {low:g}, got {text}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -789,7 +809,8 @@ def build_parser() -> argparse.ArgumentParser:
         "last frames, extrapolate them with skydiff.advect and write a CF netCDF file (and a figure).",
     )
     n.add_argument("files", nargs="+", help="radar files, directories or glob patterns (5-min series)")
-    n.add_argument("--leadtimes", type=int, default=12, help="number of lead times (steps of the input, default 12)")
+    n.add_argument("--leadtimes", type=_number(1), default=12,
+                   help="number of lead times (steps of the input, default 12)")
     n.add_argument("--motion", default=None,
                    help="motion method: lk, vet, darts, proesmans, 4dvar, ... (default: lk for extrapolation; the "
                         "network's own for lupin (4dvar) and lcnn (lk); given, it replaces theirs)")
@@ -799,7 +820,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     n.add_argument(
         "--model", default="extrapolation",
-        help="nowcasting model: extrapolation, persistence, lupin, rainnet, smaat, lcnn, spatspark (default extrapolation)",
+        help="nowcasting model: extrapolation, persistence, lupin, rainnet, smaat, lcnn, spatspark "
+             "(default extrapolation)",
     )
     n.add_argument("--weights", default=None, help="a .safetensors file for a neural model (default: shipped)")
     n.add_argument(
@@ -813,7 +835,7 @@ def build_parser() -> argparse.ArgumentParser:
         "data plus 64 px, which gives the same nowcast faster when much of the grid has no data)",
     )
     n.add_argument(
-        "--min-rain", type=float, default=None, metavar="MM_PER_H",
+        "--min-rain", type=_number(0, float), default=None, metavar="MM_PER_H",
         help="neural models: output rain rates below this are set to 0 (after the network; default: the model's "
         "own, 0 unless its card sets one)",
     )
@@ -829,7 +851,7 @@ def build_parser() -> argparse.ArgumentParser:
     n.add_argument("--allow-gaps", action="store_true", help="do not stop on gaps in the time series")
     _add_bbox(n, "nowcast", ", e.g. --bbox -100 -90 35 45 for a part of CONUS")
     n.add_argument(
-        "--resample", type=float, default=None, metavar="MINUTES",
+        "--resample", type=_number(0, float, above=True), default=None, metavar="MINUTES",
         help="resample the frames to this time step first, linearly in time (e.g. 5 for MRMS's 2-min frames and "
         "the neural models, which were trained on 5-min steps); lead times are then in steps of MINUTES",
     )
@@ -845,7 +867,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     v.add_argument("nowcast", help="netCDF written by `skydiff nowcast`")
     v.add_argument("files", nargs="+", help="observation files, directories or glob patterns")
-    v.add_argument("--thresholds", type=float, nargs="+", default=list(DEFAULT_THRESHOLDS), help="mm/h")
+    v.add_argument("--thresholds", type=_number(0, float, above=True), nargs="+", default=list(DEFAULT_THRESHOLDS),
+                   help="mm/h")
     v.add_argument("--importer", default=None)
     v.add_argument("--csv", default=None, help="write the table as CSV")
     v.add_argument("--plot", default=None, help="write score curves (PNG)")
@@ -867,21 +890,22 @@ def build_parser() -> argparse.ArgumentParser:
                     help="use this part of the shared data split (skydiff.nowcast.data.shared_split)")
     ev.add_argument("--data", default=None, help="shared data folder (default $SKYDIFF_DATA)")
     ev.add_argument("--weights", nargs="+", default=None, metavar="MODEL=PATH", help="weights files to use")
-    ev.add_argument("--leadtimes", type=int, default=6, help="lead times in steps of --timestep (default 6)")
-    ev.add_argument("--timestep", type=float, default=5.0, metavar="MIN",
+    ev.add_argument("--leadtimes", type=_number(1), default=6, help="lead times in steps of --timestep (default 6)")
+    ev.add_argument("--timestep", type=_number(0, float, above=True), default=5.0, metavar="MIN",
                     help="the sources' time step in minutes (default 5; the networks need 5, extrapolation and "
                          "persistence take any)")
     ev.add_argument("--resample", action="store_true",
                     help="resample every source to --timestep first (linear in time, skydiff.io.resample_time; e.g. "
                          "MRMS' 2-min frames to 5 min); sources at another step are refused without it")
-    ev.add_argument("--thresholds", type=float, nargs="+", default=list(DEFAULT_THRESHOLDS), help="mm/h")
-    ev.add_argument("--stride", type=int, default=1, help="steps between case start times (default 1)")
-    ev.add_argument("--crop", type=int, default=None, help="score a centred square crop of this size")
-    ev.add_argument("--max-cases", type=int, default=None)
+    ev.add_argument("--thresholds", type=_number(0, float, above=True), nargs="+", default=list(DEFAULT_THRESHOLDS),
+                    help="mm/h")
+    ev.add_argument("--stride", type=_number(1), default=1, help="steps between case start times (default 1)")
+    ev.add_argument("--crop", type=_number(1), default=None, help="score a centred square crop of this size")
+    ev.add_argument("--max-cases", type=_number(1), default=None)
     ev.add_argument("--motion", default="lk", help="motion method of the extrapolation models (default lk)")
     ev.add_argument("--precision", default="full", choices=["full", *PRECISIONS],
                     help="neural models except SmaAt: mixed-precision convolutions (default full)")
-    ev.add_argument("--min-rain", type=float, default=None, metavar="MM_PER_H",
+    ev.add_argument("--min-rain", type=_number(0, float), default=None, metavar="MM_PER_H",
                     help="neural models: output below this set to 0 (default: each model's own; 0: no cut)")
     ev.add_argument("--protocols", nargs="+", default=None, choices=["smaat", "spatspark"],
                     help="also score with the published NL-50 protocols (smaat: +30 min, needs --leadtimes >= 6; "
@@ -902,8 +926,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("files", nargs="+", help="radar files, directories or glob patterns")
     a.add_argument("--frames", type=int, default=4, help="most recent frames assimilated (default 4)")
     a.add_argument("--constraint", choices=("strong", "weak"), default="strong")
-    a.add_argument("--max-iter", type=int, default=300, help="L-BFGS iterations per level (default 300)")
-    a.add_argument("--leadtimes", type=int, default=3, help="forecast steps (default 3)")
+    a.add_argument("--max-iter", type=_number(1), default=300, help="L-BFGS iterations per level (default 300)")
+    a.add_argument("--leadtimes", type=_number(1), default=3, help="forecast steps (default 3)")
     a.add_argument("--importer", default=None)
     _add_bbox(a, "assimilate", ", e.g. --bbox -100 -90 35 45 for a part of CONUS (a whole MRMS grid is 24.5 M pixels)")
     a.add_argument("--out", default="motion.nc")
@@ -1035,7 +1059,8 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Train NEUVE (Klemp-2011 loss on training terrains; held-out terrains "
                                        "evaluated). The state after every iteration is kept in OUT.ckpt: a run that "
                                        "stops is continued by the same command (--restart starts again).")
-    dtr.add_argument("--out", default="runs/dycore/neuve", help="output stem of the weights (default runs/dycore/neuve)")
+    dtr.add_argument("--out", default="runs/dycore/neuve",
+                     help="output stem of the weights (default runs/dycore/neuve)")
     dtr.add_argument("--iterations", type=int, default=15)
     dtr.add_argument("--seconds", type=float, default=300.0, help="simulated window per iteration (s)")
     dtr.add_argument("--seed", type=int, default=0)
