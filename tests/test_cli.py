@@ -55,6 +55,15 @@ def test_nowcast_and_verify_on_knmi(knmi2010, tmp_path, capsys):
     assert rc == 0
     nc = read_nowcast(out_nc)
     assert nc.shape == (6, 765, 700)
+    # provenance: the files of the frames used (extrapolation's LK: the last 3 of the 4 given), and the reference
+    # time a coordinate for any CF reader
+    four = [str(p) for p in knmi2010[i - 3 : i + 1]]
+    assert main(["nowcast", *four, "--leadtimes", "1", "--out", str(tmp_path / "p.nc"), "-q"]) == 0
+    assert read_nowcast(tmp_path / "p.nc").attrs["observation_files"].splitlines() == four[1:]
+    import xarray as xr
+
+    with xr.open_dataset(out_nc) as ds:
+        assert "forecast_reference_time" in ds["precip_rate"].coords
     assert str(nc["time"].values[0])[:16] == "2010-08-26T05:35"
     assert out_png.stat().st_size > 10_000
     # refuses to overwrite without --overwrite
@@ -111,6 +120,8 @@ def test_nowcast_neural_model_trims_the_no_data_frame(knmi2010, tmp_path, monkey
     box = read_nowcast(d)
     assert box.sizes["y"] == box.sizes["x"] == 200 and float(box.x.min()) >= 100000 and float(box.y.max()) <= -3700000
     assert list(box.lead_time.values) == [10.0, 20.0]
+    assert box.attrs["processing"] == ("cropped to --bbox 100000 300000 -3900000 -3700000; resampled linearly in "
+                                       "time from 5 min to 10 min (--resample)")
     c = tmp_path / "cut.nc"  # --min-rain: light outputs set to 0, the rest as before
     assert main(["nowcast", *inputs, "--model", "rainnet", "--leadtimes", "2", "--min-rain", "0.2", "--out", str(c),
                  "-q"]) == 0

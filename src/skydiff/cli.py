@@ -189,6 +189,8 @@ def cmd_nowcast(args: argparse.Namespace) -> int:
     prog.step(f"reading {len(args.files)} input path(s)", bar=_many_files(args.files))
     da = read_radar(args.files, importer=args.importer, progress=not args.quiet)
     prog.done()
+    one_per_file = len(str(da.attrs.get("source_files", "")).splitlines()) == da.sizes["time"]
+    processing = []  # what was done to the frames before the nowcast (written to the file)
     km = _pixel_km(da.attrs)
     if neural and km is not None and not 0.5 <= km <= 2.0:
         _say(f"    note: the {args.model} network was trained on ~1-km radar pixels; this input has {km:.3g}-km "
@@ -198,16 +200,23 @@ def cmd_nowcast(args: argparse.Namespace) -> int:
 
         da = crop_bbox(da, args.bbox)
         _say(f"    cropped to {da.sizes['y']} x {da.sizes['x']} pixels", args.quiet)
+        processing.append(f"cropped to --bbox {' '.join(f'{v:.10g}' for v in args.bbox)}")
     if args.resample is not None:
         from .io import resample_time
 
         if args.allow_gaps:
             raise InputError("--resample and --allow-gaps do not go together: resampling bridges short gaps itself "
                              "and refuses long ones")
+        step_read = da.attrs.get("timestep")
         da = resample_time(da, args.resample)  # TimeGapError (clear) inside a gap longer than twice the step
+        was = f"{float(step_read):g} min" if isinstance(step_read, (int, float)) and np.isfinite(step_read) else "?"
+        processing.append(f"resampled linearly in time from {was} to {args.resample:g} min (--resample)")
+        one_per_file = False
         _say(f"    resampled to {args.resample:g} min (linear in time): {da.sizes['time']} frames", args.quiet)
     require_frames(da, n_need)
     da = da.isel(time=slice(-n_need, None))
+    if one_per_file:  # the files of the frames used, not all those read
+        da.attrs["source_files"] = "\n".join(str(da.attrs["source_files"]).splitlines()[-n_need:])
     if not args.allow_gaps:
         check_regular(da)
     timestep = da.attrs.get("timestep")
@@ -249,6 +258,7 @@ def cmd_nowcast(args: argparse.Namespace) -> int:
         like=da,
         velocity=velocity,
         model=f"{args.model} (motion: {used})" if velocity is not None else args.model,
+        attrs={"processing": "; ".join(processing)} if processing else None,
         overwrite=args.overwrite,
     )
     if args.plot:

@@ -445,7 +445,7 @@ def _write_variables(nc: Any, content: dict[str, Any]) -> None:
         chunksizes=(1, h, w), fill_value=np.float32(np.nan),
     )
     atts = {"standard_name": "lwe_precipitation_rate", "long_name": "precipitation rate (nowcast)",
-            "units": "mm h-1", "coordinates": "time"}
+            "units": "mm h-1", "coordinates": "time forecast_reference_time"}
     if has_crs:
         atts["grid_mapping"] = "crs"
     v.setncatts(atts)
