@@ -1033,5 +1033,6 @@ def crop_bbox(da: xr.DataArray, bbox: Sequence[float]) -> xr.DataArray:
         raise InputError(f"bbox x {xmin:g}..{xmax:g}, y {ymin:g}..{ymax:g} holds no pixel of the data, whose pixel "
                          f"centres span x {x.min():g}..{x.max():g}, y {y.min():g}..{y.max():g}")
     out = da.isel(x=slice(int(ix[0]), int(ix[-1]) + 1), y=slice(int(iy[0]), int(iy[-1]) + 1))
-    out.attrs["cropped"] = f"to x {xmin:g}..{xmax:g}, y {ymin:g}..{ymax:g} from {da.sizes['y']} x {da.sizes['x']} pixels"
+    out.attrs["cropped"] = (f"to x {xmin:g}..{xmax:g}, y {ymin:g}..{ymax:g} from {da.sizes['y']} x {da.sizes['x']} "
+                            "pixels")
     return out

@@ -56,8 +56,8 @@ class Evaluation:
     """Scores of several nowcast models on the same cases.
 
     ``scores``: DataFrame with columns ``source, model, leadtime_min, threshold, n_cases, n_pixels`` +
-    :data:`CONTINUOUS` + :data:`CATEGORICAL` (``source`` is ``"all"`` for the pooled scores, or a group label); ``timing``: mean wall seconds per nowcast per model; ``cases``: the (source, start
-    time) of every case.
+    :data:`CONTINUOUS` + :data:`CATEGORICAL` (``source`` is ``"all"`` for the pooled scores, or a group label);
+    ``timing``: mean wall seconds per nowcast per model; ``cases``: the (source, start time) of every case.
     """
 
     scores: Any
@@ -78,7 +78,8 @@ class Evaluation:
         lines = ["| model | threshold (real mm/h) | " + " | ".join(cols) + " |", "|---" * (len(cols) + 2) + "|"]
         for _, r in df.iterrows():
             vals = [f"{r[c]:.{digits}f}" if c == "pmse" else f"{r[c]:.3f}" for c in cols]
-            lines.append(f"| {r['model']} | {r['threshold']:g} ({r['threshold_mm_h']:.2f}) | " + " | ".join(vals) + " |")
+            lines.append(f"| {r['model']} | {r['threshold']:g} ({r['threshold_mm_h']:.2f}) | " + " | ".join(vals)
+                         + " |")
         return "\n".join(lines)
 
     @property

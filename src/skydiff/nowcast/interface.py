@@ -226,7 +226,8 @@ def forecast(
                     motion_kwargs=dict(motion_kwargs or {}), **kwargs)
     if numpy_in:
         out = out.detach().cpu().numpy()
-        vel = None if vel is None else (vel.detach().cpu().numpy() if isinstance(vel, torch.Tensor) else np.asarray(vel))
+        if vel is not None:
+            vel = vel.detach().cpu().numpy() if isinstance(vel, torch.Tensor) else np.asarray(vel)
     elif frames.is_floating_point() and out.dtype != frames.dtype:  # half precision in: computed in float32
         out = out.to(frames.dtype)
     if return_velocity:

@@ -1644,8 +1644,8 @@ def _train(cfg: dict[str, Any], out: Path, name: str, model_kwargs: dict[str, An
         patience = tcfg["patience"]
         if stopped is not None and patience is not None and 0 <= int(patience) <= int(stopped.get("wait_count", 0)):
             finished = True  # a re-run of a run that stopped early exports it again (it trained another epoch)
-            print(f"skydiff train: {ckpt_path} is of a run that early stopping ended (epoch {stopped['stopped_epoch']}, "
-                  f"no val_loss improvement in {stopped.get('wait_count')} validations); nothing to train (raise "
+            print(f"skydiff train: {ckpt_path} is of a run that early stopping ended "
+                  f"(epoch {stopped['stopped_epoch']}, no val_loss improvement in {stopped.get('wait_count')} validations); nothing to train (raise "
                   "training.patience to go on, or resume = false to start again)", file=sys.stderr, flush=True)
         else:
             print(f"skydiff train: resuming from {ckpt_path}", file=sys.stderr, flush=True)
