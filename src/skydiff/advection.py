@@ -25,6 +25,10 @@ Two implementations give the same numbers:
 (``interp_order=3``); both are third order and agree closely on smooth fields. Like pysteps,
 bicubic output is reset to the field minimum where a bilinearly advected "above-minimum" mask is < 0.5 and to
 NaN where an advected finite-data mask is < 0.5, which suppresses cubic overshoot at rain edges.
+
+:func:`advect_trajectory` integrates a state that carries its own velocity (non-linear self-advection, with an
+optional model-error term: 4D-Var's weak-constraint trajectory, the dynamical core's transport);
+:func:`timestep_increments` turns lead times into increments (pysteps' ``timesteps``).
 """
 
 from __future__ import annotations

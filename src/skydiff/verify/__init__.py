@@ -22,7 +22,9 @@ Forecast and observation must have the same shape (:class:`~skydiff.errors.Shape
 - :func:`score_table`   one row per lead time and threshold (pandas DataFrame)
 - :func:`smaat_protocol`, :func:`spatspark_protocol`  the two published NL-50 metric protocols with their quirks
                         (47.83 vs 47.18, cumulative x12 thresholds, HSS without the factor 2, micro vs per-lead
-                        averaging), :func:`to_nl50` / :func:`from_nl50` for the normalised units
+                        averaging), :func:`to_nl50` / :func:`from_nl50` for the normalised units;
+                        :func:`protocol_accumulator` (a :class:`ProtocolAccumulator`) scores a data set batch by
+                        batch under either protocol
 
 The conventions are documented in the sub-modules :mod:`.continuous`, :mod:`.categorical`, :mod:`.spatial`,
 :mod:`.spectral`.
