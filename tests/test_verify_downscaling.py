@@ -54,6 +54,27 @@ def test_crps_matches_double_sum(estimator):
     assert float(t) == pytest.approx(ref.mean(), rel=1e-12)
 
 
+@pytest.mark.parametrize("estimator", ["fair", "nrg"])
+def test_crps_gradient_at_tied_members_equals_the_double_sums(estimator):
+    """Tied members (an ensemble of copies, dry members at 0) get the gradient of the literal double sum, where
+    |x_i - x_j| has slope 0 at a tie: equal for equal members. The sort-based sum gave one +, the other - by
+    their order in the sort."""
+    rng = np.random.default_rng(1)
+    mem = rng.gamma(0.6, 2.0, (6, 4, 5))
+    mem[1] = mem[0]  # a tie everywhere
+    mem[3:5, :2] = 0.0  # dry members
+    obs = rng.gamma(0.6, 2.0, (4, 5))
+    a = torch.tensor(mem, requires_grad=True)
+    crps_ensemble(a, torch.from_numpy(obs), estimator=estimator).backward()
+    b = torch.tensor(mem, requires_grad=True)
+    m = mem.shape[0]
+    direct = (b - torch.from_numpy(obs)).abs().mean(0) - (b[:, None] - b[None]).abs().sum((0, 1)) / (
+        2 * m * (m - 1) if estimator == "fair" else 2 * m * m)
+    direct.mean().backward()
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-12, atol=1e-12)
+    assert torch.equal(a.grad[0], a.grad[1])
+
+
 def test_crps_nrg_equals_pysteps_and_reference_table_setting():
     # the reference note's setting: N = 1000 points, M = 20, obs ~ N(0,1), members = obs + N(0,1).
     # Exact expectation of the fair estimator: CRPS(N(y, 1), y) = 2 phi(0) - 1/sqrt(pi) = 0.23370; the note's

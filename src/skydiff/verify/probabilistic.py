@@ -74,9 +74,14 @@ def _crps_points(m: torch.Tensor, o: torch.Tensor, estimator: str) -> tuple[torc
     oz = torch.where(valid, o, zero)
     skill = (mz - oz).abs().mean(0)
     xs, _ = torch.sort(mz, dim=0)
-    k = torch.arange(1, n_mem + 1, dtype=m.dtype, device=m.device)
-    w = (2 * k - n_mem - 1).reshape((n_mem,) + (1,) * (m.ndim - 1))
-    pair_sum = 2.0 * (w * xs).sum(0)  # Σ_i Σ_j |x_i − x_j|
+    # Σ_i Σ_j |x_i − x_j| = 2 Σ_k w_k x_(k) with w_k = 2k − M − 1 (x sorted). Members of equal value share the mean
+    # weight of their run (the value is the same): their gradients are equal, as |x_i − x_j|'s is 0 at a tie,
+    # instead of one member pushed up and the other down by the sort order
+    runs = xs.detach().movedim(0, -1).contiguous()
+    first = torch.searchsorted(runs, runs, right=False)  # members below, and below or equal
+    upto = torch.searchsorted(runs, runs, right=True)
+    w = (first + upto - n_mem).to(m.dtype).movedim(-1, 0)
+    pair_sum = 2.0 * (w * xs).sum(0)
     denom = 2.0 * n_mem * n_mem if estimator == "nrg" else 2.0 * n_mem * (n_mem - 1)
     crps = skill - pair_sum / denom
     return torch.where(valid, crps, _nan(m)), valid
