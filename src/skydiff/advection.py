@@ -295,8 +295,7 @@ def _advect_torch(
         # masked by the loss sends 0, not 0 * NaN, to the velocity
         out = nnf.grid_sample(torch.where(nan, torch.zeros_like(Fr), Fr), grid, mode="bilinear",
                               padding_mode="border", align_corners=True)
-        holes = torch.where(nan, torch.full_like(Fr, float("nan")), torch.zeros_like(Fr))
-        out = out + nnf.grid_sample(holes, grid.detach(), mode="bilinear", padding_mode="border", align_corners=True)
+        out = torch.where(_stencil_nan(nan, grid.detach()), torch.full_like(out, float("nan")), out)
     else:
         out = nnf.grid_sample(Fr, grid, mode="bilinear", padding_mode="border", align_corners=True)
     if interp == "bicubic":
@@ -310,6 +309,31 @@ def _advect_torch(
         outside = (grid.abs() > 1.0).any(dim=-1, keepdim=True).permute(0, 3, 1, 2)
         out = torch.where(outside, torch.full_like(out, outv), out)
     return out.reshape(B, T, C, H, W)
+
+
+def _stencil_nan(nan: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Where a bilinear sample at ``grid`` (normalised, align_corners) has a no-data pixel among its 2 x 2 corners
+    ``floor(x) .. floor(x) + 1`` (clamped into the grid), as the numba kernels decide: ``nan`` (N, C, H, W) bool,
+    ``grid`` (N, H, W, 2). In pixel coordinates, snapped to whole pixels within the rounding of the normalised
+    ones: sampling NaN through grid_sample put an exact pixel position ~1e-16 off (float64), and the footprint
+    then differed from the numba kernels' at zero displacement."""
+    N, C, H, W = nan.shape
+    tol = 1e-9 if grid.dtype == torch.float64 else 1e-4
+
+    def corner(g: torch.Tensor, n: int) -> torch.Tensor:
+        p = (g + 1.0) * (0.5 * (n - 1))
+        r = torch.round(p)
+        p = torch.where((p - r).abs() < tol, r, p).clamp(0.0, n - 1.0)
+        return p.floor().long().clamp(max=max(n - 2, 0))
+
+    x0, y0 = corner(grid[..., 0], W), corner(grid[..., 1], H)
+    any4 = nan.clone()  # any4[y, x]: a NaN among (y..y+1, x..x+1)
+    if W > 1:
+        any4[..., :, :-1] |= nan[..., :, 1:]
+    if H > 1:
+        any4[..., :-1, :] |= any4[..., 1:, :].clone()
+    idx = (y0 * W + x0).reshape(N, 1, H * W).expand(N, C, H * W)
+    return any4.reshape(N, C, H * W).gather(2, idx).reshape(N, C, H, W)
 
 
 def _cubic_weights(t: torch.Tensor) -> tuple[torch.Tensor, ...]:
