@@ -3,6 +3,7 @@
 Usage::
 
     python benchmarks/nowcast_trim.py --threads 2 --stride 6
+    python benchmarks/nowcast_trim.py --models smaat --inputs 12   # SmaAt-UNet takes 12 frames
 
 ``NowcastModel.predict`` runs the networks only on the bounding box of the pixels with data plus a 64-px margin,
 snapped to the U-Nets' pooling grid (``trim_nodata=True``, the default), and LUPIN's motion blur averages over the
@@ -44,6 +45,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--stride", type=int, default=6, help="frames between window starts")
     ap.add_argument("--models", nargs="+", default=["lupin", "rainnet", "lcnn"])
+    ap.add_argument("--inputs", type=int, default=6, help="input frames per window (12 for smaat)")
+    ap.add_argument("--skip-before", action="store_true", help="leave out LUPIN's old unmasked-blur variant")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "nowcast_trim.json"))
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -63,13 +66,14 @@ def main() -> None:
             LUPIN.takes_valid_mask = True
 
     windows = []
+    n_in, need = a.inputs, a.inputs + 6
     for part in shared_split(a.data)["validation"]:
-        if len(part.files) < 12:
-            print(f"skip {part.name}: {len(part.files)} frames < 12")
+        if len(part.files) < need:
+            print(f"skip {part.name}: {len(part.files)} frames < {need}")
             continue
         R = read_radar(list(part.files)).values.astype(np.float32)
-        for s in range(0, len(part.files) - 11, a.stride):
-            windows.append((f"{part.name} +{s}", R[s:s + 6], R[s + 6:s + 12]))
+        for s in range(0, len(part.files) - need + 1, a.stride):
+            windows.append((f"{part.name} +{s}", R[s:s + n_in], R[s + n_in:s + need]))
     print(f"{len(windows)} whole-grid windows, grid {windows[0][1].shape[1:]}, {a.threads} threads", flush=True)
 
     variants: dict[str, dict] = {}
@@ -78,7 +82,7 @@ def main() -> None:
         # measured here; CSI at 1 mm/h is the same with and without it)
         runs = {f"{model} trimmed": lambda R, m=model: forecast(R, 6, model=m, min_rain=0),
                 f"{model} whole grid": lambda R, m=model: forecast(R, 6, model=m, trim_nodata=False, min_rain=0)}
-        if model == "lupin":
+        if model == "lupin" and not a.skip_before:
             runs["lupin whole grid, unmasked blur (before)"] = lupin_unmasked
         for name in runs:
             variants[name] = {"times": [], "products": [], "hits": np.zeros((6, 3), dtype=np.int64), "maxdiff": 0.0,
@@ -94,15 +98,18 @@ def main() -> None:
                 for lead in range(6):
                     variants[name]["hits"][lead] += csi(outs[name][lead], obs[lead])
             ref = outs[f"{model} whole grid"]
+            here = {}
             for name, out in outs.items():
                 ok = np.isfinite(ref)
                 assert np.array_equal(ok, np.isfinite(out)), f"{name}: NaN pattern differs on {wname}"
                 d = np.abs(out - ref)[ok]
                 v = variants[name]
-                v["maxdiff"] = max(v["maxdiff"], float(d.max()))
+                here[name] = float(d.max())
+                v["maxdiff"] = max(v["maxdiff"], here[name])
                 v["sumdiff"] += float(d.sum())
                 v["n"] += int(d.size)
-            print(f"  {wname}: " + ", ".join(f"{k} {variants[k]['times'][-1]:.2f} s" for k in runs), flush=True)
+            print(f"  {wname}: " + ", ".join(f"{k} {variants[k]['times'][-1]:.2f} s (max |diff| {here[k]:.4f})"
+                                             for k in runs), flush=True)
 
     rows = []
     products = sorted(set(variants[next(iter(variants))]["products"]))
@@ -125,7 +132,8 @@ def main() -> None:
         print(f"| {name} | {' / '.join(f'{x:.2f}' for x in t)} | {' / '.join(f'{x:.2f}' for x in r)} | "
               f"{v['maxdiff']:.4f} / {v['sumdiff'] / max(1, v['n']):.5f} | {c[0]:.3f} / {c[2]:.3f} / {c[5]:.3f} |")
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps({"threads": a.threads, "torch": torch.__version__, "rows": rows}, indent=1))
+    Path(a.out).write_text(json.dumps({"threads": a.threads, "torch": torch.__version__, "inputs": n_in,
+                                       "rows": rows}, indent=1))
     print(f"wrote {a.out}")
 
 

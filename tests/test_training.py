@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -425,6 +426,15 @@ def test_bad_configs(tmp_path, monkeypatch):
     (tmp_path / "file").write_text("mine")
     bad("is a file, not a folder", {"out": str(tmp_path / "file")})
     assert (tmp_path / "file").read_text() == "mine"
+    # keys the data source or the scheduler does not read: named in a warning (they were ignored silently)
+    from skydiff.errors import SkydiffWarning
+
+    with pytest.warns(SkydiffWarning, match=r"not used with data.source = 'synthetic' and training.scheduler = "
+                                            r"'none': data.mrms, training.lr_patience \(ignored\)"):
+        resolve_config(good, {"data.mrms": True, "training.lr_patience": 2})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        resolve_config(good, {"training.scheduler": "plateau", "training.lr_patience": 2})
     cfg = resolve_config(good, {"data.batch_size": 2.0, "training.lr": 1, "training.precision": "bf16-mixed"})
     assert cfg["data"]["batch_size"] == 2 and isinstance(cfg["data"]["batch_size"], int)
     assert isinstance(cfg["training"]["lr"], float)

@@ -1201,6 +1201,29 @@ _LEAST = {"batch_size": 1, "val_batch_size": 1, "num_workers": 0, "stride": 1, "
           "gamma": 0.0, "teacher_weight": 0.0, "ssim_weight": 0.0, "csi_threshold": 0.0}
 
 
+# keys that only some data sources or schedulers read: set for another, they are ignored (with a warning)
+_SYNTHETIC_ONLY = ("n_frames", "shape", "n_sequences", "n_val_sequences")
+_SEQUENCES_ONLY = ("augment", "sampling", "stride", "min_rain_fraction", "rain_threshold", "min_valid_fraction",
+                   "eval_crops", "teacher", "teacher_frames", "teacher_kwargs")
+_USED_BY_SOURCE = {"shared": set(_DATA_DEFAULTS) - set(_SYNTHETIC_ONLY),
+                   "synthetic": set(_DATA_DEFAULTS) - {"path", "mrms", "exclude", "val_fraction"},
+                   "nl": set(_DATA_DEFAULTS) - set(_SYNTHETIC_ONLY) - set(_SEQUENCES_ONLY) - {"mrms", "exclude"}}
+_USED_BY_SCHEDULER = {"plateau": ("lr_factor", "lr_patience"), "cosine": ("warmup_epochs",)}
+
+
+def _warn_unused(data: Mapping[str, Any], training: Mapping[str, Any], source: str, scheduler: str) -> None:
+    """A warning naming the keys the config sets that its data source or scheduler does not read (they were
+    ignored silently: n_frames with real data, lr_patience with a cosine schedule, augment with the nl source)."""
+    from ..errors import warn
+
+    unused = [f"data.{k}" for k in data if data[k] is not None and k not in _USED_BY_SOURCE[source]]
+    unused += [f"training.{k}" for keys in (v for s, v in _USED_BY_SCHEDULER.items() if s != scheduler)
+               for k in keys if training.get(k) is not None and k not in _USED_BY_SCHEDULER.get(scheduler, ())]
+    if unused:
+        warn(f"config keys not used with data.source = {source!r} and training.scheduler = {scheduler!r}: "
+             f"{', '.join(unused)} (ignored)")
+
+
 def _check_types(section: str, values: dict[str, Any], defaults: Mapping[str, Any]) -> None:
     """InputError for a value of another type than its key's default (``augment = "false"`` was true, ``lr = "abc"``
     failed deep in the optimiser) or below its key's least value (``batch_size = 0``); integral floats of integer
@@ -1262,6 +1285,7 @@ def resolve_config(config: Mapping[str, Any] | str | os.PathLike[str],
     if bad:
         raise InputError(f"unknown [training] key(s) {', '.join(bad)}; known: {', '.join(sorted(defaults))}")
     _check_types("training", training, defaults)
+    given_training = dict(training)
     training = {**defaults, **{k: v for k, v in training.items() if v is not None}}
     training["stage"] = stage
     if str(training["export"]).lower() not in ("best", "last"):
@@ -1287,11 +1311,13 @@ def resolve_config(config: Mapping[str, Any] | str | os.PathLike[str],
     if bad:
         raise InputError(f"unknown [data] key(s) {', '.join(bad)}; known: {', '.join(sorted(_DATA_DEFAULTS))}")
     _check_types("data", data, _DATA_DEFAULTS)
+    given_data = dict(data)
     data = {**_DATA_DEFAULTS, **{k: v for k, v in data.items() if v is not None}}
     src = str(data["source"]).lower()
     if src not in ("shared", "nl", "synthetic"):
         raise InputError(f"unknown data source {data['source']!r}; use 'shared', 'nl' or 'synthetic'")
     data["source"] = src
+    _warn_unused(given_data, given_training, src, str(training["scheduler"]))
     if src == "shared":
         root = str(data["path"] or os.environ.get("SKYDIFF_DATA", ""))
         if not root:
