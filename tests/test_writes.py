@@ -363,6 +363,12 @@ def test_neuve_training_refuses_init_equal_to_out(tmp_path, cheap_neuve):
     with pytest.raises(InputError, match="weights file this run writes"):
         tr.train_neuve(out=tmp_path / "neuve", init=tmp_path / "neuve.safetensors", iterations=1, progress=False)
     assert Path(s["weights"]).read_bytes() == before
+    # the Python API, like the CLI, keeps the weights of a finished run unless told to replace them
+    with pytest.raises(InputError, match="would replace it"):
+        tr.train_neuve(out=tmp_path / "neuve", iterations=1, lr=0.5, progress=False)
+    assert Path(s["weights"]).read_bytes() == before
+    tr.train_neuve(out=tmp_path / "neuve", iterations=1, lr=0.5, progress=False, overwrite=True)
+    assert Path(s["weights"]).read_bytes() != before
 
 
 # ------------------------------------------------------------------------------------------------ build-nl

@@ -622,7 +622,7 @@ def cmd_dycore_train(args: argparse.Namespace) -> int:
                           progress=not args.quiet, init=args.init, compile=args.compile, lr=args.lr,
                           terrains=args.terrain or None, objective=args.objective,
                           schaer_seconds=args.schaer_seconds, resume=not args.restart,
-                          eval_seconds=args.eval_seconds)
+                          eval_seconds=args.eval_seconds, overwrite=args.overwrite)
     resumed = f" (continued after iteration {summary['resumed_from']})" if summary.get("resumed_from") else ""
     print(f"neuve: {summary['iterations']} iterations in {summary['time_s']:.0f} s{resumed}; weights "
           f"{summary['weights']}")

@@ -172,7 +172,8 @@ def train_neuve(out: str | Path = "runs/dycore/neuve", iterations: int = 15, sec
                 seed: int = 0, progress: bool = True, eval_seconds: float = 900.0,
                 init: str | Path | None = None, fit_target: str = "sleve2", sigma_floor: float = 0.6,
                 compile: bool = False, terrains: list[tuple[float, float, float]] | None = None,
-                objective: str = "klemp", schaer_seconds: float = 3600.0, resume: bool = True) -> dict[str, Any]:
+                objective: str = "klemp", schaer_seconds: float = 3600.0, resume: bool = True,
+                overwrite: bool = False) -> dict[str, Any]:
     """Train NEUVE on :data:`TRAIN_TERRAINS`, evaluate on :data:`HELDOUT_TERRAINS`, save ``<out>.safetensors/.json``.
 
     ``objective``: ``"klemp"`` (default: :func:`klemp_loss` over ``seconds``, one training terrain per iteration in
@@ -190,7 +191,8 @@ def train_neuve(out: str | Path = "runs/dycore/neuve", iterations: int = 15, sec
     ``<out>.ckpt``; a run that stops (Ctrl-C, a killed job) is continued from it by calling again with the same
     ``out`` and settings (``resume=True``, the default; other settings are refused, ``resume=False`` starts
     again; ``iterations`` may be raised). The file is removed once the weights are saved. ``init`` must not be
-    ``out`` (the weights the run starts from would be replaced).
+    ``out`` (the weights the run starts from would be replaced), and existing weights at ``out`` without an
+    unfinished run to continue are only replaced with ``overwrite=True``.
 
     Returns a summary dict (iterations, time, losses, held-out max |w| of NEUVE / SLEVE / BTF, weights path,
     ``resumed_from``: the iteration a resumed run continued from, else None).
@@ -234,6 +236,9 @@ def train_neuve(out: str | Path = "runs/dycore/neuve", iterations: int = 15, sec
                 "sigma_floor": float(sigma_floor), "terrains": [list(t) for t in train_terrains],
                 "schaer_seconds": float(schaer_seconds)}
     saved = _read_state(state_file, settings) if resume and state_file.is_file() else None
+    if saved is None and weights.is_file() and not overwrite:
+        raise InputError(f"{weights} exists (an earlier run's weights) and there is no unfinished run to continue: "
+                         "this run would replace it; give another out, or overwrite=True (CLI: --overwrite)")
     if saved is not None and saved["iteration"] > iterations:
         raise InputError(f"{state_file} holds an unfinished run already {saved['iteration']} iterations long; ask for "
                          f"at least that many iterations to continue it (now {iterations}), or start again "
