@@ -171,6 +171,23 @@ def test_rain_in_mm_per_hour_with_db_transform_and_nan():
     assert err < 0.3  # measured 0.1
 
 
+def test_rain_entering_from_a_no_data_area_is_left_out_of_the_cost():
+    """A no-data band upstream (and a wider one in the first frame): the model can only bring dry values out of it
+    while the radar sees rain there later. Like the grid border, such pixels are now left out (the inflow tracer
+    starts at 0 where the first frame has no data); they bent the motion (mean error 0.49 / 0.55 px on these two
+    cases before, 0.33 / 0.29 now)."""
+    from skydiff.synthetic import rain_sequence
+
+    for seed in (5, 6):
+        da, v = rain_sequence(4, (160, 160), seed=seed, return_motion=True)
+        R = da.values.astype(np.float64)
+        R[:, :, :40] = np.nan
+        R[0, :, 40:60] = np.nan
+        res = fourdvar(R)
+        ok = np.isfinite(R[-1]) & (R[-1] > 0.1)
+        assert np.abs(np.asarray(res.velocity) - v)[:, ok].mean() < 0.4, seed
+
+
 def test_irregular_times_give_velocity_per_mean_interval():
     """Frames at 0, 4, 10, 15 min of a motion of 0.3 px/min: 1.5 px per mean (5-min) interval."""
     n = 48
