@@ -384,3 +384,64 @@ def test_plot_assimilation(tmp_path):
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["iterations", "full resolution"]
     with pytest.raises(ShapeError):
         plot_assimilation(obs, v[:, :10], [1.0], obs, leadtime_min=5)
+
+
+def test_a_grid_with_y_increasing_is_drawn_north_up():
+    """A DataArray whose y increases down its rows (north in the last row, yorigin "lower": a CF netCDF written
+    south to north) was drawn upside down; now it is flipped, and north_up does the same for numpy fields and
+    motion (row component negated)."""
+    import xarray as xr
+
+    f = np.zeros((40, 30))
+    f[-5:, 10:20] = 25.0  # rain in the northern rows
+    da = xr.DataArray(f, dims=("y", "x"), coords={"y": np.arange(40) * 1000.0, "x": np.arange(30) * 1000.0})
+    shown = np.asarray(P.plot_field(None, da).get_array())
+    assert shown[:5, 10:20].min() == 25.0 and np.nanmax(shown[5:]) == 0.0  # at the top of the map
+    down = da.isel(y=slice(None, None, -1))  # y decreasing: row 0 is north already, drawn as it is
+    np.testing.assert_array_equal(np.asarray(P.plot_field(None, down).get_array()), shown)
+    v = np.zeros((2, 40, 30))
+    v[1] = 2.0  # moving to increasing rows = northward on this grid
+    field, vel = P.north_up(da, f, velocity=v)
+    np.testing.assert_array_equal(field, shown)
+    assert (vel[1] == -2.0).all()  # ... which points up on the north-up map
+    same = P.north_up(down, f, velocity=v)
+    assert same[0] is f and same[1] is v
+
+
+def test_big_grids_are_drawn_by_block_maxima():
+    """A 3500 x 7000 field (MRMS) kept every pixel in the figure (GBs) and showed 1 small heavy cell in 40; it is now
+    drawn by NaN-aware block maxima of at most 1000 px, in the grid's pixel coordinates."""
+    f = np.zeros((3500, 7000), np.float32)
+    rng = np.random.default_rng(0)
+    for r, c in zip(rng.integers(0, 3494, 40), rng.integers(0, 6994, 40)):
+        f[r:r + 6, c:c + 6] = 60.0
+    f[:100] = np.nan
+    im = P.plot_field(None, f)
+    shown = np.ma.filled(im.get_array().astype(float), np.nan)
+    assert max(shown.shape) <= 1000 and im.get_extent() == [-0.5, 6999.5, 3499.5, -0.5]
+    assert (shown == 60.0).sum() >= 40 and np.isnan(shown[:14]).all()
+    v = np.zeros((2, 3500, 7000), np.float32)
+    assert max(P.plot_motion(None, v, kind="wheel", background=f).get_array().shape[:2]) <= 1000
+
+
+def test_masked_arrays_hss_times_and_bad_arguments():
+    import xarray as xr
+
+    # masked pixels are no data (the fill value was drawn as rain)
+    m = np.ma.masked_array(np.full((4, 4), 9.96921e36), mask=True)
+    m[2:] = 2.0
+    assert np.isnan(np.asarray(P.plot_field(None, m).get_array().filled(np.nan))[:2]).all()
+    with pytest.raises(InputError, match="complex"):
+        P.plot_field(None, np.ones((3, 3)) * 1j)
+    # HSS may be negative: not clipped to [0, 1]
+    df = pd.DataFrame({"leadtime_min": [5, 10, 15], "model": "a", "threshold": 1.0, "hss": [0.2, -0.1, -0.3]})
+    assert P.plot_scores(df, scores=["hss"]).axes[0].get_ylim()[0] < -0.3
+    # times as a DataArray label the panels by their dates (they were the DataArray's repr)
+    t = np.datetime64("2025-01-01T00:00") + np.arange(2) * np.timedelta64(5, "m")
+    da = xr.DataArray(np.zeros((2, 8, 8)), dims=("time", "y", "x"), coords={"time": t})
+    assert P.plot_sequence(da.values, da.time).axes[0].get_title() == "2025-01-01 00:00"
+    for kw in ({"vmax": -1.0}, {"vmax": "x"}):
+        with pytest.raises(InputError, match="vmax"):
+            P.motion_to_rgb(np.ones((2, 4, 4)), **kw)
+    with pytest.raises(InputError, match="step"):
+        P.plot_motion(None, np.ones((2, 4, 4)), step=float("nan"))

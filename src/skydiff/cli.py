@@ -264,12 +264,15 @@ def cmd_nowcast(args: argparse.Namespace) -> int:
     if args.plot:
         from .plot import plot_nowcast
 
+        from .plot import north_up
+
         prog.step(f"plotting {args.plot}")
         vel = velocity if velocity is not None else np.zeros((2, *nowcast.shape[1:]))
+        last, fc_up, vel = north_up(da, da.values[-1], nowcast, velocity=vel)  # north at the top
         plot_nowcast(
-            da.values[-1],
+            last,
             vel,
-            nowcast,
+            fc_up,
             leadtimes_min=timestep * np.arange(1, args.leadtimes + 1),
             path=args.plot,
             title=f"skydiff nowcast from {str(da.time.values[-1])[:16]} UTC ({args.model}"
@@ -473,9 +476,12 @@ def cmd_assimilate(args: argparse.Namespace) -> int:
     if args.plot:
         from .plot import plot_assimilation
 
+        from .plot import north_up
+
         prog.step(f"plotting {args.plot}")
+        last, fc_last, vel = north_up(da, da.values[-1], fc[-1], velocity=res.velocity)  # north at the top
         plot_assimilation(
-            da.values[-1], res.velocity, hist, fc[-1], leadtime_min=step_min * args.leadtimes,
+            last, vel, hist, fc_last, leadtime_min=step_min * args.leadtimes,
             full_resolution_cost=full, path=args.plot,
             title=(f"4D-Var motion ({args.constraint}), {str(da.time.values[0])[:16]} .. "
                    f"{str(da.time.values[-1])[11:16]} UTC"),

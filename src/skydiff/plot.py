@@ -9,7 +9,9 @@ Conventions (the same as the rest of skydiff):
 - rain fields are ``(H, W)`` arrays or tensors in mm/h; NaN means "no data" and is drawn light grey;
 - motion fields are ``(2, H, W)`` in pixels per time step, ``[0]`` = x (columns, to the right) and ``[1]`` = y
   (rows, downward); images are drawn with ``origin="upper"`` (row 0 at the top, like radar composites with
-  ``yorigin="upper"``), so a positive ``[1]`` component points *down* on the figure.
+  ``yorigin="upper"``), so a positive ``[1]`` component points *down* on the figure. A DataArray whose ``y``
+  coordinate increases (north in the last row, ``yorigin="lower"``) is flipped to north-up when drawn; for numpy
+  fields and motion of such a grid, :func:`north_up` does the same (rows flipped, ``[1]`` negated).
 
 Figure-level functions (:func:`plot_nowcast`, :func:`plot_scores`, :func:`plot_spectra`, :func:`plot_sequence`)
 return the :class:`~matplotlib.figure.Figure` and, when ``path`` is given, save it atomically (written to a
@@ -49,6 +51,7 @@ __all__ = [
     "plot_assimilation",
     "plot_qq",
     "plot_spectrum_ratio",
+    "north_up",
 ]
 
 #: Class bounds of the rain colour scale, mm/h.
@@ -73,15 +76,47 @@ _PANEL_IN = 3.0  # width of one map panel, inches
 
 
 # --------------------------------------------------------------------------------------------------- helpers
+def _y_increases(like: Any) -> bool:
+    """Whether a DataArray's ``y`` coordinate increases down its rows (north in the last row), or its attributes
+    say ``yorigin = "lower"``."""
+    coords = getattr(like, "coords", None)
+    if coords is not None and "y" in coords and getattr(like, "sizes", {}).get("y", 0) > 1:
+        y = np.asarray(coords["y"].values, dtype=np.float64)
+        return bool(y[-1] > y[0])
+    return str(getattr(like, "attrs", {}).get("yorigin", "upper")).lower() == "lower"
+
+
+def north_up(like: Any, *fields: Any, velocity: Any = None) -> tuple[Any, ...]:
+    """The fields (arrays ``(..., H, W)``) and motion ``(2, H, W)`` of the grid of ``like`` (a DataArray from
+    :func:`skydiff.io.read_radar`) as the map functions draw them north-up: rows flipped and the row component
+    ``[1]`` negated when ``like``'s y increases down its rows; unchanged otherwise. Returns ``(*fields, velocity)``."""
+    if not _y_increases(like):
+        return (*fields, velocity)
+    flipped = tuple(None if f is None else np.flip(np.asarray(f), axis=-2) for f in fields)
+    if velocity is not None:
+        velocity = np.flip(np.asarray(velocity), axis=-2) * np.array([1.0, -1.0]).reshape(2, 1, 1)
+    return (*flipped, velocity)
+
+
 def _as_array(x: Any, name: str) -> np.ndarray:
-    """numpy float array from an array, tensor (any device, with grad) or array-like."""
+    """numpy float array from an array, tensor (any device, with grad), masked array (masked = NaN) or array-like;
+    a DataArray whose y increases down its rows is flipped north-up."""
+    flip = hasattr(x, "dims") and "y" in getattr(x, "dims", ()) and _y_increases(x)
+    axis = list(x.dims).index("y") if flip else 0
     if hasattr(x, "detach") and hasattr(x, "cpu"):
         x = x.detach().cpu().numpy()
+    if isinstance(x, np.ma.MaskedArray):
+        from ._compat import nan_filled
+
+        x = nan_filled(x)
+    x = getattr(x, "values", x) if flip else x
+    if np.iscomplexobj(x):
+        raise InputError(f"{name} must be real, got complex values")
     try:
         arr = np.asarray(x, dtype=np.float64)
     except (TypeError, ValueError) as exc:
         raise InputError(f"{name} must be a numeric array, got {type(x).__name__}") from exc
-    return arr
+    return np.flip(arr, axis=axis) if flip else arr
 
 
 def _field(x: Any, name: str = "field") -> np.ndarray:
@@ -117,6 +152,37 @@ def _stack(x: Any, name: str) -> np.ndarray:
     if arr.shape[0] == 0:
         raise ShapeError(f"{name} is empty: need at least one (H, W) field")
     return arr
+
+
+_MAX_SHOWN = 1000  # image pixels along the longer side at most (a figure panel has a few hundred)
+
+
+def _reduction(shape: tuple[int, ...]) -> int:
+    """Block size that brings a grid to at most :data:`_MAX_SHOWN` pixels along its longer side."""
+    return max(1, math.ceil(max(shape[-2:]) / _MAX_SHOWN))
+
+
+def _block_max(a: np.ndarray, k: int) -> np.ndarray:
+    """NaN-aware maximum over k x k blocks (all-NaN blocks stay NaN), so that small heavy cells of a big grid stay
+    visible and the image the figure holds stays small (a whole MRMS grid took GBs and showed 1 cell in 40)."""
+    if k <= 1:
+        return a
+    h, w = a.shape[-2:]
+    hp, wp = -h % k, -w % k
+    a = np.pad(a, [(0, 0)] * (a.ndim - 2) + [(0, hp), (0, wp)], constant_values=np.nan)
+    blocks = a.reshape(*a.shape[:-2], (h + hp) // k, k, (w + wp) // k, k)
+    with np.errstate(invalid="ignore"):
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN blocks
+            return np.nanmax(blocks, axis=(-3, -1))
+
+
+def _extent(shape: tuple[int, ...]) -> tuple[float, float, float, float]:
+    """imshow extent in the pixel coordinates of the full grid (row 0 at the top), whatever the image size."""
+    h, w = shape[-2:]
+    return (-0.5, w - 0.5, h - 0.5, -0.5)
 
 
 def _new_figure(width: float, height: float) -> Figure:
@@ -207,7 +273,11 @@ def motion_to_rgb(velocity: Any, vmax: float | None = None) -> tuple[np.ndarray,
     finite = np.isfinite(speed)
     if vmax is None:
         vmax = float(np.max(speed[finite])) if finite.any() else 0.0
-    vmax = float(vmax) if vmax and np.isfinite(vmax) and vmax > 0 else 1.0
+        vmax = vmax if vmax > 0 else 1.0  # no motion: any scale
+    elif isinstance(vmax, bool) or not isinstance(vmax, (int, float, np.number)) or not (np.isfinite(vmax)
+                                                                                          and vmax > 0):
+        raise InputError(f"vmax must be a positive number (px per step), got {vmax!r}")
+    vmax = float(vmax)
     hue = np.mod(np.arctan2(np.nan_to_num(vy), np.nan_to_num(vx)) / (2 * np.pi), 1.0)
     rel = np.nan_to_num(speed / vmax)
     sat = np.clip(rel, 0.0, 1.0)
@@ -248,7 +318,8 @@ def plot_field(
     if ax is None:
         ax = _new_figure(*_panel_size(arr.shape)).add_subplot()
     cmap, norm = rain_cmap()
-    im = ax.imshow(np.ma.masked_invalid(arr), cmap=cmap, norm=norm, origin="upper", interpolation="nearest")
+    im = ax.imshow(np.ma.masked_invalid(_block_max(arr, _reduction(arr.shape))), cmap=cmap, norm=norm,
+                   origin="upper", interpolation="nearest", extent=_extent(arr.shape))
     _map_axes(ax, arr.shape)
     if title is not None:
         ax.set_title(title, fontsize=9)
@@ -317,18 +388,21 @@ def plot_motion(
             raise ShapeError(f"background has shape {bg.shape} but velocity is (2, {h}, {w})")
     if kind not in ("quiver", "wheel"):
         raise InputError(f"kind must be 'quiver' or 'wheel', got {kind!r}")
-    if step is not None and (int(step) != step or step < 1):
+    if step is not None and (isinstance(step, bool) or not isinstance(step, (int, float, np.number))
+                             or not np.isfinite(step) or int(step) != step or step < 1):
         raise InputError(f"step must be a positive integer, got {step!r}")
     if ax is None:
         width, height = _panel_size((h, w))
         ax = _new_figure(width + (0.8 if colorbar and bg is not None else 0.0), height).add_subplot()
 
     if kind == "wheel":
-        rgb, vmax_used = motion_to_rgb(v, vmax=vmax)
-        art = ax.imshow(rgb, origin="upper", interpolation="nearest")
+        k = _reduction((h, w))  # a big grid: every k-th motion vector, block maxima of the background
+        rgb, vmax_used = motion_to_rgb(v[:, ::k, ::k], vmax=vmax)
+        art = ax.imshow(rgb, origin="upper", interpolation="nearest", extent=_extent((h, w)))
         if bg is not None and np.nanmax(np.nan_to_num(bg, nan=0.0)) > 1.0:
-            yy, xx = np.mgrid[0:h, 0:w]
-            ax.contour(xx, yy, np.nan_to_num(bg, nan=0.0), levels=[1.0], colors="0.25", linewidths=0.6)
+            b = np.nan_to_num(_block_max(bg, k), nan=0.0)
+            yy, xx = np.mgrid[0:b.shape[0], 0:b.shape[1]] * k + (k - 1) / 2.0
+            ax.contour(xx, yy, b, levels=[1.0], colors="0.25", linewidths=0.6)
         _map_axes(ax, (h, w))
         _wheel_inset(ax, vmax_used)
         ax.set_title(title if title is not None else "motion (hue: direction, saturation: speed)", fontsize=9)
@@ -473,7 +547,7 @@ _SCORE_LABELS = {
     "me": "mean error (mm/h)",
     "corr": "correlation",
 }
-_UNIT_INTERVAL = {"csi", "pod", "far", "fss", "hss"}
+_UNIT_INTERVAL = {"csi", "pod", "far", "fss"}  # (not HSS or ETS: skill scores may be negative)
 _LINESTYLES = ("-", "--", ":", "-.")
 _MARKERS = ("o", "s", "^", "D", "v", "P", "X")
 
@@ -694,7 +768,8 @@ def plot_sequence(
     stack = _stack(fields, "fields")
     n, h, w = stack.shape
     if times is not None:
-        times = list(np.asarray(times).ravel()) if isinstance(times, np.ndarray) else list(times)
+        times = list(np.asarray(getattr(times, "values", times)).ravel()) if hasattr(times, "__array__") \
+            or isinstance(times, np.ndarray) else list(times)
         if len(times) != n:
             raise ShapeError(f"times has {len(times)} values but there are {n} fields")
     if int(ncols) != ncols or ncols < 1:
@@ -839,8 +914,8 @@ def plot_spectrum_ratio(
     """Spectrum ratio (prediction / truth) in dB against wavelength, one curve per method.
 
     ``ratios`` maps a label to ``(wavelengths_px, ratio_db)`` as returned by
-    :func:`skydiff.verify.rapsd_ratio_db`; ``pixel_km`` converts the wavelengths to km (log axis, long waves
-    on the left). A grey band marks ±``band_db`` dB around 0 (the target tolerance).
+    :func:`skydiff.verify.rapsd_ratio_db`; ``pixel_km`` (default 1: 1-km pixels) converts the wavelengths to km
+    (log axis, long waves on the left). A grey band marks ±``band_db`` dB around 0 (the target tolerance).
     """
     curves = _curves(ratios, "ratios", "wavelengths", "ratio_db", pixel_km)
     fig = _new_figure(5.2, 3.8 + (0.3 if title else 0.0))
@@ -854,7 +929,7 @@ def plot_spectrum_ratio(
     ax.axhline(0.0, color="0.3", linewidth=0.8)
     ax.set_xscale("log")
     ax.invert_xaxis()
-    ax.set_xlabel("wavelength (km)" if pixel_km != 1.0 else "wavelength (pixels)", fontsize=9)
+    ax.set_xlabel("wavelength (km)", fontsize=9)
     ax.set_ylabel("power ratio to truth (dB)", fontsize=9)
     ax.tick_params(labelsize=8)
     ax.grid(True, which="major", color="0.85", linewidth=0.6)
