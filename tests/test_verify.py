@@ -543,3 +543,65 @@ def test_rmse_gradient_at_a_perfect_forecast_is_zero_not_nan():
     r.backward()
     assert float(r.detach()) == pytest.approx(0.1) and torch.allclose(g.grad, torch.full_like(o, 0.1 / (25 * 0.1)))
     assert np.isnan(sv.continuous(np.full(3, np.nan), np.zeros(3))["rmse"])
+
+
+# ------------------------------------------------------------------------------------------ audit of 2026-11-29
+def test_masked_arrays_count_their_masked_pixels_as_no_data():
+    """np.asarray dropped the mask: fill values (65535, 1e20) were scored as rain."""
+    import skydiff.verify as V
+
+    o = np.ma.masked_array([[1.0, 2.0], [3.0, 65535.0]], mask=[[0, 0], [0, 1]])
+    f = np.array([[1.0, 2.0], [3.0, 4.0]])
+    assert V.continuous(f, o)["rmse"] == 0.0
+    assert V.wet_fraction(o, 100.0) == 0.0
+    big_endian = np.array([[1.0, 2.0], [3.0, 4.0]], ">f8")  # (HDF5): torch.from_numpy refused it
+    assert V.continuous(big_endian, f)["mae"] == 0.0
+    assert V.crps_ensemble(np.array([1.0, 2.0, 3.0]), 2.0, estimator="nrg") == pytest.approx(2 / 9)  # scalar obs
+
+
+def test_nan_safe_gradients_and_protocol_infinities():
+    import skydiff.verify as V
+
+    # soft FSS, how="mean": a field pair without events is left out, with no NaN gradient to the others
+    o = torch.rand(2, 16, 16) * 3
+    o[1] = 0
+    x = (torch.rand(2, 16, 16) * 3).requires_grad_(True)
+    with torch.no_grad():
+        x[1] = 0
+    (1 - V.fss(x, o, 1.0, 3, smooth=0.01, how="mean")).backward()
+    assert torch.isfinite(x.grad).all() and x.grad[0].abs().sum() > 0
+    # max-pooled CRPS: a NaN in a window leaves the window out without NaN gradients to its other pixels
+    m = torch.rand(3, 8, 8, dtype=torch.float64, requires_grad=True)
+    ob = torch.rand(8, 8, dtype=torch.float64)
+    ob[0, 0] = float("nan")
+    ob.requires_grad_(True)
+    r = V.crps_pooled(m, ob, 4, "max")
+    r.backward()
+    assert torch.isfinite(r) and torch.isfinite(ob.grad).all() and torch.isfinite(m.grad).all()
+    # no valid point: NaN that stays on the graph (backward works, as for continuous())
+    mg = torch.rand(3, 4, 4, requires_grad=True)
+    assert V.crps_ensemble(mg, torch.full((4, 4), float("nan"))).requires_grad
+    # the NL-50 protocols score an infinite prediction (it was left out as missing: MSE 0)
+    p = np.full((1, 4, 4), 0.01)
+    t = p.copy()
+    p[0, 0, 0] = np.inf
+    assert V.smaat_protocol(p, t)["mse"] == np.inf
+    acc = V.protocol_accumulator("smaat")
+    acc.update((torch.rand(2, 8, 8) * 0.02).requires_grad_(True), torch.rand(2, 8, 8) * 0.02)
+    assert not acc._sse.requires_grad  # no autograd graph kept across batches
+
+
+def test_bad_verification_arguments_are_input_errors():
+    import skydiff.verify as V
+
+    a = np.ones((4, 4))
+    for call, match in ((lambda: V.fss(a, a, 0.5, np.inf), "scale"),
+                        (lambda: V.fss(a, a, 0.5, 3, smooth="x"), "smooth"),
+                        (lambda: V.score_table(a[None], a[None], thresholds=1.0), "thresholds"),
+                        (lambda: V.score_table(a[None], a[None], leadtimes_min=["x"]), "leadtimes_min"),
+                        (lambda: V.categorical(a, a, 1.0, dims="ab"), "dims"),
+                        (lambda: V.crps_ensemble(np.ones((3, 4)), a[0], member_dim=0.5), "member_dim")):
+        with pytest.raises(InputError, match=match):
+            call()
+    with pytest.raises(ShapeError, match="no lead time"):
+        V.score_table(np.ones((0, 4, 4)), np.ones((0, 4, 4)), leadtimes_min=[])

@@ -20,14 +20,26 @@ def import_pysteps() -> Any:
     return pysteps
 
 
+def native_array(x: Any) -> np.ndarray:
+    """``numpy.asarray(x)`` as torch can take it: masked pixels NaN (:func:`nan_filled`), big-endian data (HDF5,
+    FITS) in native byte order, long double as float64; a 0-d array stays 0-d."""
+    arr = np.asarray(nan_filled(x))
+    if arr.dtype.kind == "f" and arr.dtype.itemsize > 8:
+        arr = arr.astype(np.float64)
+    if not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    return arr
+
+
 def to_tensor(x: Any, dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> torch.Tensor:
-    """Return ``x`` as a torch tensor (no copy when it already is one with the right dtype/device)."""
+    """Return ``x`` as a torch tensor (no copy when it already is one with the right dtype/device); numpy input
+    through :func:`native_array` (masked = NaN, native byte order, 0-d kept 0-d)."""
     if isinstance(x, torch.Tensor):
         return x.to(dtype=dtype or x.dtype, device=device or x.device)
-    arr = np.asarray(x)
+    arr = native_array(x)
     if dtype is None and arr.dtype.kind in "iub":
         arr = arr.astype(np.float64)
-    t = torch.from_numpy(np.ascontiguousarray(arr))
+    t = torch.from_numpy(np.ascontiguousarray(arr).reshape(arr.shape))
     return t.to(dtype=dtype or t.dtype, device=device or "cpu")
 
 

@@ -50,7 +50,7 @@ from typing import Any, Literal, Sequence, Union
 import numpy as np
 import torch
 
-from ._compat import is_numpy
+from ._compat import is_numpy, native_array
 from .errors import InputError, ShapeError
 
 Boundary = Literal["extrapolate", "periodic", "zero", "neumann"]
@@ -82,7 +82,7 @@ def _as_tensor(x: Any, name: str) -> tuple[torch.Tensor, bool]:
     numpy_in = is_numpy(x)
     if numpy_in:
         try:
-            arr = np.asarray(x)
+            arr = native_array(x)  # masked pixels NaN (no data), native byte order
         except Exception as exc:  # pragma: no cover - exotic inputs
             raise InputError(f"{name} must be a numpy array or torch tensor, got {type(x).__name__}") from exc
         if arr.dtype.kind in "iub":
@@ -123,7 +123,9 @@ def _spacing(spacing: Spacing) -> tuple[float, float]:
     """Return ``(dx, dy)`` from a number or a pair, checking both are finite and positive."""
     if isinstance(spacing, torch.Tensor) and spacing.numel() == 1:
         spacing = float(spacing)
-    if isinstance(spacing, (int, float, np.number)):
+    if isinstance(spacing, np.ndarray) and spacing.ndim == 0:
+        spacing = spacing.item()
+    if isinstance(spacing, (int, float, np.number)) and not isinstance(spacing, bool):
         pair = (float(spacing), float(spacing))
     else:
         try:

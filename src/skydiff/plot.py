@@ -676,11 +676,13 @@ def _isnan(x: Any) -> bool:
         return False
 
 
-def _curves(curves: Any, name: str, xname: str, yname: str, pixel_km: float) -> list[tuple[str, np.ndarray, np.ndarray]]:
+def _curves(curves: Any, name: str, xname: str, yname: str,
+            pixel_km: float) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """Validate ``{label: (x, y)}`` of 1-D arrays of one length (and ``pixel_km``) -> ``[(label, x, y), ...]``."""
     if not isinstance(curves, Mapping) or not curves:
         raise InputError(f"{name} must be a non-empty dict {{label: ({xname}, {yname})}}")
-    if not (np.isfinite(pixel_km) and pixel_km > 0):
+    if isinstance(pixel_km, bool) or not isinstance(pixel_km, (int, float, np.number)) or not (
+            np.isfinite(pixel_km) and pixel_km > 0):
         raise InputError(f"pixel_km must be a positive number, got {pixel_km!r}")
     out = []
     for label, pair in curves.items():

@@ -6,7 +6,8 @@ Conventions shared by every function of :mod:`skydiff.verify` (the helpers that 
   is a torch tensor the results are torch tensors on that tensor's device (numpy partners are moved there);
   when all inputs are numpy the results are python ``float`` for scalars and ``numpy.ndarray`` otherwise.
 - **Dtypes**: integer/boolean inputs are converted to float (float64 for numpy, torch's default dtype for
-  tensors); forecast and observation are promoted to a common floating dtype.
+  tensors); float16/bfloat16 are computed (and returned) in float32; forecast and observation are promoted to a
+  common floating dtype. numpy masked arrays count their masked pixels as NaN (no data).
 - **Shapes**: forecast and observation must have exactly the same shape (no broadcasting) or
   :class:`~skydiff.errors.ShapeError` is raised.
 - **Missing data**: a pixel where the forecast *or* the observation is NaN is masked out: it is not counted in
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._compat import to_tensor
+from .._compat import native_array, to_tensor
 from ..errors import InputError, ShapeError
 
 __all__ = ["continuous", "CONTINUOUS_SCORES"]
@@ -49,7 +50,7 @@ def _float_tensor(x: Any, name: str, device: torch.device | None = None) -> torc
             t = t.to(torch.float32)
     else:
         try:
-            arr = np.asarray(x)
+            arr = native_array(x)  # masked pixels NaN (no data), native byte order
         except Exception as exc:  # pragma: no cover - exotic inputs
             raise InputError(f"{name} could not be converted to an array: {exc}") from exc
         if arr.dtype.kind == "c":
@@ -105,8 +106,10 @@ def _norm_dims(dims: int | Sequence[int] | None, ndim: int) -> tuple[int, ...]:
     if isinstance(dims, (int, np.integer)):
         dims = (int(dims),)
     try:
+        if any(isinstance(d, (bool, float, str)) for d in dims):
+            raise TypeError
         dims = tuple(int(d) for d in dims)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:
         raise InputError(f"dims must be None, an int or a tuple of ints, got {dims!r}") from exc
     out = []
     for d in dims:

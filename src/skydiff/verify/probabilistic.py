@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..errors import InputError, ShapeError
@@ -46,6 +47,8 @@ def _members_obs(
     o = _float_tensor(obs, "obs", device)
     if m.ndim < 1:
         raise ShapeError("members must have a member dimension, got a scalar")
+    if isinstance(member_dim, bool) or not isinstance(member_dim, (int, np.integer)):
+        raise InputError(f"member_dim must be an integer axis, got {member_dim!r}")
     if not -m.ndim <= int(member_dim) < m.ndim:
         raise ShapeError(f"member_dim={member_dim} is out of range for members of shape {tuple(m.shape)}")
     m = torch.movedim(m, int(member_dim), 0)
@@ -93,7 +96,7 @@ def _reduced(crps: torch.Tensor, valid: torch.Tensor, reduce: bool, numpy_out: b
         return _out(crps, numpy_out)
     n = valid.sum()
     total = torch.where(valid, crps, torch.zeros((), dtype=crps.dtype, device=crps.device)).sum()
-    mean = total / n.to(crps.dtype) if int(n) > 0 else _nan(crps)
+    mean = total / n.to(crps.dtype) if int(n) > 0 else total * float("nan")  # (NaN, still on the graph)
     return _out(mean, numpy_out)
 
 
@@ -126,7 +129,8 @@ def crps_ensemble(
 
     Returns
     -------
-    float / numpy array for numpy input, tensor (inputs' device and dtype) for torch input; units of ``obs``.
+    float / numpy array for numpy input, tensor (inputs' device and dtype; float16/bfloat16 are computed and
+    returned in float32) for torch input; units of ``obs``.
     Differentiable with respect to the members (and the observation).
     """
     m, o, numpy_out = _members_obs(members, obs, member_dim)
@@ -143,7 +147,11 @@ def _pool2d(x: torch.Tensor, pool: int, how: str) -> torch.Tensor:
     x = x[..., : hp * pool, : wp * pool].reshape(*x.shape[:-2], hp, pool, wp, pool)
     if how == "avg":
         return x.mean(dim=(-3, -1))
-    return x.amax(dim=(-3, -1))
+    # the maximum of the window without its NaN, then NaN for a window that has one: amax over a NaN window sent
+    # 0/0 = NaN gradients to all its pixels (its backward spreads over the pixels equal to the NaN maximum)
+    nan = torch.isnan(x)
+    m = torch.where(nan, torch.full_like(x, float("-inf")), x).amax(dim=(-3, -1))
+    return torch.where(nan.any(dim=-1).any(dim=-2), torch.full_like(m, float("nan")), m)
 
 
 def crps_pooled(

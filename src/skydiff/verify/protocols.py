@@ -206,8 +206,8 @@ class ProtocolAccumulator:
                              "lead_index (e.g. 5 for +30 min of 6 targets at 5-min steps)")
         if p.shape[0] < 1:
             raise ShapeError("pred and target hold no samples")
-        if p.dtype != torch.float64:
-            p, t = p.to(torch.float64), t.to(torch.float64)
+        # detached: an accumulator over an evaluation must not keep every batch's autograd graph alive
+        p, t = p.detach().to(torch.float64), t.detach().to(torch.float64)
         if not self._warned:
             finite = torch.isfinite(t)
             # 2 normalised units = 96 mm in 5 min: no real NL-50 value, but an ordinary rain rate in mm/h
@@ -231,7 +231,7 @@ class ProtocolAccumulator:
         assert self._sse is not None and self._valid is not None and self._conf is not None
         p_dev = p.to(self._sse.device)
         t_dev = t.to(self._sse.device)
-        valid = torch.isfinite(p_dev) & torch.isfinite(t_dev)
+        valid = ~(torch.isnan(p_dev) | torch.isnan(t_dev))  # NaN = no data; an infinite prediction is scored (inf)
         d = torch.where(valid, (p_dev - t_dev) * self.denorm_factor, torch.zeros((), dtype=p_dev.dtype,
                                                                                  device=p_dev.device))
         self._sse += (d * d).sum(dim=(0, 2, 3))

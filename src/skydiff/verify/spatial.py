@@ -30,14 +30,17 @@ them in the sums.) ``±inf`` are not missing: ``+inf`` is an event.
 
 Differentiability
 -----------------
-With the default hard threshold the FSS has zero gradient almost everywhere. Pass ``smooth=s > 0`` to use
-the soft indicator ``sigmoid((x − threshold)/s)`` instead; every later step (box filter, sums, ratio) is a
-differentiable torch operation, so the "soft FSS" can serve as a training loss (``1 − fss``). As
-``s → 0`` it tends to the hard FSS.
+With the default hard threshold the FSS is not differentiable (its result carries no gradient). Pass
+``smooth=s > 0`` to use the soft indicator ``sigmoid((x − threshold)/s)`` instead; every later step (box filter,
+sums, ratio) is a differentiable torch operation, so the "soft FSS" can serve as a training loss (``1 − fss``).
+As ``s → 0`` it tends to the hard FSS, except at values exactly at the threshold (``sigmoid(0) = 1/2``: half an
+event; e.g. zero rain at threshold 0). A field pair without any event (denominator 0) gives NaN, with a zero
+gradient (``how="mean"`` leaves it out of the mean).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -75,7 +78,7 @@ def _check_scale(scale: Any, name: str = "scale") -> int:
         scale = scale.item()
     try:
         s = int(scale)
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, OverflowError) as exc:
         raise InputError(f"{name} must be a positive integer number of pixels, got {scale!r}") from exc
     if s != scale or s < 1:
         raise InputError(f"{name} must be a positive integer number of pixels, got {scale!r}")
@@ -131,19 +134,32 @@ def _fss_t(
     s = _check_scale(scale)
     if how not in (None, "pooled", "mean"):
         raise InputError(f"how must be None, 'pooled' or 'mean', got {how!r}")
-    if smooth is not None and not float(smooth) > 0:
-        raise InputError(f"smooth must be a positive number (or None for a hard threshold), got {smooth!r}")
+    if smooth is not None:
+        try:
+            ok = math.isfinite(float(smooth)) and float(smooth) > 0
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise InputError(f"smooth must be a positive number (or None for a hard threshold), got {smooth!r}")
     ft, ot, numpy_out = _pair(f, o)
     if ft.ndim < 2:
         raise ShapeError(f"fss needs fields of shape (..., H, W), got shape {tuple(ft.shape)}")
     num, den = _fss_terms(ft, ot, thr, s, event, None if smooth is None else float(smooth))
     if how == "pooled":
-        val = 1.0 - num.sum() / den.sum()
+        val = 1.0 - _ratio(num.sum(), den.sum())
     elif how == "mean":
-        val = torch.nanmean(1.0 - num / den)
+        val = torch.nanmean(1.0 - _ratio(num, den))
     else:
-        val = 1.0 - num / den
+        val = 1.0 - _ratio(num, den)
     return val, numpy_out
+
+
+def _ratio(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
+    """``num / den``, NaN where ``den`` is 0 (no event in either field), with a zero gradient there: a plain
+    division sent 0/0 = NaN gradients back through the other fields of a ``how="mean"`` loss."""
+    ok = den > 0
+    safe = torch.where(ok, den, torch.ones_like(den))
+    return torch.where(ok, num / safe, torch.full_like(den, float("nan")))
 
 
 def fss(

@@ -61,12 +61,23 @@ def score_table(
     if nt.ndim != 3:
         raise ShapeError(f"nowcast and obs must have shape (n_lead, H, W), got {tuple(nt.shape)}")
     n_lead = nt.shape[0]
-    thrs = [] if thresholds is None else [_check_threshold(t) for t in thresholds]
-    scales = [_check_scale(s) for s in fss_scales]
+    if n_lead == 0:
+        raise ShapeError("nowcast and obs hold no lead time (shape (0, H, W))")
+
+    def listed(x: Any, what: str) -> list[Any]:
+        if isinstance(x, (str, bytes)) or not hasattr(x, "__iter__"):
+            raise InputError(f"{what} must be a list of numbers, got {x!r}")
+        return list(x)
+
+    thrs = [] if thresholds is None else [_check_threshold(t) for t in listed(thresholds, "thresholds")]
+    scales = [_check_scale(s) for s in listed(fss_scales, "fss_scales")]
     if scales and not thrs:
         raise InputError("fss_scales needs at least one threshold")
     if leadtimes_min is not None:
-        lt = np.asarray(leadtimes_min, dtype=np.float64).ravel()
+        try:
+            lt = np.asarray(leadtimes_min, dtype=np.float64).ravel()
+        except (TypeError, ValueError):
+            raise InputError(f"leadtimes_min must be numbers (minutes), got {leadtimes_min!r}") from None
         if lt.shape[0] != n_lead:
             raise ShapeError(f"leadtimes_min has {lt.shape[0]} values but the nowcast has {n_lead} lead times")
 
