@@ -20,8 +20,10 @@ variable                    dimensions             content
 
 Global attributes: ``Conventions``, ``title``, ``institution``, ``source`` (``skydiff <version>``), ``model``,
 ``history``, ``timestep`` (minutes), ``reference_time`` (ISO), the grid description (``xpixelsize``,
-``ypixelsize``, ``cartesian_unit``, ``yorigin``) and, when a ``like`` observation is given, ``zr_a``, ``zr_b``,
-``importer``, ``source_files`` of the observations. User ``attrs`` are added last.
+``ypixelsize``, ``cartesian_unit``, ``yorigin``) and, when a ``like`` observation is given, ``zr_a``, ``zr_b``
+and its ``importer`` and ``source_files`` as ``observation_importer`` and ``observation_files`` (a nowcast read back
+by :func:`read_nowcast` and written again keeps them, and its ``model``). A DataArray nowcast is written by its
+dimension names and, unless ``leadtimes`` is given, at its own ``lead_time`` values. User ``attrs`` are added last.
 
 Files are written atomically: to a temporary file in the target directory, then ``os.replace``d onto the
 target, so readers never see a partial file and a failed write leaves any previous file untouched.
@@ -95,7 +97,26 @@ def _to_numpy(x: Any) -> np.ndarray:
     return np.asarray(x)
 
 
+def _nowcast_layout(da: xr.DataArray, leadtimes: Any) -> tuple[xr.DataArray, Any]:
+    """A DataArray nowcast in (lead, y, x) order by its dimension names (a square (lead_time, x, y) array was
+    written transposed), and its own ``lead_time`` coordinate as the lead times when none are given (a selection
+    of lead times was relabelled 5, 10, 15 ...)."""
+    if da.ndim == 3 and {"y", "x"} <= set(da.dims):
+        lead = next(d for d in da.dims if d not in ("y", "x"))
+        da = da.transpose(lead, "y", "x")
+        if leadtimes is None and "lead_time" in da.coords and da["lead_time"].dims == (lead,):
+            vals = np.asarray(da["lead_time"].values)
+            if vals.dtype.kind == "m":
+                vals = vals.astype("timedelta64[ns]").astype(np.float64) / 60e9
+            leadtimes = vals.astype(np.float64)
+    elif da.ndim == 2 and {"y", "x"} <= set(da.dims):
+        da = da.transpose("y", "x")
+    return da, leadtimes
+
+
 def _to_datetime64(value: Any, what: str) -> np.datetime64:
+    if isinstance(value, (bool, int, float, np.number)) and not isinstance(value, np.datetime64):
+        raise InputError(f"{what} must be a datetime, numpy.datetime64 or ISO string, got the number {value!r}")
     try:
         if isinstance(value, str):
             t = np.datetime64(value.rstrip("Z").replace(" ", "T"), "ns")
@@ -251,7 +272,9 @@ def read_cf_frames(path: str, variable: str | None = None) -> tuple[np.ndarray, 
 
         gattrs = {k: _clean_attr(v) for k, v in ds.attrs.items()}
         vattrs = {k: _clean_attr(v) for k, v in var.attrs.items()}
-        meta: dict[str, Any] = {"unit": unit, "transform": None}
+        meta: dict[str, Any] = {"unit": unit, "transform": None,
+                                # a skydiff nowcast: frames at valid times of a forecast, not observations
+                                "forecast": tdim == "lead_time" or "forecast_reference_time" in ds.variables}
         for key in ("accutime", "zr_a", "zr_b"):
             for src in (vattrs, gattrs):
                 if key in src:
@@ -325,12 +348,16 @@ def _grid_from(like: Any, nowcast: Any, shape: tuple[int, int]) -> dict[str, Any
     cu = str(attrs.get("cartesian_unit", "m"))
     xps = float(attrs.get("xpixelsize", abs(x[1] - x[0]) if x.size > 1 else 1.0))
     yps = float(attrs.get("ypixelsize", abs(y[1] - y[0]) if y.size > 1 else 1.0))
-    if cu == "km":  # CF files are written in metres
+    projection = " ".join(str(attrs.get("projection", "")).split())
+    if cu == "km":  # CF files are written in metres (the projection too: a km-scaled ellipsoid put pixels at the pole)
+        from .radar import _scale_proj_to_m
+
         x, y, xps, yps, cu = x * 1000.0, y * 1000.0, xps * 1000.0, yps * 1000.0, "m"
+        projection = _scale_proj_to_m(projection) if projection else projection
     g.update(
         x=x,
         y=y,
-        projection=" ".join(str(attrs.get("projection", "")).split()),
+        projection=projection,
         cartesian_unit=cu,
         yorigin=str(attrs.get("yorigin", "upper" if (y.size > 1 and y[0] > y[-1]) else "lower")),
         xpixelsize=xps,
@@ -528,6 +555,8 @@ def write_nowcast(
     if not os.path.isdir(directory):
         raise InputError(f"cannot write {path}: directory {directory} does not exist")
 
+    if isinstance(nowcast, xr.DataArray):
+        nowcast, leadtimes = _nowcast_layout(nowcast, leadtimes)
     data = _to_numpy(nowcast)
     if data.dtype.kind not in "iuf":
         raise InputError(f"nowcast must be numeric rain rates in mm/h, got {type(nowcast).__name__} of dtype "
@@ -540,6 +569,8 @@ def write_nowcast(
     n, h, w = data.shape
     if n < 1:
         raise ShapeError("nowcast has no lead times")
+    if h < 1 or w < 1:
+        raise ShapeError(f"nowcast has an empty grid {h} x {w}")
     timestep = positive_minutes(timestep)
     ref = _to_datetime64(reference_time, "reference_time")
 
@@ -582,10 +613,12 @@ def write_nowcast(
     for key in ("zr_a", "zr_b", "accutime"):
         if key in src_attrs:
             gattrs[key] = src_attrs[key]
-    if "importer" in src_attrs:
-        gattrs["observation_importer"] = src_attrs["importer"]
-    if "source_files" in src_attrs:
-        gattrs["observation_files"] = src_attrs["source_files"]
+    # provenance: read_radar's attrs, or those of a nowcast read back by read_nowcast (written again)
+    for key, own in (("importer", "observation_importer"), ("source_files", "observation_files")):
+        if key in src_attrs or own in src_attrs:
+            gattrs[own] = src_attrs.get(key, src_attrs.get(own))
+    if model is None and isinstance(nowcast, xr.DataArray) and nowcast.attrs.get("model"):
+        gattrs["model"] = str(nowcast.attrs["model"])
     if attrs:
         gattrs.update(attrs)
 

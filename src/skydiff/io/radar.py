@@ -551,6 +551,7 @@ class _Frames:
     accutime: float
     unit: str
     institution: str
+    forecast: bool = False  # a nowcast file (read at its valid times)
 
 
 def _scale_proj_to_m(proj: str) -> str:
@@ -669,6 +670,7 @@ def _read_file(
     return _Frames(
         path=path, importer=name, data=np.asarray(rate, dtype=np.float32), times=times, grid=grid, zr_a=a, zr_b=b,
         accutime=acc, unit=unit, institution=str(meta.get("institution", "") or ""),
+        forecast=bool(meta.get("forecast", False)),
     )
 
 
@@ -915,6 +917,10 @@ def read_radar(
     institutions = [i for i in dict.fromkeys(fr.institution for fr in frames) if i]
     importers = list(dict.fromkeys(fr.importer for fr in frames))
     units = list(dict.fromkeys(fr.unit for fr in frames))
+    forecasts = [fr.path for fr in frames if fr.forecast]
+    if forecasts and len(forecasts) < len(frames):  # a nowcast written beside its input frames, read as more frames
+        raise InputError(f"{len(forecasts)} of the files are nowcasts (forecast frames, not observations): "
+                         f"{', '.join(forecasts[:3])}{' ...' if len(forecasts) > 3 else ''}; leave them out")
     if len(units) > 1:  # e.g. accumulations (ACRR) beside reflectivity (DBZH): two products, not one series
         first = {u: next(fr.path for fr in frames if fr.unit == u) for u in units}
         raise InputError("the files hold different products: " + "; ".join(

@@ -5,8 +5,9 @@ DataArray: target times that exist are copied unchanged; the others are interpol
 the two frames that bracket them (``method="linear"``) or take the nearer frame (``method="nearest"``). Linear
 interpolation of rain fields that move blends two positions of a cell (for MRMS' 2-min frames and a 5-min target,
 the frames 1 min either side, half and half: a smear of about one minute of motion, ~0.5-1 km); it never invents
-rain where neither frame has it and keeps totals. A target time farther than ``max_gap`` from the frames that would
-bracket it is a gap: it is refused (:class:`~skydiff.errors.TimeGapError`) rather than bridged.
+rain where neither frame has it and keeps totals. A target time whose two bracketing frames lie more than ``max_gap``
+apart is in a gap: it is refused (:class:`~skydiff.errors.TimeGapError`) rather than bridged. A NaN (no data) in
+either bracketing frame gives NaN with ``method="linear"``; ``"nearest"`` takes the nearer frame's value.
 """
 
 from __future__ import annotations
@@ -79,6 +80,9 @@ def resample_time(
     d = np.diff(t_ns)
     vals, counts = np.unique(d, return_counts=True)
     typical = float(vals[np.argmax(counts)])
+    if max_gap is not None and (isinstance(max_gap, bool) or not isinstance(max_gap, (int, float, np.number))
+                                or math.isnan(max_gap) or max_gap <= 0):
+        raise InputError(f"max_gap must be a number of minutes > 0 (inf: bridge every gap), got {max_gap!r}")
     gap_ns = 2.0 * typical if max_gap is None else float(max_gap) * 60e9
     step_ns = int(round(step * 60e9))
     if start is None:
@@ -123,6 +127,8 @@ def resample_time(
                        name=da.name, attrs=dict(da.attrs))
     old = typical / 60e9
     res.attrs["timestep"] = step
+    if "n_gaps" in res.attrs or "gaps" in res.attrs:  # read_radar's gap list: the new series has none
+        res.attrs["n_gaps"], res.attrs["gaps"] = 0, ""
     res.attrs["resampled"] = (f"from {old:g}-min to {step:g}-min steps, {method} in time "
                               f"({int(exact.sum())} of {targets.size} frames copied, the others interpolated)")
     return res
