@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import rain
-from skydiff.errors import InputError, ShapeError
+from skydiff.errors import InputError, ShapeError, SkydiffError
 from skydiff.nowcast.models import (
     LCNN,
     LUPIN,
@@ -509,6 +509,21 @@ def test_mismatched_weights(tmp_path):
     with pytest.raises(InputError, match="are for model 'lcnn', not 'rainnet'"):
         create_model("rainnet", pretrained=tmp_path / "e")
     assert create_model("lcnn", pretrained=tmp_path / "e") is not None
+    # pretrained as a numpy boolean is a boolean (it was taken for a path); a card with "config": null or a
+    # "predict" value of the wrong type is refused; a model loaded with a card writes it again by default
+    import numpy as _np
+
+    assert create_model("lcnn", pretrained=_np.False_) is not None
+    save_model(small("rainnet"), tmp_path / "c", card={"licence": "CC BY 4.0"})
+    assert json.loads(save_model(load_model(tmp_path / "c"), tmp_path / "c2")[1].read_text())["card"] == {
+        "licence": "CC BY 4.0"}
+    meta = json.loads((tmp_path / "c.json").read_text())
+    (tmp_path / "c.json").write_text(json.dumps({**meta, "config": None}))
+    with pytest.raises(SkydiffError, match="'config' must be an object"):
+        load_model(tmp_path / "c")
+    (tmp_path / "c.json").write_text(json.dumps({**meta, "predict": {"min_rain": "x"}}))
+    with pytest.raises(InputError, match="min_rain must be a number"):
+        load_model(tmp_path / "c")
     # a factory that passes **config on: an unknown option is an InputError too (was a TypeError)
     with pytest.raises(InputError, match="model 'edm-radar-tp'.*bogus"):
         create_model("edm-radar-tp", bogus=1)

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -206,6 +207,10 @@ def create_model(name: str, pretrained: bool | str | Path = False, **config: Any
     """
     factory = _lookup(name)
     key = name.lower()
+    if isinstance(pretrained, (bool, np.bool_)) or (isinstance(pretrained, (int, np.integer)) and pretrained in (0, 1)):
+        pretrained = bool(pretrained)  # numpy booleans and 0/1 as True/False (they were taken for paths)
+    elif not isinstance(pretrained, (str, os.PathLike)) and pretrained is not None:
+        raise InputError(f"pretrained must be True, False or the path of a weights file, got {pretrained!r}")
     if pretrained is False or pretrained is None:
         return _build(factory, key, config)
     if pretrained is True:
@@ -225,7 +230,11 @@ def create_model(name: str, pretrained: bool | str | Path = False, **config: Any
         saved = str(meta.get("model", key)).lower()
         if saved != key:
             raise InputError(f"weights {_file(stem, '.safetensors')} are for model {saved!r}, not {key!r}")
-        config = {**dict(meta.get("config", {})), **config}
+        saved_config = meta.get("config", {})
+        if not isinstance(saved_config, Mapping):
+            raise ReadError(f"model config {meta_path}: 'config' must be an object of constructor options, got "
+                            f"{type(saved_config).__name__}")
+        config = {**dict(saved_config), **config}
     else:  # no card: the name in the weights' own metadata (another model of the same shapes loaded silently)
         saved_name = _saved_model_name(_file(stem, ".safetensors"))
         if saved_name is not None and saved_name.lower() != key:
@@ -234,6 +243,7 @@ def create_model(name: str, pretrained: bool | str | Path = False, **config: Any
     load_weights(model, _file(stem, ".safetensors"))
     if meta_path.is_file():
         _apply_predict_defaults(model, meta.get("predict") or {}, meta_path)
+        model.card = dict(meta.get("card") or {})  # save_model writes it again unless given another
     return model
 
 
@@ -246,6 +256,11 @@ def _apply_predict_defaults(model: nn.Module, values: Mapping[str, Any], source:
         raise InputError(f"{source}: unknown 'predict' setting(s) {unknown} for {type(model).__name__} "
                          f"(it has {list(allowed) or 'none'})")
     for k, v in values.items():
+        default = getattr(type(model), k, None)
+        if isinstance(default, (int, float)) and not isinstance(default, bool) and (
+                isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise InputError(f"{source}: 'predict' setting {k} must be a number like its default {default!r}, "
+                             f"got {v!r}")
         setattr(model, k, v)
 
 
@@ -310,7 +325,9 @@ def save_model(model: nn.Module, path: str | Path, card: Mapping[str, Any] | Non
     """Write ``<stem>.safetensors`` (state dict) and ``<stem>.json`` (name, config, model card).
 
     ``path`` is the stem (a ``.safetensors`` / ``.json`` suffix is stripped). The model must come from the
-    registry (have ``model_name`` and ``config``). Returns the two paths. :func:`load_model` reads them back.
+    registry (have ``model_name`` and ``config``). ``card=None`` keeps the card of weights the model was loaded
+    from (description, data licence and attribution), else writes an empty one. Returns the two paths.
+    :func:`load_model` reads them back.
     """
     from safetensors.torch import save_file
 
@@ -327,7 +344,7 @@ def save_model(model: nn.Module, path: str | Path, card: Mapping[str, Any] | Non
         "config": config,
         "format": FORMAT_VERSION,
         "skydiff_version": __version__,
-        "card": dict(card or {}),
+        "card": dict(card if card is not None else (getattr(model, "card", None) or {})),
     }
     predict = _predict_defaults(model)
     if predict:
