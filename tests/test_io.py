@@ -641,3 +641,23 @@ def test_resample_time_checks_max_gap_and_clears_the_gap_list():
         resample_time(da, 5)
     r = resample_time(da.isel(time=slice(0, 3)), 2)
     assert r.attrs["n_gaps"] == 0 and r.attrs["gaps"] == ""
+
+
+def test_io_arguments_are_checked(tmp_path):
+    """Raw ValueError/AttributeError/KeyError from netCDF4, numpy or xarray before."""
+    from skydiff.io import crop_bbox
+
+    args = dict(reference_time="2021-01-01", timestep=5)
+    for kw, match in ((dict(velocity="abc"), "velocity"), (dict(leadtimes=["a", "b"]), "leadtimes"),
+                      (dict(attrs={"a/b": 1}), "attribute names"), (dict(attrs={1: 1}), "attribute names")):
+        with pytest.raises(InputError, match=match):
+            write_nowcast(tmp_path / "x.nc", np.zeros((2, 3, 3)), **args, **kw)
+    assert not list(tmp_path.iterdir())
+    with pytest.raises(InputError, match="DataArray with x and y"):
+        crop_bbox(np.zeros((3, 3)), (0, 1, 0, 1))
+    for kw, match in ((dict(zr_a="x"), "zr_a"), (dict(workers="a"), "workers")):
+        with pytest.raises(InputError, match=match):
+            read_radar(tmp_path, **kw)
+    xr.Dataset({"precip_rate": (("lead_time", "y", "x"), np.zeros((1, 2, 2)))}).to_netcdf(tmp_path / "bare.nc")
+    with pytest.raises(ReadError, match="no 'time' variable|no 'lead_time' variable"):
+        read_nowcast(tmp_path / "bare.nc")

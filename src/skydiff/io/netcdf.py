@@ -577,7 +577,10 @@ def write_nowcast(
     if leadtimes is None:
         lead = timestep * np.arange(1, n + 1, dtype=np.float64)
     else:
-        lead = np.asarray(_to_numpy(leadtimes), dtype=np.float64).ravel()
+        try:
+            lead = np.asarray(_to_numpy(leadtimes), dtype=np.float64).ravel()
+        except (TypeError, ValueError):
+            raise InputError(f"leadtimes must be numbers of minutes, got {leadtimes!r}") from None
         if lead.size != n:
             raise ShapeError(f"{lead.size} leadtimes given for a nowcast with {n} lead times")
         if not np.all(np.isfinite(lead)) or np.any(np.diff(lead) <= 0):
@@ -586,7 +589,10 @@ def write_nowcast(
 
     vel = None
     if velocity is not None:
-        vel = _to_numpy(velocity).astype(np.float32, copy=False)
+        try:
+            vel = _to_numpy(velocity).astype(np.float32, copy=False)
+        except (TypeError, ValueError):
+            raise InputError(f"velocity must be a numeric (2, H, W) array, got {type(velocity).__name__}") from None
         if vel.shape != (2, h, w):
             raise ShapeError(f"velocity must have shape (2, {h}, {w}) (pysteps layout), got {vel.shape}")
 
@@ -620,6 +626,12 @@ def write_nowcast(
     if model is None and isinstance(nowcast, xr.DataArray) and nowcast.attrs.get("model"):
         gattrs["model"] = str(nowcast.attrs["model"])
     if attrs:
+        import re
+
+        bad = [k for k in attrs if not isinstance(k, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.@+-]*", k)]
+        if bad:
+            raise InputError(f"attrs names must be netCDF attribute names (letters, digits, _ . @ + -, not starting "
+                             f"with a digit), got {bad[:3]}")
         gattrs.update(attrs)
 
     content = {
@@ -666,6 +678,11 @@ def read_nowcast(path: str | os.PathLike[str], with_velocity: bool = False) -> A
     with ds:
         if "precip_rate" not in ds.variables or ds["precip_rate"].dims != ("lead_time", "y", "x"):
             raise ReadError(f"{path} is not a skydiff nowcast file (no precip_rate on (lead_time, y, x))")
+        for name in ("lead_time", "time", "x", "y"):
+            if name not in ds.variables:
+                raise ReadError(f"{path} is not a whole skydiff nowcast file (no {name!r} variable)")
+        if not np.issubdtype(ds["time"].dtype, np.datetime64):
+            raise ReadError(f"{path}: its 'time' variable has no CF time units (valid times unknown)")
         var = ds["precip_rate"].load()
         attrs = {k: _clean_attr(v) for k, v in ds.attrs.items()}
         proj = _proj_from_crs_attrs(dict(ds["crs"].attrs)) if "crs" in ds.variables else ""

@@ -74,7 +74,7 @@ import numpy as np
 import xarray as xr
 
 from .._compat import import_pysteps
-from ..errors import InputError, ReadError, SkydiffError, TimeGapError, check_int, warn
+from ..errors import InputError, ReadError, SkydiffError, TimeGapError, check_int, positive_finite, warn
 from .netcdf import _find_precip_variable, read_cf_frames
 from .units import dbr_to_rainrate, normalize_unit, positive_minutes, to_rainrate
 
@@ -831,6 +831,11 @@ def read_radar(
         importer = key
     if timestep is not None:
         timestep = positive_minutes(timestep)
+    for name, value in (("zr_a", zr_a), ("zr_b", zr_b)):
+        if value is not None and not positive_finite(value):
+            raise InputError(f"{name} must be a positive number (Z = a R^b), got {value!r}")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, (int, np.integer))):
+        raise InputError(f"workers must be a number of threads, got {workers!r}")
 
     files = _expand(paths)
     n = len(files)
@@ -1024,6 +1029,9 @@ def crop_bbox(da: xr.DataArray, bbox: Sequence[float]) -> xr.DataArray:
     cropping before a nowcast saves time and memory. Raises :class:`~skydiff.errors.InputError` for a malformed box
     or one that holds no pixel (naming the extent of the data).
     """
+    if not isinstance(da, (xr.DataArray, xr.Dataset)) or "x" not in da.coords or "y" not in da.coords:
+        raise InputError(f"crop_bbox needs a DataArray with x and y coordinates (from read_radar), got "
+                         f"{type(da).__name__}")
     try:
         xmin, xmax, ymin, ymax = (float(v) for v in bbox)
     except (TypeError, ValueError):
