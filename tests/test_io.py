@@ -661,3 +661,17 @@ def test_io_arguments_are_checked(tmp_path):
     xr.Dataset({"precip_rate": (("lead_time", "y", "x"), np.zeros((1, 2, 2)))}).to_netcdf(tmp_path / "bare.nc")
     with pytest.raises(ReadError, match="no 'time' variable|no 'lead_time' variable"):
         read_nowcast(tmp_path / "bare.nc")
+
+
+def test_own_readers_take_the_options_their_messages_name(tmp_path):
+    """An npz/netCDF accumulation without an accumulation time said "pass accutime=..." but the option was ignored;
+    unknown options were ignored too."""
+    t = np.array([np.datetime64("2021-01-01T00:05")])
+    np.savez(tmp_path / "mm.npz", precip=np.full((1, 3, 3), 0.5, np.float32), time=t, unit="mm",
+             x=np.arange(3.0), y=np.arange(3.0)[::-1])
+    with pytest.raises(ReadError, match="accutime"):
+        read_radar(tmp_path / "mm.npz")
+    da = read_radar(tmp_path / "mm.npz", accutime=5)
+    np.testing.assert_allclose(da.values, 6.0)  # 0.5 mm in 5 min = 6 mm/h
+    with pytest.raises(InputError, match="not colour"):
+        read_radar(tmp_path / "mm.npz", accutime=5, colour="red")

@@ -531,12 +531,27 @@ def _import_npz(path: str, **kw: Any) -> tuple[np.ndarray, np.ndarray, dict[str,
         meta.setdefault("transform", None)
         if isinstance(meta.get("unit"), bytes):
             meta["unit"] = meta["unit"].decode()
-    return data, times, meta
+    return data, times, _own_options(meta, kw, "npz")
 
 
 def _import_netcdf(path: str, **kw: Any) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     variable = kw.pop("variable", None)
-    return read_cf_frames(path, variable=variable)
+    data, times, meta = read_cf_frames(path, variable=variable)
+    return data, times, _own_options(meta, kw, "netcdf")
+
+
+_OWN_OPTIONS = ("accutime", "unit", "zr_a", "zr_b")
+
+
+def _own_options(meta: dict[str, Any], kw: dict[str, Any], reader: str) -> dict[str, Any]:
+    """The metadata of skydiff's own readers with the options given to read_radar in place of the file's
+    (``accutime=5`` for accumulations without one, as the error message says); other options are refused (they
+    were ignored)."""
+    unknown = sorted(set(kw) - set(_OWN_OPTIONS))
+    if unknown:
+        raise InputError(f"the {reader} reader takes the options {', '.join(_OWN_OPTIONS)}"
+                         f"{' and variable' if reader == 'netcdf' else ''}, not {', '.join(unknown)}")
+    return {**meta, **kw}
 
 
 @dataclass
