@@ -445,3 +445,7 @@ def test_masked_arrays_hss_times_and_bad_arguments():
             P.motion_to_rgb(np.ones((2, 4, 4)), **kw)
     with pytest.raises(InputError, match="step"):
         P.plot_motion(None, np.ones((2, 4, 4)), step=float("nan"))
+    with pytest.raises(InputError, match="ncols"):
+        P.plot_sequence(np.zeros((2, 8, 8)), ncols=None)
+    with pytest.raises(InputError, match="leadtime_min"):
+        P.plot_assimilation(np.zeros((8, 8)), np.zeros((2, 8, 8)), [1.0, 0.5], np.zeros((8, 8)), leadtime_min="30")

@@ -185,6 +185,14 @@ def _extent(shape: tuple[int, ...]) -> tuple[float, float, float, float]:
     return (-0.5, w - 0.5, h - 0.5, -0.5)
 
 
+def _count(value: Any, name: str) -> int:
+    """A positive integer argument (panels, columns), else InputError."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not np.isfinite(value) \
+            or int(value) != value or value < 1:
+        raise InputError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
 def _new_figure(width: float, height: float) -> Figure:
     fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained", facecolor="white")
     FigureCanvasAgg(fig)
@@ -501,9 +509,8 @@ def plot_nowcast(
         ob = _stack(observed, "observed")
         if ob.shape != fc.shape:
             raise ShapeError(f"observed has shape {ob.shape} but nowcast has shape {fc.shape}")
-    if int(panels) != panels or panels < 1:
-        raise InputError(f"panels must be a positive integer, got {panels!r}")
-    idx = sorted({int(round(i)) for i in np.linspace(0, n - 1, min(int(panels), n))})
+    panels = _count(panels, "panels")
+    idx = sorted({int(round(i)) for i in np.linspace(0, n - 1, min(panels, n))})
 
     nrows = 1 if ob is None else 2
     ncols = len(idx) + (2 if ob is None else 1)
@@ -774,9 +781,7 @@ def plot_sequence(
             or isinstance(times, np.ndarray) else list(times)
         if len(times) != n:
             raise ShapeError(f"times has {len(times)} values but there are {n} fields")
-    if int(ncols) != ncols or ncols < 1:
-        raise InputError(f"ncols must be a positive integer, got {ncols!r}")
-    ncols = min(int(ncols), n)
+    ncols = min(_count(ncols, "ncols"), n)
     nrows = math.ceil(n / ncols)
     pw, ph = _panel_size((h, w))
     pw, ph = 0.8 * pw, 0.8 * ph
@@ -817,7 +822,14 @@ def plot_assimilation(
     obs = _field(last_obs, "last_obs")
     vel = _velocity(velocity)
     fc = _field(forecast, "forecast")
-    cost = np.asarray(cost_history, dtype=float).ravel()
+    try:
+        cost = np.asarray(cost_history, dtype=float).ravel()
+        full = None if full_resolution_cost is None else float(full_resolution_cost)
+    except (TypeError, ValueError):
+        raise InputError("cost_history must be numbers and full_resolution_cost a number or None") from None
+    if isinstance(leadtime_min, bool) or not isinstance(leadtime_min, (int, float, np.number)) or not np.isfinite(
+            leadtime_min):
+        raise InputError(f"leadtime_min must be a number of minutes, got {leadtime_min!r}")
     if vel.shape[1:] != obs.shape or fc.shape != obs.shape:
         raise ShapeError(
             f"last_obs {obs.shape}, velocity {vel.shape} and forecast {fc.shape} must share one grid"
@@ -830,8 +842,8 @@ def plot_assimilation(
     ax = axes[2]
     if cost.size:
         ax.semilogy(np.arange(cost.size), np.where(cost > 0, cost, np.nan), color="C0", label="iterations")
-    if full_resolution_cost is not None and full_resolution_cost > 0:
-        ax.semilogy([max(cost.size - 1, 0)], [full_resolution_cost], "o", color="C1", label="full resolution")
+    if full is not None and full > 0:
+        ax.semilogy([max(cost.size - 1, 0)], [full], "o", color="C1", label="full resolution")
         ax.legend(fontsize=7)
     ax.set_xlabel("iteration", fontsize=8)
     ax.set_ylabel("cost J", fontsize=8)
