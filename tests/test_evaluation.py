@@ -204,3 +204,30 @@ def test_published_protocols_as_options(seq, capsys):
         evaluate(_da(long), ["persistence"], leadtimes=3, n_in=3, protocols=["smaat"])
     with pytest.raises(InputError, match="no scores for protocol"):
         evaluate(_da(long), ["persistence"], leadtimes=6, n_in=3, stride=5).protocol_table("smaat")
+
+
+def test_evaluate_audit_of_2026_11_29():
+    """(y, x, time) data was cut along its rows as if they were times; accumulations were scored as mm/h; a group
+    labelled "all" counted its cases twice in the pooled scores; misc. argument checks."""
+    from skydiff.nowcast.evaluation import evaluate
+    from skydiff.synthetic import rain_sequence
+
+    da = rain_sequence(8, (48, 48), seed=1)
+    kw = dict(leadtimes=2, n_in=2)
+    ref = evaluate(da, ["persistence"], **kw)
+    moved = evaluate(da.transpose("y", "x", "time"), ["persistence"], **kw)
+    np.testing.assert_allclose(moved.score("persistence", "mae"), ref.score("persistence", "mae"))
+    with pytest.raises(InputError, match="units 'mm'"):
+        evaluate(da.assign_attrs(units="mm"), ["persistence"], **kw)
+    with pytest.raises(InputError, match="'all'"):
+        evaluate(da, ["persistence"], group=lambda name: "all", **kw)
+    for bad, match in ((dict(thresholds="10"), "thresholds"), (dict(crop=32.9), "crop"),
+                       (dict(max_cases=0), "max_cases"), (dict(n_in=2.9), "n_in")):
+        with pytest.raises(InputError, match=match):
+            evaluate(da, ["persistence"], **{**kw, **bad})
+    with pytest.raises(InputError, match="listed twice"):
+        evaluate(da, ["persistence", "eulerian"], **kw)
+    with pytest.raises(InputError, match="threshold 2"):
+        ref.score("persistence", "csi", 2.0)
+    with pytest.raises(InputError, match="5-min"):
+        evaluate(da, ["persistence"], timestep=10, protocols=["smaat"], leadtimes=6, n_in=1)

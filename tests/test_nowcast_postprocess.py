@@ -43,3 +43,23 @@ def test_match_cdf_batch_mask_and_errors():
         match_cdf(f, tgt[:, :4])
     with pytest.raises(ShapeError, match="valid"):
         match_cdf(f, tgt, valid[:, :4])
+
+
+def test_match_cdf_refuses_no_data_among_the_valid_pixels():
+    """Sorted last, a NaN field pixel took the target's heaviest rain and target NaN landed on the field's peaks
+    (pysteps raises here too); numpy input or a float mask were raw errors."""
+    from skydiff.errors import InputError
+
+    f = torch.rand(1, 2, 6, 6)
+    t = torch.rand(1, 6, 6)
+    f[0, 0, 0, 0] = float("nan")
+    with pytest.raises(InputError, match="NaN"):
+        match_cdf(f, t)
+    valid = torch.ones(1, 6, 6, dtype=torch.bool)
+    valid[0, 0, 0] = False
+    out = match_cdf(f, t, valid)  # left out: fine, and kept as it was
+    assert torch.isnan(out[0, 0, 0, 0])
+    with pytest.raises(InputError, match="torch tensors"):
+        match_cdf(f.numpy(), t)
+    with pytest.raises(InputError, match="bool"):
+        match_cdf(f, t, valid.float())

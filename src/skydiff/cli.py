@@ -366,6 +366,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         weights_file(v)
         weights[k] = v
     sources: list[Any]
+    if args.shared and args.files:
+        raise InputError("give either radar files/folders or --shared, not both")
     if args.shared:
         from .nowcast.data import shared_split
 

@@ -40,7 +40,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import InputError, ShapeError, check_rain_rate
+from ..errors import InputError, ShapeError, check_int, check_rain_rate
+from ..io.units import is_rain_rate
 from .interface import _NN_MIN_FRAMES, default_motion_frames, forecast, get_model, is_neural
 
 __all__ = ["Evaluation", "evaluate", "CATEGORICAL", "CONTINUOUS", "PROTOCOLS"]
@@ -57,7 +58,8 @@ class Evaluation:
 
     ``scores``: DataFrame with columns ``source, model, leadtime_min, threshold, n_cases, n_pixels`` +
     :data:`CONTINUOUS` + :data:`CATEGORICAL` (``source`` is ``"all"`` for the pooled scores, or a group label);
-    ``timing``: mean wall seconds per nowcast per model; ``cases``: the (source, start time) of every case.
+    ``timing``: mean wall seconds per nowcast per model (the first nowcast of each model included: imports,
+    compilation and weight loading); ``cases``: the (source, time of the last input) of every case.
     """
 
     scores: Any
@@ -99,6 +101,10 @@ class Evaluation:
             if threshold is None:
                 raise InputError(f"score {name!r} needs a threshold (one of {self.thresholds})")
             df = df[np.isclose(df["threshold"], float(threshold))]
+            if df.empty:
+                raise InputError(f"no {name!r} scores at threshold {threshold:g}; the thresholds are {self.thresholds}")
+        elif name not in df.columns:
+            raise InputError(f"no score {name!r}; the scores are {', '.join(CONTINUOUS + CATEGORICAL)}")
         else:
             df = df[df["threshold"] == df["threshold"].iloc[0]]
         return df.sort_values("leadtime_min")[name].to_numpy()
@@ -142,15 +148,28 @@ def _load(source: Any) -> tuple[str, Any]:
     from .data import RadarSource
 
     if isinstance(source, xr.DataArray):
-        return str(source.attrs.get("source", source.name or "data")), source
-    if isinstance(source, RadarSource):
-        return source.name, source.load()
-    if isinstance(source, (str, os.PathLike)):  # a file, a folder or a glob pattern: read_radar expands it
-        return Path(source).name, read_radar(str(source))
-    if isinstance(source, Sequence) and source and all(isinstance(s, (str, os.PathLike)) for s in source):
-        return Path(source[0]).parent.name, read_radar([str(s) for s in source])
-    raise InputError(f"evaluate: cannot use {type(source).__name__} as a source (DataArray, RadarSource, path, "
-                     "or a list of files)")
+        name, da = str(source.attrs.get("source", source.name or "data")), source
+    elif isinstance(source, RadarSource):
+        name, da = source.name, source.load()
+    elif isinstance(source, (str, os.PathLike)):  # a file, a folder or a glob pattern: read_radar expands it
+        name, da = Path(source).name, read_radar(str(source))
+    elif isinstance(source, Sequence) and source and all(isinstance(s, (str, os.PathLike)) for s in source):
+        name, da = Path(source[0]).parent.name, read_radar([str(s) for s in source])
+    else:
+        raise InputError(f"evaluate: cannot use {type(source).__name__} as a source (DataArray, RadarSource, path, "
+                         "or a list of files)")
+    # by name, not position: (y, x, time) data was cut along its rows as if they were times
+    if da.ndim != 3 or "time" not in da.dims or "time" not in da.coords:
+        raise ShapeError(f"evaluate: source {name!r} must be a DataArray on (time, y, x) with a time coordinate, "
+                         f"got dims {da.dims}")
+    if not np.issubdtype(np.asarray(da["time"].values).dtype, np.datetime64):
+        raise InputError(f"evaluate: the time coordinate of source {name!r} holds no datetimes")
+    da = da.transpose("time", ...)
+    units = str(da.attrs.get("units", "mm/h"))
+    if not is_rain_rate(units):  # forecast() checks this, but gets plain arrays here
+        raise InputError(f"evaluate: source {name!r} has units {units!r}; the models take rain rates in mm/h "
+                         "(skydiff.io.read_radar converts reflectivity and accumulations)")
+    return name, da
 
 
 def _frames_needed(name: str, motion: str, n_motion: int | None) -> int:
@@ -208,7 +227,9 @@ def evaluate(
     stride
         Steps between case start times (1 = every window).
     crop
-        Score and run on a centred ``crop`` (int or (h, w)) of each frame (LUPIN scores a 246 x 246 centre).
+        Score and run on a ``crop`` (int or (h, w)) at the centre of each frame's grid (not of its valid data:
+        on the KNMI 2010 grid a 288 crop holds 2.9 % no-data, rows 238:526, cols 206:494, not the NL-50 cut-out
+        rows 284:572, cols 225:513); LUPIN scores a 246 x 246 centre.
     max_cases
         Stop after this many cases (in source order).
     motion, motion_frames
@@ -227,7 +248,8 @@ def evaluate(
     resample
         True: first resample every source to ``timestep`` with :func:`skydiff.io.resample_time` (linear in time,
         e.g. MRMS' 2-min frames to 5 min; target times inside a gap longer than twice the source's step are
-        refused). Frames already on the step are copied unchanged.
+        refused). Frames already on the step are copied unchanged, and a source already at ``timestep`` is left as
+        it is (its missing frames stay gaps: no case is made of an interpolated frame).
     group
         Optional ``source name -> group label``: scores are also pooled per group (rows with ``source`` = the
         label besides ``source = "all"``), e.g. one group per radar network.
@@ -249,26 +271,36 @@ def evaluate(
 
     if isinstance(sources, (str, os.PathLike)) or not isinstance(sources, (list, tuple)):
         sources = [sources]
+    elif sources and all(isinstance(x, (str, os.PathLike)) and not os.path.isdir(x) for x in sources):
+        sources = [list(sources)]  # files named one by one: one sequence (as the docs say), not a source each
     if not sources:
         raise InputError("evaluate: no sources given")
+    if isinstance(models, str):
+        raise InputError(f"evaluate: models must be a list of names, got the string {models!r}")
     models = list(models)
     if not models:
         raise InputError("evaluate: no models given")
-    if len(set(models)) != len(models):
-        raise InputError(f"evaluate: a model is listed twice: {models}")
-    for m in models:
-        get_model(m)  # raises for unknown names
+    resolved = [get_model(m).name for m in models]  # raises for unknown names
+    if len(set(resolved)) != len(resolved):
+        raise InputError(f"evaluate: a model is listed twice (aliases count): {models}")
     if isinstance(leadtimes, bool) or not isinstance(leadtimes, (int, np.integer)) or leadtimes < 1:
         raise InputError(f"evaluate: leadtimes must be a positive int, got {leadtimes!r}")
     if isinstance(stride, bool) or not isinstance(stride, (int, np.integer)) or stride < 1:
         raise InputError(f"evaluate: stride must be a positive int, got {stride!r}")
-    thresholds = [float(t) for t in thresholds]
+    if isinstance(thresholds, (str, bytes)) or not hasattr(thresholds, "__iter__"):
+        raise InputError(f"evaluate: thresholds must be a list of numbers (mm/h), got {thresholds!r}")
+    try:
+        thresholds = [float(t) for t in thresholds]
+    except (TypeError, ValueError):
+        raise InputError(f"evaluate: thresholds must be numbers (mm/h), got {thresholds!r}") from None
     if any(not math.isfinite(t) or t < 0 for t in thresholds) or not thresholds:
         raise InputError(f"evaluate: thresholds must be finite and >= 0, got {thresholds}")
     protocols = [str(p).lower() for p in ([protocols] if isinstance(protocols, str) else protocols)]
     bad = [p for p in protocols if p not in PROTOCOLS]
     if bad:
         raise InputError(f"evaluate: unknown protocol(s) {bad}; available: {', '.join(PROTOCOLS)}")
+    if protocols and not math.isclose(float(timestep), 5.0):
+        raise InputError(f"evaluate: the NL-50 protocols score 5-min lead times; timestep is {timestep:g} min")
     if "smaat" in protocols and leadtimes < 6:
         raise InputError(f"evaluate: the smaat protocol scores +30 min (6 lead times), got leadtimes={leadtimes}")
     if not isinstance(resample, (bool, np.bool_)):
@@ -284,11 +316,18 @@ def evaluate(
     if min_rain is not None:
         check_rain_rate("evaluate: min_rain", min_rain)
     mixed = {m: precision not in (None, "full") and _runs_mixed(m) for m in models}
+    if n_in is not None:
+        check_int("evaluate: n_in", n_in, 1)
+    if max_cases is not None:
+        check_int("evaluate: max_cases", max_cases, 1)
     n_in = max(need.values()) if n_in is None else int(n_in)
     if n_in < max(need.values()):
         raise InputError(f"evaluate: n_in={n_in} but {max(need, key=need.get)} needs {max(need.values())} frames")
     if crop is not None:
-        ch, cw = (int(crop), int(crop)) if np.ndim(crop) == 0 else (int(crop[0]), int(crop[1]))
+        sizes = [crop] if np.ndim(crop) == 0 else list(crop)
+        if len(sizes) not in (1, 2) or any(isinstance(c, bool) or not isinstance(c, (int, np.integer)) for c in sizes):
+            raise InputError(f"evaluate: crop must be an int or (height, width) in pixels, got {crop!r}")
+        ch, cw = int(sizes[0]), int(sizes[-1])
         if ch < 8 or cw < 8:
             raise InputError(f"evaluate: crop must be at least 8 x 8, got {(ch, cw)}")
     say = progress if callable(progress) else (print if progress else (lambda _msg: None))
@@ -324,10 +363,14 @@ def evaluate(
             raise ShapeError(f"evaluate: source {name!r} must be (time, y, x), got dims {da.dims}")
         if resample:
             from ..io import resample_time
+            from ..io.radar import _infer_timestep
 
             n0 = da.sizes["time"]
-            da = resample_time(da, timestep)
-            say(f"evaluate: {name}: {n0} frames resampled to {da.sizes['time']} at {timestep:g} min")
+            own = _infer_timestep(np.asarray(da["time"].values, dtype="datetime64[ns]"))
+            if own is not None and not math.isclose(own, float(timestep)):
+                # (a source already at the step is left as it is: a missing frame was made up and scored)
+                da = resample_time(da, timestep)
+                say(f"evaluate: {name}: {n0} frames resampled to {da.sizes['time']} at {timestep:g} min")
         times = da["time"].values.astype("datetime64[ns]")
         dts = np.diff(times).astype(np.int64)
         if dts.size and not np.any(dts == step_ns):
@@ -374,6 +417,8 @@ def evaluate(
                 invalid |= torch.isnan(f)
             o = obs.masked_fill(invalid, float("nan"))
             keys = ["all"] + ([str(group(name))] if group is not None else [])
+            if len(keys) == 2 and keys[1] == "all":
+                raise InputError(f"evaluate: group({name!r}) gave 'all', the label of the pooled scores; use another")
             for key in keys:
                 _acc(key)
                 n_cases[key] += 1

@@ -41,6 +41,9 @@ def match_cdf(fields: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | 
     the target is wet on more pixels than the field, its smallest wet values are set dry first, so matching
     never turns a dry pixel wet. Not differentiable (ranks); no gradient flows.
     """
+    if not isinstance(fields, torch.Tensor) or not isinstance(target, torch.Tensor) or (
+            valid is not None and (not isinstance(valid, torch.Tensor) or valid.dtype != torch.bool)):
+        raise InputError("match_cdf takes torch tensors: fields, target and a bool valid mask (or None)")
     if fields.ndim != 4 or target.ndim != 3 or fields.shape[0] != target.shape[0] or \
             fields.shape[-2:] != target.shape[-2:]:
         raise ShapeError(f"match_cdf expects fields (B, T, H, W) and target (B, H, W) on the same grid, got "
@@ -49,6 +52,9 @@ def match_cdf(fields: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | 
         valid = torch.ones_like(target, dtype=torch.bool)
     elif valid.shape != target.shape:
         raise ShapeError(f"match_cdf: valid must be {tuple(target.shape)}, got {tuple(valid.shape)}")
+    if bool((torch.isnan(target) & valid).any()) or bool((torch.isnan(fields) & valid[:, None]).any()):
+        # (sorted last, NaN took the target's heaviest rain, and the target's NaN went onto the field's peaks)
+        raise InputError("match_cdf: NaN (no data) among the valid pixels; leave them out with valid=")
     out = fields.clone()
     for b in range(fields.shape[0]):
         m = valid[b]
