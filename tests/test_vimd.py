@@ -231,3 +231,73 @@ def test_moisture_flux_refuses_pressures_not_in_pa():
         moisture_flux(q, u, u, hpa * 100.0, sp=np.full((2, 2), 1013.0))
     fx, _ = moisture_flux(q, u, u, hpa * 100.0, sp=np.full((2, 2), 101300.0))
     assert float(fx.mean()) > 0
+
+
+# ------------------------------------------------------------------------------------------ audit of 2026-11-29
+def test_divergence_across_the_date_line_or_greenwich_on_0_360():
+    """Longitudes 359.5, 359.75, 0, 0.25: the step -359.75 collapsed the zonal derivative next to it."""
+    from skydiff.downscale.moisture import spherical_divergence
+
+    lat = np.array([50.0, 49.75, 49.5])
+    fx = np.tile(np.arange(5.0) * 10, (3, 1))
+    fy = np.zeros((3, 5))
+    ref = spherical_divergence(fx, fy, lat, [-0.5, -0.25, 0.0, 0.25, 0.5])
+    wrapped = spherical_divergence(fx, fy, lat, [359.5, 359.75, 0.0, 0.25, 0.5])
+    torch.testing.assert_close(wrapped, ref)
+    with pytest.raises(InputError, match="strictly increasing or decreasing"):
+        spherical_divergence(fx, fy, lat[[0, 2, 1]], [0.0, 0.25, 0.5, 0.75, 1.0])
+    half = spherical_divergence(torch.tensor(fx, dtype=torch.float16), torch.tensor(fy, dtype=torch.float16), lat,
+                                [-0.5, -0.25, 0.0, 0.25, 0.5])  # R cos(phi) overflowed half precision: 0 everywhere
+    torch.testing.assert_close(half.double(), ref, rtol=1e-3, atol=1e-9)
+
+
+def test_p_top_clips_the_column_and_nan_below_ground_has_no_weight():
+    from skydiff.downscale.moisture import layer_thickness, moisture_flux
+
+    p = torch.tensor([1e4, 2e4, 3e4, 5e4, 8.5e4, 1e5], dtype=torch.float64)
+    sp = torch.full((1, 1), 101325.0, dtype=torch.float64)
+    dp = layer_thickness(p, sp, p_top=30000.0).ravel()
+    assert dp[:2].abs().sum() == 0 and float(dp.sum()) == pytest.approx(101325.0 - 30000.0)
+    with pytest.raises(InputError, match="p_top"):
+        layer_thickness(p, sp, p_top="x")
+    q = torch.full((6, 1, 1), 0.005, dtype=torch.float64)
+    u = torch.full((6, 1, 1), 10.0, dtype=torch.float64)
+    sp2 = torch.full((1, 1), 80000.0, dtype=torch.float64)  # the two lowest levels below ground
+    ref = moisture_flux(q, u, u, p, sp2)[0]
+    q[-2:] = float("nan")  # masked below ground, as pressure-level products do
+    assert torch.equal(moisture_flux(q, u, u, p, sp2)[0], ref)
+    with pytest.raises(InputError, match="sp"):
+        moisture_flux(q, u, u, p, torch.full((1, 1), float("nan"), dtype=torch.float64))
+
+
+def test_block_mean_all_nan_blocks_and_half_precision():
+    from skydiff.downscale.data import block_mean
+
+    x = np.full((2, 2), np.nan)
+    assert np.isnan(block_mean(x, 2, min_valid=0.0)).all()
+    assert torch.isnan(block_mean(torch.tensor(x), 2, min_valid=0.0)).all()  # was 0 mm/h (dry) on the torch path
+    assert block_mean(np.full((4, 4), 30000, np.float16), 4)[0, 0] == 30000  # was inf (summed in float16)
+    assert float(block_mean(torch.full((4, 4), 30000.0, dtype=torch.float16), 4)) == 30000
+
+
+def test_read_era5_evaporation_units(shared_data, tmp_path):
+    """e already in mm h-1 (read_era5's output written back) was multiplied by 1000 again; other units were relabelled
+    mm h-1 unscaled."""
+    src = shared_data / "era5" / "model-levels-2022-08-31"
+    if not src.is_dir():
+        pytest.skip("ERA5 model-level day not in the shared data")
+    d = read_era5(src)
+    if "e" not in d:
+        pytest.skip("no evaporation in this ERA5 day")
+    d[["tp", "e"]].to_netcdf(tmp_path / "rt.nc")
+    back = read_era5(tmp_path / "rt.nc")
+    np.testing.assert_allclose(back["e"].values, d["e"].values, rtol=1e-6)
+    d2 = d[["tp", "e"]].copy()
+    d2["e"] = d2["e"] / 3600.0
+    d2["e"].attrs["units"] = "kg m**-2 s**-1"
+    d2.to_netcdf(tmp_path / "flux.nc")
+    np.testing.assert_allclose(read_era5(tmp_path / "flux.nc")["e"].values, d["e"].values, rtol=1e-5, atol=1e-9)
+    d2["e"].attrs["units"] = "furlongs"
+    d2.to_netcdf(tmp_path / "bad.nc")
+    with pytest.raises(ReadError, match="units"):
+        read_era5(tmp_path / "bad.nc")

@@ -134,10 +134,13 @@ def block_mean(x: Any, factor: int, *, min_valid: float = 0.5) -> Any:
         Fewer than 2 dimensions, or ``H``/``W`` not divisible by ``factor``.
     """
     f = _check_factor(factor)
-    if not 0.0 <= float(min_valid) <= 1.0:
-        raise InputError(f"min_valid must be a fraction in [0, 1], got {min_valid}")
+    if isinstance(min_valid, bool) or not isinstance(min_valid, (int, float, np.number)) or not (
+            0.0 <= float(min_valid) <= 1.0):
+        raise InputError(f"min_valid must be a fraction in [0, 1], got {min_valid!r}")
     is_t = isinstance(x, torch.Tensor)
     a = x if is_t else np.asarray(x)
+    if (a.dtype.kind if not is_t else "f") not in "fiub" or (is_t and a.is_complex()):
+        raise InputError(f"block_mean needs real numbers, got dtype {a.dtype}")
     if a.ndim < 2:
         raise ShapeError(f"block_mean needs an array (..., H, W), got shape {tuple(a.shape)}")
     H, W = int(a.shape[-2]), int(a.shape[-1])
@@ -148,6 +151,9 @@ def block_mean(x: Any, factor: int, *, min_valid: float = 0.5) -> Any:
         a = a.astype(np.float32)
     if is_t and not a.is_floating_point():
         a = a.float()
+    half = is_t and a.dtype in (torch.float16, torch.bfloat16)
+    if half:  # summed in float32, returned in the input's dtype
+        x_dtype, a = a.dtype, a.float()
     shape = (*a.shape[:-2], H // f, f, W // f, f)
     if is_t:
         b = a.reshape(shape)
@@ -155,14 +161,13 @@ def block_mean(x: Any, factor: int, *, min_valid: float = 0.5) -> Any:
         n = valid.sum(dim=(-3, -1)).to(a.dtype)
         s = torch.where(valid, b, torch.zeros((), dtype=a.dtype, device=a.device)).sum(dim=(-3, -1))
         out = s / n.clamp(min=1)
-        bad = n < float(min_valid) * f * f - 1e-9
-        if min_valid > 0:
-            bad = bad | (n == 0)
-        return torch.where(bad, torch.full((), float("nan"), dtype=a.dtype, device=a.device), out)
+        bad = (n < float(min_valid) * f * f - 1e-9) | (n == 0)  # an all-NaN block is no data, not dry
+        out = torch.where(bad, torch.full((), float("nan"), dtype=a.dtype, device=a.device), out)
+        return out.to(x_dtype) if half else out
     b = a.reshape(shape)
     valid = ~np.isnan(b)
     n = valid.sum(axis=(-3, -1))
-    s = np.where(valid, b, 0).sum(axis=(-3, -1))
+    s = np.where(valid, b, 0).sum(axis=(-3, -1), dtype=np.float64)  # (float16 sums overflowed at 65504)
     with np.errstate(invalid="ignore", divide="ignore"):
         out = (s / np.maximum(n, 1)).astype(a.dtype, copy=False)
     bad = (n < float(min_valid) * f * f - 1e-9) | (n == 0)

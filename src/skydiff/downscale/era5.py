@@ -137,10 +137,15 @@ def read_era5(path: str | os.PathLike[str]) -> Any:
         ds["tp"] = ds["precip"] * 3600.0
     if "tp" in ds:
         ds["tp"].attrs = {"units": "mm h-1", "long_name": "total precipitation rate (hour ending at the valid time)"}
-    if "e" in ds:
-        units = str(ds["e"].attrs.get("units", "m")).strip().lower()
-        if units.startswith("m"):
+    if "e" in ds:  # as tp: an hourly accumulation in m, a rate in mm/h (written back) or a flux in kg m-2 s-1
+        units = " ".join(str(ds["e"].attrs.get("units", "m")).strip().lower().replace("**", "").split())
+        if units in ("m", "m of water equivalent"):
             ds["e"] = ds["e"] * 1000.0
+        elif units in ("kg m-2 s-1", "mm s-1"):
+            ds["e"] = ds["e"] * 3600.0
+        elif units not in ("mm h-1", "mm/h"):
+            raise ReadError(f"e in {p} has units {units!r}; expected 'm' (hourly accumulation), 'mm h-1' or "
+                            "'kg m-2 s-1'")
     elif "evap" in ds:
         ds["e"] = -ds["evap"] * 3600.0
     if "e" in ds:

@@ -12,7 +12,7 @@ quantity accumulated over the hour (kg m⁻²); values computed here are instant
 Three routes:
 
 - :func:`moisture_flux` on **pressure levels** (``p`` of shape ``(L,)`` in Pa, levels below ground ``p > sp``
-  get no weight) or on **model levels** (``p`` the full-level pressures, e.g. from
+  carry nothing below the surface) or on **model levels** (``p`` the full-level pressures, e.g. from
   :func:`model_level_pressure` with the ERA5 L137 coefficients); then :func:`spherical_divergence`;
 - :func:`spherical_divergence` of given vertically integrated fluxes (ERA5 ``viwve``/``viwvn`` or the summed
   WAM2layers layer fluxes);
@@ -21,7 +21,9 @@ Three routes:
 
 Vertical quadrature ("mid-point layers"): the column is cut at the mean pressures of neighbouring levels; level
 ``k`` carries the pressure thickness between its two cuts, clipped to ``[p_top, sp]``. The lowest level above
-ground therefore extends down to the surface and levels with ``p > sp`` get zero weight. ``p_top`` defaults to
+ground therefore extends down to the surface, except that a level just below ground keeps the part of its layer
+between its upper cut and the surface (its values there: those of the level above when the product masks them
+as NaN); the levels further down get zero weight. ``p_top`` defaults to
 the pressure of the highest level (nothing is extrapolated above it). With only a subset of levels (the 22
 stored ERA5 model levels, or 20 pressure levels) the integral is approximate.
 
@@ -69,6 +71,8 @@ def _t(x: Any, name: str, like: torch.Tensor | None = None) -> torch.Tensor:
         t = to_tensor(arr.astype(np.float64) if arr.dtype.kind != "f" else arr)
     if not t.is_floating_point():
         t = t.to(torch.float64)
+    elif t.dtype in (torch.float16, torch.bfloat16):  # R cos(phi) ~ 4e6 and 1e5 Pa overflow half precision
+        t = t.to(torch.float32)
     if like is not None:
         t = t.to(dtype=like.dtype, device=like.device)
     return t
@@ -121,8 +125,9 @@ def layer_thickness(p: torch.Tensor, sp: torch.Tensor | None = None, p_top: floa
     """Pressure thickness (Pa) carried by each level with the mid-point layer rule (see the module docstring).
 
     ``p`` is ``(L,)`` (pressure levels) or ``(..., L, H, W)`` (model levels), ordered from the top (lowest
-    pressure) to the bottom; ``sp`` ``(..., H, W)`` clips the column at the surface (levels with ``p > sp`` get
-    zero thickness). Returns a tensor that broadcasts against ``(..., L, H, W)``.
+    pressure) to the bottom; ``sp`` ``(..., H, W)`` clips the column at the surface (a level just below it keeps
+    the part of its layer above the surface, the levels further down get zero thickness). Returns a tensor that
+    broadcasts against ``(..., L, H, W)``.
     """
     if p.ndim == 1:
         p = p.reshape(-1, 1, 1)
@@ -135,6 +140,13 @@ def layer_thickness(p: torch.Tensor, sp: torch.Tensor | None = None, p_top: floa
     if bool((lower_p <= upper_p).any()):
         raise InputError("levels must be ordered from the top (low pressure) to the bottom, strictly increasing in p")
     first = p.narrow(-3, 0, 1)
+    if p_top is not None:
+        try:
+            ok = math.isfinite(float(p_top)) and float(p_top) >= 0
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise InputError(f"p_top must be a pressure in Pa >= 0, got {p_top!r}")
     top = first if p_top is None else torch.full_like(first, float(p_top))
     if sp is None:  # without a surface the lowest level reaches half a layer below itself
         last = p.narrow(-3, nl - 1, 1)
@@ -142,6 +154,8 @@ def layer_thickness(p: torch.Tensor, sp: torch.Tensor | None = None, p_top: floa
     else:
         bottom = torch.full_like(first, float("inf"))
     cuts = torch.cat([top, 0.5 * (upper_p + lower_p), bottom], dim=-3)
+    if p_top is not None:  # each layer clipped to [p_top, sp]: levels above p_top carry nothing
+        cuts = torch.maximum(cuts, top)
     if sp is not None:
         cuts = torch.minimum(cuts, sp.to(p.dtype).unsqueeze(-3))
     return torch.clamp(cuts.narrow(-3, 1, nl) - cuts.narrow(-3, 0, nl), min=0.0)
@@ -159,7 +173,7 @@ def moisture_flux(
     p:
         Level pressures in Pa: ``(L,)`` for pressure levels or ``(..., L, H, W)`` for model levels.
     sp:
-        Surface pressure in Pa ``(..., H, W)``; levels below the surface get no weight and the lowest level
+        Surface pressure in Pa ``(..., H, W)``; levels below the surface carry nothing below it and the lowest level
         above it reaches down to ``sp``. Required for pressure levels that may lie below ground.
     p_top:
         Top of the column in Pa (default: the highest level's pressure).
@@ -191,10 +205,31 @@ def moisture_flux(
     _check_pa(pt, "p")
     if st is not None:
         _check_pa(st, "sp")
+    if st is not None and bool(torch.isnan(st).any()):
+        raise InputError("sp (surface pressure) holds NaN")
     dp = layer_thickness(pt, st, p_top)
-    fx = (qt * ut * dp).sum(-3) / G
-    fy = (qt * vt * dp).sum(-3) / G
+    if st is not None:  # masked pressure-level products hold NaN below ground: the level above's values there
+        below = pt.reshape(-1, 1, 1) > st.unsqueeze(-3) if pt.ndim == 1 else pt > st.unsqueeze(-3)
+        below = below.expand_as(qt)
+        qt, ut, vt = (_fill_down(x, below) for x in (qt, ut, vt))
+    # levels without weight may hold NaN: 0 there, instead of 0 * NaN spreading NaN to the column and its neighbours
+    weighted = dp > 0
+    zero = torch.zeros((), dtype=qt.dtype, device=qt.device)
+    fx = torch.where(weighted, qt * ut * dp, zero).sum(-3) / G
+    fy = torch.where(weighted, qt * vt * dp, zero).sum(-3) / G
     return fx, fy
+
+
+def _fill_down(x: torch.Tensor, below: torch.Tensor) -> torch.Tensor:
+    """NaN at the levels below ground replaced by the value of the level above (levels on dimension -3, top
+    first): a level just below the surface still carries the part of its layer above ground (mid-point rule),
+    and a product that masks it would otherwise turn the column NaN (40 % of a pressure-level VIMD field)."""
+    if not bool((torch.isnan(x) & below).any()):
+        return x
+    levels = list(x.unbind(-3))
+    for k in range(1, len(levels)):
+        levels[k] = torch.where(torch.isnan(levels[k]) & below.select(-3, k), levels[k - 1], levels[k])
+    return torch.stack(levels, dim=-3)
 
 
 def _check_pa(p: torch.Tensor, name: str) -> None:
@@ -237,7 +272,8 @@ def spherical_divergence(fx: Any, fy: Any, lat: Any, lon: Any, *, radius: float 
     fx, fy:
         Eastward and northward components, shape ``(..., H, W)`` (rows = latitudes, columns = longitudes).
     lat, lon:
-        Latitudes ``(H,)`` and longitudes ``(W,)`` in degrees (any order, e.g. decreasing latitudes).
+        Latitudes ``(H,)`` and longitudes ``(W,)`` in degrees, each increasing or decreasing (e.g. decreasing
+        latitudes); longitudes may cross 0/360 or the date line (unwrapped).
     radius:
         Sphere radius in m (default the IFS value 6 371 229 m).
 
@@ -256,10 +292,17 @@ def spherical_divergence(fx: Any, fy: Any, lat: Any, lon: Any, *, radius: float 
         raise ShapeError(f"lat ({la.numel()}) and lon ({lo.numel()}) must match the grid (H, W) = ({h}, {w})")
     if bool((la.abs() >= 90).any()):
         raise InputError("latitudes must lie strictly between -90 and 90 degrees (cos φ = 0 at the poles)")
+    if not (bool(torch.isfinite(la).all()) and bool(torch.isfinite(lo).all())):
+        raise InputError("lat and lon must be finite")
+    # longitudes across the date line or Greenwich on 0..360 (359.75, 0, 0.25): unwrapped, else the step there
+    # was -359.75 degrees and the zonal derivative next to it collapsed
+    lo = torch.from_numpy(np.unwrap(lo.detach().cpu().double().numpy(), period=360.0)).to(lo)
     phi = la * (math.pi / 180.0)
     lam = lo * (math.pi / 180.0)
-    if bool((torch.diff(phi) == 0).any()) or bool((torch.diff(lam) == 0).any()):
-        raise InputError("lat and lon must not contain repeated values")
+    for name, c in (("lat", phi), ("lon", lam)):
+        d = torch.diff(c)
+        if c.numel() > 1 and not (bool((d > 0).all()) or bool((d < 0).all())):
+            raise InputError(f"{name} must be strictly increasing or decreasing (no repeated or unsorted values)")
     cos = torch.cos(phi).reshape(h, 1)
     ddl = _diff(fxt, lam, -1)
     ddp = _diff(fyt * cos, phi, -2)
@@ -302,7 +345,11 @@ def vimd(
     if xr is not None and isinstance(q, xr.Dataset):
         from .era5 import vimd as vimd_dataset
 
-        return vimd_dataset(q, **kwargs)
+        given = [k for k, x in (("u", u), ("v", v), ("p", p), ("sp", sp), ("lat", lat), ("lon", lon), ("fx", fx),
+                                ("fy", fy)) if x is not None]
+        if given:
+            raise InputError(f"with a Dataset, vimd takes its fields from it; {given} would be ignored")
+        return vimd_dataset(q, p_top=p_top, **kwargs)
     if kwargs:
         raise InputError(f"unexpected keyword(s) {sorted(kwargs)} (they are only for a Dataset input)")
     if lat is None or lon is None:
