@@ -301,3 +301,16 @@ def test_read_era5_evaporation_units(shared_data, tmp_path):
     d2.to_netcdf(tmp_path / "bad.nc")
     with pytest.raises(ReadError, match="units"):
         read_era5(tmp_path / "bad.nc")
+
+
+def test_lowres_units_spelled_as_era5_writes_them_and_coarsen_checks():
+    import xarray as xr
+
+    from skydiff.downscale.interface import _rain_factor, coarsen_lowres
+
+    assert _rain_factor("mtpr", {"units": "kg m**-2 s**-1"}) == 3600.0  # (was refused)
+    assert _rain_factor("r", {"units": "mm h**-1"}) == 1.0
+    with pytest.raises(InputError, match="DataArray"):
+        coarsen_lowres(np.ones((4, 4)), 2)
+    with pytest.raises(InputError, match="numbers"):
+        coarsen_lowres(xr.DataArray(np.array([["a"] * 4] * 4), dims=("y", "x")), 2)

@@ -390,7 +390,7 @@ def _rain_factor(name: Any, attrs: Any) -> float | None:
     """The factor to mm/h of a variable's rain unit (None: not rain): mm/h and its spellings, kg m-2 s-1 or mm/s,
     and m (ERA5's hourly accumulation ``tp``) for a variable named or described as precipitation only (an
     elevation is in m too)."""
-    u = str(attrs.get("units", "")).replace(" ", "").lower()
+    u = str(attrs.get("units", "")).replace(" ", "").replace("**", "").replace("^", "").lower()  # ERA5: kg m**-2 s**-1
     if is_rain_rate(u):
         return 1.0
     if u == "m":
@@ -495,6 +495,11 @@ def coarsen_lowres(da: Any, n: int) -> Any:
     For checking a downscaler on one's own fields: coarsen by the model's factor, downscale, compare with the
     original (what the benchmarks do with :func:`skydiff.downscale.data.block_mean`)."""
     n = check_int("coarsen", n, 1)
+    if not hasattr(da, "dims") or not hasattr(da, "coarsen") or da.ndim < 2:
+        raise InputError(f"coarsen_lowres needs a DataArray of at least 2 dimensions, got {type(da).__name__}"
+                         f"{'' if not hasattr(da, 'dims') else f' with dims {da.dims}'}")
+    if da.dtype.kind not in "fiu":
+        raise InputError(f"coarsen_lowres needs numbers, got dtype {da.dtype}")
     h, w = da.shape[-2:]
     if h < n or w < n:
         raise ShapeError(f"cannot coarsen {h} x {w} pixels by {n}")
