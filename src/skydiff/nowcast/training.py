@@ -1247,7 +1247,7 @@ def _check_types(section: str, values: dict[str, Any], defaults: Mapping[str, An
             value = values[key] = float(value)
         elif want is str and not isinstance(value, str):
             raise InputError(f"{where} must be a string, got {value!r}")
-        elif want in (list, dict) and not isinstance(value, want):
+        elif want in (list, dict) and not isinstance(value, (list, tuple) if want is list else Mapping):
             raise InputError(f"{where} must be a {'list' if want is list else 'table'}, got {value!r}")
         least = _LEAST.get(key)
         if least is not None and value < least:
