@@ -437,6 +437,7 @@ def test_bad_configs(tmp_path, monkeypatch):
         resolve_config(good, {"training.scheduler": "plateau", "training.lr_patience": 2})
     cfg = resolve_config(good, {"data.batch_size": 2.0, "training.lr": 1, "training.precision": "bf16-mixed"})
     assert cfg["data"]["batch_size"] == 2 and isinstance(cfg["data"]["batch_size"], int)
+    assert resolve_config(good, {"data.shape": (40, 48)})["data"]["shape"] == (40, 48)  # a tuple is a list
     assert isinstance(cfg["training"]["lr"], float)
 
 
