@@ -314,3 +314,25 @@ def test_lowres_units_spelled_as_era5_writes_them_and_coarsen_checks():
         coarsen_lowres(np.ones((4, 4)), 2)
     with pytest.raises(InputError, match="numbers"):
         coarsen_lowres(xr.DataArray(np.array([["a"] * 4] * 4), dims=("y", "x")), 2)
+
+
+def test_era5s_own_vimd_is_read_directly(shared_data, tmp_path):
+    """A single-level file with tp and ERA5's vimd (what era5_pairs reads) was refused by read_era5_lowres."""
+    from skydiff.downscale.interface import read_era5_lowres
+
+    src = shared_data / "era5" / "model-levels-2022-08-31"
+    if not src.is_dir():
+        pytest.skip("ERA5 model-level day not in the shared data")
+    d = read_era5(src)
+    v = era5_vimd(d)
+    single = d[["tp"]].copy()
+    single["vimd"] = v.copy()
+    single["vimd"].attrs = {"units": "kg m**-2"}  # ERA5's hourly accumulation
+    single.to_netcdf(tmp_path / "single.nc")
+    _, vm = read_era5_lowres(tmp_path / "single.nc")
+    np.testing.assert_allclose(np.asarray(vm), np.asarray(v), atol=1e-5)
+    rate = d[["tp"]].copy()
+    rate["mvimd"] = v / 3600.0
+    rate["mvimd"].attrs = {"units": "kg m**-2 s**-1"}
+    assert era5_vimd(rate).attrs["route"] == "direct"
+    np.testing.assert_allclose(era5_vimd(rate).values, v.values, rtol=1e-6, atol=1e-9)

@@ -202,6 +202,21 @@ def _check_column(p_levels: torch.Tensor, sp: torch.Tensor, route: str) -> None:
         )
 
 
+def _direct_vimd(ds: Any) -> Any:
+    """ERA5's own VIMD in kg m-2 h-1: ``vimd`` (accumulated over the hour, kg m-2: the same number) or ``mvimd``
+    (mean rate, kg m-2 s-1: x 3600); ERA5's sign (positive = divergence), as :func:`vimd` computes it."""
+    name = "vimd" if "vimd" in ds else "mvimd"
+    da = ds[name]
+    units = " ".join(str(da.attrs.get("units", "kg m-2")).lower().replace("**", "").split())
+    factor = {"kg m-2": 1.0, "kg m-2 h-1": 1.0, "mm h-1": 1.0, "mm/h": 1.0, "kg m-2 s-1": 3600.0}.get(units)
+    if factor is None:
+        raise ReadError(f"{name} has units {units!r}; expected kg m-2 (hourly accumulation) or kg m-2 s-1")
+    out = (da * factor).rename("vimd")
+    out.attrs = {"units": "kg m-2 h-1", "long_name": f"vertically integrated moisture divergence (ERA5 {name}; "
+                 "positive = divergence)", "route": "direct"}
+    return out
+
+
 def vimd(
     ds: Any,
     route: str = "auto",
@@ -219,8 +234,9 @@ def vimd(
     route:
         ``"model"`` (``q``, ``u``, ``v`` on L137 model levels + ``sp`` + the L137 table), ``"pressure"``
         (``q``, ``u``, ``v`` on pressure levels + ``sp``; levels below ground are masked), ``"flux"``
-        (``viwve``/``viwvn`` or WAM2layers' ``fx_upper + fx_lower``, ``fy_upper + fy_lower``), or ``"auto"``
-        (levels when ``q``, ``u``, ``v`` are present, else fluxes).
+        (``viwve``/``viwvn`` or WAM2layers' ``fx_upper + fx_lower``, ``fy_upper + fy_lower``), ``"direct"``
+        (ERA5's own ``vimd``, hourly accumulation in kg m-2, or ``mvimd`` in kg m-2 s-1), or ``"auto"`` (levels
+        when ``q``, ``u``, ``v`` are present, else fluxes, else ERA5's own VIMD).
     table:
         L137 coefficients for the model route: a CSV path or a pair ``(a_half, b_half)``; default
         :func:`default_l137_table`.
@@ -243,8 +259,8 @@ def vimd(
 
     if not isinstance(ds, xr.Dataset):
         raise InputError(f"vimd needs an xarray.Dataset from read_era5, got {type(ds).__name__}")
-    if route not in ("auto", "model", "pressure", "flux"):
-        raise InputError(f"route must be 'auto', 'model', 'pressure' or 'flux', got {route!r}")
+    if route not in ("auto", "model", "pressure", "flux", "direct"):
+        raise InputError(f"route must be 'auto', 'model', 'pressure', 'flux' or 'direct', got {route!r}")
     lat, lon = _grid(ds)
     if route == "auto":
         if all(n in ds for n in ("q", "u", "v")):
@@ -256,6 +272,8 @@ def vimd(
             n in ds for n in ("fx_upper", "fx_lower", "fy_upper", "fy_lower")
         ):
             route = "flux"
+        elif "vimd" in ds or "mvimd" in ds:  # ERA5's own (hourly accumulation, or mean rate)
+            route = "direct"
         else:
             part = [n for n in ("q", "u", "v") if n in ds]
             missing = f"; of q, u, v it lacks {', '.join(n for n in ('q', 'u', 'v') if n not in ds)}" if part else ""
@@ -264,6 +282,8 @@ def vimd(
                 f"fx_upper/fx_lower/fy_upper/fy_lower){missing}; variables present: {sorted(ds.data_vars)}"
             )
 
+    if route == "direct":
+        return _direct_vimd(ds)
     if route == "flux":
         if "viwve" in ds and "viwvn" in ds:
             fxa, fya = ds["viwve"], ds["viwvn"]
