@@ -593,6 +593,8 @@ def test_write_nowcast_takes_a_dataarrays_own_layout_and_lead_times(tmp_path):
                       coords={"x": [0.0, 1.0, 2.0], "y": [12.0, 11.0, 10.0]})
     write_nowcast(tmp_path / "sq.nc", sq, reference_time=t0, timestep=5)
     assert read_nowcast(tmp_path / "sq.nc").sel(x=2.0, y=10.0).item() == sq.sel(x=2.0, y=10.0).item()
+    with xr.open_dataset(path) as raw:  # pixel indices (no like): no projection standard_name (CF)
+        assert "standard_name" not in raw["x"].attrs and raw["x"].attrs["units"] == "1"
     with pytest.raises(InputError, match="the number 5"):
         write_nowcast(tmp_path / "n.nc", data, reference_time=5, timestep=5)
     with pytest.raises(ShapeError, match="empty grid"):

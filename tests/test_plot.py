@@ -445,6 +445,10 @@ def test_masked_arrays_hss_times_and_bad_arguments():
             P.motion_to_rgb(np.ones((2, 4, 4)), **kw)
     with pytest.raises(InputError, match="step"):
         P.plot_motion(None, np.ones((2, 4, 4)), step=float("nan"))
+    with pytest.raises(InputError, match="band_db"):
+        P.plot_spectrum_ratio({"a": ([4, 8, 16], [0.1, 0.2, 0.3])}, band_db="1")
+    with pytest.raises(InputError, match="not numeric"):
+        P.plot_scores(df.assign(hss=["a", "b", "c"]), scores=["hss"])
     with pytest.raises(InputError, match="ncols"):
         P.plot_sequence(np.zeros((2, 8, 8)), ncols=None)
     with pytest.raises(InputError, match="leadtime_min"):

@@ -597,6 +597,11 @@ def plot_scores(
     missing = [s for s in scores if s not in df.columns]
     if missing:
         raise InputError(f"table has no score column(s) {missing} (columns: {list(df.columns)})")
+    import pandas as pd
+
+    text = [c for c in [*scores, by] if not pd.api.types.is_numeric_dtype(df[c])]
+    if text:
+        raise InputError(f"score table column(s) {text} are not numeric")
     if hue not in ("model", "threshold"):
         raise InputError(f"hue must be 'model' or 'threshold', got {hue!r}")
     other = "threshold" if hue == "model" else "model"
@@ -932,6 +937,9 @@ def plot_spectrum_ratio(
     (log axis, long waves on the left). A grey band marks ±``band_db`` dB around 0 (the target tolerance).
     """
     curves = _curves(ratios, "ratios", "wavelengths", "ratio_db", pixel_km)
+    if band_db is not None and (isinstance(band_db, bool) or not isinstance(band_db, (int, float, np.number))
+                                or not np.isfinite(band_db) or band_db < 0):
+        raise InputError(f"band_db must be a number of dB >= 0 (or None: no band), got {band_db!r}")
     fig = _new_figure(5.2, 3.8 + (0.3 if title else 0.0))
     ax = fig.add_subplot()
     for label, w, r in curves:

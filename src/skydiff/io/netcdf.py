@@ -449,17 +449,21 @@ def _write_variables(nc: Any, content: dict[str, Any]) -> None:
     if geographic:
         v.setncatts({"standard_name": "latitude", "long_name": "latitude of pixel centres", "units": "degrees_north",
                      "axis": "Y"})
-    else:
+    elif content["cartesian_unit"] == "m":
         v.setncatts({"standard_name": "projection_y_coordinate", "long_name": "y coordinate of pixel centres",
-                     "units": "m" if content["cartesian_unit"] == "m" else "1", "axis": "Y"})
+                     "units": "m", "axis": "Y"})
+    else:  # pixel indices (no grid given): CF has no standard name for them
+        v.setncatts({"long_name": "y pixel index (no georeference)", "units": "1", "axis": "Y"})
     v[:] = content["y"]
     v = nc.createVariable("x", "f8", ("x",), fill_value=False)
     if geographic:
         v.setncatts({"standard_name": "longitude", "long_name": "longitude of pixel centres", "units": "degrees_east",
                      "axis": "X"})
-    else:
+    elif content["cartesian_unit"] == "m":
         v.setncatts({"standard_name": "projection_x_coordinate", "long_name": "x coordinate of pixel centres",
-                     "units": "m" if content["cartesian_unit"] == "m" else "1", "axis": "X"})
+                     "units": "m", "axis": "X"})
+    else:
+        v.setncatts({"long_name": "x pixel index (no georeference)", "units": "1", "axis": "X"})
     v[:] = content["x"]
 
     has_crs = bool(content["crs_attrs"])
