@@ -25,8 +25,8 @@ from torch.utils.data import Sampler
 from .errors import InputError, ReadError
 from .io.atomic import atomic_path
 
-__all__ = ["AtomicCheckpointIO", "with_atomic_checkpoints", "SaveOnInterrupt", "check_resumable", "StreamSampler",
-           "PassDataset", "rng_state", "set_rng_state"]
+__all__ = ["AtomicCheckpointIO", "with_atomic_checkpoints", "SaveOnInterrupt", "check_resumable", "changed_settings",
+           "StreamSampler", "PassDataset", "rng_state", "set_rng_state"]
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -93,6 +93,14 @@ def check_resumable(path: Any, module: torch.nn.Module, hint: str,
         raise InputError(f"the checkpoint {path} is of another run: {len(bad)} of its weights differ from this "
                          f"model's (e.g. {bad[0]!r}); {hint}")
     return ck
+
+
+def changed_settings(what: str, there: Any, here: Any) -> list[str]:
+    """For a ``differences`` of :func:`check_resumable`: one line naming the settings (JSON-like dicts) that differ
+    between the checkpoint (``there``) and this run (``here``), or none."""
+    keys = sorted(k for k in set(there) | set(here) if there.get(k) != here.get(k))
+    return [f"{what} " + ", ".join(f"{k} = {there.get(k)!r} there, {here.get(k)!r} here" for k in keys)] if keys \
+        else []
 
 
 class StreamSampler(Sampler[int]):

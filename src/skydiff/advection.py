@@ -41,7 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as nnf
 
-from ._compat import nan_filled
+from ._compat import native_array
 from .errors import InputError, ShapeError
 
 __all__ = ["advect", "advect_trajectory", "timestep_increments"]
@@ -196,7 +196,7 @@ def _as_field(field: Any) -> tuple[torch.Tensor, bool]:
         if F.is_complex():
             raise InputError("field must be real-valued, got a complex tensor")
     else:
-        arr = np.asarray(nan_filled(field))  # masked pixels are no data (NaN), not their fill values
+        arr = native_array(field)  # masked pixels are no data (NaN), not their fill values
         if arr.dtype == object or arr.dtype.kind == "c":
             raise InputError(f"field must be a real numeric array, got dtype {arr.dtype}")
         if arr.dtype.kind in "iub":

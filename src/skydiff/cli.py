@@ -356,13 +356,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .nowcast.evaluation import evaluate
 
     _check_outputs([args.csv, args.plot], args.overwrite, plot=args.plot, inputs=args.files or [])
+    from .registry import weights_file
+
     weights = {}
     for item in args.weights or []:  # before any reading: the form, and that the file is there
         if "=" not in item:
             raise InputError(f"--weights takes MODEL=PATH, got {item!r}")
         k, v = item.split("=", 1)
-        from .registry import weights_file
-
         weights_file(v)
         weights[k] = v
     sources: list[Any]

@@ -34,7 +34,7 @@ from matplotlib.colors import BoundaryNorm, ListedColormap, hsv_to_rgb
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
-from .errors import InputError, ShapeError
+from .errors import InputError, ShapeError, positive_finite
 
 __all__ = [
     "RAIN_BOUNDS",
@@ -282,8 +282,7 @@ def motion_to_rgb(velocity: Any, vmax: float | None = None) -> tuple[np.ndarray,
     if vmax is None:
         vmax = float(np.max(speed[finite])) if finite.any() else 0.0
         vmax = vmax if vmax > 0 else 1.0  # no motion: any scale
-    elif isinstance(vmax, bool) or not isinstance(vmax, (int, float, np.number)) or not (np.isfinite(vmax)
-                                                                                          and vmax > 0):
+    elif not positive_finite(vmax):
         raise InputError(f"vmax must be a positive number (px per step), got {vmax!r}")
     vmax = float(vmax)
     hue = np.mod(np.arctan2(np.nan_to_num(vy), np.nan_to_num(vx)) / (2 * np.pi), 1.0)
@@ -693,8 +692,7 @@ def _curves(curves: Any, name: str, xname: str, yname: str,
     """Validate ``{label: (x, y)}`` of 1-D arrays of one length (and ``pixel_km``) -> ``[(label, x, y), ...]``."""
     if not isinstance(curves, Mapping) or not curves:
         raise InputError(f"{name} must be a non-empty dict {{label: ({xname}, {yname})}}")
-    if isinstance(pixel_km, bool) or not isinstance(pixel_km, (int, float, np.number)) or not (
-            np.isfinite(pixel_km) and pixel_km > 0):
+    if not positive_finite(pixel_km):
         raise InputError(f"pixel_km must be a positive number, got {pixel_km!r}")
     out = []
     for label, pair in curves.items():

@@ -138,7 +138,7 @@ def read_era5(path: str | os.PathLike[str]) -> Any:
     if "tp" in ds:
         ds["tp"].attrs = {"units": "mm h-1", "long_name": "total precipitation rate (hour ending at the valid time)"}
     if "e" in ds:  # as tp: an hourly accumulation in m, a rate in mm/h (written back) or a flux in kg m-2 s-1
-        units = " ".join(str(ds["e"].attrs.get("units", "m")).strip().lower().replace("**", "").split())
+        units = _unit_text(ds["e"], "m")
         if units in ("m", "m of water equivalent"):
             ds["e"] = ds["e"] * 1000.0
         elif units in ("kg m-2 s-1", "mm s-1"):
@@ -202,12 +202,17 @@ def _check_column(p_levels: torch.Tensor, sp: torch.Tensor, route: str) -> None:
         )
 
 
+def _unit_text(da: Any, default: str) -> str:
+    """A variable's units, lower case, single-spaced, without ERA5's ``**`` (``kg m**-2 s**-1`` -> ``kg m-2 s-1``)."""
+    return " ".join(str(da.attrs.get("units", default)).lower().replace("**", "").split())
+
+
 def _direct_vimd(ds: Any) -> Any:
     """ERA5's own VIMD in kg m-2 h-1: ``vimd`` (accumulated over the hour, kg m-2: the same number) or ``mvimd``
     (mean rate, kg m-2 s-1: x 3600); ERA5's sign (positive = divergence), as :func:`vimd` computes it."""
     name = "vimd" if "vimd" in ds else "mvimd"
     da = ds[name]
-    units = " ".join(str(da.attrs.get("units", "kg m-2")).lower().replace("**", "").split())
+    units = _unit_text(da, "kg m-2")
     factor = {"kg m-2": 1.0, "kg m-2 h-1": 1.0, "mm h-1": 1.0, "mm/h": 1.0, "kg m-2 s-1": 3600.0}.get(units)
     if factor is None:
         raise ReadError(f"{name} has units {units!r}; expected kg m-2 (hourly accumulation) or kg m-2 s-1")

@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset
 from .._checkpoint import (
     SaveOnInterrupt,
     StreamSampler,
+    changed_settings,
     check_resumable,
     rng_state,
     set_rng_state,
@@ -273,8 +274,8 @@ def train_downscaler(pairs: TilePairs, name: str = "edm-radar", *, out: str | os
         def differences(ck: dict[str, Any]) -> list[str]:  # the optimisation and the data (checkpoints since
             there = (ck.get("skydiff") or {}).get("setup") or {}  # 2026-11-29 hold them)
             here = json.loads(json.dumps(module.run_setup))
-            keys = [k for k in here if k in there and there[k] != here[k]]
-            return [f"{k} = {there[k]!r} there, {here[k]!r} here" for k in keys]
+            shared = [k for k in here if k in there]
+            return changed_settings("settings", {k: there[k] for k in shared}, {k: here[k] for k in shared})
 
         ck = check_resumable(ckpt_path, module, f"give another out, or resume=False to start again (it replaces {run})",
                              differences)

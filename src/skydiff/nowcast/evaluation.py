@@ -310,6 +310,8 @@ def evaluate(
     if unknown:
         raise InputError(f"evaluate: weights given for models not evaluated: {sorted(unknown)}")
     need = {m: _frames_needed(m, motion, motion_frames) for m in models}
+    # ``motion`` is the extrapolation models': the networks move rain along their own, persistence along none
+    motions = {m: None if is_neural(m) or not get_model(m).uses_motion else motion for m in models}
     from .._compat import autocast_dtype
 
     autocast_dtype(precision)  # a bad precision is refused before any case runs
@@ -366,8 +368,8 @@ def evaluate(
             from ..io.radar import _infer_timestep
 
             n0 = da.sizes["time"]
-            own = _infer_timestep(np.asarray(da["time"].values, dtype="datetime64[ns]"))
-            if own is not None and not math.isclose(own, float(timestep)):
+            src_step = _infer_timestep(np.asarray(da["time"].values, dtype="datetime64[ns]"))
+            if src_step is not None and not math.isclose(src_step, float(timestep)):
                 # (a source already at the step is left as it is: a missing frame was made up and scored)
                 da = resample_time(da, timestep)
                 say(f"evaluate: {name}: {n0} frames resampled to {da.sizes['time']} at {timestep:g} min")
@@ -405,9 +407,7 @@ def evaluate(
                 if motion_frames is not None:
                     kw["motion_kwargs"] = {"frames": int(motion_frames)}
                 try:
-                    # (the networks move rain along their own motion; ``motion`` is the extrapolation models')
-                    own = is_neural(m) or not get_model(m).uses_motion
-                    out = forecast(inp[-need[m]:], L, model=m, motion=None if own else motion, **kw)
+                    out = forecast(inp[-need[m]:], L, model=m, motion=motions[m], **kw)
                 except InputError as exc:
                     raise InputError(f"evaluate: {m} on {name} at {str(times[s + n_in - 1])[:16]}: {exc}") from None
                 t_model[m] += time.perf_counter() - t0

@@ -251,6 +251,7 @@ from .._checkpoint import (
     PassDataset,
     SaveOnInterrupt,
     StreamSampler,
+    changed_settings,
     check_resumable,
     rng_state,
     set_rng_state,
@@ -994,12 +995,6 @@ _RESUME_SAME = ("n_in", "n_out", "loss", "lr", "weight_decay", "beta", "gamma", 
 _RESUME_FREE_DATA = ("num_workers", "val_batch_size", "path")  # a path may change (data staged on a local disk)
 
 
-def _changed(what: str, there: Mapping[str, Any], here: Mapping[str, Any]) -> list[str]:
-    keys = sorted(k for k in set(there) | set(here) if there.get(k) != here.get(k))
-    return [f"{what} " + ", ".join(f"{k} = {there.get(k)!r} there, {here.get(k)!r} here" for k in keys)] if keys \
-        else []
-
-
 def _check_resume(path: str, module: NowcastModule, how: str) -> tuple[int, dict[str, Any] | None]:
     """InputError when the checkpoint to resume from belongs to another run: another model, LUPIN stage or model
     config (Lightning would fail with a RuntimeError on other weight shapes, or resume into another set-up).
@@ -1016,16 +1011,16 @@ def _check_resume(path: str, module: NowcastModule, how: str) -> tuple[int, dict
         out = [f"{what} {info.get(what)!r} there, {mine!r} here" for what, mine in
                (("model", module.model_name), ("stage", module.stage)) if info.get(what) != mine]
         there, here = _jsonable(info.get("model_config") or {}), _jsonable(dict(module.model.config))
-        out += _changed("model config", there, here)
+        out += changed_settings("model config", there, here)
         # the optimisation and the data: a resume goes on with the run's own (another lr, loss or batch size, other
         # data or crops, would train on, silently, as a mixture of two set-ups)
         hp = ck.get("hyper_parameters") or {}
         mine = {k: module.hparams.get(k) for k in _RESUME_SAME if k in hp or k in module.hparams}
-        out += _changed("training", _jsonable({k: hp.get(k) for k in mine}), _jsonable(mine))
+        out += changed_settings("training", _jsonable({k: hp.get(k) for k in mine}), _jsonable(mine))
         if info.get("setup") and module.run_setup:
             there, here = info["setup"], _jsonable(module.run_setup)
-            out += _changed("data", there.get("data") or {}, here["data"])
-            out += _changed("training", {"seed": there.get("seed")}, {"seed": here["seed"]})
+            out += changed_settings("data", there.get("data") or {}, here["data"])
+            out += changed_settings("training", {"seed": there.get("seed")}, {"seed": here["seed"]})
         return out
 
     ck = check_resumable(path, module, hint, differences)
@@ -1654,25 +1649,27 @@ def _train(cfg: dict[str, Any], out: Path, name: str, model_kwargs: dict[str, An
     resume = cfg["resume"]
     ckpt_path: str | None = None
     resume_batches, finished = 0, False
+    patience = None if tcfg["patience"] is None else int(tcfg["patience"])  # EarlyStopping when >= 0
+    exported = weights_paths(out / name)[0]
     if isinstance(resume, str):
         if not Path(resume).expanduser().is_file():
             raise InputError(f"resume checkpoint {resume} not found")
         ckpt_path = str(Path(resume).expanduser())
     elif resume and last.is_file():
         ckpt_path = str(last)
-    elif resume is True and weights_paths(out / name)[0].is_file():
-        raise InputError(f"{out} holds the weights {weights_paths(out / name)[0].name} of an earlier run but no "
+    elif resume is True and exported.is_file():
+        raise InputError(f"{out} holds the weights {exported.name} of an earlier run but no "
                          f"checkpoint to resume ({last}): this run would replace them; give it another out, or set "
                          "resume = false to train again from the start and replace them")
     module.run_setup = {"data": {k: v for k, v in dcfg.items() if k not in _RESUME_FREE_DATA}, "seed": seed}
     if ckpt_path:  # before the (possibly long) data building
         resume_batches, stopped = _check_resume(ckpt_path, module, "explicit" if isinstance(resume, str) else "auto")
-        patience = tcfg["patience"]
-        if stopped is not None and patience is not None and 0 <= int(patience) <= int(stopped.get("wait_count", 0)):
+        wait = int((stopped or {}).get("wait_count", 0))
+        if stopped is not None and patience is not None and 0 <= patience <= wait:
             finished = True  # a re-run of a run that stopped early exports it again (it trained another epoch)
-            print(f"skydiff train: {ckpt_path} is of a run that early stopping ended "
-                  f"(epoch {stopped['stopped_epoch']}, no val_loss improvement in {stopped.get('wait_count')} validations); nothing to train (raise "
-                  "training.patience to go on, or resume = false to start again)", file=sys.stderr, flush=True)
+            print(f"skydiff train: {ckpt_path} is of a run that early stopping ended (epoch "
+                  f"{stopped['stopped_epoch']}, no val_loss improvement in {wait} validations); nothing to train "
+                  "(raise training.patience to go on, or resume = false to start again)", file=sys.stderr, flush=True)
         else:
             print(f"skydiff train: resuming from {ckpt_path}", file=sys.stderr, flush=True)
 
@@ -1692,9 +1689,8 @@ def _train(cfg: dict[str, Any], out: Path, name: str, model_kwargs: dict[str, An
     if every > 0:
         callbacks.append(ModelCheckpoint(dirpath=str(ckdir), filename="last", monitor=None, save_top_k=1,
                                          every_n_train_steps=every, enable_version_counter=False))
-    patience = tcfg["patience"]
-    if patience is not None and int(patience) >= 0:
-        callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=int(patience), strict=False))
+    if patience is not None and patience >= 0:
+        callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=patience, strict=False))
     if tcfg["progress_bar"]:
         callbacks.append(TQDMProgressBar())
     logger = CSVLogger(save_dir=str(out), name="logs")
