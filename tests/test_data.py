@@ -150,6 +150,11 @@ def test_mask_marks_nan_and_nan_value_fills(syn):
     v[:, :10, :] = np.nan  # outside the radar range in every frame
     v[7, 30:40, 50:70] = np.nan  # a missing block in one frame
     da = syn.copy(data=v)
+    # default: no data reads as dry in the transformed space, as predict() reads it (0 in log space is 0.99 mm/h)
+    for kind in ("log", "dbr", None):
+        s = RadarSequences(da, 4, 2, transform=kind)[0]
+        x = torch.cat([s["inputs"], s["targets"]]).numpy()
+        np.testing.assert_allclose(inverse_transform(x[~s["mask"].numpy()], kind), 0.0)
     ds = RadarSequences(da, 4, 2, nan_value=-99.0)
     for i in (0, 3, 5):
         s = ds[i]
@@ -379,6 +384,17 @@ def test_build_nl_dataset_layout_counts_and_atomic_write(knmi_da, knmi2010, tmp_
     with pytest.raises(InputError, match="exists"):
         build_nl_dataset(knmi_da, out)
     assert out.stat().st_mtime_ns == before
+
+    # frames across the start of the shared KNMI 2010 test part: the default split (75 %) would train on it
+    shifted = knmi_da.assign_coords(time=knmi_da.time + np.timedelta64(4, "h"))  # 04:00-05:55
+    with pytest.warns(SkydiffWarning, match="KNMI 2010 test part begins"):
+        s4 = build_nl_dataset(shifted, tmp_path / "s4.h5", n_in=4, n_out=2, rain_rule=0.0, compression_opts=1)
+    assert s4["split_time"] == "2010-08-26T05:30:00"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s5 = build_nl_dataset(shifted, tmp_path / "s5.h5", n_in=4, n_out=2, rain_rule=0.0, compression_opts=1,
+                              split_time="2010-08-26T05:00")
+    assert s5["train"]["time_range"][1] < "2010-08-26T05:00"
 
     # from files (read in chunks), SmaAt's off-by-one rule, and a reader on top
     out2 = tmp_path / "files.h5"

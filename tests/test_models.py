@@ -273,6 +273,20 @@ def test_divergence_penalty():
     div = torch.stack([xx, yy])[None] * 0.5  # divergence 1 everywhere
     assert float(LUPIN.divergence_penalty(div)) == pytest.approx(1.0)
     assert small("lupin").divergence_penalty(rot).ndim == 0
+    # LUPIN's code's form: sum |Sobel divergence| over the interior / (B H W); Sobel = 8x centred differences
+    assert float(LUPIN.divergence_penalty(rot, form="sobel")) < 1e-12
+    expect = 8.0 * (H - 2) * (W - 2) / (H * W)
+    assert float(LUPIN.divergence_penalty(div, form="sobel")) == pytest.approx(expect)
+    m = torch.randn(2, 2, 7, 9, dtype=torch.float64)
+    u, v = m[:, 0].numpy(), m[:, 1].numpy()
+    sx = [[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]]
+    ref = sum(abs(sum(sx[a][b] * (u[n, i + a - 1, j + b - 1] + v[n, i + b - 1, j + a - 1])
+                      for a in range(3) for b in range(3)))
+              for n in range(2) for i in range(1, 6) for j in range(1, 8)) / (2 * 7 * 9)
+    assert float(LUPIN.divergence_penalty(m, form="sobel")) == pytest.approx(ref)
+    assert torch.autograd.gradcheck(lambda t: LUPIN.divergence_penalty(t, form="sobel"), (m.requires_grad_(),))
+    with pytest.raises(InputError, match="squared' or 'sobel"):
+        LUPIN.divergence_penalty(m, form="abs")
 
 
 def test_freeze_motion():

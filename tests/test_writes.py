@@ -157,6 +157,15 @@ def test_resume_refuses_the_checkpoint_of_another_model_config(trained, tmp_path
     s = train(config(out, "rainnet"), overrides={"training.max_steps": 2, "data.num_workers": 1,
                                                   "data.val_batch_size": 1})
     assert s["resumed_from"] == str(last) and s["global_step"] == 2
+    # a checkpoint written before an option existed resumes with the value it trained with (divergence: squared)
+    import torch
+
+    ck = torch.load(last, map_location="cpu", weights_only=False)
+    del ck["hyper_parameters"]["divergence"]
+    torch.save(ck, last)
+    assert train(config(out, "rainnet"), overrides={"training.max_steps": 2})["resumed_from"] == str(last)
+    with pytest.raises(InputError, match="divergence = 'squared' there, 'sobel' here"):
+        train(config(out, "rainnet"), overrides={"training.max_steps": 2, "training.divergence": "sobel"})
 
 
 def test_fresh_run_keeps_weights_it_would_replace(trained, tmp_path):

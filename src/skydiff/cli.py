@@ -573,11 +573,13 @@ def cmd_data_build_nl(args: argparse.Namespace) -> int:
         rain_rule=args.rain_rule,
         wet_threshold=args.wet_threshold,
         split_time=args.split_time,
+        test_fraction=args.test_fraction,
+        rain_frame=args.rain_frame,
         overwrite=args.overwrite,
         importer=args.importer,
     )
     print(summary.get("rule", ""))
-    for key in ("regular_windows", "kept", "rejected_by_rule", "dropped_straddling_split"):
+    for key in ("split_time", "regular_windows", "kept", "rejected_by_rule", "dropped_straddling_split"):
         if key in summary:
             print(f"{key}: {summary[key]}")
     for part in ("train", "test"):
@@ -993,7 +995,13 @@ def build_parser() -> argparse.ArgumentParser:
     nl.add_argument("--wet-threshold", type=float, default=0.1,
                     help="a pixel is rainy above this rate in mm/h (default 0.1: NL-50's '> 0' on KNMI's accumulation "
                          "product, whose smallest value is 0.12 mm/h)")
-    nl.add_argument("--split-time", default=None, help="ISO time: windows ending before it are train, after it test")
+    nl.add_argument("--split-time", default=None, help="ISO time: windows ending before it are train, after it test "
+                    "(default: the time of the first frame of the last --test-fraction of the frames)")
+    nl.add_argument("--test-fraction", type=_number(0, float, above=True), default=0.25,
+                    help="without --split-time: the fraction of the frames, at the end, that is test (default 0.25)")
+    nl.add_argument("--rain-frame", choices=["target", "smaat"], default="target",
+                    help="which frame the rain rule tests: the target frame (default) or the frame after it, as "
+                         "SmaAt-UNet's code does (off by one)")
     nl.add_argument("--importer", default=None)
     nl.add_argument("--overwrite", action="store_true")
     nl.add_argument("-q", "--quiet", action="store_true")

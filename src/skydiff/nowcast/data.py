@@ -508,7 +508,8 @@ class RadarSequences(Dataset):
         Random crops are drawn from ``numpy.random.default_rng([seed, epoch, index])``: deterministic, independent
         of DataLoader workers; call :meth:`set_epoch` each epoch for new crops. ``seed=None``: fresh randomness.
     nan_value
-        Value written where there is no data (after the transform; the mask says where).
+        Value written where there is no data, in the transformed space (the mask says where). Default: the
+        transform of 0 mm/h (dry, as :meth:`predict` reads no data; a plain 0 would be 0.99 mm/h in log space).
     return_mask
         Include the ``mask`` entry.
     trim
@@ -563,7 +564,7 @@ class RadarSequences(Dataset):
         times: Any = None,
         timestep: float | None = None,
         seed: int | None = 0,
-        nan_value: float = 0.0,
+        nan_value: float | None = None,
         return_mask: bool = True,
         max_tries: int = 10,
         trim: bool = True,
@@ -604,7 +605,8 @@ class RadarSequences(Dataset):
             raise InputError(f"timestep must be a positive number of minutes, got {timestep!r}")
         self.seed = seed
         self.epoch = 0
-        self.nan_value = float(nan_value)
+        # default: the transform of 0 mm/h, i.e. dry, as predict() reads no data (0 in log space is 0.99 mm/h)
+        self.nan_value = float(apply_transform(np.float64(0.0), self.transform) if nan_value is None else nan_value)
         self.return_mask = bool(return_mask)
         self.max_tries = max(1, int(max_tries))
         self.trim = bool(trim)
@@ -957,6 +959,9 @@ def _part(name: str, files: list[tuple[np.datetime64, str]], start: Any = None, 
     return RadarSource(name=name, files=tuple(sel), times=times)
 
 
+_KNMI2010_TEST_START = np.datetime64("2010-08-26T05:00", "ns")  # the shared data README's split of that event
+
+
 def shared_split(data_dir: str | os.PathLike[str] | None = None, *, val_fraction: float = 0.2,
                  load: bool = False, mrms: bool = False) -> dict[str, list[Any]]:
     """The suggested train / validation / test split of the shared real data (data README, "Suggested use").
@@ -1011,7 +1016,7 @@ def shared_split(data_dir: str | os.PathLike[str] | None = None, *, val_fraction
     # KNMI 2010: train/validation before 05:00, test from 05:00
     k10 = _timed_files(root / "radar" / "KNMI" / "2010" / "08", "RAD_NL25_*.h5")
     if k10:
-        cut = np.datetime64("2010-08-26T05:00", "ns")
+        cut = _KNMI2010_TEST_START
         before = [f for f in k10 if f[0] < cut]
         if before:
             v0 = tail_start(before)
@@ -1272,6 +1277,11 @@ def build_nl_dataset(
     if split_time is None:
         k = min(T - 1, max(1, int(round((1.0 - float(test_fraction)) * T))))
         split_at = t_all[k]
+        cut = _KNMI2010_TEST_START
+        if t_all[0] < cut <= t_all[-1] and split_at != cut:
+            warn(f"build_nl_dataset: split at {_iso(split_at)} (the last {float(test_fraction):g} of the frames), but "
+                 f"the frames span {_iso(cut)}, where the shared data's KNMI 2010 test part begins (data README): "
+                 f"pass split_time='{_iso(cut)}' (--split-time) to keep it out of train")
     else:
         split_at = split_given
     first, last = t_all[kept], t_all[kept + L - 1]

@@ -58,7 +58,9 @@ spatspark-    SparK masked-image-modelling pretraining (§5-§6): per-patch-    
               are used (``data.n_out`` defaults to 0: unlabelled windows)
 ============  ==================================================================  =======  ===================
 
-``div`` is :meth:`~skydiff.nowcast.models.LUPIN.divergence_penalty` (mean squared divergence). LUPIN's stages
+``div`` is :meth:`~skydiff.nowcast.models.LUPIN.divergence_penalty`: the mean squared divergence by default, or
+LUPIN's code's ``sum |Sobel divergence| / (B H W)`` with ``training.divergence = "sobel"`` (~100x larger on typical
+motions, so the same β weighs it more). LUPIN's stages
 are chained with ``training.init_from``: the previous stage's exported ``.safetensors`` (or a ``.ckpt``); the
 model section may then hold only ``name``, the rest of the model config is taken from that file.
 
@@ -144,6 +146,7 @@ sets dotted keys. ``train("lupin_motion")`` (a name that is not a file) uses the
     weight_decay = 0.0
     loss = "logcosh"            # "logcosh" | "mse" | "rmse" | "mae"
     beta = 0.1                  # lupin: weight of the divergence penalty
+    divergence = "squared"      # lupin: its form, "squared" (mean squared) | "sobel" (LUPIN's code: mean |Sobel|)
     gamma = 0.1                 # lupin joint: weight of the "extra" advection term
     rollout_steps = 1           # leads in the loss (autoregressive, detached unless bptt = true)
     bptt = false                # back-propagate through the autoregressive rollout
@@ -313,6 +316,7 @@ _COMMON: dict[str, Any] = {
     "export": "best",
     "motion_teacher": "",
     "teacher_weight": 0.0,
+    "divergence": "squared",
 }
 
 _RECIPES: dict[str, dict[str, Any]] = {
@@ -340,7 +344,8 @@ _SPATSPARK = ("spatspark", "spatspark-pretrain")
 _DIRECT = ("smaat", "spatspark")  # multi-output models: all leads (``leadtime_steps``) in one forward pass
 _PRETRAIN = "spatspark-pretrain"
 # keys only some recipes have
-_EXTRA_OPTIONS = ("optimizer", "warmup_epochs", "ssim_weight", "motion_teacher", "teacher_weight")
+_EXTRA_OPTIONS = ("optimizer", "warmup_epochs", "ssim_weight", "motion_teacher", "teacher_weight", "divergence")
+_DIVERGENCE_FORMS = ("squared", "sobel")
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULERS = ("plateau", "none", "cosine")
 _GENERIC = {"loss": "logcosh", "lr": 1e-4, "scheduler": "none", "lr_factor": 0.1, "lr_patience": 3, "rollout_steps": 1}
@@ -506,6 +511,9 @@ class NowcastModule(L.LightningModule):
             if not 0.0 <= getattr(self, nm) < 1.0:
                 raise InputError(f"{nm} must be in [0, 1), got {getattr(self, nm)}")
         self.bptt = bool(opts["bptt"])
+        self.divergence = str(opts.get("divergence") or "squared").lower()
+        if self.divergence not in _DIVERGENCE_FORMS:
+            raise InputError(f"divergence must be one of {', '.join(_DIVERGENCE_FORMS)}, got {opts['divergence']!r}")
         self.motion_teacher = str(opts.get("motion_teacher") or "").lower()
         self.teacher_weight = float(opts.get("teacher_weight") or 0.0)
         if self.teacher_weight < 0:
@@ -706,12 +714,14 @@ class NowcastModule(L.LightningModule):
             return self._run_motion(x, y, m_out, eval_leads, batch.get("teacher"), self._prior(x, batch))
         if name == "lupin":
             return self._run_lupin(x, y, m_in, m_out, eval_leads, self._prior(x, batch))
-        return self._run_autoregressive(x, y, m_out, eval_leads)
+        return self._run_autoregressive(x, y, m_in, m_out, eval_leads)
 
-    def _run_autoregressive(self, x, y, m_out, eval_leads):  # type: ignore[no-untyped-def]
+    def _run_autoregressive(self, x, y, m_in, m_out, eval_leads):  # type: ignore[no-untyped-def]
         net, k = self.model, self.rollout_steps
         leads = max(k, eval_leads)
-        pred = net.rollout(net.transform(x), leads, detach=not self.bptt)
+        # the rollout of predict(): outputs fed back clamped at the dry value, the valid mask of the inputs
+        fk = {"valid": m_in.any(1, keepdim=True).to(x.dtype)} if net.takes_valid_mask else {}
+        pred = net.rollout(net.transform(x), leads, detach=not self.bptt, clamp=True, **fk)
         loss = masked_loss(self.loss_kind, pred[:, :k], net.transform(y[:, :k]), m_out[:, :k])
         mm = net.inverse_transform(pred[:, :eval_leads]) if eval_leads else None
         return loss, {}, mm, list(range(eval_leads))
@@ -788,7 +798,7 @@ class NowcastModule(L.LightningModule):
         ext = ext.clamp_min(0.0)
         crit = masked_loss(self.loss_kind, torch.log(ext[:, :k] + _LOG_OFFSET), torch.log(y[:, :k] + _LOG_OFFSET),
                            m_out[:, :k])
-        phys = net.divergence_penalty(mf)
+        phys = net.divergence_penalty(mf, form=self.divergence)
         loss = (1.0 - self.beta) * crit + self.beta * phys
         logs = {"crit": crit.detach(), "div": phys.detach()}
         if self.teacher_weight > 0:  # optical flow of the inputs as a regression target for the motion
@@ -823,10 +833,11 @@ class NowcastModule(L.LightningModule):
         b, g = self.beta, self.gamma
         z = net.transform(x)
         zm = m_in
+        valid = m_in.any(1, keepdim=True).to(z.dtype)  # as predict(): the blur averages the motion over data only
         preds, losses = [], []
         crits, extras, physs = [], [], []
         for i in range(leads):
-            yhat, mf = net(z, return_motion=True, prior=prior)
+            yhat, mf = net(z, return_motion=True, prior=prior, valid=valid)
             preds.append(yhat)
             if i < k:
                 t = net.transform(y[:, i:i + 1])
@@ -840,12 +851,12 @@ class NowcastModule(L.LightningModule):
                     total = total + (1.0 - b) * g * extra
                     extras.append(extra.detach())
                 if b > 0:
-                    phys = net.divergence_penalty(mf)
+                    phys = net.divergence_penalty(mf, form=self.divergence)
                     total = total + b * phys
                     physs.append(phys.detach())
                 losses.append(total)
-            fb = yhat if self.bptt else yhat.detach()
-            z = torch.cat([z[:, 1:], fb], 1)
+            fb = net._feedback(yhat)  # clamped at the dry value, as predict() feeds it back
+            z = torch.cat([z[:, 1:], fb if self.bptt else fb.detach()], 1)
             zm = torch.cat([zm[:, 1:], torch.ones_like(zm[:, :1])], 1)
         loss = torch.stack(losses).mean()
         logs = {"crit": torch.stack(crits).mean()}
@@ -992,6 +1003,8 @@ class NowcastModule(L.LightningModule):
 # run_setup) the [data] section less these keys, and the seed
 _RESUME_SAME = ("n_in", "n_out", "loss", "lr", "weight_decay", "beta", "gamma", "rollout_steps", "bptt", "scheduler",
                 "lr_factor", "lr_patience") + _EXTRA_OPTIONS
+# options added later, with the value that checkpoints written before them trained with
+_RESUME_ADDED = {"divergence": "squared"}
 _RESUME_FREE_DATA = ("num_workers", "val_batch_size", "path")  # a path may change (data staged on a local disk)
 
 
@@ -1016,7 +1029,8 @@ def _check_resume(path: str, module: NowcastModule, how: str) -> tuple[int, dict
         # data or crops, would train on, silently, as a mixture of two set-ups)
         hp = ck.get("hyper_parameters") or {}
         mine = {k: module.hparams.get(k) for k in _RESUME_SAME if k in hp or k in module.hparams}
-        out += changed_settings("training", _jsonable({k: hp.get(k) for k in mine}), _jsonable(mine))
+        there = {k: hp.get(k, _RESUME_ADDED.get(k)) for k in mine}
+        out += changed_settings("training", _jsonable(there), _jsonable(mine))
         if info.get("setup") and module.run_setup:
             there, here = info["setup"], _jsonable(module.run_setup)
             out += changed_settings("data", there.get("data") or {}, here["data"])
