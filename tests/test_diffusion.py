@@ -109,6 +109,10 @@ def test_sampler_seed_determinism_and_members_differ():
     nn.init.normal_(m.net.out.weight, std=0.1)
     d = m.sample(lo, members=3, steps=4, seed=7, progress=False, s_churn=5.0)
     assert not torch.allclose(d[0], d[1])
+    # with churn too, the chunking does not change the draw (churn noise was drawn chunk by chunk: 46 mm/h apart)
+    # (to float32 rounding of the denoiser's batched convolutions)
+    torch.testing.assert_close(m.sample(lo, members=3, steps=4, seed=7, progress=False, s_churn=5.0, batch_size=1), d,
+                               rtol=1e-3, atol=0.05)
 
 
 def test_loss_is_finite_and_backpropagates():
@@ -282,6 +286,10 @@ def test_tiles_cover_the_field_and_blend_to_the_pointwise_denoiser():
     assert dif._tile_starts(100, 64, 16) == [0, 36] and dif._tile_starts(160, 64, 16) == [0, 48, 96]
     w = dif._ramp(64, 16, torch.zeros(1))
     assert float(w.min()) > 0 and float(w.max()) == 1.0 and torch.equal(w, w.flip(0))
+    # windows no longer than 2 * overlap ramp too (a clipped tent; they had flat weights of 1, hence seams)
+    for n, ov in ((32, 16), (48, 24), (20, 16)):
+        w = dif._ramp(n, ov, torch.zeros(1))
+        assert torch.equal(w, w.flip(0)) and float(w[0]) == pytest.approx(0.5 / ov) and bool((w[1:n // 2] > w[:n // 2 - 1]).all())
     m = tiny()
     x, cond = torch.randn(2, 100, 70), torch.randn(2, 1, 100, 70)
     pointwise = lambda x, sigma, cond, label=None: (torch.tanh(x) * cond[:, 0]  # noqa: E731

@@ -158,6 +158,16 @@ def test_smooth_block_means():
     assert (out[(f == 0) & wet_blocks] == 0).all()
     np.testing.assert_allclose(out[0, :4, :4], lo2[0, 0, 0], rtol=1e-6)
     assert (out[1, 4:8, 8:12] == 0).all()
+    # a block whose wet pixels the additive correction takes to 0 (a low-res mean far below the fine one) is
+    # scaled, its dry pixels stay dry (it was filled uniformly: 35 of ~96 000 such dry pixels turned wet)
+    gen = torch.Generator().manual_seed(0)
+    g = torch.rand(200, 32, 32, generator=gen) ** 4 * 20
+    g[g < 1.0] = 0.0
+    lo3 = block_mean(g, 4) * torch.exp(torch.randn(200, 8, 8, generator=gen))  # block means off by random factors
+    out3 = smooth_block_means(g, lo3, 4)
+    torch.testing.assert_close(block_mean(out3, 4), lo3, rtol=1e-5, atol=1e-5)
+    in_wet_blocks = (block_mean((g > 0).float(), 4) > 0).repeat_interleave(4, -2).repeat_interleave(4, -1)
+    assert not bool(((out3 > 0) & (g == 0) & in_wet_blocks).any())
     # differentiable in the fine field and the low-res values (a wet field away from the clamp at 0)
     xt = (torch.rand(1, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) + 1.0).requires_grad_()
     lt = (torch.rand(1, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) + 1.2).requires_grad_()

@@ -193,7 +193,8 @@ def smooth_block_means(fine: Any, lowres: Any, factor: int = 4, *, iterations: i
     wet_fraction`` with ``y = max(fine + up(a) · wet, 0)``; a final :func:`match_block_means` step (a factor within
     ~1 % of one after 8 iterations on real members) makes the block means exact, so the result is >= 0, keeps the
     dry pixels of ``fine`` dry (a block with rain in ``lowres`` but none in ``fine`` becomes ``lowres``
-    uniformly, as in :func:`match_block_means`) and reproduces ``lowres`` under
+    uniformly, as in :func:`match_block_means`; a block whose rain the additive correction removed entirely is
+    scaled instead) and reproduces ``lowres`` under
     :func:`skydiff.downscale.data.block_mean`. ``fine`` ``(..., H, W)``, ``lowres`` ``(..., H/f, W/f)``
     (broadcast), both >= 0 mm/h. Differentiable (almost everywhere: ``max`` and the wet mask have kinks).
     """
@@ -223,5 +224,9 @@ def smooth_block_means(fine: Any, lowres: Any, factor: int = 4, *, iterations: i
         a = a + torch.where(has_wet, (lo - bm) / torch.where(has_wet, wet_frac, torch.ones_like(wet_frac)), 0.0)
         y = torch.clamp(x + up(a) * wet, min=0.0)
         bm = block_mean(y, f)
+    # a block whose wet pixels the correction took all to 0 gets its own pixels back, for the multiplicative step to
+    # scale (match_block_means would otherwise fill it uniformly, its dry pixels too)
+    emptied = (bm <= 1e-6) & has_wet
+    y = torch.where(emptied.repeat_interleave(f, dim=-2).repeat_interleave(f, dim=-1), x, y)
     out = match_block_means(y, lo, f)
     return _back(out, was_t)

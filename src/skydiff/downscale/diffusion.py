@@ -469,7 +469,7 @@ class EDMDownscaler(nn.Module):
         """Ensemble of high-resolution fields for low-res rain ``lo_tp`` (B, h, w) in mm/h.
 
         Returns ``(members, B, h·factor, w·factor)`` rain rate (mm/h, >= 0) on the model's device, or the data-space
-        fields with ``return_space=True``. ``seed`` makes the draw reproducible (a generator on the model's device);
+        fields with ``return_space=True``. ``seed`` makes the draw reproducible, whatever ``batch_size`` (a generator on the model's device);
         ``generator``: your own instead, on any device. ``s_churn`` > 0 adds EDM Algorithm-2 churn. ``batch_size``
         fields (members × inputs) go through the U-Net at once; a tqdm bar counts the sampling steps of every batch.
         ``label``: for a model with ``labels``, the product to imitate — one name for every field, one name (or None)
@@ -505,7 +505,6 @@ class EDMDownscaler(nn.Module):
         sig = karras_sigmas(steps, self.sigma_min, self.sigma_max, self.rho, dtype=base.dtype, device=base.device)
         # every (member, field) pair is one sample; order member-major
         idx = torch.arange(members * B, device=base.device) % B
-        out = torch.empty(members * B, H, W, dtype=base.dtype, device=base.device)
         chunks = list(range(0, members * B, max(1, int(batch_size))))
         bar = tqdm(total=len(chunks) * steps, desc="diffusion sampling", disable=not progress, leave=False)
         gamma_max = min(float(s_churn) / steps, math.sqrt(2.0) - 1.0) if s_churn > 0 else 0.0
@@ -515,28 +514,29 @@ class EDMDownscaler(nn.Module):
                 den = functools.partial(self.denoise_tiled, tile=tile, overlap=tile_overlap)
         if amp is not None:
             den = functools.partial(_autocast_call, den, amp)
-        for c0 in chunks:
-            sel = idx[c0:c0 + int(batch_size)]
-            cnd = cond[sel]
-            lb = None if lab is None else lab[sel]
-            x = _randn((sel.numel(), H, W), generator, base) * sig[0]
-            for i in range(steps):
-                t, t_next = sig[i], sig[i + 1]
-                if gamma_max > 0:
-                    t_hat = t * (1 + gamma_max)
-                    eps = _randn(x.shape, generator, x)
-                    x = x + torch.sqrt(t_hat**2 - t**2) * float(s_noise) * eps
-                    t = t_hat
+        # all samples' noise is drawn for the whole ensemble, step by step, so that a seed gives the same ensemble
+        # whatever batch_size groups the samples (churn noise drawn chunk by chunk depended on it)
+        x_all = _randn((members * B, H, W), generator, base) * sig[0]
+        for i in range(steps):
+            t, t_next = sig[i], sig[i + 1]
+            if gamma_max > 0:
+                t_hat = t * (1 + gamma_max)
+                x_all = x_all + torch.sqrt(t_hat**2 - t**2) * float(s_noise) * _randn(x_all.shape, generator, x_all)
+                t = t_hat
+            for c0 in chunks:
+                sel = idx[c0:c0 + int(batch_size)]
+                cnd = cond[sel]
+                lb = None if lab is None else lab[sel]
+                x = x_all[c0:c0 + sel.numel()]
                 d = (x - den(x, t, cnd, lb)) / t
                 x_next = x + (t_next - t) * d
                 if t_next > 0:
                     d2 = (x_next - den(x_next, t_next, cnd, lb)) / t_next
                     x_next = x + (t_next - t) * 0.5 * (d + d2)
-                x = x_next
+                x_all[c0:c0 + sel.numel()] = x_next
                 bar.update(1)
-            out[c0:c0 + sel.numel()] = x + base[sel]
         bar.close()
-        out = out.reshape(members, B, H, W)
+        out = (x_all + base[idx]).reshape(members, B, H, W)
         res = out if return_space else self.decode(out, decoder)
         bad = int((~torch.isfinite(res)).sum())
         if bad:  # e.g. steps=2 with the log1p model: expm1 of an unconverged sample overflows
@@ -568,12 +568,11 @@ def _tile_starts(n: int, tile: int, overlap: int) -> list[int]:
 
 def _ramp(n: int, overlap: int, like: torch.Tensor) -> torch.Tensor:
     """Blend weights along a window of ``n`` pixels: rising linearly over ``overlap`` pixels at both ends (never 0)."""
-    w = torch.ones(n, dtype=like.dtype, device=like.device)
-    if overlap > 0 and n > 2 * overlap:
-        ramp = (torch.arange(overlap, dtype=like.dtype, device=like.device) + 0.5) / overlap
-        w[:overlap] = ramp
-        w[-overlap:] = ramp.flip(0)
-    return w
+    if overlap <= 0:
+        return torch.ones(n, dtype=like.dtype, device=like.device)
+    i = torch.arange(n, dtype=like.dtype, device=like.device)
+    # a tent clipped at 1: windows no longer than 2 * overlap ramp up and down too (they had flat weights: seams)
+    return ((torch.minimum(i, n - 1 - i) + 0.5) / overlap).clamp(max=1.0)
 
 
 def _factory(name: str, defaults: dict[str, Any]) -> Any:
