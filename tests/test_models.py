@@ -65,8 +65,8 @@ def test_forward_shapes(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_predict_shapes(name):
-    m = small(name)
-    n = 1 if name == "smaat" else 3
+    m = small(name, **({"n_out": 3} if name == "smaat" else {}))  # the default SmaAt-UNet predicts step 6 only
+    n = 3
     x = rain(2, m.n_input_frames + 1)  # extra frames are ignored (the last n_input_frames are used)
     out = m.predict(x, n)
     assert isinstance(out, torch.Tensor) and out.shape == (2, n, H, W)
@@ -582,8 +582,8 @@ def test_save_load_roundtrip(name, tmp_path):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_predict_nan_handling(name):
-    m = small(name)
-    n = 1 if name == "smaat" else 2
+    m = small(name, **({"n_out": 2} if name == "smaat" else {}))
+    n = 2
     x = rain(1, m.n_input_frames)
     x[:, :, :5, :7] = float("nan")  # no data in every frame -> NaN out
     x[:, -1, 20:25, 30:35] = float("nan")  # no data in one frame only -> read as dry, finite out
@@ -710,6 +710,41 @@ def test_predict_trims_data_that_touch_the_grid_edge_like_the_whole_grid(name, k
     ok = np.isfinite(whole)
     assert np.array_equal(ok, np.isfinite(trimmed)) and float(np.nanmax(whole)) > 0.5
     np.testing.assert_allclose(trimmed[ok], whole[ok], atol=1e-4)
+
+
+def test_predict_trims_each_sequence_of_a_batch_on_its_own():
+    """A batch of a sequence with data on a patch and one with data everywhere: each gets its own window, so the
+    first one's nowcast is the same alone or batched (the window was the batch's union: SmaAt-UNet's attention
+    then saw another grid, 1.5 mm/h off on KNMI frames). A batched velocity goes with its sequence."""
+    m = small("smaat", n_out=2).eval()
+    rng = np.random.default_rng(0)
+    n = m.n_input_frames
+    a = np.full((n, 256, 240), np.nan, np.float32)
+    a[:, 100:150, 90:150] = 2.0 * rng.random((n, 50, 60))
+    b = (2.0 * rng.random((n, 256, 240))).astype(np.float32)
+    alone = m.predict(a, 2)
+    both = m.predict(np.stack([a, b]), 2)
+    np.testing.assert_allclose(both[0], alone, atol=1e-5, equal_nan=True)
+    np.testing.assert_allclose(both[1], m.predict(b, 2), atol=1e-5)
+    lc = small("lcnn", depth=2).eval()
+    k = lc.n_input_frames
+    v = np.stack([np.stack([np.full((256, 240), 1.0), np.full((256, 240), 0.5)]),
+                  np.stack([np.full((256, 240), -1.0), np.full((256, 240), 0.0)])])
+    pair = lc.predict(np.stack([a[-k:], b[-k:]]), 2, velocity=v)
+    np.testing.assert_allclose(pair[0], lc.predict(a[-k:], 2, velocity=v[0]), atol=1e-5, equal_nan=True)
+    np.testing.assert_allclose(pair[1], lc.predict(b[-k:], 2, velocity=v[1]), atol=1e-5)
+
+
+def test_predict_lead_times_are_the_direct_models_first_steps_and_mixed_depths_are_not_trimmed():
+    # a SmaAt-UNet of steps (6,) returned its +30 min field as lead 1 of predict()
+    m = small("smaat", n_out=1).eval()
+    frames = np.random.default_rng(0).random((m.n_input_frames, 32, 32)).astype(np.float32)
+    with pytest.raises(InputError, match=r"predicts the steps \[6\], not the consecutive lead times 1 .. 1"):
+        m.predict(frames, 1)
+    assert small("smaat", n_out=2).predict(frames, 2).shape == (2, 32, 32)
+    # U-Nets of different depths: one window cannot keep both pooling phases, so predict() runs the whole grid
+    assert small("lupin", depth=2, motion_depth=3)._pad_grid() is None
+    assert small("lupin", depth=2, motion_depth=2)._pad_grid() == (4, "reflect")
 
 
 def test_masked_gaussian_blur_ignores_no_data_and_has_gradients():

@@ -143,8 +143,11 @@ def test_torch_backend_receives_tensor(scratch_registry):
     motion.register("torchy", fn, min_frames=2, backend="torch")
     x = torch.rand(3, 8, 8, dtype=torch.float32) + 1.0
     out = motion.estimate(x, "torchy")
-    assert seen["type"] is torch.Tensor and seen["dtype"] == torch.float32
+    # the transformed data in float64 on the CPU, as numpy input gives them (rounded to float32 first, 4D-Var's
+    # motion moved by 0.05 px); the result in the input's dtype
+    assert seen["type"] is torch.Tensor and seen["dtype"] == torch.float64
     assert isinstance(out, torch.Tensor) and out.dtype == torch.float32 and out.shape == (2, 8, 8)
+    torch.testing.assert_close(out, torch.from_numpy(motion.estimate(x.numpy(), "torchy")).float())
     out_np = motion.estimate(x.numpy(), "torchy")
     assert isinstance(out_np, np.ndarray) and out_np.dtype == np.float64
 
@@ -292,6 +295,16 @@ def test_dry_frames_give_zero_with_warning(method):
     with pytest.warns(SkydiffWarning, match="no rain"):
         out = motion.estimate(frames, method)
     assert out.shape == (2, 32, 32) and np.all(out == 0)
+
+
+def test_no_data_without_transform_is_the_dry_value(translated):
+    # transform=None for data already in dBR: no data takes their smallest (dry) value, as with the dB transform
+    # (it was 0, i.e. 1 mm/h of rain in dBR, and moved the LK motion by 0.6 px)
+    frames = translated.copy()
+    frames[:, 20:40, 20:40] = np.nan
+    dbr = np.where(frames >= 0.1, 10 * np.log10(np.maximum(frames, 0.1)), -15.0)
+    dbr[np.isnan(frames)] = np.nan
+    np.testing.assert_allclose(motion.estimate(dbr, "lk", transform=None), motion.estimate(frames, "lk"))
 
 
 def test_constant_fields_without_transform_give_zero_with_warning():

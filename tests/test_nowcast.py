@@ -234,6 +234,12 @@ def test_options_a_model_does_not_take_are_refused():
     with pytest.raises(InputError, match="'persistence' moves no rain along a motion"):
         forecast(frames, 2, model="persistence", motion="vet")
     assert forecast(frames, 2, n_iter=2).shape == (2, *frames.shape[1:])  # a real option passes
+    # motion_kwargs where no motion method runs (they were ignored silently)
+    with pytest.raises(InputError, match="'persistence' moves no rain along a motion, so none runs"):
+        forecast(frames, 2, model="persistence", motion_kwargs={"frames": 2})
+    with pytest.raises(InputError, match="was given velocity="):
+        forecast(frames, 2, velocity=np.zeros((2, *frames.shape[1:])), motion_kwargs={"frames": 2})
+    assert forecast(frames, 2, motion_kwargs={"frames": 2}).shape == (2, *frames.shape[1:])
 
 
 def test_all_dry_inputs_give_a_dry_nowcast_with_a_warning():

@@ -119,6 +119,9 @@ def test_forecast_motion_replaces_a_networks_own(one_thread):
     assert np.abs(v_own - v_lk).max() > 0.05 and np.abs(v_own - v_4dvar).max() < 0.05
     with pytest.raises(InputError, match="moves no rain along a motion field"):
         forecast(blob_sequence(4), 2, model="rainnet", motion="lk")
+    # motion_kwargs without motion=: LUPIN's own 4D-Var ran without them (ignored silently before)
+    with pytest.raises(InputError, match="estimates its own motion without them: pass motion= .*'4dvar'"):
+        forecast(x, 3, model="lupin", motion_kwargs={"frames": 3})
 
 
 @pytest.mark.parametrize("name", SHIPPED)

@@ -244,7 +244,7 @@ def cmd_nowcast(args: argparse.Namespace) -> int:
         model=args.model,
         # given to LUPIN / L-CNN, it replaces their own motion; persistence and the like take none
         motion=(args.motion if neural else motion) if spec.uses_motion else None,
-        motion_kwargs={"frames": n_motion},
+        motion_kwargs={"frames": n_motion} if spec.uses_motion and (args.motion or not neural) else None,
         return_velocity=True,
         **extra,
     )

@@ -695,7 +695,7 @@ def fourdvar(
     optimize_init: bool = True,
     q_alpha: float = 100.0,
     q_beta: float = 100.0,
-    q_gamma: float = 1.0,
+    q_gamma: float = 0.25,
     levels: int = 4,
     finest_level: int = 1,
     max_iter: int = 300,
@@ -737,7 +737,10 @@ def fourdvar(
     optimize_init
         Whether ``I_0`` is a control variable (default True, as in the paper) or fixed to the first frame.
     q_alpha, q_beta, q_gamma
-        Weak constraint: weights of ``||grad eta||^2``, ``||div eta||^2``, ``||eta||^2`` (Q^-1) per model step.
+        Weak constraint: weights of ``||grad eta||^2``, ``||div eta||^2``, ``||eta||^2`` (Q^-1) per model step,
+        ``eta`` in full-resolution pixels per step per step at every pyramid level. (Until 2026-11-29 ``eta``'s
+        magnitude was weighed in each level's own pixels, i.e. ``q_gamma / 4^level`` in these units; the default
+        0.25, 1.0 before, keeps the weight of the default half-resolution optimisation.)
     levels
         Pyramid levels (default 4: 1/8, 1/4, 1/2, 1 resolution); fewer when the coarsest grid would be smaller
         than 16 pixels. ``levels=1``: no multiscale.
@@ -779,9 +782,13 @@ def fourdvar(
     Notes
     -----
     Reproducibility: the same frames, parameters, device and thread count give the same bits in every process
-    (tested). Another thread count (``torch.set_num_threads``) changes the order of torch's parallel sums, and
-    L-BFGS then takes a slightly different path: on the KNMI timing case of ``benchmarks/RESULTS.md`` §5 the mean
-    of |u| and |v| was 3.52770 px per step with 2 threads and 3.52730 with 1.
+    (tested). Another thread count (``torch.set_num_threads``, or numba's, which sets how many buffers the
+    adjoint sums) changes the order of parallel sums, and L-BFGS then takes a slightly different path: on the KNMI
+    timing case of ``benchmarks/RESULTS.md`` §5 the mean of |u| and |v| was 3.52770 px per step with 2 threads
+    and 3.52730 with 1 (strong constraint; 4e-10 px on a 64 x 64 synthetic case). The weak constraint is far more
+    sensitive: its cost is nearly flat along trade-offs between ``w_0`` and ``eta``, and on that synthetic case 1
+    and 2 numba threads gave motions up to 0.3 px apart (2.3 px before ``eta``'s magnitude was weighed alike at
+    every level).
     """
     t0 = time.perf_counter()
     if constraint not in _CONSTRAINTS:
@@ -871,9 +878,12 @@ def fourdvar(
         # smaller); the weak constraint keeps one model-error field per step at every level
         n_sub = n_substeps if (weak or lev == 0) else max(1, math.ceil(n_substeps / 2**lev))
         dts, obs_after = _schedule(tau, n_sub)
+        # eta is held in this level's pixels, 2^lev times smaller than in full-resolution pixels: its magnitude
+        # term weighs 4^lev more, so that q_gamma means the same at every level (the derivative terms and
+        # alpha/beta's are per-pixel ratios, the same at every level)
         cost = _Cost(
             Yl, weights, dts, obs_after, alpha=alpha, beta=beta, sigma=sigma, q_alpha=q_alpha, q_beta=q_beta,
-            q_gamma=q_gamma,
+            q_gamma=q_gamma * 4.0**lev,
         )  # fmt: skip
         has_guess = w_cur is not None or w_init is not None
         if w_cur is not None:

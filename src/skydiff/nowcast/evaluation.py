@@ -404,7 +404,7 @@ def evaluate(
                     kw["precision"] = precision
                 if min_rain is not None and is_neural(m):
                     kw["min_rain"] = min_rain
-                if motion_frames is not None:
+                if motion_frames is not None and motions[m] is not None:  # the models that estimate a motion
                     kw["motion_kwargs"] = {"frames": int(motion_frames)}
                 try:
                     out = forecast(inp[-need[m]:], L, model=m, motion=motions[m], **kw)

@@ -216,6 +216,14 @@ def forecast(
     if motion is not None and not m.uses_motion:
         raise InputError(f"model {m.name!r} moves no rain along a motion field; motion= applies to "
                          f"{', '.join(k for k, v in _MODELS.items() if v.uses_motion)}")
+    if motion_kwargs:  # they go to the motion method, which runs only in these cases (ignored silently before)
+        if not m.uses_motion or velocity is not None:
+            raise InputError(f"motion_kwargs are for the motion method; model {m.name!r} "
+                             f"{'was given velocity=' if m.uses_motion else 'moves no rain along a motion'}, so "
+                             "none runs")
+        if neural and motion is None:
+            raise InputError(f"motion_kwargs apply to the method given by motion=; {m.name!r} estimates its own "
+                             f"motion without them: pass motion= (e.g. its own, {own_motion(m.name)!r}) with them")
     _check_options(m, kwargs)
     x = check_frames(frames, m.min_frames)
     if motion is not None and neural and velocity is None:  # the caller's method, not theirs

@@ -277,7 +277,10 @@ class DoubleConvDS(nn.Sequential):
 
 
 class ChannelAttention(nn.Module):
-    """CBAM channel attention: ``sigmoid(MLP(avgpool(x)) + MLP(maxpool(x)))``, a shared 1x1-conv MLP."""
+    """CBAM channel attention: ``sigmoid(MLP(avgpool(x)) + MLP(maxpool(x)))``, a shared 1x1-conv MLP.
+
+    A deviation from SmaAt-UNet's code, whose MLP has biases and whose spatial gate has a batch norm after its
+    convolution: neither is here, so that code's weights do not load into these modules."""
 
     def __init__(self, channels: int, reduction: int = 16):
         super().__init__()
@@ -425,6 +428,14 @@ def lagrangian_stack(
 
 
 NODATA_MARGIN = 64  # px of zero-filled no-data kept around the data when predict() trims the grid
+
+
+def _sample_arg(value: Any, i: int, batch: int) -> Any:
+    """Sample ``i`` of a per-sample predict() option (a ``(B, ...)`` array such as a batched velocity ``(B, 2, H,
+    W)``); anything else (shared by every sample) as it is."""
+    if isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim == 4 and value.shape[0] == batch:
+        return value[i:i + 1]
+    return value
 
 
 def data_window(nodata: torch.Tensor, margin: int | None = None, multiple: int = 1,
@@ -597,7 +608,8 @@ class NowcastModel(nn.Module):
             what the networks saw of the zero-filled no-data area: RainNet by 0.0013 mm/h at most, the shipped
             LUPIN by up to 1.6 mm/h (its 4D-Var motion is estimated on the window) and SmaAt-UNet by up to 1.1
             mm/h (its channel attention pools over the whole field), with the same pooled CSI (measured in
-            ``benchmarks/RESULTS.md`` §5 "Trimming the no-data frame"). ``False``: always the whole grid.
+            ``benchmarks/RESULTS.md`` §5 "Trimming the no-data frame"). Each sequence of a batch gets its own
+            window (sequences whose windows differ run one by one). ``False``: always the whole grid.
         return_motion
             Also return the steady motion the model moved the rain along, ``(B, 2, H, W)`` px per step (``(2, H, W)``
             for a ``(T, H, W)`` input; NaN outside the trimmed window, where none was estimated): L-CNN and a LUPIN
@@ -637,6 +649,22 @@ class NowcastModel(nn.Module):
                              "run it in full precision (precision=None, or --precision full)")
         x, squeeze, numpy_in = self._as_frames(frames)
         nodata = torch.isnan(x).all(dim=1, keepdim=True)  # (B, 1, H, W)
+        grid = self._pad_grid() if trim_nodata else None
+        if grid is not None and x.shape[0] > 1:
+            wins = [data_window(nodata[i, 0], multiple=grid[0]) for i in range(x.shape[0])]
+            if any(w != wins[0] for w in wins[1:]):
+                # samples with different data windows run one by one: a window shared by the batch (their union)
+                # made each sample's nowcast depend on the others (SmaAt-UNet: up to 1.5 mm/h on KNMI frames)
+                parts = [self.predict(x[i:i + 1], leadtimes, precision=precision, trim_nodata=True,
+                                      return_motion=True, min_rain=min_rain, prob_match=prob_match,
+                                      **{k: _sample_arg(v, i, x.shape[0]) for k, v in kwargs.items()})
+                         for i in range(x.shape[0])]
+                out = torch.cat([o for o, _ in parts])
+                motion = None if parts[0][1] is None else torch.cat([mo for _, mo in parts])
+                if numpy_in:
+                    out = out.cpu().numpy()
+                    motion = None if motion is None else motion.cpu().numpy()
+                return (out, motion) if return_motion else out
         x = torch.nan_to_num(x, nan=0.0).clamp_min(0.0)
         dry = (x <= 0.0).flatten(1).all(dim=1)  # (B,): no rain anywhere in the used inputs
         if bool(dry.any()):
@@ -646,7 +674,6 @@ class NowcastModel(nn.Module):
         self.eval()
         if self.takes_valid_mask:
             kwargs["valid"] = (~nodata).to(x.dtype)
-        grid = self._pad_grid() if trim_nodata else None
         window = data_window(nodata[:, 0], multiple=grid[0]) if grid is not None else None
         xin, forced = x, None
         H, W = x.shape[-2:]
@@ -728,17 +755,30 @@ class NowcastModel(nn.Module):
             sizes.append(patch)
         return max([3, *sizes])
 
+    def _check_direct_leadtimes(self, leadtimes: int) -> None:
+        """For a model that predicts its ``leadtime_steps`` in one pass: predict()'s lead times 1 .. ``leadtimes``
+        must be its first outputs (a model of steps (6,) returned its +30 min field as lead 1)."""
+        steps = [int(s) for s in self.leadtime_steps]
+        name = type(self).__name__
+        if leadtimes > len(steps):
+            raise InputError(f"{name} predicts {len(steps)} lead time(s) (steps {steps}) directly; got "
+                             f"leadtimes={leadtimes} (build it with n_out={leadtimes} for more)")
+        if steps[:leadtimes] != list(range(1, leadtimes + 1)):
+            raise InputError(f"{name} predicts the steps {steps}, not the consecutive lead times 1 .. {leadtimes} "
+                             "that predict() returns; call the model itself for its own steps")
+
     def _padded_nets(self) -> list[PaddedNet]:
         """The model's :class:`PaddedNet` parts (its U-Nets)."""
         return [m for m in self.modules() if isinstance(m, PaddedNet)]
 
     def _pad_grid(self) -> tuple[int, str] | None:
-        """``(multiple, pad_mode)`` the model's U-Nets pad their inputs to (the least common multiple over its
-        :class:`PaddedNet` parts), or None when it has none or they pad differently (then predict() does not trim)."""
+        """``(multiple, pad_mode)`` the model's U-Nets pad their inputs to, or None when it has none or they pad
+        differently or to different multiples (then predict() does not trim: one window's forced pads keep the
+        pooling phase of one multiple only; a LUPIN with motion_depth 3 under depth 4 changed by 1e-3 inside)."""
         nets = self._padded_nets()
-        if not nets or len({n.pad_mode for n in nets}) != 1:
+        if not nets or len({(n.pad_mode, n.multiple) for n in nets}) != 1:
             return None
-        return math.lcm(*(n.multiple for n in nets)), nets[0].pad_mode
+        return nets[0].multiple, nets[0].pad_mode
 
     def _flow_spec(self, kwargs: dict[str, Any]) -> tuple[str, int, dict[str, Any], str | None] | None:
         """``(method, frames, method kwargs, name of the predict option they came from)`` of the optical flow that

@@ -182,9 +182,5 @@ class SmaAtUNet(NowcastModel):
     def _predict(self, x: torch.Tensor, leadtimes: int, **kwargs: Any) -> torch.Tensor:
         if kwargs:
             raise InputError(f"SmaAtUNet.predict got unexpected options {sorted(kwargs)}")
-        if leadtimes > self.n_out:
-            raise InputError(
-                f"SmaAtUNet predicts {self.n_out} lead time(s) (steps {list(self.leadtime_steps)}) directly; "
-                f"got leadtimes={leadtimes} (build it with n_out={leadtimes} for more)"
-            )
+        self._check_direct_leadtimes(leadtimes)
         return self.inverse_transform(self(self.transform(x))[:, :leadtimes])

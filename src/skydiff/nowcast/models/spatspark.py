@@ -942,11 +942,7 @@ class SpaTSparK(NowcastModel):
     def _predict(self, x: torch.Tensor, leadtimes: int, **kwargs: Any) -> torch.Tensor:
         if kwargs:
             raise InputError(f"SpaTSparK.predict got unexpected options {sorted(kwargs)}")
-        if leadtimes > self.n_out:
-            raise InputError(
-                f"SpaTSparK predicts {self.n_out} lead time(s) (steps {list(self.leadtime_steps)}) directly; "
-                f"got leadtimes={leadtimes} (build it with n_out={leadtimes} for more)"
-            )
+        self._check_direct_leadtimes(leadtimes)
         return self.inverse_transform(self(self.transform(x))[:, :leadtimes])
 
     def load_pretrained(self, source: Any) -> dict[str, list[str]]:
