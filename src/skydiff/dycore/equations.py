@@ -104,7 +104,9 @@ class Reference(NamedTuple):
 
 
 class Sponge(NamedTuple):
-    """Relaxation rates (s^-1) at centres, u points, interior w faces, and the targets of ``u`` and ``th``."""
+    """Relaxation rates (s^-1) at centres, u points, interior w faces, and the targets of ``u`` and of
+    ``th - theta_ref m`` (the potential-temperature perturbation times the mass: the sponge relaxes theta', not
+    sigma rho theta, which compressed air in the sponge would turn into a spurious cold anomaly)."""
 
     mu_c: torch.Tensor
     mu_u: torch.Tensor
@@ -274,5 +276,5 @@ def tendencies(state: State, model: Model) -> State:
     pgf_w = -CP * theta_w * dpi_w / geom.sigma_w[1:-1] + G * (theta_w - ref.theta_w) / ref.theta_w
     dw = -adv_w + pgf_w - sp.mu_w * w_int
 
-    dth = dth - sp.mu_c * (state.th - sp.th_target)
+    dth = dth - sp.mu_c * (state.th - ref.theta_c * state.m - sp.th_target)
     return State(dm, dth, du, dw)
