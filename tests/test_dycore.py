@@ -327,6 +327,22 @@ def test_skamarock_klemp_and_bubble_run() -> None:
     assert float(ds.w.values[k, i]) > 0.5 and abs(float(ds.x[i])) < 3000.0  # the warm bubble rises above the hill
 
 
+def test_klemp_initial_column_is_anchored_on_its_own_profile() -> None:
+    """The initial (inversion) profile's lowest layer takes its own hydrostatic Exner from the surface, not the
+    reference's: the same below 2 km (default terrain), and a smaller initial imbalance over a 2.6 km mountain
+    whose lowest layer lies above the inversion (max |du/dt| 0.094 m/s^2 before)."""
+    from skydiff.dycore.cases import _exner_of, _klemp_theta, constant_n_profile
+    from skydiff.dycore.equations import tendencies
+
+    _, exner_ref = constant_n_profile(288.0, 0.01)
+    z = torch.tensor([10.0, 900.0, 1999.0], dtype=torch.float64)
+    torch.testing.assert_close(_exner_of(_klemp_theta(288.0), exner_ref, z), exner_ref(z), rtol=0, atol=1e-11)
+    case = get_case("klemp2011", length=60000.0, h0=2600.0, a=10000.0, lam=8000.0)
+    model, state = build(case, make_coordinate("sleve").double())
+    with torch.no_grad():
+        assert float(tendencies(state, model).u.abs().max()) < 0.05
+
+
 def test_sponge_relaxes_theta_perturbation_not_rho_theta() -> None:
     """A warm bubble rising into an upper sponge (900 s): the sponge relaxes theta', not sigma rho theta, whose
     relaxation where the air is compressed made a spurious cold anomaly (theta' down to -1.38 K above 8 km)."""

@@ -51,6 +51,18 @@ def _klemp_theta(theta0: float) -> Callable[[torch.Tensor], torch.Tensor]:
     return theta
 
 
+def _exner_of(theta: Callable[[torch.Tensor], torch.Tensor], exner_ref: Callable[[torch.Tensor], torch.Tensor],
+              z: torch.Tensor, n: int = 1025) -> torch.Tensor:
+    """Hydrostatic Exner of the profile ``theta`` at heights ``z`` (nx,), from the reference's surface value:
+    ``pi(z) = pi_ref(0) - g / cp * int_0^z dz' / theta(z')`` (trapezoid rule on ``n`` points). The lowest layer
+    of an initial profile is anchored here, not at the reference's Exner, which differs once the profile does
+    below it (Klemp's inversion from 2 km under a mountain higher than ~1.9 km)."""
+    t = torch.linspace(0.0, 1.0, n, dtype=z.dtype, device=z.device)[:, None]
+    zz = t * z[None, :]
+    inv = 1.0 / theta(zz)
+    return exner_ref(torch.zeros_like(z)) - G / CP * torch.trapezoid(inv, t[:, 0], dim=0) * z
+
+
 @dataclass
 class Case:
     """A test case: grid, terrain, background, perturbation, sponge, default duration and time step."""
@@ -203,7 +215,7 @@ def build(case: Case, coordinate: VerticalCoordinate, dtype: torch.dtype = torch
     # initial state
     if case.theta_init is not None:  # a different balanced profile: rebuild the columns
         th_c = case.theta_init(geom.z_c)
-        ex_c = hydrostatic_exner(th_c, geom.sigma_w, grid.dr, exner_ref(geom.z_c[0]))
+        ex_c = hydrostatic_exner(th_c, geom.sigma_w, grid.dr, _exner_of(case.theta_init, exner_ref, geom.z_c[0]))
         _check_atmosphere(case, geom.z_c, th_c, ex_c, "initial atmosphere")
         m_init, t_init = column_state(ex_c, th_c, geom.sigma_c)
         m, th = m_init - ref.m_c, t_init - ref.th_c
