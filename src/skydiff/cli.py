@@ -836,7 +836,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "network's own for lupin (4dvar) and lcnn (lk); given, it replaces theirs)")
     n.add_argument(
         "--motion-frames", type=int, default=None,
-        help="most recent frames used for motion (>= 2; default 3, 4 for 4dvar, 6 for darts)"
+        help="most recent frames used for motion (>= 2; default 3, 4 for 4dvar, 6 for darts, 2 for proesmans)"
     )
     n.add_argument(
         "--model", default="extrapolation",

@@ -133,12 +133,16 @@ sets dotted keys. ``train("lupin_motion")`` (a name that is not a file) uses the
     shape = [64, 64]            # synthetic: grid
     n_sequences = 2             # synthetic: training sequences (seeds seed, seed+1, ...)
     n_val_sequences = 1         # synthetic: validation sequences (seeds seed+1000, ...)
+    exclude = []                # shared: names of training parts to leave out, e.g. ["KNMI 2021-01-01-2005"]
+    teacher = ""                # shared/synthetic: whole-grid optical flow ("lk", ...) of each window, per sample
+                                # (a motion teacher or a LUPIN motion_prior computed on the whole grid)
+    # teacher_frames, teacher_kwargs: that flow's frames and options (default: those of the model's motion_prior)
 
     [training]
-    stage = "motion"            # lupin only: "motion" | "tendency" | "joint"
+    # stage = "motion"          # lupin only: "motion" | "tendency" | "joint"
     optimizer = "adam"          # "adam" | "adamw" (spatspark* recipes: adamw)
     warmup_epochs = 0           # warm-up of scheduler = "cosine" (spatspark* recipes: 40)
-    ssim_weight = 1e-4          # spatspark only: weight of the 1 - SSIM term
+    # ssim_weight = 1e-4        # spatspark only: weight of the 1 - SSIM term
     init_from = ""              # weights to start from (.safetensors / stem, or .ckpt)
     max_epochs = 10
     max_steps = -1              # optimiser steps (-1: no limit)
