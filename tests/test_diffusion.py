@@ -289,7 +289,8 @@ def test_tiles_cover_the_field_and_blend_to_the_pointwise_denoiser():
     # windows no longer than 2 * overlap ramp too (a clipped tent; they had flat weights of 1, hence seams)
     for n, ov in ((32, 16), (48, 24), (20, 16)):
         w = dif._ramp(n, ov, torch.zeros(1))
-        assert torch.equal(w, w.flip(0)) and float(w[0]) == pytest.approx(0.5 / ov) and bool((w[1:n // 2] > w[:n // 2 - 1]).all())
+        assert torch.equal(w, w.flip(0)) and float(w[0]) == pytest.approx(0.5 / ov)
+        assert bool((w[1:n // 2] > w[:n // 2 - 1]).all())
     m = tiny()
     x, cond = torch.randn(2, 100, 70), torch.randn(2, 1, 100, 70)
     pointwise = lambda x, sigma, cond, label=None: (torch.tanh(x) * cond[:, 0]  # noqa: E731

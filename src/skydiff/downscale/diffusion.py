@@ -469,9 +469,10 @@ class EDMDownscaler(nn.Module):
         """Ensemble of high-resolution fields for low-res rain ``lo_tp`` (B, h, w) in mm/h.
 
         Returns ``(members, B, h·factor, w·factor)`` rain rate (mm/h, >= 0) on the model's device, or the data-space
-        fields with ``return_space=True``. ``seed`` makes the draw reproducible, whatever ``batch_size`` (a generator on the model's device);
-        ``generator``: your own instead, on any device. ``s_churn`` > 0 adds EDM Algorithm-2 churn. ``batch_size``
-        fields (members × inputs) go through the U-Net at once; a tqdm bar counts the sampling steps of every batch.
+        fields with ``return_space=True``. ``seed`` makes the draw reproducible, whatever ``batch_size`` (a
+        generator on the model's device); ``generator``: your own instead, on any device. ``s_churn`` > 0 adds EDM
+        Algorithm-2 churn. ``batch_size`` fields (members × inputs) go through the U-Net at once; a tqdm bar counts
+        the sampling steps of every batch.
         ``label``: for a model with ``labels``, the product to imitate — one name for every field, one name (or None)
         per field, or None (unknown: the training mixture).
 
