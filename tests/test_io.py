@@ -320,6 +320,34 @@ def test_read_errors(tmp_path):
     assert {"knmi_hdf5", "fmi_pgm", "mrms_grib", "odim_hdf5", "npz", "netcdf"} <= set(importer_names())
 
 
+@pytest.mark.realdata
+def test_db_transformed_importers_read_like_pysteps(knmi2010):
+    """An importer of pysteps' kind returning dB-transformed rates or accumulations: read as pysteps'
+    to_rainrate reads them. A threshold of 0 dBR (1 mm/h) was taken for "none" (dry pixels at 0.32 mm/h), and a
+    dB-transformed accumulation was read as plain mm (values around -244 mm/h)."""
+    from pysteps.io.importers import import_knmi_hdf5
+    from pysteps.utils.conversion import to_rainrate
+    from pysteps.utils.transformation import dB_transform
+
+    def rate_db(path, **kw):
+        r, q, m = import_knmi_hdf5(path)
+        r, m = to_rainrate(r, m)
+        r, m = dB_transform(r, m, threshold=1.0)
+        return r, q, m
+
+    def mm_db(path, **kw):
+        r, q, m = import_knmi_hdf5(path)
+        r, m = dB_transform(r, m)
+        return r, q, m
+
+    f = knmi2010[36]
+    for imp in (rate_db, mm_db):
+        r, _, m = imp(f)
+        expect, _ = to_rainrate(r, m)
+        got = read_radar(f, importer=imp).values[0].astype(float)
+        np.testing.assert_allclose(got, expect, rtol=1e-4, atol=1e-6, equal_nan=True)
+
+
 def test_importer_failure_is_a_read_error(tmp_path):
     import h5py
 

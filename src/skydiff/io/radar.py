@@ -672,15 +672,15 @@ def _read_file(
     acc = meta.get("accutime")
     acc = float(acc) if acc is not None else math.nan
     transform = meta.get("transform")
+    if transform not in (None, "dB", "db"):
+        raise ReadError(f"{path}: importer {name!r} returned transformed data ({transform!r}); not supported")
     with np.errstate(invalid="ignore", over="ignore"):
-        if unit == "mm/h" and transform in ("dB", "db"):
-            rate = dbr_to_rainrate(data, threshold=float(meta.get("threshold", -np.inf) or -np.inf))
-        elif transform not in (None, "dB", "db") and unit != "dBZ":
-            raise ReadError(f"{path}: importer {name!r} returned transformed data ({transform!r}); not supported")
-        else:
-            if unit == "mm" and not (acc > 0):
-                raise ReadError(f"{path}: accumulation in mm without an accumulation time (pass accutime=...)")
-            rate = to_rainrate(data, unit, accutime=acc, zr_a=a, zr_b=b)
+        if unit != "dBZ" and transform is not None:  # a dB-transformed rate or accumulation: back to linear first
+            thr = meta.get("threshold")  # (a threshold of 0 dB is 1 mm/h, not "none")
+            data = dbr_to_rainrate(data, threshold=-np.inf if thr is None else float(thr))
+        if unit == "mm" and not (acc > 0):
+            raise ReadError(f"{path}: accumulation in mm without an accumulation time (pass accutime=...)")
+        rate = to_rainrate(data, unit, accutime=acc, zr_a=a, zr_b=b)
     grid = _grid(meta, data.shape[1:], path)
     return _Frames(
         path=path, importer=name, data=np.asarray(rate, dtype=np.float32), times=times, grid=grid, zr_a=a, zr_b=b,
