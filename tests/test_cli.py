@@ -90,6 +90,25 @@ def test_nowcast_and_verify_on_knmi(knmi2010, tmp_path, capsys):
     capsys.readouterr()
     assert main(["verify", str(tmp_path / "shifted.nc"), *obs, "-q"]) == 2
     assert "different grids" in capsys.readouterr().err
+    # a nowcast of a block of the grid (--bbox) is scored on that block of the observations (it was refused)
+    with xr.open_dataset(out_nc) as ds:
+        block = ds.load().isel(y=slice(300, 428), x=slice(250, 378))
+    block.to_netcdf(tmp_path / "block.nc")
+    csv2 = tmp_path / "block.csv"
+    assert main(["verify", str(tmp_path / "block.nc"), *obs, "--thresholds", "1", "--csv", str(csv2), "-q"]) == 0
+    from skydiff.io import read_radar
+
+    o = read_radar(obs[0]).values[0, 300:428, 250:378]
+    f = block["precip_rate"].values[0]
+    ok = np.isfinite(o) & np.isfinite(f)
+    hits, fa, miss = [int(((f >= 1) & (o >= 1) & ok).sum()), int(((f >= 1) & (o < 1) & ok).sum()),
+                      int(((f < 1) & (o >= 1) & ok).sum())]
+    row = pd.read_csv(csv2).iloc[0]
+    assert row["csi"] == pytest.approx(hits / (hits + fa + miss))
+    with xr.open_dataset(tmp_path / "block.nc") as ds:  # half a pixel off the observations' grid: refused
+        ds.load().assign_coords(x=ds["x"] + 500.0).to_netcdf(tmp_path / "half.nc")
+    assert main(["verify", str(tmp_path / "half.nc"), *obs, "-q"]) == 2
+    assert "different grids" in capsys.readouterr().err
 
 
 @pytest.mark.realdata

@@ -314,6 +314,30 @@ def _check_same_grid(nc: Any, obs: Any) -> None:
                      f"nowcast {desc(a)}")
 
 
+def _obs_on_nowcast_grid(nc: Any, obs: Any) -> Any:
+    """The observations cut to the nowcast's grid when that grid is a block of theirs (a nowcast made with --bbox),
+    else unchanged (then _check_same_grid says what differs)."""
+    if nc.sizes["y"] == obs.sizes["y"] and nc.sizes["x"] == obs.sizes["x"]:
+        return obs
+    from .io.radar import _array_grid
+
+    a, b = _array_grid(nc), _array_grid(obs)
+    if a["projection"] and b["projection"] and a["projection"] != b["projection"]:
+        return obs
+    cut = {}
+    for dim in ("y", "x"):
+        mine, theirs = np.asarray(nc[dim].values, float), np.asarray(obs[dim].values, float)
+        if mine.size > theirs.size or mine.size == 0:
+            return obs
+        tol = 1e-6 * max(abs(float(theirs[1] - theirs[0])) if theirs.size > 1 else 1.0, 1e-12)
+        start = np.flatnonzero(np.abs(theirs - mine[0]) <= tol)
+        if start.size != 1 or start[0] + mine.size > theirs.size or \
+                not np.allclose(theirs[start[0]:start[0] + mine.size], mine, rtol=0, atol=tol):
+            return obs
+        cut[dim] = slice(int(start[0]), int(start[0]) + mine.size)
+    return obs.isel(cut)
+
+
 def cmd_verify(args: argparse.Namespace) -> int:
     from .io import read_nowcast, read_radar
     from .verify import score_table
@@ -325,6 +349,11 @@ def cmd_verify(args: argparse.Namespace) -> int:
                          f"{', '.join(forecasts[:3])}{' ...' if len(forecasts) > 3 else ''}; leave them out")
     nc = read_nowcast(args.nowcast)
     obs = read_radar(args.files, importer=args.importer, progress=not args.quiet)
+    sub = _obs_on_nowcast_grid(nc, obs)
+    if sub is not obs:
+        _say(f"    the nowcast covers a {sub.sizes['y']} x {sub.sizes['x']} block of the observations' grid (--bbox): "
+             "scored there", args.quiet)
+        obs = sub
     _check_same_grid(nc, obs)
     valid = nc["time"].values.astype("datetime64[ns]")
     otimes = obs["time"].values.astype("datetime64[ns]")
