@@ -409,6 +409,35 @@ def test_coarsen_lowres_and_cli_coarsen(tmp_path, tiny_model, capsys):
     assert png.stat().st_size > 1000
 
 
+def test_cli_output_keeps_a_consistent_cf_grid(tmp_path, tiny_model):
+    """A projected input (here a skydiff nowcast file): the downscaled file has the crs variable its grid_mapping
+    names (it named a missing one), x/y keep their units, the valid times their coordinate, and no attribute is
+    NaN (the input's timestep was)."""
+    import xarray as xr
+
+    from skydiff.cli import main
+    from skydiff.io import write_nowcast
+
+    save_model(tiny_model, tmp_path / "tiny")
+    proj = "+proj=stere +lat_0=90 +lon_0=0 +lat_ts=60 +a=6378137 +b=6356752 +x_0=0 +y_0=0"
+    like = xr.DataArray(rain((1, 6, 5)), dims=("time", "y", "x"),
+                        coords={"time": [np.datetime64("2010-08-26T05:00")], "x": 1000.0 * np.arange(5),
+                                "y": -3.65e6 - 1000.0 * np.arange(6)},
+                        attrs={"units": "mm/h", "projection": proj, "timestep": 5.0})
+    src = tmp_path / "nowcast.nc"
+    write_nowcast(src, rain((2, 6, 5)), reference_time="2010-08-26T05:00", timestep=5.0, like=like)
+    out = tmp_path / "ds.nc"
+    assert main(["downscale", str(src), "--model", str(tmp_path / "tiny"), "--members", "2", "--steps", "2",
+                 "--out", str(out), "-q"]) == 0
+    with xr.open_dataset(out, decode_times=True) as ds:
+        v = ds["precip_rate"]
+        assert v.attrs["grid_mapping"] == "crs" and "crs" in ds and "+proj=stere" in ds["crs"].attrs["proj4_params"]
+        assert ds["x"].attrs.get("units") == "m" and ds["x"].size == 20
+        assert "time" in ds.coords and str(ds["time"].values[0])[:16] == "2010-08-26T05:05"
+        bad = [k for k, a in v.attrs.items() if isinstance(a, float) and not np.isfinite(a)]
+        assert not bad, bad
+
+
 def test_cli_era5_reads_tp_and_vimd(shared_data, tmp_path, capsys):
     """skydiff downscale --model era5 on a folder of ERA5 files: TP and VIMD (model-level route) read, the output
     on latitude/longitude; a note that 0.25° input is finer than the model's 1°; a file without ERA5 variables is

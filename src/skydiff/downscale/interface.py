@@ -368,12 +368,12 @@ def _to_xarray(arr: np.ndarray, like: Any, f: int) -> Any:
     dims = list(like.dims)
     ydim, xdim = dims[-2], dims[-1]
     coords: dict[str, Any] = {"member": np.arange(arr.shape[0])}
-    for d in dims[:-2]:
-        if d in like.coords:
-            coords[d] = like[d].values
+    for name, c in like.coords.items():  # time-like coordinates (also one along lead_time, e.g. the valid time)
+        if c.dims and set(c.dims) <= set(dims[:-2]):
+            coords[name] = (c.dims, c.values, dict(c.attrs))
     for d in (ydim, xdim):
         if d in like.coords and np.issubdtype(like[d].dtype, np.number):
-            coords[d] = _fine_coord(like[d].values, f)
+            coords[d] = (d, _fine_coord(like[d].values, f), dict(like[d].attrs))
     attrs = {k: v for k, v in like.attrs.items() if isinstance(v, (str, int, float))}
     for k in ("xpixelsize", "ypixelsize"):
         if k in attrs and isinstance(attrs[k], (int, float)):
@@ -435,6 +435,13 @@ def read_lowres(path: str | os.PathLike[str], variable: str | None = None) -> An
                 raise InputError(f"{p}: which variable is rain? {what}; pass variable= (CLI: --variable NAME)")
             name = found[0]
         da = ds[name].load()
+        gm = str(da.attrs.get("grid_mapping") or "")
+        if gm in ds.variables and not da.attrs.get("projection"):  # the CF grid mapping as a projection string
+            from ..io.netcdf import _proj_from_crs_attrs
+
+            proj = _proj_from_crs_attrs(dict(ds[gm].attrs))
+            if proj:
+                da.attrs["projection"] = proj
     if da.ndim not in (2, 3):
         raise ShapeError(f"{p}: variable {name!r} has dimensions {da.dims}; low-resolution rain is (y, x) or "
                          "(time, y, x)")
@@ -536,7 +543,11 @@ def write_downscaled(path: str | os.PathLike[str], ens: Any, *, model: str = "",
     if out.exists() and not overwrite:
         raise InputError(f"{out} exists; pass overwrite=True (CLI: --overwrite) to replace it")
     if isinstance(ens, xr.DataArray):
-        da = ens
+        da = ens.copy()
+        # the input's attributes, less what would be wrong here: NaN numbers, a grid_mapping naming a variable this
+        # file does not have (written below from the projection, when there is one)
+        da.attrs = {k: v for k, v in da.attrs.items()
+                    if k != "grid_mapping" and not (isinstance(v, float) and not np.isfinite(v))}
     else:
         arr = np.asarray(ens.detach().cpu() if isinstance(ens, torch.Tensor) else ens)
         dims = {3: ("member", "y", "x"), 4: ("member", "time", "y", "x")}.get(arr.ndim)
@@ -547,6 +558,17 @@ def write_downscaled(path: str | os.PathLike[str], ens: Any, *, model: str = "",
     da.attrs.update(units="mm/h", standard_name="lwe_precipitation_rate",
                     long_name=f"downscaled rain rate, ensemble of {da.sizes.get('member', 1)} members")
     ds = da.to_dataset(name="precip_rate")
+    proj = str(da.attrs.get("projection") or "")
+    if proj and "x" in ds.dims and "y" in ds.dims:  # a CF grid mapping, as write_nowcast writes
+        from ..io.netcdf import _crs_attrs
+
+        try:
+            crs = _crs_attrs(proj)
+        except InputError:
+            crs = None
+        if crs:
+            ds["crs"] = xr.DataArray(np.int32(0), attrs=crs)
+            ds["precip_rate"].attrs["grid_mapping"] = "crs"
     from .. import __version__
 
     ds.attrs.update(Conventions="CF-1.8", title="skydiff diffusion downscaling", source=f"skydiff {__version__}",
