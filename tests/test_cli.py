@@ -205,6 +205,19 @@ def test_cli_errors_are_one_line_messages(knmi2010, tmp_path, capsys):
     assert "holds no pixel" in capsys.readouterr().err
     assert main(["nowcast", *gap, "--resample", "5", "--allow-gaps", "--out", str(tmp_path / "h.nc"), "-q"]) == 2
     assert "--resample and --allow-gaps" in capsys.readouterr().err
+    # --allow-gaps: the motion is estimated from the frames after the last gap (LK took a 10-min pair for one
+    # 5-min step: 47 % too fast); a network needs its frames one step apart
+    box = ["--bbox", "150000", "278000", "-4078000", "-3950000", "--leadtimes", "1", "-q"]
+    gap2 = [str(knmi2010[k]) for k in (i - 4, i - 3, i - 1, i)]  # 05:10, 05:15, 05:25, 05:30
+    assert main(["nowcast", *gap2, "--allow-gaps", *box, "--out", str(tmp_path / "ga.nc")]) == 0
+    assert main(["nowcast", *gap2[-2:], "--motion-frames", "2", *box, "--out", str(tmp_path / "gb.nc")]) == 0
+    from skydiff.io import read_nowcast
+
+    va = read_nowcast(tmp_path / "ga.nc", with_velocity=True)[1]
+    vb = read_nowcast(tmp_path / "gb.nc", with_velocity=True)[1]
+    np.testing.assert_allclose(np.asarray(va), np.asarray(vb))
+    assert main(["nowcast", *gap2, "--allow-gaps", "--model", "rainnet", *box, "--out", str(tmp_path / "gc.nc")]) == 2
+    assert "needs 4 frames 5 min apart, but only the last 2 are" in capsys.readouterr().err
     assert not any((tmp_path / n).exists() for n in ("a.nc", "b.nc", "c.nc", "d.nc", "e.nc", "f.nc", "g.nc", "h.nc"))
     # never the input file, even with --overwrite (a copy, so the shared data are never at risk)
     frames = [tmp_path / knmi2010[k].name for k in (i - 2, i - 1, i)]
@@ -280,6 +293,11 @@ def test_assimilate_4dvar_on_knmi(knmi2010, tmp_path):
                  "--out", str(box), "-q"]) == 0
     nb, vb = read_nowcast(box, with_velocity=True)
     assert nb.shape[1:] == vb.shape[1:] and 90 <= nb.shape[2] <= 110 and 110 <= nb.shape[1] <= 130
+    # provenance: the files of the frames assimilated (all six inputs were listed for the last three used)
+    six = [str(p) for p in knmi2010[i - 5 : i + 1]]
+    assert main(["assimilate", *six, "--frames", "3", "--max-iter", "3", "--bbox", "380000", "480000", "-4150000",
+                 "-4030000", "--out", str(tmp_path / "three.nc"), "-q"]) == 0
+    assert read_nowcast(tmp_path / "three.nc").attrs["observation_files"].splitlines() == six[-3:]
 
 
 def test_train_command_synthetic(tmp_path, capsys):

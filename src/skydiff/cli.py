@@ -142,6 +142,19 @@ def _check_threads(n: Any) -> None:
         raise InputError(f"--threads must be >= 1, got {n}")
 
 
+def _one_file_per_frame(da: Any) -> bool:
+    return len(str(da.attrs.get("source_files", "")).splitlines()) == da.sizes["time"]
+
+
+def _last_frames(da: Any, n: int, one_per_file: bool) -> Any:
+    """The last ``n`` frames; with one file per frame, ``source_files`` lists the files of those frames only (the
+    provenance written to the output), not all those read."""
+    da = da.isel(time=slice(-n, None))
+    if one_per_file:
+        da.attrs["source_files"] = "\n".join(str(da.attrs["source_files"]).splitlines()[-da.sizes["time"]:])
+    return da
+
+
 def _motion_name(args: argparse.Namespace, motion: str) -> str:
     """The motion method a nowcast used: --motion, else the network's own, else extrapolation's lk."""
     from .nowcast.interface import own_motion
@@ -189,7 +202,7 @@ def cmd_nowcast(args: argparse.Namespace) -> int:
     prog.step(f"reading {len(args.files)} input path(s)", bar=_many_files(args.files))
     da = read_radar(args.files, importer=args.importer, progress=not args.quiet)
     prog.done()
-    one_per_file = len(str(da.attrs.get("source_files", "")).splitlines()) == da.sizes["time"]
+    one_per_file = _one_file_per_frame(da)
     processing = []  # what was done to the frames before the nowcast (written to the file)
     km = _pixel_km(da.attrs)
     if neural and km is not None and not 0.5 <= km <= 2.0:
@@ -214,20 +227,34 @@ def cmd_nowcast(args: argparse.Namespace) -> int:
         one_per_file = False
         _say(f"    resampled to {args.resample:g} min (linear in time): {da.sizes['time']} frames", args.quiet)
     require_frames(da, n_need)
-    da = da.isel(time=slice(-n_need, None))
-    if one_per_file:  # the files of the frames used, not all those read
-        da.attrs["source_files"] = "\n".join(str(da.attrs["source_files"]).splitlines()[-n_need:])
+    da = _last_frames(da, n_need, one_per_file)
     if not args.allow_gaps:
         check_regular(da)
     timestep = da.attrs.get("timestep")
     timestep = 5.0 if timestep is None or not np.isfinite(float(timestep)) else float(timestep)  # (one file: NaN)
+    if args.allow_gaps:  # the motion and the networks take only frames one step apart: those after the last gap
+        t = da.time.values.astype("datetime64[ms]").astype(np.int64) / 60000.0
+        gaps = np.flatnonzero(np.abs(np.diff(t) - timestep) > 1e-3)
+        run = len(t) - (int(gaps[-1]) + 1 if gaps.size else 0)
+        after = str(da.time.values[-run])[:16] if gaps.size else ""
+        if gaps.size and neural and run < n_need:
+            raise InputError(f"--allow-gaps: the {args.model} network needs {n_need} frames {timestep:g} min "
+                             f"apart, but only the last {run} are (a gap before {after}); give regular frames")
+        if gaps.size and spec.uses_motion and not neural and run < n_motion:
+            if run < 2:
+                raise InputError(f"--allow-gaps: the motion needs 2 frames {timestep:g} min apart at the end; the last "
+                                 f"two are {t[-1] - t[-2]:g} min apart")
+            _say(f"    note: motion from the last {run} frames (a gap before {after}; --motion-frames {n_motion} "
+                 "asked): across a gap it would take the gap for one step", args.quiet)
+            n_motion = run
     _say(
         f"    {da.sizes['time']} frames {str(da.time.values[0])[:16]} .. {str(da.time.values[-1])[:16]} UTC, "
         f"grid {da.sizes['y']} x {da.sizes['x']}, step {timestep:g} min",
         args.quiet,
     )
     used = _motion_name(args, motion)
-    prog.step(f"estimating motion ({used}) and extrapolating {args.leadtimes} steps ({args.model})")
+    prog.step(f"estimating motion ({used}) and extrapolating {args.leadtimes} steps ({args.model})"
+              if spec.uses_motion else f"nowcasting {args.leadtimes} steps ({args.model})")
     extra = {"weights": args.weights} if args.weights else {}
     if args.precision != "full":
         extra["precision"] = args.precision
@@ -468,7 +495,7 @@ def cmd_assimilate(args: argparse.Namespace) -> int:
         da = crop_bbox(da, args.bbox)
         _say(f"    cropped to {da.sizes['y']} x {da.sizes['x']} pixels", args.quiet)
     require_frames(da, 2)
-    da = da.isel(time=slice(-args.frames, None))
+    da = _last_frames(da, args.frames, _one_file_per_frame(da))
     t = da.time.values.astype("datetime64[s]").astype(np.int64) / 60.0
     step_min = float((t[-1] - t[0]) / (len(t) - 1))
     prog.step(
