@@ -501,7 +501,14 @@ def cmd_assimilate(args: argparse.Namespace) -> int:
     prog.step(
         f"4D-Var ({args.constraint} constraint) on {da.sizes['time']} frames of {da.sizes['y']} x {da.sizes['x']}"
     )
-    res = fourdvar(da.values, times=t - t[0], constraint=args.constraint, max_iter=args.max_iter)
+    guess = None
+    if da.sizes["time"] > 4:  # long windows: first guess from the last 4 frames (from zero, 4D-Var got trapped in a
+        # slow local minimum: 7 KNMI frames gave 1.7 px/step at cost 12.8, started from this guess 3.3 at cost 9.7)
+        tg = t[-4:] - t[-4]
+        first = fourdvar(da.values[-4:], times=tg, constraint=args.constraint, max_iter=args.max_iter,
+                         velocity_at="first")
+        guess = first.velocity * (step_min / float((tg[-1] - tg[0]) / 3))  # per mean interval of the whole window
+    res = fourdvar(da.values, times=t - t[0], constraint=args.constraint, max_iter=args.max_iter, init_velocity=guess)
     prog.done()
     # with finest_level > 0 the full-resolution cost of the upsampled solution is another cost function, said apart
     # (it was printed and drawn as if the iterations had ended there, so the cost seemed to rise)
@@ -1001,7 +1008,10 @@ def build_parser() -> argparse.ArgumentParser:
         "and plot arrows, a colour wheel, the cost curve and the forecast. Irregular times are allowed.",
     )
     a.add_argument("files", nargs="+", help="radar files, directories or glob patterns")
-    a.add_argument("--frames", type=int, default=4, help="most recent frames assimilated (default 4)")
+    a.add_argument("--frames", type=int, default=4,
+                   help="most recent frames assimilated (default 4); more than 4: the motion of the last 4 is the "
+                        "first guess. One steady motion is fitted to the whole window: on a KNMI case 7 frames "
+                        "(30 min) forecast worse than 4 (RMSE +5 min 0.29 vs 0.18 mm/h)")
     a.add_argument("--constraint", choices=("strong", "weak"), default="strong")
     a.add_argument("--max-iter", type=_number(1), default=300, help="L-BFGS iterations per level (default 300)")
     a.add_argument("--leadtimes", type=_number(1), default=3, help="forecast steps (default 3)")
