@@ -670,7 +670,8 @@ def cmd_dycore_run(args: argparse.Namespace) -> int:
     ds = run(args.case, coordinate=args.coordinate, hours=args.hours, dt=args.dt, dtype=args.dtype,
              device=args.device, progress=not args.quiet, compile=args.compile, **options)
     msg = (f"{ds.attrs['case']} / {ds.attrs['coordinate']}: {ds.attrs['steps']} steps of {ds.attrs['dt_s']:g} s in "
-           f"{ds.attrs['wall_time_s']:.1f} s; max |w| over the run {ds.attrs['max_abs_w_over_run']:.4g} m/s")
+           f"{ds.attrs['wall_time_s']:.1f} s; max |w| over the run {ds.attrs['max_abs_w_over_run']:.4g} m/s (sampled "
+           f"every {ds.attrs['max_abs_w_sampled_every_steps']} steps)")
     if "w_error" in ds.attrs:
         msg += f"; w error vs linear solution {ds.attrs['w_error']:.4f}"
     elif "w_error_note" in ds.attrs:

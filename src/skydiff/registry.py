@@ -301,7 +301,8 @@ def _check_state(model: nn.Module, state: Mapping[str, torch.Tensor], source: st
 def load_weights(model: nn.Module, weights: str | Path | Mapping[str, torch.Tensor]) -> nn.Module:
     """Load a state dict (or a ``.safetensors`` file / stem) into ``model`` strictly; returns the model.
 
-    Raises :class:`~skydiff.errors.InputError` naming the missing, unexpected and mis-shaped keys.
+    Raises :class:`~skydiff.errors.InputError` naming the missing, unexpected and mis-shaped keys. Weights stored
+    in float64 make a float32 model float64 (loaded exactly, not rounded).
     """
     if isinstance(weights, Mapping):
         state, source = dict(weights), "the given state dict"
@@ -317,6 +318,10 @@ def load_weights(model: nn.Module, weights: str | Path | Mapping[str, torch.Tens
             raise ReadError(f"cannot read weights {path}: {exc}") from None
         source = str(path)
     _check_state(model, state, source)
+    stored = {t.dtype for t in state.values() if t.is_floating_point()}
+    mine = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    if stored == {torch.float64} and mine == {torch.float32}:  # weights saved in float64 (NEUVE): kept exact, not
+        model.to(torch.float64)  # rounded into a float32 model (its heights moved by up to 3e-5 m)
     model.load_state_dict(state, strict=True)
     return model
 

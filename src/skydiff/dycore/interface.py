@@ -92,7 +92,8 @@ def run(
         ``theta_prime`` (K, deviation from the reference profile) on ``(layer, x)`` with ``height_layer``; 1-D ``x``
         (m, 0 at the crest: with an even number of columns, the default, the crest lies midway between the two
         central columns at ±dx/2), ``terrain`` (m); attributes with the run settings, the time series
-        ``max_abs_w`` (m/s) and, for ``schaer``, ``w_linear`` and the relative l2 error ``w_error`` (|x| <= 20 km,
+        ``max_abs_w`` (m/s; sampled every ``max_abs_w_sampled_every_steps`` steps, at most 200, like the attribute
+        ``max_abs_w_over_run``) and, for ``schaer``, ``w_linear`` and the relative l2 error ``w_error`` (|x| <= 20 km,
         1 km <= z <= 10 km; where none can be taken - flat ground, a top below 1 km - ``w_error_note`` says why).
     """
     import xarray as xr
@@ -140,8 +141,9 @@ def run(
             wmax.append(float(full_w(s, model.geom).abs().max()))
 
         t0 = time.perf_counter()
-        state = integrate(state, model, float(dt), nsteps, check_every=max(1, min(200, nsteps // 20 or 1)), wmax=cs.wmax,
-                          callback=record, progress=progress, compile=compile)
+        every = max(1, min(200, nsteps // 20 or 1))
+        state = integrate(state, model, float(dt), nsteps, check_every=every, wmax=cs.wmax, callback=record,
+                          progress=progress, compile=compile)
         elapsed = time.perf_counter() - t0
         geom, ref = model.geom, model.ref
         w = full_w(state, geom).cpu().double().numpy()
@@ -177,7 +179,8 @@ def run(
             "dtype": str(dtype).replace("torch.", ""),
             "wall_time_s": elapsed,
             "steps_per_second": nsteps / max(elapsed, 1e-9),
-            "max_abs_w_over_run": float(max(wmax)),
+            "max_abs_w_over_run": float(max(wmax)),  # over the samples (a Klemp hour: 0.7 % below every step's)
+            "max_abs_w_sampled_every_steps": every,
         },
     )
     if reference is not None:

@@ -70,8 +70,9 @@ def step_function(compile: bool = False) -> Callable[[State, Model, float], Stat
     the forward pass and for the backward pass alike: measured on the NEUVE training grid (60 x 40 cells, float64,
     one CPU thread) ~3.4x faster forward and ~4x faster gradients (``benchmarks/RESULTS.md`` §7c). Results agree
     with the eager steps to round-off on the NEUVE training grid (max |w| over 900 s of the Klemp test equal to
-    3e-15 relative; gradients to 1e-12); on a tiny 8-level grid a ~1e-6 relative difference of w after one step
-    was seen (inductor fuses the three RK stages; cause not isolated). The first call of each new configuration
+    3e-15 relative; gradients to 1e-12), and in wind too since in-place buffer reuse is switched off (inductor
+    had the last stage read a w it had already overwritten: 2e-5 relative after one Schär step, 5e-4 after 600 s
+    of the bubble; found in the fifteenth session). The first call of each new configuration
     (grid, dtype, time step, with/without gradients) compiles for ~10 s and needs a C++ compiler on the CPU or
     Triton on CUDA; a failed compilation raises a :class:`SkydiffError` that says so.
     """
@@ -80,7 +81,9 @@ def step_function(compile: bool = False) -> Callable[[State, Model, float], Stat
 
 @functools.cache
 def _compiled_step() -> Callable[[State, Model, float], State]:
-    compiled = torch.compile(ssprk3_step, dynamic=False)
+    # no in-place buffer reuse: inductor wrote the last stage's w into the buffer of the stage-3 w that the vertical
+    # advection of the face above still read (a windy bubble drifted 5e-4 relative from the eager solver in 600 s)
+    compiled = torch.compile(ssprk3_step, dynamic=False, options={"inplace_buffers": False})
 
     def step(state: State, model: Model, dt: float) -> State:
         try:
@@ -177,8 +180,9 @@ def integrate_loss(
                 acc = acc + loss_fn(s)
         return (*s, acc)
 
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-        raise InputError(f"every must be a whole number of steps >= 1, got {every!r}")
+    for name, value in (("every", every), ("chunk", chunk)):  # (chunk <= 0 looped for ever)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InputError(f"{name} must be a whole number of steps >= 1, got {value!r}")
     if isinstance(nsteps, bool) or not isinstance(nsteps, int) or nsteps < every:
         raise InputError(f"a loss window of {nsteps!r} step(s) of {dt:g} s holds no loss sample (one every {every} "
                          f"steps): use a window of at least {every * dt:g} s")
