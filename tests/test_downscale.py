@@ -434,6 +434,7 @@ def test_cli_output_keeps_a_consistent_cf_grid(tmp_path, tiny_model):
         assert v.attrs["grid_mapping"] == "crs" and "crs" in ds and "+proj=stere" in ds["crs"].attrs["proj4_params"]
         assert ds["x"].attrs.get("units") == "m" and ds["x"].size == 20
         assert "time" in ds.coords and str(ds["time"].values[0])[:16] == "2010-08-26T05:05"
+        assert str(ds["forecast_reference_time"].values)[:16] == "2010-08-26T05:00"
         bad = [k for k, a in v.attrs.items() if isinstance(a, float) and not np.isfinite(a)]
         assert not bad, bad
 

@@ -503,7 +503,7 @@ def cmd_assimilate(args: argparse.Namespace) -> int:
     )
     guess = None
     if da.sizes["time"] > 4:  # long windows: first guess from the last 4 frames (from zero, 4D-Var got trapped in a
-        # slow local minimum: 7 KNMI frames gave 1.7 px/step at cost 12.8, started from this guess 3.3 at cost 9.7)
+        # slow local minimum: 7 KNMI frames gave 1.7 px/step at cost 12.8, started from this guess 3.3 at cost 9.9)
         tg = t[-4:] - t[-4]
         first = fourdvar(da.values[-4:], times=tg, constraint=args.constraint, max_iter=args.max_iter,
                          velocity_at="first")

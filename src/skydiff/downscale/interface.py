@@ -369,7 +369,7 @@ def _to_xarray(arr: np.ndarray, like: Any, f: int) -> Any:
     ydim, xdim = dims[-2], dims[-1]
     coords: dict[str, Any] = {"member": np.arange(arr.shape[0])}
     for name, c in like.coords.items():  # time-like coordinates (also one along lead_time, e.g. the valid time)
-        if c.dims and set(c.dims) <= set(dims[:-2]):
+        if set(c.dims) <= set(dims[:-2]):  # (scalar ones too: a forecast_reference_time)
             coords[name] = (c.dims, c.values, dict(c.attrs))
     for d in (ydim, xdim):
         if d in like.coords and np.issubdtype(like[d].dtype, np.number):
