@@ -241,6 +241,12 @@ def test_plot_scores(tmp_path, scores_table):
     fig = P.plot_scores(scores_table, scores="csi", hue="threshold")
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert labels[0] == "≥0.5 mm/h, extrapolation"
+    # a verify-style table: MAE repeated on each threshold's rows draws one line (it drew one per threshold)
+    lead = np.repeat([5, 10, 15], 2)
+    table = pd.DataFrame({"leadtime_min": lead, "threshold": [1.0, 5.0] * 3,
+                          "csi": [0.8, 0.5, 0.7, 0.4, 0.6, 0.3], "mae": np.repeat([0.1, 0.2, 0.3], 2)})
+    fig = P.plot_scores(table)
+    assert len(fig.axes[0].get_lines()) == 2 and len(fig.axes[1].get_lines()) == 1
     # a plain table without model/threshold columns works too
     fig = P.plot_scores({"leadtime_min": [5, 10, 15], "mae": [0.1, 0.2, 0.4]}, scores=["mae"])
     assert len(fig.axes[0].get_lines()) == 1

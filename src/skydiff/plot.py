@@ -35,6 +35,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
 from .errors import InputError, ShapeError, positive_finite
+from .verify.continuous import CONTINUOUS_SCORES
 
 __all__ = [
     "RAIN_BOUNDS",
@@ -566,6 +567,13 @@ def _group_label(col: str, value: Any) -> str:
     return str(value)
 
 
+def _varies(df: Any, score: str, by: str, col: str, keys: list[str]) -> bool:
+    """Whether ``score`` takes other values along ``col`` for some ``by`` (and value of the other key column)."""
+    index = [by, *[k for k in keys if k != col and df[k].notna().any()]]
+    spread = df.groupby(index, dropna=False)[score].agg(lambda v: float(np.nanmax(v) - np.nanmin(v)) if len(v) else 0.0)
+    return bool((spread > 1e-12 * max(1.0, float(np.nanmax(np.abs(df[score]))))).any())
+
+
 def plot_scores(
     table: Any,
     *,
@@ -637,6 +645,10 @@ def plot_scores(
         # ``hue`` when it has values here, else by the other column; line style by the other one if it varies
         colour_col = hue_col if hue_col is not None and sub[hue_col].notna().any() else None
         style_eff = style_col if style_col is not None and sub[style_col].nunique(dropna=False) > 1 else None
+        # a continuous score repeated on each threshold's rows (skydiff verify's table) draws one line, not one per
+        # threshold
+        colour_col, style_eff = (None if c == "threshold" and score in CONTINUOUS_SCORES
+                                 and not _varies(sub, score, by, c, keys) else c for c in (colour_col, style_eff))
         if colour_col is None and style_eff is not None:
             colour_col, style_eff = style_eff, None
         sub_keys = [c for c in (colour_col, style_eff) if c is not None]
