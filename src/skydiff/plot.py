@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -172,12 +173,9 @@ def _block_max(a: np.ndarray, k: int) -> np.ndarray:
     hp, wp = -h % k, -w % k
     a = np.pad(a, [(0, 0)] * (a.ndim - 2) + [(0, hp), (0, wp)], constant_values=np.nan)
     blocks = a.reshape(*a.shape[:-2], (h + hp) // k, k, (w + wp) // k, k)
-    with np.errstate(invalid="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN blocks
-            return np.nanmax(blocks, axis=(-3, -1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN blocks
+        return np.nanmax(blocks, axis=(-3, -1))
 
 
 def _extent(shape: tuple[int, ...]) -> tuple[float, float, float, float]:
@@ -396,9 +394,8 @@ def plot_motion(
             raise ShapeError(f"background has shape {bg.shape} but velocity is (2, {h}, {w})")
     if kind not in ("quiver", "wheel"):
         raise InputError(f"kind must be 'quiver' or 'wheel', got {kind!r}")
-    if step is not None and (isinstance(step, bool) or not isinstance(step, (int, float, np.number))
-                             or not np.isfinite(step) or int(step) != step or step < 1):
-        raise InputError(f"step must be a positive integer, got {step!r}")
+    if step is not None:
+        step = _count(step, "step")
     if ax is None:
         width, height = _panel_size((h, w))
         ax = _new_figure(width + (0.8 if colorbar and bg is not None else 0.0), height).add_subplot()
@@ -420,7 +417,7 @@ def plot_motion(
         plot_field(ax, bg, colorbar=colorbar, nodata_legend=nodata_legend)
     else:
         _map_axes(ax, (h, w))
-    step = int(step) if step is not None else max(1, int(round(max(h, w) / 25)))
+    step = step if step is not None else max(1, int(round(max(h, w) / 25)))
     r0, c0 = min(step // 2, h - 1), min(step // 2, w - 1)
     rows, cols = np.arange(r0, h, step), np.arange(c0, w, step)
     yy, xx = np.meshgrid(rows, cols, indexing="ij")

@@ -630,8 +630,6 @@ def write_nowcast(
     if model is None and isinstance(nowcast, xr.DataArray) and nowcast.attrs.get("model"):
         gattrs["model"] = str(nowcast.attrs["model"])
     if attrs:
-        import re
-
         bad = [k for k in attrs if not isinstance(k, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.@+-]*", k)]
         if bad:
             raise InputError(f"attrs names must be netCDF attribute names (letters, digits, _ . @ + -, not starting "

@@ -360,9 +360,10 @@ def evaluate(
     for src in sources:
         if max_cases is not None and len(cases) >= max_cases:
             break
-        name, da = _load(src)
-        if da.ndim != 3:
-            raise ShapeError(f"evaluate: source {name!r} must be (time, y, x), got dims {da.dims}")
+        name, da = _load(src)  # (time, y, x)
+        keys = ["all"] + ([str(group(name))] if group is not None else [])  # the rows its cases pool into
+        if len(keys) == 2 and keys[1] == "all":
+            raise InputError(f"evaluate: group({name!r}) gave 'all', the label of the pooled scores; use another")
         if resample:
             from ..io import resample_time
             from ..io.radar import _infer_timestep
@@ -416,9 +417,6 @@ def evaluate(
             for f in fcs.values():
                 invalid |= torch.isnan(f)
             o = obs.masked_fill(invalid, float("nan"))
-            keys = ["all"] + ([str(group(name))] if group is not None else [])
-            if len(keys) == 2 and keys[1] == "all":
-                raise InputError(f"evaluate: group({name!r}) gave 'all', the label of the pooled scores; use another")
             for key in keys:
                 _acc(key)
                 n_cases[key] += 1

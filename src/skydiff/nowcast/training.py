@@ -269,6 +269,7 @@ from ..io.atomic import atomic_path
 from ..registry import weights_paths
 from .models import create_model, list_models, load_weights, save_model
 from .models.blocks import SCALERS, Scaler, get_scaler
+from .models.lupin import DIVERGENCE_FORMS
 
 __all__ = [
     "NowcastModule",
@@ -349,7 +350,6 @@ _DIRECT = ("smaat", "spatspark")  # multi-output models: all leads (``leadtime_s
 _PRETRAIN = "spatspark-pretrain"
 # keys only some recipes have
 _EXTRA_OPTIONS = ("optimizer", "warmup_epochs", "ssim_weight", "motion_teacher", "teacher_weight", "divergence")
-_DIVERGENCE_FORMS = ("squared", "sobel")
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULERS = ("plateau", "none", "cosine")
 _GENERIC = {"loss": "logcosh", "lr": 1e-4, "scheduler": "none", "lr_factor": 0.1, "lr_patience": 3, "rollout_steps": 1}
@@ -516,8 +516,8 @@ class NowcastModule(L.LightningModule):
                 raise InputError(f"{nm} must be in [0, 1), got {getattr(self, nm)}")
         self.bptt = bool(opts["bptt"])
         self.divergence = str(opts.get("divergence") or "squared").lower()
-        if self.divergence not in _DIVERGENCE_FORMS:
-            raise InputError(f"divergence must be one of {', '.join(_DIVERGENCE_FORMS)}, got {opts['divergence']!r}")
+        if self.divergence not in DIVERGENCE_FORMS:
+            raise InputError(f"divergence must be one of {', '.join(DIVERGENCE_FORMS)}, got {opts['divergence']!r}")
         self.motion_teacher = str(opts.get("motion_teacher") or "").lower()
         self.teacher_weight = float(opts.get("teacher_weight") or 0.0)
         if self.teacher_weight < 0:

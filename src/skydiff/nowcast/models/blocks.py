@@ -650,9 +650,11 @@ class NowcastModel(nn.Module):
         x, squeeze, numpy_in = self._as_frames(frames)
         nodata = torch.isnan(x).all(dim=1, keepdim=True)  # (B, 1, H, W)
         grid = self._pad_grid() if trim_nodata else None
-        if grid is not None and x.shape[0] > 1:
+        window = None
+        if grid is not None:  # each sequence's own data window (the same for all, or they run one by one)
             wins = [data_window(nodata[i, 0], multiple=grid[0]) for i in range(x.shape[0])]
-            if any(w != wins[0] for w in wins[1:]):
+            window = wins[0]
+            if any(w != window for w in wins[1:]):
                 # samples with different data windows run one by one: a window shared by the batch (their union)
                 # made each sample's nowcast depend on the others (SmaAt-UNet: up to 1.5 mm/h on KNMI frames)
                 parts = [self.predict(x[i:i + 1], leadtimes, precision=precision, trim_nodata=True,
@@ -674,7 +676,6 @@ class NowcastModel(nn.Module):
         self.eval()
         if self.takes_valid_mask:
             kwargs["valid"] = (~nodata).to(x.dtype)
-        window = data_window(nodata[:, 0], multiple=grid[0]) if grid is not None else None
         xin, forced = x, None
         H, W = x.shape[-2:]
         if window is not None:

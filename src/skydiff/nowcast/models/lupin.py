@@ -46,6 +46,9 @@ from .registry import register_model
 __all__ = ["LUPIN"]
 
 
+DIVERGENCE_FORMS = ("squared", "sobel")  # LUPIN.divergence_penalty's forms (training.divergence)
+
+
 @register_model("lupin")
 class LUPIN(NowcastModel):
     """LUPIN (reference §1): MF-U-Net -> differentiable advection -> AF-U-Net, single step, autoregressive.
@@ -269,7 +272,7 @@ class LUPIN(NowcastModel):
         """
         if form == "squared":
             return divergence_norm(motion, reduction="mean", boundary=boundary).mean()
-        if form != "sobel":
+        if form not in DIVERGENCE_FORMS:
             raise InputError(f"divergence form must be 'squared' or 'sobel', got {form!r}")
         if motion.ndim != 4 or motion.shape[1] != 2 or min(motion.shape[-2:]) < 3:
             raise InputError(f"motion must be (B, 2, H, W) with H, W >= 3, got {tuple(motion.shape)}")
