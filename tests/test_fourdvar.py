@@ -92,6 +92,18 @@ def test_reference_model_and_cost_match_skydiff():
     assert torch.autograd.gradcheck(lambda w, i: c2(w, i), (w0, I0), eps=1e-6, atol=1e-6)
 
 
+def test_reference_defaults_are_the_same_cost():
+    """fourdvar_reference claims fourdvar's cost: every shared weight has the same default (at full resolution,
+    level 0, fourdvar's q_gamma is used as given; the reference's was still the old per-level 1.0)."""
+    import inspect
+
+    a = inspect.signature(fourdvar).parameters
+    b = inspect.signature(fourdvar_reference).parameters
+    shared = [k for k in b if k in a and k != "frames"]
+    assert {"q_gamma", "alpha", "beta", "q_alpha", "q_beta", "dry_weight", "sigma"} <= set(shared)
+    assert {k: b[k].default for k in shared} == {k: a[k].default for k in shared}
+
+
 def test_schedule_irregular_times():
     dts, after = FV._schedule(FV._times_tau([0, 4, 10, 15], 4), 5)  # minutes; mean interval 5 min
     assert after == [4, 10, 15]  # 0.8 -> 4 steps, 1.2 -> 6 steps, 1.0 -> 5 steps

@@ -989,7 +989,7 @@ def fourdvar_reference(
     optimize_init: bool = True,
     q_alpha: float = 100.0,
     q_beta: float = 100.0,
-    q_gamma: float = 1.0,
+    q_gamma: float = 0.25,
     max_iter: int = 300,
     gtol: float = 1e-4,
     ftol: float = 3e-3,
