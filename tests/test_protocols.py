@@ -241,3 +241,10 @@ def test_accumulator_nan_and_inputs():
         smaat_protocol(from_nl50(pred[:, 0]), from_nl50(target[:, 0]))  # mm/h passed by mistake
     out = spatspark_protocol(torch.from_numpy(pred).float(), torch.from_numpy(target).float())
     assert out["mse"] == pytest.approx(whole["mse"], rel=1e-5)
+
+
+def test_thresholds_as_an_array():
+    """A numpy array of thresholds was checked as one threshold ("threshold must be a number, got array(...)")."""
+    a = protocol_accumulator("spatspark", thresholds=np.array([0.2, 0.5]))
+    b = protocol_accumulator("spatspark", thresholds=(0.2, 0.5))
+    assert a.thresholds == b.thresholds == [0.2, 0.5]

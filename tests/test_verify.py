@@ -340,6 +340,22 @@ def test_fss_smooth_is_differentiable(pair):
     assert torch.autograd.gradcheck(lambda x: fss(x, torch.tensor(o[:8, :8]), 1.0, 3, smooth=0.5), (small,))
 
 
+def test_soft_fss_of_a_pair_without_events_is_undefined_like_the_hard_one():
+    """The soft indicator is never 0, so a dry pair got any number in [0, 1] (0.41 here) and entered a "mean"."""
+    z, h = np.zeros((8, 8)), np.full((8, 8), 0.5)
+    for s in (0.01, 0.3):
+        assert np.isnan(fss(z, h, 1.0, 3, smooth=s)) and np.isnan(fss(z, z, 1.0, 3, smooth=s))
+    wet = np.zeros((8, 8))
+    wet[3:5, 3:5] = 2.0
+    x = torch.tensor(np.stack([h, wet]), requires_grad=True)
+    o = torch.tensor(np.stack([z, wet]))
+    m = fss(x, o, 1.0, 3, how="mean", smooth=0.3)
+    assert float(m.detach()) == pytest.approx(float(fss(x[1].detach(), o[1], 1.0, 3, smooth=0.3)))
+    assert float(fss(x.detach(), o, 1.0, 3, how="pooled", smooth=0.3)) == pytest.approx(float(m.detach()))
+    m.backward()
+    assert torch.isfinite(x.grad).all() and float(x.grad[0].abs().sum()) == 0.0
+
+
 # ---------------------------------------------------------------------------------------------------------
 # RAPSD
 # ---------------------------------------------------------------------------------------------------------
@@ -600,7 +616,13 @@ def test_bad_verification_arguments_are_input_errors():
                         (lambda: V.score_table(a[None], a[None], thresholds=1.0), "thresholds"),
                         (lambda: V.score_table(a[None], a[None], leadtimes_min=["x"]), "leadtimes_min"),
                         (lambda: V.categorical(a, a, 1.0, dims="ab"), "dims"),
-                        (lambda: V.crps_ensemble(np.ones((3, 4)), a[0], member_dim=0.5), "member_dim")):
+                        (lambda: V.crps_ensemble(np.ones((3, 4)), a[0], member_dim=0.5), "member_dim"),
+                        (lambda: V.rapsd_ratio_db(np.random.rand(2, 8, 8), np.random.rand(2, 8, 8), fill="a"),
+                         "fill"),
+                        (lambda: V.smaat_protocol(np.ones((2, 3, 4, 4)), np.ones((2, 3, 4, 4)), lead_index=1.0),
+                         "lead_index"),
+                        (lambda: V.smaat_protocol(np.ones((2, 4, 4)), np.ones((2, 4, 4)), hss_factor="x"),
+                         "hss_factor")):
         with pytest.raises(InputError, match=match):
             call()
     with pytest.raises(ShapeError, match="no lead time"):

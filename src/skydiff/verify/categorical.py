@@ -37,8 +37,9 @@ key            formula                                               pysteps ``d
 
 Undefined ratios (0/0, e.g. ``pod`` without observed events) are NaN; a positive number over zero is ``inf``
 (``bias`` with forecast but no observed events). ``ets`` uses the textbook form, which coincides with
-pysteps' GSS expression whenever the latter is defined; in the degenerate case with no observed events and
-some false alarms it gives 0 where pysteps' expression gives NaN.
+pysteps' GSS expression whenever the latter is defined; in the two degenerate cases where the latter is not —
+no observed event with some false alarms, and every pixel observed as an event with some misses (no false
+alarm, no correct negative) — it gives 0 where pysteps' expression gives NaN.
 
 Aggregating over a data set
 ---------------------------

@@ -115,14 +115,20 @@ def from_nl50(v: Any, factor: float = NL50_FACTOR) -> Any:
     return np.asarray(v, dtype=np.float64) * (12.0 * factor)
 
 
-def _check_factor(factor: Any) -> float:
+def _check_number(value: Any, name: str, positive: bool = True) -> float:
+    """``value`` as a finite float (> 0 where ``positive``, else ≥ 0), else InputError naming ``name``."""
+    what = "a positive number" if positive else "a number >= 0"
     try:
-        f = float(factor)
+        f = float(value)
     except (TypeError, ValueError):
-        raise InputError(f"denorm_factor must be a positive number, got {factor!r}") from None
-    if not math.isfinite(f) or f <= 0:
-        raise InputError(f"denorm_factor must be a positive number, got {factor!r}")
+        raise InputError(f"{name} must be {what}, got {value!r}") from None
+    if not math.isfinite(f) or f < 0 or (positive and f == 0):
+        raise InputError(f"{name} must be {what}, got {value!r}")
     return f
+
+
+def _check_factor(factor: Any) -> float:
+    return _check_number(factor, "denorm_factor")
 
 
 class ProtocolAccumulator:
@@ -149,6 +155,8 @@ class ProtocolAccumulator:
     ) -> None:
         self.protocol = str(protocol)
         self.denorm_factor = _check_factor(denorm_factor)
+        if isinstance(thresholds, (np.ndarray, torch.Tensor)):
+            thresholds = thresholds.tolist() if thresholds.ndim else [thresholds.item()]
         ths = [_check_threshold(t) for t in (thresholds if isinstance(thresholds, Sequence) else [thresholds])]
         if not ths:
             raise InputError(f"thresholds must hold at least one threshold, got {thresholds!r}")
@@ -160,15 +168,15 @@ class ProtocolAccumulator:
         if averaging not in _AVERAGING:
             raise InputError(f"averaging must be one of {_AVERAGING}, got {averaging!r}")
         self.averaging = averaging
-        self.hss_factor = float(hss_factor)
-        self.eps = float(eps)
-        if self.eps < 0:
-            raise InputError(f"eps must be >= 0, got {eps!r}")
+        self.hss_factor = _check_number(hss_factor, "hss_factor")
+        self.eps = _check_number(eps, "eps", positive=False)
+        if lead_index is not None and (isinstance(lead_index, bool) or not isinstance(lead_index, (int, np.integer))):
+            raise InputError(f"lead_index must be an integer index of a lead time or None, got {lead_index!r}")
         if n_samples is not None and (isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer))
                                       or n_samples < 1):
             raise InputError(f"n_samples must be a positive integer or None, got {n_samples!r}")
         self.n_samples_fixed = None if n_samples is None else int(n_samples)
-        self.lead_index = lead_index
+        self.lead_index = None if lead_index is None else int(lead_index)
         # multiplier applied to v before comparing with each key (the reference's arithmetic)
         if self.cumulative:
             self.multipliers = [12.0**(k + 1) for k in range(len(ths))]

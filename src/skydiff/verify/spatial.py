@@ -24,8 +24,9 @@ A pixel where the forecast or the observation is NaN is *missing* in both fields
   pysteps' numbers exactly): ``S = box(I·V) / (1 − box(1 − V))`` with ``V`` the valid mask;
 - missing pixels are left out of the three sums of step 3.
 
-With ``scale=1`` this is exactly FSS over the valid pixels only; missing pixels farther than ``scale//2``
-from any event leave the FSS unchanged. (pysteps instead sets non-finite values to "no event" and keeps
+With ``scale=1`` this is exactly FSS over the valid pixels only; missing pixels farther than ``scale − 1``
+pixels (along rows or columns) from every event leave the FSS unchanged (nearer ones can share a window with
+an event and change its fraction). (pysteps instead sets non-finite values to "no event" and keeps
 them in the sums.) ``±inf`` are not missing: ``+inf`` is an event.
 
 Differentiability
@@ -34,8 +35,10 @@ With the default hard threshold the FSS is not differentiable (its result carrie
 ``smooth=s > 0`` to use the soft indicator ``sigmoid((x − threshold)/s)`` instead; every later step (box filter,
 sums, ratio) is a differentiable torch operation, so the "soft FSS" can serve as a training loss (``1 − fss``).
 As ``s → 0`` it tends to the hard FSS, except at values exactly at the threshold (``sigmoid(0) = 1/2``: half an
-event; e.g. zero rain at threshold 0). A field pair without any event (denominator 0) gives NaN, with a zero
-gradient (``how="mean"`` leaves it out of the mean).
+event; e.g. zero rain at threshold 0). A field pair without any event (no value above the threshold, by the hard
+rule, in either field: the hard denominator is 0) gives NaN with a zero gradient, as the hard FSS does
+(``how="mean"`` leaves it out of the mean; ``"pooled"`` adds nothing for it), although its soft indicator is
+nowhere exactly 0. A batch of dry pairs alone therefore has no soft FSS (NaN): a training loss should skip it.
 """
 
 from __future__ import annotations
@@ -117,6 +120,14 @@ def _fss_terms(
         s_o = torch.where(valid, s_o / denom, zero)
     num = ((s_f - s_o) ** 2).sum(dim=(-2, -1))
     den = (s_f**2).sum(dim=(-2, -1)) + (s_o**2).sum(dim=(-2, -1))
+    if smooth is not None:
+        # the soft indicator is never exactly 0, so a pair without any (hard) event would get a number anywhere in
+        # [0, 1]; it is undefined, as for the hard FSS (den = 0 -> NaN with a zero gradient in _ratio)
+        hard = ((ft >= threshold) if event == "ge" else (ft > threshold)) | (
+            (ot >= threshold) if event == "ge" else (ot > threshold))
+        has_event = (hard & valid).flatten(-2).any(-1)
+        num = torch.where(has_event, num, zero)
+        den = torch.where(has_event, den, zero)
     return num, den
 
 

@@ -98,13 +98,7 @@ def rapsd(
             raise InputError(
                 f"field contains {n_bad} non-finite value(s) (NaN or inf); pass fill=<value> to replace them"
             )
-        try:
-            fill_v = float(fill)
-        except (TypeError, ValueError):
-            fill_v = float("nan")
-        if not np.isfinite(fill_v):
-            raise InputError(f"fill must be a finite number, got {fill!r}")
-        x = torch.where(finite, x, torch.as_tensor(fill_v, dtype=x.dtype, device=x.device))
+        x = torch.where(finite, x, torch.as_tensor(_check_fill(fill), dtype=x.dtype, device=x.device))
 
     h, w = x.shape[-2:]
     spec = torch.fft.fftshift(torch.fft.fft2(x), dim=(-2, -1))
@@ -134,6 +128,17 @@ def rapsd(
     if return_freq:
         return out, freq.to(dtype=out.dtype, device=x.device)
     return out
+
+
+def _check_fill(fill: Any) -> float:
+    """``fill`` as a finite float, else InputError."""
+    try:
+        fill_v = float(fill)
+    except (TypeError, ValueError):
+        fill_v = float("nan")
+    if not np.isfinite(fill_v):
+        raise InputError(f"fill must be a finite number, got {fill!r}")
+    return fill_v
 
 
 def rapsd_ratio_db(pred: Any, obs: Any, *, d: float = 1.0, fill: float | None = None) -> tuple[Any, Any]:
@@ -180,7 +185,7 @@ def rapsd_ratio_db(pred: Any, obs: Any, *, d: float = 1.0, fill: float | None = 
     n = sp.shape[-1]
     mp = sp.reshape(-1, n).mean(0)[1:]
     mo = so.reshape(-1, n).mean(0)[1:]
-    of = o if fill is None else torch.where(torch.isfinite(o), o, torch.as_tensor(float(fill), dtype=o.dtype))
+    of = o if fill is None else torch.where(torch.isfinite(o), o, torch.as_tensor(_check_fill(fill), dtype=o.dtype))
     of = of.reshape(-1, o.shape[-2] * o.shape[-1])
     if not bool((mo > 0).any()) or bool((of == of[:, :1]).all()):  # constant fields: FFT round-off is no power
         raise InputError("obs (the truth) has no power at any wavelength: all values equal in every field (e.g. a "
