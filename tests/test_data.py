@@ -542,7 +542,8 @@ def test_resample_time_linear_nearest_and_gaps():
     gap = make_da(np.delete(v, [2, 3], axis=0), times=np.delete(t, [2, 3]), step=2)  # 00:04 and 00:06 missing
     with pytest.raises(TimeGapError, match="00:05"):
         resample_time(gap, 5)
-    assert resample_time(gap, 5, max_gap=6).sizes["time"] == 3
+    with pytest.warns(SkydiffWarning, match="00:05"):
+        assert resample_time(gap, 5, max_gap=6).sizes["time"] == 3
     with pytest.raises(InputError, match="minutes"):
         resample_time(da, 0)
     with pytest.raises(InputError, match="method"):

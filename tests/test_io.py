@@ -673,6 +673,24 @@ def test_resample_time_checks_max_gap_and_clears_the_gap_list():
     assert r.attrs["n_gaps"] == 0 and r.attrs["gaps"] == ""
 
 
+def test_resample_time_names_the_times_it_fills_across_a_gap():
+    """A missing frame was made up by interpolation (default max_gap = twice the step) and the gap record cleared,
+    with no trace of which time was invented."""
+    t = np.datetime64("2010-08-26T03:20") + np.array([0, 5, 10, 20, 25], "timedelta64[m]")  # 03:35 missing
+    da = xr.DataArray(np.ones((5, 3, 3), np.float32), dims=("time", "y", "x"), coords={"time": t},
+                      attrs={"units": "mm/h", "timestep": 5, "n_gaps": 1, "gaps": "2010-08-26T03:35:00"})
+    with pytest.warns(SkydiffWarning, match="filled 1 time.*03:35:00"):
+        r = resample_time(da, 5)
+    assert r.attrs["bridged"] == "2010-08-26T03:35:00" and r.sizes["time"] == 6
+    with pytest.raises(TimeGapError):
+        resample_time(da, 5, max_gap=5)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resample_time(da.isel(time=slice(0, 3)), 5).attrs["bridged"] == ""
+    with pytest.raises(InputError, match="minutes"):
+        resample_time(da, True)
+
+
 def test_io_arguments_are_checked(tmp_path):
     """Raw ValueError/AttributeError/KeyError from netCDF4, numpy or xarray before."""
     from skydiff.io import crop_bbox

@@ -485,6 +485,24 @@ def test_registry_lists_and_unknown():
         small("lcnn").predict(rain(1, 5), 1, motion="vet")
     with pytest.raises(InputError, match="unexpected options"):
         small("rainnet").predict(rain(1, 4), 1, velocity=None)
+    # audit: a misspelt kind listed nothing, and a misspelt name gave no hint
+    with pytest.raises(InputError, match="unknown model kind 'nowcats'.*nowcast"):
+        registry.list_models(kind="nowcats")
+    with pytest.raises(InputError, match="did you mean 'rainnet'"):
+        create_model("rainet")
+
+
+def test_save_model_refuses_a_folder_and_keeps_the_card_dtype_true(tmp_path):
+    """save_model(m, "dir/") wrote dir.safetensors beside the folder; a re-saved shipped model kept its card's
+    "weights_dtype": "float16" over float32 weights."""
+    m = small("rainnet")
+    m.card = {"weights_dtype": "float16", "description": "x"}
+    with pytest.raises(InputError, match="is a folder"):
+        save_model(m, tmp_path)
+    assert not list(tmp_path.parent.glob(f"{tmp_path.name}.*"))
+    _, js = save_model(m, tmp_path / "again")
+    card = json.loads(js.read_text())["card"]
+    assert card == {"weights_dtype": "float32", "description": "x"}
 
 
 def test_pretrained_without_weights(tmp_path, monkeypatch):

@@ -414,6 +414,34 @@ def test_a_grid_with_y_increasing_is_drawn_north_up():
     assert same[0] is f and same[1] is v
 
 
+def test_motion_of_a_y_increasing_grid_points_the_right_way():
+    """A velocity DataArray on a y-increasing grid (read_nowcast(with_velocity=True)) had its rows flipped but its
+    row component kept: northward motion was drawn pointing south. A numpy velocity beside such a background was
+    not flipped at all (arrows over the wrong rows)."""
+    import xarray as xr
+
+    y, x = np.arange(40) * 1000.0, np.arange(30) * 1000.0
+    v = np.zeros((2, 40, 30))
+    v[1, 30:] = 2.0  # northward (+rows = north here), only in the northern rows
+    vda = xr.DataArray(v, dims=("component", "y", "x"), coords={"component": ["x", "y"], "y": y, "x": x})
+    bg = xr.DataArray(np.zeros((40, 30)), dims=("y", "x"), coords={"y": y, "x": x})
+    want = P.north_up(bg, velocity=v)[-1]
+    for vel in (vda, v):
+        q = P.plot_motion(None, vel, background=bg, step=1)
+        np.testing.assert_array_equal(np.asarray(q.V).reshape(-1), want[1].reshape(-1))  # north-up: -2 (up)
+    rgb, _ = P.motion_to_rgb(vda)
+    rgb_np, _ = P.motion_to_rgb(want)
+    np.testing.assert_array_equal(rgb, rgb_np)
+
+
+def test_bfloat16_and_infinite_values_are_drawn():
+    """bfloat16 tensors raised numpy's TypeError; +inf was drawn grey as "no data" without a legend entry."""
+    f = torch.zeros(6, 6, dtype=torch.bfloat16)
+    f[2, 2] = float("inf")
+    shown = np.asarray(P.plot_field(None, f).get_array())
+    assert not np.ma.is_masked(shown[2, 2]) and shown[2, 2] > 100.0
+
+
 def test_big_grids_are_drawn_by_block_maxima():
     """A 3500 x 7000 field (MRMS) kept every pixel in the figure (GBs) and showed 1 small heavy cell in 40; it is now
     drawn by NaN-aware block maxima of at most 1000 px, in the grid's pixel coordinates."""

@@ -67,6 +67,18 @@ def trained(tmp_path_factory):
     return out
 
 
+def test_atomic_path_with_nothing_written_says_so_and_keeps_the_old_file(tmp_path):
+    """A block that wrote nothing raised a bare FileNotFoundError from the fsync."""
+    from skydiff.io.atomic import atomic_path
+
+    old = tmp_path / "kept.txt"
+    old.write_text("old")
+    with pytest.raises(SkydiffError, match="nothing was written"):
+        with atomic_path(old):
+            pass
+    assert old.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["kept.txt"]
+
+
 def test_checkpoint_copy_that_fails_midway_leaves_a_whole_checkpoint(trained, tmp_path, monkeypatch):
     """Lightning's own writer stages a checkpoint in the system temporary folder and shutil.moves it: across
     filesystems (local /tmp, shared run folder) that is a copy onto last.ckpt, and a job stopped during it left a

@@ -43,6 +43,12 @@ def to_tensor(x: Any, dtype: torch.dtype | None = None, device: torch.device | s
     return t.to(dtype=dtype or t.dtype, device=device or "cpu")
 
 
+def tensor_numpy(t: torch.Tensor) -> np.ndarray:
+    """A tensor (any device, with grad) as a numpy array; bfloat16, which numpy has no type for, as float32."""
+    t = t.detach().cpu()
+    return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
+
+
 def nan_filled(x: Any) -> Any:
     """A numpy masked array as a float64 array with NaN (no data) at its masked pixels, instead of their fill
     values; anything else unchanged."""

@@ -35,6 +35,7 @@ from matplotlib.colors import BoundaryNorm, ListedColormap, hsv_to_rgb
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch, Rectangle
 
+from ._compat import nan_filled, tensor_numpy
 from .errors import InputError, ShapeError, positive_finite
 from .verify.continuous import CONTINUOUS_SCORES
 
@@ -103,14 +104,11 @@ def north_up(like: Any, *fields: Any, velocity: Any = None) -> tuple[Any, ...]:
 def _as_array(x: Any, name: str) -> np.ndarray:
     """numpy float array from an array, tensor (any device, with grad), masked array (masked = NaN) or array-like;
     a DataArray whose y increases down its rows is flipped north-up."""
-    flip = hasattr(x, "dims") and "y" in getattr(x, "dims", ()) and _y_increases(x)
+    flip = _is_flipped(x)
     axis = list(x.dims).index("y") if flip else 0
     if hasattr(x, "detach") and hasattr(x, "cpu"):
-        x = x.detach().cpu().numpy()
-    if isinstance(x, np.ma.MaskedArray):
-        from ._compat import nan_filled
-
-        x = nan_filled(x)
+        x = tensor_numpy(x)
+    x = nan_filled(x)
     x = getattr(x, "values", x) if flip else x
     if np.iscomplexobj(x):
         raise InputError(f"{name} must be real, got complex values")
@@ -128,13 +126,26 @@ def _field(x: Any, name: str = "field") -> np.ndarray:
     return arr
 
 
-def _velocity(x: Any, name: str = "velocity") -> np.ndarray:
+def _is_flipped(x: Any) -> bool:
+    """Whether :func:`_as_array` draws ``x`` with its rows flipped (a DataArray whose y increases down its rows)."""
+    return hasattr(x, "dims") and "y" in getattr(x, "dims", ()) and _y_increases(x)
+
+
+def _velocity(x: Any, name: str = "velocity", like: Any = None) -> np.ndarray:
+    """Motion ``(2, H, W)`` as drawn north-up: a y-increasing DataArray has its rows flipped *and* its row
+    component negated (as :func:`north_up` does); a plain array beside a field ``like`` that is drawn flipped is
+    flipped with it, so that the arrows stay on their rain."""
+    flip = _is_flipped(x) or (like is not None and not hasattr(x, "dims") and _is_flipped(like))
     arr = _as_array(x, name)
     if arr.ndim != 3 or arr.shape[0] != 2:
         raise ShapeError(
             f"{name} must have shape (2, H, W) ([0] = x/columns, [1] = y/rows, pixels per step), "
             f"got shape {tuple(arr.shape)}"
         )
+    if flip:
+        if not _is_flipped(x):
+            arr = np.flip(arr, axis=-2)
+        arr = arr * np.array([1.0, -1.0]).reshape(2, 1, 1)
     return arr
 
 
@@ -324,7 +335,9 @@ def plot_field(
     if ax is None:
         ax = _new_figure(*_panel_size(arr.shape)).add_subplot()
     cmap, norm = rain_cmap()
-    im = ax.imshow(np.ma.masked_invalid(_block_max(arr, _reduction(arr.shape))), cmap=cmap, norm=norm,
+    # ±inf are values, not missing data: +inf in the top (> 100 mm/h) class, -inf dry like any negative value
+    shown = np.where(np.isinf(arr), np.sign(arr) * 10.0 * RAIN_BOUNDS[-1], arr)
+    im = ax.imshow(np.ma.masked_invalid(_block_max(shown, _reduction(arr.shape))), cmap=cmap, norm=norm,
                    origin="upper", interpolation="nearest", extent=_extent(arr.shape))
     _map_axes(ax, arr.shape)
     if title is not None:
@@ -385,7 +398,7 @@ def plot_motion(
 
     ``ax=None`` draws on a new figure. Returns the ``Quiver`` (quiver) or the ``AxesImage`` (wheel).
     """
-    v = _velocity(velocity)
+    v = _velocity(velocity, like=background)
     _, h, w = v.shape
     bg = None
     if background is not None:
@@ -492,7 +505,7 @@ def plot_nowcast(
     step in minutes (a sequence of ``n_lead`` values, or one number = the time step).
     """
     obs0 = _field(last_obs, "last_obs")
-    v = _velocity(velocity)
+    v = _velocity(velocity, like=last_obs)
     fc = _stack(nowcast, "nowcast")
     h, w = obs0.shape
     if v.shape[1:] != (h, w):
@@ -832,7 +845,7 @@ def plot_assimilation(
     the upsampled solution at full resolution, drawn as a separate marker (it is another cost function, not one
     more iteration)."""
     obs = _field(last_obs, "last_obs")
-    vel = _velocity(velocity)
+    vel = _velocity(velocity, like=last_obs)
     fc = _field(forecast, "forecast")
     try:
         cost = np.asarray(cost_history, dtype=float).ravel()

@@ -14,6 +14,7 @@ loads ``<weights_dir>/<name>.safetensors``.
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import json
 import os
@@ -94,6 +95,8 @@ def _load_builtin_models() -> None:
 def list_models(pattern: str | None = None, kind: str | None = None) -> list[str]:
     """Sorted names of the registered models (optionally those of one ``kind`` / containing ``pattern``)."""
     _load_builtin_models()
+    if kind is not None and kind not in set(_KIND.values()):
+        raise InputError(f"unknown model kind {kind!r}; kinds: {', '.join(sorted(set(_KIND.values())))}")
     names = sorted(k for k in _REGISTRY if kind is None or _KIND[k] == kind)
     if pattern:
         names = [n for n in names if pattern.lower() in n]
@@ -104,7 +107,9 @@ def _lookup(name: Any) -> Callable[..., nn.Module]:
     if isinstance(name, str) and name.lower() not in _REGISTRY:
         _load_builtin_models()
     if not isinstance(name, str) or name.lower() not in _REGISTRY:
-        raise InputError(f"unknown model {name!r}; available: {', '.join(list_models())}")
+        close = difflib.get_close_matches(str(name).lower(), list_models(), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise InputError(f"unknown model {name!r}{hint}; available: {', '.join(list_models())}")
     return _REGISTRY[name.lower()]
 
 
@@ -340,16 +345,23 @@ def save_model(model: nn.Module, path: str | Path, card: Mapping[str, Any] | Non
     config = getattr(model, "config", None)
     if not name or config is None:
         raise InputError("save_model needs a registered skydiff model (with model_name and config)")
+    if Path(path).is_dir():
+        raise InputError(f"{path} is a folder; save_model takes the stem of the two files it writes, e.g. "
+                         f"{Path(path) / name}")
     wts, js = weights_paths(path)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     from . import __version__
 
+    card = dict(card if card is not None else (getattr(model, "card", None) or {}))
+    stored = sorted({str(t.dtype).removeprefix("torch.") for t in state.values() if t.is_floating_point()})
+    if "weights_dtype" in card and stored:  # a kept card said float16 for a model re-saved in float32
+        card["weights_dtype"] = stored[0] if len(stored) == 1 else stored
     meta = {
         "model": name,
         "config": config,
         "format": FORMAT_VERSION,
         "skydiff_version": __version__,
-        "card": dict(card if card is not None else (getattr(model, "card", None) or {})),
+        "card": card,
     }
     predict = _predict_defaults(model)
     if predict:

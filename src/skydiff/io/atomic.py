@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import InputError
+from ..errors import InputError, SkydiffError
 
 __all__ = ["atomic_path"]
 
@@ -37,6 +37,9 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = ".tmp", *, fsync: bo
     tmp = p.parent / f".{p.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}{suffix}"
     try:
         yield tmp
+        if not tmp.exists():  # the block wrote nothing (e.g. a writer that appended its own suffix)
+            raise SkydiffError(f"nothing was written for {p} (no file at the temporary path {tmp.name}); {p} is left "
+                               "as it was")
         if fsync:
             with open(tmp, "rb") as fh:
                 os.fsync(fh.fileno())

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 import xarray as xr
 
+from .._compat import tensor_numpy
 from ..errors import InputError, ReadError, ShapeError
 from .atomic import atomic_path
 from .units import normalize_unit, positive_minutes
@@ -91,7 +92,7 @@ _RATE_FACTORS = {"m s-1": 3.6e6, "mm s-1": 3600.0, "kg m-2 s-1": 3600.0, "m h-1"
 # --------------------------------------------------------------------------------------------- helpers
 def _to_numpy(x: Any) -> np.ndarray:
     if isinstance(x, torch.Tensor):
-        return x.detach().cpu().numpy()
+        return tensor_numpy(x)
     if isinstance(x, xr.DataArray):
         return np.asarray(x.values)
     return np.asarray(x)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from ..errors import InputError, TimeGapError
+from ..errors import InputError, TimeGapError, warn
 
 __all__ = ["resample_time"]
 
@@ -51,8 +51,10 @@ def resample_time(
 
     Returns
     -------
-    A new DataArray on the target times, float32, with the attributes of ``da`` plus ``timestep`` (the new step)
-    and ``resampled`` (what was done). NaN (no data) in either bracketing frame gives NaN.
+    A new DataArray on the target times, float32, with the attributes of ``da`` plus ``timestep`` (the new step),
+    ``resampled`` (what was done) and ``bridged`` (the target times filled across a gap of the input, i.e. between
+    frames more than 1.5 of its usual steps apart, space-separated; a :class:`~skydiff.errors.SkydiffWarning` names
+    them too). NaN (no data) in either bracketing frame gives NaN.
 
     Raises
     ------
@@ -64,6 +66,8 @@ def resample_time(
     if not isinstance(da, xr.DataArray) or "time" not in da.dims:
         raise InputError("resample_time needs a DataArray with a 'time' dimension (from skydiff.io.read_radar)")
     try:
+        if isinstance(minutes, bool):
+            raise TypeError
         step = float(minutes)
     except (TypeError, ValueError):
         raise InputError(f"minutes must be a positive number, got {minutes!r}") from None
@@ -105,7 +109,7 @@ def resample_time(
     span = (t_ns[k] - t_ns[j]).astype(np.float64)
     bad = ~exact & (span > gap_ns + 0.5)
     if bad.any():
-        shown = ", ".join(str(np.datetime64(int(t), "ns").astype("datetime64[s]")) for t in targets[bad][:8])
+        shown = ", ".join(_iso(t) for t in targets[bad][:8])
         raise TimeGapError(
             f"cannot resample to {step:g} min: {int(bad.sum())} target time(s) fall in gaps longer than "
             f"{gap_ns / 60e9:g} min ({shown}); pass max_gap to bridge them or split the series")
@@ -131,4 +135,16 @@ def resample_time(
         res.attrs["n_gaps"], res.attrs["gaps"] = 0, ""
     res.attrs["resampled"] = (f"from {old:g}-min to {step:g}-min steps, {method} in time "
                               f"({int(exact.sum())} of {targets.size} frames copied, the others interpolated)")
+    # targets made up across a gap of the input (bracketing frames more than 1.5 typical steps apart): say which
+    bridged = ~exact & (span > 1.5 * typical)
+    res.attrs["bridged"] = " ".join(_iso(t) for t in targets[bridged])
+    if bridged.any():
+        warn(f"resample_time filled {int(bridged.sum())} time(s) inside gaps of the input (frames up to "
+             f"{span[bridged].max() / 60e9:g} min apart) by {method} interpolation: "
+             f"{', '.join(_iso(t) for t in targets[bridged][:8])}{' ...' if bridged.sum() > 8 else ''} "
+             "(listed in attrs['bridged']; max_gap=<the step> refuses them)")
     return res
+
+
+def _iso(t_ns: Any) -> str:
+    return str(np.datetime64(int(t_ns), "ns").astype("datetime64[s]"))
