@@ -134,6 +134,35 @@ def test_backends_agree_on_the_no_data_footprint_at_whole_pixel_displacements(dt
         np.testing.assert_allclose(a, b, atol=1e-4 if dtype == np.float32 else 1e-12, rtol=0, equal_nan=True)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_departure_points_on_the_last_column_are_inside_on_both_backends(backend):
+    """The torch backend tested 'outside' in normalised coordinates, where a point exactly on column W-1 came out
+    at 1 + 1e-16: pixels that pysteps and the numba kernels sample were NaN."""
+    for W, vx, dtype in ((6, 1.0, torch.float64), (11, -2.0, torch.float64), (8, -2.0, torch.float32)):
+        R = torch.arange(1.0, W + 1, dtype=dtype)[None].repeat(5, 1)
+        V = torch.zeros(2, 5, W, dtype=dtype)
+        V[0] = vx
+        out = skydiff.advect(R, V, 3, backend=backend)
+        n_out = int(round(abs(vx) * 3))  # departure columns beyond the grid at lead 3
+        assert int(torch.isnan(out[2, 0]).sum()) == n_out, (W, vx, dtype)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_outval_min_is_each_fields_own_minimum(backend):
+    """A batch took the minimum of all its fields (a field of values ~100 was filled with ~5 from its neighbour)."""
+    g = torch.Generator().manual_seed(0)
+    F = torch.stack([torch.rand(10, 12, generator=g, dtype=torch.float64) + 5,
+                     torch.rand(10, 12, generator=g, dtype=torch.float64) + 100])[:, None]
+    V = torch.full((2, 2, 10, 12), 3.0, dtype=torch.float64)
+    both = skydiff.advect(F, V, 2, outval="min", backend=backend)
+    alone = torch.cat([skydiff.advect(F[i:i + 1], V[i:i + 1], 2, outval="min", backend=backend) for i in range(2)])
+    assert torch.equal(both, alone)
+    assert float(both[1, 0, 0, 0, 0]) == float(F[1].min())
+    Fg = F[:, :, :6, :6].clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda f: skydiff.advect(f, V[:, :, :6, :6] * 0.7, 2, outval="min",
+                                                             backend=backend), (Fg,))
+
+
 def test_outval_options():
     R, V = smooth_case(30, 40)
     out0 = skydiff.advect(R, V, 3, outval=0.0)
@@ -185,6 +214,10 @@ def test_gradient_only_wrt_velocity_and_only_field():
         (np.zeros((10, 12)), np.zeros((2, 10, 12)), {"interp": "spline"}, InputError, "interp must be one of"),
         (np.zeros((10, 12)), np.zeros((2, 10, 12)), {"n_iter": -1}, InputError, "n_iter must be"),
         (np.zeros((10, 12)), np.zeros((2, 10, 12)), {"outval": "max"}, InputError, "outval must be"),
+        (np.zeros((10, 12)), np.zeros((2, 10, 12)), {"outval": None}, InputError, "outval must be"),
+        (np.zeros((10, 12)), np.zeros((2, 10, 12)), {"steps": "12"}, InputError, "steps must be"),
+        (np.full((10, 12), "a"), np.zeros((2, 10, 12)), {}, InputError, "real numeric"),
+        (torch.zeros(10, 12), torch.zeros(2, 10, 12, dtype=torch.complex64), {}, InputError, "velocity must be a real"),
     ],
 )
 def test_bad_input(field, velocity, kwargs, err, match):
@@ -267,6 +300,18 @@ def test_trajectory_bad_input():
         advect_trajectory(X0, dts, eta[:1])
     with pytest.raises(InputError, match="backend"):
         advect_trajectory(X0, dts, backend="jax")
+    # the default (numba) path checked nothing more: a 1-pixel row read out of bounds (values ~1e19)
+    with pytest.raises(ShapeError, match="at least 2 x 2"):
+        advect_trajectory(torch.rand(3, 1, 6, dtype=torch.float64), [1.0])
+    for bad in ([float("nan")], [-1.0], [0.0]):
+        with pytest.raises(InputError, match="dts"):
+            advect_trajectory(X0, bad)
+    nan_v = X0.clone()
+    nan_v[-1, 0, 0] = float("nan")
+    with pytest.raises(InputError, match="finite"):
+        advect_trajectory(nan_v, dts)
+    with pytest.raises(InputError, match="torch tensor"):
+        advect_trajectory(X0.numpy(), dts)
 
 
 def test_half_precision_fields_are_advected_in_float32():

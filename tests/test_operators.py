@@ -303,6 +303,8 @@ def test_bad_arguments():
         ops.curl(w, spacing=(1.0, 2.0, 3.0))
     with pytest.raises(InputError, match="spacing"):
         ops.divergence(w, spacing=-1.0)
+    with pytest.raises(InputError, match="spacing"):  # was read as (dx, dy) = (1, 2)
+        ops.gradient(f, spacing="12")
     with pytest.raises(InputError, match="real"):
         ops.gradient(np.zeros((4, 5), dtype=complex))
 

@@ -56,8 +56,8 @@ def timestep_increments(steps: int | Sequence[float]) -> np.ndarray:
     An int ``n`` means lead times ``1, 2, ..., n``; a sequence gives strictly increasing lead times (floats
     allowed), e.g. ``[0.5, 1, 2]``.
     """
-    if isinstance(steps, (bool, np.bool_)):
-        raise InputError("steps must be a positive int or an increasing sequence of lead times, got a bool")
+    if isinstance(steps, (bool, np.bool_, str, bytes)):
+        raise InputError(f"steps must be a positive int or an increasing sequence of lead times, got {steps!r}")
     if isinstance(steps, (int, np.integer)):
         if steps < 1:
             raise InputError(f"steps must be >= 1, got {steps}")
@@ -140,20 +140,27 @@ def advect(
     if not bool(torch.isfinite(V).all()):
         raise InputError("velocity contains NaN or infinite values; fill or mask them before advecting")
 
-    edge = outval == "edge"
-    fill_min = None  # outval="min" on a field that needs a gradient: the fill value's own gradient, added below
+    edge = isinstance(outval, str) and outval == "edge"
+    # outval="min": each field's own minimum (pysteps' nanmin per field). One field: a constant fill, plus its
+    # gradient below when the field needs one; a batch: filled with 0 and each minimum added below
+    fill_min, per_field = None, False
     if edge:
         outv = float("nan")  # unused
-    elif outval == "min":
-        finite = F[torch.isfinite(F)]
-        if finite.numel() == 0:
+    elif isinstance(outval, str) and outval == "min":
+        mins = torch.where(torch.isfinite(F), F, torch.full_like(F, float("inf"))).amin(dim=(-2, -1))  # (B, C)
+        if bool(torch.isinf(mins).all()):
             raise InputError("outval='min' but the field has no finite values")
-        fill_min = finite.min() if F.requires_grad else None
-        outv = float(finite.min().detach())
+        mins = torch.where(torch.isinf(mins), torch.full_like(mins, float("nan")), mins)  # an all-NaN field
+        per_field = mins.numel() > 1
+        fill_min = mins if (per_field or F.requires_grad) else None
+        outv = 0.0 if per_field else float(mins.detach().reshape(()))
     elif isinstance(outval, str):
         raise InputError(f"outval must be a number, 'min' or 'edge', got {outval!r}")
     else:
-        outv = float(outval)
+        try:
+            outv = float(outval)
+        except (TypeError, ValueError):
+            raise InputError(f"outval must be a number, 'min' or 'edge', got {outval!r}") from None
 
     use_numba = backend == "numba" or (backend == "auto" and F.device.type == "cpu" and interp == "bilinear")
     if use_numba:
@@ -172,12 +179,14 @@ def advect(
     out = out.to(F.dtype) if half else out
     if fill_min is not None:
         # the result is affine in the fill value: out = A(F) + outv * B with B = the advection of a zero field
-        # filled with 1. The kernels hold outv constant; adding (m - m.detach()) * B (zero in value) gives the
-        # gradient through the field's minimum m as well
+        # filled with 1 (1 exactly where the departure point is outside). The kernels hold outv constant; adding
+        # (m - m.detach()) * B (zero in value) gives the gradient through the field's minimum m as well; a batch
+        # was filled with 0 and gets each field's m * B
         with torch.no_grad():
             B = advect(torch.zeros_like(F), V.detach(), steps, interp=interp, n_iter=n_iter, outval=1.0,
                        backend=backend)
-        out = out + (fill_min - fill_min.detach()) * B
+        m = fill_min.to(out.dtype).reshape(F.shape[0], 1, F.shape[1], 1, 1)
+        out = out + (m if per_field else m - m.detach()) * B
 
     if squeeze:
         out = out[0, :, 0]
@@ -197,7 +206,7 @@ def _as_field(field: Any) -> tuple[torch.Tensor, bool]:
             raise InputError("field must be real-valued, got a complex tensor")
     else:
         arr = native_array(field)  # masked pixels are no data (NaN), not their fill values
-        if arr.dtype == object or arr.dtype.kind == "c":
+        if arr.dtype.kind not in "iubf":
             raise InputError(f"field must be a real numeric array, got dtype {arr.dtype}")
         if arr.dtype.kind in "iub":
             arr = arr.astype(np.float64)
@@ -220,6 +229,8 @@ def _as_field(field: Any) -> tuple[torch.Tensor, bool]:
 def _as_velocity(velocity: Any, F: torch.Tensor) -> torch.Tensor:
     if isinstance(velocity, torch.Tensor):
         V = velocity
+        if V.is_complex() or V.dtype == torch.bool:
+            raise InputError(f"velocity must be a real numeric tensor, got dtype {V.dtype}")
     else:
         arr = np.asarray(velocity)
         if arr.dtype.kind not in "iuf":
@@ -304,9 +315,14 @@ def _advect_torch(
         fmin_r = fmin[:, None].expand(B, T, C, 1, 1).reshape(B * T, C, 1, 1)
         out = torch.where(mw[:, :C] < 0.5, fmin_r.expand_as(out), out)
         out = torch.where(mw[:, C:] < 0.5, torch.full_like(out, float("nan")), out)
-    # departure points outside [0, W-1] x [0, H-1] (normalised [-1, 1]) get outval
+    # departure points outside [0, W-1] x [0, H-1] get outval; tested in pixels within the rounding of the
+    # normalised positions (a point exactly on the last column came out at 1 + 1e-16 and was taken as outside,
+    # where the numba kernels and pysteps sample it)
     if not edge:  # (edge: grid_sample's border padding / clamped cubic indices already give the edge value)
-        outside = (grid.abs() > 1.0).any(dim=-1, keepdim=True).permute(0, 3, 1, 2)
+        tol = 8.0 * torch.finfo(dt).eps * max(H, W)
+        px = (grid[..., 0] + 1.0) * (0.5 * (W - 1))
+        py = (grid[..., 1] + 1.0) * (0.5 * (H - 1))
+        outside = ((px < -tol) | (px > W - 1 + tol) | (py < -tol) | (py > H - 1 + tol))[:, None]
         out = torch.where(outside, torch.full_like(out, outv), out)
     return out.reshape(B, T, C, H, W)
 
@@ -450,15 +466,28 @@ def advect_trajectory(
     :func:`advect` (forward once, exact adjoint swept backward once, no per-step Python/autograd overhead); the
     ``"torch"`` backend (CUDA) chains :func:`advect` calls, with identical results.
     """
+    if not isinstance(state, torch.Tensor) or not state.is_floating_point():
+        raise InputError(f"state must be a floating-point torch tensor (C, H, W), got {type(state).__name__}"
+                         + (f" of dtype {state.dtype}" if isinstance(state, torch.Tensor) else ""))
     if state.ndim != 3 or state.shape[0] < 2:
         raise ShapeError(f"state must be (C, H, W) with C >= 2 (velocity last), got {tuple(state.shape)}")
     C, H, W = state.shape
-    dts = [float(d) for d in dts]
+    if H < 2 or W < 2:
+        raise ShapeError(f"state must be at least 2 x 2 pixels, got {H} x {W}")
+    try:
+        dts = [float(d) for d in dts]
+    except (TypeError, ValueError):
+        raise InputError(f"dts must be a sequence of time steps, got {dts!r}") from None
+    if not all(math.isfinite(d) and d > 0 for d in dts):
+        raise InputError(f"dts must be positive and finite, got {dts}")
     K = len(dts)
     if K == 0:
         return state[None]
     if model_error is not None and tuple(model_error.shape) != (K - 1, 2, H, W):
         raise ShapeError(f"model_error must be {(K - 1, 2, H, W)}, got {tuple(model_error.shape)}")
+    if not bool(torch.isfinite(state[-2:]).all()) or (model_error is not None
+                                                      and not bool(torch.isfinite(model_error).all())):
+        raise InputError("the velocity channels (state[-2:]) and model_error must be finite")
     if backend not in _BACKENDS:
         raise InputError(f"backend must be one of {_BACKENDS}, got {backend!r}")
     use_numba = backend == "numba" or (backend == "auto" and state.device.type == "cpu")

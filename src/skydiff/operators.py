@@ -35,6 +35,10 @@ is a ghost value set by ``boundary``:
 
 Every axis is treated on its own, so corners need no special rule. All operators need grids of at least 3 x 3.
 
+No data (NaN) is not masked: NaN propagates through the stencils as arithmetic does. A centred first difference
+skips its centre pixel, so the gradient, divergence and curl *at* a NaN pixel can be finite while its neighbours
+along each axis become NaN (as with ``numpy.gradient``); fill or mask no data before differentiating.
+
 The curl ``dv/dx - du/dy`` is the vertical component of the vorticity in the right-handed pixel frame
 (x right, y down, z *into* the screen): it is positive for rotation that looks *clockwise* on an image drawn
 with row 0 at the top. The solid-body rotation ``u = -(y - y0), v = x - x0`` has curl ``+2`` everywhere. On a
@@ -127,6 +131,8 @@ def _spacing(spacing: Spacing) -> tuple[float, float]:
         spacing = spacing.item()
     if isinstance(spacing, (int, float, np.number)) and not isinstance(spacing, bool):
         pair = (float(spacing), float(spacing))
+    elif isinstance(spacing, (str, bytes, bool)):  # "12" was read as (dx, dy) = (1, 2)
+        raise InputError(f"spacing must be a number or a pair (dx, dy), got {spacing!r}")
     else:
         try:
             vals = [float(s) for s in spacing]  # type: ignore[union-attr]
