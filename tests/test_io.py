@@ -180,6 +180,15 @@ def test_reflectivity_passed_as_mm_h_warns(knmi6):
         warn_implausible_rain(np.full((4, 4), 2000.0), "frames")
 
 
+def test_a_quantity_the_file_does_not_hold_is_refused(knmi2010, knmi2021):
+    """qty="DBZH" on a KNMI accumulation read its data as dBZ: mm/h of nonsense and +inf where no data was."""
+    with pytest.raises(InputError, match="holds ACRR, not qty='DBZH'"):
+        read_radar(knmi2010[0], qty="DBZH")
+    with pytest.raises(InputError, match="holds DBZH, not qty='ACRR'"):
+        read_radar(knmi2021[0], qty="ACRR")
+    assert read_radar(knmi2010[0], qty="ACRR").attrs["source_unit"] == "mm"
+
+
 def test_knmi2021_reflectivity_detected(knmi2021, knmi6):
     files = [str(f) for f in knmi2021[:4]][::-1]
     da = read_radar(files)
@@ -689,6 +698,10 @@ def test_resample_time_names_the_times_it_fills_across_a_gap():
         assert resample_time(da.isel(time=slice(0, 3)), 5).attrs["bridged"] == ""
     with pytest.raises(InputError, match="minutes"):
         resample_time(da, True)
+    # a start long before the frames: np.arange sized the targets in floating point and lost the last one
+    t4 = np.datetime64("2010-08-26T05:00") + np.arange(4) * np.timedelta64(5, "m")
+    da4 = xr.DataArray(np.zeros((4, 2, 2), np.float32), dims=("time", "y", "x"), coords={"time": t4})
+    assert resample_time(da4, 5, start="2010-01-01").sizes["time"] == 4
 
 
 def test_io_arguments_are_checked(tmp_path):

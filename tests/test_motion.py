@@ -84,6 +84,27 @@ def test_unknown_method_lists_available():
         motion.estimate(np.ones((2, 8, 8)), "foo")
 
 
+def test_a_dataarray_is_read_by_its_dims_and_units():
+    """estimate() took a (y, x, time) DataArray as (T, H, W) and dBZ as mm/h; forecast() did neither."""
+    import xarray as xr
+
+    rng = np.random.default_rng(0)
+    frames = np.stack([np.roll(ndimage_blob(rng), k, axis=1) for k in range(3)])
+    da = xr.DataArray(frames, dims=("time", "y", "x"), attrs={"units": "mm/h"})
+    ref = motion.estimate(da, "constant")
+    np.testing.assert_allclose(motion.estimate(da.transpose("y", "x", "time"), "constant"), ref)
+    with pytest.raises(InputError, match="units 'dBZ'"):
+        motion.estimate(da.assign_attrs(units="dBZ"), "constant")
+    assert motion.estimate(da.assign_attrs(units="dBZ"), "constant", transform=None).shape == (2, 24, 24)
+
+
+def ndimage_blob(rng):
+    from scipy import ndimage as ndi
+
+    z = ndi.gaussian_filter(rng.standard_normal((24, 24)), 3.0, mode="wrap")
+    return np.maximum(10.0 * z / z.std(), 0.0)
+
+
 @pytest.fixture
 def scratch_registry(monkeypatch):
     """Let a test register methods without leaving them behind."""

@@ -233,6 +233,20 @@ def test_moisture_flux_refuses_pressures_not_in_pa():
     assert float(fx.mean()) > 0
 
 
+def test_moisture_flux_refuses_humidity_not_in_kg_per_kg():
+    """q in g/kg gave a VIMD 1000 times too large, and negative humidity went through."""
+    q = np.full((3, 2, 2), 0.005)
+    u = np.ones((3, 2, 2))
+    p = np.array([500e2, 850e2, 1000e2])
+    with pytest.raises(InputError, match="looks like g/kg"):
+        moisture_flux(q * 1000.0, u, u, p)
+    with pytest.raises(InputError, match=">= 0 kg/kg"):
+        moisture_flux(-q, u, u, p)
+    small = q.copy()
+    small[0, 0, 0] = -1e-6  # ERA5 rounding
+    assert np.isfinite(np.asarray(moisture_flux(small, u, u, p)[0])).all()
+
+
 # ------------------------------------------------------------------------------------------ audit of 2026-11-29
 def test_divergence_across_the_date_line_or_greenwich_on_0_360():
     """Longitudes 359.5, 359.75, 0, 0.25: the step -359.75 collapsed the zonal derivative next to it."""

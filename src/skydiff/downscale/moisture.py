@@ -191,6 +191,7 @@ def moisture_flux(
         raise ShapeError(
             f"q, u, v must have the same shape, got {tuple(qt.shape)}, {tuple(ut.shape)}, {tuple(vt.shape)}"
         )
+    _check_kg_kg(qt)
     pt = _t(p, "p", qt)
     if pt.ndim == 1:
         if pt.numel() != qt.shape[-3]:
@@ -245,6 +246,21 @@ def _check_pa(p: torch.Tensor, name: str) -> None:
     if top > 120000.0 or float(finite.min()) < 0.0:
         raise InputError(f"{name} must be pressures in Pa between 0 and 120 000, got values in "
                          f"[{float(finite.min()):g}, {top:g}]")
+
+
+def _check_kg_kg(q: torch.Tensor) -> None:
+    """Refuse specific humidity that is not in kg/kg: real values lie in [0, ~0.04]; g/kg (ERA5's GRIB tables show
+    both) would give a VIMD 1000 times too large. Rounding makes tiny negative values (ERA5 model levels hold
+    some of -1e-6), so only a clearly negative humidity is refused."""
+    finite = q[torch.isfinite(q)]
+    if finite.numel() == 0:
+        return
+    top, low = float(finite.max()), float(finite.min())
+    if top > 0.1:
+        raise InputError(f"q (specific humidity) must be in kg/kg; its largest value is {top:g}, which looks like "
+                         "g/kg (divide by 1000)")
+    if low < -1e-3:
+        raise InputError(f"q (specific humidity) must be >= 0 kg/kg, got values down to {low:g}")
 
 
 def _diff(f: torch.Tensor, coord: torch.Tensor, dim: int) -> torch.Tensor:

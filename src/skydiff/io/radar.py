@@ -239,6 +239,7 @@ class _Sniff:
     time: np.datetime64 | None = None
     note: str = ""
     head: bytes = b""
+    quantities: tuple[str, ...] = ()  # what the file holds (KNMI: its one product; ODIM: every dataset's)
 
 
 def _sniff_knmi(f: Any, s: _Sniff) -> None:
@@ -256,6 +257,7 @@ def _sniff_knmi(f: Any, s: _Sniff) -> None:
     else:
         qty = "DBZH" if dtype_bytes == 1 else "ACRR"
     s.kwargs["qty"] = qty
+    s.quantities = (qty,)
     m = re.match(r"GEO=([-+0-9.eE]+)\*PV\+?([-+0-9.eE]+)", formula)
     if m:
         gain, offset = float(m.group(1)), float(m.group(2))
@@ -289,6 +291,7 @@ def _sniff_odim(f: Any, s: _Sniff) -> None:
             qtys.append(_attr_str(obj.attrs["quantity"]))
 
     f.visititems(visit)
+    s.quantities = tuple(dict.fromkeys(qtys))
     for q in ("RATE", "ACRR", "DBZH"):
         if q in qtys:
             s.kwargs["qty"] = q
@@ -477,8 +480,9 @@ def _plan(
                 f"{path} is not {_CONTAINER_NAMES[expected]} as importer {name!r} needs (found {found})"
             )
     kwargs: dict[str, Any] = {}
-    if name == s.importer or (name in ("opera_hdf5", "odim_hdf5", "dwd_hdf5") and s.importer in
-                              ("odim_hdf5", "dwd_hdf5")):
+    sniffed = name == s.importer or (name in ("opera_hdf5", "odim_hdf5", "dwd_hdf5") and s.importer in
+                                     ("odim_hdf5", "dwd_hdf5"))
+    if sniffed:
         kwargs.update(s.kwargs)
     elif name == "fmi_pgm":
         kwargs["gzipped"] = s.container == "pgm" and s.kwargs.get("gzipped", False)
@@ -487,6 +491,10 @@ def _plan(
     elif name == "mch_gif":
         kwargs.update(_mch_kwargs(path))
     kwargs.update(options)
+    asked = options.get("qty")
+    if sniffed and isinstance(asked, str) and s.quantities and asked.upper() not in s.quantities:  # e.g. qty="DBZH" on a KNMI accumulation: garbage, inf no-data
+        raise InputError(f"{path} holds {', '.join(s.quantities)}, not qty={asked!r}; leave qty out to read what "
+                         "the file holds")
     if s.note and name == s.importer == "knmi_hdf5":
         warn(f"{path}: {s.note}")
     return name, name, kwargs, s

@@ -97,8 +97,13 @@ def resample_time(
             first = np.datetime64(start, "ns").astype(np.int64)
         except (TypeError, ValueError):
             raise InputError(f"start must be a time (e.g. '2021-02-02T18:00'), got {start!r}") from None
-    targets = np.arange(first, t_ns[-1] + 1, step_ns, dtype=np.int64)
-    targets = targets[targets >= t_ns[0]]
+    # integer count: np.arange over int64 nanoseconds sizes itself in floating point and dropped the last target
+    # when start lay months before the frames
+    first = int(first)
+    if first < int(t_ns[0]):  # the first target at or after the first frame, on the grid of start
+        first += -(-(int(t_ns[0]) - first) // step_ns) * step_ns
+    n_targets = max((int(t_ns[-1]) - first) // step_ns + 1, 0)
+    targets = first + step_ns * np.arange(n_targets, dtype=np.int64)
     if targets.size == 0:
         raise InputError(f"no {step:g}-min time falls within {times[0]} ... {times[-1]}")
 

@@ -267,6 +267,16 @@ def estimate(frames: Any, method: str = "lk", *, transform: str | None = "db", *
             raise InputError(f"unknown transform {transform!r}; use 'db' or None")
         transform = _TRANSFORMS[transform.lower()]
 
+    if hasattr(frames, "dims") and hasattr(frames, "values"):  # xarray.DataArray: its units and dims by name
+        from ..io.units import is_rain_rate
+
+        units = frames.attrs.get("units")
+        if transform == "db" and units is not None and not is_rain_rate(units):
+            raise InputError(f"transform='db' takes rain rates in mm/h, the DataArray has units {units!r} (pass "
+                             "transform=None for data already in the units the method expects)")
+        if "time" in frames.dims and frames.ndim == 3 and frames.dims[0] != "time":
+            frames = frames.transpose("time", ...)
+        frames = frames.values
     is_torch = isinstance(frames, torch.Tensor)
     arr = _as_numpy(frames)
     _check_frames(arr, rec)
