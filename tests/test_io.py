@@ -704,6 +704,23 @@ def test_resample_time_names_the_times_it_fills_across_a_gap():
     assert resample_time(da4, 5, start="2010-01-01").sizes["time"] == 4
 
 
+def test_write_nowcast_checks_what_it_writes_as_mm_per_hour(tmp_path):
+    """A dBZ DataArray was written as mm/h, 1e300 as inf, negative lead times went through (audit, sixteenth
+    session)."""
+    args = dict(reference_time="2021-01-01", timestep=5)
+    dbz = xr.DataArray(np.full((2, 3, 3), 40.0), dims=("lead_time", "y", "x"), attrs={"units": "dBZ"})
+    with pytest.raises(InputError, match="units 'dBZ'"):
+        write_nowcast(tmp_path / "a.nc", dbz, **args)
+    with pytest.raises(InputError, match="beyond float32"):
+        write_nowcast(tmp_path / "b.nc", np.full((1, 3, 3), 1e300), **args)
+    with pytest.raises(InputError, match=">= 0"):
+        write_nowcast(tmp_path / "c.nc", np.zeros((2, 3, 3)), leadtimes=[-5, 5], **args)
+    assert not list(tmp_path.iterdir())
+    with pytest.warns(SkydiffWarning, match="negative rain"):
+        write_nowcast(tmp_path / "d.nc", np.full((1, 3, 3), -1.0), **args)
+    write_nowcast(tmp_path / "e.nc", dbz.assign_attrs(units="mm h-1"), **args)
+
+
 def test_io_arguments_are_checked(tmp_path):
     """Raw ValueError/AttributeError/KeyError from netCDF4, numpy or xarray before."""
     from skydiff.io import crop_bbox

@@ -74,6 +74,13 @@ def test_registry_and_plugging_in_a_model():
         (np.full((3, 64, 80), -12.0), {}, InputError, "mm/h"),
         (moving_blob(), {"velocity": np.zeros((64, 80))}, ShapeError, "velocity must be"),
         (moving_blob(), {"velocity": np.full((2, 64, 80), np.nan)}, InputError, "velocity contains NaN"),
+        # audit of the sixteenth session: motion= beside velocity= was ignored, frames 2.7 truncated to 2, a
+        # string velocity or bad frames value ended in numpy's ValueError
+        (moving_blob(), {"velocity": np.zeros((2, 64, 80)), "motion": "vet"}, InputError, "not both"),
+        (moving_blob(), {"motion_kwargs": {"frames": 2.7}}, InputError, "frames"),
+        (moving_blob(), {"motion_kwargs": {"frames": "x"}}, InputError, "frames"),
+        (moving_blob(), {"velocity": "lk"}, InputError, "velocity must be a real numeric"),
+        (moving_blob(), {"velocity": [np.zeros((64, 80)), np.zeros(3)]}, InputError, "velocity must be"),
     ],
 )
 def test_bad_input(frames, kwargs, err, match):

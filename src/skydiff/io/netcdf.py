@@ -43,9 +43,9 @@ import torch
 import xarray as xr
 
 from .._compat import tensor_numpy
-from ..errors import InputError, ReadError, ShapeError
+from ..errors import InputError, ReadError, ShapeError, warn
 from .atomic import atomic_path
-from .units import normalize_unit, positive_minutes
+from .units import is_rain_rate, normalize_unit, positive_minutes
 
 __all__ = ["write_nowcast", "read_nowcast"]
 
@@ -328,7 +328,9 @@ def read_cf_frames(path: str, variable: str | None = None) -> tuple[np.ndarray, 
 # ----------------------------------------------------------------------------------------- writing
 def _grid_from(like: Any, nowcast: Any, shape: tuple[int, int]) -> dict[str, Any]:
     """x, y (in metres or degrees), projection and descriptive attrs from ``like`` or an xarray nowcast."""
-    src = like if like is not None else (nowcast if isinstance(nowcast, xr.DataArray) else None)
+    src = like
+    if like is None and isinstance(nowcast, xr.DataArray) and {"x", "y"} <= set(nowcast.coords):
+        src = nowcast  # a DataArray nowcast without x/y coordinates is on pixel indices, as an array is
     g: dict[str, Any] = {"attrs": {}}
     if src is None:
         g["x"] = np.arange(shape[1], dtype=np.float64)
@@ -561,12 +563,22 @@ def write_nowcast(
         raise InputError(f"cannot write {path}: directory {directory} does not exist")
 
     if isinstance(nowcast, xr.DataArray):
+        units = nowcast.attrs.get("units")
+        if units is not None and not is_rain_rate(units):  # dBZ or mm were written as mm/h
+            raise InputError(f"nowcast must be a rain rate in mm/h, the DataArray has units {units!r}")
         nowcast, leadtimes = _nowcast_layout(nowcast, leadtimes)
     data = _to_numpy(nowcast)
     if data.dtype.kind not in "iuf":
         raise InputError(f"nowcast must be numeric rain rates in mm/h, got {type(nowcast).__name__} of dtype "
                          f"{data.dtype}")
-    data = data.astype(np.float32, copy=False)
+    with np.errstate(over="ignore", invalid="ignore"):
+        data32 = data.astype(np.float32, copy=False)
+        if np.isinf(data32).sum() > np.isinf(data).sum():
+            raise InputError(f"nowcast holds values beyond float32 (up to {np.nanmax(np.abs(data)):g}); they are "
+                             "no rain rates")
+        if (data < 0).any():
+            warn(f"nowcast holds negative rain rates (down to {np.nanmin(data):g} mm/h); written as they are")
+    data = data32
     if data.ndim == 2:
         data = data[None]
     if data.ndim != 3:
@@ -588,8 +600,8 @@ def write_nowcast(
             raise InputError(f"leadtimes must be numbers of minutes, got {leadtimes!r}") from None
         if lead.size != n:
             raise ShapeError(f"{lead.size} leadtimes given for a nowcast with {n} lead times")
-        if not np.all(np.isfinite(lead)) or np.any(np.diff(lead) <= 0):
-            raise InputError("leadtimes must be finite and strictly increasing (minutes)")
+        if not np.all(np.isfinite(lead)) or np.any(np.diff(lead) <= 0) or lead[0] < 0:
+            raise InputError("leadtimes must be finite, >= 0 and strictly increasing (minutes after reference_time)")
     valid = ref + np.round(lead * 60e9).astype("timedelta64[ns]")
 
     vel = None

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..advection import advect
-from ..errors import InputError, ShapeError
+from ..errors import InputError, ShapeError, check_int
 from ..io.units import is_rain_rate, warn_implausible_rain
 
 __all__ = ["forecast", "register_model", "get_model", "available_models", "check_frames"]
@@ -213,6 +213,9 @@ def forecast(
         raise InputError(f"model {m.name!r} does not take a motion field (velocity=); it applies to "
                          f"{', '.join(k for k, v in _MODELS.items() if v.uses_motion)}")
     neural = m.name in _NN_MIN_FRAMES
+    if motion is not None and velocity is not None:  # motion= was ignored silently
+        raise InputError("give either motion= (a method to estimate the motion) or velocity= (a motion field), "
+                         "not both")
     if motion is not None and not m.uses_motion:
         raise InputError(f"model {m.name!r} moves no rain along a motion field; motion= applies to "
                          f"{', '.join(k for k, v in _MODELS.items() if v.uses_motion)}")
@@ -288,7 +291,18 @@ def default_motion_frames(method: str) -> int:
 
 def _velocity_for(x: torch.Tensor, velocity: Any, motion: str, motion_kwargs: dict[str, Any]) -> torch.Tensor:
     if velocity is not None:
-        v = velocity if isinstance(velocity, torch.Tensor) else torch.from_numpy(np.asarray(velocity, dtype=np.float64))
+        if isinstance(velocity, torch.Tensor):
+            v = velocity
+            if not (v.is_floating_point() or v.dtype in (torch.int32, torch.int64)):
+                raise InputError(f"velocity must be a real numeric (2, H, W) field, got dtype {v.dtype}")
+        else:
+            try:
+                arr = np.asarray(velocity)
+            except ValueError:  # ragged
+                raise InputError("velocity must be a (2, H, W) array of pixels per step") from None
+            if arr.dtype.kind not in "iuf":
+                raise InputError(f"velocity must be a real numeric (2, H, W) field, got {velocity!r:.60}")
+            v = torch.from_numpy(arr.astype(np.float64))
         if v.shape != (2, *x.shape[1:]):
             raise ShapeError(f"velocity must be (2, H, W) = {(2, *x.shape[1:])}, got {tuple(v.shape)}")
         return v.to(dtype=x.dtype, device=x.device)
@@ -297,9 +311,7 @@ def _velocity_for(x: torch.Tensor, velocity: Any, motion: str, motion_kwargs: di
     n = motion_kwargs.pop("frames", None)
     if n is None:
         n = default_motion_frames(motion)
-    n = int(n)
-    if n < 2:
-        raise InputError(f"motion needs at least 2 frames, motion_kwargs['frames'] = {n}")
+    n = check_int("motion_kwargs['frames'] (the frames the motion is estimated from)", n, 2)
     return estimate(x[-n:], method=motion, **motion_kwargs).to(dtype=x.dtype, device=x.device)
 
 
