@@ -218,6 +218,7 @@ def test_gradient_only_wrt_velocity_and_only_field():
         (np.zeros((10, 12)), np.zeros((2, 10, 12)), {"steps": "12"}, InputError, "steps must be"),
         (np.full((10, 12), "a"), np.zeros((2, 10, 12)), {}, InputError, "real numeric"),
         (torch.zeros(10, 12), torch.zeros(2, 10, 12, dtype=torch.complex64), {}, InputError, "velocity must be a real"),
+        (torch.zeros(0, 1, 10, 12), torch.zeros(0, 2, 10, 12), {"interp": "bicubic"}, ShapeError, "empty batch"),
     ],
 )
 def test_bad_input(field, velocity, kwargs, err, match):

@@ -65,6 +65,12 @@ def test_block_mean_errors():
         block_mean(np.zeros(8), 2)
     with pytest.raises(InputError):
         block_mean(np.zeros((8, 8)), 0)
+    # sixteenth-session audit: complex fields lost their imaginary part; a where= of the wrong grid raised torch's
+    # RuntimeError
+    with pytest.raises(InputError, match="real"):
+        bicubic(np.ones((4, 4)) * (1 + 1j), 2)
+    with pytest.raises(ShapeError, match="where has shape"):
+        match_block_means(np.ones((8, 8)), np.ones((2, 2)), 4, where=np.ones((3, 3), bool))
 
 
 def test_gradcheck_block_mean_and_spectral_ops():
@@ -233,9 +239,10 @@ def test_downscale_bad_input(tiny_model):
         downscale(lo, model="no-such-model", progress=False)
     with pytest.raises(InputError):
         downscale(np.array([["a", "b"], ["c", "d"]]), model=tiny_model, progress=False)
-    # audit 2026-11-27: these gave garbage or raw tracebacks
+    # audit 2026-11-27: these gave garbage or raw tracebacks (conserve=array: 2026-11-29)
     for kw, match in (({"batch_size": 0}, "batch_size"), ({"seed": "a"}, "seed"),
-                      ({"s_churn": float("nan")}, "s_churn"), ({"static": np.zeros((1, 24, 24))}, "static")):
+                      ({"s_churn": float("nan")}, "s_churn"), ({"static": np.zeros((1, 24, 24))}, "static"),
+                      ({"conserve": np.array([1, 0])}, "conserve")):
         with pytest.raises(InputError, match=match):
             downscale(lo, model=tiny_model, members=1, steps=2, progress=False, **kw)
     # audit of the ninth session: a dry input returned before any option was checked (members=0 gave an empty
@@ -746,6 +753,8 @@ def test_read_lowres_picks_the_rain_variable_or_asks(tmp_path):
         read_lowres(tmp_path / "two.nc")
     with pytest.raises(InputError, match="units 'm'"):
         read_lowres(tmp_path / "ok.nc", variable="elev")
+    with pytest.raises(ReadError, match="is a folder"):  # "input file ... not found" before
+        read_lowres(tmp_path)
     got = read_lowres(tmp_path / "order.nc")
     assert got.dims == ("time", "y", "x")
     np.testing.assert_allclose(got.values, r)

@@ -425,6 +425,8 @@ def test_schaer_density_scaled_linear_solution() -> None:
     ({"dx": 1e9}, "needs at least 4"),
     ({"nz": 10.5}, "nz .*integer >= 4, got 10.5"),
     ({"nz": 2}, "nz .*integer >= 4, got 2"),
+    ({"length": 20500.0, "dx": 1000.0}, "not a whole number of columns; use length = 20000 m"),  # ran 20 km
+    ({"compile": "no"}, "compile must be True or False"),  # ran compiled
 ])
 def test_run_refuses_bad_grid_options(options: dict, match: str) -> None:
     with pytest.raises(InputError, match=match):

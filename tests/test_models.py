@@ -490,6 +490,8 @@ def test_registry_lists_and_unknown():
         registry.list_models(kind="nowcats")
     with pytest.raises(InputError, match="did you mean 'rainnet'"):
         create_model("rainet")
+    with pytest.raises(InputError, match="pattern must be a string"):
+        registry.list_models(3)
 
 
 def test_save_model_refuses_a_folder_and_keeps_the_card_dtype_true(tmp_path):
@@ -503,6 +505,16 @@ def test_save_model_refuses_a_folder_and_keeps_the_card_dtype_true(tmp_path):
     _, js = save_model(m, tmp_path / "again")
     card = json.loads(js.read_text())["card"]
     assert card == {"weights_dtype": "float32", "description": "x"}
+    with pytest.raises(InputError, match="JSON-serialisable"):  # json's TypeError, before
+        save_model(m, tmp_path / "bad", card={"x": object()})
+    assert not list(tmp_path.glob("bad*"))
+    # a folder or a file that is no weights file was reported as a missing "<path>.safetensors"
+    with pytest.raises(InputError, match="is a folder"):
+        create_model("rainnet", pretrained=str(tmp_path))
+    other = tmp_path / "notes.txt"
+    other.write_text("x")
+    with pytest.raises(InputError, match="is not skydiff weights"):
+        create_model("rainnet", pretrained=str(other))
 
 
 def test_pretrained_without_weights(tmp_path, monkeypatch):

@@ -98,6 +98,16 @@ def test_a_dataarray_is_read_by_its_dims_and_units():
     assert motion.estimate(da.assign_attrs(units="dBZ"), "constant", transform=None).shape == (2, 24, 24)
 
 
+def test_estimate_batch_bad_input_is_clear():
+    """numpy input raised AttributeError, an empty batch numpy's ValueError, n_frames=2.5 a TypeError and
+    n_frames=-1 dropped the first frame silently."""
+    x = torch.rand(2, 3, 16, 16)
+    for bad, kw, match in ((x.numpy(), {}, "real torch tensor"), (x[:0], {}, "empty batch"),
+                           (x, {"n_frames": 2.5}, "n_frames"), (x, {"n_frames": -1}, "n_frames")):
+        with pytest.raises((InputError, ShapeError), match=match):
+            motion.estimate_batch(bad, "constant", **kw)
+
+
 def ndimage_blob(rng):
     from scipy import ndimage as ndi
 

@@ -205,6 +205,12 @@ def test_bad_input(trained):
     for bad, match in ((np.full((4, 4), np.inf), "tp has 16 infinite"), ("abc", "numeric array or tensor")):
         with pytest.raises(InputError, match=match):
             trained.encode(bad)
+    # sixteenth-session audit: complex input lost its imaginary part, an empty field raised scipy's ValueError
+    for bad in (np.ones((4, 4)) * (1 + 1j), torch.ones(4, 4, dtype=torch.complex64)):
+        with pytest.raises(InputError, match="real"):
+            trained.encode(bad)
+    with pytest.raises(ShapeError, match="non-empty"):
+        trained.encode(np.zeros((0, 0)))
     masked = np.ma.masked_array(np.ones((4, 4)), mask=np.eye(4, dtype=bool), fill_value=1e20)
     enc = trained.encode(masked)
     assert torch.isnan(enc).sum() == 4 and torch.isnan(torch.diagonal(enc)).all()

@@ -622,7 +622,8 @@ def test_bad_verification_arguments_are_input_errors():
                         (lambda: V.smaat_protocol(np.ones((2, 3, 4, 4)), np.ones((2, 3, 4, 4)), lead_index=1.0),
                          "lead_index"),
                         (lambda: V.smaat_protocol(np.ones((2, 4, 4)), np.ones((2, 4, 4)), hss_factor="x"),
-                         "hss_factor")):
+                         "hss_factor"),
+                        (lambda: V.fss_curve(a, a, 1.0, 3), "scales must be a sequence")):
         with pytest.raises(InputError, match=match):
             call()
     with pytest.raises(ShapeError, match="no lead time"):

@@ -233,6 +233,15 @@ def test_moisture_flux_refuses_pressures_not_in_pa():
     assert float(fx.mean()) > 0
 
 
+def test_spherical_divergence_says_it_wants_1d_coordinates():
+    """2-D lat/lon grids were reported as "lat (256) and lon (256) must match the grid (16, 16)"."""
+    from skydiff.downscale.moisture import spherical_divergence
+
+    lat2, lon2 = np.meshgrid(np.linspace(50, 54, 16), np.linspace(0, 4, 16), indexing="ij")
+    with pytest.raises(ShapeError, match="1-D coordinates"):
+        spherical_divergence(np.ones((16, 16)), np.ones((16, 16)), lat2, lon2)
+
+
 def test_moisture_flux_refuses_humidity_not_in_kg_per_kg():
     """q in g/kg gave a VIMD 1000 times too large, and negative humidity went through."""
     q = np.full((3, 2, 2), 0.005)

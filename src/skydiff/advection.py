@@ -223,6 +223,8 @@ def _as_field(field: Any) -> tuple[torch.Tensor, bool]:
     H, W = F4.shape[-2:]
     if H < 2 or W < 2:
         raise ShapeError(f"field must be at least 2 x 2 pixels, got {H} x {W}")
+    if F4.shape[0] == 0 or F4.shape[1] == 0:
+        raise ShapeError(f"field has an empty batch or no channels: shape {tuple(F4.shape)}")
     return F4, squeeze
 
 

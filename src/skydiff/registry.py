@@ -95,6 +95,8 @@ def _load_builtin_models() -> None:
 def list_models(pattern: str | None = None, kind: str | None = None) -> list[str]:
     """Sorted names of the registered models (optionally those of one ``kind`` / containing ``pattern``)."""
     _load_builtin_models()
+    if pattern is not None and not isinstance(pattern, str):
+        raise InputError(f"pattern must be a string (part of a model name), got {pattern!r}")
     if kind is not None and kind not in set(_KIND.values()):
         raise InputError(f"unknown model kind {kind!r}; kinds: {', '.join(sorted(set(_KIND.values())))}")
     names = sorted(k for k in _REGISTRY if kind is None or _KIND[k] == kind)
@@ -153,6 +155,12 @@ def _saved_model_name(path: Path) -> str | None:
 def _stem(path: str | Path) -> Path:
     """A weights path without its ``.safetensors`` / ``.json`` (a stem may hold dots: ``lupin_v1.2``)."""
     p = Path(path)
+    if p.is_dir():  # "weights file <dir>.safetensors not found" named a file the user never gave
+        raise InputError(f"{p} is a folder; give the weights' stem inside it (<folder>/<name> for <name>.safetensors "
+                         "+ <name>.json)")
+    if p.is_file() and p.suffix not in (".safetensors", ".json", ".ckpt"):
+        raise InputError(f"{p} is not skydiff weights: give <stem>.safetensors (with <stem>.json beside it) or the "
+                         "stem")
     if p.suffix == ".ckpt":
         raise InputError(f"{p} is a Lightning training checkpoint; give the weights a training run exports "
                          "(<stem>.safetensors + <stem>.json, e.g. OUT/<model>), or start training from it with "
@@ -370,9 +378,14 @@ def save_model(model: nn.Module, path: str | Path, card: Mapping[str, Any] | Non
 
     # atomic: both files are written under temporary names in the target folder; neither is replaced unless both
     # were written, then the weights are moved into place first (inner block) and the json card second
+    try:
+        text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"the model card and config must be JSON-serialisable (numbers, strings, lists, dicts): "
+                         f"{exc}") from None
     with atomic_path(js) as tmp_j, atomic_path(wts) as tmp_w:
         save_file(state, str(tmp_w), metadata={"model": name, "format": str(FORMAT_VERSION)})
-        tmp_j.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        tmp_j.write_text(text)
         umask = os.umask(0)
         os.umask(umask)
         for t in (tmp_w, tmp_j):  # the permissions of a normally created file (safetensors writes 0600)

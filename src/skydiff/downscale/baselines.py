@@ -31,9 +31,13 @@ __all__ = ["bicubic", "spectral_zeropad", "spectral_truncate", "match_block_mean
 
 def _to_tensor(x: Any) -> tuple[torch.Tensor, bool]:
     if isinstance(x, torch.Tensor):
+        if x.is_complex():
+            raise InputError("fields must be real-valued, got a complex tensor")
         t = x if x.is_floating_point() else x.float()
         return t, True
     a = np.asarray(x)
+    if a.dtype.kind not in "biuf":
+        raise InputError(f"fields must be a real numeric array, got dtype {a.dtype}")
     if not np.issubdtype(a.dtype, np.floating):
         a = a.astype(np.float32)
     return torch.from_numpy(np.ascontiguousarray(a)), False
@@ -173,6 +177,11 @@ def match_block_means(fine: Any, lowres: Any, factor: int = 4, *, eps: float = 1
     if where is not None:
         sel, _ = _to_tensor(where)
         sel = sel.to(device=x.device, dtype=torch.bool)
+        try:
+            torch.broadcast_shapes(sel.shape, ratio.shape)
+        except RuntimeError:
+            raise ShapeError(f"where has shape {tuple(sel.shape)}; it must broadcast against the block means "
+                             f"{tuple(ratio.shape)}") from None
         ratio = torch.where(sel, ratio, torch.ones_like(ratio))
         add = torch.where(sel, add, torch.zeros_like(add))
 

@@ -276,7 +276,7 @@ def downscale(lowres: Any, factor: int = 4, model: Any = "radar", members: int =
         members, steps, batch_size, seed, s_churn, 1.0, tile, tile_overlap)
     m.label_index(label, xb.shape[0])
     m.check_decoder(decoder)
-    if conserve not in (True, False, *CONSERVE_MODES):  # (a string other than the modes fails here too)
+    if not (isinstance(conserve, (bool, np.bool_, int, str)) and conserve in (True, False, *CONSERVE_MODES)):
         raise InputError(f"conserve must be True, False, 'heavy' or 'smooth', got {conserve!r}")
     conserve = conserve if conserve in CONSERVE_MODES else bool(conserve)  # (1 / numpy bools as True / False)
     limit = m.saturation_limit(decoder)
@@ -414,6 +414,8 @@ def read_lowres(path: str | os.PathLike[str], variable: str | None = None) -> An
     from ..io.netcdf import open_netcdf
 
     p = Path(path)
+    if p.is_dir():
+        raise ReadError(f"{p} is a folder; read_lowres takes one file (a netCDF of rain or a radar file)")
     if not p.is_file():
         raise ReadError(f"input file {p} not found")
     if p.suffix.lower() not in (".nc", ".nc4", ".netcdf"):

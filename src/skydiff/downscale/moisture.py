@@ -64,6 +64,8 @@ def _t(x: Any, name: str, like: torch.Tensor | None = None) -> torch.Tensor:
         raise InputError(f"{name} is required")
     if isinstance(x, torch.Tensor):
         t = x
+        if t.is_complex():
+            raise InputError(f"{name} must be real-valued, got a complex tensor")
     else:
         arr = np.asarray(x)
         if arr.dtype.kind not in "fiu":
@@ -301,8 +303,11 @@ def spherical_divergence(fx: Any, fy: Any, lat: Any, lon: Any, *, radius: float 
     fyt = _t(fy, "fy", fxt)
     if fxt.ndim < 2 or fxt.shape != fyt.shape:
         raise ShapeError(f"fx and fy must be (..., H, W) of the same shape, got {tuple(fxt.shape)}, {tuple(fyt.shape)}")
-    la = _t(lat, "lat", fxt).reshape(-1)
-    lo = _t(lon, "lon", fxt).reshape(-1)
+    la, lo = _t(lat, "lat", fxt), _t(lon, "lon", fxt)
+    if la.ndim > 1 or lo.ndim > 1:  # a regular lat-lon grid: 2-D coordinate arrays were reported as sizes
+        raise ShapeError(f"lat and lon must be the 1-D coordinates of a regular grid (H,) and (W,), got shapes "
+                         f"{tuple(la.shape)} and {tuple(lo.shape)}")
+    la, lo = la.reshape(-1), lo.reshape(-1)
     h, w = fxt.shape[-2:]
     if la.numel() != h or lo.numel() != w:
         raise ShapeError(f"lat ({la.numel()}) and lon ({lo.numel()}) must match the grid (H, W) = ({h}, {w})")

@@ -111,8 +111,8 @@ def dry_distance(wet: torch.Tensor, cap: float) -> torch.Tensor:
     """
     from scipy.ndimage import distance_transform_edt
 
-    if wet.ndim < 2:
-        raise ShapeError(f"the dry-distance spread needs fields (..., H, W), got shape {tuple(wet.shape)}")
+    if wet.ndim < 2 or wet.numel() == 0:
+        raise ShapeError(f"the dry-distance spread needs non-empty fields (..., H, W), got shape {tuple(wet.shape)}")
     h, w = wet.shape[-2:]
     m = wet.detach().cpu().numpy().reshape(-1, h, w)
     out = np.full(m.shape, float(cap), dtype=np.float64)
@@ -225,11 +225,13 @@ class PseudoPrecip(nn.Module):
         p = next(self.parameters())
         if isinstance(x, torch.Tensor):
             t = x
+            if t.is_complex():
+                raise InputError(f"{name} must be real-valued, got a complex tensor")
         else:
-            try:  # a masked array's masked pixels become NaN (no data) instead of their fill values
-                t = torch.as_tensor(np.asarray(nan_filled(x), dtype=np.float64))
-            except (TypeError, ValueError):
-                raise InputError(f"{name} must be a numeric array or tensor, got {type(x).__name__}") from None
+            arr = np.asarray(nan_filled(x))
+            if arr.dtype.kind not in "biuf":  # complex lost its imaginary part in the cast
+                raise InputError(f"{name} must be a real numeric array or tensor, got dtype {arr.dtype}")
+            t = torch.as_tensor(arr.astype(np.float64))
         n_inf = int(torch.isinf(t).sum()) if t.is_floating_point() else 0
         if n_inf:
             raise InputError(f"{name} has {n_inf} infinite value(s); use NaN for no data")

@@ -163,6 +163,9 @@ def _check_options(name: str, options: dict[str, Any]) -> None:
     nx = length / dx
     if not (math.isfinite(nx) and round(nx) >= 4):
         raise InputError(f"length / dx = {length:g} m / {dx:g} m gives {nx:.3g} columns; the grid needs at least 4")
+    if abs(nx - round(nx)) > 1e-6 * nx:  # the grid has whole columns: the domain would silently be shorter/longer
+        raise InputError(f"length / dx = {length:g} m / {dx:g} m = {nx:.6g} is not a whole number of columns; "
+                         f"use length = {round(nx) * dx:g} m (or another dx)")
 
 
 def get_case(name: str, **options: Any) -> Case:

@@ -115,6 +115,9 @@ def run(
         raise InputError(f"hours must be a positive number, got {hours!r}")
     if dt is not None and not positive_finite(dt):
         raise InputError(f"time step dt must be a positive number of seconds, got {dt!r}")
+    for flag, value in (("compile", compile), ("progress", progress)):
+        if not isinstance(value, (bool, np.bool_)):  # compile="no" ran compiled
+            raise InputError(f"{flag} must be True or False, got {value!r}")
     coord = make_coordinate(coordinate, **(coordinate_options or {}))
     if not isinstance(coordinate, str):
         coord = copy.deepcopy(coord)  # .to() works in place on a module: leave the caller's one as it was

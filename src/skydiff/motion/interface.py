@@ -468,6 +468,13 @@ def estimate_batch(frames: torch.Tensor, method: str = "lk", n_frames: int | Non
 
     Runs on the CPU in float64 on the last ``n_frames`` frames of each sample (all when None); no gradient.
     """
+    if not isinstance(frames, torch.Tensor) or frames.is_complex() or frames.ndim != 4:
+        raise InputError("estimate_batch takes a real torch tensor (B, T, H, W); for one (T, H, W) sequence or numpy "
+                         "input use estimate()")
+    if frames.shape[0] == 0:
+        raise ShapeError("estimate_batch got an empty batch (B = 0)")
+    if n_frames is not None:
+        n_frames = check_int("n_frames", n_frames, 1)
     arr = frames[:, -n_frames:] if n_frames else frames
     arr = arr.detach().to("cpu", torch.float64).numpy()
     vel = np.stack([estimate(a, method=method, **kwargs) for a in arr])

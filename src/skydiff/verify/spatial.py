@@ -47,6 +47,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -227,6 +228,9 @@ def fss_curve(
     fields or ``how="pooled"/"mean"``, ``f.shape[:-2]`` otherwise): a numpy array for numpy input, a tensor
     for torch input. A typical choice is ``scales = [2**k for k in range(8)]``.
     """
+    if isinstance(scales, (str, bytes)) or not isinstance(scales, (Sequence, np.ndarray, torch.Tensor, range)):
+        raise InputError(f"scales must be a sequence of window sizes (e.g. [1, 2, 4, 8]), got {scales!r}; for one "
+                         "window size use fss()")
     scales = list(scales)
     if not scales:
         raise InputError("scales must contain at least one window size")
