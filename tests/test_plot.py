@@ -434,6 +434,11 @@ def test_motion_of_a_y_increasing_grid_points_the_right_way():
     np.testing.assert_array_equal(rgb, rgb_np)
 
 
+def test_lead_times_must_be_finite(rain, velocity, nowcast):
+    with pytest.raises(InputError, match="leadtimes_min must be finite"):
+        P.plot_nowcast(rain, velocity, nowcast, leadtimes_min=[float("nan")] * len(nowcast))
+
+
 def test_bfloat16_and_infinite_values_are_drawn():
     """bfloat16 tensors raised numpy's TypeError; +inf was drawn grey as "no data" without a legend entry."""
     f = torch.zeros(6, 6, dtype=torch.bfloat16)

@@ -478,6 +478,8 @@ def _lead_labels(leadtimes_min: Any, n: int) -> list[float]:
     arr = np.atleast_1d(_as_array(leadtimes_min, "leadtimes_min"))
     if arr.ndim != 1:
         raise ShapeError(f"leadtimes_min must be 1-D, got shape {tuple(arr.shape)}")
+    if not np.isfinite(arr).all():  # titled "+nan min" before
+        raise InputError(f"leadtimes_min must be finite minutes, got {arr.tolist()}")
     if arr.size == 1 and n > 1:  # a time step: leads step, 2 step, ...
         arr = arr[0] * np.arange(1, n + 1)
     if arr.size != n:
