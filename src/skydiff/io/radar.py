@@ -492,7 +492,8 @@ def _plan(
         kwargs.update(_mch_kwargs(path))
     kwargs.update(options)
     asked = options.get("qty")
-    if sniffed and isinstance(asked, str) and s.quantities and asked.upper() not in s.quantities:  # e.g. qty="DBZH" on a KNMI accumulation: garbage, inf no-data
+    # e.g. qty="DBZH" on a KNMI accumulation read its data as dBZ: nonsense rain and +inf where no data was
+    if sniffed and isinstance(asked, str) and s.quantities and asked.upper() not in s.quantities:
         raise InputError(f"{path} holds {', '.join(s.quantities)}, not qty={asked!r}; leave qty out to read what "
                          "the file holds")
     if s.note and name == s.importer == "knmi_hdf5":
