@@ -65,6 +65,13 @@ ROOT = Path(__file__).resolve().parent
 os.environ.setdefault("SKYDIFF_CACHE", str(ROOT.parent / "runs" / "downscale"))
 
 
+def _block_max(x: np.ndarray, k: int) -> np.ndarray:
+    """(..., H, W) -> (..., H // k, W // k) maxima of k x k blocks (as crps_pooled(how="max") pools)."""
+    h, w = x.shape[-2] // k * k, x.shape[-1] // k * k
+    b = x[..., :h, :w].reshape(*x.shape[:-2], h // k, k, w // k, k)
+    return b.max(axis=(-3, -1))
+
+
 def metrics(pred: np.ndarray, obs: np.ndarray, lo: np.ndarray) -> tuple[dict, np.ndarray]:
     """pred (M, N, H, W), obs (N, H, W), lo (N, h, w) -> (scores, per-tile CRPS (N,), for the bootstrap)."""
     wl, db = rapsd_ratio_db(pred, obs)
@@ -75,10 +82,15 @@ def metrics(pred: np.ndarray, obs: np.ndarray, lo: np.ndarray) -> tuple[dict, np
         per_tile = np.asarray(crps_ensemble(pred, obs, estimator="fair", reduce=False)).mean((1, 2))
         c4 = float(crps_pooled(pred, obs, pool=4, how="avg", estimator="fair"))
         c16 = float(crps_pooled(pred, obs, pool=16, how="avg", estimator="fair"))
+        # max pooling: average pooling at multiples of the factor only measures the drift of the block means from
+        # the input (the input is the truth's 4 x 4 block mean); the block maxima measure structure
+        m4 = float(crps_pooled(pred, obs, pool=4, how="max", estimator="fair"))
+        m16 = float(crps_pooled(pred, obs, pool=16, how="max", estimator="fair"))
     else:  # one member: CRPS = MAE (pooled fields for the pooled scores)
         per_tile = np.abs(pred[0] - obs).mean((1, 2))
         c4 = float(np.abs(block_mean(pred[0], 4) - block_mean(obs, 4)).mean())
         c16 = float(np.abs(block_mean(pred[0], 16) - block_mean(obs, 16)).mean())
+        m4, m16 = (float(np.abs(_block_max(pred[0], k) - _block_max(obs, k)).mean()) for k in (4, 16))
     crps = float(per_tile.mean())  # tiles have equal sizes: the mean of tile means is the pooled mean
     f = block_mean(pred, 4)
     out = {
@@ -89,7 +101,7 @@ def metrics(pred: np.ndarray, obs: np.ndarray, lo: np.ndarray) -> tuple[dict, np
         "wet_fraction": float(wet_fraction(pred)),
         "negative_fraction": float(negative_fraction(pred)),
         "min": float(pred.min()),
-        "crps": crps, "crps_pool4": c4, "crps_pool16": c16,
+        "crps": crps, "crps_pool4": c4, "crps_pool16": c16, "crps_max4": m4, "crps_max16": m16,
         "mae_ens_mean": float(np.abs(pred.mean(0) - obs).mean()),
         "fss1_8px": float(np.mean([fss(pred[m], obs, 1.0, 8, how="pooled") for m in range(M)])),
         "fss5_8px": float(np.mean([fss(pred[m], obs, 5.0, 8, how="pooled") for m in range(M)])),
@@ -278,6 +290,7 @@ def main() -> None:
             ("p99.9 bias", "p999_bias", "{:+.1%}"), ("wet frac", "wet_fraction", "{:.3f}"),
             ("neg frac", "negative_fraction", "{:.4f}"), ("CRPS", "crps", "{:.4f}"), ("CRPS/MAEbic", None, ""),
             ("CRPS p4", "crps_pool4", "{:.4f}"), ("CRPS p16", "crps_pool16", "{:.4f}"),
+            ("CRPS max4", "crps_max4", "{:.4f}"), ("CRPS max16", "crps_max16", "{:.4f}"),
             ("MAE mean", "mae_ens_mean", "{:.4f}"), ("FSS1", "fss1_8px", "{:.3f}"), ("FSS5", "fss5_8px", "{:.3f}"),
             ("lowres err", "lowres_abs_err", "{:.4f}"), ("s/field", None, "")]
     lines = []

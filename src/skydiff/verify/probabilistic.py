@@ -167,7 +167,9 @@ def crps_pooled(
     """CRPS after pooling members and observation over non-overlapping ``pool × pool`` windows.
 
     This is the "pooled CRPS" of Ravuri et al. (2021, DGMR) and Harris et al. (2022): it scores the spatial
-    structure of the ensemble, not only its point-wise distribution.
+    structure of the ensemble, not only its point-wise distribution. For downscaling from block means, average
+    pooling at a multiple of the factor scores only how far the members' block means drift from the input (the
+    pooled truth *is* the input); the maximum (``how="max"``) then measures structure.
 
     Parameters
     ----------
