@@ -5,7 +5,8 @@
 Cases
     Every window of ``n_in + leadtimes`` frames exactly one time step apart (time gaps are never bridged) of
     every source, every ``stride`` steps, optionally a centred ``crop``. Each model gets the last frames it
-    needs of the ``n_in`` inputs (``n_in`` defaults to the most any model needs: 6 for LUPIN).
+    needs of the ``n_in`` inputs (``n_in`` defaults to the most any model needs: 6 for LUPIN, 12 with SmaAt-UNet;
+    so by default the case set depends on the models compared: fix ``n_in`` to compare runs with other model lists).
 Masking
     A pixel counts for a case and lead time only where the observation and *every* model's nowcast are finite
     (the union of the NaN masks), so every model is scored on exactly the same pixels.
@@ -223,7 +224,8 @@ def evaluate(
     thresholds
         Event thresholds in mm/h.
     n_in
-        Input frames per case (default: the most any model needs).
+        Input frames per case (default: the most any model needs, so that the cases depend on ``models``; give it
+        to keep the same cases across runs with other model lists).
     stride
         Steps between case start times (1 = every window).
     crop
