@@ -487,14 +487,14 @@ def advect_trajectory(
         return state[None]
     if model_error is not None and tuple(model_error.shape) != (K - 1, 2, H, W):
         raise ShapeError(f"model_error must be {(K - 1, 2, H, W)}, got {tuple(model_error.shape)}")
-    if not bool(torch.isfinite(state[-2:]).all()) or (model_error is not None
-                                                      and not bool(torch.isfinite(model_error).all())):
-        raise InputError("the velocity channels (state[-2:]) and model_error must be finite")
     if backend not in _BACKENDS:
         raise InputError(f"backend must be one of {_BACKENDS}, got {backend!r}")
     use_numba = backend == "numba" or (backend == "auto" and state.device.type == "cpu")
     if backend == "numba" and state.device.type != "cpu":
         raise InputError("backend='numba' runs on the CPU only; CUDA tensors use backend='torch'")
+    if not bool(torch.isfinite(state[-2:]).all()) or (model_error is not None
+                                                      and not bool(torch.isfinite(model_error).all())):
+        raise InputError("the velocity channels (state[-2:]) and model_error must be finite")
     if use_numba and state.dtype in (torch.float32, torch.float64):
         eta = model_error if model_error is not None else state.new_zeros(0)
         return _NumbaTrajectory.apply(state, eta, tuple(dts), model_error is not None)
