@@ -102,10 +102,12 @@ def _fss_terms(
     vf = valid.to(ft.dtype)
     zero = torch.zeros((), dtype=ft.dtype, device=ft.device)
 
+    def hard(x: torch.Tensor) -> torch.Tensor:
+        return (x >= threshold) if event == "ge" else (x > threshold)
+
     def indicator(x: torch.Tensor) -> torch.Tensor:
         if smooth is None:
-            ind = (x >= threshold) if event == "ge" else (x > threshold)
-            return ind.to(ft.dtype) * vf
+            return hard(x).to(ft.dtype) * vf
         xs = torch.where(valid, x, zero)  # keep NaN out of the graph (no NaN gradients)
         return torch.where(valid, torch.sigmoid((xs - threshold) / smooth), zero)
 
@@ -124,9 +126,7 @@ def _fss_terms(
     if smooth is not None:
         # the soft indicator is never exactly 0, so a pair without any (hard) event would get a number anywhere in
         # [0, 1]; it is undefined, as for the hard FSS (den = 0 -> NaN with a zero gradient in _ratio)
-        hard = ((ft >= threshold) if event == "ge" else (ft > threshold)) | (
-            (ot >= threshold) if event == "ge" else (ot > threshold))
-        has_event = (hard & valid).flatten(-2).any(-1)
+        has_event = ((hard(ft) | hard(ot)) & valid).flatten(-2).any(-1)
         num = torch.where(has_event, num, zero)
         den = torch.where(has_event, den, zero)
     return num, den
@@ -228,7 +228,7 @@ def fss_curve(
     fields or ``how="pooled"/"mean"``, ``f.shape[:-2]`` otherwise): a numpy array for numpy input, a tensor
     for torch input. A typical choice is ``scales = [2**k for k in range(8)]``.
     """
-    if isinstance(scales, (str, bytes)) or not isinstance(scales, (Sequence, np.ndarray, torch.Tensor, range)):
+    if isinstance(scales, (str, bytes)) or not isinstance(scales, (Sequence, np.ndarray, torch.Tensor)):
         raise InputError(f"scales must be a sequence of window sizes (e.g. [1, 2, 4, 8]), got {scales!r}; for one "
                          "window size use fss()")
     scales = list(scales)
