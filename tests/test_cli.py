@@ -43,6 +43,28 @@ def test_demo_synthetic_only(tmp_path, capsys, monkeypatch):
     assert (mine / "synthetic_scores.csv").read_text() == "my scores\n"
 
 
+def test_demo_scores_every_model_on_the_same_pixels(tmp_path, capsys, monkeypatch):
+    """Extrapolation leaves NaN where rain would flow in, persistence does not: each was scored on its own pixels
+    (65 536 for persistence vs 52 800 for LK at +60 min on the synthetic case)."""
+    import pandas as pd
+
+    monkeypatch.delenv("SKYDIFF_DATA", raising=False)
+    assert main(["demo", "--out", str(tmp_path / "d"), "--size", "96", "-q"]) == 0
+    t = pd.read_csv(tmp_path / "d" / "synthetic_scores.csv")
+    n = t[t.threshold == 1.0].pivot_table(index="leadtime_min", columns="model", values="n")
+    assert (n.nunique(axis=1) == 1).all() and n.iloc[-1, 0] < 96 * 96
+
+
+def test_demo_skips_a_knmi_folder_without_the_case_files(tmp_path, capsys):
+    """Fewer than 6 files up to 05:30 made a negative start index and took the wrong files."""
+    knmi = tmp_path / "data" / "radar" / "KNMI" / "2010" / "08"
+    knmi.mkdir(parents=True)
+    for hhmm in ("0525", "0530", "0535"):
+        (knmi / f"RAD_NL25_RAP_5min_20100826{hhmm}.h5").write_bytes(b"")
+    assert main(["demo", "--out", str(tmp_path / "d"), "--size", "96", "--data", str(tmp_path / "data")]) == 0
+    assert "real case skipped" in capsys.readouterr().err
+
+
 @pytest.mark.realdata
 def test_nowcast_and_verify_on_knmi(knmi2010, tmp_path, capsys):
     from skydiff.io import read_nowcast

@@ -104,6 +104,18 @@ def test_units_errors():
         accumulation_to_rainrate(1.0, 0)
     with pytest.raises(InputError):
         dbz_to_rainrate(1.0, a=-1)
+    # sixteenth-session audit: numpy's ValueError for a text threshold; NaN zerovalue made dry look like no data
+    from skydiff.io.units import is_rain_rate, normalize_unit
+
+    for kw in ({"threshold": "x"}, {"zerovalue": float("nan")}):
+        with pytest.raises(InputError):
+            rainrate_to_dbr(np.ones(3), **kw)
+    with pytest.raises(InputError, match="threshold"):
+        dbr_to_rainrate(np.ones(3), threshold="x")
+    # every spelling is_rain_rate accepts is normalised (netCDF's "mm.h-1" was refused, and its file unreadable)
+    for unit in ("mm.h-1", "mm / h", "MM/ H", "mm h-1", "kg m-2 h-1"):
+        assert is_rain_rate(unit) and normalize_unit(unit) == "mm/h"
+    assert normalize_unit("kg  m-2") == "mm" and normalize_unit(" dBZ ") == "dBZ"
 
 
 def test_units_torch_differentiable():

@@ -43,6 +43,10 @@ def test_match_cdf_batch_mask_and_errors():
         match_cdf(f, tgt[:, :4])
     with pytest.raises(ShapeError, match="valid"):
         match_cdf(f, tgt, valid[:, :4])
+    # integer fields took the target's intensities rounded to integers
+    fi = (f * 10).round().to(torch.int64)
+    out_i = match_cdf(fi, tgt, valid)
+    assert out_i.is_floating_point() and not torch.equal(out_i, out_i.round())
 
 
 def test_match_cdf_refuses_no_data_among_the_valid_pixels():

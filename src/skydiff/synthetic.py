@@ -125,7 +125,10 @@ def rain_sequence(
 
     n_frames, (h, w) = _check_args(n_frames, shape, timestep, motion, swirl, pixel_km, beta, outer_scale, lifetime,
                                    wet_fraction, rain_median, rain_log_std)
-    rng = np.random.default_rng(seed)
+    try:
+        rng = np.random.default_rng(seed)
+    except (TypeError, ValueError):
+        raise InputError(f"seed must be a non-negative integer or None, got {seed!r}") from None
     hp = sfft.next_fast_len(h + max(64, h // 2), real=True)
     wp = sfft.next_fast_len(w + max(64, w // 2), real=True)
 

@@ -57,6 +57,9 @@ _UNIT_ALIASES = {
 _RATE_SPELLINGS = frozenset({k.replace(" ", "") for k, v in _UNIT_ALIASES.items() if v == "mm/h"} | {"mm.h-1"})
 
 
+_COMPACT_ALIASES = {k.replace(" ", ""): v for k, v in _UNIT_ALIASES.items()}
+
+
 def is_rain_rate(unit: Any) -> bool:
     """Whether a ``units`` attribute spells a rain rate in mm/h (any spelling :func:`normalize_unit` knows)."""
     return str(unit).replace(" ", "").lower() in _RATE_SPELLINGS
@@ -74,8 +77,9 @@ def warn_implausible_rain(x: Any, what: str = "rain") -> None:
 
     Two checks on the finite values: a maximum above 1000 mm/h, and rain (values >= 0.1 mm/h, at least 100 of them;
     an even subsample of <= ~200 000 values for large inputs) whose median exceeds 10 mm/h — what dBZ (15-55 where
-    it rains) or dBR read as mm/h look like; real radar rain has a median of ~0.3-3 mm/h. Nothing is changed or
-    refused: a warning, since extreme but real fields exist.
+    it rains) read as mm/h looks like; real radar rain has a median of ~0.3-3 mm/h. dBR is *not* caught here (its
+    rain has a median of ~2 like mm/h); its zero value (-15) is: the callers refuse negative rain rates. Nothing
+    is changed or refused: a warning, since extreme but real fields exist.
     """
     from ..errors import warn
 
@@ -100,10 +104,12 @@ def normalize_unit(unit: str) -> str:
     """Return the pysteps name ('mm/h', 'mm' or 'dBZ') of a unit string; InputError for anything else."""
     if not isinstance(unit, str):
         raise InputError(f"unit must be a string ('mm/h', 'mm' or 'dBZ'), got {type(unit).__name__}")
-    key = " ".join(unit.strip().lower().split())
-    if key not in _UNIT_ALIASES:
+    key = unit.strip().lower().replace(" ", "")  # every spacing of a spelling, as is_rain_rate reads them
+    if key in _RATE_SPELLINGS:  # (also netCDF's "mm.h-1", which read_radar's netCDF reader refused)
+        return "mm/h"
+    if key not in _COMPACT_ALIASES:
         raise InputError(f"unknown precipitation unit {unit!r}: expected one of 'mm/h', 'mm' (accumulation) or 'dBZ'")
-    return _UNIT_ALIASES[key]
+    return _COMPACT_ALIASES[key]
 
 
 def _as_array(x: Any) -> np.ndarray | torch.Tensor:
@@ -166,9 +172,14 @@ def rainrate_to_dbr(rainrate: Any, threshold: float = 0.1, zerovalue: float = -1
     With torch the log is evaluated on ``max(R, threshold)`` so that the unused branch never produces NaN
     gradients.
     """
-    threshold, zerovalue = float(threshold), float(zerovalue)
-    if not threshold > 0:
+    try:
+        threshold, zerovalue = float(threshold), float(zerovalue)
+    except (TypeError, ValueError):
+        raise InputError(f"threshold and zerovalue must be numbers, got {threshold!r} and {zerovalue!r}") from None
+    if not threshold > 0 or not np.isfinite(threshold):
         raise InputError(f"the dBR threshold must be a positive rain rate in mm/h, got {threshold}")
+    if not np.isfinite(zerovalue):  # NaN would make dry pixels look like no data
+        raise InputError(f"zerovalue must be a finite dBR value, got {zerovalue}")
     x = _as_array(rainrate)
     if isinstance(x, torch.Tensor):
         db = 10.0 * torch.log10(torch.clamp(x, min=threshold))
@@ -181,7 +192,10 @@ def rainrate_to_dbr(rainrate: Any, threshold: float = 0.1, zerovalue: float = -1
 
 def dbr_to_rainrate(dbr: Any, threshold: float = -10.0) -> Any:
     """Inverse dB transform: ``10**(dBR/10)``, values below ``threshold`` (dBR) set to 0; NaN kept."""
-    threshold = float(threshold)
+    try:
+        threshold = float(threshold)
+    except (TypeError, ValueError):
+        raise InputError(f"threshold must be a number (dBR), got {threshold!r}") from None
     x = _as_array(dbr)
     r = 10.0 ** (x / 10.0)
     if isinstance(x, torch.Tensor):

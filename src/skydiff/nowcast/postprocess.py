@@ -39,7 +39,9 @@ def match_cdf(fields: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | 
     field keeps its ranks (where the rain is) and takes the target's intensities. As in pysteps'
     ``nonparam_match_empirical_cdf``: pixels at the field's minimum (dry) stay at the target's minimum — when
     the target is wet on more pixels than the field, its smallest wet values are set dry first, so matching
-    never turns a dry pixel wet. Not differentiable (ranks); no gradient flows.
+    never turns a dry pixel wet. The ranking is not differentiable: a gradient flows only to the target's values
+    (each matched pixel takes one of them) and to the pixels outside ``valid`` (returned as they are). Integer
+    ``fields`` come back in torch's default float dtype (the target's intensities are not rounded).
     """
     if not isinstance(fields, torch.Tensor) or not isinstance(target, torch.Tensor) or (
             valid is not None and (not isinstance(valid, torch.Tensor) or valid.dtype != torch.bool)):
@@ -55,6 +57,8 @@ def match_cdf(fields: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | 
     if bool((torch.isnan(target) & valid).any()) or bool((torch.isnan(fields) & valid[:, None]).any()):
         # (sorted last, NaN took the target's heaviest rain, and the target's NaN went onto the field's peaks)
         raise InputError("match_cdf: NaN (no data) among the valid pixels; leave them out with valid=")
+    if not fields.is_floating_point():
+        fields = fields.to(torch.get_default_dtype())
     out = fields.clone()
     for b in range(fields.shape[0]):
         m = valid[b]
