@@ -54,6 +54,23 @@ def test_scores_match_a_direct_computation(seq):
     assert "| extrapolation |" in ev.table("csi", 1.0)
 
 
+def test_the_window_length_is_reported_and_can_be_fixed(seq, tmp_path, capsys):
+    """The case set follows the longest model input unless n_in is given (the headline's 83 test cases came from
+    SmaAt-UNet's 12 frames; without it 107); the CLI said neither."""
+    from skydiff.cli import main
+
+    short = evaluate(_da(seq), ["persistence"], leadtimes=2)
+    fixed = evaluate(_da(seq), ["persistence"], leadtimes=2, n_in=4)
+    assert (short.n_in, len(short.cases)) == (1, 10) and (fixed.n_in, len(fixed.cases)) == (4, 7)
+    folder = tmp_path / "seq"
+    folder.mkdir()
+    da = _da(seq)
+    np.savez(folder / "seq.npz", precip=da.values, time=da.time.values, unit="mm/h")
+    capsys.readouterr()
+    assert main(["evaluate", str(folder), "--models", "persistence", "--leadtimes", "2", "--n-in", "4", "-q"]) == 0
+    assert "7 cases (4 + 2-frame windows)" in capsys.readouterr().out
+
+
 def test_gaps_and_timestep_are_respected(seq):
     ev = evaluate(_da(seq, gap_at=6), ["persistence"], leadtimes=2, n_in=2)
     # a gap after frame 6: windows of 4 only within 0..5 and 6..11 -> 3 + 3 cases

@@ -447,9 +447,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         crop=args.crop, max_cases=args.max_cases, motion=args.motion, weights=weights,
         progress=(lambda m: _say(m, args.quiet)), protocols=args.protocols or (),
         precision=None if args.precision == "full" else args.precision, min_rain=args.min_rain,
-        timestep=args.timestep, resample=args.resample,
+        timestep=args.timestep, resample=args.resample, n_in=args.n_in,
     )  # fmt: skip
-    print(f"{len(ev.cases)} cases, lead times {', '.join(f'{t:g}' for t in ev.leadtimes_min)} min\n")
+    print(f"{len(ev.cases)} cases ({ev.n_in} + {len(ev.leadtimes_min)}-frame windows), lead times "
+          f"{', '.join(f'{t:g}' for t in ev.leadtimes_min)} min\n")
     for thr in ev.thresholds:
         for sc in ("csi", "ets"):
             print(f"{sc.upper()} at {thr:g} mm/h\n\n{ev.table(sc, thr)}\n")
@@ -987,6 +988,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--stride", type=_number(1), default=1, help="steps between case start times (default 1)")
     ev.add_argument("--crop", type=_number(1), default=None, help="score a centred square crop of this size")
     ev.add_argument("--max-cases", type=_number(1), default=None)
+    ev.add_argument("--n-in", type=_number(1), default=None, metavar="N",
+                    help="input frames per case window (default: the most any model takes, so the cases depend on "
+                         "--models; e.g. 12 keeps the windows of a run with SmaAt-UNet)")
     ev.add_argument("--motion", default="lk", help="motion method of the extrapolation models (default lk)")
     ev.add_argument("--precision", default="full", choices=["full", *PRECISIONS],
                     help="neural models except SmaAt: mixed-precision convolutions (default full)")

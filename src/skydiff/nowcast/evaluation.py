@@ -60,7 +60,8 @@ class Evaluation:
     ``scores``: DataFrame with columns ``source, model, leadtime_min, threshold, n_cases, n_pixels`` +
     :data:`CONTINUOUS` + :data:`CATEGORICAL` (``source`` is ``"all"`` for the pooled scores, or a group label);
     ``timing``: mean wall seconds per nowcast per model (the first nowcast of each model included: imports,
-    compilation and weight loading); ``cases``: the (source, time of the last input) of every case.
+    compilation and weight loading); ``cases``: the (source, time of the last input) of every case; ``n_in``: the
+    input frames of every case's window (which, with the lead times, decides which cases exist).
     """
 
     scores: Any
@@ -69,6 +70,7 @@ class Evaluation:
     leadtimes_min: list[float] = field(default_factory=list)
     thresholds: list[float] = field(default_factory=list)
     protocol_scores: Any = None
+    n_in: int = 0
     """DataFrame (``protocol, model, threshold, threshold_mm_h, pmse, accuracy, precision, recall, f1, csi,
     far, hss``) of the published protocols asked for, or None."""
 
@@ -471,5 +473,5 @@ def evaluate(
                                                            "hss")}})
         prot = pd.DataFrame(prows)
     return Evaluation(scores=df, timing=timing, cases=cases, leadtimes_min=lead_min, thresholds=thresholds,
-                      protocol_scores=prot)
+                      protocol_scores=prot, n_in=n_in)
 
