@@ -63,6 +63,21 @@ def test_registry_and_plugging_in_a_model():
     np.testing.assert_allclose(out[0], 2 * moving_blob()[-1])
     with pytest.raises(InputError, match="unknown nowcasting model 'nope'; available:"):
         forecast(moving_blob(), 2, model="nope")
+    # a model returning the bare nowcast (as the module docstring said) was unpacked as (nowcast, velocity) =
+    # (lead 1, lead 2): a (H, W) "nowcast" without an error; a wrong shape passed through
+    from skydiff.nowcast.interface import _MODELS
+
+    register_model("bare-test", lambda x, n, **_: x[-1][None].repeat(n, 1, 1))
+    register_model("shape-test", lambda x, n, **_: (x[-1][None, :5], None))
+    try:
+        with pytest.raises(InputError, match="must return \\(nowcast tensor, motion or None\\)"):
+            forecast(moving_blob(), 2, model="bare-test")
+        with pytest.raises(ShapeError, match="returned a nowcast of shape"):
+            forecast(moving_blob(), 2, model="shape-test")
+    finally:
+        _MODELS.pop("bare-test")
+        _MODELS.pop("shape-test")
+        _MODELS.pop("double-test")
 
 
 @pytest.mark.parametrize(

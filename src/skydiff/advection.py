@@ -109,7 +109,8 @@ def advect(
     Returns
     -------
     numpy in: ``(steps, H, W)`` numpy array. torch in: ``(B, steps, C, H, W)`` for a ``(B, C, H, W)`` field, or
-    ``(steps, H, W)`` for a 2-D field; same device and dtype as the field.
+    ``(steps, H, W)`` for a 2-D field; same device and dtype as the field (torch's default float dtype for an
+    integer tensor).
 
     Examples
     --------

@@ -207,11 +207,11 @@ def create_model(name: str, pretrained: bool | str | Path = False, **config: Any
     name
         A name from :func:`list_models` (case-insensitive).
     pretrained
-        ``False`` (random initialisation), ``True`` (the shipped weights
+        ``False`` (or None, 0: random initialisation), ``True`` (or 1: the shipped weights
         ``<weights_dir>/<name>.safetensors`` of the registration, e.g. ``skydiff/nowcast/weights``; their
         ``<name>.json`` config, if present, gives the defaults that ``config`` overrides) or a path to a
-        ``.safetensors`` file / stem of your own (checked against the model name in its ``.json`` card, or
-        without one in the ``.safetensors`` metadata).
+        ``.safetensors`` or ``.json`` file / stem of your own (checked against the model name in its ``.json``
+        card, or without one in the ``.safetensors`` metadata).
     **config
         Constructor keyword arguments of the model (e.g. ``base_channels``, ``depth``).
 

@@ -219,9 +219,9 @@ def downscale(lowres: Any, factor: int = 4, model: Any = "radar", members: int =
 
     Returns
     -------
-    Same kind as the input (numpy, torch on the input's device, or xarray DataArray with dims ``member``,
-    [``time``,] ``y``, ``x``): ``(members, T, h·factor, w·factor)`` or ``(members, h·factor, w·factor)``, rain rate in
-    mm/h, >= 0.
+    Same kind as the input (numpy, torch on the input's device, or xarray DataArray with dims ``member`` and the
+    input's own dimension names, e.g. ``time``, ``y``, ``x``): ``(members, T, h·factor, w·factor)`` or
+    ``(members, h·factor, w·factor)``, rain rate in mm/h, >= 0.
 
     Raises
     ------
@@ -229,7 +229,8 @@ def downscale(lowres: Any, factor: int = 4, model: Any = "radar", members: int =
         Input not 2-D or 3-D.
     InputError
         NaN/infinite or negative rain (with counts), a factor that differs from the model's, missing VIMD for a
-        model that needs it, unknown model or precision.
+        model that needs it, unknown model or precision, and a result above 1 000 mm/h (no rain rate: a model
+        or decoder out of its range). A ``vimd`` of another shape than the input is a ShapeError.
     """
     x, kind = _as_tensor(lowres, "lowres")
     _check_rain(x, "lowres")

@@ -355,9 +355,12 @@ def vimd(
       :func:`skydiff.downscale.era5.read_era5`: returns a :class:`xarray.DataArray` (see
       :func:`skydiff.downscale.era5.vimd`, which receives ``kwargs``).
 
+    ``p_top`` (Pa, levels only) stops the column integral at that pressure, as in :func:`moisture_flux`.
+
     Returns
     -------
-    Tensor ``(..., H, W)`` (dtype/device of the inputs), or a DataArray for a Dataset input.
+    A torch tensor ``(..., H, W)`` also for numpy input (the device of the inputs; float64 for numpy, the inputs'
+    float dtype for tensors, half precision computed and returned in float32), or a DataArray for a Dataset input.
     """
     try:
         import xarray as xr

@@ -76,14 +76,17 @@ def run(
         0.75 s); the step used is the result's ``dt_s`` attribute. Compare coordinates at one given ``dt``. A
         given ``dt`` is checked against the stability limit before running.
     dtype, device
-        ``torch.float64`` (default) or ``torch.float32``; CPU or CUDA.
+        ``torch.float64`` (default) or ``torch.float32`` (or the strings ``"float64"``/``"float32"``); CPU or CUDA.
+    progress
+        Show a progress bar over the time steps.
     coordinate_options
         Keyword options of the coordinate (e.g. ``{"s1": 8000, "s2": 2000}`` for SLEVE).
     compile
         Run the time steps compiled with ``torch.compile`` (~3.5x faster on one CPU thread after ~10 s of
         compilation; needs a C++ compiler, or Triton on CUDA; see :func:`skydiff.dycore.stepping.step_function`).
     **options
-        Case options: ``dx``, ``nz``, ``top``, ``length`` (m), terrain ``h0``, ``a``, ``lam`` (m).
+        Case options: ``dx``, ``nz``, ``top``, ``length`` (m; a whole number of ``dx``), terrain ``h0``, ``a``,
+        ``lam`` (m); ``dtheta`` (K, ``bubble``) and ``width`` (m, ``skamarock-klemp``) where the case has them.
 
     Returns
     -------

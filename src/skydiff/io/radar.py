@@ -840,7 +840,9 @@ def read_radar(
     ReadError
         Missing/unreadable file, undetectable format, importer failure.
     InputError
-        Duplicate times, files on different grids ("mixed grids"), unknown importer name.
+        Duplicate times, files on different grids ("mixed grids"), files holding different products (e.g. an
+        accumulation beside reflectivity), nowcast files among the observations, a ``qty`` the file does not
+        hold, unknown importer name, bad options (``zr_a``/``zr_b``, ``workers``).
 
     Gaps in the regular series are not an error: a :class:`~skydiff.errors.SkydiffWarning` lists them and they are
     recorded in ``attrs``; use :func:`check_regular` to require a gap-free series.

@@ -243,10 +243,12 @@ def estimate(frames: Any, method: str = "lk", *, transform: str | None = "db", *
     Parameters
     ----------
     frames:
-        ``(T, H, W)`` rain rates in mm/h (NaN = no data), oldest first; numpy array, array-like or tensor.
+        ``(T, H, W)`` rain rates in mm/h (NaN = no data), oldest first; numpy array, array-like, tensor or an
+        xarray.DataArray (its ``time`` dimension found by name, its ``units`` checked with ``transform="db"``).
     method:
         Registered method name (case-insensitive), see :func:`methods`: ``"lk"``/``"lucaskanade"``,
-        ``"vet"``, ``"darts"``, ``"proesmans"``, ``"farneback"``, ``"constant"``, ``"none"``/``"zero"``.
+        ``"vet"``, ``"darts"``, ``"proesmans"``, ``"farneback"``, ``"constant"``, ``"4dvar"``/``"fourdvar"``
+        (:func:`skydiff.motion.fourdvar`), ``"none"``/``"zero"`` (also ``None``).
         (pysteps' DARTS returns the right direction but 3-7x too slow a speed on a clean translation of a 128-px
         field, with its defaults or N_x = N_y = 20; the wrapper returns what pysteps does.)
     transform:
@@ -259,7 +261,8 @@ def estimate(frames: Any, method: str = "lk", *, transform: str | None = "db", *
     Returns
     -------
     velocity ``(2, H, W)`` in pixels per time step ([0] = x, [1] = y), always finite: numpy ``float64`` for
-    numpy input, a tensor on the input's device and dtype for torch input.
+    numpy input, a tensor on the input's device and dtype for floating torch input (torch's default float dtype
+    for integer tensors).
     """
     rec = get_method(method)
     if transform is not None:

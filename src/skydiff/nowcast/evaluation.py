@@ -70,9 +70,9 @@ class Evaluation:
     leadtimes_min: list[float] = field(default_factory=list)
     thresholds: list[float] = field(default_factory=list)
     protocol_scores: Any = None
-    n_in: int = 0
     """DataFrame (``protocol, model, threshold, threshold_mm_h, pmse, accuracy, precision, recall, f1, csi,
     far, hss``) of the published protocols asked for, or None."""
+    n_in: int = 0
 
     def protocol_table(self, protocol: str, digits: int = 5) -> str:
         """A markdown table of one published protocol: one row per model and nominal threshold."""

@@ -1,9 +1,10 @@
 """The one nowcasting entry point: :func:`forecast`, with a registry every model plugs into.
 
-A model is a function ``fn(frames, leadtimes, *, velocity, motion, motion_kwargs, **kwargs) -> (leadtimes, H, W)``
-taking a float tensor of past frames ``(T, H, W)`` in mm/h (NaN = no data). Register it with
-:func:`register_model`; ``forecast(frames, n, model="name")`` then validates the input, converts numpy/torch/xarray,
-and returns the same kind the user passed.
+A model is a function ``fn(frames, leadtimes, *, velocity, motion, motion_kwargs, **kwargs) -> (nowcast, motion)``
+taking a float tensor of past frames ``(T, H, W)`` in mm/h (NaN = no data) and returning the nowcast
+``(leadtimes, H, W)`` tensor and the motion field it used ``(2, H, W)`` (or None). Register it with
+:func:`register_model`; ``forecast(frames, n, model="name")`` then validates the input and the model's output,
+converts numpy/torch/xarray, and returns a tensor for torch input and a numpy array otherwise.
 """
 
 from __future__ import annotations
@@ -46,7 +47,10 @@ def register_model(
     aliases: tuple[str, ...] = (),
     description: str = "",
 ) -> None:
-    """Register a nowcasting model under ``name`` (case-insensitive)."""
+    """Register a nowcasting model under ``name`` (case-insensitive): ``fn(frames, leadtimes, *, velocity, motion,
+    motion_kwargs, **kwargs)`` must return ``(nowcast (leadtimes, H, W), motion (2, H, W) or None)`` (module
+    docstring); ``min_frames`` input frames at least; ``uses_motion``: it moves rain along a motion field (takes
+    ``velocity=`` / ``motion=``)."""
     key = name.lower()
     _MODELS[key] = _Model(key, fn, min_frames, uses_motion, description)
     for a in aliases:
@@ -170,7 +174,7 @@ def forecast(
         Number of lead times, in steps of the input time step.
     model
         A registered model: ``"extrapolation"`` (semi-Lagrangian, :func:`skydiff.advect`), ``"persistence"``
-        (alias ``"eulerian"``), and whatever else is registered (see :func:`models`).
+        (alias ``"eulerian"``), and whatever else is registered (see :func:`available_models`).
     motion
         Motion method (:func:`skydiff.motion.estimate`), unless ``velocity`` is given. None (default): ``"lk"``
         for extrapolation (and models registered with ``uses_motion``), and for the networks that move rain
@@ -181,7 +185,8 @@ def forecast(
         Optional precomputed motion ``(2, H, W)`` in pixels per step.
     motion_kwargs
         Extra keyword arguments for the motion method; ``{"frames": n}`` is handled here: the number of most
-        recent frames used for motion (default :func:`default_motion_frames`: 3, or 4 for 4D-Var).
+        recent frames used for motion (default :func:`default_motion_frames`: 3; 4 for 4D-Var, 6 for DARTS, 2 for
+        the two-frame methods).
     return_velocity
         Also return the motion field used (or None).
     timestep
@@ -189,11 +194,16 @@ def forecast(
         for arrays it is unknown unless given. Neural-network models were trained on 5-min steps and refuse
         other steps (nothing is resampled silently); extrapolation and persistence work at any step (lead times
         are in steps of the input).
+    **kwargs
+        Options of the model: for ``"extrapolation"`` :func:`skydiff.advect`'s ``n_iter``, ``interp`` and
+        ``outval``; for the networks ``weights`` (a weights path), ``precision`` and ``min_rain``. A model refuses
+        options it does not take.
 
     Returns
     -------
-    ``(leadtimes, H, W)`` in mm/h, numpy for numpy/xarray input, torch (same device/dtype) for torch input;
-    with ``return_velocity`` a tuple ``(nowcast, velocity)``.
+    ``(leadtimes, H, W)`` in mm/h, numpy for numpy/xarray input, torch for torch input (same device; the input's
+    dtype when it is floating, else torch's default float dtype); with ``return_velocity`` a tuple
+    ``(nowcast, velocity)``.
     """
     numpy_in = not isinstance(frames, torch.Tensor)
     if isinstance(leadtimes, bool) or not isinstance(leadtimes, (int, np.integer)) or leadtimes < 1:
@@ -233,8 +243,15 @@ def forecast(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pysteps' LK warns on sparse features; the flow is still returned
             velocity = _velocity_for(x, None, motion, dict(motion_kwargs or {}))
-    out, vel = m.fn(x, int(leadtimes), velocity=velocity, motion=motion or "lk",
-                    motion_kwargs=dict(motion_kwargs or {}), **kwargs)
+    res = m.fn(x, int(leadtimes), velocity=velocity, motion=motion or "lk", motion_kwargs=dict(motion_kwargs or {}),
+               **kwargs)
+    if not (isinstance(res, tuple) and len(res) == 2 and isinstance(res[0], torch.Tensor)):
+        raise InputError(f"model {m.name!r} must return (nowcast tensor, motion or None), got {type(res).__name__}; "
+                         "see skydiff.nowcast.register_model")  # (a bare nowcast was unpacked as two tensors)
+    out, vel = res
+    if tuple(out.shape) != (int(leadtimes), *x.shape[1:]):
+        raise ShapeError(f"model {m.name!r} returned a nowcast of shape {tuple(out.shape)}, not "
+                         f"{(int(leadtimes), *x.shape[1:])} (leadtimes, H, W)")
     if numpy_in:
         out = out.detach().cpu().numpy()
         if vel is not None:
