@@ -2,8 +2,9 @@
 """Neural nowcasts with the shipped weights against extrapolation, on the untouched test part of the shared data.
 
 Skill (``skydiff.nowcast.evaluate``, LUPIN's protocol): every window of ``--n-in`` input frames (default 12, the most
-any model takes: SmaAt-UNet's; the others use their last 4-6) + 6 targets (5 ... 30 min) of the test part of ``skydiff.nowcast.data.shared_split`` (FMI 2017-05-09, KNMI 2010-08-26 from 05:00 UTC, KNMI
-February 2021 evenings), every ``--stride`` steps, on a centred ``--crop`` of each frame; every model runs on the
+any model takes: SmaAt-UNet's; the others use their last 4-6) + 6 targets (5 ... 30 min) of the test part of
+``skydiff.nowcast.data.shared_split`` (FMI 2017-05-09, KNMI 2010-08-26 from 05:00 UTC, KNMI February 2021
+evenings), every ``--stride`` steps, on a centred ``--crop`` of each frame; every model runs on the
 same cases and is scored on the same pixels (union of NaN masks). The window length is fixed, not the longest of the
 models asked for, so that the case set does not depend on ``--models`` (6-frame windows give 107 test cases instead
 of 83). Models:
