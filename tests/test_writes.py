@@ -79,6 +79,20 @@ def test_atomic_path_with_nothing_written_says_so_and_keeps_the_old_file(tmp_pat
     assert old.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["kept.txt"]
 
 
+def test_atomic_path_through_a_symlink_replaces_its_target_and_keeps_the_link(tmp_path):
+    """The link was replaced by a plain file and the file it pointed to left stale."""
+    from skydiff.io.atomic import atomic_path
+
+    target = tmp_path / "real.txt"
+    target.write_text("old")
+    link = tmp_path / "link.txt"
+    link.symlink_to(target)
+    with atomic_path(link) as tmp:
+        tmp.write_text("new")
+    assert link.is_symlink() and target.read_text() == "new" and link.read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.txt", "real.txt"]
+
+
 def test_checkpoint_copy_that_fails_midway_leaves_a_whole_checkpoint(trained, tmp_path, monkeypatch):
     """Lightning's own writer stages a checkpoint in the system temporary folder and shutil.moves it: across
     filesystems (local /tmp, shared run folder) that is a copy onto last.ckpt, and a job stopped during it left a

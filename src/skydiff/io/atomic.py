@@ -22,12 +22,15 @@ def atomic_path(path: str | os.PathLike[str], suffix: str = ".tmp", *, fsync: bo
     success the data are flushed to disk (``fsync``), a file being replaced keeps its permissions, and
     :func:`os.replace` moves the new file onto ``path`` in one step (readers never see a half-written file); on
     any exception (also KeyboardInterrupt) the temporary file is removed and ``path`` is left as it was. Parent
-    folders are created; a ``path`` that is a folder is an :class:`~skydiff.errors.InputError` at once. The
+    folders are created; a ``path`` that is a folder is an :class:`~skydiff.errors.InputError` at once; a symbolic
+    link to a file has that file replaced (the link is kept). The
     temporary file is created by the writing library, so it gets the usual permissions (umask), unlike
     :func:`tempfile.mkstemp`'s 0600. ``suffix`` ends the temporary name (e.g. ``".tmp.npz"`` for
     :func:`numpy.savez`, which appends ``.npz`` otherwise).
     """
     p = Path(path)
+    if p.is_symlink() and p.resolve().exists():  # replace the file the link points to, not the link itself
+        p = p.resolve()
     if p.is_dir():  # os.replace would fail only after the whole file was written, with a bare OSError
         raise InputError(f"cannot write {p}: it is a folder; give a file name")
     try:
