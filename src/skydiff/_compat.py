@@ -43,6 +43,21 @@ def to_tensor(x: Any, dtype: torch.dtype | None = None, device: torch.device | s
     return t.to(dtype=dtype or t.dtype, device=device or "cpu")
 
 
+def check_real(x: Any, name: str, kinds: str = "biuf") -> None:
+    """InputError unless ``x`` (a tensor, or an array as numpy reads it) holds real numbers: a tensor that is not
+    complex (nor bool unless ``"b"`` in ``kinds``), an array of a numpy dtype kind in ``kinds`` (b bool, i/u
+    integers, f floats). Complex input would otherwise lose its imaginary part in a cast."""
+    if isinstance(x, torch.Tensor):
+        ok, dtype = not x.is_complex() and (x.dtype != torch.bool or "b" in kinds), x.dtype
+    else:
+        dtype = np.asarray(x).dtype
+        ok = dtype.kind in kinds
+    if not ok:
+        from .errors import InputError
+
+        raise InputError(f"{name} must be a real numeric array or tensor, got dtype {dtype}")
+
+
 def tensor_numpy(t: torch.Tensor) -> np.ndarray:
     """A tensor (any device, with grad) as a numpy array; bfloat16, which numpy has no type for, as float32."""
     t = t.detach().cpu()

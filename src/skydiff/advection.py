@@ -41,7 +41,7 @@ import numpy as np
 import torch
 import torch.nn.functional as nnf
 
-from ._compat import native_array
+from ._compat import check_real, native_array
 from .errors import InputError, ShapeError
 
 __all__ = ["advect", "advect_trajectory", "timestep_increments"]
@@ -203,12 +203,10 @@ def advect(
 def _as_field(field: Any) -> tuple[torch.Tensor, bool]:
     if isinstance(field, torch.Tensor):
         F = field
-        if F.is_complex():
-            raise InputError("field must be real-valued, got a complex tensor")
+        check_real(F, "field")
     else:
         arr = native_array(field)  # masked pixels are no data (NaN), not their fill values
-        if arr.dtype.kind not in "iubf":
-            raise InputError(f"field must be a real numeric array, got dtype {arr.dtype}")
+        check_real(arr, "field")
         if arr.dtype.kind in "iub":
             arr = arr.astype(np.float64)
         F = torch.from_numpy(np.ascontiguousarray(arr))
@@ -232,12 +230,10 @@ def _as_field(field: Any) -> tuple[torch.Tensor, bool]:
 def _as_velocity(velocity: Any, F: torch.Tensor) -> torch.Tensor:
     if isinstance(velocity, torch.Tensor):
         V = velocity
-        if V.is_complex() or V.dtype == torch.bool:
-            raise InputError(f"velocity must be a real numeric tensor, got dtype {V.dtype}")
+        check_real(V, "velocity", "iuf")
     else:
         arr = np.asarray(velocity)
-        if arr.dtype.kind not in "iuf":
-            raise InputError("velocity must be a numeric array")
+        check_real(arr, "velocity", "iuf")
         V = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float64))
     H, W = F.shape[-2:]
     if V.ndim == 3:

@@ -135,7 +135,8 @@ def _velocity(x: Any, name: str = "velocity", like: Any = None) -> np.ndarray:
     """Motion ``(2, H, W)`` as drawn north-up: a y-increasing DataArray has its rows flipped *and* its row
     component negated (as :func:`north_up` does); a plain array beside a field ``like`` that is drawn flipped is
     flipped with it, so that the arrows stay on their rain."""
-    flip = _is_flipped(x) or (like is not None and not hasattr(x, "dims") and _is_flipped(like))
+    own = _is_flipped(x)  # (_as_array flips its rows)
+    flip = own or (like is not None and not hasattr(x, "dims") and _is_flipped(like))
     arr = _as_array(x, name)
     if arr.ndim != 3 or arr.shape[0] != 2:
         raise ShapeError(
@@ -143,7 +144,7 @@ def _velocity(x: Any, name: str = "velocity", like: Any = None) -> np.ndarray:
             f"got shape {tuple(arr.shape)}"
         )
     if flip:
-        if not _is_flipped(x):
+        if not own:
             arr = np.flip(arr, axis=-2)
         arr = arr * np.array([1.0, -1.0]).reshape(2, 1, 1)
     return arr

@@ -353,10 +353,7 @@ def save_model(model: nn.Module, path: str | Path, card: Mapping[str, Any] | Non
     config = getattr(model, "config", None)
     if not name or config is None:
         raise InputError("save_model needs a registered skydiff model (with model_name and config)")
-    if Path(path).is_dir():
-        raise InputError(f"{path} is a folder; save_model takes the stem of the two files it writes, e.g. "
-                         f"{Path(path) / name}")
-    wts, js = weights_paths(path)
+    wts, js = weights_paths(path)  # (a folder is refused there)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     from . import __version__
 

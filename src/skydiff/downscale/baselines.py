@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .._compat import check_real
 from ..errors import InputError, ShapeError, check_int
 
 __all__ = ["bicubic", "spectral_zeropad", "spectral_truncate", "match_block_means", "smooth_block_means"]
@@ -31,13 +32,11 @@ __all__ = ["bicubic", "spectral_zeropad", "spectral_truncate", "match_block_mean
 
 def _to_tensor(x: Any) -> tuple[torch.Tensor, bool]:
     if isinstance(x, torch.Tensor):
-        if x.is_complex():
-            raise InputError("fields must be real-valued, got a complex tensor")
+        check_real(x, "fields")
         t = x if x.is_floating_point() else x.float()
         return t, True
     a = np.asarray(x)
-    if a.dtype.kind not in "biuf":
-        raise InputError(f"fields must be a real numeric array, got dtype {a.dtype}")
+    check_real(a, "fields")
     if not np.issubdtype(a.dtype, np.floating):
         a = a.astype(np.float32)
     return torch.from_numpy(np.ascontiguousarray(a)), False

@@ -40,7 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._compat import to_tensor
+from .._compat import check_real, to_tensor
 from ..errors import InputError, ShapeError
 
 __all__ = [
@@ -64,12 +64,10 @@ def _t(x: Any, name: str, like: torch.Tensor | None = None) -> torch.Tensor:
         raise InputError(f"{name} is required")
     if isinstance(x, torch.Tensor):
         t = x
-        if t.is_complex():
-            raise InputError(f"{name} must be real-valued, got a complex tensor")
+        check_real(t, name)
     else:
         arr = np.asarray(x)
-        if arr.dtype.kind not in "fiu":
-            raise InputError(f"{name} must be numeric, got dtype {arr.dtype}")
+        check_real(arr, name, "iuf")
         t = to_tensor(arr.astype(np.float64) if arr.dtype.kind != "f" else arr)
     if not t.is_floating_point():
         t = t.to(torch.float64)

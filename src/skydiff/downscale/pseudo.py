@@ -57,7 +57,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .._compat import nan_filled
+from .._compat import check_real, nan_filled
 from ..errors import InputError, ShapeError
 from ..registry import register_model
 from . import WEIGHTS_DIR
@@ -225,12 +225,10 @@ class PseudoPrecip(nn.Module):
         p = next(self.parameters())
         if isinstance(x, torch.Tensor):
             t = x
-            if t.is_complex():
-                raise InputError(f"{name} must be real-valued, got a complex tensor")
+            check_real(t, name)
         else:
             arr = np.asarray(nan_filled(x))
-            if arr.dtype.kind not in "biuf":  # complex lost its imaginary part in the cast
-                raise InputError(f"{name} must be a real numeric array or tensor, got dtype {arr.dtype}")
+            check_real(arr, name)
             t = torch.as_tensor(arr.astype(np.float64))
         n_inf = int(torch.isinf(t).sum()) if t.is_floating_point() else 0
         if n_inf:

@@ -65,6 +65,17 @@ def is_rain_rate(unit: Any) -> bool:
     return str(unit).replace(" ", "").lower() in _RATE_SPELLINGS
 
 
+def frames_of_dataarray(da: Any, what: str = "frames", *, rate: bool = True, hint: str = "") -> np.ndarray:
+    """The values of a ``(time, y, x)`` DataArray with ``time`` first (found by name, the grid's order kept); with
+    ``rate``, InputError when its ``units`` attribute is not a rain rate in mm/h (none: taken as mm/h)."""
+    units = da.attrs.get("units")
+    if rate and units is not None and not is_rain_rate(units):
+        raise InputError(f"{what} must be a rain rate in mm/h, the DataArray has units {units!r}{hint}")
+    if "time" in da.dims and da.ndim == 3 and da.dims[0] != "time":
+        da = da.transpose("time", ...)
+    return da.values
+
+
 # rain-rate fields whose rain (values >= 0.1 mm/h) has a median above this are probably reflectivity (dBZ) or dBR
 # passed as mm/h: rain in a radar composite has a median of ~0.3-3 mm/h (the shared KNMI, FMI and MRMS data: <= 2)
 REFLECTIVITY_MEDIAN_MM_H = 10.0

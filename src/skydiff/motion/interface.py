@@ -33,7 +33,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .._compat import import_pysteps, nan_filled
+from .._compat import check_real, import_pysteps, nan_filled
 from ..errors import InputError, ShapeError, check_int, warn
 
 #: rain/no-rain threshold of the dB transform (mm/h)
@@ -184,15 +184,13 @@ def methods() -> tuple[str, ...]:
 
 def _as_numpy(frames: Any) -> np.ndarray:
     if isinstance(frames, torch.Tensor):
-        if frames.is_complex():
-            raise InputError("frames must be real-valued, got a complex tensor")
+        check_real(frames, "frames")
         return frames.detach().to("cpu", torch.float64).numpy()
     try:
         arr = np.asarray(nan_filled(frames))
     except Exception as exc:  # ragged lists etc.
         raise InputError(f"frames cannot be converted to an array: {exc}") from None
-    if arr.dtype.kind not in "biuf":
-        raise InputError(f"frames must be a real numeric array, got dtype {arr.dtype}")
+    check_real(arr, "frames")
     return arr.astype(np.float64)
 
 
@@ -271,15 +269,10 @@ def estimate(frames: Any, method: str = "lk", *, transform: str | None = "db", *
         transform = _TRANSFORMS[transform.lower()]
 
     if hasattr(frames, "dims") and hasattr(frames, "values"):  # xarray.DataArray: its units and dims by name
-        from ..io.units import is_rain_rate
+        from ..io.units import frames_of_dataarray
 
-        units = frames.attrs.get("units")
-        if transform == "db" and units is not None and not is_rain_rate(units):
-            raise InputError(f"transform='db' takes rain rates in mm/h, the DataArray has units {units!r} (pass "
-                             "transform=None for data already in the units the method expects)")
-        if "time" in frames.dims and frames.ndim == 3 and frames.dims[0] != "time":
-            frames = frames.transpose("time", ...)
-        frames = frames.values
+        frames = frames_of_dataarray(frames, rate=transform == "db", hint=" (with transform='db'; pass "
+                                     "transform=None for data already in the units the method expects)")
     is_torch = isinstance(frames, torch.Tensor)
     arr = _as_numpy(frames)
     _check_frames(arr, rec)
@@ -471,9 +464,10 @@ def estimate_batch(frames: torch.Tensor, method: str = "lk", n_frames: int | Non
 
     Runs on the CPU in float64 on the last ``n_frames`` frames of each sample (all when None); no gradient.
     """
-    if not isinstance(frames, torch.Tensor) or frames.is_complex() or frames.ndim != 4:
+    if not isinstance(frames, torch.Tensor) or frames.ndim != 4:
         raise InputError("estimate_batch takes a real torch tensor (B, T, H, W); for one (T, H, W) sequence or numpy "
                          "input use estimate()")
+    check_real(frames, "frames")
     if frames.shape[0] == 0:
         raise ShapeError("estimate_batch got an empty batch (B = 0)")
     if n_frames is not None:

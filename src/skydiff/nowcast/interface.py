@@ -19,8 +19,9 @@ import numpy as np
 import torch
 
 from ..advection import advect
+from .._compat import check_real
 from ..errors import InputError, ShapeError, check_int
-from ..io.units import is_rain_rate, warn_implausible_rain
+from ..io.units import frames_of_dataarray, warn_implausible_rain
 
 __all__ = ["forecast", "register_model", "get_model", "available_models", "check_frames"]
 
@@ -105,12 +106,7 @@ def available_models() -> list[str]:
 def check_frames(frames: Any, min_frames: int = 1, *, what: str = "frames") -> torch.Tensor:
     """Validate a ``(T, H, W)`` rain-rate sequence in mm/h and return it as a float tensor (no copy if possible)."""
     if hasattr(frames, "dims") and hasattr(frames, "values"):  # xarray.DataArray
-        units = str(frames.attrs.get("units", "mm/h"))
-        if not is_rain_rate(units):
-            raise InputError(f"{what} must be a rain rate in mm/h, the DataArray has units {units!r}")
-        if "time" in frames.dims and frames.ndim == 3 and frames.dims[0] != "time":
-            frames = frames.transpose("time", ...)  # time first, by name (the grid keeps its order)
-        frames = frames.values
+        frames = frames_of_dataarray(frames, what)
     if isinstance(frames, torch.Tensor):
         x = frames
     else:
@@ -310,15 +306,13 @@ def _velocity_for(x: torch.Tensor, velocity: Any, motion: str, motion_kwargs: di
     if velocity is not None:
         if isinstance(velocity, torch.Tensor):
             v = velocity
-            if not (v.is_floating_point() or v.dtype in (torch.int32, torch.int64)):
-                raise InputError(f"velocity must be a real numeric (2, H, W) field, got dtype {v.dtype}")
+            check_real(v, "velocity", "iuf")
         else:
             try:
                 arr = np.asarray(velocity)
             except ValueError:  # ragged
                 raise InputError("velocity must be a (2, H, W) array of pixels per step") from None
-            if arr.dtype.kind not in "iuf":
-                raise InputError(f"velocity must be a real numeric (2, H, W) field, got {velocity!r:.60}")
+            check_real(arr, "velocity", "iuf")
             v = torch.from_numpy(arr.astype(np.float64))
         if v.shape != (2, *x.shape[1:]):
             raise ShapeError(f"velocity must be (2, H, W) = {(2, *x.shape[1:])}, got {tuple(v.shape)}")
