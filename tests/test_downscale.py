@@ -781,3 +781,58 @@ def test_coarsen_says_what_it_drops_and_the_package_lists_its_names():
         coarsen_lowres(xr.DataArray(rain((8, 8)), dims=("y", "x")), 4)
     assert sd.spectral_truncate is spectral_truncate and "spectral_truncate" in dir(sd)
     assert set(sd.__all__) <= set(dir(sd))
+
+
+def test_era5_decoder_saturation_is_measured_and_heavy_blocks_restored():
+    # pp-era5's learned decoder saturates near 5 mm/h (10 -> 6.9 mm/h); its limit was reported as inf (VIMD model),
+    # so conserve="heavy" (the default) restored nothing and no warning was given
+    from skydiff.downscale.interface import get_downscaler
+    from skydiff.errors import SkydiffWarning
+
+    m = get_downscaler("era5")
+    limit = m.pp.learned_decoder_limit()
+    assert 2.0 < limit < 20.0
+    assert m.saturation_limit() == limit and get_downscaler("radar").pp.learned_decoder_limit() > 20.0
+    lo = np.zeros((8, 8), np.float32)
+    lo[2:6, 2:6] = [[5.0, 10.0, 15.0, 20.0]] * 4
+    vimd = np.where(lo > 0, -3.0, 0.0).astype(np.float32)
+    with pytest.warns(SkydiffWarning, match="saturates there"):
+        low = downscale(lo, model="era5", vimd=vimd, members=2, steps=12, seed=0, progress=False, conserve=False)
+    assert float(block_mean(low, 4).mean(0)[2, 5]) < 0.8 * 20.0
+    out = downscale(lo, model="era5", vimd=vimd, members=2, steps=12, seed=0, progress=False)
+    np.testing.assert_allclose(block_mean(out, 4)[:, 2:6, 2:6], np.broadcast_to(lo[2:6, 2:6], (2, 4, 4)), rtol=1e-4)
+
+
+def test_downscale_dataarray_flipped_time_named_otherwise_and_bool_attrs(tiny_model, tmp_path):
+    import pandas as pd
+    import xarray as xr
+
+    from skydiff.downscale.interface import write_downscaled
+
+    lo = rain((2, 6, 5))
+    times = pd.date_range("2021-01-01", periods=2, freq="5min")
+    # a view with a negative stride (latitudes flipped) was a raw numpy/torch ValueError
+    da = xr.DataArray(lo[0], dims=("y", "x"), attrs={"units": "mm/h", "qc": True})
+    flipped = downscale(da[::-1], model=tiny_model, members=1, steps=2, seed=0, progress=False)
+    plain = downscale(np.ascontiguousarray(lo[0][::-1]), model=tiny_model, members=1, steps=2, seed=0, progress=False)
+    np.testing.assert_array_equal(flipped.values, plain)
+    # a bool attribute (netCDF has none) made write_downscaled fail after sampling
+    write_downscaled(tmp_path / "b.nc", downscale(da, model=tiny_model, members=1, steps=2, progress=False))
+    with xr.open_dataset(tmp_path / "b.nc") as ds:
+        assert int(ds.precip_rate.attrs["qc"]) == 1
+    # ERA5's CDS files call the time dimension valid_time and may put it last: it was downscaled as space
+    last = xr.DataArray(np.moveaxis(lo, 0, -1), dims=("lat", "lon", "valid_time"), coords={"valid_time": times},
+                        attrs={"units": "mm/h"})
+    out = downscale(last, model=tiny_model, members=1, steps=2, seed=0, progress=False)
+    assert out.dims == ("member", "valid_time", "lat", "lon") and out.shape == (1, 2, 24, 20)
+    anon = xr.DataArray(lo, dims=("t", "lat", "lon"), coords={"t": times}, attrs={"units": "mm/h"})
+    assert downscale(anon.transpose("lat", "lon", "t"), model=tiny_model, members=1, steps=2,
+                     progress=False).dims == ("member", "t", "lat", "lon")  # datetimes make it the time dimension
+    with pytest.raises(ShapeError, match="time dimension 'valid_time' among the last two"):
+        downscale(last.isel(lon=0), model=tiny_model, members=1, steps=2, progress=False)
+
+
+def test_downscale_refuses_a_seed_torch_cannot_take(tiny_model):
+    with pytest.raises(InputError, match=r"seed must be an integer in \[0, 18446744073709551615\]"):
+        downscale(rain((6, 5)), model=tiny_model, members=1, steps=2, seed=2**64, progress=False)
+    downscale(rain((6, 5)), model=tiny_model, members=1, steps=2, seed=2**64 - 1, progress=False)

@@ -37,13 +37,24 @@ class SkydiffWarning(UserWarning):
     """Warnings issued by skydiff (e.g. gaps reported when reading a radar series)."""
 
 
-def check_int(name: str, value: object, lo: int) -> int:
-    """``value`` as an int if it is an integer (Python or numpy, not bool) ``>= lo``, else :class:`InputError`."""
+def check_int(name: str, value: object, lo: int, hi: int | None = None) -> int:
+    """``value`` as an int if it is an integer (Python or numpy, not bool) ``>= lo`` (and ``<= hi``), else
+    :class:`InputError`."""
     import numbers
 
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < lo:
-        raise InputError(f"{name} must be an integer >= {lo}, got {value!r}")
+    if (isinstance(value, bool) or not isinstance(value, numbers.Integral) or int(value) < lo
+            or (hi is not None and int(value) > hi)):
+        bounds = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+        raise InputError(f"{name} must be an integer {bounds}, got {value!r}")
     return int(value)
+
+
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes seeds up to 64 bits
+
+
+def check_seed(value: object, name: str = "seed") -> int:
+    """A random seed as an int in ``[0, 2**64 - 1]`` (what torch's generators take), else :class:`InputError`."""
+    return check_int(name, value, 0, MAX_SEED)
 
 
 def positive_finite(*values: object) -> bool:

@@ -41,6 +41,7 @@ from torch import nn
 from .._compat import autocast_dtype
 from ..errors import InputError, ShapeError
 from ..errors import check_int as _check_int
+from ..errors import check_seed
 from ..registry import create_model, register_model
 from . import WEIGHTS_DIR
 
@@ -342,7 +343,7 @@ class EDMDownscaler(nn.Module):
         steps = _check_int("steps", steps, 1)
         batch_size = _check_int("batch_size", batch_size, 1)
         if seed is not None:
-            seed = _check_int("seed", seed, 0)
+            seed = check_seed(seed)
         for nm, v in (("s_churn", s_churn), ("s_noise", s_noise)):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 raise InputError(f"{nm} must be a finite number >= 0, got {v!r}")
@@ -355,9 +356,9 @@ class EDMDownscaler(nn.Module):
 
     def saturation_limit(self, decoder: str | None = None) -> float | None:
         """The rate (mm/h) from which this model's learned PP decoder saturates
-        (:meth:`~skydiff.downscale.pseudo.PseudoPrecip.learned_decoder_limit`), or None where no learned TP-only PP
-        decoder is used (``decoder``: as in :meth:`sample`)."""
-        if self.pp is None or self.pp.use_vimd or (decoder or self.pp.decoder) != "learned":
+        (:meth:`~skydiff.downscale.pseudo.PseudoPrecip.learned_decoder_limit`), or None where no learned PP decoder
+        is used (``decoder``: as in :meth:`sample`)."""
+        if self.pp is None or (decoder or self.pp.decoder) != "learned":
             return None
         return self.pp.learned_decoder_limit()
 

@@ -29,7 +29,7 @@ import torch
 
 from .._compat import autocast_dtype, nan_filled
 from ..errors import InputError, ShapeError, check_int, warn
-from ..io.units import MAX_PLAUSIBLE_RAIN_MM_H, is_rain_rate, warn_implausible_rain
+from ..io.units import MAX_PLAUSIBLE_RAIN_MM_H, is_rain_rate, time_dim, warn_implausible_rain
 from ..registry import create_model, load_model
 from .diffusion import TILE, TILE_OVERLAP, EDMDownscaler  # (importing it registers the edm-* models)
 
@@ -80,7 +80,7 @@ def _warn_decoder_saturation(m: EDMDownscaler, lo: torch.Tensor, limit: float | 
         return
     n = int((lo >= limit).sum())
     if n:
-        warn(f"{n} low-resolution pixel(s) at or above {limit:.0f} mm/h: the learned pseudo-precipitation decoder of "
+        warn(f"{n} low-resolution pixel(s) at or above {limit:.3g} mm/h: the learned pseudo-precipitation decoder of "
              f"{m.model_name!r} saturates there, so the downscaled block means come out low (shipped radar model, "
              "uniform 4 x 4 blocks: -19 % at 58 mm/h, -30 % at 80 mm/h); pass conserve='heavy' (those blocks) or "
              "conserve=True (all; CLI: --conserve heavy|all) to restore the block means")
@@ -97,7 +97,7 @@ def _as_tensor(x: Any, name: str) -> tuple[torch.Tensor, str]:
             if not is_rain_rate(units):
                 raise InputError(f"{name} must be in mm/h; the DataArray has units {units!r} (read_lowres and "
                                  "skydiff.io.read_radar convert rain units to mm/h)")
-            return torch.from_numpy(np.asarray(time_first(x).values, dtype=np.float32)), "xarray"
+            return torch.from_numpy(np.ascontiguousarray(time_first(x).values, dtype=np.float32)), "xarray"
     except ImportError:  # pragma: no cover
         pass
     a = np.asarray(nan_filled(x))  # masked pixels are no data (NaN, refused with a count), not their fill values
@@ -110,12 +110,18 @@ _YX = {("x", "y"): ("y", "x"), ("lon", "lat"): ("lat", "lon"), ("longitude", "la
 
 
 def time_first(da: Any) -> Any:
-    """A DataArray with its ``time`` dimension first and a recognised ``(x, y)`` / ``(lon, lat)`` pair in ``(y, x)``
-    order (rows, columns): :func:`downscale` reads the last two dimensions as the grid and the one before as time."""
+    """A DataArray with its time dimension first (:func:`skydiff.io.units.time_dim`: ``time``, ``valid_time`` or
+    the one with datetimes) and a recognised ``(x, y)`` / ``(lon, lat)`` pair in ``(y, x)`` order (rows, columns):
+    :func:`downscale` reads the last two dimensions as the grid and the one before as time. A time dimension that
+    would end up in the grid (a 2-D field over time and one space dimension) is a :class:`ShapeError`."""
     dims = list(da.dims)
-    if "time" in dims and dims[0] != "time":
-        dims.remove("time")
-        dims.insert(0, "time")
+    td = time_dim(da)
+    if td is not None and dims[0] != td:
+        dims.remove(td)
+        dims.insert(0, td)
+    if td is not None and td in dims[-2:]:
+        raise ShapeError(f"the DataArray's dimensions {tuple(da.dims)} leave its time dimension {td!r} among the "
+                         "last two, which are read as the grid (y, x)")
     if tuple(dims[-2:]) in _YX:
         dims[-2:] = _YX[tuple(dims[-2:])]
     return da.transpose(*dims) if dims != list(da.dims) else da
@@ -178,7 +184,8 @@ def downscale(lowres: Any, factor: int = 4, model: Any = "radar", members: int =
         ``True``: rescale every member so that its ``factor × factor`` block means equal ``lowres`` exactly
         (:func:`~skydiff.downscale.baselines.match_block_means`). ``"heavy"``: only the blocks at or above the
         rate where the model's learned PP decoder saturates (:meth:`~skydiff.downscale.pseudo.PseudoPrecip.
-        learned_decoder_limit`, 48 mm/h for the shipped radar model; nothing for other models; the default,
+        learned_decoder_limit`: 48 mm/h for the shipped radar model, ~4.7 mm/h for the ERA5 one; nothing for models
+        without a learned PP decoder; the default,
         :data:`CONSERVE_DEFAULT`, chosen on validation tiles: ``benchmarks/RESULTS.md`` §8 "Heavy rain").
         ``"smooth"``: every block, exactly, by a smooth additive correction of the rain pixels
         (:func:`~skydiff.downscale.baselines.smooth_block_means`), which unlike rescaling leaves the amplitude of
@@ -375,7 +382,8 @@ def _to_xarray(arr: np.ndarray, like: Any, f: int) -> Any:
     for d in (ydim, xdim):
         if d in like.coords and np.issubdtype(like[d].dtype, np.number):
             coords[d] = (d, _fine_coord(like[d].values, f), dict(like[d].attrs))
-    attrs = {k: v for k, v in like.attrs.items() if isinstance(v, (str, int, float))}
+    attrs = {k: (int(v) if isinstance(v, (bool, np.bool_)) else v) for k, v in like.attrs.items()
+             if isinstance(v, (str, int, float, np.bool_))}  # (netCDF has no booleans)
     for k in ("xpixelsize", "ypixelsize"):
         if k in attrs and isinstance(attrs[k], (int, float)):
             attrs[k] = attrs[k] / f

@@ -42,7 +42,7 @@ from .._checkpoint import (
     set_rng_state,
     with_atomic_checkpoints,
 )
-from ..errors import InputError
+from ..errors import InputError, check_seed
 from ..io.atomic import atomic_path
 from ..registry import create_model, save_model
 from . import diffusion as _diffusion  # noqa: F401  (registers the edm-* models)
@@ -227,7 +227,7 @@ def train_downscaler(pairs: TilePairs, name: str = "edm-radar", *, out: str | os
     L = _lightning()
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    torch.manual_seed(seed)
+    torch.manual_seed(check_seed(seed))
     run = Path(out) / name
     run.mkdir(parents=True, exist_ok=True)
     model_config.setdefault("factor", pairs.factor)

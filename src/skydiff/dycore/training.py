@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import InputError, ReadError, positive_finite
+from ..errors import InputError, ReadError, check_seed, positive_finite
 from ..io.atomic import atomic_path
 from ..registry import save_model
 from .cases import build, get_case
@@ -231,7 +231,7 @@ def train_neuve(out: str | Path = "runs/dycore/neuve", iterations: int = 15, sec
     if init_file is not None and init_file == os.path.realpath(weights):
         raise InputError(f"init {init} is the weights file this run writes ({weights}); give another out")
     state_file = weights.with_suffix(".ckpt")
-    settings = {"objective": objective, "seconds": float(seconds), "lr": float(lr), "seed": int(seed),
+    settings = {"objective": objective, "seconds": float(seconds), "lr": float(lr), "seed": check_seed(seed),
                 "init": init_file, "fit_target": fit_target,
                 "sigma_floor": float(sigma_floor), "terrains": [list(t) for t in train_terrains],
                 "schaer_seconds": float(schaer_seconds)}

@@ -65,15 +65,29 @@ def is_rain_rate(unit: Any) -> bool:
     return str(unit).replace(" ", "").lower() in _RATE_SPELLINGS
 
 
+TIME_DIM_NAMES = ("time", "valid_time")
+
+
+def time_dim(da: Any) -> str | None:
+    """The name of a DataArray's time dimension: ``time`` or ``valid_time`` (ERA5's CDS files), else the one
+    dimension whose coordinate holds datetimes; None when there is none."""
+    for name in TIME_DIM_NAMES:
+        if name in da.dims:
+            return name
+    found = [d for d in da.dims if d in da.coords and np.issubdtype(da[d].dtype, np.datetime64)]
+    return found[0] if found else None
+
+
 def frames_of_dataarray(da: Any, what: str = "frames", *, rate: bool = True, hint: str = "") -> np.ndarray:
-    """The values of a ``(time, y, x)`` DataArray with ``time`` first (found by name, the grid's order kept); with
-    ``rate``, InputError when its ``units`` attribute is not a rain rate in mm/h (none: taken as mm/h)."""
+    """The values of a ``(time, y, x)`` DataArray with its time dimension first (:func:`time_dim`, the grid's order
+    kept); with ``rate``, InputError when its ``units`` attribute is not a rain rate in mm/h (none: taken as mm/h)."""
     units = da.attrs.get("units")
     if rate and units is not None and not is_rain_rate(units):
         raise InputError(f"{what} must be a rain rate in mm/h, the DataArray has units {units!r}{hint}")
-    if "time" in da.dims and da.ndim == 3 and da.dims[0] != "time":
-        da = da.transpose("time", ...)
-    return da.values
+    td = time_dim(da)
+    if td is not None and da.ndim == 3 and da.dims[0] != td:
+        da = da.transpose(td, ...)
+    return np.ascontiguousarray(da.values)
 
 
 # rain-rate fields whose rain (values >= 0.1 mm/h) has a median above this are probably reflectivity (dBZ) or dBR
