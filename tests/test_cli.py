@@ -482,3 +482,19 @@ def test_train_refuses_a_model_name_that_differs_from_the_config(tmp_path, capsy
     err = capsys.readouterr().err
     assert "[model] name = 'rainnet', the command line 'lcnn'" in err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.realdata
+def test_assimilate_dry_frames_writes_zero_motion(shared_data, tmp_path):
+    # dry frames: 4D-Var optimises nothing; the summary line read the shape of the (absent) optimised level
+    from skydiff.io import read_nowcast
+
+    d = shared_data / "radar" / "KNMI" / "2021" / "2021-01-01-2005"
+    files = [d / f"2021010122{m}.hf5" for m in ("45", "50", "55")] + [d / "202101012300.hf5"]
+    if not all(f.is_file() for f in files):
+        pytest.skip("KNMI 2021-01-01 22:45-23:00 files not found in the shared data")
+    out = tmp_path / "dry.nc"
+    assert main(["assimilate", *map(str, files), "--bbox", "225000", "257000", "-3966000", "-3934000",
+                 "--out", str(out), "-q"]) == 0
+    nc, vel = read_nowcast(out, with_velocity=True)
+    assert nc.shape[0] == 3 and float(np.abs(vel.values).max()) == 0.0

@@ -467,3 +467,46 @@ def test_darts_on_a_grid_smaller_than_its_fourier_modes_is_a_shape_error():
     with pytest.raises(ShapeError, match="at least 101 x 101 pixels, got 40 x 120"):
         motion.estimate(frames, "darts")
     assert motion.estimate(frames, "darts", N_x=10, N_y=10).shape == (2, 40, 120)
+
+
+def test_a_dataarray_time_coordinate_is_checked_and_passed_to_4dvar():
+    """estimate() ignored a DataArray's times: reversed frames flipped the motion and a gap was taken as one step."""
+    import pandas as pd
+    import xarray as xr
+
+    frames = _translated(3)
+    times = pd.date_range("2021-01-01", periods=3, freq="5min")
+    da = xr.DataArray(frames, dims=("time", "y", "x"), coords={"time": times}, attrs={"units": "mm/h"})
+    ref = motion.estimate(da, "lk")
+    np.testing.assert_allclose(ref, motion.estimate(frames, "lk"))
+    with pytest.raises(InputError, match="not strictly increasing"):
+        motion.estimate(da[::-1], "lk")
+    gapped = da.assign_coords(time=times[:2].append(pd.DatetimeIndex(["2021-01-01 00:30"])))
+    with pytest.raises(InputError, match=r"not at a regular time step \(steps 5, 25 min\).*'4dvar'"):
+        motion.estimate(gapped, "lk")
+    # 4D-Var takes irregular times: the DataArray's own are passed on, as fourdvar(times=...) does
+    got = motion.estimate(gapped, "4dvar", max_iter=5)
+    want = motion.fourdvar(frames, times=np.asarray(gapped.time.values), max_iter=5).velocity
+    np.testing.assert_allclose(got, want)
+
+
+def test_keywords_pysteps_would_ignore_are_refused():
+    frames = _translated(6)
+    with pytest.raises(InputError, match="unexpected keyword argument.*fft_metod"):
+        motion.estimate(frames, "darts", N_x=10, N_y=10, fft_metod="numpy")
+    for name in ("constant", "none"):
+        with pytest.raises(InputError, match="unexpected keyword argument.*bogus"):
+            motion.estimate(frames[-2:], name, bogus=1)
+    # VET with indexing='xy' read (T, H, W) as (T, x, y): its [0] was the y component
+    with pytest.raises(InputError, match="indexing='xy'"):
+        motion.estimate(frames[-3:], "vet", indexing="xy")
+
+
+def test_fourdvar_takes_numpy_scalars_and_refuses_bools():
+    frames = _translated(3)
+    a = motion.fourdvar(frames, sigma=np.float32(1.0), gtol=np.float32(1e-4), ftol=np.float64(3e-3), max_iter=3)
+    b = motion.fourdvar(frames, sigma=1.0, gtol=float(np.float32(1e-4)), ftol=3e-3, max_iter=3)
+    np.testing.assert_allclose(a.velocity, b.velocity)
+    for kw in ({"sigma": True}, {"ftol": True}, {"gtol": False}):
+        with pytest.raises(InputError, match=f"{next(iter(kw))} must be"):
+            motion.fourdvar(frames, max_iter=3, **kw)

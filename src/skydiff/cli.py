@@ -514,13 +514,16 @@ def cmd_assimilate(args: argparse.Namespace) -> int:
     # with finest_level > 0 the full-resolution cost of the upsampled solution is another cost function, said apart
     # (it was printed and drawn as if the iterations had ended there, so the cost seemed to rise)
     hist, full, opt = res.iteration_costs, res.full_resolution_cost, res.finest_optimised
-    _say(
-        f"    {res.n_iter} L-BFGS iterations over {len(res.levels)} levels, "
-        f"{'converged' if res.converged else 'NOT converged'} ({res.status}), "
-        f"cost {hist[0]:.4g} -> {hist[-1]:.4g} on the {opt.shape[0]} x {opt.shape[1]} level"
-        + (f" (full resolution: {full:.4g})" if full is not None else "") + f", {res.time_s:.1f} s",
-        args.quiet,
-    )
+    if opt is None:  # nothing optimised: frames without rain give zero motion at once
+        _say(f"    no L-BFGS iterations: {res.status}", args.quiet)
+    else:
+        _say(
+            f"    {res.n_iter} L-BFGS iterations over {len(res.levels)} levels, "
+            f"{'converged' if res.converged else 'NOT converged'} ({res.status}), "
+            f"cost {hist[0]:.4g} -> {hist[-1]:.4g} on the {opt.shape[0]} x {opt.shape[1]} level"
+            + (f" (full resolution: {full:.4g})" if full is not None else "") + f", {res.time_s:.1f} s",
+            args.quiet,
+        )
     prog.step(f"forecasting {args.leadtimes} steps of {step_min:g} min and writing {args.out}")
     fc = advect(da.values[-1], res.velocity, args.leadtimes)
     write_nowcast(
@@ -540,9 +543,7 @@ def cmd_assimilate(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
     )
     if args.plot:
-        from .plot import plot_assimilation
-
-        from .plot import north_up
+        from .plot import north_up, plot_assimilation
 
         prog.step(f"plotting {args.plot}")
         last, fc_last, vel = north_up(da, da.values[-1], fc[-1], velocity=res.velocity)  # north at the top

@@ -118,7 +118,7 @@ import torch
 import torch.nn.functional as nnf
 
 from ..advection import advect, advect_trajectory
-from ..errors import InputError, ShapeError, warn
+from ..errors import InputError, ShapeError, positive_finite, warn
 from . import interface
 
 __all__ = ["FourDVarResult", "LevelInfo", "fourdvar", "fourdvar_reference"]
@@ -650,7 +650,7 @@ def _check_params(**kw: Any) -> None:
             raise InputError(f"4dvar: {name} must be a number >= 0, got {v!r}")
         if not math.isfinite(float(v)):
             raise InputError(f"4dvar: {name} must be finite, got {v!r}")
-    if not (isinstance(kw["sigma"], (int, float)) and kw["sigma"] > 0 and math.isfinite(kw["sigma"])):
+    if not positive_finite(kw["sigma"]):
         raise InputError(f"4dvar: sigma must be a positive number, got {kw['sigma']!r}")
     for name, lo in (("n_substeps", 1), ("levels", 1), ("max_iter", 1), ("history_size", 1)):
         v = kw[name]
@@ -658,7 +658,7 @@ def _check_params(**kw: Any) -> None:
             raise InputError(f"4dvar: {name} must be an integer >= {lo}, got {v!r}")
     for name in ("gtol", "ftol"):
         v = kw[name]
-        if not isinstance(v, (int, float)) or not v >= 0:
+        if not isinstance(v, (int, float, np.floating, np.integer)) or isinstance(v, bool) or not v >= 0:
             raise InputError(f"4dvar: {name} must be a number >= 0, got {v!r}")
 
 

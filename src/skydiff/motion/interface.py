@@ -268,9 +268,11 @@ def estimate(frames: Any, method: str = "lk", *, transform: str | None = "db", *
             raise InputError(f"unknown transform {transform!r}; use 'db' or None")
         transform = _TRANSFORMS[transform.lower()]
 
+    da_times = None
     if hasattr(frames, "dims") and hasattr(frames, "values"):  # xarray.DataArray: its units and dims by name
         from ..io.units import frames_of_dataarray
 
+        da_times = _dataarray_times(frames, rec)
         frames = frames_of_dataarray(frames, rate=transform == "db", hint=" (with transform='db'; pass "
                                      "transform=None for data already in the units the method expects)")
     is_torch = isinstance(frames, torch.Tensor)
@@ -281,9 +283,12 @@ def estimate(frames: Any, method: str = "lk", *, transform: str | None = "db", *
     if rec.max_frames is not None and t > rec.max_frames:
         offset = t - rec.max_frames
         arr = arr[offset:]
+    if da_times is not None and rec.name == "4dvar" and "times" not in kwargs:
+        kwargs["times"] = da_times[offset:]  # 4D-Var takes irregular times: the DataArray's own
     data, dry = _transform(arr, transform, offset)
 
     if rec.zero:
+        _no_unknown(rec.name, kwargs, frozenset())
         vel: Any = np.zeros((2, h, w))
     elif dry:
         warn(
@@ -341,6 +346,33 @@ def estimate(frames: Any, method: str = "lk", *, transform: str | None = "db", *
     return vel_np
 
 
+def _dataarray_times(da: Any, rec: MotionMethod) -> np.ndarray | None:
+    """The datetimes of a DataArray's time dimension (None without them), checked: strictly increasing, and for
+    every method but 4D-Var (which takes irregular times) equally spaced (to 1 s) — the methods assume frames one
+    time step apart, so a reversed or gapped series gave a wrong motion without a word."""
+    from ..io.units import time_dim
+
+    td = time_dim(da)
+    if td is None or td not in da.coords or da.sizes[td] < 2:
+        return None
+    t = np.asarray(da[td].values)
+    if not np.issubdtype(t.dtype, np.datetime64):
+        return None
+    d = np.diff(t).astype("timedelta64[ms]").astype(np.float64) / 60_000.0  # minutes
+    if np.any(d <= 0):
+        raise InputError(f"the frames' times are not strictly increasing (steps {_minutes(d)} min): sort them "
+                         "(DataArray.sortby) and drop duplicates")
+    if rec.name != "4dvar" and d.max() - d.min() > 1.0 / 60.0:
+        raise InputError(f"the frames are not at a regular time step (steps {_minutes(d)} min): motion method "
+                         f"{rec.name!r} assumes frames one time step apart; fill or drop the gaps "
+                         "(skydiff.io.resample_time), or use '4dvar', which takes irregular times")
+    return t
+
+
+def _minutes(d: np.ndarray) -> str:
+    return ", ".join(f"{v:g}" for v in d[:8]) + (", ..." if d.size > 8 else "")
+
+
 # --------------------------------------------------------------------------------------------------------------
 # built-in methods (pysteps.motion)
 # --------------------------------------------------------------------------------------------------------------
@@ -394,11 +426,27 @@ def _vet(frames: np.ndarray, **kwargs: Any) -> np.ndarray:
     kwargs.setdefault("verbose", False)
     if kwargs.get("intermediate_steps", False):
         raise InputError("motion method 'vet': intermediate_steps=True is not supported by estimate()")
+    if kwargs.get("indexing", "yx") != "yx":  # pysteps would read the (T, H, W) frames as (T, x, y): [0] = y
+        raise InputError(f"motion method 'vet': indexing={kwargs['indexing']!r} is not supported by estimate(), "
+                         "whose frames are (T, rows, columns) ('yx')")
     out = _pysteps_motion("vet")(frames, **kwargs)
     return out[0] if isinstance(out, tuple) else out
 
 
+# the keywords pysteps' DARTS reads (it takes **kwargs and ignores any other, so a typo changed nothing)
+DARTS_KEYWORDS = frozenset({"N_t", "N_x", "N_y", "M_x", "M_y", "fft_method", "lsq_method", "output_type",
+                            "n_threads", "print_info", "verbose"})
+
+
+def _no_unknown(method: str, kwargs: dict[str, Any], known: frozenset[str]) -> None:
+    unknown = sorted(set(kwargs) - known)
+    if unknown:
+        raise InputError(f"motion method {method!r} got unexpected keyword argument(s) {', '.join(unknown)}; it "
+                         f"takes {', '.join(sorted(known)) or 'none'}")
+
+
 def _darts(frames: np.ndarray, **kwargs: Any) -> np.ndarray:
+    _no_unknown("darts", kwargs, DARTS_KEYWORDS)
     n_t = kwargs.get("N_t", 4)
     t = frames.shape[0]
     if not isinstance(n_t, (int, np.integer)) or n_t < 1:
@@ -439,10 +487,12 @@ def _farneback(frames: np.ndarray, **kwargs: Any) -> np.ndarray:
 
 
 def _constant(frames: np.ndarray, **kwargs: Any) -> np.ndarray:
-    return _pysteps_motion("constant")(frames, **kwargs)
+    _no_unknown("constant", kwargs, frozenset())
+    return _pysteps_motion("constant")(frames)
 
 
 def _zero(frames: np.ndarray, **kwargs: Any) -> np.ndarray:
+    _no_unknown("none", kwargs, frozenset())
     return np.zeros((2, *frames.shape[1:]))
 
 
