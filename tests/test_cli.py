@@ -482,6 +482,14 @@ def test_train_refuses_a_model_name_that_differs_from_the_config(tmp_path, capsy
     err = capsys.readouterr().err
     assert "[model] name = 'rainnet', the command line 'lcnn'" in err
     assert not (tmp_path / "run").exists()
+    # ... also a JSON config and a sample config's name (the check parsed every file as TOML)
+    js = tmp_path / "smaat.json"
+    js.write_text('{"out": "%s", "model": {"name": "smaat"}}' % (tmp_path / "run"))
+    assert main(["train", "rainnet", "--config", str(js)]) == 2
+    assert "[model] name = 'smaat', the command line 'rainnet'" in capsys.readouterr().err
+    assert main(["train", "smaat", "--config", "rainnet"]) == 2
+    assert "the command line 'smaat'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.realdata

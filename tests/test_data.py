@@ -577,3 +577,25 @@ def test_build_nl_refuses_grids_that_differ_between_chunks(knmi2010, shared_data
         build_nl_dataset(list(knmi2010[:3]) + fmi, tmp_path / "mixed.h5", n_in=2, n_out=1, rain_rule=0.0,
                          chunk_files=3, crop=(0, 64, 0, 64))
     assert not (tmp_path / "mixed.h5").exists()
+
+
+def test_build_nl_units_and_empty_folders(tmp_path):
+    from skydiff.errors import ReadError
+    from skydiff.nowcast.data import build_nl_dataset
+
+    # the values are mm per 5 min / 47.83 whatever the time step (the units said "per 10 min" for timestep=10)
+    da = rain_sequence(12, (40, 48), timestep=10, seed=0)
+    s = build_nl_dataset(da, tmp_path / "ten.h5", crop=(0, 40, 0, 48), n_in=2, n_out=1, rain_rule=0.0,
+                         timestep=10, split_time="2025-01-01T01:00", compression_opts=1)
+    assert s["units"].startswith("mm per 5 min /")
+    import h5py
+
+    with h5py.File(tmp_path / "ten.h5") as f:
+        stored = f["train/images"][0]
+    np.testing.assert_allclose(stored[0], da.values[0] / (12 * 47.83), rtol=1e-5, atol=1e-7)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "nested" / "2021-01").mkdir(parents=True)
+    with pytest.raises(ReadError, match="empty holds no files"):
+        build_nl_dataset(tmp_path / "empty", tmp_path / "e.h5")
+    with pytest.raises(ReadError, match="nested holds no files, only the folder.*2021-01: give those"):
+        build_nl_dataset(tmp_path / "nested", tmp_path / "n.h5")

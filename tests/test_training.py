@@ -551,8 +551,54 @@ def test_rerun_of_an_early_stopped_run_trains_no_more(tmp_path, capsys):
     assert "nothing to train" in capsys.readouterr().err
     assert (s2["global_step"], s2["epochs"], s2["best_checkpoint"]) == (s1["global_step"], s1["epochs"],
                                                                         s1["best_checkpoint"])
-    s3 = train(config(tmp_path / "es", "rainnet"), overrides={**over, "training.patience": 2})
+    s3 = train(config(tmp_path / "es", "rainnet"), overrides={**over, "training.patience": 3})
     assert s3["global_step"] > s2["global_step"]
+    # ... until the new patience is spent (Lightning restored the checkpoint's patience: one more epoch each re-run)
+    ck = torch.load(str(tmp_path / "es" / "checkpoints" / "last.ckpt"), map_location="cpu", weights_only=False)
+    es = next(v for k, v in ck["callbacks"].items() if k.startswith("EarlyStopping"))
+    assert (es["patience"], es["wait_count"]) == (3, 3)
+
+
+def test_a_fresh_run_does_not_export_the_last_checkpoint_of_an_earlier_one(tmp_path):
+    out = tmp_path / "fresh"
+    from safetensors.torch import load_file
+
+    a = train(config(out, "rainnet"), overrides={"training.max_steps": 4})
+    wa = load_file(str(a["weights"]))
+    # resume = false and no validation: last.ckpt was the earlier run's, and its weights were exported
+    b = train(config(out, "rainnet"), overrides={"resume": False, "training.max_steps": 2, "training.lr": 0.5,
+                                                 "training.seed": 7, "trainer.limit_val_batches": 0})
+    assert (a["global_step"], b["global_step"]) == (4, 2)
+    wb = load_file(str(b["weights"]))
+    assert any(not torch.equal(v, wa[k]) for k, v in wb.items())  # its own weights, not run a's
+    ck = torch.load(str(out / "checkpoints" / "last.ckpt"), map_location="cpu", weights_only=False)
+    assert ck["global_step"] == 2
+
+
+def test_training_config_checks_found_by_an_audit(tmp_path, monkeypatch):
+    import skydiff.synthetic
+    from skydiff.nowcast.data import RadarSequences
+    from skydiff.nowcast.training import build_datasets
+    from skydiff.synthetic import rain_sequence
+
+    for crop in (0, -8, [100, -4], [32.7, 40.2], [32], True):
+        with pytest.raises(InputError, match="data.crop must be"):
+            resolve_config(config(tmp_path / "c", "rainnet"), {"data.crop": crop})
+    with pytest.raises(InputError, match=r"lr_factor must be in \(0, 1\)"):
+        train(config(tmp_path / "f", "rainnet", scheduler="plateau", lr_factor=1.5))
+    with pytest.raises(InputError, match="data.teacher = 'lk' computes a whole-grid flow"):
+        train(config(tmp_path / "t", "rainnet"), overrides={"data.teacher": "lk"})
+    # whole frames of sources on two grids (KNMI and FMI) failed in the DataLoader's torch.stack
+    monkeypatch.setattr(skydiff.synthetic, "rain_sequence",
+                        lambda n, shape, seed: rain_sequence(n, (40, 48) if seed % 2 else (36, 44), seed=seed))
+    data = resolve_config(config(tmp_path / "w", "rainnet"), {"data.crop": [], "data.n_sequences": 2})["data"]
+    with pytest.raises(InputError, match=r"whole frames\) with sources on different grids"):
+        build_datasets(data, 4, 2)
+    build_datasets({**data, "batch_size": 1, "val_batch_size": 1}, 4, 2)
+    # sources at different time steps made windows of either step without a word
+    with pytest.raises(InputError, match="different time steps"):
+        RadarSequences([rain_sequence(10, (32, 32), timestep=5), rain_sequence(10, (32, 32), timestep=2)], 3, 2,
+                       transform=None)
 
 
 def test_whole_grid_motion_teacher_is_the_flow_of_the_whole_grid_cropped(sequence):

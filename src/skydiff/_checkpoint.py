@@ -19,13 +19,14 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.plugins.io import CheckpointIO, TorchCheckpointIO
 from torch.utils.data import Sampler
 
 from .errors import InputError, ReadError
 from .io.atomic import atomic_path
 
-__all__ = ["AtomicCheckpointIO", "with_atomic_checkpoints", "SaveOnInterrupt", "check_resumable", "changed_settings",
+__all__ = ["AtomicCheckpointIO", "with_atomic_checkpoints", "SaveOnInterrupt", "ConfiguredEarlyStopping", "check_resumable", "changed_settings",
            "StreamSampler", "PassDataset", "rng_state", "set_rng_state"]
 
 
@@ -48,6 +49,20 @@ def with_atomic_checkpoints(plugins: Any = None) -> list[Any]:
     if not any(isinstance(p, CheckpointIO) for p in items):
         items.append(AtomicCheckpointIO())
     return items
+
+
+class ConfiguredEarlyStopping(EarlyStopping):  # type: ignore[misc]
+    """Lightning's EarlyStopping, whose ``patience`` on a resume is the one configured now: Lightning restores it
+    from the checkpoint, so a run that early stopping ended could not be continued by raising the patience."""
+
+    @property
+    def state_key(self) -> str:  # Lightning's own key, so checkpoints of either class resume each other
+        return super().state_key.replace(type(self).__qualname__, "EarlyStopping", 1)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        patience = self.patience
+        super().load_state_dict(state_dict)
+        self.patience = patience
 
 
 class SaveOnInterrupt(L.Callback):  # type: ignore[misc]

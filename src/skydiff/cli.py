@@ -598,13 +598,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     ):
         if val is not None:
             overrides[key] = val
-    if args.config is not None and os.path.isfile(args.config):  # (an unreadable file is train()'s error)
-        import tomllib
+    if args.config is not None:  # a .toml or .json file or a sample config's name (unreadable: train()'s error)
+        from .nowcast.training import load_config
 
         try:
-            with open(args.config, "rb") as fh:
-                named = tomllib.load(fh).get("model", {}).get("name")
-        except (OSError, tomllib.TOMLDecodeError, AttributeError):
+            named = load_config(args.config).get("model", {}).get("name")
+        except (InputError, AttributeError):
             named = None
         if named is not None and str(named).lower() != str(args.model).lower():
             raise InputError(f"{args.config} trains [model] name = {named!r}, the command line {args.model!r}: "

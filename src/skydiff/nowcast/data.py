@@ -639,6 +639,12 @@ class RadarSequences(Dataset):
             if idx.size:
                 index.append(np.column_stack([np.full(len(idx), k, np.int64), idx]))
         self._index = np.concatenate(index) if index else np.zeros((0, 3), np.int64)
+        steps = [(s.name, s.info["step_min"]) for s in self._sources if s.info.get("samples") and s.info["step_min"]]
+        if timestep is None and len({v for _, v in steps}) > 1:
+            raise InputError("the sources are at different time steps (" + ", ".join(
+                f"{k}: {v:g} min" for k, v in steps) + "): a window's step would depend on its source; "
+                "resample them to one (skydiff.io.resample_time) or pass timestep= (minutes) to keep windows of "
+                "frames that far apart")
         if len(self._index) == 0:
             lines = "; ".join(
                 f"{s.name}: {s.info['frames']} frames, longest regular run {s.info['longest_run']}, "
@@ -1092,8 +1098,14 @@ def _expand_files(files_or_dirs: Any) -> list[str]:
             raise InputError(f"expected file or folder paths, got {type(it).__name__}")
         p = os.fspath(it)
         if os.path.isdir(p):
-            out += sorted(os.path.join(p, n) for n in os.listdir(p)
-                          if not n.startswith(".") and os.path.isfile(os.path.join(p, n)))
+            names = [n for n in os.listdir(p) if not n.startswith(".")]
+            found = sorted(os.path.join(p, n) for n in names if os.path.isfile(os.path.join(p, n)))
+            if not found:  # (the files of a folder are read, not those of its subfolders)
+                subs = sorted(n for n in names if os.path.isdir(os.path.join(p, n)))
+                raise ReadError(f"folder {p} holds no files" + (
+                    f", only the folder(s) {', '.join(subs[:5])}{' ...' if len(subs) > 5 else ''}: give those"
+                    if subs else ""))
+            out += found
         elif any(ch in p for ch in "*?["):
             hits = sorted(_glob.glob(p))
             if not hits:
@@ -1302,7 +1314,7 @@ def build_nl_dataset(
         "rule": rule, "rain_rule": float(rain_rule), "rain_frame": rain_frame,
         "crop": [r0, r1, c0, c1], "shape": [r1 - r0, c1 - c0],
         "normalisation": float(normalisation),
-        "units": f"mm per {float(timestep):g} min / {float(normalisation):g} (x {float(normalisation):g} x 12 = mm/h)",
+        "units": f"mm per 5 min / {float(normalisation):g} (x {float(normalisation):g} x 12 = mm/h)",
         "timestep_min": float(timestep),
         "n_files": n_files, "n_frames": T, "longest_run": longest,
         "time_range": [_iso(t_all[0]), _iso(t_all[-1])],

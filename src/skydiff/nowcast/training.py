@@ -255,6 +255,7 @@ import torch.nn.functional as nnf
 from torch.utils.data import DataLoader, Dataset
 
 from .._checkpoint import (
+    ConfiguredEarlyStopping,
     PassDataset,
     SaveOnInterrupt,
     StreamSampler,
@@ -550,6 +551,11 @@ class NowcastModule(L.LightningModule):
                              f"got {opts['loss']!r}")
         self.lr_factor = float(opts["lr_factor"])
         self.lr_patience = int(opts["lr_patience"])
+        if self.scheduler == "plateau" and not 0.0 < self.lr_factor < 1.0:
+            raise InputError(f"lr_factor must be in (0, 1) with the plateau scheduler (it multiplies the learning "
+                             f"rate), got {opts['lr_factor']!r}")
+        if self.lr_patience < 0:
+            raise InputError(f"lr_patience must be >= 0, got {opts['lr_patience']!r}")
         self.csi_threshold = float(opts["csi_threshold"])
         self.num_threads = int(opts["num_threads"] or 0)
 
@@ -1343,10 +1349,14 @@ def resolve_config(config: Mapping[str, Any] | str | os.PathLike[str],
             raise InputError("data.source = 'nl' needs data.path (an NL-50-style HDF5 file)")
         if not Path(str(data["path"])).expanduser().is_file():
             raise InputError(f"NL data file {data['path']} not found")
-    if data["crop"] is not None and not isinstance(data["crop"], (int, list, tuple)):
-        raise InputError(f"data.crop must be an int or [height, width], got {data['crop']!r}")
-    if isinstance(data["crop"], (list, tuple)) and len(data["crop"]) == 0:
-        data["crop"] = None
+    crop = data["crop"]
+    if isinstance(crop, (list, tuple)) and len(crop) == 0:
+        crop = data["crop"] = None  # whole frames
+    sizes = [crop] if isinstance(crop, int) else list(crop) if isinstance(crop, (list, tuple)) else None
+    if crop is not None and (sizes is None or len(sizes) != (1 if isinstance(crop, int) else 2) or any(
+            isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in sizes)):
+        raise InputError(f"data.crop must be a positive int or [height, width] of positive ints ([] = whole "
+                         f"frames), got {crop!r}")
 
     trainer = _section(cfg, "trainer")
     for key in _TRAINER_TOP:
@@ -1510,6 +1520,12 @@ def build_datasets(data: Mapping[str, Any], n_in: int, n_out: int, seed: int = 0
                                + (f", {dict(data['teacher_kwargs'])}" if data["teacher_kwargs"] else ""))
         val_ds = RadarSequences(va_src, n_in, n_out, random_crop=False, eval_crops=data["eval_crops"],
                                 teacher=(str(data["teacher"]) or None) if val_teacher else None, **teach, **common)
+        grids = {(s["name"], tuple(s["shape"])) for ds in (train_ds, val_ds) for s in ds.sources if s.get("samples")}
+        if crop is None and len({g for _, g in grids}) > 1 and max(int(data["batch_size"]),
+                                                                   int(data["val_batch_size"] or 0)) > 1:
+            raise InputError("data.crop = [] (whole frames) with sources on different grids (" + ", ".join(
+                f"{k}: {h}x{w}" for k, (h, w) in sorted(grids)) + "): their frames cannot share a batch; give a "
+                "crop, or batch_size = val_batch_size = 1")
         desc["train_sources"] = [s["name"] for s in train_ds.sources]
         desc["validation_sources"] = [s["name"] for s in val_ds.sources]
     else:
@@ -1658,6 +1674,11 @@ def _train(cfg: dict[str, Any], out: Path, name: str, model_kwargs: dict[str, An
     module = NowcastModule(probe, n_in=n_in, n_out=dcfg["n_out"], stage=tcfg["stage"],
                            init_from=tcfg["init_from"] or None, num_threads=n_threads, **options)
     n_out = module.n_out
+    if dcfg.get("teacher") and getattr(probe, "motion_prior", None) is None and not module.teacher_weight > 0:
+        raise InputError(f"data.teacher = {dcfg['teacher']!r} computes a whole-grid flow for every window (~1 s per "
+                         f"KNMI window) that {name} ({tcfg['stage'] or 'its one stage'}) does not use: only a LUPIN "
+                         "with a motion_prior, or its motion stage with teacher_weight > 0, reads it; remove "
+                         "data.teacher")
     cfg["data"]["n_in"], cfg["data"]["n_out"] = n_in, n_out
     cfg["training"]["rollout_steps"] = module.rollout_steps
     cfg["model"] = {"name": name, **module.model.config}
@@ -1694,6 +1715,8 @@ def _train(cfg: dict[str, Any], out: Path, name: str, model_kwargs: dict[str, An
     # the trainer before the data (which may take long), so that its settings are checked first.
     # A fresh start (no checkpoint to resume) must not export an earlier run's best checkpoint left in the folder
     stale = set() if ckpt_path else set(ckdir.glob("best-*.ckpt"))
+    # ... nor its last.ckpt, which a fresh run that never validates would not replace
+    stale_last = None if ckpt_path or not last.is_file() else last.stat().st_mtime_ns
     best_cb = ModelCheckpoint(dirpath=str(ckdir), filename="best-{epoch:03d}-{step:06d}", monitor="val_loss",
                               mode="min", save_top_k=1, save_last=False, enable_version_counter=False,
                               save_on_train_epoch_end=False)
@@ -1708,7 +1731,7 @@ def _train(cfg: dict[str, Any], out: Path, name: str, model_kwargs: dict[str, An
         callbacks.append(ModelCheckpoint(dirpath=str(ckdir), filename="last", monitor=None, save_top_k=1,
                                          every_n_train_steps=every, enable_version_counter=False))
     if patience is not None and patience >= 0:
-        callbacks.append(EarlyStopping(monitor="val_loss", mode="min", patience=patience, strict=False))
+        callbacks.append(ConfiguredEarlyStopping(monitor="val_loss", mode="min", patience=patience, strict=False))
     if tcfg["progress_bar"]:
         callbacks.append(TQDMProgressBar())
     logger = CSVLogger(save_dir=str(out), name="logs")
@@ -1769,7 +1792,7 @@ def _train(cfg: dict[str, Any], out: Path, name: str, model_kwargs: dict[str, An
         return summary
 
     # the state after fit (also right after a ddp_spawn run, where the main process did not train)
-    if not last.is_file() or bool(trainer.interrupted):
+    if not last.is_file() or bool(trainer.interrupted) or last.stat().st_mtime_ns == stale_last:
         try:
             trainer.save_checkpoint(str(last))
         except Exception:  # pragma: no cover - e.g. a spawn launcher's main process
