@@ -506,3 +506,20 @@ def test_assimilate_dry_frames_writes_zero_motion(shared_data, tmp_path):
                  "--out", str(out), "-q"]) == 0
     nc, vel = read_nowcast(out, with_velocity=True)
     assert nc.shape[0] == 3 and float(np.abs(vel.values).max()) == 0.0
+
+
+def test_nowcast_checks_the_network_before_reading(tmp_path, capsys, monkeypatch):
+    """Lead times and precision a network refuses, and weights of another model, were refused after the reading."""
+    import skydiff.io
+
+    def no_reading(*a, **k):
+        raise AssertionError("read the input before checking the options")
+
+    monkeypatch.setattr(skydiff.io, "read_radar", no_reading)
+    f = tmp_path / "a.h5"
+    f.write_bytes(b"x")
+    out = str(tmp_path / "o.nc")
+    for extra, msg in ((["--model", "smaat", "--leadtimes", "24"], "predicts 12 lead time"),
+                       (["--model", "smaat", "--precision", "bfloat16"], "does not run in bfloat16")):
+        assert main(["nowcast", str(f), *extra, "--out", out, "-q"]) == 2
+        assert msg in capsys.readouterr().err

@@ -299,3 +299,44 @@ def test_registry_complete_whatever_is_imported_first():
     )
     r = subprocess.run([sys.executable, "-c", code2], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "RainNet", r.stderr[-2000:]
+
+
+def test_user_weights_are_read_again_when_saved_anew(tmp_path, monkeypatch):
+    """The network cache was keyed on the weights path as typed: new weights saved under it (or a relative path from
+    another folder) were never read."""
+    from skydiff.registry import create_model, save_model
+
+    frames = moving_blob(T=4)
+    torch.manual_seed(0)
+    save_model(create_model("rainnet", base_channels=4, depth=2), tmp_path / "a" / "my")
+    first = forecast(frames, 1, model="rainnet", weights=str(tmp_path / "a" / "my"))
+    torch.manual_seed(1)
+    save_model(create_model("rainnet", base_channels=4, depth=2), tmp_path / "a" / "my")
+    second = forecast(frames, 1, model="rainnet", weights=str(tmp_path / "a" / "my"))
+    assert not np.allclose(first, second)
+    save_model(create_model("rainnet", base_channels=np.int64(4), depth=2), tmp_path / "b" / "my")  # numpy ints
+    monkeypatch.chdir(tmp_path / "b")
+    third = forecast(frames, 1, model="rainnet", weights="my")
+    monkeypatch.chdir(tmp_path / "a")
+    np.testing.assert_array_equal(forecast(frames, 1, model="rainnet", weights="my"), second)
+    assert not np.allclose(third, second)
+
+
+def test_masked_arrays_datasets_and_tensor_lists():
+    import xarray as xr
+
+    frames = moving_blob(T=4)
+    mask = np.zeros(frames.shape, bool)
+    mask[:, :, :20] = True  # netCDF4 returns masked arrays, the fill value 9.97e36 under the mask
+    masked = np.ma.masked_array(np.where(mask, 9.97e36, frames), mask=mask)
+    for model in ("persistence", "rainnet"):
+        out = forecast(masked, 1, model=model)
+        assert np.isnan(out[:, :, :20]).all() and np.isfinite(out[:, :, 20:]).all()
+    with pytest.raises(InputError, match="xarray Dataset; pass one variable of it, e.g. ds\\['rain'\\]"):
+        forecast(xr.DataArray(frames, dims=("time", "y", "x"), name="rain").to_dataset(), 1)
+    ts = [torch.tensor(f, requires_grad=True) for f in frames]
+    out = forecast(ts, 1, model="extrapolation", velocity=np.zeros((2, *frames.shape[1:])))
+    out.sum().backward()
+    assert ts[-1].grad is not None
+    with pytest.raises(InputError, match="return_velocity=True"):
+        forecast(frames, 1, model="rainnet", return_motion=True)

@@ -13,6 +13,7 @@ import os
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -186,6 +187,13 @@ def cmd_nowcast(args: argparse.Namespace) -> int:
         from .registry import weights_file
 
         weights_file(args.weights)
+    if neural:  # the network and its weights (cached for the nowcast), its lead times and precision
+        from .nowcast.interface import _network
+
+        with warnings.catch_warnings():  # (a slow-precision warning comes with the nowcast itself)
+            warnings.simplefilter("ignore")
+            _network(spec.name, args.weights or None, "cpu").check_request(
+                args.leadtimes, None if args.precision == "full" else args.precision)
     if args.motion_frames is not None and args.motion_frames < 2:
         raise InputError(f"--motion-frames must be >= 2 (motion needs two frames at least), got {args.motion_frames}")
     if args.motion is not None and not spec.uses_motion:

@@ -376,7 +376,7 @@ def save_model(model: nn.Module, path: str | Path, card: Mapping[str, Any] | Non
     # atomic: both files are written under temporary names in the target folder; neither is replaced unless both
     # were written, then the weights are moved into place first (inner block) and the json card second
     try:
-        text = json.dumps(meta, indent=2, sort_keys=True) + "\n"
+        text = json.dumps(meta, indent=2, sort_keys=True, default=_json_number) + "\n"
     except (TypeError, ValueError) as exc:
         raise InputError(f"the model card and config must be JSON-serialisable (numbers, strings, lists, dicts): "
                          f"{exc}") from None
@@ -388,6 +388,13 @@ def save_model(model: nn.Module, path: str | Path, card: Mapping[str, Any] | Non
         for t in (tmp_w, tmp_j):  # the permissions of a normally created file (safetensors writes 0600)
             os.chmod(t, 0o666 & ~umask)
     return wts, js
+
+
+def _json_number(v: Any) -> Any:
+    """numpy scalars (a config built with ``np.int64(8)``, which the constructors accept) as Python numbers."""
+    if isinstance(v, np.generic) and v.dtype.kind in "biuf":
+        return v.item()
+    raise TypeError(f"Object of type {type(v).__name__} is not JSON serializable")
 
 
 def load_model(path: str | Path, **config: Any) -> nn.Module:

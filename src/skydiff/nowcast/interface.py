@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..advection import advect
-from .._compat import check_real
+from .._compat import check_real, native_array
 from ..errors import InputError, ShapeError, check_int
 from ..io.units import frames_of_dataarray, warn_implausible_rain
 
@@ -103,17 +103,29 @@ def available_models() -> list[str]:
     return sorted(_MODELS)
 
 
+def _stacked(frames: Any, what: str) -> Any:
+    """A list or tuple of frames checked for one shape; of tensors, stacked into one (keeping their graph and
+    device); anything else unchanged."""
+    if not isinstance(frames, (list, tuple)):
+        return frames
+    shapes = {tuple(np.shape(f)) for f in frames}
+    if len(shapes) > 1:
+        raise ShapeError(f"{what} must all have the same shape, got {sorted(shapes)}")
+    return torch.stack(list(frames)) if frames and all(isinstance(f, torch.Tensor) for f in frames) else frames
+
+
 def check_frames(frames: Any, min_frames: int = 1, *, what: str = "frames") -> torch.Tensor:
     """Validate a ``(T, H, W)`` rain-rate sequence in mm/h and return it as a float tensor (no copy if possible)."""
+    if hasattr(frames, "data_vars"):  # xarray.Dataset (it has dims and values too)
+        name = next(iter(frames.data_vars), "name")
+        raise InputError(f"{what}: got an xarray Dataset; pass one variable of it, e.g. ds[{name!r}]")
     if hasattr(frames, "dims") and hasattr(frames, "values"):  # xarray.DataArray
         frames = frames_of_dataarray(frames, what)
+    frames = _stacked(frames, what)
     if isinstance(frames, torch.Tensor):
         x = frames
     else:
-        shapes = {tuple(np.shape(f)) for f in frames} if isinstance(frames, (list, tuple)) else set()
-        if len(shapes) > 1:
-            raise ShapeError(f"{what} must all have the same shape, got {sorted(shapes)}")
-        arr = np.asarray(frames)
+        arr = native_array(frames)  # masked pixels are no data (NaN), not their fill values
         if arr.dtype.kind not in "iuf":
             raise InputError(f"{what} must be numeric, got dtype {arr.dtype}")
         x = torch.from_numpy(np.ascontiguousarray(arr))
@@ -197,10 +209,12 @@ def forecast(
 
     Returns
     -------
-    ``(leadtimes, H, W)`` in mm/h, numpy for numpy/xarray input, torch for torch input (same device; the input's
+    ``(leadtimes, H, W)`` in mm/h, numpy for numpy/xarray input, torch for torch input or a list of tensors (same
+    device; the input's
     dtype when it is floating, else torch's default float dtype); with ``return_velocity`` a tuple
     ``(nowcast, velocity)``.
     """
+    frames = _stacked(frames, "frames")
     numpy_in = not isinstance(frames, torch.Tensor)
     if isinstance(leadtimes, bool) or not isinstance(leadtimes, (int, np.integer)) or leadtimes < 1:
         raise InputError(f"leadtimes must be a positive number of steps, got {leadtimes!r}")
@@ -368,7 +382,7 @@ register_model(
 # neural-network models (skydiff.nowcast.models): weights are the shipped ones (pretrained=True) or a file the
 # user trained (`weights="path/to/model.safetensors"`); models are cached per (name, weights, device)
 
-_NN_CACHE: dict[tuple[str, str, str], Any] = {}
+_NN_CACHE: dict[tuple[Any, ...], Any] = {}
 _NN_MIN_FRAMES = {"rainnet": 4, "smaat": 12, "lupin": 6, "lcnn": 5, "spatspark": 12}
 
 
@@ -379,22 +393,32 @@ def is_neural(name: str) -> bool:
 
 def _network(name: str, weights: Any, device: torch.device | str) -> Any:
     """The network ``name`` with ``weights`` (None/True: the shipped ones; False: untrained; or a path) on ``device``,
-    in eval mode, from the cache (the shipped weights are keyed by their path, so a different weights folder is never
-    served from cache; untrained models have their own key)."""
-    from ..registry import create_model, weights_dir
+    in eval mode, from the cache. The shipped weights are keyed by their path, so a different weights folder is never
+    served from cache; a user's weights by the real path of their files and the files' size and modification time,
+    so weights saved again under the same path (or a relative path from another folder) are read anew, and the
+    entry they replace is dropped; untrained models have their own key."""
+    from ..registry import create_model, weights_dir, weights_paths
 
+    stamp: tuple[Any, ...] = ()
     if weights is None or weights is True:
         tag = str(weights_dir(name) / name)
     elif weights is False:
         tag = "<untrained>"
     elif isinstance(weights, (str, os.PathLike)):
-        tag = os.fspath(weights)
+        files = weights_paths(weights)
+        tag = os.path.realpath(files[0])
+        try:
+            stamp = tuple((st.st_mtime_ns, st.st_size) for st in map(os.stat, files))
+        except OSError:  # (a missing file: create_model says so)
+            stamp = ("missing",)
     else:
         raise InputError(f"weights must be a path to saved weights, True (the shipped ones) or False "
                          f"(untrained), got {type(weights).__name__}")
-    key = (name, tag, str(device))
+    key = (name, tag, str(device), stamp)
     if key not in _NN_CACHE:
         model = create_model(name, pretrained=weights if weights is not None else True)
+        for old in [k for k in _NN_CACHE if k[:3] == key[:3]]:  # an earlier version of these files
+            del _NN_CACHE[old]
         _NN_CACHE[key] = model.to(device).eval()
     return _NN_CACHE[key]
 
@@ -423,6 +447,9 @@ def _nn_model(name: str) -> Callable[..., Any]:
         **kwargs: Any,
     ) -> tuple[torch.Tensor, Any]:
         model = _network(name, weights, x.device)
+        if "return_motion" in kwargs:
+            raise InputError("return_motion is not an option of forecast(): pass return_velocity=True to get the "
+                             "motion the nowcast used")
         if velocity is not None:  # lcnn, lupin (a LUPIN with a motion_prior; the others refuse it)
             kwargs["velocity"] = velocity
         out, vel = model.predict(x, leadtimes, return_motion=True, **kwargs)  # vel: L-CNN's / LUPIN's motion

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as nnf
 from torch import nn
 
-from ..._compat import autocast_dtype
+from ..._compat import autocast_dtype, native_array
 from ...advection import advect
 from ...errors import InputError, ShapeError, check_rain_rate, warn
 from ..postprocess import check_prob_match, match_cdf
@@ -542,7 +542,7 @@ class NowcastModel(nn.Module):
         """Validate mm/h frames; return (B, T, H, W) on the model's device/dtype, squeezed?, numpy input?"""
         numpy_in = not isinstance(frames, torch.Tensor)
         if numpy_in:
-            arr = np.asarray(frames)
+            arr = native_array(frames)  # masked pixels are no data (NaN), not their fill values
             if arr.dtype.kind not in "biuf":
                 raise InputError(f"frames must be a real numeric array, got dtype {arr.dtype}")
             x = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float64))
@@ -639,14 +639,9 @@ class NowcastModel(nn.Module):
         ``(B, leadtimes, H, W)`` in mm/h (``(leadtimes, H, W)`` for a ``(T, H, W)`` input) on the model's
         device and dtype; numpy for numpy input. With ``return_motion``: ``(nowcast, motion)``.
         """
-        if isinstance(leadtimes, bool) or not isinstance(leadtimes, (int, np.integer)) or leadtimes < 1:
-            raise InputError(f"leadtimes must be a positive number of steps, got {leadtimes!r}")
+        amp = self.check_request(leadtimes, precision)
         cut = check_rain_rate("min_rain", self.min_rain if min_rain is None else min_rain)
         match = check_prob_match(self.prob_match if prob_match is None else prob_match)
-        amp = autocast_dtype(precision, next(self.parameters()).device)
-        if amp is not None and self.mixed_precision_refused:
-            raise InputError(f"{type(self).__name__} does not run in {precision}: {self.mixed_precision_refused}; "
-                             "run it in full precision (precision=None, or --precision full)")
         x, squeeze, numpy_in = self._as_frames(frames)
         nodata = torch.isnan(x).all(dim=1, keepdim=True)  # (B, 1, H, W)
         grid = self._pad_grid() if trim_nodata else None
@@ -755,6 +750,19 @@ class NowcastModel(nn.Module):
         if isinstance(patch, int):
             sizes.append(patch)
         return max([3, *sizes])
+
+    def check_request(self, leadtimes: Any, precision: str | None = None) -> torch.dtype | None:
+        """:class:`InputError` unless this model can predict ``leadtimes`` steps in ``precision`` (checked by
+        :meth:`predict`, and by the CLI before it reads the input); returns the autocast dtype (None: full)."""
+        if isinstance(leadtimes, bool) or not isinstance(leadtimes, (int, np.integer)) or leadtimes < 1:
+            raise InputError(f"leadtimes must be a positive number of steps, got {leadtimes!r}")
+        if not self.autoregressive:
+            self._check_direct_leadtimes(int(leadtimes))
+        amp = autocast_dtype(precision, next(self.parameters()).device)
+        if amp is not None and self.mixed_precision_refused:
+            raise InputError(f"{type(self).__name__} does not run in {precision}: {self.mixed_precision_refused}; "
+                             "run it in full precision (precision=None, or --precision full)")
+        return amp
 
     def _check_direct_leadtimes(self, leadtimes: int) -> None:
         """For a model that predicts its ``leadtime_steps`` in one pass: predict()'s lead times 1 .. ``leadtimes``
