@@ -576,3 +576,50 @@ def test_loss_windows_without_a_sample_are_refused(tmp_path) -> None:  # noqa: A
     for chunk in (0, -1, 2.5):  # (0 and -1 looped for ever)
         with pytest.raises(InputError, match="chunk must be a whole number"):
             integrate_loss(s0, model, 0.5, 4, lambda s: s.w.sum(), chunk=chunk)
+
+
+def test_dycore_options_that_did_nothing_or_misled_found_by_an_audit(tmp_path):
+    from skydiff.dycore.coordinates import Sleve, Sleve2
+    from skydiff.dycore.training import train_neuve
+    from skydiff.errors import SkydiffWarning
+
+    short = dict(length=30000.0, hours=5 / 3600)
+    # options for a coordinate module were dropped without a word
+    with pytest.raises(InputError, match="coordinate_options .* are for a coordinate given by name"):
+        run("klemp2011", coordinate=Sleve(), coordinate_options={"s1": 1.0, "s2": 1.0}, **short)
+    # SLEVE2 with n < 1 has an infinite dz/dr at the ground: it said "check the parameters for NaN or inf"
+    with pytest.raises(InputError, match="exponent n must be >= 1"):
+        Sleve2(n=0.9)
+    # terrain options over flat ground, and terrain the grid cannot resolve
+    with pytest.warns(SkydiffWarning, match="flat ground here .* no effect; the perturbation's half-width is width="):
+        run("skamarock-klemp", hours=0.001, dx=2000.0, a=100000.0)
+    with pytest.warns(SkydiffWarning, match="the grid cannot resolve it"):
+        run("bubble", hours=0.001, dx=1000.0, nz=10, a=100.0)
+    # a stability limit below 1 ms: "dt = 0.001 s exceeds the limit 0.001 s ... use dt <= 0 s"
+    with pytest.raises(InputError, match=r"limit 0\.000\d+ s .* use dt <= 0\.000\d+ s"):
+        run("klemp2011", coordinate="btf", h0=19990.0, a=20000.0, lam=0.0, dt=0.001, **short)
+    # a training terrain the reference coordinate folds over: refused before minutes of fitting
+    with pytest.raises(InputError, match="training terrain \\(h0=25000"):
+        train_neuve(out=tmp_path / "w", iterations=1, seconds=5, eval_seconds=0.5, progress=False,
+                    terrains=[(25000.0, 5000.0, 4000.0)])
+    assert not (tmp_path / "w.safetensors").exists()
+
+
+def test_a_custom_coordinate_that_autodiff_cannot_follow_is_named():
+    from skydiff.dycore.coordinates import VerticalCoordinate
+
+    class Numpy(VerticalCoordinate):
+        name = "numpy-coordinate"
+
+        def height(self, x, r, terrain, top):
+            return torch.as_tensor(np.asarray(r + terrain.h(x) * (1 - r / top)))
+
+    class Flat(VerticalCoordinate):
+        name = "wrong-shape"
+
+        def height(self, x, r, terrain, top):
+            return (r + terrain.h(x) * (1 - r / top)).mean(0)
+
+    for coord, msg in ((Numpy(), "torch.func.jvp can differentiate"), (Flat(), "a tensor of the points' shape")):
+        with pytest.raises(InputError, match=f"{coord.name}.*{msg}"):
+            run("klemp2011", coordinate=coord, length=30000.0, hours=5 / 3600)

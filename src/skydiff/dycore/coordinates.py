@@ -173,6 +173,8 @@ class Sleve2(VerticalCoordinate):
         if not positive_finite(s1, s2, n):
             raise InputError(f"SLEVE decay scales and exponent must be finite numbers > 0, got s1={s1!r}, s2={s2!r}, "
                              f"n={n!r}")
+        if n < 1:  # (r/s)^n has an infinite slope at the ground for n < 1: dz/dr there is not finite
+            raise InputError(f"the SLEVE2 exponent n must be >= 1 (1 = SLEVE, Leuenberger's optimum 1.35), got {n!r}")
         self.s1, self.s2, self.n = float(s1), float(s2), float(n)
         self.config = {"s1": self.s1, "s2": self.s2, "n": self.n}
 
@@ -335,8 +337,16 @@ def coordinate_metrics(
     def f(xx: torch.Tensor, rr: torch.Tensor) -> torch.Tensor:
         return coordinate.height(xx, rr, terrain, top)
 
-    z, slope = torch.func.jvp(f, (x, r), (torch.ones_like(x), torch.zeros_like(r)))
-    _, sigma = torch.func.jvp(f, (x, r), (torch.zeros_like(x), torch.ones_like(r)))
+    name = getattr(coordinate, "name", type(coordinate).__name__)
+    try:
+        z, slope = torch.func.jvp(f, (x, r), (torch.ones_like(x), torch.zeros_like(r)))
+        _, sigma = torch.func.jvp(f, (x, r), (torch.zeros_like(x), torch.ones_like(r)))
+    except (RuntimeError, TypeError, ValueError) as exc:  # e.g. a height() through numpy, which jvp cannot follow
+        raise InputError(f"vertical coordinate {name!r}: height(x, r, terrain, top) must be a torch function that "
+                         f"torch.func.jvp can differentiate (no numpy, no in-place writes to its inputs): {exc}") from None
+    if not isinstance(z, torch.Tensor) or z.shape != x.shape:
+        raise InputError(f"vertical coordinate {name!r}: height() must return a tensor of the points' shape "
+                         f"{tuple(x.shape)}, got {tuple(getattr(z, 'shape', ()))}")
     return Metrics(z, sigma, slope)
 
 

@@ -23,8 +23,24 @@ _CASE_KEYS = {"dx", "nz", "top", "length", "h0", "a", "lam", "dtheta", "width"}
 
 
 def _default_dt(limit: float) -> float:
-    """95 % of a stability limit (s), rounded down to whole milliseconds."""
-    return max(math.floor(0.95 * limit * 1000.0) / 1000.0, 1e-3)
+    """95 % of a stability limit (s), rounded down to whole milliseconds (to 3 significant digits below 1 s)."""
+    dt = 0.95 * limit
+    if dt >= 1e-3:
+        return math.floor(dt * 1000.0) / 1000.0
+    return float(f"{dt:.3g}")
+
+
+def _warn_terrain(cs: Any, options: dict[str, Any]) -> None:
+    """Warn where terrain options have no effect (flat ground) or the grid cannot resolve the terrain asked for."""
+    from ..errors import warn
+
+    t, dx = cs.terrain, cs.grid.dx
+    if t.h0 == 0 and {"a", "lam"} & set(options):
+        warn(f"a and lam shape the terrain, but the case {cs.name!r} runs over flat ground here (h0 = 0): they have "
+             "no effect" + ("; the perturbation's half-width is width=" if cs.name == "skamarock-klemp" else ""))
+    elif t.h0 > 0 and (t.a < 2 * dx or 0 < t.lam < 4 * dx):
+        warn(f"terrain a = {t.a:g} m, lam = {t.lam:g} m on dx = {dx:g} m: the grid cannot resolve it (a >= 2 dx "
+             "and lam >= 4 dx are needed; narrower terrain is lost or aliased between the grid points)")
 
 
 def _check_device(device: Any) -> torch.device | None:
@@ -121,6 +137,10 @@ def run(
     for flag, value in (("compile", compile), ("progress", progress)):
         if not isinstance(value, (bool, np.bool_)):  # compile="no" ran compiled
             raise InputError(f"{flag} must be True or False, got {value!r}")
+    if coordinate_options and not isinstance(coordinate, str):
+        raise InputError(f"coordinate_options {sorted(coordinate_options)} are for a coordinate given by name; this "
+                         f"{type(coordinate).__name__} module has its options already (they would be ignored)")
+    _warn_terrain(cs, options)
     coord = make_coordinate(coordinate, **(coordinate_options or {}))
     if not isinstance(coordinate, str):
         coord = copy.deepcopy(coord)  # .to() works in place on a module: leave the caller's one as it was

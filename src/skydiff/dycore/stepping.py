@@ -46,11 +46,19 @@ def check_dt(model: Model, dt: float, umax: float = 0.0, name: str = "") -> floa
     lim, dz_min, c = stable_dt(model, model.dx, umax)
     if dt > lim:
         raise InputError(
-            f"time step dt = {dt:g} s exceeds the explicit stability limit {lim:.3f} s "
+            f"time step dt = {dt:g} s exceeds the explicit stability limit {lim:.3g} s "
             f"(sound speed {c:.0f} m/s + wind {abs(umax):.0f} m/s, dx = {model.dx:g} m, thinnest layer dz_min = "
-            f"{dz_min:.1f} m{' with coordinate ' + name if name else ''}); use dt <= {math.floor(lim * 1000) / 1000:g} s"
+            f"{dz_min:.1f} m{' with coordinate ' + name if name else ''}); use dt <= {_round_down(lim):g} s"
         )
     return lim
+
+
+def _round_down(limit: float) -> float:
+    """A stability limit (s) rounded down: to whole milliseconds, to 3 significant digits below 1 ms."""
+    if limit >= 1e-3:
+        return math.floor(limit * 1000.0) / 1000.0
+    e = math.floor(math.log10(limit)) - 2
+    return math.floor(limit / 10.0**e) * 10.0**e
 
 
 def ssprk3_step(state: State, model: Model, dt: float) -> State:

@@ -225,6 +225,14 @@ def train_neuve(out: str | Path = "runs/dycore/neuve", iterations: int = 15, sec
     if set(train_terrains) & set(HELDOUT_TERRAINS):
         raise InputError(f"training terrains {sorted(set(train_terrains) & set(HELDOUT_TERRAINS))} are held out")
     from ..registry import weights_paths
+    from .coordinates import make_coordinate
+    from .equations import geometry
+
+    for h0, a, lam in train_terrains:  # a terrain SLEVE (the loss's reference) or the fit target cannot grid: now,
+        case = get_case("klemp2011", h0=h0, a=a, lam=lam, **TRAIN_GRID)  # not after minutes of fitting
+        for ref in (Sleve(), make_coordinate(fit_target)):
+            geometry(case.grid, ref, case.terrain, name=f"{getattr(ref, 'name', 'target')} on training terrain "
+                                                        f"(h0={h0:g}, a={a:g}, lam={lam:g})")
 
     weights = weights_paths(out)[0]
     init_file = None if init is None else os.path.realpath(weights_paths(init)[0])
@@ -254,8 +262,6 @@ def train_neuve(out: str | Path = "runs/dycore/neuve", iterations: int = 15, sec
     elif saved is not None:
         model, fit = Neuve().double(), saved["fit"]
     else:
-        from .coordinates import make_coordinate
-
         model = Neuve().double()
         fit = fit_to_coordinate(model, make_coordinate(fit_target), train_terrains + [(250.0, 5000.0, 4000.0)],
                                 sigma_floor=sigma_floor)
