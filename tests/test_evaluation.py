@@ -114,6 +114,15 @@ def test_bad_arguments(seq):
     assert len(evaluate(da, ["persistence"], n_in=2, leadtimes=2, precision="bfloat16").cases) > 0
     with pytest.raises(InputError, match="min_rain"):
         evaluate(da, ["persistence"], n_in=2, leadtimes=2, min_rain=-1.0)
+    # a repeated threshold gave every model one row per repeat: the tables showed +5 min under "+10 min"
+    with pytest.raises(InputError, match="thresholds must differ"):
+        evaluate(da, ["persistence"], n_in=2, leadtimes=2, thresholds=[1.0, 1.0])
+    for bad in (float("nan"), float("inf"), -5):
+        with pytest.raises(InputError, match="timestep must be a positive number of minutes"):
+            evaluate(da, ["persistence"], n_in=2, leadtimes=2, timestep=bad)
+    ev = evaluate(da, ["persistence"], n_in=2, leadtimes=2, thresholds=[1.0])
+    with pytest.raises(InputError, match="no scores at threshold 7 mm/h"):
+        ev.plot(threshold=7.0)  # (an empty figure titled "at 7 mm/h" was written)
 
 
 def test_min_rain_reaches_the_networks_only(seq):

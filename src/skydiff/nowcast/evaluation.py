@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import InputError, ShapeError, check_int, check_rain_rate
+from ..errors import InputError, ShapeError, check_int, check_rain_rate, positive_finite
 from ..io.units import is_rain_rate
 from .interface import _NN_MIN_FRAMES, default_motion_frames, forecast, get_model, is_neural
 
@@ -138,6 +138,8 @@ class Evaluation:
 
         thr = self.thresholds[0] if threshold is None else float(threshold)
         df = self.scores[np.isclose(self.scores["threshold"], thr) & (self.scores["source"] == "all")]
+        if df.empty:  # (an empty figure was written, titled with that threshold)
+            raise InputError(f"no scores at threshold {thr:g} mm/h; the thresholds evaluated are {self.thresholds}")
         df = df.drop(columns=["threshold", "source"])
         return plot_scores(df, scores=list(scores), path=path,
                            title=f"{len(self.cases)} cases; categorical scores at {thr:g} mm/h")
@@ -299,6 +301,10 @@ def evaluate(
         raise InputError(f"evaluate: thresholds must be numbers (mm/h), got {thresholds!r}") from None
     if any(not math.isfinite(t) or t < 0 for t in thresholds) or not thresholds:
         raise InputError(f"evaluate: thresholds must be finite and >= 0, got {thresholds}")
+    if any(np.isclose(a, b) for i, a in enumerate(thresholds) for b in thresholds[:i]):
+        raise InputError(f"evaluate: thresholds must differ from each other, got {thresholds}")
+    if not positive_finite(timestep):
+        raise InputError(f"evaluate: timestep must be a positive number of minutes, got {timestep!r}")
     protocols = [str(p).lower() for p in ([protocols] if isinstance(protocols, str) else protocols)]
     bad = [p for p in protocols if p not in PROTOCOLS]
     if bad:

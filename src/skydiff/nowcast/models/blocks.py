@@ -639,7 +639,7 @@ class NowcastModel(nn.Module):
         ``(B, leadtimes, H, W)`` in mm/h (``(leadtimes, H, W)`` for a ``(T, H, W)`` input) on the model's
         device and dtype; numpy for numpy input. With ``return_motion``: ``(nowcast, motion)``.
         """
-        amp = self.check_request(leadtimes, precision)
+        amp = self.check_request(leadtimes, precision, direct=False)
         cut = check_rain_rate("min_rain", self.min_rain if min_rain is None else min_rain)
         match = check_prob_match(self.prob_match if prob_match is None else prob_match)
         x, squeeze, numpy_in = self._as_frames(frames)
@@ -751,12 +751,14 @@ class NowcastModel(nn.Module):
             sizes.append(patch)
         return max([3, *sizes])
 
-    def check_request(self, leadtimes: Any, precision: str | None = None) -> torch.dtype | None:
+    def check_request(self, leadtimes: Any, precision: str | None = None, direct: bool = True) -> torch.dtype | None:
         """:class:`InputError` unless this model can predict ``leadtimes`` steps in ``precision`` (checked by
-        :meth:`predict`, and by the CLI before it reads the input); returns the autocast dtype (None: full)."""
+        :meth:`predict`, and by the CLI before it reads the input); returns the autocast dtype (None: full).
+        ``direct``: also the lead times of a model that predicts them in one pass (:meth:`predict` checks those
+        after the frames)."""
         if isinstance(leadtimes, bool) or not isinstance(leadtimes, (int, np.integer)) or leadtimes < 1:
             raise InputError(f"leadtimes must be a positive number of steps, got {leadtimes!r}")
-        if not self.autoregressive:
+        if direct and not self.autoregressive:
             self._check_direct_leadtimes(int(leadtimes))
         amp = autocast_dtype(precision, next(self.parameters()).device)
         if amp is not None and self.mixed_precision_refused:

@@ -182,4 +182,5 @@ class SmaAtUNet(NowcastModel):
     def _predict(self, x: torch.Tensor, leadtimes: int, **kwargs: Any) -> torch.Tensor:
         if kwargs:
             raise InputError(f"SmaAtUNet.predict got unexpected options {sorted(kwargs)}")
+        self._check_direct_leadtimes(leadtimes)
         return self.inverse_transform(self(self.transform(x))[:, :leadtimes])

@@ -942,6 +942,7 @@ class SpaTSparK(NowcastModel):
     def _predict(self, x: torch.Tensor, leadtimes: int, **kwargs: Any) -> torch.Tensor:
         if kwargs:
             raise InputError(f"SpaTSparK.predict got unexpected options {sorted(kwargs)}")
+        self._check_direct_leadtimes(leadtimes)
         return self.inverse_transform(self(self.transform(x))[:, :leadtimes])
 
     def load_pretrained(self, source: Any) -> dict[str, list[str]]:
