@@ -1176,7 +1176,10 @@ def load_config(config: Mapping[str, Any] | str | os.PathLike[str]) -> dict[str,
         except ValueError as exc:
             raise InputError(f"config {p} is not valid JSON: {exc}") from None
     else:
-        import tomllib
+        try:
+            import tomllib
+        except ModuleNotFoundError:  # pragma: no cover - Python 3.10: the tomli backport (a dependency there)
+            import tomli as tomllib
 
         try:
             cfg = tomllib.loads(text)
