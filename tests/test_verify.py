@@ -463,6 +463,9 @@ def test_score_table(stack, tmp_path):
         score_table(fs, os_, leadtimes_min=[5, 10])
     with pytest.raises(ShapeError):
         score_table(fs[0], os_[0])
+    for kw in ({"thresholds": (1.0, 1.0)}, {"thresholds": (1.0,), "fss_scales": (3, 3)}):
+        with pytest.raises(InputError, match="must differ from each other"):  # (rows written twice)
+            score_table(stack[0], stack[1], **kw)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -71,6 +71,9 @@ def score_table(
 
     thrs = [] if thresholds is None else [_check_threshold(t) for t in listed(thresholds, "thresholds")]
     scales = [_check_scale(s) for s in listed(fss_scales, "fss_scales")]
+    for what, vals in (("thresholds", thrs), ("fss_scales", scales)):
+        if len(set(map(float, vals))) != len(vals):  # (each would give its rows twice)
+            raise InputError(f"{what} must differ from each other, got {vals}")
     if scales and not thrs:
         raise InputError("fss_scales needs at least one threshold")
     if leadtimes_min is not None:
