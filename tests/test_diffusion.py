@@ -207,6 +207,33 @@ def test_train_downscaler_checkpoint_and_resume(tmp_path):
     assert isinstance(m, EDMDownscaler) and math.isfinite(s2["final_loss_mean50"])
 
 
+def test_train_downscaler_restart_resume_and_bad_input_found_by_an_audit(tmp_path):
+    from skydiff.downscale.training import train_downscaler
+
+    hi = rainy(12, 16, 16).numpy()
+    pairs = TilePairs(hi, block_mean(hi, 4), 4, np.array(["syn"] * 12), np.zeros(12, "datetime64[s]"),
+                      np.zeros((12, 2), np.int64))
+    kw = dict(out=tmp_path, batch_size=4, crop=8, base_channels=4, mults=(1, 2), progress=False, ckpt_every=3)
+    train_downscaler(pairs, "edm-radar-tp", max_steps=6, **kw)
+    # a restart wrote last-v1.ckpt beside the old last.ckpt (whose step, a multiple of ckpt_every, was not saved
+    # again), and the next resume continued the old run
+    train_downscaler(pairs, "edm-radar-tp", max_steps=3, resume=False, **kw)
+    ck = tmp_path / "edm-radar-tp" / "checkpoints"
+    assert sorted(p.name for p in ck.iterdir()) == ["last.ckpt"]
+    assert train_downscaler(pairs, "edm-radar-tp", max_steps=4, **kw)["steps"] == 4
+    # a resume with another network was accepted, the card claiming the new settings
+    with pytest.raises(InputError, match="model"):
+        train_downscaler(pairs, "edm-radar-tp", max_steps=5, **{**kw, "p_mean": 0.0})
+    for bad in ({"batch_size": 0}, {"ckpt_every": -1}, {"lr": -1.0}, {"ema_decay": 1.5}):
+        with pytest.raises(InputError, match=next(iter(bad))):
+            train_downscaler(pairs, "edm-radar-tp", max_steps=2, **{**kw, "out": tmp_path / "bad", **bad})
+    assert not (tmp_path / "bad").exists()
+    hi[0, :2, :2] = np.nan  # no data: the loss turned NaN, and the exported weights with it
+    nan_pairs = TilePairs(hi, block_mean(hi, 4), 4, pairs.source, pairs.time, pairs.origin)
+    with pytest.raises(InputError, match="pairs.hi holds 4 no-data .* first in pair 0"):
+        train_downscaler(nan_pairs, "edm-radar-tp", max_steps=2, **{**kw, "out": tmp_path / "nan"})
+
+
 def test_registered_names():
     from skydiff.registry import list_models
 

@@ -603,6 +603,12 @@ def test_dycore_options_that_did_nothing_or_misled_found_by_an_audit(tmp_path):
         train_neuve(out=tmp_path / "w", iterations=1, seconds=5, eval_seconds=0.5, progress=False,
                     terrains=[(25000.0, 5000.0, 4000.0)])
     assert not (tmp_path / "w.safetensors").exists()
+    # init with another model's weights failed in its first time step, after the SLEVE reference runs
+    from skydiff.downscale import WEIGHTS_DIR
+
+    with pytest.raises(InputError, match="holds a PseudoPrecip, not NEUVE weights"):
+        train_neuve(out=tmp_path / "i", iterations=1, seconds=5, eval_seconds=0.5, progress=False,
+                    init=WEIGHTS_DIR / "pp-radar")
 
 
 def test_a_custom_coordinate_that_autodiff_cannot_follow_is_named():

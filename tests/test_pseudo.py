@@ -231,3 +231,16 @@ def test_shipped_weights(name):
     assert torch.all(rec[tp < thr] == 0) and torch.all(rec[tp >= thr] >= thr - 1e-6)
     wet = tp >= 1.0
     assert float(((rec[wet] - tp[wet]).abs() / tp[wet]).median()) < 0.1
+
+
+def test_train_pseudo_refuses_what_gave_misleading_errors_or_a_nan_model():
+    tp = fields(4, 16, seed=3)
+    cases = [([np.full((2, 8, 8), np.nan)], {}, "holds no data"),
+             ([tp, np.full((2, 8, 8), np.nan)], {}, r"tp\[1\] holds no data"),
+             ([np.where(tp > 1, np.inf, tp)], {}, "tp has .* infinite"),
+             ([tp, tp], {"weights": [np.nan, 1.0]}, "weights must be"),
+             ([tp], {"rec_weight": np.nan}, "rec_weight"),
+             ([tp], {"name": "edm-radar"}, "name must be 'pp-radar' or 'pp-era5'")]
+    for data, kw, msg in cases:
+        with pytest.raises(InputError, match=msg):
+            train_pseudo(data, steps=1, progress=False, **kw)

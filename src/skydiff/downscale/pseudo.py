@@ -58,7 +58,7 @@ import torch
 from torch import nn
 
 from .._compat import check_real, nan_filled
-from ..errors import InputError, ShapeError, check_seed
+from ..errors import InputError, ShapeError, check_seed, positive_finite
 from ..registry import register_model
 from . import WEIGHTS_DIR
 
@@ -492,12 +492,21 @@ def train_pseudo(
         vims = [_as_fields(a, "vimd") for a in vims]
         if len(vims) != len(tps) or any(a.shape != b.shape for a, b in zip(tps, vims)):
             raise ShapeError("vimd must have the shapes of tp")
-    for a in tps:
+    for i, a in enumerate(tps):
+        which = f"tp[{i}]" if len(tps) > 1 else "tp"
+        if np.isinf(a).any():
+            raise InputError(f"{which} has {int(np.isinf(a).sum())} infinite value(s); use NaN for no data")
+        if np.isnan(a).all():
+            raise InputError(f"{which} holds no data (all NaN): nothing to train on")
         if np.nanmin(a) < 0:
-            raise InputError("tp contains negative values: rain rates must be >= 0 mm/h")
+            raise InputError(f"{which} contains negative values: rain rates must be >= 0 mm/h")
     if isinstance(steps, bool) or int(steps) < 1 or int(batch) < 2:
         raise InputError(f"steps must be >= 1 and batch >= 2, got {steps!r}, {batch!r}")
+    if not (positive_finite(lr) and (rec_weight == 0 or positive_finite(rec_weight))):
+        raise InputError(f"lr must be a finite number > 0 and rec_weight one >= 0, got {lr!r}, {rec_weight!r}")
     name = name or ("pp-era5" if vims is not None else "pp-radar")
+    if name not in ("pp-radar", "pp-era5"):  # (another registered name saved weights load_model could not read)
+        raise InputError(f"name must be 'pp-radar' or 'pp-era5' (the pseudo-precipitation models), got {name!r}")
     defaults = {"pp-radar": {"use_vimd": False, "dry_spread": True, "dry_threshold": 0.1},
                 "pp-era5": {"use_vimd": True, "dry_spread": False, "dry_threshold": 0.01}}.get(name, {})
     cfg = {**defaults, **config}
@@ -505,7 +514,7 @@ def train_pseudo(
     thr = float(cfg.get("dry_threshold", 0.1))
     pools = [np.concatenate([a[~np.isnan(a)].ravel()]) for a in tps]
     w = np.array([p.size for p in pools], np.float64) if weights is None else np.asarray(weights, np.float64)
-    if w.shape != (len(tps),) or np.any(w < 0) or w.sum() <= 0:
+    if w.shape != (len(tps),) or not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
         raise InputError(f"weights must be {len(tps)} non-negative numbers, got {weights!r}")
     w = w / w.sum()
     p_dry = float(sum(wi * np.mean(p < thr) for wi, p in zip(w, pools)))

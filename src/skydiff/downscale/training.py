@@ -42,7 +42,7 @@ from .._checkpoint import (
     set_rng_state,
     with_atomic_checkpoints,
 )
-from ..errors import InputError, check_seed
+from ..errors import InputError, check_int, check_seed, positive_finite
 from ..io.atomic import atomic_path
 from ..registry import create_model, save_model
 from . import diffusion as _diffusion  # noqa: F401  (registers the edm-* models)
@@ -228,12 +228,15 @@ def train_downscaler(pairs: TilePairs, name: str = "edm-radar", *, out: str | os
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     torch.manual_seed(check_seed(seed))
-    run = Path(out) / name
-    run.mkdir(parents=True, exist_ok=True)
+    _check_settings(max_steps=max_steps, batch_size=batch_size, crop=crop, lr=lr, ema_decay=ema_decay,
+                    ckpt_every=ckpt_every, label_dropout=label_dropout)
+    _check_pairs(pairs)
     model_config.setdefault("factor", pairs.factor)
     if model_config["factor"] != pairs.factor:
         raise InputError(f"model factor {model_config['factor']} differs from the pairs' factor {pairs.factor}")
-    model = create_model(name, **model_config)
+    model = create_model(name, **model_config)  # (an unknown name is refused before the run folder is made)
+    run = Path(out) / name
+    run.mkdir(parents=True, exist_ok=True)
     if model.pp is not None and pp_weights:
         pp_name = model.config["pp_model"]
         src = create_model(pp_name, pretrained=True if pp_weights is True else pp_weights)
@@ -248,7 +251,10 @@ def train_downscaler(pairs: TilePairs, name: str = "edm-radar", *, out: str | os
     data = pairs.summary()
     module.run_setup = {"lr": float(lr), "ema_decay": float(ema_decay), "label_dropout": float(label_dropout),
                         "batch_size": int(batch_size), "crop": crop, "seed": int(seed),
-                        "data": {k: data[k] for k in ("n", "hi_shape", "lo_shape", "factor", "per_source")}}
+                        "data": {k: data[k] for k in ("n", "hi_shape", "lo_shape", "factor", "per_source")},
+                        # the network and its data space (a resume with another PP model exported a mix)
+                        "model": json.loads(json.dumps(model.config, default=str)),
+                        "pp_weights_sha1": None if model.pp is None else _state_digest(model.pp)}
     labels = None
     if model.labels:  # the product label of every pair, from its source name (RADAR_LABELS)
         from .data import radar_label
@@ -285,7 +291,8 @@ def train_downscaler(pairs: TilePairs, name: str = "edm-radar", *, out: str | os
         print(f"train_downscaler: resuming from {ckpt_path}", file=sys.stderr, flush=True)
 
     cb = ModelCheckpoint(dirpath=str(ckdir), filename="last", monitor=None, save_top_k=1,
-                         every_n_train_steps=int(ckpt_every), save_last=False)
+                         every_n_train_steps=int(ckpt_every), save_last=False,
+                         enable_version_counter=False)  # (a restart wrote last-v1.ckpt beside the old last.ckpt)
     trainer = L.Trainer(max_steps=int(max_steps), max_epochs=-1, accelerator=accelerator, devices=1, logger=False,
                         callbacks=[cb, SaveOnInterrupt(last, "train_downscaler")],
                         enable_progress_bar=progress, enable_model_summary=False, log_every_n_steps=25,
@@ -294,8 +301,7 @@ def train_downscaler(pairs: TilePairs, name: str = "edm-radar", *, out: str | os
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*your dataloader is not resumable.*")  # StreamSampler is
         trainer.fit(module, train_dataloaders=dl, ckpt_path=ckpt_path)
-    if int(ckpt_every) < 1 or trainer.global_step % int(ckpt_every) or not last.is_file():
-        trainer.save_checkpoint(str(last))  # the final state, so that a run with more max_steps continues from it
+    trainer.save_checkpoint(str(last))  # the final state, so that a run with more max_steps continues from it
     wall = time.perf_counter() - t0
     ema = module.ema.cpu().eval()
     summary = {
@@ -312,6 +318,45 @@ def train_downscaler(pairs: TilePairs, name: str = "edm-radar", *, out: str | os
     with atomic_path(run / "log.json") as tmp:
         tmp.write_text(json.dumps({**summary, "losses": module.losses}, indent=1) + "\n")
     return summary
+
+
+def _check_settings(**v: Any) -> None:
+    """The optimisation settings of :func:`train_downscaler` (:class:`InputError` naming a bad one)."""
+    for k in ("max_steps", "batch_size", "ckpt_every"):
+        check_int(k, v[k], 1)
+    if v["crop"] is not None:
+        check_int("crop", v["crop"], 1)
+    if not positive_finite(v["lr"]):
+        raise InputError(f"lr must be a finite number > 0, got {v['lr']!r}")
+    for k in ("ema_decay", "label_dropout"):
+        if isinstance(v[k], bool) or not isinstance(v[k], (int, float, np.number)) or not 0.0 <= v[k] < 1.0:
+            raise InputError(f"{k} must be a number in [0, 1), got {v[k]!r}")
+
+
+def _check_pairs(pairs: TilePairs) -> None:
+    """Refuse pairs with no-data (NaN) or infinite values, or negative rain: the loss would turn NaN and the exported
+    weights with it."""
+    for what, a in (("hi", pairs.hi), ("lo", pairs.lo), *pairs.extra.items()):
+        a = np.asarray(a)
+        if a.dtype.kind not in "fiu" or not a.size:
+            continue
+        bad = ~np.isfinite(a) | ((a < 0) if what in ("hi", "lo") else False)  # (VIMD and static fields are signed)
+        if bad.any():
+            i = int(np.flatnonzero(bad.reshape(len(a), -1).any(1))[0])
+            raise InputError(f"pairs.{what} holds {int(bad.sum())} no-data (NaN), infinite"
+                             f"{' or negative' if what in ('hi', 'lo') else ''} value(s), first in pair {i} "
+                             f"({pairs.source[i]}); train on complete tiles")
+
+
+def _state_digest(module: torch.nn.Module) -> str:
+    """SHA-1 of a module's state (names, shapes and values): the same weights give the same digest."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for k, t in sorted(module.state_dict().items()):
+        h.update(k.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 
 def _with_sigma(model: Any, name: str, sd: float) -> Any:
