@@ -7,7 +7,10 @@ Schär example). The default dt 0.45 s is below every one's stability limit (SLE
 Prints max |w| over the first hour, over the run and at its end (sampled every ``max_abs_w_sampled_every_steps``
 steps, as ``skydiff.dycore.run`` records it) and the ratios to NEUVE.
 
-    OMP_NUM_THREADS=1 python benchmarks/dycore_klemp_5h.py [--hours 5] [--dt 0.45] [--eager]
+    OMP_NUM_THREADS=1 python benchmarks/dycore_klemp_5h.py [--hours 5] [--dt 0.45] [--eager] [--diffusion K]
+
+``--diffusion K``: with the explicit diffusion of ``run(..., diffusion=K)`` (m^2/s; RESULTS §7i), as Klemp (2011) ran
+the test with eddy diffusion.
 """
 
 from __future__ import annotations
@@ -34,21 +37,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hours", type=float, default=5.0)
     p.add_argument("--dt", type=float, default=0.45)
     p.add_argument("--eager", action="store_true", help="do not compile the time step")
+    p.add_argument("--diffusion", type=float, default=0.0, help="explicit diffusion K in m^2/s (default 0: none)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
     rows = {}
     for label, coord in COORDINATES.items():
         t0 = time.perf_counter()
         ds = dycore.run("klemp2011", coord() if callable(coord) else coord, hours=args.hours, dt=args.dt,
-                        compile=not args.eager)
+                        compile=not args.eager, diffusion=args.diffusion)
         w, t = ds["max_abs_w"].values, ds["time"].values
         first_hour = w[: np.searchsorted(t, 3600.0, side="right")]
         rows[label] = (float(first_hour.max()), float(w.max()), float(w[-1]))
         print(f"{label}: {time.perf_counter() - t0:.0f} s; max |w| 1 h {rows[label][0]:.3f}, over the run "
               f"{rows[label][1]:.3f}, at the end {rows[label][2]:.3f} m/s", flush=True)
     ref = rows["NEUVE (shipped)"]
-    print(f"\n| Klemp 2011, dt {args.dt:g} s, {args.hours:g} h | max \\|w\\| 1 h | over the run | at the end | "
-          "NEUVE better by (1 h / run) |\n|---|---|---|---|---|")
+    print(f"\n| Klemp 2011, dt {args.dt:g} s, {args.hours:g} h, diffusion {args.diffusion:g} m²/s | max \\|w\\| 1 h | "
+          "over the run | at the end | NEUVE better by (1 h / run) |\n|---|---|---|---|---|")
     for label, (h1, run, end) in rows.items():
         ratio = "—" if label.startswith("NEUVE") else f"{h1 / ref[0]:.2f}× / {run / ref[1]:.2f}×"
         print(f"| {label} | {h1:.3f} | {run:.3f} | {end:.2f} | {ratio} |")

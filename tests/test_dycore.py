@@ -629,3 +629,32 @@ def test_a_custom_coordinate_that_autodiff_cannot_follow_is_named():
     for coord, msg in ((Numpy(), "torch.func.jvp can differentiate"), (Flat(), "a tensor of the points' shape")):
         with pytest.raises(InputError, match=f"{coord.name}.*{msg}"):
             run("klemp2011", coordinate=coord, length=30000.0, hours=5 / 3600)
+
+
+def test_explicit_diffusion_option():
+    """run(..., diffusion=K): u, w and theta' minus the balanced initial columns diffuse; rest stays at rest, the
+    default (0) changes nothing, the stability limit and bad values are checked, and the term is differentiable."""
+    from skydiff.dycore.equations import State, _laplacian, tendencies
+
+    flat = run("klemp2011", "sleve", hours=0.02, h0=0.0, length=30000.0, diffusion=50.0)  # (the Klemp inversion:
+    assert float(abs(flat.w).max()) < 1e-10  # a theta' of up to 11 K that must not diffuse)
+    assert flat.attrs["diffusion_m2_s"] == 50.0
+    case = get_case("skamarock-klemp", dx=2000.0, length=60000.0)
+    model, state = build(case, Sleve(), torch.float64)
+    bumped = state._replace(u=state.u + torch.cos(2 * math.pi * model.geom.x_c / 60000.0)[None, :])
+    plain = tendencies(bumped, model)
+    diff = tendencies(bumped, model._replace(diffusion=100.0))
+    # a horizontal cosine of wavenumber k on flat ground: the extra u tendency is K times its second difference
+    k2 = (2 - 2 * math.cos(2 * math.pi * 2000.0 / 60000.0)) / 2000.0**2
+    extra = (diff.u - plain.u)
+    torch.testing.assert_close(extra, -100.0 * k2 * (bumped.u - state.u), rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(diff.m, plain.m)  # mass does not diffuse
+    assert stable_dt(model._replace(diffusion=1e6), model.dx)[0] < stable_dt(model, model.dx)[0]
+    for bad in (-1.0, float("nan"), True, "10"):
+        with pytest.raises(InputError, match="diffusion must be"):
+            build(case, Sleve(), torch.float64, diffusion=bad)
+    dz = (model.geom.sigma_c * model.dr)[:4, :6].clone()
+    f = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
+    below = torch.randn(1, 6, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: _laplacian(a, 2000.0, dz, below=b), (f, below))
+    assert isinstance(diff, State)

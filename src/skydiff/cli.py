@@ -677,7 +677,7 @@ def cmd_dycore_run(args: argparse.Namespace) -> int:
     options = {k: getattr(args, k) for k in ("dx", "nz", "h0", "a", "lam", "length", "top")
                if getattr(args, k) is not None}
     ds = run(args.case, coordinate=args.coordinate, hours=args.hours, dt=args.dt, dtype=args.dtype,
-             device=args.device, progress=not args.quiet, compile=args.compile, **options)
+             device=args.device, progress=not args.quiet, compile=args.compile, diffusion=args.diffusion, **options)
     msg = (f"{ds.attrs['case']} / {ds.attrs['coordinate']}: {ds.attrs['steps']} steps of {ds.attrs['dt_s']:g} s in "
            f"{ds.attrs['wall_time_s']:.1f} s; max |w| over the run {ds.attrs['max_abs_w_over_run']:.4g} m/s (sampled "
            f"every {ds.attrs['max_abs_w_sampled_every_steps']} steps)")
@@ -1151,6 +1151,9 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("--h0", type=float, default=None, help="mountain height in m")
     dr.add_argument("--a", type=float, default=None, help="mountain half-width in m")
     dr.add_argument("--lam", type=float, default=None, help="terrain corrugation wavelength in m (0: none)")
+    dr.add_argument("--diffusion", type=_number(0, float), default=0.0,
+                    help="explicit diffusion of u, w and theta' in m^2/s (default 0: none; Klemp 2011 ran with "
+                         "some, e.g. 10)")
     dr.add_argument("--device", default=None, help="torch device, e.g. cpu or cuda (default cpu)")
     dr.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     dr.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")

@@ -207,8 +207,12 @@ def _sin2(d: torch.Tensor, width: float) -> torch.Tensor:
 
 
 def build(case: Case, coordinate: VerticalCoordinate, dtype: torch.dtype = torch.float64,
-          device: torch.device | str | None = None) -> tuple[Model, State]:
-    """Geometry, reference state, sponge and initial state of ``case`` with ``coordinate``."""
+          device: torch.device | str | None = None, diffusion: float = 0.0) -> tuple[Model, State]:
+    """Geometry, reference state, sponge and initial state of ``case`` with ``coordinate``; ``diffusion``: the
+    explicit diffusion coefficient (m^2/s, :class:`~skydiff.dycore.equations.Model`)."""
+    if isinstance(diffusion, bool) or not isinstance(diffusion, (int, float)) or not math.isfinite(diffusion) \
+            or diffusion < 0:
+        raise InputError(f"diffusion must be a finite number of m^2/s >= 0, got {diffusion!r}")
     grid = case.grid
     geom = geometry(grid, coordinate, case.terrain, dtype, device)
     theta_ref, exner_ref = constant_n_profile(case.theta0, case.n)
@@ -224,6 +228,7 @@ def build(case: Case, coordinate: VerticalCoordinate, dtype: torch.dtype = torch
         m, th = m_init - ref.m_c, t_init - ref.th_c
     else:
         m, th = torch.zeros_like(ref.m_c), torch.zeros_like(ref.m_c)
+    rest = None if case.theta_init is None else ((th - ref.theta_c * m) / (ref.m_c + m)).detach().clone()
     if case.theta_pert is not None:  # unbalanced theta perturbation at constant pressure (rho theta unchanged)
         tp = case.theta_pert(geom.x_c[None, :], geom.z_c)
         theta_now = (ref.th_c + th) / (ref.m_c + m)
@@ -248,7 +253,7 @@ def build(case: Case, coordinate: VerticalCoordinate, dtype: torch.dtype = torch
 
     sponge = Sponge(rate(geom.x_c[None, :], geom.z_c), rate(xu[None, :], z_u), rate(geom.x_c[None, :], geom.z_w[1:-1]),
                     torch.full_like(u, case.u0), (th - ref.theta_c * m).detach().clone())
-    return Model(geom, ref, sponge, grid.dx, grid.dr), state
+    return Model(geom, ref, sponge, grid.dx, grid.dr, float(diffusion), rest), state
 
 
 # --- Schär linear analytic solution ----------------------------------------------------------------------------

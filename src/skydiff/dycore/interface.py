@@ -72,6 +72,7 @@ def run(
     progress: bool = False,
     coordinate_options: dict[str, Any] | None = None,
     compile: bool = False,
+    diffusion: float = 0.0,
     **options: Any,
 ) -> Any:
     """Run a dycore test case.
@@ -100,6 +101,11 @@ def run(
     compile
         Run the time steps compiled with ``torch.compile`` (~3.5x faster on one CPU thread after ~10 s of
         compilation; needs a C++ compiler, or Triton on CUDA; see :func:`skydiff.dycore.stepping.step_function`).
+    diffusion
+        Coefficient K (m^2/s) of an explicit second-order diffusion of u, w and theta' (along the coordinate
+        surfaces and in height; 0, the default, is none and gives every figure of ``benchmarks/RESULTS.md`` §7-§7h).
+        A numerical filter, as in Klemp's (2011) resting-atmosphere runs: K = 10 removes the late growth of the
+        spurious Klemp circulation (§7i). It lowers the stability limit (``dt_limit_s``) where K is large.
     **options
         Case options: ``dx``, ``nz``, ``top``, ``length`` (m; a whole number of ``dx``), terrain ``h0``, ``a``,
         ``lam`` (m); ``dtheta`` (K, ``bubble``) and ``width`` (m, ``skamarock-klemp``) where the case has them.
@@ -147,7 +153,7 @@ def run(
     coord = coord.to(device=device, dtype=dtype)
     name = coordinate if isinstance(coordinate, str) else getattr(coord, "name", "custom")
     with torch.no_grad():
-        model, state = build(cs, coord, dtype, device)
+        model, state = build(cs, coord, dtype, device, diffusion=diffusion)
         umax = float(state.u.abs().max()) + 5.0
         if dt is None:  # the case's time step, or less where this coordinate's thinnest layer needs it
             dt = min(cs.dt, _default_dt(stable_dt(model, model.dx, umax)[0]))
@@ -198,6 +204,7 @@ def run(
             "hours": nsteps * float(dt) / 3600.0,  # the simulated time: hours rounded to whole time steps
             "dt_s": float(dt),
             "dt_limit_s": float(limit),
+            "diffusion_m2_s": float(model.diffusion),
             "steps": nsteps,
             "dx_m": cs.grid.dx,
             "nz": cs.grid.nz,

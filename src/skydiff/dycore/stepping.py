@@ -23,7 +23,8 @@ def stable_dt(model: Model, dx: float, umax: float = 0.0) -> tuple[float, float,
     """Explicit SSP-RK3 limit of the C-grid acoustic + advective spectrum.
 
     ``dt <= sqrt(3) / (2 (c + |u|) sqrt(1/dx^2 + 1/dz_min^2))`` with ``c = sqrt(cp/cv R T)`` the largest sound
-    speed of the reference state and ``dz_min`` the thinnest physical layer (``min sigma dr``).
+    speed of the reference state and ``dz_min`` the thinnest physical layer (``min sigma dr``); with diffusion
+    ``K`` (``model.diffusion``) also ``dt <= 2.51 / (4 K (1/dx^2 + 1/dz_min^2))``.
 
     Returns ``(dt_max, dz_min, c)`` in s, m, m/s.
     """
@@ -36,7 +37,10 @@ def stable_dt(model: Model, dx: float, umax: float = 0.0) -> tuple[float, float,
         raise InputError(f"no stability limit: the reference state's largest sound speed is {c:.3g} m/s and the "
                          f"thinnest layer {dz_min:.3g} m (a non-finite or collapsed reference atmosphere or grid)")
     omega = 2.0 * (c + abs(umax)) * math.sqrt(1.0 / dx**2 + 1.0 / dz_min**2)
-    return math.sqrt(3.0) / omega, dz_min, c
+    limit = math.sqrt(3.0) / omega
+    if model.diffusion > 0:  # explicit diffusion: SSP-RK3 is stable on the negative real axis down to -2.51
+        limit = min(limit, 2.51 / (4.0 * model.diffusion * (1.0 / dx**2 + 1.0 / dz_min**2)))
+    return limit, dz_min, c
 
 
 def check_dt(model: Model, dt: float, umax: float = 0.0, name: str = "") -> float:
