@@ -523,3 +523,16 @@ def test_nowcast_checks_the_network_before_reading(tmp_path, capsys, monkeypatch
                        (["--model", "smaat", "--precision", "bfloat16"], "does not run in bfloat16")):
         assert main(["nowcast", str(f), *extra, "--out", out, "-q"]) == 2
         assert msg in capsys.readouterr().err
+
+
+def test_downscale_coarsen_check_on_a_dry_field(tmp_path, capsys):
+    """The spectrum check against the field before --coarsen raised on a dry field, after sampling: no output."""
+    import xarray as xr
+
+    f = tmp_path / "dry.nc"
+    xr.Dataset({"rain": (("time", "y", "x"), np.zeros((1, 32, 32), "f4"), {"units": "mm/h"})},
+               coords={"time": np.array(["2020-01-01"], "M8[ns]"), "y": np.arange(32.0)[::-1] * 1e3,
+                       "x": np.arange(32.0) * 1e3}).to_netcdf(f)
+    out = tmp_path / "o.nc"
+    assert main(["downscale", str(f), "--coarsen", "4", "--members", "2", "--steps", "4", "--out", str(out)]) == 0
+    assert out.is_file() and "spectrum" not in capsys.readouterr().out

@@ -599,3 +599,12 @@ def test_build_nl_units_and_empty_folders(tmp_path):
         build_nl_dataset(tmp_path / "empty", tmp_path / "e.h5")
     with pytest.raises(ReadError, match="nested holds no files, only the folder.*2021-01: give those"):
         build_nl_dataset(tmp_path / "nested", tmp_path / "n.h5")
+
+
+def test_build_nl_warns_when_the_nl50_crop_meets_another_grid(tmp_path):
+    from skydiff.nowcast.data import build_nl_dataset
+
+    da = rain_sequence(8, (600, 600), seed=0)  # not the KNMI 765 x 700 grid
+    with pytest.warns(SkydiffWarning, match="NL-50 crop .* a 600 x 600 grid"):
+        build_nl_dataset(da, tmp_path / "x.h5", n_in=2, n_out=1, rain_rule=0.0, split_time="2025-01-01T00:20",
+                         compression_opts=1)

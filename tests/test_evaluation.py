@@ -257,3 +257,8 @@ def test_evaluate_audit_of_2026_11_29():
         ref.score("persistence", "csi", 2.0)
     with pytest.raises(InputError, match="5-min"):
         evaluate(da, ["persistence"], timestep=10, protocols=["smaat"], leadtimes=6, n_in=1)
+
+
+def test_networks_at_another_time_step_are_refused_before_reading(tmp_path):
+    with pytest.raises(InputError, match="networks \\(rainnet\\) take 5-min frames; timestep is 2 min.*--resample"):
+        evaluate(tmp_path / "nothing-read", ["rainnet", "persistence"], timestep=2.0)

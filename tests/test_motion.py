@@ -510,3 +510,8 @@ def test_fourdvar_takes_numpy_scalars_and_refuses_bools():
     for kw in ({"sigma": True}, {"ftol": True}, {"gtol": False}):
         with pytest.raises(InputError, match=f"{next(iter(kw))} must be"):
             motion.fourdvar(frames, max_iter=3, **kw)
+
+
+def test_darts_warns_of_its_slow_motion():
+    with pytest.warns(SkydiffWarning, match="DARTS returns far too slow a motion"):
+        motion.estimate(_translated(6), "darts", N_x=10, N_y=10)

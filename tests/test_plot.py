@@ -492,3 +492,19 @@ def test_masked_arrays_hss_times_and_bad_arguments():
         P.plot_sequence(np.zeros((2, 8, 8)), ncols=None)
     with pytest.raises(InputError, match="leadtime_min"):
         P.plot_assimilation(np.zeros((8, 8)), np.zeros((2, 8, 8)), [1.0, 0.5], np.zeros((8, 8)), leadtime_min="30")
+
+
+def test_latitude_increasing_down_the_rows_is_drawn_north_up():
+    """Only a dimension named y was recognised: an ascending-latitude field (ERA5 sorted, a downscaled ensemble with
+    ERA5's names) was drawn with south at the top."""
+    import xarray as xr
+
+    from skydiff.plot import _as_array, _is_flipped
+
+    a = np.arange(12.0).reshape(3, 4)
+    up = xr.DataArray(a, dims=("latitude", "longitude"), coords={"latitude": [50.0, 51.0, 52.0],
+                                                                 "longitude": np.arange(4.0)})
+    assert _is_flipped(up) and np.array_equal(_as_array(up, "f")[0], a[-1])  # north (52) in the top row
+    assert not _is_flipped(up.isel(latitude=slice(None, None, -1)))
+    named = xr.DataArray(a, dims=("row", "col"), coords={"row": ("row", [1.0, 2.0, 3.0], {"axis": "Y"})})
+    assert _is_flipped(named)

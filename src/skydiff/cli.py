@@ -649,6 +649,8 @@ def cmd_data_build_nl(args: argparse.Namespace) -> int:
         rain_frame=args.rain_frame,
         overwrite=args.overwrite,
         importer=args.importer,
+        timestep=args.timestep,
+        **({} if args.crop is None else {"crop": tuple(args.crop)}),
     )
     print(summary.get("rule", ""))
     for key in ("split_time", "regular_windows", "kept", "rejected_by_rule", "dropped_straddling_split"):
@@ -739,8 +741,8 @@ def _score_against_original(ens: Any, original: Any, lo: Any, args: argparse.Nam
     crps = float(crps_ensemble(e, truth)) if e.shape[0] > 1 else float(np.nanmean(np.abs(e[0] - truth)))
     parts = [f"CRPS {crps:.4f} mm/h ({'fair' if e.shape[0] > 1 else 'one member: MAE'})",
              f"bicubic MAE {mae_bic:.4f} mm/h" + (f" (ratio {crps / mae_bic:.3f})" if mae_bic > 0 else "")]
-    if not np.isnan(truth).any() and min(truth.shape[-2:]) >= 8:
-        _, db = rapsd_ratio_db(e, truth)
+    if not np.isnan(truth).any() and min(truth.shape[-2:]) >= 8 and float(truth.max()) > float(truth.min()):
+        _, db = rapsd_ratio_db(e, truth)  # (a constant, e.g. dry, truth has no spectrum to compare with)
         parts.append(f"spectrum max |dB| {float(np.max(np.abs(np.asarray(db)))):.2f}")
     _say("    against the field before --coarsen: " + "; ".join(parts), args.quiet)
 
@@ -1082,6 +1084,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="which frame the rain rule tests: the target frame (default) or the frame after it, as "
                          "SmaAt-UNet's code does (off by one)")
     nl.add_argument("--importer", default=None)
+    nl.add_argument("--timestep", type=_number(0, float, above=True), default=5.0,
+                    help="minutes between the frames of a window (default 5)")
+    nl.add_argument("--crop", type=_number(0), nargs=4, metavar=("ROW0", "ROW1", "COL0", "COL1"), default=None,
+                    help="the pixel block kept (default the NL-50 crop of the KNMI grid: 284 572 225 513)")
     nl.add_argument("--overwrite", action="store_true")
     nl.add_argument("-q", "--quiet", action="store_true")
     nl.set_defaults(func=cmd_data_build_nl)

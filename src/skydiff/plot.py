@@ -79,12 +79,26 @@ _PANEL_IN = 3.0  # width of one map panel, inches
 
 
 # --------------------------------------------------------------------------------------------------- helpers
+def _y_dim(x: Any) -> Any:
+    """The north-south dimension of a DataArray (``y``, ``lat``/``latitude``, or a coordinate with ``axis = "Y"``
+    or a y/latitude ``standard_name``), else None."""
+    coords = getattr(x, "coords", {})
+    for d in getattr(x, "dims", ()):
+        attrs = coords[d].attrs if d in coords else {}
+        std = str(attrs.get("standard_name", "")).lower()
+        if (str(attrs.get("axis", "")).upper() == "Y" or str(d).lower() in ("y", "lat", "latitude")
+                or std in ("projection_y_coordinate", "latitude")):
+            return d
+    return None
+
+
 def _y_increases(like: Any) -> bool:
-    """Whether a DataArray's ``y`` coordinate increases down its rows (north in the last row), or its attributes
-    say ``yorigin = "lower"``."""
+    """Whether a DataArray's y (or latitude) coordinate increases down its rows (north in the last row), or its
+    attributes say ``yorigin = "lower"``."""
     coords = getattr(like, "coords", None)
-    if coords is not None and "y" in coords and getattr(like, "sizes", {}).get("y", 0) > 1:
-        y = np.asarray(coords["y"].values, dtype=np.float64)
+    yd = _y_dim(like)
+    if coords is not None and yd is not None and yd in coords and getattr(like, "sizes", {}).get(yd, 0) > 1:
+        y = np.asarray(coords[yd].values, dtype=np.float64)
         return bool(y[-1] > y[0])
     return str(getattr(like, "attrs", {}).get("yorigin", "upper")).lower() == "lower"
 
@@ -105,7 +119,7 @@ def _as_array(x: Any, name: str) -> np.ndarray:
     """numpy float array from an array, tensor (any device, with grad), masked array (masked = NaN) or array-like;
     a DataArray whose y increases down its rows is flipped north-up."""
     flip = _is_flipped(x)
-    axis = list(x.dims).index("y") if flip else 0
+    axis = list(x.dims).index(_y_dim(x)) if flip else 0
     if hasattr(x, "detach") and hasattr(x, "cpu"):
         x = tensor_numpy(x)
     x = nan_filled(x)
@@ -128,7 +142,7 @@ def _field(x: Any, name: str = "field") -> np.ndarray:
 
 def _is_flipped(x: Any) -> bool:
     """Whether :func:`_as_array` draws ``x`` with its rows flipped (a DataArray whose y increases down its rows)."""
-    return hasattr(x, "dims") and "y" in getattr(x, "dims", ()) and _y_increases(x)
+    return hasattr(x, "dims") and _y_dim(x) is not None and _y_increases(x)
 
 
 def _velocity(x: Any, name: str = "velocity", like: Any = None) -> np.ndarray:

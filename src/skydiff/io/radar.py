@@ -460,7 +460,7 @@ def _plan(
                 return None
             what = s.note or f"unrecognised content (first bytes {_describe_head(s.head)})"
             raise ReadError(
-                f"cannot detect the format of {path}: {what}. Pass importer=NAME, one of: "
+                f"cannot detect the format of {path}: {what}. Pass importer=NAME (CLI: --importer NAME), one of: "
                 f"{', '.join(importer_names())}"
             )
     expected = _CONTAINER.get(name)
@@ -897,7 +897,8 @@ def read_radar(
     if not frames:
         raise ReadError(
             f"none of the {n} files could be recognised as radar data ({', '.join(skipped[:3])}"
-            f"{', ...' if len(skipped) > 3 else ''}); pass importer=NAME, one of: {', '.join(importer_names())}"
+            f"{', ...' if len(skipped) > 3 else ''}); pass importer=NAME (CLI: --importer NAME), one of: "
+            f"{', '.join(importer_names())}"
         )
     if skipped:
         warn(f"skipped {len(skipped)} file(s) of unrecognised format: {', '.join(skipped[:5])}"

@@ -1218,6 +1218,10 @@ def build_nl_dataset(
         g = _array_grid(da)
         if not grids:
             grids.append(g)
+            if tuple(crop) == tuple(NL50_CROP) and tuple(da.shape[-2:]) != (765, 700):
+                warn(f"build_nl_dataset: the NL-50 crop (rows {r0}:{r1}, cols {c0}:{c1}) is a region of the KNMI "
+                     f"765 x 700 grid; these frames are on a {da.shape[-2]} x {da.shape[-1]} grid, so it cuts another "
+                     "region (pass crop= (CLI: --crop) for this radar)")
         elif not _same_grid(grids[0], g):
             raise InputError(f"mixed grids: the files from {first_file or 'one chunk'} on are on another grid "
                              f"({_grid_desc(g)}) than the first ones ({_grid_desc(grids[0])}); build one data set "
@@ -1278,7 +1282,7 @@ def build_nl_dataset(
         found = f"; the frames are {float(np.median(steps)):g} min apart (median)" if steps.size else ""
         raise InputError(f"no window of {L} = {n_in} + {n_out} frames exactly {float(timestep):g} min apart: {T} "
                          f"frame(s), longest regular run {longest}{found}; give more frames, fewer n_in/n_out, "
-                         "or the timestep of the data")
+                         "or the timestep of the data (timestep=; CLI: --timestep)")
     if kept.size == 0:
         best = float(frac[tested[ok_frame]].max()) if ok_frame.any() else float("nan")
         raise InputError(

@@ -43,7 +43,7 @@ import torch
 
 from ..errors import InputError, ShapeError, check_int, check_rain_rate, positive_finite
 from ..io.units import is_rain_rate
-from .interface import _NN_MIN_FRAMES, default_motion_frames, forecast, get_model, is_neural
+from .interface import _NN_MIN_FRAMES, NN_TIMESTEP_MIN, default_motion_frames, forecast, get_model, is_neural
 
 __all__ = ["Evaluation", "evaluate", "CATEGORICAL", "CONTINUOUS", "PROTOCOLS"]
 
@@ -309,6 +309,12 @@ def evaluate(
     bad = [p for p in protocols if p not in PROTOCOLS]
     if bad:
         raise InputError(f"evaluate: unknown protocol(s) {bad}; available: {', '.join(PROTOCOLS)}")
+    neural = [m for m in models if is_neural(m)]
+    if neural and not math.isclose(float(timestep), NN_TIMESTEP_MIN):  # (refused per case after reading before)
+        raise InputError(f"evaluate: the networks ({', '.join(neural)}) take {NN_TIMESTEP_MIN:g}-min frames; "
+                         f"timestep is {timestep:g} min. Resample the sources to {NN_TIMESTEP_MIN:g} min instead "
+                         f"(resample=True, timestep={NN_TIMESTEP_MIN:g}; CLI: --resample --timestep "
+                         f"{NN_TIMESTEP_MIN:g})")
     if protocols and not math.isclose(float(timestep), 5.0):
         raise InputError(f"evaluate: the NL-50 protocols score 5-min lead times; timestep is {timestep:g} min")
     if "smaat" in protocols and leadtimes < 6:
