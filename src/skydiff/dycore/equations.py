@@ -16,7 +16,8 @@ force reduces to ``-cp theta d(pi')/dz + g theta'/theta_ref`` and the horizontal
 evaluated at constant height by interpolating both neighbouring columns to the u-point height
 (:func:`horizontal_gradient_z`).
 Horizontal advection is 3rd-order upwind-biased (of ``theta'`` in the ``rho theta`` flux), vertical advection
-2nd-order centred. A Rayleigh sponge relaxes ``u``, ``w`` and ``th`` (never ``m``) towards targets.
+2nd-order centred. A Rayleigh sponge relaxes ``u``, ``w`` and ``th`` (never ``m``) towards targets. An optional
+explicit diffusion (``Model.diffusion``, m^2/s; 0 by default) filters the small scales (:func:`tendencies`).
 """
 
 from __future__ import annotations
