@@ -311,7 +311,7 @@ def evaluate(
         raise InputError(f"evaluate: unknown protocol(s) {bad}; available: {', '.join(PROTOCOLS)}")
     neural = [m for m in models if is_neural(m)]
     if neural and not math.isclose(float(timestep), NN_TIMESTEP_MIN):  # (refused per case after reading before)
-        raise InputError(f"evaluate: the networks ({', '.join(neural)}) take {NN_TIMESTEP_MIN:g}-min frames; "
+        raise InputError(f"evaluate: the networks ({', '.join(neural)}) were trained on {NN_TIMESTEP_MIN:g}-min steps; "
                          f"timestep is {timestep:g} min. Resample the sources to {NN_TIMESTEP_MIN:g} min instead "
                          f"(resample=True, timestep={NN_TIMESTEP_MIN:g}; CLI: --resample --timestep "
                          f"{NN_TIMESTEP_MIN:g})")
