@@ -26,8 +26,8 @@ from torch.utils.data import Sampler
 from .errors import InputError, ReadError
 from .io.atomic import atomic_path
 
-__all__ = ["AtomicCheckpointIO", "with_atomic_checkpoints", "SaveOnInterrupt", "ConfiguredEarlyStopping", "check_resumable", "changed_settings",
-           "StreamSampler", "PassDataset", "rng_state", "set_rng_state"]
+__all__ = ["AtomicCheckpointIO", "with_atomic_checkpoints", "SaveOnInterrupt", "ConfiguredEarlyStopping",
+           "check_resumable", "changed_settings", "StreamSampler", "PassDataset", "rng_state", "set_rng_state"]
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -343,7 +343,8 @@ def coordinate_metrics(
         _, sigma = torch.func.jvp(f, (x, r), (torch.zeros_like(x), torch.ones_like(r)))
     except (RuntimeError, TypeError, ValueError) as exc:  # e.g. a height() through numpy, which jvp cannot follow
         raise InputError(f"vertical coordinate {name!r}: height(x, r, terrain, top) must be a torch function that "
-                         f"torch.func.jvp can differentiate (no numpy, no in-place writes to its inputs): {exc}") from None
+                         "torch.func.jvp can differentiate (no numpy, no in-place writes to its inputs): "
+                         f"{exc}") from None
     if not isinstance(z, torch.Tensor) or z.shape != x.shape:
         raise InputError(f"vertical coordinate {name!r}: height() must return a tensor of the points' shape "
                          f"{tuple(x.shape)}, got {tuple(getattr(z, 'shape', ()))}")

@@ -104,8 +104,9 @@ def run(
     diffusion
         Coefficient K (m^2/s) of an explicit second-order diffusion of u, w and theta' (along the coordinate
         surfaces and in height; 0, the default, is none and gives every figure of ``benchmarks/RESULTS.md`` §7-§7h).
-        A numerical filter, as in Klemp's (2011) resting-atmosphere runs: K = 10 removes the late growth of the
-        spurious Klemp circulation (§7i). It lowers the stability limit (``dt_limit_s``) where K is large.
+        A numerical filter, as in Klemp's (2011) resting-atmosphere runs: K = 10 stops the late growth of the
+        spurious Klemp circulation with SLEVE, K = 30 with the shipped NEUVE (§7i). It lowers the stability limit
+        (``dt_limit_s``) where K is large.
     **options
         Case options: ``dx``, ``nz``, ``top``, ``length`` (m; a whole number of ``dx``), terrain ``h0``, ``a``,
         ``lam`` (m); ``dtheta`` (K, ``bubble``) and ``width`` (m, ``skamarock-klemp``) where the case has them.
