@@ -260,5 +260,6 @@ def test_evaluate_audit_of_2026_11_29():
 
 
 def test_networks_at_another_time_step_are_refused_before_reading(tmp_path):
-    with pytest.raises(InputError, match="networks \\(rainnet\\) were trained on 5-min steps; timestep is 2 min.*--resample"):
+    msg = "networks \\(rainnet\\) were trained on 5-min steps; timestep is 2 min.*--resample"
+    with pytest.raises(InputError, match=msg):
         evaluate(tmp_path / "nothing-read", ["rainnet", "persistence"], timestep=2.0)
