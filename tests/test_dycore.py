@@ -650,6 +650,7 @@ def test_explicit_diffusion_option():
     torch.testing.assert_close(extra, -100.0 * k2 * (bumped.u - state.u), rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(diff.m, plain.m)  # mass does not diffuse
     assert stable_dt(model._replace(diffusion=1e6), model.dx)[0] < stable_dt(model, model.dx)[0]
+    assert build(case, Sleve(), torch.float64, diffusion=np.float32(10))[0].diffusion == 10.0
     for bad in (-1.0, float("nan"), True, "10"):
         with pytest.raises(InputError, match="diffusion must be"):
             build(case, Sleve(), torch.float64, diffusion=bad)

@@ -484,6 +484,12 @@ def test_a_dataarray_time_coordinate_is_checked_and_passed_to_4dvar():
     gapped = da.assign_coords(time=times[:2].append(pd.DatetimeIndex(["2021-01-01 00:30"])))
     with pytest.raises(InputError, match=r"not at a regular time step \(steps 5, 25 min\).*'4dvar'"):
         motion.estimate(gapped, "lk")
+    # only the frames a method uses count (VET: the last 3), and a zero motion needs none
+    five = xr.DataArray(_translated(5), dims=("time", "y", "x"), attrs={"units": "mm/h"}, coords={
+        "time": pd.DatetimeIndex(["2021-01-01 00:00", "2021-01-01 00:20", "2021-01-01 00:25", "2021-01-01 00:30",
+                                  "2021-01-01 00:35"])})
+    np.testing.assert_allclose(motion.estimate(five, "vet"), motion.estimate(five.values, "vet"))
+    assert not motion.estimate(gapped, "none").any()
     # 4D-Var takes irregular times: the DataArray's own are passed on, as fourdvar(times=...) does
     got = motion.estimate(gapped, "4dvar", max_iter=5)
     want = motion.fourdvar(frames, times=np.asarray(gapped.time.values), max_iter=5).velocity

@@ -330,8 +330,9 @@ def test_masked_arrays_datasets_and_tensor_lists():
     mask[:, :, :20] = True  # netCDF4 returns masked arrays, the fill value 9.97e36 under the mask
     masked = np.ma.masked_array(np.where(mask, 9.97e36, frames), mask=mask)
     for model in ("persistence", "rainnet"):
-        out = forecast(masked, 1, model=model)
-        assert np.isnan(out[:, :, :20]).all() and np.isfinite(out[:, :, 20:]).all()
+        for given in (masked, list(masked)):  # (also frames read one by one)
+            out = forecast(given, 1, model=model)
+            assert np.isnan(out[:, :, :20]).all() and np.isfinite(out[:, :, 20:]).all()
     with pytest.raises(InputError, match="xarray Dataset; pass one variable of it, e.g. ds\\['rain'\\]"):
         forecast(xr.DataArray(frames, dims=("time", "y", "x"), name="rain").to_dataset(), 1)
     ts = [torch.tensor(f, requires_grad=True) for f in frames]

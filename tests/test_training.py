@@ -592,9 +592,17 @@ def test_training_config_checks_found_by_an_audit(tmp_path, monkeypatch):
     monkeypatch.setattr(skydiff.synthetic, "rain_sequence",
                         lambda n, shape, seed: rain_sequence(n, (40, 48) if seed % 2 else (36, 44), seed=seed))
     data = resolve_config(config(tmp_path / "w", "rainnet"), {"data.crop": [], "data.n_sequences": 2})["data"]
-    with pytest.raises(InputError, match=r"whole frames\) with sources on different grids"):
+    with pytest.raises(InputError, match=r"whole frames\) with training sources on different grids"):
         build_datasets(data, 4, 2)
     build_datasets({**data, "batch_size": 1, "val_batch_size": 1}, 4, 2)
+    # the validation part on one grid may keep its batches (the check pooled both parts)
+    monkeypatch.setattr(skydiff.synthetic, "rain_sequence",
+                        lambda n, shape, seed: rain_sequence(n, (40, 48) if seed < 1000 else (36, 44), seed=seed))
+    build_datasets({**data, "batch_size": 1, "val_batch_size": 2}, 4, 2)
+    bad = tmp_path / "bad.toml"
+    bad.write_bytes(b"\xff\xfe[model]\n")
+    with pytest.raises(InputError, match="cannot read config"):
+        resolve_config(str(bad))
     # sources at different time steps made windows of either step without a word
     with pytest.raises(InputError, match="different time steps"):
         RadarSequences([rain_sequence(10, (32, 32), timestep=5), rain_sequence(10, (32, 32), timestep=2)], 3, 2,

@@ -65,8 +65,10 @@ def tensor_numpy(t: torch.Tensor) -> np.ndarray:
 
 
 def nan_filled(x: Any) -> Any:
-    """A numpy masked array as a float64 array with NaN (no data) at its masked pixels, instead of their fill
-    values; anything else unchanged."""
+    """A numpy masked array (or a list/tuple holding one, e.g. frames read one by one with netCDF4) as a float64
+    array with NaN (no data) at its masked pixels, instead of their fill values; anything else unchanged."""
+    if isinstance(x, (list, tuple)) and any(isinstance(f, np.ma.MaskedArray) for f in x):
+        x = np.ma.stack([np.ma.asarray(f) for f in x])
     if isinstance(x, np.ma.MaskedArray):
         return np.ma.filled(x.astype(np.float64), np.nan)
     return x

@@ -350,7 +350,7 @@ class PseudoPrecip(nn.Module):
         ``tol`` (relative) too low; ``inf`` when the highest rate is decoded within ``tol``. For a VIMD model
         (whose wet encoding depends on VIMD, which the decoder does not see) the lowest such rate over VIMD within
         ``± vimd_range`` training standard deviations. Shipped models: ``pp-radar`` 48 mm/h (100 → 81 mm/h),
-        ``pp-era5`` ~4.6 mm/h (10 → 6.9 mm/h); ``decoder="inverse"`` decodes a TP-only model exactly."""
+        ``pp-era5`` ~4.7 mm/h (10 → 6.9 mm/h); ``decoder="inverse"`` decodes a TP-only model exactly."""
         p = next(self.parameters())
         r = torch.exp(torch.linspace(math.log(0.5), math.log(1000.0), 700, dtype=torch.float64)).to(p.device)
         x = torch.log1p(r / self.scale) - math.log1p(self.dry_threshold / self.scale)

@@ -210,8 +210,8 @@ def build(case: Case, coordinate: VerticalCoordinate, dtype: torch.dtype = torch
           device: torch.device | str | None = None, diffusion: float = 0.0) -> tuple[Model, State]:
     """Geometry, reference state, sponge and initial state of ``case`` with ``coordinate``; ``diffusion``: the
     explicit diffusion coefficient (m^2/s, :class:`~skydiff.dycore.equations.Model`)."""
-    if isinstance(diffusion, bool) or not isinstance(diffusion, (int, float)) or not math.isfinite(diffusion) \
-            or diffusion < 0:
+    if isinstance(diffusion, (bool, np.bool_)) or not isinstance(diffusion, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(diffusion) or diffusion < 0:
         raise InputError(f"diffusion must be a finite number of m^2/s >= 0, got {diffusion!r}")
     grid = case.grid
     geom = geometry(grid, coordinate, case.terrain, dtype, device)

@@ -273,7 +273,7 @@ def estimate(frames: Any, method: str = "lk", *, transform: str | None = "db", *
     if hasattr(frames, "dims") and hasattr(frames, "values"):  # xarray.DataArray: its units and dims by name
         from ..io.units import frames_of_dataarray
 
-        da_times = _dataarray_times(frames, rec)
+        da_times = _dataarray_times(frames, rec, kwargs)
         frames = frames_of_dataarray(frames, rate=transform == "db", hint=" (with transform='db'; pass "
                                      "transform=None for data already in the units the method expects)")
     is_torch = isinstance(frames, torch.Tensor)
@@ -347,19 +347,22 @@ def estimate(frames: Any, method: str = "lk", *, transform: str | None = "db", *
     return vel_np
 
 
-def _dataarray_times(da: Any, rec: MotionMethod) -> np.ndarray | None:
+def _dataarray_times(da: Any, rec: MotionMethod, kwargs: dict[str, Any]) -> np.ndarray | None:
     """The datetimes of a DataArray's time dimension (None without them), checked: strictly increasing, and for
-    every method but 4D-Var (which takes irregular times) equally spaced (to 1 s) — the methods assume frames one
-    time step apart, so a reversed or gapped series gave a wrong motion without a word."""
+    every method but 4D-Var (which takes irregular times) equally spaced (to 1 s) over the frames the method uses
+    (its last ``max_frames``) — the methods assume frames one time step apart, so a reversed or gapped series gave
+    a wrong motion without a word. Not for a zero-motion method, or 4D-Var given ``times`` of its own."""
     from ..io.units import time_dim
 
     td = time_dim(da)
-    if td is None or td not in da.coords or da.sizes[td] < 2:
+    if rec.zero or (rec.name == "4dvar" and "times" in kwargs) or td is None or td not in da.coords \
+            or da.sizes[td] < 2:
         return None
     t = np.asarray(da[td].values)
     if not np.issubdtype(t.dtype, np.datetime64):
         return None
-    d = np.diff(t).astype("timedelta64[ms]").astype(np.float64) / 60_000.0  # minutes
+    used = t if rec.max_frames is None else t[-rec.max_frames:]
+    d = np.diff(used).astype("timedelta64[ms]").astype(np.float64) / 60_000.0  # minutes
     if np.any(d <= 0):
         raise InputError(f"the frames' times are not strictly increasing (steps {_minutes(d)} min): sort them "
                          "(DataArray.sortby) and drop duplicates")

@@ -149,7 +149,7 @@ def check_frames(frames: Any, min_frames: int = 1, *, what: str = "frames") -> t
                          "(a gap in time is refused too, so nowcast from the frames after it)")
     if bool(torch.isinf(x).any()):
         raise InputError(f"{what} contain infinite values; use NaN for no data")
-    lo = float(x[finite].min())
+    lo = float(x.detach()[finite].min())
     if lo < -1e-6:
         raise InputError(
             f"{what} must be rain rates in mm/h (>= 0), found {lo:.3g}; convert dBZ/dBR to mm/h first "

@@ -1168,7 +1168,7 @@ def load_config(config: Mapping[str, Any] | str | os.PathLike[str]) -> dict[str,
             raise InputError(f"config file {p} not found")
     try:
         text = p.read_text()
-    except OSError as exc:
+    except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"cannot read config {p}: {exc}") from None
     if p.suffix.lower() == ".json":
         try:
@@ -1523,12 +1523,13 @@ def build_datasets(data: Mapping[str, Any], n_in: int, n_out: int, seed: int = 0
                                + (f", {dict(data['teacher_kwargs'])}" if data["teacher_kwargs"] else ""))
         val_ds = RadarSequences(va_src, n_in, n_out, random_crop=False, eval_crops=data["eval_crops"],
                                 teacher=(str(data["teacher"]) or None) if val_teacher else None, **teach, **common)
-        grids = {(s["name"], tuple(s["shape"])) for ds in (train_ds, val_ds) for s in ds.sources if s.get("samples")}
-        if crop is None and len({g for _, g in grids}) > 1 and max(int(data["batch_size"]),
-                                                                   int(data["val_batch_size"] or 0)) > 1:
-            raise InputError("data.crop = [] (whole frames) with sources on different grids (" + ", ".join(
-                f"{k}: {h}x{w}" for k, (h, w) in sorted(grids)) + "): their frames cannot share a batch; give a "
-                "crop, or batch_size = val_batch_size = 1")
+        for part, ds, size in (("training", train_ds, data["batch_size"]),
+                               ("validation", val_ds, data["val_batch_size"] or data["batch_size"])):
+            grids = sorted({(s["name"], tuple(s["shape"])) for s in ds.sources if s.get("samples")})
+            if crop is None and len({g for _, g in grids}) > 1 and int(size) > 1:
+                raise InputError(f"data.crop = [] (whole frames) with {part} sources on different grids (" + ", ".join(
+                    f"{k}: {h}x{w}" for k, (h, w) in grids) + "): their frames cannot share a batch; give a crop, "
+                    f"or {'batch_size' if part == 'training' else 'val_batch_size'} = 1")
         desc["train_sources"] = [s["name"] for s in train_ds.sources]
         desc["validation_sources"] = [s["name"] for s in val_ds.sources]
     else:
