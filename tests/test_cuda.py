@@ -142,6 +142,34 @@ def test_forecast_lupin_with_its_own_4dvar_motion_on_cuda() -> None:
     assert float((gpu.cpu() - cpu).abs().mean()) < 0.05  # mm/h
 
 
+def test_4dvar_prior_and_parameters_stay_on_cuda(monkeypatch) -> None:
+    """A static audit (seventeenth session): estimate_batch moved 4D-Var's frames to the host (so the shipped
+    LUPIN's motion ran on the CPU), and tensor parameters (times, percentiles, levels) on CUDA failed in numpy;
+    a NEUVE module on CUDA with device=None met CPU grids."""
+    import skydiff.motion.fourdvar as fdv
+    from skydiff.dycore import run
+    from skydiff.dycore.coordinates import Neuve
+    from skydiff.motion import estimate_batch
+    from skydiff.verify import percentile_bias
+
+    seen = []
+    real = fdv.fourdvar
+
+    def spy(frames, **kw):
+        seen.append(frames.device.type)
+        return real(frames, **kw)
+
+    monkeypatch.setattr(fdv, "fourdvar", spy)
+    x = _rain(4, 48, 40).float().to(CUDA)
+    v = estimate_batch(x[None], "4dvar", 4, max_iter=5)
+    assert seen == ["cuda"] and v.device.type == "cuda"
+    monkeypatch.undo()
+    fdv.fourdvar(x, times=torch.tensor([0.0, 5.0, 10.0, 15.0], device=CUDA), max_iter=3)
+    percentile_bias(x[0], x[1], q=torch.tensor([99.0], device=CUDA))
+    ds = run("klemp2011", coordinate=Neuve().double().to(CUDA), hours=5 / 3600, length=30000.0)
+    assert ds.attrs["dt_s"] > 0
+
+
 @pytest.mark.parametrize("model", ["lupin", "rainnet"])
 def test_forecast_mixed_precision_on_cuda(model: str) -> None:
     # precision="bfloat16" on the GPU: autocast convolutions, float32 advection and outputs; close to full precision

@@ -729,3 +729,14 @@ def test_radar_sequences_teacher_kwargs_reach_the_flow_method(sequence):
     np.testing.assert_allclose(s["teacher"].numpy(), whole[:, r:r + 32, c:c + 40], atol=2e-2, rtol=1e-3)  # float16
     with pytest.raises(InputError, match="teacher_kwargs must be a mapping"):
         RadarSequences([sequence], 4, 1, crop=(32, 40), transform=None, teacher="lk", teacher_kwargs=4)
+
+
+def test_deterministic_training_warns_instead_of_failing_where_torch_has_no_deterministic_op(tmp_path):
+    """training.deterministic = true set torch.use_deterministic_algorithms(True), which raises on CUDA for the
+    backward of grid_sample (LUPIN's advection) and of bilinear upsampling (SmaAt-UNet); now warn-only."""
+    try:
+        train(config(tmp_path / "det", "rainnet", deterministic=True), overrides={"training.max_steps": 1})
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)

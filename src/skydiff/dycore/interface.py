@@ -151,7 +151,7 @@ def run(
     coord = make_coordinate(coordinate, **(coordinate_options or {}))
     if not isinstance(coordinate, str):
         coord = copy.deepcopy(coord)  # .to() works in place on a module: leave the caller's one as it was
-    coord = coord.to(device=device, dtype=dtype)
+    coord = coord.to(device=device or torch.device("cpu"), dtype=dtype)  # (None: the CPU, also for a CUDA module)
     name = coordinate if isinstance(coordinate, str) else getattr(coord, "name", "custom")
     with torch.no_grad():
         model, state = build(cs, coord, dtype, device, diffusion=diffusion)

@@ -117,6 +117,7 @@ import numpy as np
 import torch
 import torch.nn.functional as nnf
 
+from .._compat import tensor_numpy
 from ..advection import advect, advect_trajectory
 from ..errors import InputError, ShapeError, positive_finite, warn
 from . import interface
@@ -239,7 +240,7 @@ def _times_tau(times: Any, n: int) -> np.ndarray:
     """Observation times -> fractions of the mean interval, starting at 0."""
     if times is None:
         return np.arange(n, dtype=np.float64)
-    arr = np.asarray(times)
+    arr = tensor_numpy(times) if isinstance(times, torch.Tensor) else np.asarray(times)
     if arr.dtype.kind == "M":
         arr = (arr - arr.reshape(-1)[0]) / np.timedelta64(1, "s")
     elif arr.dtype.kind == "m":
@@ -781,8 +782,9 @@ def fourdvar(
 
     Notes
     -----
-    Reproducibility: the same frames, parameters, device and thread count give the same bits in every process
-    (tested). Another thread count (``torch.set_num_threads``, or numba's, which sets how many buffers the
+    Reproducibility: on the CPU the same frames, parameters and thread count give the same bits in every process
+    (tested); on CUDA the adjoint's ``grid_sample`` backward sums with atomic adds, so runs may differ in the last
+    bits. Another thread count (``torch.set_num_threads``, or numba's, which sets how many buffers the
     adjoint sums) changes the order of parallel sums, and L-BFGS then takes a slightly different path: on the KNMI
     timing case of ``benchmarks/RESULTS.md`` §5 the mean of |u| and |v| was 3.52770 px per step with 2 threads
     and 3.52730 with 1 (strong constraint; 4e-10 px on a 64 x 64 synthetic case). The weak constraint is far more

@@ -518,7 +518,9 @@ def estimate_batch(frames: torch.Tensor, method: str = "lk", n_frames: int | Non
     """:func:`estimate` per sample of a batch: frames (B, T, H, W) torch -> motion (B, 2, H, W), same device/dtype
     (torch's default dtype for integer frames, as :func:`estimate`).
 
-    Runs on the CPU in float64 on the last ``n_frames`` frames of each sample (all when None); no gradient.
+    Runs on the last ``n_frames`` frames of each sample (all when None), without gradient: on the CPU in float64,
+    except a torch-backend method (4D-Var) with frames on another device, which runs there (a GPU's speed; the CPU
+    path would move the frames to the host and back).
     """
     if not isinstance(frames, torch.Tensor) or frames.ndim != 4:
         raise InputError("estimate_batch takes a real torch tensor (B, T, H, W); for one (T, H, W) sequence or numpy "
@@ -529,9 +531,11 @@ def estimate_batch(frames: torch.Tensor, method: str = "lk", n_frames: int | Non
     if n_frames is not None:
         n_frames = check_int("n_frames", n_frames, 1)
     arr = frames[:, -n_frames:] if n_frames else frames
+    dtype = frames.dtype if frames.is_floating_point() else torch.get_default_dtype()
+    if get_method(method).backend == "torch" and frames.device.type != "cpu":
+        return torch.stack([estimate(a, method=method, **kwargs) for a in arr.detach()]).to(dtype=dtype)
     arr = arr.detach().to("cpu", torch.float64).numpy()
     vel = np.stack([estimate(a, method=method, **kwargs) for a in arr])
-    dtype = frames.dtype if frames.is_floating_point() else torch.get_default_dtype()
     return torch.from_numpy(vel).to(device=frames.device, dtype=dtype)
 
 
