@@ -210,9 +210,8 @@ def forecast(
     Returns
     -------
     ``(leadtimes, H, W)`` in mm/h, numpy for numpy/xarray input, torch for torch input or a list of tensors (same
-    device; the input's
-    dtype when it is floating, else torch's default float dtype); with ``return_velocity`` a tuple
-    ``(nowcast, velocity)``.
+    device; the input's dtype when it is floating, else torch's default float dtype); with ``return_velocity`` a
+    tuple ``(nowcast, velocity)``.
     """
     frames = _stacked(frames, "frames")
     numpy_in = not isinstance(frames, torch.Tensor)
