@@ -765,3 +765,25 @@ def test_own_readers_take_the_options_their_messages_name(tmp_path):
     np.testing.assert_allclose(da.values, 6.0)  # 0.5 mm in 5 min = 6 mm/h
     with pytest.raises(InputError, match="not colour"):
         read_radar(tmp_path / "mm.npz", accutime=5, colour="red")
+
+
+def test_cf_times_in_real_valued_units_are_a_regular_series(tmp_path):
+    """'hours since 1900-01-01' in steps of 5/60 decodes to 12:04:59.999999488 ...: the series was irregular
+    (nowcasts refused, lead times unscored)."""
+    import xarray as xr
+
+    from skydiff.io import check_regular, read_radar
+    from skydiff.io.netcdf import _nearest_ms
+
+    t = 1084716 + np.arange(6) * 5 / 60
+    ds = xr.Dataset({"precip_rate": (("time", "y", "x"), np.random.default_rng(0).random((6, 8, 9)).astype("f4"),
+                                     {"units": "mm/h"})},
+                    coords={"time": ("time", t, {"units": "hours since 1900-01-01", "calendar": "standard"}),
+                            "y": np.arange(8.0)[::-1] * 1e3, "x": np.arange(9.0) * 1e3})
+    ds.to_netcdf(tmp_path / "h.nc")
+    da = read_radar(tmp_path / "h.nc")
+    check_regular(da)
+    assert str(da.time.values[1]) == "2023-09-29T12:05:00.000000000"
+    old = np.array(["1969-12-31T23:59:59.998600000", "1969-12-31T23:59:59.998400000", "NaT"], "datetime64[ns]")
+    assert [str(v) for v in _nearest_ms(old)] == ["1969-12-31T23:59:59.999000000", "1969-12-31T23:59:59.998000000",
+                                                 "NaT"]

@@ -341,3 +341,11 @@ def test_masked_arrays_datasets_and_tensor_lists():
     assert ts[-1].grad is not None
     with pytest.raises(InputError, match="return_velocity=True"):
         forecast(frames, 1, model="rainnet", return_motion=True)
+
+
+def test_integer_torch_frames_give_the_default_float_dtype():
+    x = torch.zeros(3, 16, 16, dtype=torch.int64)
+    x[:, 4:8, 4:8] = 3
+    out = forecast(x, 2, velocity=torch.ones(2, 16, 16))
+    assert out.dtype == torch.get_default_dtype()  # (was float64, against the docstring and advect)
+    torch.testing.assert_close(out, forecast(x.to(out.dtype), 2, velocity=torch.ones(2, 16, 16)), equal_nan=True)

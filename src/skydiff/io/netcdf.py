@@ -232,6 +232,14 @@ def _axis_of(ds: Any, dim: Any) -> str | None:
     return None
 
 
+def _nearest_ms(times: np.ndarray) -> np.ndarray:
+    """datetime64[ns] rounded to the nearest millisecond: CF times in real-valued units ("hours since ..." with
+    steps of 5/60) decode to 12:04:59.999999488, which made a regular 5-min series irregular (NaT kept)."""
+    ns = times.astype(np.int64)
+    rounded = (ns + 500_000) // 1_000_000 * 1_000_000  # (floor of x + 1/2: round half up, also before 1970)
+    return np.where(np.isnat(times), times, rounded.astype("datetime64[ns]"))
+
+
 def read_cf_frames(path: str, variable: str | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Read a CF netCDF precipitation file: ``(data (T, H, W), times datetime64[ns] (T,), metadata)``.
 
@@ -262,7 +270,7 @@ def read_cf_frames(path: str, variable: str | None = None) -> tuple[np.ndarray, 
             tcoord = ds["time"]
         if tcoord is None:
             raise ReadError(f"{path}: cannot find the times of {name!r} (no datetime 'time' coordinate along {tdim!r})")
-        times = np.asarray(tcoord.values, dtype="datetime64[ns]")
+        times = _nearest_ms(np.asarray(tcoord.values, dtype="datetime64[ns]"))
         unit_info = _precip_unit(var.attrs.get("units"))
         if unit_info is None:
             raise ReadError(f"{path}: variable {name!r} has unknown units {var.attrs.get('units')!r}")

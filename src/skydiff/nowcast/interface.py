@@ -267,6 +267,8 @@ def forecast(
             vel = vel.detach().cpu().numpy() if isinstance(vel, torch.Tensor) else np.asarray(vel)
     elif frames.is_floating_point() and out.dtype != frames.dtype:  # half precision in: computed in float32
         out = out.to(frames.dtype)
+    elif not frames.is_floating_point():  # integer or bool frames: torch's default float dtype, as advect gives
+        out = out.to(torch.get_default_dtype())
     if return_velocity:
         return out, vel
     return out
