@@ -820,6 +820,13 @@ def test_downscale_dataarray_flipped_time_named_otherwise_and_bool_attrs(tiny_mo
     write_downscaled(tmp_path / "b.nc", downscale(da, model=tiny_model, members=1, steps=2, progress=False))
     with xr.open_dataset(tmp_path / "b.nc") as ds:
         assert int(ds.precip_rate.attrs["qc"]) == 1
+    import netCDF4
+
+    coords = xr.DataArray(lo[0], dims=("y", "x"), coords={"y": np.arange(6.0), "x": np.arange(5.0)},
+                          attrs={"units": "mm/h"})
+    write_downscaled(tmp_path / "c.nc", downscale(coords, model=tiny_model, members=1, steps=2, progress=False))
+    with netCDF4.Dataset(tmp_path / "c.nc") as nc:  # CF: coordinates have no missing values
+        assert "_FillValue" not in nc["x"].ncattrs() and "_FillValue" not in nc["y"].ncattrs()
     # ERA5's CDS files call the time dimension valid_time and may put it last: it was downscaled as space
     last = xr.DataArray(np.moveaxis(lo, 0, -1), dims=("lat", "lon", "valid_time"), coords={"valid_time": times},
                         attrs={"units": "mm/h"})

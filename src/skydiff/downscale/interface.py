@@ -597,6 +597,8 @@ def write_downscaled(path: str | os.PathLike[str], ens: Any, *, model: str = "",
 
     with atomic_path(out) as tmp:
         enc = {"precip_rate": {"zlib": True, "complevel": 4, "dtype": "float32"}}
+        # coordinates have no missing values (CF): no _FillValue, which xarray gives every float variable
+        enc.update({c: {"_FillValue": None} for c in ds.coords if ds[c].dtype.kind == "f"})
         ds.to_netcdf(tmp, format="NETCDF4", encoding=enc)
     return out
 
