@@ -65,14 +65,20 @@ def positive_finite(*values: object) -> bool:
     return all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in values)
 
 
-def check_rain_rate(name: str, value: object) -> float:
-    """``value`` as a float if it is a finite real number >= 0 (a rain rate in mm/h; not bool), else InputError."""
+def check_nonnegative(name: str, value: object, what: str = "number", unit: str = "") -> float:
+    """``value`` as a float if it is a finite real number >= 0 (Python or numpy, not bool), else InputError saying
+    ``{name} must be a finite {what} >= 0{unit}``."""
     import math
     import numbers
 
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
-        raise InputError(f"{name} must be a finite rain rate >= 0 mm/h, got {value!r}")
+        raise InputError(f"{name} must be a finite {what} >= 0{unit}, got {value!r}")
     return float(value)
+
+
+def check_rain_rate(name: str, value: object) -> float:
+    """``value`` as a float if it is a finite real number >= 0 (a rain rate in mm/h; not bool), else InputError."""
+    return check_nonnegative(name, value, "rain rate", " mm/h")
 
 
 def warn(message: str) -> None:

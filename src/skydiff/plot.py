@@ -81,15 +81,10 @@ _PANEL_IN = 3.0  # width of one map panel, inches
 # --------------------------------------------------------------------------------------------------- helpers
 def _y_dim(x: Any) -> Any:
     """The north-south dimension of a DataArray (``y``, ``lat``/``latitude``, or a coordinate with ``axis = "Y"``
-    or a y/latitude ``standard_name``), else None."""
-    coords = getattr(x, "coords", {})
-    for d in getattr(x, "dims", ()):
-        attrs = coords[d].attrs if d in coords else {}
-        std = str(attrs.get("standard_name", "")).lower()
-        if (str(attrs.get("axis", "")).upper() == "Y" or str(d).lower() in ("y", "lat", "latitude")
-                or std in ("projection_y_coordinate", "latitude")):
-            return d
-    return None
+    or a y/latitude ``standard_name``: :func:`skydiff.io.netcdf._axis_of`), else None."""
+    from .io.netcdf import _axis_of
+
+    return next((d for d in getattr(x, "dims", ()) if _axis_of(x, d) == "Y"), None)
 
 
 def _y_increases(like: Any) -> bool:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import InputError, check_int, warn
+from ..errors import InputError, check_int, check_nonnegative, warn
 from .coordinates import Terrain, VerticalCoordinate
 from .equations import CP, G, RD, Model, Reference, Sponge, State, column_state, geometry, hydrostatic_exner, reference_state
 from .grid import Grid, avg_c2u
@@ -210,9 +210,7 @@ def build(case: Case, coordinate: VerticalCoordinate, dtype: torch.dtype = torch
           device: torch.device | str | None = None, diffusion: float = 0.0) -> tuple[Model, State]:
     """Geometry, reference state, sponge and initial state of ``case`` with ``coordinate``; ``diffusion``: the
     explicit diffusion coefficient (m^2/s, :class:`~skydiff.dycore.equations.Model`)."""
-    if isinstance(diffusion, (bool, np.bool_)) or not isinstance(diffusion, (int, float, np.integer, np.floating)) \
-            or not math.isfinite(diffusion) or diffusion < 0:
-        raise InputError(f"diffusion must be a finite number of m^2/s >= 0, got {diffusion!r}")
+    diffusion = check_nonnegative("diffusion", diffusion, unit=" m^2/s")
     grid = case.grid
     geom = geometry(grid, coordinate, case.terrain, dtype, device)
     theta_ref, exner_ref = constant_n_profile(case.theta0, case.n)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import math
 import time
 from typing import Any
 
@@ -15,7 +14,7 @@ from .cases import build, error_window, get_case, schaer_linear_w, w_error
 from .coordinates import VerticalCoordinate, make_coordinate
 from .equations import full_w
 from .grid import avg_u2c
-from .stepping import check_dt, integrate, stable_dt
+from .stepping import _round_down, check_dt, integrate, stable_dt
 
 __all__ = ["run"]
 
@@ -23,11 +22,8 @@ _CASE_KEYS = {"dx", "nz", "top", "length", "h0", "a", "lam", "dtheta", "width"}
 
 
 def _default_dt(limit: float) -> float:
-    """95 % of a stability limit (s), rounded down to whole milliseconds (to 3 significant digits below 1 s)."""
-    dt = 0.95 * limit
-    if dt >= 1e-3:
-        return math.floor(dt * 1000.0) / 1000.0
-    return float(f"{dt:.3g}")
+    """95 % of a stability limit (s), rounded down (:func:`~skydiff.dycore.stepping._round_down`)."""
+    return _round_down(0.95 * limit)
 
 
 def _warn_terrain(cs: Any, options: dict[str, Any]) -> None:

@@ -221,8 +221,9 @@ def _clean_attr(v: Any) -> Any:
 
 # ----------------------------------------------------------------------------------- reading CF files
 def _axis_of(ds: Any, dim: Any) -> str | None:
-    """``"X"`` or ``"Y"`` for a dimension whose name, coordinate ``axis`` or ``standard_name`` says so, else None."""
-    attrs = ds[dim].attrs if dim in ds.variables else {}
+    """``"X"`` or ``"Y"`` for a dimension of a Dataset or DataArray whose name, coordinate ``axis`` or
+    ``standard_name`` says so, else None."""
+    attrs = ds[dim].attrs if dim in getattr(ds, "variables", ds.coords) else {}
     name, std = str(dim).lower(), str(attrs.get("standard_name", "")).lower()
     axis = str(attrs.get("axis", "")).upper()
     if axis == "X" or name in ("x", "lon", "longitude") or std in ("projection_x_coordinate", "longitude"):
