@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import sys
@@ -536,3 +537,75 @@ def test_downscale_coarsen_check_on_a_dry_field(tmp_path, capsys):
     out = tmp_path / "o.nc"
     assert main(["downscale", str(f), "--coarsen", "4", "--members", "2", "--steps", "4", "--out", str(out)]) == 0
     assert out.is_file() and "spectrum" not in capsys.readouterr().out
+
+
+def _acc_files(tmp_path, n=4):
+    """n single-field CF files in mm per 5 min, with no accumulation time (the file does not say)."""
+    import xarray as xr
+
+    base = np.zeros((40, 40), "f4")
+    base[12:28, 10:26] = 2.0 / 12
+    paths = []
+    for i in range(n):
+        ds = xr.Dataset({"rr": (("y", "x"), np.roll(base, i, axis=1), {"units": "mm"})},
+                        coords={"time": np.datetime64("2021-01-01T12:00") + np.timedelta64(5 * i, "m"),
+                                "y": ("y", np.arange(40.0)[::-1] * 1e3, {"units": "m"}),
+                                "x": ("x", np.arange(40.0) * 1e3, {"units": "m"})})
+        ds.to_netcdf(tmp_path / f"acc_{i}.nc")
+        paths.append(str(tmp_path / f"acc_{i}.nc"))
+    return paths
+
+
+def test_importer_options_on_the_command_line(tmp_path, capsys):
+    """An accumulation without an accumulation time needed accutime=, which the CLI had no way to pass."""
+    import xarray as xr
+
+    files = _acc_files(tmp_path)
+    out = tmp_path / "n.nc"
+    assert main(["nowcast", *files, "--out", str(out), "-q", "--leadtimes", "2"]) == 2
+    assert "--importer-option accutime=MINUTES" in capsys.readouterr().err
+    assert main(["nowcast", *files, "--out", str(out), "-q", "--leadtimes", "2",
+                 "--importer-option", "accutime=5", "--importer-option", "variable=rr"]) == 0
+    with xr.open_dataset(out) as ds:
+        assert float(ds["precip_rate"].max()) == pytest.approx(2.0, rel=1e-5)  # 2/12 mm per 5 min = 2 mm/h
+    for bad, msg in ((["accutime"], "expected KEY=VALUE"), (["accutime=5", "accutime=10"], "given twice"),
+                     (["importer=netcdf"], "use --importer")):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) if msg == "expected KEY=VALUE" else contextlib.nullcontext():
+            code = main(["nowcast", *files, "--out", str(tmp_path / "x.nc"), "-q",
+                         *[a for b in bad for a in ("--importer-option", b)]])
+            assert code == 2
+        assert msg in capsys.readouterr().err
+    # evaluate reads the files it is given with them; --shared data has its own settings
+    assert main(["evaluate", *files, "--models", "persistence", "--leadtimes", "1", "--n-in", "1", "-q",
+                 "--importer-option", "accutime=5"]) == 0
+    assert "3 cases" in capsys.readouterr().out
+    assert main(["evaluate", "--shared", "test", "--importer-option", "accutime=5", "-q"]) == 2
+    assert "not --shared" in capsys.readouterr().err
+
+
+def test_device_option_is_checked_before_reading(tmp_path, capsys):
+    import torch
+
+    files = _acc_files(tmp_path)
+    for cmd in (["nowcast", *files, "--out", str(tmp_path / "n.nc")], ["evaluate", *files],
+                ["downscale", files[0], "--out", str(tmp_path / "d.nc")]):
+        assert main([*cmd, "--device", "bogus", "-q"]) == 2
+        assert "unknown device 'bogus'" in capsys.readouterr().err
+        if not torch.cuda.is_available():
+            assert main([*cmd, "--device", "cuda", "-q"]) == 2
+            assert "CUDA is not available" in capsys.readouterr().err
+    # an explicit CPU device computes there: the same nowcast as without
+    import xarray as xr
+
+    for dev in (None, "cpu"):
+        assert main(["nowcast", *files, "--out", str(tmp_path / f"{dev}.nc"), "-q", "--leadtimes", "2",
+                     "--importer-option", "accutime=5", *(["--device", dev] if dev else [])]) == 0
+    with xr.open_dataset(tmp_path / "None.nc") as a, xr.open_dataset(tmp_path / "cpu.nc") as b:
+        np.testing.assert_array_equal(a["precip_rate"].values, b["precip_rate"].values)
+
+
+def test_demo_refuses_a_data_folder_that_is_not_there(tmp_path, capsys):
+    assert main(["demo", "--out", str(tmp_path / "d"), "--data", str(tmp_path / "nope"), "-q"]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()  # before any work

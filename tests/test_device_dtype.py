@@ -201,3 +201,63 @@ def test_downscale_leaves_a_callers_model_where_it_is():
                   conserve=False)
     assert isinstance(a, np.ndarray) and b.device.type == "cpu" and next(m.parameters()).device.type == "cuda"
     np.testing.assert_array_equal(a, b.numpy())
+
+
+# --- device=: compute elsewhere than the input lives, the result back where it came from --------------------------
+
+def test_check_device_errors():
+    from skydiff.errors import check_device
+
+    assert check_device(None) is None
+    assert check_device("cpu") == torch.device("cpu")
+    for bad, msg in (("bogus", "unknown device"), ("meta", "unsupported device"), (3.5, "unknown device")):
+        with pytest.raises(InputError, match=msg):
+            check_device(bad)
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="CUDA is not available"):
+            check_device("cuda")
+
+
+def test_forecast_downscale_and_evaluate_take_a_device():
+    from skydiff.downscale import downscale
+    from skydiff.nowcast import forecast
+    import xarray as xr
+
+    from skydiff.nowcast.evaluation import evaluate
+
+    frames = _blob_frames(4)
+    ref = forecast(frames, 2)
+    np.testing.assert_array_equal(forecast(frames, 2, device="cpu"), ref)
+    t = torch.from_numpy(frames).float()
+    out = forecast(t, 2, model="rainnet", device="cpu")
+    assert out.device == t.device and out.dtype == torch.float32
+    with pytest.raises(InputError, match="unknown device"):
+        forecast(frames, 2, device="gpu0")
+    lo = np.full((8, 8), 2.0, np.float32)
+    a = downscale(lo, members=1, steps=12, seed=0, progress=False, label=None)
+    b = downscale(lo, members=1, steps=12, seed=0, progress=False, label=None, device="cpu")
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(InputError, match="unknown device"):
+        downscale(lo, members=1, steps=2, device="gpu0")
+    with pytest.raises(InputError, match="unknown device"):
+        evaluate(xr.DataArray(frames, dims=("time", "y", "x"), coords={"time": np.arange(4) * np.timedelta64(5, "m")
+                                                                       + np.datetime64("2021-01-01T00:00")}),
+                 ["persistence"], device="gpu0")
+
+
+@cuda
+def test_device_cuda_computes_there_and_returns_as_given():
+    from skydiff.downscale import downscale
+    from skydiff.nowcast import forecast
+
+    frames = _blob_frames(12)
+    for model in ("extrapolation", "rainnet"):
+        cpu = forecast(frames, 2, model=model)
+        gpu = forecast(frames, 2, model=model, device="cuda")
+        assert isinstance(gpu, np.ndarray)
+        np.testing.assert_allclose(gpu, cpu, rtol=1e-3, atol=2e-3)
+    out = forecast(torch.from_numpy(frames).float(), 2, model="rainnet", device="cuda")
+    assert out.device.type == "cpu"
+    lo = np.full((8, 8), 2.0, np.float32)
+    ens = downscale(lo, members=1, steps=12, seed=0, progress=False, label=None, device="cuda")
+    assert isinstance(ens, np.ndarray) and ens.shape == (1, 32, 32)

@@ -787,3 +787,74 @@ def test_cf_times_in_real_valued_units_are_a_regular_series(tmp_path):
     old = np.array(["1969-12-31T23:59:59.998600000", "1969-12-31T23:59:59.998400000", "NaT"], "datetime64[ns]")
     assert [str(v) for v in _nearest_ms(old)] == ["1969-12-31T23:59:59.999000000", "1969-12-31T23:59:59.998000000",
                                                  "NaT"]
+
+
+def _cf_rain(tmp_path, name, **kw):
+    """A small CF rain file: precipitation (time, y, x) in mm/h with a grid mapping named 'proj'."""
+    t = np.array(["2021-01-01T12:00", "2021-01-01T12:05", "2021-01-01T12:10"], "datetime64[ns]")
+    data = np.random.default_rng(1).random((3, 6, 7)).astype("f4")
+    ds = xr.Dataset({"precipitation": (("time", "y", "x"), data, {"units": "mm/h", "grid_mapping": "proj"}),
+                     "proj": ((), 0, {"grid_mapping_name": "transverse_mercator"})},
+                    coords={"time": t, "y": ("y", np.arange(6.0)[::-1] * 1e3, {"units": "m"}),
+                            "x": ("x", np.arange(7.0) * 1e3, {"units": "m"})})
+    ds = kw.get("edit", lambda d: d)(ds)
+    ds.to_netcdf(tmp_path / name, encoding=kw.get("encoding"))
+    return tmp_path / name, data, t
+
+
+def test_cf_file_with_a_grid_mapping_named_proj_is_not_bom_rf3(tmp_path):
+    """'precipitation' + 'proj' (a common grid-mapping name) was taken for pysteps' bom_rf3, which failed."""
+    from skydiff.io.radar import _sniff
+
+    path, data, t = _cf_rain(tmp_path, "a.nc")
+    assert _sniff(str(path)).importer == "netcdf"
+    da = read_radar(path)
+    np.testing.assert_array_equal(da.values, data)
+    np.testing.assert_array_equal(da.time.values, t)
+    # a BoM-like file (2-D precipitation, valid_time) is still bom_rf3
+    xr.Dataset({"precipitation": (("y", "x"), data[0], {"units": "mm"}), "proj": ((), 0),
+                "valid_time": ((), 0, {"units": "seconds since 2021-01-01"})}).to_netcdf(tmp_path / "bom.nc")
+    assert _sniff(str(tmp_path / "bom.nc")).importer == "bom_rf3"
+
+
+def test_cf_time_not_first_scalar_time_and_other_calendars(tmp_path):
+    from skydiff.io.netcdf import read_cf_frames
+
+    # time stored last: moved first (was "cannot find the times ... along 'y'")
+    path, data, t = _cf_rain(tmp_path, "tlast.nc", edit=lambda d: d.transpose("y", "x", "time"))
+    got, times, _ = read_cf_frames(str(path))
+    np.testing.assert_array_equal(got, data)
+    np.testing.assert_array_equal(times, t)
+    # one field with a scalar time: (1, y, x), several such files one series
+    for i in range(3):
+        _cf_rain(tmp_path, f"one{i}.nc", edit=lambda d, i=i: d.isel(time=i))
+    da = read_radar(sorted(tmp_path.glob("one*.nc")))
+    np.testing.assert_array_equal(da.values, data)
+    np.testing.assert_array_equal(da.time.values, t)
+    # a noleap calendar: the file's own 5-min intervals, with a warning
+    path, data, t = _cf_rain(tmp_path, "noleap.nc", encoding={"time": {"calendar": "noleap"}})
+    with pytest.warns(SkydiffWarning, match="noleap"):
+        got, times, _ = read_cf_frames(str(path))
+    np.testing.assert_array_equal(times, t)
+    # a first date the standard calendar lacks: a clear error
+    ds = xr.Dataset({"precipitation": (("time", "y", "x"), data, {"units": "mm/h"})},
+                    coords={"time": ("time", [0.0, 5.0, 10.0], {"units": "minutes since 2021-02-30",
+                                                             "calendar": "360_day"})})
+    ds.to_netcdf(tmp_path / "d360.nc")
+    with pytest.raises(ReadError, match="360_day"):
+        read_cf_frames(str(tmp_path / "d360.nc"))
+
+
+def test_a_file_named_twice_is_read_once_with_a_warning(tmp_path):
+    path, data, _ = _cf_rain(tmp_path, "a.nc")
+    with pytest.warns(SkydiffWarning, match="named more than once"):
+        da = read_radar([path, tmp_path, str(tmp_path / "*.nc")])
+    assert da.sizes["time"] == 3
+
+
+def test_accumulation_without_accutime_names_the_cli_option(tmp_path):
+    path, data, _ = _cf_rain(tmp_path, "acc.nc", edit=lambda d: d.assign(
+        precipitation=d.precipitation.assign_attrs(units="mm")))
+    with pytest.raises(ReadError, match="--importer-option accutime=MINUTES"):
+        read_radar(path)
+    np.testing.assert_allclose(read_radar(path, accutime=5).values, data * 12, rtol=1e-6)

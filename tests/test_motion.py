@@ -328,6 +328,21 @@ def test_dry_frames_give_zero_with_warning(method):
     assert out.shape == (2, 32, 32) and np.all(out == 0)
 
 
+@pytest.mark.parametrize("method, good, typo", [("lk", {"fd_kwargs": {}, "grid_stride": 2}, "fdkwargs"),
+                                                ("vet", {"smooth_gain": 1e3}, "sigma"),
+                                                ("proesmans", {"lam": 50.0}, "lamda"),
+                                                ("darts", {"N_t": 2}, "Nt"),
+                                                ("4dvar", {"sigma": 1.0, "times": None}, "sigmaa"),
+                                                ("constant", {}, "fast")])
+def test_keyword_typos_are_refused_on_dry_frames_too(method, good, typo):
+    """No method runs on dry frames, so a misspelt keyword went unnoticed until a rainy day."""
+    frames = np.zeros((6, 32, 32))
+    with pytest.warns(SkydiffWarning, match="no rain"):
+        motion.estimate(frames, method, **good)
+    with pytest.raises(InputError, match=f"unexpected keyword.*{typo}"):
+        motion.estimate(frames, method, **{typo: 1})
+
+
 def test_no_data_without_transform_is_the_dry_value(translated):
     # transform=None for data already in dBR: no data takes their smallest (dry) value, as with the dB transform
     # (it was 0, i.e. 1 mm/h of rain in dBR, and moved the LK motion by 0.6 px)

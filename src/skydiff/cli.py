@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import json
 import os
 import sys
 import tempfile
@@ -22,7 +23,7 @@ import numpy as np
 
 from . import __version__
 from ._compat import PRECISIONS
-from .errors import InputError, SkydiffError
+from .errors import InputError, SkydiffError, check_device
 
 DEFAULT_THRESHOLDS = (1.0, 5.0, 10.0)
 
@@ -179,6 +180,7 @@ def cmd_nowcast(args: argparse.Namespace) -> int:
     from .nowcast.interface import default_motion_frames
 
     # every option is checked before the (possibly long) reading
+    check_device(args.device, "a nowcast")
     spec = get_model(args.model)  # InputError naming the known models
     neural = is_neural(args.model)
     if args.weights and not neural:
@@ -208,7 +210,7 @@ def cmd_nowcast(args: argparse.Namespace) -> int:
     n_need = max(n_motion if spec.uses_motion else 1, spec.min_frames)
     prog = _Progress(4 + bool(args.plot), args.quiet)
     prog.step(f"reading {len(args.files)} input path(s)", bar=_many_files(args.files))
-    da = read_radar(args.files, importer=args.importer, progress=not args.quiet)
+    da = read_radar(args.files, importer=args.importer, progress=not args.quiet, **_read_options(args))
     prog.done()
     one_per_file = _one_file_per_frame(da)
     processing = []  # what was done to the frames before the nowcast (written to the file)
@@ -281,6 +283,7 @@ def cmd_nowcast(args: argparse.Namespace) -> int:
         motion=(args.motion if neural else motion) if spec.uses_motion else None,
         motion_kwargs={"frames": n_motion} if spec.uses_motion and (args.motion or not neural) else None,
         return_velocity=True,
+        device=args.device,
         **extra,
     )
     prog.step(f"writing {args.out}")
@@ -383,7 +386,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
         raise InputError(f"{len(forecasts)} of the observation files are nowcasts, not observations: "
                          f"{', '.join(forecasts[:3])}{' ...' if len(forecasts) > 3 else ''}; leave them out")
     nc = read_nowcast(args.nowcast)
-    obs = read_radar(args.files, importer=args.importer, progress=not args.quiet)
+    obs = read_radar(args.files, importer=args.importer, progress=not args.quiet, **_read_options(args))
     sub = _obs_on_nowcast_grid(nc, obs)
     if sub is not obs:
         _say(f"    the nowcast covers a {sub.sizes['y']} x {sub.sizes['x']} block of the observations' grid (--bbox): "
@@ -420,6 +423,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .nowcast.evaluation import evaluate
 
     _check_outputs([args.csv, args.plot], args.overwrite, plot=args.plot, inputs=args.files or [])
+    check_device(args.device, "evaluate")
     from .registry import weights_file
 
     weights = {}
@@ -432,6 +436,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     sources: list[Any]
     if args.shared and args.files:
         raise InputError("give either radar files/folders or --shared, not both")
+    options = _read_options(args)
+    if args.importer is not None:
+        options["importer"] = args.importer
+    if args.shared and options:
+        raise InputError("--importer and --importer-option are for the files you give, not --shared (the shared "
+                         "data is read with its own settings)")
     if args.shared:
         from .nowcast.data import shared_split
 
@@ -450,12 +460,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         folders = [f for f in args.files if Path(f).is_dir()]
         files = [f for f in args.files if not Path(f).is_dir()]
         sources = folders + ([files] if files else [])
+        if options:  # read with the importer and its options
+            from .nowcast.data import RadarSource
+
+            sources = [RadarSource(Path(src).name if isinstance(src, str) else Path(src[0]).parent.name,
+                                   (src,) if isinstance(src, str) else tuple(src), options=options)
+                       for src in sources]
     ev = evaluate(
         sources, args.models, leadtimes=args.leadtimes, thresholds=args.thresholds, stride=args.stride,
         crop=args.crop, max_cases=args.max_cases, motion=args.motion, weights=weights,
         progress=(lambda m: _say(m, args.quiet)), protocols=args.protocols or (),
         precision=None if args.precision == "full" else args.precision, min_rain=args.min_rain,
-        timestep=args.timestep, resample=args.resample, n_in=args.n_in,
+        timestep=args.timestep, resample=args.resample, n_in=args.n_in, device=args.device,
     )  # fmt: skip
     print(f"{len(ev.cases)} cases ({ev.n_in} + {len(ev.leadtimes_min)}-frame windows), lead times "
           f"{', '.join(f'{t:g}' for t in ev.leadtimes_min)} min\n")
@@ -496,7 +512,7 @@ def cmd_assimilate(args: argparse.Namespace) -> int:
         raise InputError(f"--frames must be >= 2 (4D-Var fits a motion to two frames at least), got {args.frames}")
     prog = _Progress(3 + bool(args.plot), args.quiet)
     prog.step(f"reading {len(args.files)} input path(s)", bar=_many_files(args.files))
-    da = read_radar(args.files, importer=args.importer, progress=not args.quiet)
+    da = read_radar(args.files, importer=args.importer, progress=not args.quiet, **_read_options(args))
     prog.done()
     if args.bbox is not None:
         from .io import crop_bbox
@@ -650,6 +666,7 @@ def cmd_data_build_nl(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         importer=args.importer,
         timestep=args.timestep,
+        **_read_options(args),
         **({} if args.crop is None else {"crop": tuple(args.crop)}),
     )
     print(summary.get("rule", ""))
@@ -808,6 +825,7 @@ def cmd_downscale(args: argparse.Namespace) -> int:
     for flag, value in (("--members", args.members), ("--steps", args.steps), ("--factor", args.factor)):
         if value < 1:  # before reading the input and loading the model
             raise InputError(f"{flag} must be >= 1, got {value}")
+    check_device(args.device, "downscaling")
     prog = _Progress(2 + bool(args.out) + bool(args.plot), args.quiet)
     prog.step(f"reading {args.input}" + (" (ERA5 TP, and VIMD from the variables present)" if era5 else ""))
     if era5:
@@ -850,7 +868,7 @@ def cmd_downscale(args: argparse.Namespace) -> int:
               f"{args.steps} steps", bar=True)
     ens = downscale(lo, factor=args.factor, model=args.model, members=args.members, steps=args.steps,
                     seed=args.seed, progress=not args.quiet, label=label, conserve=conserve, vimd=vimd,
-                    precision=args.precision, decoder=args.decoder)
+                    precision=args.precision, decoder=args.decoder, device=args.device)
     if nan.any():
         f = args.factor
         mask = np.repeat(np.repeat(nan, f, axis=-2), f, axis=-1)
@@ -877,6 +895,47 @@ def cmd_downscale(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------------------------------------------
 # entry point
+
+
+def _add_reading(parser: argparse.ArgumentParser) -> None:
+    """--importer and --importer-option (skydiff.io.read_radar's importer and options) of the commands that read radar
+    files."""
+    parser.add_argument("--importer", default=None, help="pysteps importer name when it cannot be detected")
+    parser.add_argument(
+        "--importer-option", type=_key_value, action="append", default=[], metavar="KEY=VALUE",
+        help="an option for the reader, repeatable: e.g. variable=rr (the rain variable of a netCDF file), accutime=5 "
+        "(minutes of an accumulation in mm that does not say), qty=DBZH, window_size=4; VALUE is read as JSON "
+        "(a number, true/false) or else as text",
+    )
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip().isidentifier():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        parsed = value
+    return key.strip(), parsed if isinstance(parsed, (int, float, bool, str)) else value
+
+
+def _read_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The --importer-option pairs as read_radar's keyword arguments (a key given twice is an InputError)."""
+    out: dict[str, Any] = {}
+    for key, value in args.importer_option:
+        if key in out:
+            raise InputError(f"--importer-option {key}= is given twice")
+        if key in ("importer", "timestep", "progress", "workers", "paths"):
+            raise InputError(f"--importer-option {key}= is not an importer option"
+                             f"{' (use --importer)' if key == 'importer' else ''}")
+        out[key] = value
+    return out
+
+
+def _add_device(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--device", default=None, help=f"torch device for {what}, e.g. cuda or cuda:1 (default cpu); "
+                        "files are read and written on the CPU")
 
 
 def _add_bbox(parser: argparse.ArgumentParser, verb: str, example: str = "") -> None:
@@ -941,7 +1000,8 @@ def build_parser() -> argparse.ArgumentParser:
         "(pysteps-style CDF matching, after the network; sharper, but lowered CSI on the validation part, see "
         "benchmarks/RESULTS.md section 5; default: the model's own, none)",
     )
-    n.add_argument("--importer", default=None, help="pysteps importer name when it cannot be detected")
+    _add_reading(n)
+    _add_device(n, "the nowcast (the motion of Lucas-Kanade and the other pysteps methods on the CPU either way)")
     n.add_argument("--out", default="nowcast.nc", help="output netCDF (default nowcast.nc)")
     n.add_argument("--plot", default=None, help="also write a figure (PNG)")
     n.add_argument("--allow-gaps", action="store_true", help="do not stop on gaps in the time series")
@@ -965,7 +1025,7 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("files", nargs="+", help="observation files, directories or glob patterns")
     v.add_argument("--thresholds", type=_number(0, float, above=True), nargs="+", default=list(DEFAULT_THRESHOLDS),
                    help="mm/h")
-    v.add_argument("--importer", default=None)
+    _add_reading(v)
     v.add_argument("--csv", default=None, help="write the table as CSV")
     v.add_argument("--plot", default=None, help="write score curves (PNG)")
     v.add_argument("--overwrite", action="store_true", help="replace existing output files")
@@ -985,6 +1045,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--shared", choices=["test", "validation", "train"], default=None,
                     help="use this part of the shared data split (skydiff.nowcast.data.shared_split)")
     ev.add_argument("--data", default=None, help="shared data folder (default $SKYDIFF_DATA)")
+    _add_reading(ev)
+    _add_device(ev, "the models (the scores on the CPU)")
     ev.add_argument("--weights", nargs="+", default=None, metavar="MODEL=PATH", help="weights files to use")
     ev.add_argument("--leadtimes", type=_number(1), default=6, help="lead times in steps of --timestep (default 6)")
     ev.add_argument("--timestep", type=_number(0, float, above=True), default=5.0, metavar="MIN",
@@ -1030,7 +1092,7 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--constraint", choices=("strong", "weak"), default="strong")
     a.add_argument("--max-iter", type=_number(1), default=300, help="L-BFGS iterations per level (default 300)")
     a.add_argument("--leadtimes", type=_number(1), default=3, help="forecast steps (default 3)")
-    a.add_argument("--importer", default=None)
+    _add_reading(a)
     _add_bbox(a, "assimilate", ", e.g. --bbox -100 -90 35 45 for a part of CONUS (a whole MRMS grid is 24.5 M pixels)")
     a.add_argument("--out", default="motion.nc")
     a.add_argument("--plot", default=None, help="also write a figure (PNG)")
@@ -1083,7 +1145,7 @@ def build_parser() -> argparse.ArgumentParser:
     nl.add_argument("--rain-frame", choices=["target", "smaat"], default="target",
                     help="which frame the rain rule tests: the target frame (default) or the frame after it, as "
                          "SmaAt-UNet's code does (off by one)")
-    nl.add_argument("--importer", default=None)
+    _add_reading(nl)
     nl.add_argument("--timestep", type=_number(0, float, above=True), default=5.0,
                     help="minutes between the frames of a window (default 5)")
     nl.add_argument("--crop", type=_number(0), nargs=4, metavar=("ROW0", "ROW1", "COL0", "COL1"), default=None,
@@ -1108,6 +1170,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "against the original)")
     ds.add_argument("--steps", type=int, default=18, help="Heun sampling steps (default 18)")
     ds.add_argument("--seed", type=int, default=None, help="random seed for a reproducible ensemble")
+    _add_device(ds, "the sampling")
     ds.add_argument("--label", default="auto",
                     help="for a model conditioned on the radar product (the default radar model): the product to "
                          "imitate (knmi-rap, knmi-dbz, fmi, mrms), 'unknown' for the training mixture, or 'auto' "

@@ -127,6 +127,11 @@ def run_demo(out: str | os.PathLike[str] = "skydiff-demo", data: str | None = No
     """Run the demo; returns ``{case name: score table}`` and writes everything into ``out``."""
     from .synthetic import rain_sequence
 
+    from .errors import InputError
+
+    if data is not None and not Path(data).is_dir():  # before any work: a mistyped --data is not a skipped case
+        raise InputError(f"the data folder {data} is not a folder (data= / --data names the shared data folder, "
+                         "the one holding radar/KNMI/2010/08)")
     out = Path(out)
     _claim_folder(out)
     results: dict[str, Any] = {}
@@ -156,6 +161,8 @@ def run_demo(out: str | os.PathLike[str] = "skydiff-demo", data: str | None = No
             results["knmi"] = _run_case("knmi", da_real, out, quiet)
             print("KNMI 2010-08-26 05:30 UTC (CSI at 1 mm/h, MAE; every model on the same pixels):")
             print(_summary(results["knmi"]))
+    elif knmi is not None:
+        _log(f"[2/2] real case skipped: no folder {knmi} (the KNMI 2010 radar files of the shared data)", quiet)
     else:
         _log("[2/2] real case skipped: set SKYDIFF_DATA (or --data) to the shared data folder to run it", quiet)
     print(f"figures, scores and nowcasts written to {out}/")

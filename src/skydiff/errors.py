@@ -52,6 +52,28 @@ def check_int(name: str, value: object, lo: int, hi: int | None = None) -> int:
 MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes seeds up to 64 bits
 
 
+def check_device(device: object, what: str = "skydiff") -> object:
+    """``device`` as a :class:`torch.device` (``None`` stays None: the inputs' device); :class:`InputError` for an
+    unknown device, or a CUDA device this machine does not have. ``what`` names the computation (its runs are on
+    CPU and CUDA)."""
+    if device is None:
+        return None
+    import torch
+
+    try:
+        dev = torch.device(device)  # type: ignore[call-overload]
+    except (RuntimeError, TypeError, ValueError):
+        raise InputError(f"unknown device {device!r}; use 'cpu' or 'cuda' (or 'cuda:<index>')") from None
+    if dev.type not in ("cpu", "cuda"):
+        raise InputError(f"unsupported device {device!r}; {what} runs on 'cpu' or 'cuda'")
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"device {device!r}: CUDA is not available on this machine; use 'cpu'")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise InputError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return dev
+
+
 def check_seed(value: object, name: str = "seed") -> int:
     """A random seed as an int in ``[0, 2**64 - 1]`` (what torch's generators take), else :class:`InputError`."""
     return check_int(name, value, 0, MAX_SEED)

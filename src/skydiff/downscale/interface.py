@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from .._compat import autocast_dtype, nan_filled
-from ..errors import InputError, ShapeError, check_int, warn
+from ..errors import InputError, ShapeError, check_device, check_int, warn
 from ..io.units import MAX_PLAUSIBLE_RAIN_MM_H, is_rain_rate, time_dim, warn_implausible_rain
 from ..registry import create_model, load_model
 from .diffusion import TILE, TILE_OVERLAP, EDMDownscaler  # (importing it registers the edm-* models)
@@ -150,7 +150,8 @@ def downscale(lowres: Any, factor: int = 4, model: Any = "radar", members: int =
               seed: int | None = None, progress: bool = True, *, vimd: Any = None, static: Any = None,
               s_churn: float = 0.0, batch_size: int = 64, conserve: bool | str = CONSERVE_DEFAULT,
               label: str | None = "auto", trim_dry: bool = True, tile: int | None = TILE,
-              tile_overlap: int = TILE_OVERLAP, precision: str | None = None, decoder: str | None = None) -> Any:
+              tile_overlap: int = TILE_OVERLAP, precision: str | None = None, decoder: str | None = None,
+              device: str | torch.device | None = None) -> Any:
     """Stochastic downscaling of low-resolution rain to a ``factor``-times finer grid.
 
     Parameters
@@ -223,6 +224,9 @@ def downscale(lowres: Any, factor: int = 4, model: Any = "radar", members: int =
         decoded exactly it gave block means 33-40 % high at 20-40 mm/h and > 1 000 mm/h peaks at 58 mm/h. On
         validation tiles (little heavy rain) it gave a better spectrum and CRPS but a p99.9 bias 1 point higher than
         the learned decoder (``benchmarks/RESULTS.md`` §8).
+    device
+        Where to sample (``"cuda"``, ``"cuda:1"``, ``"cpu"``); None (default): the input's device (the CPU for numpy
+        and xarray input). A named model moves there; the result comes back as the input came.
 
     Returns
     -------
@@ -257,7 +261,8 @@ def downscale(lowres: Any, factor: int = 4, model: Any = "radar", members: int =
         raise InputError(f"model {m.model_name!r} downscales by a factor of {m.factor}, not {int(factor)}; "
                          f"pass factor={m.factor} or train a model for factor {int(factor)}")
     single = x.ndim == 2
-    xb = (x[None] if single else x).to(torch.float32)
+    home = x.device  # where the result goes back to
+    xb = (x[None] if single else x).to(check_device(device, "downscaling") or home, torch.float32)
     v = None
     if not m.use_vimd and vimd is not None:
         raise InputError(f"model {m.model_name!r} downscales rain alone; it takes no vimd (the 'era5' model does)")
@@ -324,7 +329,7 @@ def downscale(lowres: Any, factor: int = 4, model: Any = "radar", members: int =
         raise InputError(_implausible(top, raw_top, float(xb.max()), steps, conserve))
     if single:
         out = out[:, 0]
-    out = out.to(in_device)
+    out = out.to(home)
     if kind == "torch":
         return out.to(lowres.dtype) if lowres.is_floating_point() else out
     arr = out.cpu().numpy()

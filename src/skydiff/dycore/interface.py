@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import InputError, positive_finite
+from ..errors import InputError, check_device, positive_finite
 from .cases import build, error_window, get_case, schaer_linear_w, w_error
 from .coordinates import VerticalCoordinate, make_coordinate
 from .equations import full_w
@@ -37,24 +37,6 @@ def _warn_terrain(cs: Any, options: dict[str, Any]) -> None:
     elif t.h0 > 0 and (t.a < 2 * dx or 0 < t.lam < 4 * dx):
         warn(f"terrain a = {t.a:g} m, lam = {t.lam:g} m on dx = {dx:g} m: the grid cannot resolve it (a >= 2 dx "
              "and lam >= 4 dx are needed; narrower terrain is lost or aliased between the grid points)")
-
-
-def _check_device(device: Any) -> torch.device | None:
-    """``device`` as a :class:`torch.device` (``None``: CPU); :class:`InputError` for an unknown or absent one."""
-    if device is None:
-        return None
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        raise InputError(f"unknown device {device!r}; use 'cpu' or 'cuda' (or 'cuda:<index>')") from None
-    if dev.type not in ("cpu", "cuda"):
-        raise InputError(f"unsupported device {device!r}; the dycore runs on 'cpu' or 'cuda'")
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise InputError(f"device {device!r}: CUDA is not available on this machine; use device='cpu'")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise InputError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return dev
 
 
 def run(
@@ -125,7 +107,7 @@ def run(
         dtype = {"float32": torch.float32, "float64": torch.float64}.get(dtype)  # type: ignore[assignment]
     if not isinstance(dtype, torch.dtype) or dtype not in (torch.float32, torch.float64):
         raise InputError(f"dtype must be float32 or float64 (or torch.float32 / torch.float64), got {given!r}")
-    device = _check_device(device)
+    device = check_device(device, "the dycore")
     unknown = set(options) - _CASE_KEYS
     if unknown:
         raise InputError(f"unknown option(s) {', '.join(sorted(unknown))} for run(); case options: {', '.join(sorted(_CASE_KEYS))}")

@@ -158,7 +158,8 @@ def _precip_unit(unit: Any) -> tuple[str, float] | None:
 
 
 def _find_precip_variable(ds: Any, variable: str | None = None) -> str | None:
-    """Name of the rain variable of a netCDF4.Dataset / xarray.Dataset: 3-D (time-like, y, x) with a known unit."""
+    """Name of the rain variable of a netCDF4.Dataset / xarray.Dataset with a known unit: 3-D (time-like, y, x),
+    or 2-D (y, x) in a file with a scalar ``time``."""
 
     def dims_of(name: str) -> tuple[str, ...]:
         return tuple(ds.variables[name].dimensions if hasattr(ds.variables[name], "dimensions") else ds[name].dims)
@@ -172,7 +173,8 @@ def _find_precip_variable(ds: Any, variable: str | None = None) -> str | None:
     names = list(ds.variables)
     if variable is not None:
         return variable if variable in names else None
-    cands = [n for n in names if len(dims_of(n)) == 3 and _precip_unit(attr(n, "units")) is not None]
+    ndims = (2, 3) if "time" in names and dims_of("time") == () else (3,)
+    cands = [n for n in names if len(dims_of(n)) in ndims and n != "time" and _precip_unit(attr(n, "units")) is not None]
     lower = {n.lower(): n for n in cands}
     for n in _PRECIP_NAMES:
         if n in lower:
@@ -241,6 +243,41 @@ def _nearest_ms(times: np.ndarray) -> np.ndarray:
     return np.where(np.isnat(times), times, rounded.astype("datetime64[ns]"))
 
 
+def _is_time(v: Any) -> bool:
+    """Whether an xarray variable holds decoded times: datetime64, or cftime dates (non-standard calendars)."""
+    if np.issubdtype(v.dtype, np.datetime64):
+        return True
+    return v.dtype == object and v.size > 0 and hasattr(np.asarray(v.values).flat[0], "calendar")
+
+
+def _time_dim(ds: Any, var: Any) -> str | None:
+    """The dimension of ``var`` along which times run: one with a time coordinate, or the one ``time`` is on."""
+    for d in var.dims:
+        for c in (d, "time"):
+            if c in ds.variables and ds[c].dims == (d,) and _is_time(ds[c]):
+                return str(d)
+    return None
+
+
+def _cf_times(v: Any, path: str) -> np.ndarray:
+    """datetime64[ns] of a decoded time variable. cftime dates of a non-standard calendar (noleap, 360_day, ...)
+    keep the file's own intervals: the first date read as a standard one, the others at their offsets from it
+    (with a warning); a first date the standard calendar lacks (30 February) is a ReadError."""
+    vals = np.asarray(v.values).ravel()
+    if vals.dtype.kind == "M":
+        return _nearest_ms(vals.astype("datetime64[ns]"))
+    t0 = vals[0]
+    calendar = getattr(t0, "calendar", "?")
+    try:
+        start = np.datetime64(t0.isoformat(), "ns")
+    except ValueError:
+        raise ReadError(f"{path}: its first time {t0} (calendar {calendar!r}) is no date of the standard "
+                        "calendar") from None
+    offsets = np.array([t - t0 for t in vals], dtype="timedelta64[ns]")
+    warn(f"{path}: times in the {calendar!r} calendar read as {np.datetime_as_string(start, unit='s')} plus their offsets in that calendar")
+    return _nearest_ms(start + offsets)
+
+
 def read_cf_frames(path: str, variable: str | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Read a CF netCDF precipitation file: ``(data (T, H, W), times datetime64[ns] (T,), metadata)``.
 
@@ -256,22 +293,27 @@ def read_cf_frames(path: str, variable: str | None = None) -> tuple[np.ndarray, 
                 raise ReadError(f"{path} has no variable {variable!r} (variables: {', '.join(map(str, ds.variables))})")
             raise ReadError(
                 f"{path}: no precipitation variable on (time, y, x) with units mm/h, mm or dBZ found "
-                f"(variables: {', '.join(map(str, ds.data_vars))}); pass variable=NAME"
+                f"(variables: {', '.join(map(str, ds.data_vars))}); pass variable=NAME (CLI: --importer-option "
+                f"variable=NAME)"
             )
         var = ds[name]
+        scalar_time = var.ndim == 2 and "time" in ds.variables and ds["time"].ndim == 0 and _is_time(ds["time"])
+        if scalar_time:  # one field at a scalar time: (1, y, x)
+            var = var.drop_vars("time", errors="ignore").expand_dims("time")
         if var.ndim != 3:
-            raise ReadError(f"{path}: variable {name!r} has dimensions {var.dims}, expected (time, y, x)")
+            raise ReadError(f"{path}: variable {name!r} has dimensions {var.dims}, expected (time, y, x) (or (y, x) "
+                            "with a scalar time)")
+        tdim = "time" if scalar_time else _time_dim(ds, var)
+        if tdim is None:
+            raise ReadError(f"{path}: cannot find the times of {name!r} (no 'time' coordinate of dates along any of "
+                            f"its dimensions {var.dims})")
+        if var.dims[0] != tdim:  # time stored elsewhere than first: moved first
+            var = var.transpose(tdim, ...)
         if [_axis_of(ds, d) for d in var.dims[1:]] == ["X", "Y"]:  # stored (time, x, y): read as (time, y, x)
             var = var.transpose(var.dims[0], var.dims[2], var.dims[1])
-        tdim, ydim, xdim = var.dims
-        tcoord = None
-        if tdim in ds.coords and np.issubdtype(ds[tdim].dtype, np.datetime64):
-            tcoord = ds[tdim]
-        elif "time" in ds.variables and ds["time"].dims == (tdim,) and np.issubdtype(ds["time"].dtype, np.datetime64):
-            tcoord = ds["time"]
-        if tcoord is None:
-            raise ReadError(f"{path}: cannot find the times of {name!r} (no datetime 'time' coordinate along {tdim!r})")
-        times = _nearest_ms(np.asarray(tcoord.values, dtype="datetime64[ns]"))
+        _, ydim, xdim = var.dims
+        tcoord = ds["time"] if scalar_time or not (tdim in ds.variables and _is_time(ds[tdim])) else ds[tdim]
+        times = _cf_times(tcoord, path)
         unit_info = _precip_unit(var.attrs.get("units"))
         if unit_info is None:
             raise ReadError(f"{path}: variable {name!r} has unknown units {var.attrs.get('units')!r}")

@@ -16,8 +16,10 @@ HDF5 with groups ``image1`` and ``overview``/        ``knmi_hdf5``; ``qty`` = "D
 HDF5 with ``what`` and ``dataset1`` (ODIM_H5)        ``odim_hdf5`` (``dwd_hdf5`` for DWD sources); ``qty`` = the
                                                      first of RATE, ACRR, DBZH in the file; time = what/date+time
 netCDF (classic or HDF5) with ``crr_intensity``      ``saf_crri``
-netCDF with ``precipitation`` and ``proj``           ``bom_rf3``
-other netCDF with a rain variable on (time, y, x)    ``netcdf`` (skydiff's reader: files of ``write_nowcast``, CF)
+netCDF with a 2-D ``precipitation``, ``proj`` and    ``bom_rf3``
+``valid_time`` or ``start_time``
+other netCDF with a rain variable on (time, y, x),   ``netcdf`` (skydiff's reader: files of ``write_nowcast``, CF)
+or on (y, x) with a scalar ``time``
 gzip containing a PGM / plain PGM (``P5``)           ``fmi_pgm`` (``gzipped=True`` for gzip); time = ``obstime``
 GIF                                                  ``mch_gif`` (product, unit, accutime from the file name)
 GRIB (``GRIB`` magic)                                ``mrms_grib`` with ``window_size=1`` (full 0.01° grid; pysteps'
@@ -181,12 +183,17 @@ def _expand(paths: Any) -> list[tuple[str, bool]]:
         else:
             raise ReadError(f"file not found: {s}")
     seen: set[str] = set()
-    unique = []
+    unique, repeated = [], []
     for p, soft in out:
         key = os.path.realpath(p)
         if key not in seen:
             seen.add(key)
             unique.append((os.path.abspath(p), soft))
+        else:
+            repeated.append(p)
+    if repeated:  # (a folder and a pattern over it, a file named twice): each file is read once
+        warn(f"{len(repeated)} file(s) named more than once among the paths are read once: {repeated[0]}"
+             + (f" and {len(repeated) - 1} more" if len(repeated) > 1 else ""))
     return unique
 
 
@@ -311,8 +318,9 @@ def _sniff_netcdf(path: str, s: _Sniff) -> None:
             names = set(nc.variables)
             if "crr_intensity" in names:
                 s.importer = "saf_crri"
-            elif "precipitation" in names and "proj" in names:
-                s.importer = "bom_rf3"
+            elif ("precipitation" in names and "proj" in names and nc.variables["precipitation"].ndim == 2
+                  and ("valid_time" in names or "start_time" in names)):
+                s.importer = "bom_rf3"  # (a CF file with a grid mapping named "proj" is not one: netcdf below)
             elif _find_precip_variable(nc) is not None:
                 s.importer = "netcdf"
             else:
@@ -688,7 +696,8 @@ def _read_file(
             thr = meta.get("threshold")  # (a threshold of 0 dB is 1 mm/h, not "none")
             data = dbr_to_rainrate(data, threshold=-np.inf if thr is None else float(thr))
         if unit == "mm" and not (acc > 0):
-            raise ReadError(f"{path}: accumulation in mm without an accumulation time (pass accutime=...)")
+            raise ReadError(f"{path}: accumulation in mm without an accumulation time (pass accutime=MINUTES; CLI: "
+                            "--importer-option accutime=MINUTES)")
         rate = to_rainrate(data, unit, accutime=acc, zr_a=a, zr_b=b)
     grid = _grid(meta, data.shape[1:], path)
     return _Frames(

@@ -235,6 +235,51 @@ def _transform(arr: np.ndarray, transform: str | None, offset: int) -> tuple[np.
     return out, not wet.any()
 
 
+def _refuse_keywords(rec: Any, kwargs: dict[str, Any], exc: Exception) -> None:
+    raise InputError(f"motion method {rec.name!r}: {exc}; check the keyword arguments "
+                     f"({', '.join(sorted(kwargs)) or 'none given'})") from None
+
+
+def _keywords_of(fn: Callable[..., Any]) -> frozenset[str] | None:
+    """The keyword names a function takes after its first argument; None when it takes any (``**kwargs``)."""
+    import inspect
+
+    try:
+        params = list(inspect.signature(fn).parameters.values())[1:]
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return frozenset(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+
+
+def _accepted_keywords(rec: Any) -> frozenset[str] | None:
+    """The keywords a method takes (its wrapper's own plus those of the function it passes them on to), None when
+    unknown."""
+    if rec.name in ("lk", "vet", "proesmans", "farneback"):  # wrappers of pysteps' functions
+        own = frozenset({"grid_stride"}) if rec.name == "lk" else frozenset()
+        theirs = _keywords_of(_pysteps_motion(rec.name))
+        return None if theirs is None else own | theirs
+    if rec.name == "darts":
+        return DARTS_KEYWORDS
+    if rec.name == "constant":
+        return frozenset()
+    if rec.name == "4dvar":
+        from .fourdvar import fourdvar
+
+        theirs = _keywords_of(fourdvar)
+        return None if theirs is None else theirs - {"transform"}
+    return _keywords_of(rec.fn)
+
+
+def _check_keywords(rec: Any, kwargs: dict[str, Any]) -> None:
+    """The keyword arguments checked against what the method takes, without running it (dry frames)."""
+    known = _accepted_keywords(rec)
+    unknown = sorted(set(kwargs) - known) if known is not None else []
+    if unknown:
+        _refuse_keywords(rec, kwargs, TypeError(f"unexpected keyword argument(s) {', '.join(map(repr, unknown))}"))
+
+
 def estimate(frames: Any, method: str = "lk", *, transform: str | None = "db", **kwargs: Any) -> Any:
     """Estimate the motion field of a sequence of rain fields.
 
@@ -292,6 +337,7 @@ def estimate(frames: Any, method: str = "lk", *, transform: str | None = "db", *
         _no_unknown(rec.name, kwargs, frozenset())
         vel: Any = np.zeros((2, h, w))
     elif dry:
+        _check_keywords(rec, kwargs)  # a typo is refused whether or not the frames hold rain
         warn(
             f"motion method {rec.name!r}: the frames contain no rain"
             + (f" (no value >= {DB_THRESHOLD} mm/h)" if transform == "db" else " (constant fields)")
@@ -316,8 +362,7 @@ def estimate(frames: Any, method: str = "lk", *, transform: str | None = "db", *
         except TypeError as exc:  # a keyword the method does not take (e.g. a typo in motion_kwargs)
             if "keyword argument" not in str(exc):
                 raise
-            raise InputError(f"motion method {rec.name!r}: {exc}; check the keyword arguments "
-                             f"({', '.join(sorted(kwargs)) or 'none given'})") from None
+            _refuse_keywords(rec, kwargs, exc)
 
     if isinstance(vel, torch.Tensor):
         vel_np = vel.detach().to("cpu", torch.float64).numpy()

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import InputError, ShapeError, check_int, check_rain_rate, positive_finite
+from ..errors import InputError, ShapeError, check_device, check_int, check_rain_rate, positive_finite
 from ..io.units import is_rain_rate
 from .interface import _NN_MIN_FRAMES, NN_TIMESTEP_MIN, default_motion_frames, forecast, get_model, is_neural
 
@@ -212,6 +212,7 @@ def evaluate(
     precision: str | None = None,
     min_rain: float | None = None,
     resample: bool = False,
+    device: Any = None,
 ) -> Evaluation:
     """Verify nowcast ``models`` side by side on every regular window of the ``sources``.
 
@@ -264,6 +265,9 @@ def evaluate(
     protocols
         Published NL-50 protocols to score as well: ``"smaat"`` (needs ``leadtimes >= 6``: it scores +30 min)
         and/or ``"spatspark"`` (every lead; its reference uses 12), see :mod:`skydiff.verify.protocols`.
+    device
+        Where the models compute (:func:`~skydiff.nowcast.forecast`'s ``device``, e.g. ``"cuda"``); None: the CPU.
+        The scores are computed on the CPU either way.
 
     Raises
     ------
@@ -321,6 +325,7 @@ def evaluate(
         raise InputError(f"evaluate: the smaat protocol scores +30 min (6 lead times), got leadtimes={leadtimes}")
     if not isinstance(resample, (bool, np.bool_)):
         raise InputError(f"evaluate: resample must be True or False (resample to timestep), got {resample!r}")
+    device = check_device(device, "evaluate")
     weights = dict(weights or {})
     unknown = set(weights) - set(models)
     if unknown:
@@ -414,7 +419,7 @@ def evaluate(
             fcs = {}
             for m in models:
                 t0 = time.perf_counter()
-                kw: dict[str, Any] = {"timestep": timestep}  # the networks refuse a step they were not trained on
+                kw: dict[str, Any] = {"timestep": timestep, "device": device}  # (the networks refuse other steps)
                 if m in weights:
                     kw["weights"] = weights[m]
                 if mixed.get(m):

@@ -20,7 +20,7 @@ import torch
 
 from ..advection import advect
 from .._compat import check_real, native_array
-from ..errors import InputError, ShapeError, check_int
+from ..errors import InputError, ShapeError, check_device, check_int
 from ..io.units import frames_of_dataarray, warn_implausible_rain
 
 __all__ = ["forecast", "register_model", "get_model", "available_models", "check_frames"]
@@ -169,6 +169,7 @@ def forecast(
     motion_kwargs: dict[str, Any] | None = None,
     return_velocity: bool = False,
     timestep: float | None = None,
+    device: str | torch.device | None = None,
     **kwargs: Any,
 ) -> Any:
     """Nowcast ``leadtimes`` steps ahead from past rain fields.
@@ -202,6 +203,10 @@ def forecast(
         for arrays it is unknown unless given. Neural-network models were trained on 5-min steps and refuse
         other steps (nothing is resampled silently); extrapolation and persistence work at any step (lead times
         are in steps of the input).
+    device
+        Where to compute (``"cuda"``, ``"cuda:1"``, ``"cpu"``); None (default): the frames' device (the CPU for
+        numpy and xarray input). The result comes back as the input came (numpy, or a tensor on the frames'
+        device). Motion methods that run on numpy (Lucas-Kanade, VET, ...) run on the CPU either way.
     **kwargs
         Options of the model: for ``"extrapolation"`` :func:`skydiff.advect`'s ``n_iter``, ``interp`` and
         ``outval``; for the networks ``weights`` (a weights path), ``precision`` and ``min_rain``. A model refuses
@@ -247,7 +252,13 @@ def forecast(
             raise InputError(f"motion_kwargs apply to the method given by motion=; {m.name!r} estimates its own "
                              f"motion without them: pass motion= (e.g. its own, {own_motion(m.name)!r}) with them")
     _check_options(m, kwargs)
+    dev = check_device(device, "a nowcast")
     x = check_frames(frames, m.min_frames)
+    home = x.device
+    if dev is not None and x.device != dev:
+        x = x.to(dev)
+        if isinstance(velocity, torch.Tensor):
+            velocity = velocity.to(dev)
     if motion is not None and neural and velocity is None:  # the caller's method, not theirs
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pysteps' LK warns on sparse features; the flow is still returned
@@ -265,10 +276,9 @@ def forecast(
         out = out.detach().cpu().numpy()
         if vel is not None:
             vel = vel.detach().cpu().numpy() if isinstance(vel, torch.Tensor) else np.asarray(vel)
-    elif frames.is_floating_point() and out.dtype != frames.dtype:  # half precision in: computed in float32
-        out = out.to(frames.dtype)
-    elif not frames.is_floating_point():  # integer or bool frames: torch's default float dtype, as advect gives
-        out = out.to(torch.get_default_dtype())
+    else:  # on the frames' device (computed where device= said); floating frames' dtype (half: computed in float32)
+        out = out.to(home, frames.dtype if frames.is_floating_point() else torch.get_default_dtype())
+        vel = vel.to(home) if isinstance(vel, torch.Tensor) else vel
     if return_velocity:
         return out, vel
     return out
