@@ -147,6 +147,20 @@ def test_departure_points_on_the_last_column_are_inside_on_both_backends(backend
         assert int(torch.isnan(out[2, 0]).sum()) == n_out, (W, vx, dtype)
 
 
+def test_float32_departure_points_just_outside_are_outside_on_both_backends():
+    """The torch backend tested float32 positions against a grid-size tolerance, 8 eps max(H, W) px: departure
+    points up to ~1e-3 px beyond the edge of a 1000-px grid were sampled (numba and pysteps: outside)."""
+    H, W = 6, 1000
+    for steps in (1, 12):
+        for off in (3e-4, 9e-4, 2e-3):
+            for col, vx in ((0, off), (W - 1, -off)):
+                V = torch.zeros(2, H, W)
+                V[0] = vx / steps
+                got = {be: bool(torch.isnan(skydiff.advect(torch.ones(H, W), V, steps, backend=be)[-1, 2, col]))
+                       for be in BACKENDS}
+                assert got == {be: True for be in BACKENDS}, (steps, off, col, got)
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_outval_min_is_each_fields_own_minimum(backend):
     """A batch took the minimum of all its fields (a field of values ~100 was filled with ~5 from its neighbour)."""

@@ -275,7 +275,7 @@ def _advect_torch(
     cst = _step_factors(td, n_iter)
     D = torch.zeros(B, H, W, 2, dtype=dt, device=dev)
     w = Vn.permute(0, 2, 3, 1) * float(td[0])
-    grids = []
+    grids, disp = [], []
     for t in range(len(td)):
         c = float(cst[t])
         if n_iter > 0:
@@ -288,6 +288,7 @@ def _advect_torch(
                 w = sample_vel(D) * c
             D = D - w
         grids.append(base + D)
+        disp.append(D)
     grid = torch.stack(grids, dim=1).reshape(B * len(td), H, W, 2)  # (B*T, H, W, 2)
     T = len(td)
 
@@ -314,14 +315,23 @@ def _advect_torch(
         fmin_r = fmin[:, None].expand(B, T, C, 1, 1).reshape(B * T, C, 1, 1)
         out = torch.where(mw[:, :C] < 0.5, fmin_r.expand_as(out), out)
         out = torch.where(mw[:, C:] < 0.5, torch.full_like(out, float("nan")), out)
-    # departure points outside [0, W-1] x [0, H-1] get outval; tested in pixels within the rounding of the
-    # normalised positions (a point exactly on the last column came out at 1 + 1e-16 and was taken as outside,
-    # where the numba kernels and pysteps sample it)
+    # departure points outside [0, W-1] x [0, H-1] get outval
     if not edge:  # (edge: grid_sample's border padding / clamped cubic indices already give the edge value)
-        tol = 8.0 * torch.finfo(dt).eps * max(H, W)
-        px = (grid[..., 0] + 1.0) * (0.5 * (W - 1))
-        py = (grid[..., 1] + 1.0) * (0.5 * (H - 1))
-        outside = ((px < -tol) | (px > W - 1 + tol) | (py < -tol) | (py > H - 1 + tol))[:, None]
+        # tested on each pixel's displacement in pixels against its own exact integer bounds [-j, W-1-j], not on
+        # the absolute position: base + D near +-1 is quantised to eps * (W-1)/2 px and (grid + 1) to eps * (W-1)
+        # px (1.2e-4 px at 1000 px in float32), so a grid-size tolerance was needed and took points up to
+        # 8 eps max(H, W) px outside as inside. The displacement's rounding is relative to its own size and grows
+        # with the number of sub-steps (a point exactly on the last column came out ~1e-16 beyond it in float64)
+        n_sub = np.arange(1, T + 1) * max(n_iter, 1)
+        tol = torch.tensor(np.tile(torch.finfo(dt).eps * (4.0 + 0.5 * n_sub), B), dtype=dt, device=dev)
+        tol = tol.view(B * T, 1, 1)
+        Dp = torch.stack(disp, dim=1).reshape(B * T, H, W, 2)
+        dx = Dp[..., 0] * (0.5 * (W - 1))
+        dy = Dp[..., 1] * (0.5 * (H - 1))
+        jx = torch.arange(W, dtype=dt, device=dev)
+        iy = torch.arange(H, dtype=dt, device=dev)[:, None]
+        tx, ty = tol * dx.abs(), tol * dy.abs()
+        outside = ((dx < -jx - tx) | (dx > (W - 1) - jx + tx) | (dy < -iy - ty) | (dy > (H - 1) - iy + ty))[:, None]
         out = torch.where(outside, torch.full_like(out, outv), out)
     return out.reshape(B, T, C, H, W)
 
