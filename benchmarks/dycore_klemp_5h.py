@@ -8,6 +8,7 @@ Prints max |w| over the first hour, over the run and at its end (sampled every `
 steps, as ``skydiff.dycore.run`` records it) and the ratios to NEUVE.
 
     OMP_NUM_THREADS=1 python benchmarks/dycore_klemp_5h.py [--hours 5] [--dt 0.45] [--eager] [--diffusion K]
+        [--sleve S1_KM S2_KM N ...] [--only LABEL_START ...]
 
 ``--diffusion K``: with the explicit diffusion of ``run(..., diffusion=K)`` (m^2/s; RESULTS §7i), as Klemp (2011) ran
 the test with eddy diffusion.
@@ -38,14 +39,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dt", type=float, default=0.45)
     p.add_argument("--eager", action="store_true", help="do not compile the time step")
     p.add_argument("--diffusion", type=float, default=0.0, help="explicit diffusion K in m^2/s (default 0: none)")
+    p.add_argument("--sleve", type=float, nargs=3, action="append", default=[], metavar=("S1_KM", "S2_KM", "N"),
+                   help="also run SLEVE2 with these decay scales (km) and exponent (repeatable)")
+    p.add_argument("--only", nargs="+", default=None, metavar="LABEL_START",
+                   help="run only the coordinates whose label starts with one of these (e.g. NEUVE); NEUVE always")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
+    coordinates = {k: v for k, v in COORDINATES.items()
+                   if args.only is None or k.startswith("NEUVE") or any(k.startswith(o) for o in args.only)}
+    for s1, s2, n in args.sleve:
+        coordinates[f"SLEVE2 ({s1:g} km, {s2:g} km, n {n:g})"] = (lambda a=s1, b=s2, c=n: Sleve2(a * 1e3, b * 1e3, c))
     rows = {}
-    for label, coord in COORDINATES.items():
+    case = dycore.cases.get_case("klemp2011")
+    for label, coord in coordinates.items():
+        model, _ = dycore.cases.build(case, dycore.coordinates.make_coordinate(coord) if isinstance(coord, str)
+                                      else coord())
+        zc, slope = model.geom.z_c.detach(), model.geom.slope_u.detach().abs()
+        print(f"{label}: max |dz/dx| of the coordinate surfaces {float(slope[(zc > 1100) & (zc < 1800)].max()):.3f} "
+              f"between 1.1 and 1.8 km, {float(slope.max()):.3f} overall", flush=True)
         t0 = time.perf_counter()
         ds = dycore.run("klemp2011", coord() if callable(coord) else coord, hours=args.hours, dt=args.dt,
                         compile=not args.eager, diffusion=args.diffusion)
         w, t = ds["max_abs_w"].values, ds["time"].values
+        half_hours = [float(w[(t > a) & (t <= a + 1800.0)].max()) for a in np.arange(0.0, t[-1], 1800.0)]
+        print(f"  max |w| per 30 min: {', '.join(f'{v:.3f}' for v in half_hours)}", flush=True)
         first_hour = w[: np.searchsorted(t, 3600.0, side="right")]
         rows[label] = (float(first_hour.max()), float(w.max()), float(w[-1]))
         print(f"{label}: {time.perf_counter() - t0:.0f} s; max |w| 1 h {rows[label][0]:.3f}, over the run "

@@ -858,3 +858,13 @@ def test_accumulation_without_accutime_names_the_cli_option(tmp_path):
     with pytest.raises(ReadError, match="--importer-option accutime=MINUTES"):
         read_radar(path)
     np.testing.assert_allclose(read_radar(path, accutime=5).values, data * 12, rtol=1e-6)
+
+
+def test_a_cf_variable_without_units_is_read_with_unit_given(tmp_path):
+    path, data, _ = _cf_rain(tmp_path, "nounits.nc", edit=lambda d: d.rename(precipitation="rr").assign(
+        rr=d.precipitation.assign_attrs(units=None).drop_attrs()))
+    with pytest.raises(ReadError, match="unit="):
+        read_radar(path, variable="rr")
+    np.testing.assert_array_equal(read_radar(path, variable="rr", unit="mm/h").values, data)
+    with pytest.raises(InputError, match="no precipitation unit"):
+        read_radar(path, variable="rr", unit="furlongs")

@@ -274,16 +274,20 @@ def _cf_times(v: Any, path: str) -> np.ndarray:
         raise ReadError(f"{path}: its first time {t0} (calendar {calendar!r}) is no date of the standard "
                         "calendar") from None
     offsets = np.array([t - t0 for t in vals], dtype="timedelta64[ns]")
-    warn(f"{path}: times in the {calendar!r} calendar read as {np.datetime_as_string(start, unit='s')} plus their offsets in that calendar")
+    warn(f"{path}: times in the {calendar!r} calendar read as {np.datetime_as_string(start, unit='s')} plus their "
+         "offsets in that calendar")
     return _nearest_ms(start + offsets)
 
 
-def read_cf_frames(path: str, variable: str | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+def read_cf_frames(path: str, variable: str | None = None,
+                   unit: str | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Read a CF netCDF precipitation file: ``(data (T, H, W), times datetime64[ns] (T,), metadata)``.
 
     The metadata is pysteps-like (``unit``, ``accutime``, ``projection``, ``xpixelsize``, ..., plus the
     coordinate arrays ``x`` and ``y``). The time axis is the variable's first dimension; its times come from a
     ``time`` coordinate along it (``time`` itself, or ``time`` along ``lead_time`` in nowcast files).
+    ``variable`` names the rain variable (default: found by name and units); ``unit`` says what its values are
+    (``"mm/h"``, ``"mm"``, ``"dBZ"``, ...) in place of its ``units`` attribute, for files without one.
     """
     ds = open_netcdf(path, decode_timedelta=False)
     with ds:
@@ -314,9 +318,12 @@ def read_cf_frames(path: str, variable: str | None = None) -> tuple[np.ndarray, 
         _, ydim, xdim = var.dims
         tcoord = ds["time"] if scalar_time or not (tdim in ds.variables and _is_time(ds[tdim])) else ds[tdim]
         times = _cf_times(tcoord, path)
-        unit_info = _precip_unit(var.attrs.get("units"))
+        unit_info = _precip_unit(var.attrs.get("units") if unit is None else unit)
+        if unit_info is None and unit is not None:
+            raise InputError(f"unit={unit!r} is no precipitation unit (mm/h, mm, dBZ, kg m-2 s-1, ...)")
         if unit_info is None:
-            raise ReadError(f"{path}: variable {name!r} has unknown units {var.attrs.get('units')!r}")
+            raise ReadError(f"{path}: variable {name!r} has unknown units {var.attrs.get('units')!r}; pass unit= what "
+                            "its values are (CLI: --importer-option unit=mm/h)")
         unit, factor = unit_info
         data = np.asarray(var.values, dtype=np.float64)
         if factor != 1.0:

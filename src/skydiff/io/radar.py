@@ -324,7 +324,8 @@ def _sniff_netcdf(path: str, s: _Sniff) -> None:
             elif _find_precip_variable(nc) is not None:
                 s.importer = "netcdf"
             else:
-                s.note = "netCDF file without a precipitation variable on (time, y, x) with units mm/h, mm or dBZ"
+                s.note = ("netCDF file without a precipitation variable on (time, y, x) with units mm/h, mm or dBZ "
+                          "(name yours with variable=NAME, and its unit with unit= if it has none)")
     except Exception as exc:  # noqa: BLE001
         s.note = f"netCDF/HDF5 file that netCDF4 cannot open ({exc})"
 
@@ -458,6 +459,8 @@ def _plan(
         name = importer
     else:
         name = s.importer
+        if name is None and "variable" in options and s.container in ("netcdf", "hdf5"):
+            name = "netcdf"  # the rain variable named by the caller (one without units is not detected)
         if name is None:
             for rx, hint in _NAME_HINTS:
                 if rx.search(os.path.basename(path)):
@@ -552,8 +555,8 @@ def _import_npz(path: str, **kw: Any) -> tuple[np.ndarray, np.ndarray, dict[str,
 
 
 def _import_netcdf(path: str, **kw: Any) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
-    variable = kw.pop("variable", None)
-    data, times, meta = read_cf_frames(path, variable=variable)
+    variable, unit = kw.pop("variable", None), kw.pop("unit", None)
+    data, times, meta = read_cf_frames(path, variable=variable, unit=unit)  # (unit: what the values are)
     return data, times, _own_options(meta, kw, "netcdf")
 
 
