@@ -148,7 +148,15 @@ def main() -> None:
                     help="also sample every diffusion model with the U-Net in this precision "
                          "(EDMDownscaler.sample(precision=P)), same noise, as rows '<model>, P', with a CRPS "
                          "bootstrap against the full-precision rows")
+    ap.add_argument("--overwrite", action="store_true",
+                    help="replace an existing --out (and its .json) and figures; without it they are refused (the "
+                         "defaults are the committed benchmarks/results/downscale_radar.txt and benchmarks/figures)")
     a = ap.parse_args()
+    written = [Path(a.out), Path(a.out).with_suffix(".json")] + [
+        Path(a.figures) / f"downscale_radar_{k}.png" for k in ("spectrum", "qq", "examples")]
+    if not a.tiles_only and not a.overwrite and any(p.exists() for p in written):
+        ap.error(f"{', '.join(str(p) for p in written if p.exists())} exist(s); give another --out/--figures, or "
+                 "--overwrite to replace them")
     tile_rows: list[tuple[int, int]] = []
     for t in a.tile_rows:
         try:
@@ -381,7 +389,8 @@ def main() -> None:
     machine = (f"{platform.processor() or platform.machine()}{gpu}, {torch.get_num_threads()} torch thread(s), "
                f"torch {torch.__version__}, python {sys.version.split()[0]}")
     cmd = "python benchmarks/downscale_radar.py " + " ".join(sys.argv[1:])
-    report = (f"# radar downscaling 4 km -> 1 km, held-back test tiles\ncommand: {cmd}\nmachine: {machine}\n"
+    report = (f"# radar downscaling 4 km -> 1 km, held-back test tiles\ncommand: {cmd}\n"
+              f"written to: {a.out} (+ .json), figures in {a.figures}\nmachine: {machine}\n"
               f"tiles: {hi.shape[0]} x 64 x 64 ({', '.join(f'{s} {int((src == s).sum())}' for s in np.unique(src))});"
               f" members {a.members}, Heun steps {a.steps} ({2 * a.steps - 1} network evaluations), seed {a.seed}\n"
               + "".join(f"sampler {k}: " + ", ".join(f"{n} {v:g}" if isinstance(v, (int, float)) else f"{n} {v}"

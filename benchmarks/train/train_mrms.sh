@@ -6,8 +6,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 C=benchmarks/train
+mkdir -p runs  # (git-ignored: absent in a fresh clone, where the logs could not be written)
 ( skydiff train lupin --config $C/lupin_motion_mrms.toml && skydiff train lupin --config $C/lupin_tendency_mrms.toml \
   && skydiff train lupin --config $C/lupin_joint_mrms.toml ) > runs/cpu-lupin-mrms.log 2>&1 &
+A=$!
 ( skydiff train rainnet --config $C/rainnet_mrms.toml && skydiff train lcnn --config $C/lcnn_mrms.toml ) \
   > runs/cpu-baselines-mrms.log 2>&1 &
-wait
+B=$!
+# each chain's own status (a bare `wait` returned 0 when a chain failed); both are waited for
+status=0
+wait $A || status=$?
+wait $B || status=$?
+exit $status

@@ -83,10 +83,21 @@ def _thin_layer_penalty(mdl: Any, sigma_floor: float) -> torch.Tensor:
     return 100.0 * (torch.relu(sigma_floor - g.sigma_c).pow(2).sum() + torch.relu(sigma_floor - g.sigma_w).pow(2).sum())
 
 
+def _slope_penalty(mdl: Any, slope_max: float | None) -> torch.Tensor | float:
+    """``100 sum relu(|dz/dx| - slope_max)^2`` over the u points above the crest: keeps the coordinate surfaces aloft
+    below ``slope_max`` (steeper ones grew a spurious flow over hours, ``benchmarks/RESULTS.md`` §7j); 0 for None."""
+    if slope_max is None:
+        return 0.0
+    g = mdl.geom
+    aloft = g.z_c > g.z_w[0].max().detach()
+    return 100.0 * torch.relu(g.slope_u.abs()[aloft] - slope_max).pow(2).sum()
+
+
 def klemp_loss(model: VerticalCoordinate, terrain: tuple[float, float, float], seconds: float = 600.0, dt: float = 0.5,
                sigma_floor: float = 0.7, chunk: int = 50, use_checkpoint: bool = True,
-               compile: bool = False) -> tuple[torch.Tensor, float]:
-    """Differentiable Klemp-test loss: mean over the window of ``log(mean w^2)`` plus the thin-layer penalty.
+               compile: bool = False, slope_max: float | None = None) -> tuple[torch.Tensor, float]:
+    """Differentiable Klemp-test loss: mean over the window of ``log(mean w^2)`` plus the thin-layer penalty (and,
+    with ``slope_max``, a penalty on coordinate surfaces aloft steeper than that, :func:`_slope_penalty`).
 
     Returns ``(loss, max |w|)`` (m/s) at the end of the window.
     """
@@ -100,7 +111,8 @@ def klemp_loss(model: VerticalCoordinate, terrain: tuple[float, float, float], s
 
     state, loss = integrate_loss(state, mdl, dt, nsteps, lf, chunk=chunk, every=10, use_checkpoint=use_checkpoint,
                                  compile=compile)
-    return loss + _thin_layer_penalty(mdl, sigma_floor), float(state.w.detach().abs().max())
+    return loss + _thin_layer_penalty(mdl, sigma_floor) + _slope_penalty(mdl, slope_max), \
+        float(state.w.detach().abs().max())
 
 
 def schaer_loss(model: VerticalCoordinate, seconds: float = 3600.0, dt: float = 0.63, h0: float = 25.0, nz: int = 40,
@@ -173,13 +185,16 @@ def train_neuve(out: str | Path = "runs/dycore/neuve", iterations: int = 15, sec
                 init: str | Path | None = None, fit_target: str = "sleve2", sigma_floor: float = 0.6,
                 compile: bool = False, terrains: list[tuple[float, float, float]] | None = None,
                 objective: str = "klemp", schaer_seconds: float = 3600.0, resume: bool = True,
-                overwrite: bool = False) -> dict[str, Any]:
+                overwrite: bool = False, slope_max: float | None = None) -> dict[str, Any]:
     """Train NEUVE on :data:`TRAIN_TERRAINS`, evaluate on :data:`HELDOUT_TERRAINS`, save ``<out>.safetensors/.json``.
 
     ``objective``: ``"klemp"`` (default: :func:`klemp_loss` over ``seconds``, one training terrain per iteration in
     turn), ``"schaer"`` (:func:`schaer_loss` over ``seconds``, every iteration; ``terrains`` unused) or ``"both"``
     (the Klemp terrains and then the Schär loss over ``schaer_seconds``, one per iteration in turn, each as a
     log-ratio to SLEVE's loss); the held-out Klemp evaluation is run for all.
+
+    ``slope_max``: the Klemp loss also penalises coordinate surfaces above the crest steeper than this
+    (:func:`_slope_penalty`; default None: no penalty).
 
     ``terrains`` replaces the training terrains ``(h0, a, lam)`` in m (default :data:`TRAIN_TERRAINS`); a terrain
     that is also held out is refused.
@@ -209,6 +224,10 @@ def train_neuve(out: str | Path = "runs/dycore/neuve", iterations: int = 15, sec
                         ("schaer_seconds", schaer_seconds), ("sigma_floor", sigma_floor)):
         if not positive_finite(value):
             raise InputError(f"{name} must be a positive number, got {value!r}")
+    if slope_max is not None and not positive_finite(slope_max):
+        raise InputError(f"slope_max must be a positive number (a slope dz/dx) or None, got {slope_max!r}")
+    if slope_max is not None and objective == "schaer":
+        raise InputError("slope_max applies to the Klemp loss; objective='schaer' has none")
     # the shortest windows that hold a loss sample: klemp_loss samples every 10 steps of 0.5 s, schaer_loss after the
     # last of its 0.63-s steps, the evaluation (klemp_max_w) needs one 0.5-s step
     windows = [("seconds", seconds, objective, 0.63 if objective == "schaer" else 5.0),
@@ -248,7 +267,8 @@ def train_neuve(out: str | Path = "runs/dycore/neuve", iterations: int = 15, sec
     settings = {"objective": objective, "seconds": float(seconds), "lr": float(lr), "seed": check_seed(seed),
                 "init": init_file, "fit_target": fit_target,
                 "sigma_floor": float(sigma_floor), "terrains": [list(t) for t in train_terrains],
-                "schaer_seconds": float(schaer_seconds)}
+                "schaer_seconds": float(schaer_seconds),
+                "slope_max": None if slope_max is None else float(slope_max)}
     saved = _read_state(state_file, settings) if resume and state_file.is_file() else None
     if saved is None and weights.is_file() and not overwrite:
         raise InputError(f"{weights} exists (an earlier run's weights) and there is no unfinished run to continue: "
@@ -274,10 +294,10 @@ def train_neuve(out: str | Path = "runs/dycore/neuve", iterations: int = 15, sec
 
     schaer_window = seconds if objective == "schaer" else schaer_seconds
 
-    def loss_of(coord: VerticalCoordinate, terr: Any) -> torch.Tensor:
+    def loss_of(coord: VerticalCoordinate, terr: Any, smax: float | None = slope_max) -> torch.Tensor:
         if terr == "schaer":
             return schaer_loss(coord, schaer_window, sigma_floor=sigma_floor, compile=compile)[0]
-        return klemp_loss(coord, terr, seconds, sigma_floor=sigma_floor, compile=compile)[0]
+        return klemp_loss(coord, terr, seconds, sigma_floor=sigma_floor, compile=compile, slope_max=smax)[0]
 
     klemp_terrains = list(train_terrains)
     # the items trained on in turn: Klemp terrains and/or "schaer"
@@ -291,7 +311,7 @@ def train_neuve(out: str | Path = "runs/dycore/neuve", iterations: int = 15, sec
         if progress:
             print(f"train_neuve: resuming from {state_file} after iteration {start}", file=sys.stderr, flush=True)
     else:
-        sleve_loss = {terr: float(loss_of(sleve, terr).detach()) for terr in train_terrains}
+        sleve_loss = {terr: float(loss_of(sleve, terr, None).detach()) for terr in train_terrains}  # (unpenalised)
         best = (math.inf, {k: v.detach().clone() for k, v in model.state_dict().items()})
     bar = tqdm(range(start, iterations), disable=not progress, desc="neuve", initial=start, total=iterations)
     for it in bar:
@@ -337,6 +357,7 @@ def train_neuve(out: str | Path = "runs/dycore/neuve", iterations: int = 15, sec
         "init": ("continued from %s" % init) if init is not None else
         "fitted to %s (default options), regression loss %.3g" % (fit_target, fit),
         "sigma_floor": sigma_floor,
+        **({} if slope_max is None else {"slope_max_aloft": float(slope_max)}),
         "loss_history_log_ratio_to_sleve": history,
         "best_loss": best[0] if math.isfinite(best[0]) else None,
         # (the first Klemp training terrain; a Schaer-only training trains on none: there it is a reference)
