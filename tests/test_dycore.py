@@ -270,10 +270,25 @@ def test_neuve_training_refuses_unknown_objective(tmp_path) -> None:  # noqa: AN
     with pytest.raises(InputError, match="objective"):
         train_neuve(out=tmp_path / "n", iterations=1, objective="nope", progress=False)
     for bad, match in (({"iterations": 0}, "iterations"), ({"iterations": 2.5}, "iterations"),
-                       ({"seconds": -5.0}, "seconds"), ({"lr": float("nan")}, "lr")):
+                       ({"seconds": -5.0}, "seconds"), ({"lr": float("nan")}, "lr"), ({"slope_max": 0.0}, "slope_max"),
+                       ({"slope_max": 0.4, "objective": "schaer"}, "slope_max")):
         with pytest.raises(InputError, match=match):
             train_neuve(out=tmp_path / "n", progress=False, **{"iterations": 1, **bad})
     assert not list(tmp_path.iterdir())
+
+
+def test_slope_penalty_counts_surfaces_aloft_steeper_than_the_limit() -> None:
+    from skydiff.dycore.cases import build, get_case
+    from skydiff.dycore.coordinates import Sleve
+    from skydiff.dycore.training import _slope_penalty
+
+    mdl, _ = build(get_case("klemp2011", dx=2000.0, nz=20), Sleve())
+    g = mdl.geom
+    aloft = g.slope_u.abs()[g.z_c > g.z_w[0].max()]
+    assert _slope_penalty(mdl, None) == 0.0 and float(_slope_penalty(mdl, float(aloft.max()) + 1e-9)) == 0.0
+    smax = float(aloft.max()) - 0.1
+    expected = 100.0 * float((torch.relu(aloft - smax) ** 2).sum())
+    assert float(_slope_penalty(mdl, smax)) == pytest.approx(expected) and expected > 0
 
 
 def test_cli_dycore_train_refuses_to_replace_weights(tmp_path, capsys) -> None:  # noqa: ANN001
