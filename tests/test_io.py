@@ -868,3 +868,11 @@ def test_a_cf_variable_without_units_is_read_with_unit_given(tmp_path):
     np.testing.assert_array_equal(read_radar(path, variable="rr", unit="mm/h").values, data)
     with pytest.raises(InputError, match="no precipitation unit"):
         read_radar(path, variable="rr", unit="furlongs")
+
+
+def test_pysteps_importer_option_typos_are_refused(knmi2010):
+    """pysteps' importers take **kwargs and ignore what they do not know: qyt="DBZH" read the accumulation."""
+    files = [str(f) for f in knmi2010[:2]]
+    assert read_radar(files, qty="ACRR", dtype="float32").sizes["time"] == 2
+    with pytest.raises(InputError, match="not qyt"):
+        read_radar(files, qyt="DBZH")

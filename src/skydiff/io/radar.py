@@ -138,6 +138,29 @@ def _get_pysteps_importer(name: str) -> Callable[..., Any]:
     return get_method(name, "importer")
 
 
+# pysteps' importers that copy unknown keywords into the metadata they return (any keyword does something there)
+_METADATA_KWARGS_IMPORTERS = ("odim_hdf5", "dwd_hdf5", "opera_hdf5")
+
+
+def _check_importer_options(name: str, options: dict[str, Any]) -> None:
+    """Refuse keywords a pysteps importer would ignore: its own parameters and the ``fillna``/``dtype`` of pysteps'
+    post-processing are taken (a typo such as ``qyt="DBZH"`` read the file's default quantity without a word)."""
+    if not options or name in _METADATA_KWARGS_IMPORTERS:
+        return
+    import inspect
+
+    try:
+        params = inspect.signature(inspect.unwrap(_get_pysteps_importer(name))).parameters
+    except Exception:  # noqa: BLE001 - no signature to check against
+        return
+    known = {p for p, v in list(params.items())[1:] if v.kind not in (v.VAR_KEYWORD, v.VAR_POSITIONAL)}
+    known |= {"fillna", "dtype"} if any(v.kind is v.VAR_KEYWORD for v in params.values()) else set()
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise InputError(f"pysteps' importer {name!r} takes the options {', '.join(sorted(known)) or 'none'}, not "
+                         f"{', '.join(unknown)} (it would ignore them)")
+
+
 # ------------------------------------------------------------------------------------- path expansion
 def _has_magic(s: str) -> bool:
     return any(c in s for c in "*?[")
@@ -501,6 +524,8 @@ def _plan(
         kwargs["window_size"] = 1
     elif name == "mch_gif":
         kwargs.update(_mch_kwargs(path))
+    if not callable(importer) and name not in _SKYDIFF_IMPORTERS:
+        _check_importer_options(name, options)
     kwargs.update(options)
     asked = options.get("qty")
     # e.g. qty="DBZH" on a KNMI accumulation read its data as dBZ: nonsense rain and +inf where no data was
