@@ -335,3 +335,20 @@ def test_dry_frames_give_zero_motion_with_a_warning():
         warnings.simplefilter("error")
         with pytest.raises(SkydiffWarning):
             motion.estimate(frames, method="4dvar")
+
+
+def test_cost_terms_divergence_and_sigma_scaling():
+    """_div_sq took dv from the u channel and sigma could enter linearly without any test noticing (mutation audit)."""
+    from skydiff.motion.fourdvar import _Cost, _div_sq
+
+    H, W = 9, 11
+    yy, xx = torch.meshgrid(torch.arange(H, dtype=torch.float64), torch.arange(W, dtype=torch.float64), indexing="ij")
+    rotation = torch.stack([-(yy - 4.0), xx - 5.0])  # solid rotation: no divergence
+    expansion = torch.stack([xx, yy])  # du/dx = dv/dy = 1 in every cell
+    assert float(_div_sq(rotation)) == 0.0
+    assert float(_div_sq(expansion)) == 4.0 * (H - 1) * (W - 1)
+    g = torch.Generator().manual_seed(0)
+    obs = torch.rand(2, H, W, generator=g, dtype=torch.float64)
+    costs = [_Cost(obs, torch.ones_like(obs), [1.0], [1], alpha=0.0, beta=0.0, sigma=s).terms(
+        0.3 * expansion / 10, obs[0])[0] for s in (1.0, 2.0)]
+    assert float(costs[0]) > 0 and float(costs[1]) == pytest.approx(float(costs[0]) / 4)

@@ -876,3 +876,25 @@ def test_pysteps_importer_option_typos_are_refused(knmi2010):
     assert read_radar(files, qty="ACRR", dtype="float32").sizes["time"] == 2
     with pytest.raises(InputError, match="not qyt"):
         read_radar(files, qyt="DBZH")
+
+
+def test_unit_conversions_torch_values_and_defaults():
+    """The torch path of rainrate_to_dbz was only gradchecked (a wrong log base passed), and to_rainrate's default
+    Z-R exponent untested (mutation audit)."""
+    from skydiff.io import to_rainrate
+
+    r = np.array([0.1, 1.0, 7.5, 120.0])
+    np.testing.assert_allclose(rainrate_to_dbz(torch.from_numpy(r)).numpy(), rainrate_to_dbz(r), rtol=1e-12)
+    np.testing.assert_allclose(rainrate_to_dbz(torch.from_numpy(r), 300.0, 1.4).numpy(), rainrate_to_dbz(r, 300.0, 1.4))
+    dbz = np.array([10.0, 30.0, 45.0])
+    np.testing.assert_allclose(to_rainrate(dbz, "dBZ"), dbz_to_rainrate(dbz, 200.0, 1.6))
+    np.testing.assert_allclose(to_rainrate(dbz, "dBZ"), (10 ** (dbz / 10) / 200.0) ** (1 / 1.6))
+
+
+def test_resample_nearest_takes_the_nearer_frame():
+    from skydiff.io import resample_time
+
+    t = np.array(["2021-01-01T00:00", "2021-01-01T00:04", "2021-01-01T00:08"], "datetime64[ns]")
+    da = xr.DataArray(np.arange(3.0)[:, None, None] * np.ones((3, 2, 2)), dims=("time", "y", "x"), coords={"time": t})
+    out = resample_time(da, 3.0, method="nearest")  # 00:00, 00:03 (nearer 00:04), 00:06 (a tie: the earlier)
+    assert out.values[:, 0, 0].tolist() == [0.0, 1.0, 1.0]
