@@ -152,6 +152,8 @@ def main() -> None:
                     help="replace an existing --out (and its .json) and figures; without it they are refused (the "
                          "defaults are the committed benchmarks/results/downscale_radar.txt and benchmarks/figures)")
     a = ap.parse_args()
+    if a.tiles_only and not a.save_tiles:  # (it ran the whole benchmark and replaced the results)
+        ap.error("--tiles-only needs --save-tiles (it stops after writing the tiles)")
     written = [Path(a.out), Path(a.out).with_suffix(".json")] + [
         Path(a.figures) / f"downscale_radar_{k}.png" for k in ("spectrum", "qq", "examples")]
     if not a.tiles_only and not a.overwrite and any(p.exists() for p in written):

@@ -609,3 +609,26 @@ def test_demo_refuses_a_data_folder_that_is_not_there(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "d"), "--data", str(tmp_path / "nope"), "-q"]) == 2
     assert "is not a folder" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()  # before any work
+
+
+def test_importer_option_edge_cases(tmp_path, capsys):
+    import xarray as xr
+
+    files = _acc_files(tmp_path)
+    # a variable named by digits stays a name (JSON made it the number 123)
+    for f in files:
+        with xr.open_dataset(f) as ds:
+            ds = ds.load()
+        ds.rename(rr="123").to_netcdf(f)
+    assert main(["nowcast", *files, "--out", str(tmp_path / "n.nc"), "-q", "--leadtimes", "1",
+                 "--importer-option", "variable=123", "--importer-option", "accutime=5"]) == 0
+    # build-nl's own settings are not reader options (a clash was a TypeError traceback)
+    assert main(["data", "build-nl", *files, "--out", str(tmp_path / "o.h5"), "--importer-option", "n_in=3"]) == 2
+    assert "n_in= is not an importer option" in capsys.readouterr().err
+    # evaluate: the same files in two sources are refused (their cases were scored twice)
+    folder = tmp_path / "seq"
+    folder.mkdir()
+    for f in files:
+        shutil.copy(f, folder)
+    assert main(["evaluate", str(folder), str(folder / "acc_0.nc"), "--models", "persistence", "-q"]) == 2
+    assert "in two of the sources" in capsys.readouterr().err

@@ -831,12 +831,22 @@ def test_cf_time_not_first_scalar_time_and_other_calendars(tmp_path):
     da = read_radar(sorted(tmp_path.glob("one*.nc")))
     np.testing.assert_array_equal(da.values, data)
     np.testing.assert_array_equal(da.time.values, t)
-    # a noleap calendar: the file's own 5-min intervals, with a warning
+    # a noleap calendar: the same dates, with a warning
     path, data, t = _cf_rain(tmp_path, "noleap.nc", encoding={"time": {"calendar": "noleap"}})
     with pytest.warns(SkydiffWarning, match="noleap"):
         got, times, _ = read_cf_frames(str(path))
     np.testing.assert_array_equal(times, t)
-    # a first date the standard calendar lacks: a clear error
+    # 360_day files: every date read as the same date (files anchored each at its own first date disagreed with
+    # each other); across 31 January, which 360_day lacks, the standard series has a gap (warned)
+    for name, start in (("m1.nc", "2000-01-30 23:50"), ("m2.nc", "2000-02-01 00:00")):
+        xr.Dataset({"precipitation": (("time", "y", "x"), data[:2], {"units": "mm/h"})},
+                   coords={"time": ("time", [0.0, 5.0], {"units": f"minutes since {start}", "calendar": "360_day"}),
+                           "y": np.arange(6.0)[::-1], "x": np.arange(7.0)}).to_netcdf(tmp_path / name)
+    with pytest.warns(SkydiffWarning, match="360_day"):
+        da = read_radar([tmp_path / "m1.nc", tmp_path / "m2.nc"])
+    assert [str(v)[:16] for v in da.time.values] == ["2000-01-30T23:50", "2000-01-30T23:55", "2000-02-01T00:00",
+                                                      "2000-02-01T00:05"]
+    # a date the standard calendar lacks: a clear error
     ds = xr.Dataset({"precipitation": (("time", "y", "x"), data, {"units": "mm/h"})},
                     coords={"time": ("time", [0.0, 5.0, 10.0], {"units": "minutes since 2021-02-30",
                                                              "calendar": "360_day"})})
@@ -898,3 +908,13 @@ def test_resample_nearest_takes_the_nearer_frame():
     da = xr.DataArray(np.arange(3.0)[:, None, None] * np.ones((3, 2, 2)), dims=("time", "y", "x"), coords={"time": t})
     out = resample_time(da, 3.0, method="nearest")  # 00:00, 00:03 (nearer 00:04), 00:06 (a tie: the earlier)
     assert out.values[:, 0, 0].tolist() == [0.0, 1.0, 1.0]
+
+
+def test_a_3d_rain_variable_wins_over_a_2d_one_and_accutime_is_checked(tmp_path):
+    path, data, _ = _cf_rain(tmp_path, "both.nc", edit=lambda d: d.rename(time="valid_time", precipitation="rr").assign(
+        precip=(("y", "x"), np.ones((6, 7), "f4"), {"units": "mm/h"})).assign_coords(
+        time=np.datetime64("2021-01-01T11:00")))
+    assert read_radar(path).sizes["time"] == 3  # (a scalar time must not let a 2-D field compete with the 3-D one)
+    for bad in ("5min", -5, 0, float("nan"), True):
+        with pytest.raises(InputError, match="accutime must be a positive number"):
+            read_radar(path, accutime=bad)

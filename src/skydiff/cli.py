@@ -460,6 +460,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         folders = [f for f in args.files if Path(f).is_dir()]
         files = [f for f in args.files if not Path(f).is_dir()]
         sources = folders + ([files] if files else [])
+        _refuse_overlap(sources)
         if options:  # read with the importer and its options
             from .nowcast.data import RadarSource
 
@@ -489,6 +490,20 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         ev.plot(args.plot)
         print(f"wrote {args.plot}")
     return 0
+
+
+def _refuse_overlap(sources: list[Any]) -> None:
+    """InputError when a file belongs to two evaluation sources (a folder given twice, or a folder and a file in it):
+    its cases were scored twice."""
+    from .io.radar import _expand
+
+    seen: dict[str, int] = {}
+    for i, src in enumerate(sources):
+        for path, _ in _expand(src):
+            j = seen.setdefault(os.path.realpath(path), i)
+            if j != i:
+                raise InputError(f"{path} is in two of the sources given (each folder, and the files given together, "
+                                 "is one sequence): its cases would be scored twice")
 
 
 def _atomic_csv(df: Any, path: str) -> None:
@@ -666,7 +681,7 @@ def cmd_data_build_nl(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         importer=args.importer,
         timestep=args.timestep,
-        **_read_options(args),
+        **_read_options(args, reserved=_own_parameters(build_nl_dataset)),
         **({} if args.crop is None else {"crop": tuple(args.crop)}),
     )
     print(summary.get("rule", ""))
@@ -909,7 +924,8 @@ def _add_reading(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _key_value(text: str) -> tuple[str, Any]:
+def _key_value(text: str) -> tuple[str, Any, str]:
+    """(key, value read as JSON or else text, value as text) of KEY=VALUE."""
     key, sep, value = text.partition("=")
     if not sep or not key.strip().isidentifier():
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
@@ -917,20 +933,32 @@ def _key_value(text: str) -> tuple[str, Any]:
         parsed = json.loads(value)
     except ValueError:
         parsed = value
-    return key.strip(), parsed if isinstance(parsed, (int, float, bool, str)) else value
+    return key.strip(), parsed if isinstance(parsed, (int, float, bool, str)) else value, value
 
 
-def _read_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The --importer-option pairs as read_radar's keyword arguments (a key given twice is an InputError)."""
+# importer options whose values are names, kept as text (variable=123 is the variable named "123")
+_TEXT_OPTIONS = ("variable", "unit", "qty", "product", "product_name")
+
+
+def _read_options(args: argparse.Namespace, reserved: Any = ()) -> dict[str, Any]:
+    """The --importer-option pairs as read_radar's keyword arguments; a key given twice, or one of read_radar's own
+    settings or the command's (``reserved``), is an InputError."""
     out: dict[str, Any] = {}
-    for key, value in args.importer_option:
+    for key, value, text in args.importer_option:
         if key in out:
             raise InputError(f"--importer-option {key}= is given twice")
-        if key in ("importer", "timestep", "progress", "workers", "paths"):
+        if key in ("importer", "timestep", "progress", "workers", "paths", *reserved):
             raise InputError(f"--importer-option {key}= is not an importer option"
                              f"{' (use --importer)' if key == 'importer' else ''}")
-        out[key] = value
+        out[key] = text if key in _TEXT_OPTIONS else value
     return out
+
+
+def _own_parameters(fn: Any) -> tuple[str, ...]:
+    """The named parameters of ``fn`` (those --importer-option must not set: they are the command's own settings)."""
+    import inspect
+
+    return tuple(n for n, p in inspect.signature(fn).parameters.items() if p.kind is not p.VAR_KEYWORD)
 
 
 def _add_device(parser: argparse.ArgumentParser, what: str) -> None:

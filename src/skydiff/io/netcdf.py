@@ -173,8 +173,9 @@ def _find_precip_variable(ds: Any, variable: str | None = None) -> str | None:
     names = list(ds.variables)
     if variable is not None:
         return variable if variable in names else None
-    ndims = (2, 3) if "time" in names and dims_of("time") == () else (3,)
-    cands = [n for n in names if len(dims_of(n)) in ndims and n != "time" and _precip_unit(attr(n, "units")) is not None]
+    cands = [n for n in names if len(dims_of(n)) == 3 and _precip_unit(attr(n, "units")) is not None]
+    if not cands and "time" in names and dims_of("time") == ():  # one field at a scalar time (3-D variables first)
+        cands = [n for n in names if len(dims_of(n)) == 2 and _precip_unit(attr(n, "units")) is not None]
     lower = {n.lower(): n for n in cands}
     for n in _PRECIP_NAMES:
         if n in lower:
@@ -260,23 +261,23 @@ def _time_dim(ds: Any, var: Any) -> str | None:
 
 
 def _cf_times(v: Any, path: str) -> np.ndarray:
-    """datetime64[ns] of a decoded time variable. cftime dates of a non-standard calendar (noleap, 360_day, ...)
-    keep the file's own intervals: the first date read as a standard one, the others at their offsets from it
-    (with a warning); a first date the standard calendar lacks (30 February) is a ReadError."""
+    """datetime64[ns] of a decoded time variable. cftime dates of a non-standard calendar (noleap, 360_day, ...) are
+    read date by date as the same dates of the standard calendar (so files agree with each other; an interval across
+    a date the file's calendar lacks, 29 February of noleap, becomes a gap), with a warning; a date the standard
+    calendar lacks (30 February) is a ReadError."""
     vals = np.asarray(v.values).ravel()
     if vals.dtype.kind == "M":
         return _nearest_ms(vals.astype("datetime64[ns]"))
-    t0 = vals[0]
-    calendar = getattr(t0, "calendar", "?")
-    try:
-        start = np.datetime64(t0.isoformat(), "ns")
-    except ValueError:
-        raise ReadError(f"{path}: its first time {t0} (calendar {calendar!r}) is no date of the standard "
-                        "calendar") from None
-    offsets = np.array([t - t0 for t in vals], dtype="timedelta64[ns]")
-    warn(f"{path}: times in the {calendar!r} calendar read as {np.datetime_as_string(start, unit='s')} plus their "
-         "offsets in that calendar")
-    return _nearest_ms(start + offsets)
+    calendar = getattr(vals[0], "calendar", "?")
+    out = np.empty(vals.size, "datetime64[ns]")
+    for i, t in enumerate(vals):
+        try:
+            out[i] = np.datetime64(t.isoformat(), "ns")
+        except ValueError:
+            raise ReadError(f"{path}: its time {t} (calendar {calendar!r}) is no date of the standard calendar") from None
+    warn(f"times in the {calendar!r} calendar are read as the same dates of the standard calendar (intervals across "
+         "dates one calendar lacks differ)")
+    return _nearest_ms(out)
 
 
 def read_cf_frames(path: str, variable: str | None = None,

@@ -348,7 +348,8 @@ def _sniff_netcdf(path: str, s: _Sniff) -> None:
                 s.importer = "netcdf"
             else:
                 s.note = ("netCDF file without a precipitation variable on (time, y, x) with units mm/h, mm or dBZ "
-                          "(name yours with variable=NAME, and its unit with unit= if it has none)")
+                          "(name yours with variable=NAME, and its unit with unit= if it has none; CLI: "
+                          "--importer-option variable=NAME)")
     except Exception as exc:  # noqa: BLE001
         s.note = f"netCDF/HDF5 file that netCDF4 cannot open ({exc})"
 
@@ -897,6 +898,8 @@ def read_radar(
     for name, value in (("zr_a", zr_a), ("zr_b", zr_b)):
         if value is not None and not positive_finite(value):
             raise InputError(f"{name} must be a positive number (Z = a R^b), got {value!r}")
+    if "accutime" in options and not positive_finite(options["accutime"]):  # ("5min" crashed, true read as 1 min)
+        raise InputError(f"accutime must be a positive number of minutes, got {options['accutime']!r}")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, (int, np.integer))):
         raise InputError(f"workers must be a number of threads, got {workers!r}")
 
