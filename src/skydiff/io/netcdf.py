@@ -274,7 +274,8 @@ def _cf_times(v: Any, path: str) -> np.ndarray:
         try:
             out[i] = np.datetime64(t.isoformat(), "ns")
         except ValueError:
-            raise ReadError(f"{path}: its time {t} (calendar {calendar!r}) is no date of the standard calendar") from None
+            raise ReadError(f"{path}: its time {t} (calendar {calendar!r}) is no date of the standard "
+                            "calendar") from None
     warn(f"times in the {calendar!r} calendar are read as the same dates of the standard calendar (intervals across "
          "dates one calendar lacks differ)")
     return _nearest_ms(out)
