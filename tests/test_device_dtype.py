@@ -261,3 +261,8 @@ def test_device_cuda_computes_there_and_returns_as_given():
     lo = np.full((8, 8), 2.0, np.float32)
     ens = downscale(lo, members=1, steps=12, seed=0, progress=False, label=None, device="cuda")
     assert isinstance(ens, np.ndarray) and ens.shape == (1, 32, 32)
+    from skydiff.downscale.interface import get_downscaler
+
+    own = get_downscaler("radar").to("cpu")  # a model of the caller's is not moved: device= elsewhere is refused
+    with pytest.raises(InputError, match="its own device"):
+        downscale(lo, model=own, members=1, steps=12, progress=False, label=None, device="cuda")

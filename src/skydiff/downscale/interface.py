@@ -279,6 +279,9 @@ def downscale(lowres: Any, factor: int = 4, model: Any = "radar", members: int =
         st, _ = _as_tensor(static, "static")
         st = st.to(xb)
     in_device, model_device = xb.device, next(m.parameters()).device
+    if device is not None and isinstance(model, EDMDownscaler) and model_device != in_device:
+        raise InputError(f"device={device!r}, but the model given samples on its own device ({model_device}); move "
+                         "it there (model.to(device)) or leave device out")
     if model_device != in_device:
         if isinstance(model, EDMDownscaler):  # the caller's own model is not moved: the data goes to it
             xb, v, st = (None if t is None else t.to(model_device) for t in (xb, v, st))
