@@ -67,3 +67,15 @@ def test_match_cdf_refuses_no_data_among_the_valid_pixels():
         match_cdf(f.numpy(), t)
     with pytest.raises(InputError, match="bool"):
         match_cdf(f, t, valid.float())
+
+
+def test_match_cdf_gradcheck_to_the_target_and_outside_valid():
+    """The docstring promises a gradient to the target's values and to the pixels outside ``valid`` (float64)."""
+    from skydiff.nowcast.postprocess import match_cdf
+
+    g = torch.Generator().manual_seed(3)
+    fields = (torch.rand(1, 2, 5, 6, generator=g, dtype=torch.float64) + 0.1).requires_grad_(True)
+    target = (torch.rand(1, 5, 6, generator=g, dtype=torch.float64) + 0.1).requires_grad_(True)  # distinct values
+    valid = torch.ones(1, 5, 6, dtype=torch.bool)
+    valid[0, 0, :2] = False
+    assert torch.autograd.gradcheck(lambda f, t: match_cdf(f, t, valid), (fields, target))
