@@ -843,3 +843,20 @@ def test_downscale_refuses_a_seed_torch_cannot_take(tiny_model):
     with pytest.raises(InputError, match=r"seed must be an integer in \[0, 18446744073709551615\]"):
         downscale(rain((6, 5)), model=tiny_model, members=1, steps=2, seed=2**64, progress=False)
     downscale(rain((6, 5)), model=tiny_model, members=1, steps=2, seed=2**64 - 1, progress=False)
+
+
+def test_smooth_block_means_correction_is_smooth_and_converges():
+    """Nearest instead of bilinear upsampling of the correction, or a fixed point without the wet-fraction step,
+    passed the tests above (mutation audit): the correction of a low-res ramp must be smooth across block edges,
+    and 8 iterations must be close to the converged additive correction on sparse rain."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, 16, 32, generator=g, dtype=torch.float64) + 1.0
+    ramp = 0.1 * torch.arange(8, dtype=torch.float64)[None, None, :].expand(1, 4, 8)
+    d = smooth_block_means(x, block_mean(x, 4) + ramp, 4) - x
+    interior = d[0, 4:12, 6:26]  # away from the edges, where the bilinear upsampling clamps
+    assert float((interior[:, 2:] - 2 * interior[:, 1:-1] + interior[:, :-2]).abs().max()) < 0.02  # nearest: 0.1
+    sparse = x.clone()
+    sparse[torch.rand(1, 16, 32, generator=g) > 0.25] = 0.0  # ~25 % wet
+    lo = block_mean(sparse, 4) + 0.5 * block_mean((sparse > 0).double(), 4)
+    eight, many = (smooth_block_means(sparse, lo, 4, iterations=n) for n in (8, 60))
+    assert float((eight - many).abs().max()) < 0.01 * float((many - sparse).abs().max())
