@@ -10,6 +10,9 @@ steps, as ``skydiff.dycore.run`` records it) and the ratios to NEUVE.
     OMP_NUM_THREADS=1 python benchmarks/dycore_klemp_5h.py [--hours 5] [--dt 0.45] [--eager] [--diffusion K]
         [--sleve S1_KM S2_KM N ...] [--only LABEL_START ...] [--neuve-weights PATH]
 
+"NEUVE (shipped)" is the NEUVE shipped at the time of the run: since 2026-11-29 (RESULTS §7k) the fine-tuned v5;
+``--neuve-weights benchmarks/weights/neuve_v5`` gives the NEUVE of §7h-§7j.
+
 ``--diffusion K``: with the explicit diffusion of ``run(..., diffusion=K)`` (m^2/s; RESULTS §7i), as Klemp (2011) ran
 the test with eddy diffusion.
 """
