@@ -58,8 +58,11 @@ def check_real(x: Any, name: str, kinds: str = "biuf") -> None:
         raise InputError(f"{name} must be a real numeric array or tensor, got dtype {dtype}")
 
 
-def tensor_numpy(t: torch.Tensor) -> np.ndarray:
-    """A tensor (any device, with grad) as a numpy array; bfloat16, which numpy has no type for, as float32."""
+def tensor_numpy(t: Any) -> np.ndarray:
+    """A tensor (any device, with grad) as a numpy array; bfloat16, which numpy has no type for, as float32.
+    Anything else (arrays, lists, numbers, DataArrays) as ``numpy.asarray`` gives it."""
+    if not isinstance(t, torch.Tensor):
+        return np.asarray(t)
     t = t.detach().cpu()
     return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
 

@@ -499,7 +499,10 @@ def _refuse_overlap(sources: list[Any]) -> None:
 
     seen: dict[str, int] = {}
     for i, src in enumerate(sources):
-        for path, _ in _expand(src):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # (a file named twice within a source: read_radar says so when reading)
+            listed = _expand(src)
+        for path, _ in listed:
             j = seen.setdefault(os.path.realpath(path), i)
             if j != i:
                 raise InputError(f"{path} is in two of the sources given (each folder, and the files given together, "

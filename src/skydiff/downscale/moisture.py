@@ -103,7 +103,7 @@ def model_level_pressure(sp: Any, levels: Any, a_half: Any, b_half: Any) -> torc
         raise ShapeError(
             f"a_half and b_half must be 1-D of the same length ≥ 2, got {tuple(a.shape)}, {tuple(b.shape)}"
         )
-    lv = tensor_numpy(levels) if isinstance(levels, torch.Tensor) else np.asarray(levels)
+    lv = tensor_numpy(levels)
     if lv.ndim != 1 or lv.size == 0 or lv.dtype.kind not in "iuf" or np.any(lv != np.round(lv)):
         raise InputError(f"levels must be a 1-D sequence of integer model-level numbers, got {levels!r}")
     lv = lv.astype(np.int64)

@@ -91,11 +91,7 @@ _RATE_FACTORS = {"m s-1": 3.6e6, "mm s-1": 3600.0, "kg m-2 s-1": 3600.0, "m h-1"
 
 # --------------------------------------------------------------------------------------------- helpers
 def _to_numpy(x: Any) -> np.ndarray:
-    if isinstance(x, torch.Tensor):
-        return tensor_numpy(x)
-    if isinstance(x, xr.DataArray):
-        return np.asarray(x.values)
-    return np.asarray(x)
+    return tensor_numpy(x.values if isinstance(x, xr.DataArray) else x)
 
 
 def _nowcast_layout(da: xr.DataArray, leadtimes: Any) -> tuple[xr.DataArray, Any]:

@@ -240,7 +240,7 @@ def _times_tau(times: Any, n: int) -> np.ndarray:
     """Observation times -> fractions of the mean interval, starting at 0."""
     if times is None:
         return np.arange(n, dtype=np.float64)
-    arr = tensor_numpy(times) if isinstance(times, torch.Tensor) else np.asarray(times)
+    arr = tensor_numpy(times)
     if arr.dtype.kind == "M":
         arr = (arr - arr.reshape(-1)[0]) / np.timedelta64(1, "s")
     elif arr.dtype.kind == "m":

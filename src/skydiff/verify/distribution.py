@@ -43,8 +43,7 @@ def _valid_flat(x: torch.Tensor) -> torch.Tensor:
 
 
 def _levels(levels: Any, name: str = "levels") -> torch.Tensor:
-    arr = np.atleast_1d(np.asarray(tensor_numpy(levels) if isinstance(levels, torch.Tensor) else levels,
-                                   dtype=np.float64))
+    arr = np.atleast_1d(np.asarray(tensor_numpy(levels), dtype=np.float64))
     if arr.ndim != 1 or arr.size == 0:
         raise InputError(f"{name} must be a non-empty 1-D sequence of probabilities, got {levels!r}")
     if not np.all((arr >= 0) & (arr <= 1)):
@@ -111,7 +110,7 @@ def percentile_bias(
     p = _float_tensor(pred, "pred", device)
     o = _float_tensor(obs, "obs", device)
     dtype = torch.promote_types(p.dtype, o.dtype)
-    qs = np.atleast_1d(np.asarray(tensor_numpy(q) if isinstance(q, torch.Tensor) else q, dtype=np.float64))
+    qs = np.atleast_1d(np.asarray(tensor_numpy(q), dtype=np.float64))
     if qs.ndim != 1 or qs.size == 0 or not np.all((qs >= 0) & (qs <= 100)):
         raise InputError(f"q must be percentile(s) in [0, 100], got {q!r}")
     probs = torch.from_numpy(qs / 100.0)
