@@ -163,6 +163,35 @@ def test_register_rejects_clash_and_bad_arguments(scratch_registry):
     assert np.all(motion.estimate(np.random.default_rng(0).random((2, 8, 8)), "lk") == 0)
 
 
+def test_registered_keywords_are_checked_before_the_method_runs(scratch_registry):
+    """A method that passes ``**kwargs`` on names what it takes with ``keywords=``: a typo is refused before it
+    runs (on dry frames too, where nothing runs), a right name reaches it; the list may be given lazily."""
+    calls = []
+
+    def fn(frames, **kwargs):
+        calls.append(kwargs)
+        return np.zeros((2, *frames.shape[1:]))
+
+    motion.register("passon", fn, min_frames=2, keywords=("window", "levels"))
+    motion.register("lazy", fn, min_frames=2, keywords=lambda: frozenset({"window"}))
+    motion.register("open", fn, min_frames=2)  # **kwargs and no keywords: anything goes through
+    rainy = np.random.default_rng(0).random((3, 8, 8)) * 5.0
+    for name in ("passon", "lazy"):
+        for frames in (rainy, np.zeros((3, 8, 8))):
+            with pytest.raises(InputError, match="unexpected keyword.*'windw'"):
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", SkydiffWarning)
+                    motion.estimate(frames, name, windw=3)
+    assert calls == []
+    motion.estimate(rainy, "passon", window=3, levels=2)
+    motion.estimate(rainy, "open", windw=3)
+    assert calls == [{"window": 3, "levels": 2}, {"windw": 3}]
+    with pytest.raises(InputError, match="keywords must be"):
+        motion.register("bad", fn, min_frames=2, keywords="window")
+    with pytest.raises(InputError, match="keywords must be"):
+        motion.register("bad", fn, min_frames=2, keywords=[1, 2])
+
+
 def test_torch_backend_receives_tensor(scratch_registry):
     seen = {}
 
@@ -209,8 +238,8 @@ def test_db_transform(monkeypatch):
     np.testing.assert_allclose(seen["frames"], expected)
     motion.estimate(frames, "lk", transform=None)
     np.testing.assert_array_equal(seen["frames"], np.nan_to_num(frames, nan=0.0))
-    motion.estimate(frames, "lk", transform="dB", some_option=3)
-    assert seen["kwargs"] == {"some_option": 3}
+    motion.estimate(frames, "lk", transform="dB", fd_kwargs={"max_corners": 5})
+    assert seen["kwargs"] == {"fd_kwargs": {"max_corners": 5}}
 
 
 def test_vet_uses_last_three_frames(monkeypatch):

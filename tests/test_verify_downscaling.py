@@ -153,6 +153,49 @@ def test_crps_pooled_equals_crps_of_pooled_fields(how):
         crps_pooled(mem, obs, how="median")
 
 
+@pytest.mark.parametrize("pool, stride", [(4, 2), (4, 3), (16, 4), (3, 1)])
+def test_crps_pooled_overlapping_windows_equal_a_sliding_window_reference(pool, stride):
+    """stride < pool: overlapping windows, as in Harris et al.'s code (4 x 4 every 2 px, 16 x 16 every 4 px)."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    rng = np.random.default_rng(11)
+    obs = rng.gamma(0.5, 2, (2, 33, 38))
+    mem = rng.gamma(0.5, 2, (5, 2, 33, 38))
+    mem[1, 0, 5, 7] = np.nan  # windows holding it are left out
+
+    def pool_ref(x, how):
+        win = sliding_window_view(x, (pool, pool), axis=(-2, -1))[..., ::stride, ::stride, :, :]
+        return win.mean((-2, -1)) if how == "avg" else win.max((-2, -1))
+
+    for how in ("avg", "max"):
+        pm, po = pool_ref(mem, how), pool_ref(obs, how)
+        ref = crps_direct(pm, po, False)
+        assert np.isnan(ref).any() and crps_pooled(mem, obs, pool, how, "nrg", stride=stride) == pytest.approx(
+            np.nanmean(ref), rel=1e-12)
+        assert crps_pooled(mem, obs, pool, how, stride=stride, reduce=False).shape == po.shape
+    assert crps_pooled(mem, obs, 4, stride=4) == crps_pooled(mem, obs, 4)  # stride = pool is the default
+    with pytest.raises(InputError, match="stride must be a positive integer"):
+        crps_pooled(mem, obs, 4, stride=0)
+
+
+def test_crps_infinite_values_score_infinite_not_nan():
+    """A diverged member (inf) made the point's CRPS NaN (inf - inf) and the mean NaN, read as 'no valid point'."""
+    assert crps_ensemble(np.array([1.0, np.inf]), 0.0, estimator="nrg") == np.inf
+    assert crps_ensemble(np.array([np.inf, np.inf]), 0.0) == np.inf
+    assert crps_ensemble(np.array([1.0, 2.0]), -np.inf) == np.inf
+    assert crps_ensemble(np.array([np.inf, np.inf]), np.inf) == 0.0  # the same infinity everywhere
+    rng = np.random.default_rng(12)
+    mem, obs = rng.random((5, 8, 8)), rng.random((8, 8))
+    ref = crps_ensemble(mem, obs, reduce=False)
+    mem[2, 0, 0] = np.inf
+    pw = crps_ensemble(mem, obs, reduce=False)
+    assert pw[0, 0] == np.inf and np.array_equal(pw.ravel()[1:], ref.ravel()[1:])
+    assert crps_ensemble(mem, obs) == np.inf and crps_pooled(mem, obs, 4) == np.inf
+    mt = torch.tensor(mem, requires_grad=True)
+    crps_ensemble(mt, torch.tensor(obs), reduce=False)[1:].sum().backward()
+    assert torch.isfinite(mt.grad).all() and (mt.grad[:, 0, 0] == 0).all()
+
+
 # ------------------------------------------------------------------------------------------------------ spectra
 def test_rapsd_ratio_db_zero_for_identical_and_known_scaling():
     rng = np.random.default_rng(4)
@@ -179,8 +222,10 @@ def test_rapsd_ratio_db_zero_for_identical_and_known_scaling():
                                     (torch.rand(2, 8, 8, dtype=torch.float64, requires_grad=True),))
     with pytest.raises(ShapeError, match="grid"):
         rapsd_ratio_db(obs[:, :16], obs)
-    with pytest.raises(InputError, match="non-finite"):
+    with pytest.raises(InputError, match="^pred contains .* non-finite"):
         rapsd_ratio_db(np.where(obs > 3, np.nan, obs), obs)
+    with pytest.raises(InputError, match="^obs contains 1 non-finite"):
+        rapsd_ratio_db(obs, np.where(obs == obs.max(), np.inf, obs))
 
 
 def test_rapsd_ratio_db_refuses_a_truth_without_power():

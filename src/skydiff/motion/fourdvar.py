@@ -1067,4 +1067,5 @@ def _registered(frames: torch.Tensor, **kwargs: Any) -> torch.Tensor:
     return res.velocity
 
 
-interface.register("4dvar", _registered, min_frames=2, aliases=("fourdvar",), backend="torch")
+interface.register("4dvar", _registered, min_frames=2, aliases=("fourdvar",), backend="torch",
+                   keywords=interface._keywords_of(fourdvar) - {"transform"})

@@ -60,6 +60,9 @@ class MotionMethod:
     aliases: tuple[str, ...] = ()
     backend: str = "numpy"
     zero: bool = field(default=False, repr=False)
+    #: the keyword names ``fn`` accepts, or a function returning them (called when first needed, e.g. to import
+    #: pysteps lazily); ``None``: read from ``fn``'s signature (any name accepted when it takes ``**kwargs``)
+    keywords: Any = field(default=None, repr=False)
 
     def __call__(self, frames: Any, *, transform: str | None = "db", **kwargs: Any) -> Any:
         return estimate(frames, self.name, transform=transform, **kwargs)
@@ -83,6 +86,7 @@ def register(
     max_frames: int | None = None,
     aliases: tuple[str, ...] | list[str] = (),
     backend: str = "numpy",
+    keywords: Any = None,
     overwrite: bool = False,
 ) -> MotionMethod:
     """Register a motion-estimation method under ``name`` (case-insensitive) and ``aliases``.
@@ -103,6 +107,11 @@ def register(
         ``"numpy"`` (default): ``fn`` gets a numpy ``float64`` array (torch input is moved to the CPU).
         ``"torch"``: ``fn`` gets a tensor (on the caller's device/dtype; numpy input becomes a ``float64`` CPU
         tensor) and may return a tensor, e.g. for a differentiable (4D-Var) method.
+    keywords:
+        The keyword names the method accepts (a collection of strings, or a function returning one or ``None``),
+        against which :func:`estimate` checks ``**kwargs`` before running it — so that a typo is refused even on
+        dry frames, where no method runs. Default ``None``: the names in ``fn``'s signature, or no check when
+        ``fn`` takes ``**kwargs`` (give ``keywords`` when ``fn`` passes them on to another function).
     overwrite:
         Allow replacing a method registered under the same name or alias.
 
@@ -122,6 +131,11 @@ def register(
         )
     if backend not in ("numpy", "torch"):
         raise InputError(f"motion method {name!r}: backend must be 'numpy' or 'torch', got {backend!r}")
+    if keywords is not None and not callable(keywords):
+        if isinstance(keywords, str) or not all(isinstance(k, str) for k in keywords):
+            raise InputError(f"motion method {name!r}: keywords must be a collection of names or a function, "
+                             f"got {keywords!r}")
+        keywords = frozenset(keywords)
     if isinstance(aliases, str):
         aliases = (aliases,)
     alias_keys = tuple(dict.fromkeys(_key(a) for a in aliases if _key(a) != canonical))
@@ -143,6 +157,7 @@ def register(
         max_frames=None if max_frames is None else int(max_frames),
         aliases=alias_keys,
         backend=backend,
+        keywords=keywords,
     )
     _REGISTRY[canonical] = rec
     for k in keys:
@@ -254,22 +269,21 @@ def _keywords_of(fn: Callable[..., Any]) -> frozenset[str] | None:
 
 
 def _accepted_keywords(rec: Any) -> frozenset[str] | None:
-    """The keywords a method takes (its wrapper's own plus those of the function it passes them on to), None when
-    unknown."""
-    if rec.name in ("lk", "vet", "proesmans", "farneback"):  # wrappers of pysteps' functions
-        own = frozenset({"grid_stride"}) if rec.name == "lk" else frozenset()
-        theirs = _keywords_of(_pysteps_motion(rec.name))
-        return None if theirs is None else own | theirs
-    if rec.name == "darts":
-        return DARTS_KEYWORDS
-    if rec.name == "constant":
-        return frozenset()
-    if rec.name == "4dvar":
-        from .fourdvar import fourdvar
+    """The keywords a method takes (its record's ``keywords``, else its function's signature), None when unknown."""
+    if rec.keywords is None:
+        return _keywords_of(rec.fn)
+    known = rec.keywords() if callable(rec.keywords) else rec.keywords
+    return None if known is None else frozenset(known)
 
-        theirs = _keywords_of(fourdvar)
-        return None if theirs is None else theirs - {"transform"}
-    return _keywords_of(rec.fn)
+
+def _wrapped_keywords(name: str, own: frozenset[str] = frozenset()) -> Callable[[], frozenset[str] | None]:
+    """The keywords of a wrapper of pysteps' method ``name``: its own plus those of pysteps' function (looked up
+    when first needed, so that pysteps is imported only then)."""
+    def keywords() -> frozenset[str] | None:
+        theirs = _keywords_of(_pysteps_motion(name))
+        return None if theirs is None else own | theirs
+
+    return keywords
 
 
 def _check_keywords(rec: Any, kwargs: dict[str, Any]) -> None:
@@ -335,9 +349,11 @@ def estimate(frames: Any, method: str = "lk", *, transform: str | None = "db", *
 
     if rec.zero:
         _no_unknown(rec.name, kwargs, frozenset())
+    else:
+        _check_keywords(rec, kwargs)  # a typo is refused before the method runs, and also on dry frames
+    if rec.zero:
         vel: Any = np.zeros((2, h, w))
     elif dry:
-        _check_keywords(rec, kwargs)  # a typo is refused whether or not the frames hold rain
         warn(
             f"motion method {rec.name!r}: the frames contain no rain"
             + (f" (no value >= {DB_THRESHOLD} mm/h)" if transform == "db" else " (constant fields)")
@@ -584,16 +600,17 @@ def estimate_batch(frames: torch.Tensor, method: str = "lk", n_frames: int | Non
     return torch.from_numpy(vel).to(device=frames.device, dtype=dtype)
 
 
-register("lk", _lk, min_frames=2, aliases=("lucaskanade",))
-register("vet", _vet, min_frames=2, max_frames=3)
+register("lk", _lk, min_frames=2, aliases=("lucaskanade",),
+         keywords=_wrapped_keywords("lk", frozenset({"grid_stride"})))
+register("vet", _vet, min_frames=2, max_frames=3, keywords=_wrapped_keywords("vet"))
 # DARTS: pysteps requires N_t < T - 1 (default N_t = 4 -> T >= 6); checked against N_t in _darts. Measured (audit,
 # 2026-11-29): on a clean (2, -1) px/step translation of a 128-px field pysteps' DARTS returns ~(0.29, -0.12) with
 # its defaults and (0.75, -0.21) with N_x = N_y = 20: the right direction, 3-7x too slow (the wrapper equals pysteps)
-register("darts", _darts, min_frames=3)
-register("proesmans", _proesmans, min_frames=2, max_frames=2)
-register("constant", _constant, min_frames=2, max_frames=2)
+register("darts", _darts, min_frames=3, keywords=DARTS_KEYWORDS)
+register("proesmans", _proesmans, min_frames=2, max_frames=2, keywords=_wrapped_keywords("proesmans"))
+register("constant", _constant, min_frames=2, max_frames=2, keywords=())
 if _has_pysteps_module("farneback"):  # pysteps >= 1.14
-    register("farneback", _farneback, min_frames=2)
+    register("farneback", _farneback, min_frames=2, keywords=_wrapped_keywords("farneback"))
 _REGISTRY["none"] = MotionMethod("none", _zero, min_frames=1, aliases=("zero",), zero=True)
 _LOOKUP["none"] = _LOOKUP["zero"] = "none"
 

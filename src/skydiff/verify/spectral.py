@@ -179,6 +179,10 @@ def rapsd_ratio_db(pred: Any, obs: Any, *, d: float = 1.0, fill: float | None = 
         )
     if isinstance(obs, torch.Tensor) and not isinstance(pred, torch.Tensor):
         p = p.to(o.device)
+    for name, x in (("pred", p), ("obs", o)):  # (rapsd's own message would not say which)
+        if fill is None and not bool(torch.isfinite(x).all()):
+            raise InputError(f"{name} contains {int((~torch.isfinite(x)).sum())} non-finite value(s) (NaN or inf); "
+                             "pass fill=<value> to replace them")
     dtype = torch.promote_types(p.dtype, o.dtype)
     sp = rapsd(p.to(dtype), d=d, fill=fill)
     so = rapsd(o.to(dtype), d=d, fill=fill)
