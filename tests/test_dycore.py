@@ -87,12 +87,27 @@ def test_metrics_match_finite_differences_of_the_height(name: str) -> None:
 
 
 def test_default_time_step_fits_the_coordinate_and_a_given_module_is_left_alone() -> None:
-    # NEUVE's thinner lowest layers need less than the case's 0.75 s: the default steps below its limit
+    # NEUVE's thinner layers need a little less than the case's 0.75 s: the default steps below its limit
     ds = run("schaer", "neuve", hours=3.0 / 3600.0, length=20000.0)
     assert ds.attrs["dt_s"] < 0.75 and ds.attrs["dt_s"] <= 0.95 * ds.attrs["dt_limit_s"]
     assert run("schaer", "sleve", hours=3.0 / 3600.0, length=20000.0).attrs["dt_s"] == 0.75
-    with pytest.raises(InputError, match="exceeds the explicit stability limit"):
-        run("schaer", "neuve", hours=3.0 / 3600.0, length=20000.0, dt=0.75)  # a given dt is checked, not changed
+    with pytest.raises(InputError, match="exceeds the explicit stability limit"):  # a given dt is checked, not changed
+        run("schaer", "neuve", hours=3.0 / 3600.0, length=20000.0, dt=1.01 * ds.attrs["dt_limit_s"])
+
+
+def test_stability_limit_ignores_the_ground_and_lid_faces() -> None:
+    """w = 0 at the ground and the lid and no equation reads sigma there: the shipped NEUVE, squeezed at the lid
+    (sigma 0.62), had its limit cut to 0.65 s on the Schaer grid (its true limit ~0.96 s, as SLEVE's)."""
+    model, s0 = build(get_case("schaer", length=20000.0, nz=20), _coord("neuve"))
+    lim = stable_dt(model, model.dx)[0]
+    sw = model.geom.sigma_w.clone()
+    sw[0], sw[-1] = 0.1 * sw[0], 0.1 * sw[-1]
+    assert stable_dt(model._replace(geom=model.geom._replace(sigma_w=sw)), model.dx)[0] == lim
+    sw[5] = 0.1 * sw[5]  # an interior face counts
+    assert stable_dt(model._replace(geom=model.geom._replace(sigma_w=sw)), model.dx)[0] < 0.5 * lim
+    # and the estimate is safe: 400 steps at the limit stay bounded
+    out = integrate(s0, model, lim, 400, check_every=50)
+    assert float(out.w.abs().max()) < 5.0
     coord = _coord("neuve")
     run("schaer", coord, hours=3.0 / 3600.0, length=20000.0, nz=8, dtype=torch.float32)
     assert next(coord.parameters()).dtype == torch.float64
@@ -329,6 +344,16 @@ def test_cli_dycore_run(tmp_path) -> None:  # noqa: ANN001
     with xr.open_dataset(out) as ds:
         assert ds.sizes["x"] == 30 and float(ds.height.max()) == pytest.approx(15000.0)
     assert main(["dycore", "run", "nope"]) == 2
+    # the perturbation options of the skamarock-klemp and bubble cases reach the case (were not on the command line)
+    out2 = tmp_path / "sk.nc"
+    opts = dict(hours=0.01, dx=5000.0, nz=8, length=100000.0, dtheta=0.05, width=8000.0)
+    assert main(["dycore", "run", "skamarock-klemp", "--coordinate", "btf", "--out", str(out2), "-q",
+                 *[a for k, v in opts.items() for a in (f"--{k}", str(v))]]) == 0
+    ref = run("skamarock-klemp", "btf", **opts)
+    with xr.open_dataset(out2) as ds:
+        np.testing.assert_array_equal(ds.w.values, ref.w.values)
+    assert float(np.abs(ref.w).max()) > 1.9 * float(np.abs(run("skamarock-klemp", "btf", **{**opts, "dtheta": 0.025}).w).max())
+    assert main(["dycore", "run", "klemp2011", "--dtheta", "1", "--hours", "0.001", "-q"]) == 2  # not its option
 
 
 def test_shipped_neuve_loads_and_is_monotonic() -> None:

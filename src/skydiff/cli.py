@@ -711,7 +711,7 @@ def cmd_dycore_run(args: argparse.Namespace) -> int:
     _check_outputs([args.out, args.plot], args.overwrite, plot=args.plot)
     _check_threads(args.threads)
     torch.set_num_threads(args.threads)  # the dycore's small tensors run fastest on one thread
-    options = {k: getattr(args, k) for k in ("dx", "nz", "h0", "a", "lam", "length", "top")
+    options = {k: getattr(args, k) for k in ("dx", "nz", "h0", "a", "lam", "length", "top", "dtheta", "width")
                if getattr(args, k) is not None}
     ds = run(args.case, coordinate=args.coordinate, hours=args.hours, dt=args.dt, dtype=args.dtype,
              device=args.device, progress=not args.quiet, compile=args.compile, diffusion=args.diffusion, **options)
@@ -1251,6 +1251,10 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("--h0", type=float, default=None, help="mountain height in m")
     dr.add_argument("--a", type=float, default=None, help="mountain half-width in m")
     dr.add_argument("--lam", type=float, default=None, help="terrain corrugation wavelength in m (0: none)")
+    dr.add_argument("--dtheta", type=float, default=None,
+                    help="amplitude of the initial theta perturbation in K (skamarock-klemp: 0.01, bubble: 2)")
+    dr.add_argument("--width", type=float, default=None,
+                    help="half-width of the skamarock-klemp perturbation in m (default 5000)")
     dr.add_argument("--diffusion", type=_number(0, float), default=0.0,
                     help="explicit diffusion of u, w and theta' in m^2/s (default 0: none; Klemp 2011 ran with "
                          "some, e.g. 10)")

@@ -67,7 +67,7 @@ def run(
         of time steps (the result's ``hours`` attribute is the time simulated); rounding to 0 steps is refused.
     dt
         Time step (s). Default: the case's, or 95 % of the explicit stability limit (rounded down to 1 ms) where
-        the coordinate's thinnest layer needs a smaller one (e.g. ``"neuve"`` on ``schaer``: 0.607 s instead of
+        the coordinate's thinnest layer needs a smaller one (e.g. ``"neuve"`` on ``schaer``: 0.74 s instead of
         0.75 s); the step used is the result's ``dt_s`` attribute. Compare coordinates at one given ``dt``. A
         given ``dt`` is checked against the stability limit before running.
     dtype, device
