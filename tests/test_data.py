@@ -395,6 +395,11 @@ def test_build_nl_dataset_layout_counts_and_atomic_write(knmi_da, knmi2010, tmp_
         s5 = build_nl_dataset(shifted, tmp_path / "s5.h5", n_in=4, n_out=2, rain_rule=0.0, compression_opts=1,
                               split_time="2010-08-26T05:00")
     assert s5["train"]["time_range"][1] < "2010-08-26T05:00"
+    early = knmi_da.assign_coords(time=knmi_da.time + np.timedelta64(195, "m"))  # 03:15-05:10: the default split,
+    with warnings.catch_warnings():  # 04:45, keeps all of the test part out of train: no warning (one said to move
+        warnings.simplefilter("error")  # the split to 05:00, which would put 04:45-05:00 into train)
+        s6 = build_nl_dataset(early, tmp_path / "s6.h5", n_in=4, n_out=2, rain_rule=0.0, compression_opts=1)
+    assert s6["split_time"] == "2010-08-26T04:45:00"
 
     # from files (read in chunks), SmaAt's off-by-one rule, and a reader on top
     out2 = tmp_path / "files.h5"

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from conftest import stop_training_at
-from skydiff.errors import InputError
+from skydiff.errors import InputError, ShapeError
 from skydiff.nowcast.models import load_model
 from skydiff.nowcast.training import (
     NowcastModule,
@@ -236,6 +236,18 @@ def test_train_resume_and_export(tmp_path):
     assert list((out / "checkpoints").glob("best-*.ckpt"))  # the earlier runs' are still there
     assert s4["best_checkpoint"] == str(last)
 
+    # resume = <a checkpoint of another folder> into an out that holds a run of its own: refused, nothing replaced
+    other = tmp_path / "other"
+    train(cfg_file, overrides={"training.max_steps": 1, "out": str(other)})
+    before = {p: p.read_bytes() for p in (last, Path(s4["weights"]))}
+    with pytest.raises(InputError, match="holds another run .*last.ckpt, rainnet.safetensors"):
+        train(cfg_file, overrides={"training.max_steps": 2, "resume": str(other / "checkpoints" / "last.ckpt")})
+    assert all(p.read_bytes() == b for p, b in before.items())
+    # ... into a fresh out, it continues the other run there
+    s5 = train(cfg_file, overrides={"training.max_steps": 2, "out": str(tmp_path / "fresh"),
+                                    "resume": str(other / "checkpoints" / "last.ckpt")})
+    assert s5["global_step"] == 2 and s5["resumed_from"] == str(other / "checkpoints" / "last.ckpt")
+
 
 def test_resumed_training_equals_the_uninterrupted_run(tmp_path, monkeypatch):
     """Stopped at max_steps (mid-epoch, and in the second epoch; with and without DataLoader workers) or killed after a
@@ -363,6 +375,10 @@ def test_train_nl_source(tmp_path):
     assert s["n_train"] == len(tr) and s["n_validation"] == len(va)
     with pytest.raises(InputError, match="too few"):
         train({**cfg, "out": str(tmp_path / "nl2"), "data": {**cfg["data"], "val_fraction": 0.95}})
+    # a crop larger than the stored frames is refused before anything is built (it failed inside a loader worker)
+    with pytest.raises(ShapeError, match="data.crop 48x40 is larger than the 40x48 frames"):
+        train({**cfg, "out": str(tmp_path / "nl3"), "data": {**cfg["data"], "crop": [48, 40]}})
+    assert not (tmp_path / "nl3").exists()
 
 
 def test_lupin_stages(tmp_path):

@@ -1294,7 +1294,7 @@ def build_nl_dataset(
         k = min(T - 1, max(1, int(round((1.0 - float(test_fraction)) * T))))
         split_at = t_all[k]
         cut = _KNMI2010_TEST_START
-        if t_all[0] < cut <= t_all[-1] and split_at != cut:
+        if t_all[0] < cut <= t_all[-1] and split_at > cut:  # (an earlier split keeps the test part out of train)
             warn(f"build_nl_dataset: split at {_iso(split_at)} (the last {float(test_fraction):g} of the frames), but "
                  f"the frames span {_iso(cut)}, where the shared data's KNMI 2010 test part begins (data README): "
                  f"pass split_time='{_iso(cut)}' (--split-time) to keep it out of train")
@@ -1398,6 +1398,7 @@ class NLDataset(Dataset):
                 raise
             raise ReadError(f"cannot read {self.path}: {exc}") from exc
         self.n_samples, self.seq_len = int(shape[0]), int(shape[1])
+        self.grid = (int(shape[2]), int(shape[3]))  # (H, W) of the stored frames
         if isinstance(n_in, bool) or not isinstance(n_in, (int, np.integer)) or n_in < 1:
             raise InputError(f"n_in must be an integer >= 1, got {n_in!r}")
         n_out = self.seq_len - int(n_in) if n_out is None else n_out

@@ -265,7 +265,7 @@ from .._checkpoint import (
     set_rng_state,
     with_atomic_checkpoints,
 )
-from ..errors import InputError, ReadError
+from ..errors import InputError, ReadError, ShapeError
 from ..io.atomic import atomic_path
 from ..registry import weights_paths
 from .models import create_model, list_models, load_weights, save_model
@@ -1542,6 +1542,9 @@ def build_datasets(data: Mapping[str, Any], n_in: int, n_out: int, seed: int = 0
             raise InputError(f"{data['path']}: {len(base)} train samples are too few to split off a validation "
                              f"part that no training sample overlaps")
         hw = None if crop is None else ((crop, crop) if isinstance(crop, int) else tuple(int(c) for c in crop))
+        if hw is not None and (hw[0] > base.grid[0] or hw[1] > base.grid[1]):  # (else only in a loader worker)
+            raise ShapeError(f"data.crop {hw[0]}x{hw[1]} is larger than the {base.grid[0]}x{base.grid[1]} frames of "
+                             f"{data['path']}")
         train_ds = _Cropped(base, tr_idx, hw, True, seed)
         val_ds = _Cropped(base, va_idx, hw, False, seed)
         desc.update(path=str(data["path"]), val_fraction=vf, split=how,
@@ -1698,6 +1701,10 @@ def _train(cfg: dict[str, Any], out: Path, name: str, model_kwargs: dict[str, An
         if not Path(resume).expanduser().is_file():
             raise InputError(f"resume checkpoint {resume} not found")
         ckpt_path = str(Path(resume).expanduser())
+        held = [p.name for p in (last, exported) if p.is_file()]
+        if held and Path(ckpt_path).resolve().parent != ckdir.resolve():
+            raise InputError(f"{out} holds another run ({', '.join(held)}) that resuming {ckpt_path} there would "
+                             "replace: give an out of its own (or that run's own checkpoint)")
     elif resume and last.is_file():
         ckpt_path = str(last)
     elif resume is True and exported.is_file():
