@@ -486,6 +486,20 @@ def test_bad_configs(tmp_path, monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         resolve_config(good, {"training.scheduler": "plateau", "training.lr_patience": 2})
+    # [training] keys the model or LUPIN stage does not read (beta for RainNet changed no loss)
+    with pytest.warns(SkydiffWarning, match=r"\[training\] key\(s\) beta, divergence, motion_teacher not used by "
+                                            r"rainnet \(ignored\)"):
+        resolve_config(good, {"training.beta": 0.5, "training.divergence": "sobel", "training.motion_teacher": "lk"})
+    lupin = {**good, "model": {"name": "lupin"}}
+    with pytest.warns(SkydiffWarning, match=r"key\(s\) gamma not used by lupin \(stage motion\)"):
+        resolve_config(lupin, {"training.gamma": 0.9})
+    with pytest.warns(SkydiffWarning, match=r"key\(s\) rollout_steps, bptt not used by smaat"):
+        resolve_config({**good, "model": {"name": "smaat"}}, {"training.rollout_steps": 3, "training.bptt": True})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # read, or set to the recipe's own value
+        resolve_config(lupin, {"training.stage": "joint", "training.gamma": 0.3, "training.beta": 0.2,
+                               "training.divergence": "sobel"})
+        resolve_config(good, {"training.beta": 0.0, "training.rollout_steps": 2})
     cfg = resolve_config(good, {"data.batch_size": 2.0, "training.lr": 1, "training.precision": "bf16-mixed"})
     assert cfg["data"]["batch_size"] == 2 and isinstance(cfg["data"]["batch_size"], int)
     assert resolve_config(good, {"data.shape": (40, 48)})["data"]["shape"] == (40, 48)  # a tuple is a list

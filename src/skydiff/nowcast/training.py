@@ -1246,6 +1246,30 @@ def _warn_unused(data: Mapping[str, Any], training: Mapping[str, Any], source: s
              f"{', '.join(unused)} (ignored)")
 
 
+def _training_key_used(key: str, name: str, stage: str | None, training: Mapping[str, Any]) -> bool:
+    """Whether the model ``name`` (LUPIN: its ``stage``) reads the [training] key ``key``."""
+    lupin_motion_or_joint = name == "lupin" and stage in ("motion", "joint")
+    return {"beta": lupin_motion_or_joint,
+            "gamma": name == "lupin" and stage == "joint",
+            "divergence": lupin_motion_or_joint and float(training["beta"]) > 0,
+            "motion_teacher": float(training.get("teacher_weight") or 0.0) > 0,
+            "rollout_steps": name not in (*_DIRECT, _PRETRAIN),
+            "bptt": name not in (*_DIRECT, _PRETRAIN)}.get(key, True)
+
+
+def _warn_unused_training(given: Mapping[str, Any], training: Mapping[str, Any], defaults: Mapping[str, Any],
+                          name: str, stage: str | None) -> None:
+    """A warning naming the [training] keys set to other than the recipe's value that this model or LUPIN stage
+    does not read (beta for RainNet, gamma in LUPIN's motion stage, rollout_steps for SmaAt-UNet were ignored)."""
+    from ..errors import warn
+
+    unused = [k for k, v in given.items() if v is not None and v != defaults.get(k)
+              and not _training_key_used(k, name, stage, training)]
+    if unused:
+        warn(f"[training] key(s) {', '.join(unused)} not used by {name}" + (f" (stage {stage})" if stage else "")
+             + " (ignored)")
+
+
 def _check_types(section: str, values: dict[str, Any], defaults: Mapping[str, Any]) -> None:
     """InputError for a value of another type than its key's default (``augment = "false"`` was true, ``lr = "abc"``
     failed deep in the optimiser) or below its key's least value (``batch_size = 0``); integral floats of integer
@@ -1310,6 +1334,7 @@ def resolve_config(config: Mapping[str, Any] | str | os.PathLike[str],
     given_training = dict(training)
     training = {**defaults, **{k: v for k, v in training.items() if v is not None}}
     training["stage"] = stage
+    _warn_unused_training(given_training, training, defaults, name, stage)
     if str(training["export"]).lower() not in ("best", "last"):
         raise InputError(f"training.export must be 'best' or 'last', got {training['export']!r}")
     training["export"] = str(training["export"]).lower()
