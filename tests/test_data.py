@@ -525,6 +525,15 @@ def test_crop_bbox_keeps_the_pixels_whose_centres_lie_in_the_box():
     for bad in ((1, 2, 3), (2, 1, 3, 4), ("a", 1, 2, 3), (0, float("nan"), 1, 2)):
         with pytest.raises(InputError, match="bbox"):
             crop_bbox(da, bad)
+    # a grid on latitude/longitude (ERA5, as read_lowres gives it): cropped along those axes
+    ll = da.rename(x="longitude", y="latitude")
+    c2 = crop_bbox(ll, (-99.0, -97.5, 42.0, 44.0))
+    assert c2.sizes == {"time": 2, "latitude": 3, "longitude": 2}
+    np.testing.assert_array_equal(c2.values, c.values)
+    with pytest.raises(InputError, match=r"holds no pixel .* longitude -100\.\.-95"):
+        crop_bbox(ll, (10, 20, 42, 44))
+    with pytest.raises(InputError, match="x and y .*coordinates.*got DataArray with coordinates time"):
+        crop_bbox(da.drop_vars(["x", "y"]), (-99.0, -97.5, 42.0, 44.0))
 
 
 # ------------------------------------------------------------------------------------------ resampling in time

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 
 import numpy as np
@@ -837,6 +838,41 @@ def test_downscale_dataarray_flipped_time_named_otherwise_and_bool_attrs(tiny_mo
                      progress=False).dims == ("member", "t", "lat", "lon")  # datetimes make it the time dimension
     with pytest.raises(ShapeError, match="time dimension 'valid_time' among the last two"):
         downscale(last.isel(lon=0), model=tiny_model, members=1, steps=2, progress=False)
+
+
+def test_downscale_member_inputs_range_attrs_non_finite_output_and_reloaded_weights(tiny_model, tmp_path,
+                                                                                   monkeypatch):
+    """Found by an audit: an input with a member dimension gave an output with two; an input's valid_max made
+    netCDF readers mask the downscaled peaks as missing; NaN output passed the plausibility check; a weights path
+    saved again was served from the cache."""
+    import xarray as xr
+
+    from skydiff.downscale.interface import get_downscaler
+    from skydiff.registry import save_model
+
+    lo = rain((6, 6))
+    ens = xr.DataArray(np.stack([lo, lo]), dims=("member", "y", "x"), attrs={"units": "mm/h"})
+    with pytest.raises(ShapeError, match="'member' dimension .*isel\\(member=i\\)"):
+        downscale(ens, model=tiny_model, members=1, steps=2, progress=False)
+    one = ens.isel(member=1)  # a scalar member coordinate: the output's members are its own
+    one = one.assign_coords(member=1)
+    out = downscale(one.assign_attrs(valid_min=0.0, valid_max=float(lo.max()), actual_range=[0.0, 1.0]),
+                    model=tiny_model, members=2, steps=2, seed=0, progress=False)
+    assert out.dims == ("member", "y", "x") and list(out.member.values) == [0, 1]
+    assert not {"valid_min", "valid_max", "actual_range"} & set(out.attrs)
+    monkeypatch.setattr(type(tiny_model), "sample", lambda self, x, **kw: torch.full(
+        (kw["members"], x.shape[0], x.shape[1] * 4, x.shape[2] * 4), float("nan")))
+    with pytest.raises(InputError, match="576 non-finite value"):
+        downscale(lo, model=tiny_model, members=1, steps=18, progress=False, conserve=False)
+    monkeypatch.undo()
+    path = tmp_path / "mine"
+    save_model(tiny_model, path)
+    first = get_downscaler(str(path))
+    assert get_downscaler(str(path)) is first  # cached while the file is unchanged
+    time_ns = (path.with_suffix(".safetensors")).stat().st_mtime_ns
+    save_model(tiny_model, path)
+    os.utime(path.with_suffix(".safetensors"), ns=(time_ns + 10**9, time_ns + 10**9))
+    assert get_downscaler(str(path)) is not first  # saved again: read again
 
 
 def test_downscale_refuses_a_seed_torch_cannot_take(tiny_model):

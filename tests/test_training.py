@@ -290,6 +290,47 @@ def test_resumed_training_equals_the_uninterrupted_run(tmp_path, monkeypatch):
     assert all(torch.equal(acc["state_dict"][k], resumed["state_dict"][k]) for k in whole)
 
 
+def test_plateau_schedule_and_interrupts_at_an_epoch_end_resume_exactly(tmp_path, monkeypatch):
+    """The plateau scheduler stepped after the checkpoint written at the end of validation, and not at all when
+    Lightning resumed from one: a run continued (more epochs), or interrupted during a validation or right after an
+    epoch's last batch, went on at the old learning rate (and the last case skipped that epoch's validation)."""
+    def run(out, epochs=3):
+        cfg = config(out, "rainnet", max_steps=-1, max_epochs=epochs, scheduler="plateau", lr=0.3, lr_patience=0,
+                     lr_factor=0.1, export="last")
+        cfg["data"]["n_sequences"] = 2  # epochs of 5 batches
+        return train(cfg)
+
+    def interrupted(out, method, at_step):
+        real = getattr(NowcastModule, method)
+
+        def stop(self, *a):
+            if self.global_step == at_step and not self.trainer.sanity_checking:
+                raise KeyboardInterrupt
+            return real(self, *a)
+
+        monkeypatch.setattr(NowcastModule, method, stop)
+        with pytest.raises((KeyboardInterrupt, SystemExit)):
+            run(out)
+        monkeypatch.setattr(NowcastModule, method, real)
+        return run(out)
+
+    from safetensors.torch import load_file
+
+    whole = run(tmp_path / "whole")
+    ref = load_file(whole["weights"])
+    run(tmp_path / "more", epochs=2)
+    cases = {"more epochs": run(tmp_path / "more"),
+             "during validation": interrupted(tmp_path / "val", "validation_step", 10),
+             "after an epoch's last batch": interrupted(tmp_path / "end", "on_train_batch_end", 10)}
+    for what, s in cases.items():
+        history = json.loads(Path(s["card"]).read_text())["card"]["val_history"]
+        assert [(e["epoch"], e["step"]) for e in history] == [(0, 5), (1, 10), (2, 15)], what
+        got = load_file(s["weights"])
+        assert all(torch.equal(ref[k], got[k]) for k in ref), what
+    ck = torch.load(str(tmp_path / "more" / "checkpoints" / "last.ckpt"), map_location="cpu", weights_only=False)
+    assert ck["optimizer_states"][0]["param_groups"][0]["lr"] < 0.3  # the schedule did reduce the rate
+
+
 @pytest.mark.parametrize("name", ["smaat", "lcnn"])
 def test_train_other_models(tmp_path, name):
     # smaat: export the last weights instead of the best on val_loss

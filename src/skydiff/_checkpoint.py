@@ -67,7 +67,12 @@ class ConfiguredEarlyStopping(EarlyStopping):  # type: ignore[misc]
 
 class SaveOnInterrupt(L.Callback):  # type: ignore[misc]
     """Write ``path`` when a single-process run is stopped with Ctrl-C (KeyboardInterrupt) or SIGTERM (a batch
-    scheduler's preemption, ``kill``: Lightning raises its ``SIGTERMException``)."""
+    scheduler's preemption, ``kill``: Lightning raises its ``SIGTERMException``).
+
+    Not when it stops between an epoch's last training batch and the end of its validation: Lightning resumes such a
+    state without that epoch's validation (or repeats it without the scheduler step that follows it), so the
+    resumed run would differ from the uninterrupted one. The checkpoint written before is kept instead, and the
+    resumed run trains that epoch again (the same batches)."""
 
     def __init__(self, path: Any, who: str = "skydiff") -> None:
         self.path, self.who = path, who
@@ -78,6 +83,13 @@ class SaveOnInterrupt(L.Callback):  # type: ignore[misc]
         if isinstance(exception, (KeyboardInterrupt, SIGTERMException)) and trainer.world_size == 1:
             import sys
 
+            if trainer.validating or trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+                print(f"{self.who}: interrupted at the end of epoch {trainer.current_epoch} (its training done, its "
+                      f"validation not): not saved; a run again resumes from the checkpoint written before, "
+                      f"{self.path}, and trains the batches since again" if os.path.exists(self.path) else
+                      f"{self.who}: interrupted at the end of the first epoch: nothing saved (a run again starts "
+                      "anew)", file=sys.stderr)
+                return
             trainer.save_checkpoint(str(self.path))
             print(f"{self.who}: interrupted; state saved to {self.path} (run again to resume)", file=sys.stderr)
 

@@ -30,7 +30,7 @@ import torch
 from .._compat import autocast_dtype, nan_filled
 from ..errors import InputError, ShapeError, check_device, check_int, warn
 from ..io.units import MAX_PLAUSIBLE_RAIN_MM_H, is_rain_rate, time_dim, warn_implausible_rain
-from ..registry import create_model, load_model
+from ..registry import create_model, load_model, weights_paths
 from .diffusion import TILE, TILE_OVERLAP, EDMDownscaler  # (importing it registers the edm-* models)
 
 __all__ = ["downscale", "get_downscaler", "MODELS", "write_downscaled", "plot_downscaled", "read_lowres"]
@@ -59,16 +59,21 @@ def get_downscaler(model: Any = "radar") -> EDMDownscaler:
         raise InputError(f"model must be a name ({', '.join(MODELS)}), a weights path or an EDMDownscaler, "
                          f"got {type(model).__name__}")
     key = os.fspath(model)
+    name = MODELS.get(key.lower(), key.lower())
+    if name not in MODELS.values():  # a weights path: cached per file version (weights saved again, or another
+        w = weights_paths(Path(key).expanduser())[0]  # folder after a chdir, are read again)
+        if w.is_file():
+            st = w.stat()
+            key = f"{w.resolve()}|{st.st_mtime_ns}|{st.st_size}"
     if key not in _CACHE:
-        name = MODELS.get(key.lower(), key.lower())
         if name in MODELS.values():  # registered by the diffusion module imported above
             m = create_model(name, pretrained=True)
-        elif Path(key).with_suffix(".json").is_file():
-            m = load_model(key)
+        elif Path(os.fspath(model)).with_suffix(".json").is_file():
+            m = load_model(os.fspath(model))
         else:
-            raise InputError(f"unknown downscaling model {key!r}; use one of {', '.join(MODELS)} or a weights path")
+            raise InputError(f"unknown downscaling model {os.fspath(model)!r}; use one of {', '.join(MODELS)} or a weights path")
         if not isinstance(m, EDMDownscaler):
-            raise InputError(f"{key!r} is not a downscaling model")
+            raise InputError(f"{os.fspath(model)!r} is not a downscaling model")
         _CACHE[key] = m.eval()
     return _CACHE[key]
 
@@ -93,6 +98,9 @@ def _as_tensor(x: Any, name: str) -> tuple[torch.Tensor, str]:
         import xarray as xr
 
         if isinstance(x, xr.DataArray):
+            if "member" in x.dims:  # (the output's own dimension)
+                raise ShapeError(f"{name} has a 'member' dimension (an ensemble, e.g. an earlier downscaling): "
+                                 "select one member (.isel(member=i)) or rename the dimension")
             units = str(x.attrs.get("units", "mm/h"))
             if not is_rain_rate(units):
                 raise InputError(f"{name} must be in mm/h; the DataArray has units {units!r} (read_lowres and "
@@ -327,6 +335,10 @@ def downscale(lowres: Any, factor: int = 4, model: Any = "radar", members: int =
         from .baselines import smooth_block_means
 
         out = smooth_block_means(out, xb, m.factor)
+    if not bool(torch.isfinite(out).all()):  # (NaN > 1000 is False: the check below let NaN through)
+        raise InputError(f"the downscaled field holds {int((~torch.isfinite(out)).sum())} non-finite value(s) "
+                         f"(input up to {float(xb.max()):.4g} mm/h, conserve={conserve!r}): the input is beyond what "
+                         "the model can take (is it rain in mm/h?)")
     top = float(out.max()) if out.numel() else 0.0
     if top > MAX_PLAUSIBLE_MM_H:  # after the block-mean correction, which can scale a sample's peaks up
         raise InputError(_implausible(top, raw_top, float(xb.max()), steps, conserve))
@@ -378,6 +390,10 @@ def _fine_coord(c: np.ndarray, f: int) -> np.ndarray:
     return start + np.arange(c.size * f) * d / f
 
 
+# the input's value range: downscaled peaks exceed it (netCDF readers would mask them as missing)
+_RANGE_ATTRS = ("valid_min", "valid_max", "valid_range", "actual_range")
+
+
 def _to_xarray(arr: np.ndarray, like: Any, f: int) -> Any:
     import xarray as xr
 
@@ -385,13 +401,15 @@ def _to_xarray(arr: np.ndarray, like: Any, f: int) -> Any:
     ydim, xdim = dims[-2], dims[-1]
     coords: dict[str, Any] = {"member": np.arange(arr.shape[0])}
     for name, c in like.coords.items():  # time-like coordinates (also one along lead_time, e.g. the valid time)
-        if set(c.dims) <= set(dims[:-2]):  # (scalar ones too: a forecast_reference_time)
+        if set(c.dims) <= set(dims[:-2]) and name != "member":  # (scalar ones too: a forecast_reference_time; not
+            # the member of an input taken from an earlier ensemble: the output has members of its own)
             coords[name] = (c.dims, c.values, dict(c.attrs))
     for d in (ydim, xdim):
         if d in like.coords and np.issubdtype(like[d].dtype, np.number):
             coords[d] = (d, _fine_coord(like[d].values, f), dict(like[d].attrs))
     attrs = {k: (int(v) if isinstance(v, (bool, np.bool_)) else v) for k, v in like.attrs.items()
-             if isinstance(v, (str, int, float, np.bool_))}  # (netCDF has no booleans)
+             if isinstance(v, (str, int, float, np.bool_))  # (netCDF has no booleans)
+             and k not in _RANGE_ATTRS}
     for k in ("xpixelsize", "ypixelsize"):
         if k in attrs and isinstance(attrs[k], (int, float)):
             attrs[k] = attrs[k] / f

@@ -1088,32 +1088,39 @@ def require_frames(da: xr.DataArray, n: int) -> xr.DataArray:
     return da
 
 
+_BBOX_AXES = (("x", "y"), ("lon", "lat"), ("longitude", "latitude"))
+
+
 def crop_bbox(da: xr.DataArray, bbox: Sequence[float]) -> xr.DataArray:
     """The pixels of ``da`` whose centres lie in ``bbox = (xmin, xmax, ymin, ymax)``, in the units of its ``x`` and
-    ``y`` coordinates (metres of the projection; degrees of longitude/latitude for MRMS).
+    ``y`` coordinates (metres of the projection; degrees of longitude/latitude for MRMS), or of its 1-D
+    ``lon``/``lat`` (``longitude``/``latitude``) coordinates where it has no ``x`` and ``y`` (e.g. ERA5).
 
     A radar composite often covers far more than the region of interest (MRMS: 3 500 x 7 000 pixels of CONUS);
     cropping before a nowcast saves time and memory. Raises :class:`~skydiff.errors.InputError` for a malformed box
     or one that holds no pixel (naming the extent of the data).
     """
-    if not isinstance(da, (xr.DataArray, xr.Dataset)) or "x" not in da.coords or "y" not in da.coords:
-        raise InputError(f"crop_bbox needs a DataArray with x and y coordinates (from read_radar), got "
-                         f"{type(da).__name__}")
+    axes = None if not isinstance(da, (xr.DataArray, xr.Dataset)) else next(
+        (a for a in _BBOX_AXES if all(n in da.coords and da[n].ndim == 1 for n in a)), None)
+    if axes is None:
+        raise InputError(f"crop_bbox needs a DataArray with x and y (or 1-D lon and lat) coordinates (from read_radar), "
+                         f"got {type(da).__name__}" + (f" with coordinates {', '.join(map(str, da.coords))}"
+                                                      if hasattr(da, "coords") else ""))
     try:
         xmin, xmax, ymin, ymax = (float(v) for v in bbox)
     except (TypeError, ValueError):
         raise InputError(f"bbox must be four numbers (xmin, xmax, ymin, ymax), got {bbox!r}") from None
     if not all(map(math.isfinite, (xmin, xmax, ymin, ymax))) or xmin >= xmax or ymin >= ymax:
         raise InputError(f"bbox must be finite with xmin < xmax and ymin < ymax, got {bbox!r}")
-    if "x" not in da.coords or "y" not in da.coords:
-        raise InputError("bbox needs a DataArray with x and y coordinates (from skydiff.io.read_radar)")
-    x, y = np.asarray(da["x"].values, np.float64), np.asarray(da["y"].values, np.float64)
+    xn, yn = axes
+    x, y = np.asarray(da[xn].values, np.float64), np.asarray(da[yn].values, np.float64)
     ix = np.flatnonzero((x >= xmin) & (x <= xmax))
     iy = np.flatnonzero((y >= ymin) & (y <= ymax))
     if ix.size == 0 or iy.size == 0:
-        raise InputError(f"bbox x {xmin:g}..{xmax:g}, y {ymin:g}..{ymax:g} holds no pixel of the data, whose pixel "
-                         f"centres span x {x.min():g}..{x.max():g}, y {y.min():g}..{y.max():g}")
-    out = da.isel(x=slice(int(ix[0]), int(ix[-1]) + 1), y=slice(int(iy[0]), int(iy[-1]) + 1))
-    out.attrs["cropped"] = (f"to x {xmin:g}..{xmax:g}, y {ymin:g}..{ymax:g} from {da.sizes['y']} x {da.sizes['x']} "
-                            "pixels")
+        raise InputError(f"bbox {xn} {xmin:g}..{xmax:g}, {yn} {ymin:g}..{ymax:g} holds no pixel of the data, whose "
+                         f"pixel centres span {xn} {x.min():g}..{x.max():g}, {yn} {y.min():g}..{y.max():g}")
+    xd, yd = da[xn].dims[0], da[yn].dims[0]
+    out = da.isel({xd: slice(int(ix[0]), int(ix[-1]) + 1), yd: slice(int(iy[0]), int(iy[-1]) + 1)})
+    out.attrs["cropped"] = (f"to {xn} {xmin:g}..{xmax:g}, {yn} {ymin:g}..{ymax:g} from {da.sizes[yd]} x "
+                            f"{da.sizes[xd]} pixels")
     return out

@@ -970,7 +970,26 @@ class NowcastModule(L.LightningModule):
             entry = {"epoch": int(self.current_epoch), "step": int(self.global_step),
                      "val_loss": None if vl is None else float(vl), **scores}
             self.val_history.append(entry)
+            self._step_plateau(vl)
         self._acc = None
+
+    def _step_plateau(self, val_loss: Any) -> None:
+        """The plateau scheduler stepped here, at the end of an epoch's validation, instead of by Lightning after
+        the epoch: the checkpoint written at the end of validation (last.ckpt) then holds the step. Lightning steps
+        it after that checkpoint, and not at all when it resumes from one, so a resumed run went on at the old
+        learning rate."""
+        if self.scheduler != "plateau" or val_loss is None:
+            return
+        if not self.trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:  # (a validation within an epoch)
+            return
+        for cfg in self.trainer.lr_scheduler_configs:
+            if isinstance(cfg.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                cfg.scheduler.step(float(val_loss))
+
+    def lr_scheduler_step(self, scheduler: Any, metric: Any) -> None:
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            return  # stepped by _step_plateau
+        super().lr_scheduler_step(scheduler, metric)
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         # stop through ``should_stop`` at max_steps, so that the final weights are validated (Lightning only
