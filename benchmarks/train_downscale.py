@@ -26,10 +26,10 @@ validation part (RESULTS §8); since then ``radar --ship`` trains the same recip
 
 ``--part fit`` trains on the ``fit`` part of ``skydiff.downscale.data.radar_pairs`` (the TRAIN part without its
 time-split validation tail) instead of all of TRAIN, for choosing between variants on the ``validation`` part
-without touching the test part (benchmarks/downscale_validation.py). Every PP model then also retrains its PP on
-``fit`` (``radar``: the pp-radar recipe shipped before 2026-11-26, dry threshold 0.1 mm/h; ``radar-thr001`` /
-``radar-atom``: theirs) into
-<out>/pp_<run>/; the default --out is runs/downscale_fit and ``--ship`` is refused:
+without touching the test part (`benchmarks/downscale_radar.py --tiles-npz ...`, RESULTS §8). Every PP model then
+also retrains its PP on ``fit`` (``radar``: the pp-radar recipe shipped before 2026-11-26, dry threshold 0.1 mm/h;
+``radar-thr001`` / ``radar-atom``: theirs) into <out>/pp_<run>/; the default --out is runs/downscale_fit and
+``--ship`` is refused:
 
     python benchmarks/train_downscale.py radar-tp --part fit --steps 3000
     python benchmarks/train_downscale.py radar --part fit --steps 3000

@@ -648,6 +648,32 @@ def test_write_nowcast_takes_a_dataarrays_own_layout_and_lead_times(tmp_path):
         write_nowcast(tmp_path / "n.nc", data, reference_time=5, timestep=5)
     with pytest.raises(ShapeError, match="empty grid"):
         write_nowcast(tmp_path / "e.nc", np.ones((2, 0, 5)), reference_time=t0, timestep=5)
+    # like= on a DataArray nowcast of another grid (here flipped): its values were written on like's coordinates
+    like = xr.DataArray(np.zeros((1, 3, 3)), dims=("time", "y", "x"), coords={"x": [0.0, 1.0, 2.0],
+                                                                             "y": [10.0, 11.0, 12.0]})
+    with pytest.raises(InputError, match="nowcast's y coordinate .*differs from like's"):
+        write_nowcast(tmp_path / "f.nc", sq.transpose("lead_time", "y", "x"), reference_time=t0, timestep=5,
+                      like=like)
+    assert not (tmp_path / "f.nc").exists()
+    write_nowcast(tmp_path / "g.nc", sq.transpose("lead_time", "y", "x").sortby("y"), reference_time=t0,
+                  timestep=5, like=like)
+    assert read_nowcast(tmp_path / "g.nc").sel(x=2.0, y=10.0).item() == sq.sel(x=2.0, y=10.0).item()
+
+
+def test_masked_arrays_are_no_data_in_unit_conversions_and_writes(tmp_path):
+    """A masked array (netCDF4 gives one for a field with a fill value) was converted and written with its fill
+    values as data: a masked dBZ pixel became rain, a masked 9.97e36 accumulation 1.2e38 mm/h."""
+    from skydiff.io import dbz_to_rainrate, to_rainrate
+
+    m = np.ma.masked_array([[30.0, 40.0], [0.0, 0.0]], mask=[[0, 0], [1, 1]])
+    r = dbz_to_rainrate(m)
+    assert np.isnan(r[1]).all() and np.isfinite(r[0]).all()
+    np.testing.assert_array_equal(to_rainrate(np.ma.masked_array([1.0, 9.97e36], mask=[0, 1]), "mm", accutime=5),
+                                  [12.0, np.nan])
+    write_nowcast(tmp_path / "m.nc", np.ma.masked_array([[[1.0, 9.97e36]]], mask=[[[0, 1]]]),
+                  reference_time="2021-01-01", timestep=5)
+    back = read_nowcast(tmp_path / "m.nc").values
+    assert back[0, 0, 0] == 1.0 and np.isnan(back[0, 0, 1])
 
 
 def test_write_nowcast_with_a_km_grid_writes_a_metre_projection(tmp_path):
@@ -918,3 +944,30 @@ def test_a_3d_rain_variable_wins_over_a_2d_one_and_accutime_is_checked(tmp_path)
     for bad in ("5min", -5, 0, float("nan"), True):
         with pytest.raises(InputError, match="accutime must be a positive number"):
             read_radar(path, accutime=bad)
+
+
+def test_bad_arguments_of_transforms_writers_and_resampling_are_skydiff_errors(tmp_path):
+    """A NaN dBR threshold thresholded nothing; True was taken as 1 minute; a sub-nanosecond step divided by zero;
+    attribute values netCDF cannot store failed inside netCDF4 (found by an audit)."""
+    from skydiff.io import accumulation_to_rainrate, dbr_to_rainrate, resample_time
+
+    with pytest.raises(InputError, match="threshold must be a number .*NaN"):
+        dbr_to_rainrate([-12.0], threshold=np.nan)
+    assert dbr_to_rainrate([-12.0, 3.0], threshold=-10.0)[0] == 0.0
+    with pytest.raises(InputError, match="accutime must be a number of minutes, got True"):
+        accumulation_to_rainrate([1.0], True)
+    with pytest.raises(InputError, match="timestep must be a number of minutes, got True"):
+        write_nowcast(tmp_path / "t.nc", np.zeros((1, 2, 2)), reference_time="2021-01-01", timestep=True)
+    t = np.datetime64("2021-01-01T00:00", "ns") + np.arange(3) * np.timedelta64(5, "m")
+    da = xr.DataArray(np.zeros((3, 2, 2)), dims=("time", "y", "x"), coords={"time": t})
+    with pytest.raises(InputError, match="at least a nanosecond"):
+        resample_time(da, 1e-12)
+    for value in (2**70, [True, False], {"a": 1}, [], np.zeros((2, 2))):
+        with pytest.raises(InputError, match="attrs values must be"):
+            write_nowcast(tmp_path / "a.nc", np.zeros((1, 2, 2)), reference_time="2021-01-01", timestep=5,
+                          attrs={"n": value})
+    assert not (tmp_path / "a.nc").exists()
+    write_nowcast(tmp_path / "b.nc", np.zeros((1, 2, 2)), reference_time="2021-01-01", timestep=5,
+                  attrs={"n": 3, "f": 0.5, "s": "text", "v": [1, 2.5], "u": np.uint64(2**63)})
+    with xr.open_dataset(tmp_path / "b.nc") as ds:
+        assert ds.attrs["n"] == 3 and list(ds.attrs["v"]) == [1.0, 2.5]

@@ -434,6 +434,31 @@ def test_motion_of_a_y_increasing_grid_points_the_right_way():
     np.testing.assert_array_equal(rgb, rgb_np)
 
 
+def test_plain_arrays_beside_a_flipped_dataarray_are_drawn_the_same_way_up():
+    """A y-increasing DataArray was flipped north-up but the plain-array nowcast and observed stacks beside it (and a
+    plain background beside a DataArray velocity) were not: the same rain was drawn upside down in one figure."""
+    import xarray as xr
+
+    y, x = np.arange(60) * 1e3, np.arange(80) * 1e3
+    obs = np.zeros((60, 80))
+    obs[5:15, 5:15] = 10.0
+    obs_da = xr.DataArray(obs, dims=("y", "x"), coords={"y": y, "x": x})
+    fig = P.plot_nowcast(obs_da, np.zeros((2, 60, 80)), np.repeat(obs[None], 3, 0), leadtimes_min=5,
+                         observed=[obs, obs, obs])
+    rows = {ax.get_title(): tuple(np.unique(np.nonzero(np.ma.filled(im.get_array(), 0) > 0)[0])[[0, -1]])
+            for ax in fig.axes for im in ax.images if im.get_array().ndim == 2}
+    assert len(rows) >= 5 and set(rows.values()) == {(45, 54)}, rows  # north-up, in every panel
+    plt.close(fig)
+    v = np.zeros((2, 60, 80))
+    v[1, 5:15, 5:15] = 1.0
+    vda = xr.DataArray(v, dims=("component", "y", "x"), coords={"component": ["x", "y"], "y": y, "x": x})
+    q = P.plot_motion(None, vda, background=obs, step=1)
+    shown = np.ma.filled(q.axes.images[0].get_array(), 0)
+    arrows = np.asarray(q.V).reshape(60, 80)
+    assert set(np.unique(np.nonzero(shown > 0)[0])) == set(np.unique(np.nonzero(arrows)[0]))  # arrows on the rain
+    plt.close(q.axes.figure)
+
+
 def test_lead_times_must_be_finite(rain, velocity, nowcast):
     with pytest.raises(InputError, match="leadtimes_min must be finite"):
         P.plot_nowcast(rain, velocity, nowcast, leadtimes_min=[float("nan")] * len(nowcast))
@@ -508,3 +533,20 @@ def test_latitude_increasing_down_the_rows_is_drawn_north_up():
     assert not _is_flipped(up.isel(latitude=slice(None, None, -1)))
     named = xr.DataArray(a, dims=("row", "col"), coords={"row": ("row", [1.0, 2.0, 3.0], {"axis": "Y"})})
     assert _is_flipped(named)
+
+
+def test_spectra_and_log_qq_of_dry_fields(tmp_path):
+    """A dry field's spectrum (all zero) or log Q-Q plot failed inside matplotlib at save time; a clear error now,
+    and a dry curve beside others is named in the legend."""
+    from skydiff.verify import rapsd
+
+    psd, f = rapsd(np.zeros((64, 64)), return_freq=True)
+    wet, _ = rapsd(np.random.default_rng(0).gamma(0.5, 2, (64, 64)), return_freq=True)
+    with pytest.raises(InputError, match="no curve has a positive.*dry nowcast"):
+        P.plot_spectra({"dry nowcast": (f, psd)}, path=tmp_path / "s.png")
+    fig = P.plot_spectra({"dry nowcast": (f, psd), "truth": (f, wet)}, path=tmp_path / "s2.png")
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["dry nowcast (no power)", "truth"]
+    with pytest.raises(InputError, match="no pair of positive quantiles"):
+        P.plot_qq({"dry": np.zeros((64, 64))}, np.random.default_rng(1).gamma(0.5, 2, (64, 64)), log=True,
+                  path=tmp_path / "q.png")
+    assert not (tmp_path / "s.png").exists() and not (tmp_path / "q.png").exists()

@@ -60,9 +60,10 @@ def check_real(x: Any, name: str, kinds: str = "biuf") -> None:
 
 def tensor_numpy(t: Any) -> np.ndarray:
     """A tensor (any device, with grad) as a numpy array; bfloat16, which numpy has no type for, as float32.
-    Anything else (arrays, lists, numbers, DataArrays) as ``numpy.asarray`` gives it."""
+    Anything else (arrays, lists, numbers, DataArrays) as ``numpy.asarray`` gives it, except that a masked array's
+    masked pixels are NaN (no data; :func:`nan_filled`), not their fill values."""
     if not isinstance(t, torch.Tensor):
-        return np.asarray(t)
+        return np.asarray(nan_filled(t))
     t = t.detach().cpu()
     return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
 

@@ -110,11 +110,14 @@ def north_up(like: Any, *fields: Any, velocity: Any = None) -> tuple[Any, ...]:
     return (*flipped, velocity)
 
 
-def _as_array(x: Any, name: str) -> np.ndarray:
+def _as_array(x: Any, name: str, like: Any = None) -> np.ndarray:
     """numpy float array from an array, tensor (any device, with grad), masked array (masked = NaN) or array-like;
-    a DataArray whose y increases down its rows is flipped north-up."""
+    a DataArray whose y increases down its rows is flipped north-up, and so is a plain array drawn in one figure
+    with such a DataArray ``like`` (its rows are the same rows)."""
     flip = _is_flipped(x)
     axis = list(x.dims).index(_y_dim(x)) if flip else 0
+    if not flip and not hasattr(x, "dims") and like is not None and _is_flipped(like):
+        return np.flip(_as_array(x, name), axis=-2) if np.ndim(x) >= 2 else _as_array(x, name)
     if hasattr(x, "detach") and hasattr(x, "cpu"):
         x = tensor_numpy(x)
     x = nan_filled(x)
@@ -128,8 +131,14 @@ def _as_array(x: Any, name: str) -> np.ndarray:
     return np.flip(arr, axis=axis) if flip else arr
 
 
-def _field(x: Any, name: str = "field") -> np.ndarray:
-    arr = _as_array(x, name)
+def _reference(*xs: Any) -> Any:
+    """The first DataArray on a y grid among the inputs of one figure: plain arrays beside it are drawn in its row
+    order (north-up), so that all panels show the same rows the same way up."""
+    return next((x for x in xs if hasattr(x, "dims") and _y_dim(x) is not None), None)
+
+
+def _field(x: Any, name: str = "field", like: Any = None) -> np.ndarray:
+    arr = _as_array(x, name, like)
     if arr.ndim != 2:
         raise ShapeError(f"{name} must be a 2-D (H, W) rain field, got shape {tuple(arr.shape)}")
     return arr
@@ -159,17 +168,17 @@ def _velocity(x: Any, name: str = "velocity", like: Any = None) -> np.ndarray:
     return arr
 
 
-def _stack(x: Any, name: str) -> np.ndarray:
-    """(n, H, W) stack from an array/tensor or a sequence of 2-D fields."""
+def _stack(x: Any, name: str, like: Any = None) -> np.ndarray:
+    """(n, H, W) stack from an array/tensor or a sequence of 2-D fields (plain ones drawn in ``like``'s row order)."""
     if isinstance(x, (list, tuple)):
         if len(x) == 0:
             raise ShapeError(f"{name} is empty: need at least one (H, W) field")
-        fields = [_field(f, f"{name}[{i}]") for i, f in enumerate(x)]
+        fields = [_field(f, f"{name}[{i}]", like) for i, f in enumerate(x)]
         shapes = {f.shape for f in fields}
         if len(shapes) != 1:
             raise ShapeError(f"all fields of {name} must have the same shape, got {sorted(shapes)}")
         return np.stack(fields)
-    arr = _as_array(x, name)
+    arr = _as_array(x, name, like)
     if arr.ndim != 3:
         raise ShapeError(f"{name} must be a 3-D (n, H, W) stack of rain fields, got shape {tuple(arr.shape)}")
     if arr.shape[0] == 0:
@@ -408,11 +417,12 @@ def plot_motion(
 
     ``ax=None`` draws on a new figure. Returns the ``Quiver`` (quiver) or the ``AxesImage`` (wheel).
     """
-    v = _velocity(velocity, like=background)
+    ref = _reference(background, velocity)
+    v = _velocity(velocity, like=ref)
     _, h, w = v.shape
     bg = None
     if background is not None:
-        bg = _field(background, "background")
+        bg = _field(background, "background", ref)
         if bg.shape != (h, w):
             raise ShapeError(f"background has shape {bg.shape} but velocity is (2, {h}, {w})")
     if kind not in ("quiver", "wheel"):
@@ -516,9 +526,10 @@ def plot_nowcast(
     holding the observed fields at the same lead times. ``leadtimes_min`` gives the lead time of each nowcast
     step in minutes (a sequence of ``n_lead`` values, or one number = the time step).
     """
-    obs0 = _field(last_obs, "last_obs")
-    v = _velocity(velocity, like=last_obs)
-    fc = _stack(nowcast, "nowcast")
+    ref = _reference(last_obs, velocity, nowcast, observed)
+    obs0 = _field(last_obs, "last_obs", ref)
+    v = _velocity(velocity, like=ref)
+    fc = _stack(nowcast, "nowcast", ref)
     h, w = obs0.shape
     if v.shape[1:] != (h, w):
         raise ShapeError(f"velocity has shape {v.shape} but last_obs is ({h}, {w})")
@@ -528,7 +539,7 @@ def plot_nowcast(
     leads = _lead_labels(leadtimes_min, n)
     ob = None
     if observed is not None:
-        ob = _stack(observed, "observed")
+        ob = _stack(observed, "observed", ref)
         if ob.shape != fc.shape:
             raise ShapeError(f"observed has shape {ob.shape} but nowcast has shape {fc.shape}")
     panels = _count(panels, "panels")
@@ -757,13 +768,16 @@ def plot_spectra(
     top axis shows the matching wavelength in km. Non-positive or non-finite points are skipped.
     """
     curves = _curves(spectra, "spectra", "freq", "psd", pixel_km)
+    drawn = [np.isfinite(f) & np.isfinite(p) & (f > 0) & (p > 0) for _, f, p in curves]
+    if not any(ok.any() for ok in drawn):  # (matplotlib failed on the log axes, deep inside the save)
+        raise InputError(f"plot_spectra: no curve has a positive, finite point to draw on log axes "
+                         f"({', '.join(str(c[0]) for c in curves)}: a dry field has no power)")
     fig = _new_figure(5.2, 3.9 + (0.3 if title else 0.0))
     ax = fig.add_subplot()
-    for label, f, p in curves:
-        ok = np.isfinite(f) & np.isfinite(p) & (f > 0) & (p > 0)
+    for (label, f, p), ok in zip(curves, drawn):
         k = f[ok] / pixel_km
         order = np.argsort(k)
-        ax.plot(k[order], p[ok][order], linewidth=1.5, label=label)
+        ax.plot(k[order], p[ok][order], linewidth=1.5, label=label if ok.any() else f"{label} (no power)")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("wavenumber (1/km)", fontsize=9)
@@ -856,9 +870,10 @@ def plot_assimilation(
     ``full_resolution_cost``: when the iterations ran on a coarser grid (4D-Var's ``finest_level > 0``), the cost of
     the upsampled solution at full resolution, drawn as a separate marker (it is another cost function, not one
     more iteration)."""
-    obs = _field(last_obs, "last_obs")
-    vel = _velocity(velocity, like=last_obs)
-    fc = _field(forecast, "forecast")
+    ref = _reference(last_obs, velocity, forecast)
+    obs = _field(last_obs, "last_obs", ref)
+    vel = _velocity(velocity, like=ref)
+    fc = _field(forecast, "forecast", ref)
     try:
         cost = np.asarray(cost_history, dtype=float).ravel()
         full = None if full_resolution_cost is None else float(full_resolution_cost)
@@ -941,6 +956,8 @@ def plot_qq(
             hi = max(hi, qo[ok].max(), qp[ok].max())
     if np.isfinite(lo) and np.isfinite(hi):
         ax.plot([lo, hi], [lo, hi], "--", color="0.4", linewidth=1, label="1:1")
+    elif log:  # (matplotlib failed on the log axes, deep inside the save)
+        raise InputError("plot_qq(log=True): no pair of positive quantiles to draw (a dry field?); use log=False")
     if log:
         ax.set_xscale("log")
         ax.set_yscale("log")

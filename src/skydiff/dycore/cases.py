@@ -1,7 +1,7 @@
 """Test cases (registry) and the linear analytic solution of the Schär mountain wave.
 
-Cases (``reference/dycore.md``), all periodic in x with lateral relaxation zones standing in for open or wall
-boundaries, and a sin^2 Rayleigh sponge under the flat lid:
+Cases (after Schär et al. 2002, Klemp 2011, Skamarock & Klemp 1994, Bryan & Fritsch 2002), all periodic in x with
+lateral relaxation zones standing in for open or wall boundaries, and a sin^2 Rayleigh sponge under the flat lid:
 
 - ``schaer``: Schär et al. (2002) mountain wave, h0 = 250 m, a = 5 km, lambda = 4 km, U = 10 m/s, N = 0.01 1/s,
   theta0 = 288 K; default grid 100 km x 20 km at dx = dz = 500 m (coarser than the canonical 500 m x 300 m);

@@ -9,7 +9,7 @@ Every coordinate is an ``nn.Module`` with ``height(x, r, terrain, top) -> z`` (m
 are obtained by forward-mode automatic differentiation of that function (:func:`coordinate_metrics`, built on
 ``torch.func.jvp``), never by finite differences. Terrains are differentiable functions of ``x`` as well.
 
-Coordinates (``reference/dycore.md`` §2; additive form ``z = r + sum_n h_n(x) b_n(r)``):
+Coordinates (additive form ``z = r + sum_n h_n(x) b_n(r)``):
 
 - ``btf``    basic terrain-following, Gal-Chen & Somerville (1975): ``z = r + h (1 - r/top)``;
 - ``hybrid`` Gal-Chen hybrid: ``b = 1 - r/z_flat`` below ``z_flat``, flat above;

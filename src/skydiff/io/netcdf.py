@@ -382,6 +382,22 @@ def read_cf_frames(path: str, variable: str | None = None,
 
 
 # ----------------------------------------------------------------------------------------- writing
+def _storable_attr(v: Any) -> bool:
+    """Whether netCDF4 stores ``v`` as an attribute: text, a number (not a bool, an int within 64 bits) or a flat
+    non-empty list of numbers."""
+    if isinstance(v, str):
+        return True
+    items = list(v) if isinstance(v, (list, tuple, np.ndarray)) else [v]
+    if not items or (isinstance(v, np.ndarray) and v.ndim != 1):
+        return False
+    for x in items:
+        if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, float, np.integer, np.floating)):
+            return False
+        if isinstance(x, int) and not -2**63 <= x < 2**64:
+            return False
+    return True
+
+
 def _grid_from(like: Any, nowcast: Any, shape: tuple[int, int]) -> dict[str, Any]:
     """x, y (in metres or degrees), projection and descriptive attrs from ``like`` or an xarray nowcast."""
     src = like
@@ -403,6 +419,13 @@ def _grid_from(like: Any, nowcast: Any, shape: tuple[int, int]) -> dict[str, Any
     y = np.asarray(src["y"].values, dtype=np.float64)
     if (y.size, x.size) != tuple(shape):
         raise ShapeError(f"the nowcast grid {tuple(shape)} differs from the grid of like {(y.size, x.size)}")
+    if src is like and isinstance(nowcast, xr.DataArray) and {"x", "y"} <= set(nowcast.coords):
+        for n, mine in (("x", x), ("y", y)):  # like's coordinates go on the nowcast's values: they must be its own
+            own = np.asarray(nowcast[n].values, dtype=np.float64)
+            if own.shape != mine.shape or not np.allclose(own, mine, rtol=1e-9, atol=0.0):
+                raise InputError(f"the nowcast's {n} coordinate ({own[0]:g} ... {own[-1]:g}) differs from like's "
+                                 f"({mine[0]:g} ... {mine[-1]:g}): its values would be written on another grid "
+                                 "(e.g. flipped); pass like=None to write the nowcast's own grid")
     attrs = dict(src.attrs)
     cu = str(attrs.get("cartesian_unit", "m"))
     xps = float(attrs.get("xpixelsize", abs(x[1] - x[0]) if x.size > 1 else 1.0))
@@ -703,6 +726,10 @@ def write_nowcast(
         if bad:
             raise InputError(f"attrs names must be netCDF attribute names (letters, digits, _ . @ + -, not starting "
                              f"with a digit), got {bad[:3]}")
+        bad = [k for k, v in attrs.items() if not _storable_attr(v)]
+        if bad:
+            raise InputError(f"attrs values must be text, numbers (integers within 64 bits) or flat lists of numbers, "
+                             f"which netCDF stores; got {', '.join(f'{k}={attrs[k]!r}' for k in bad[:3])}")
         gattrs.update(attrs)
 
     content = {

@@ -89,6 +89,8 @@ def resample_time(
         raise InputError(f"max_gap must be a number of minutes > 0 (inf: bridge every gap), got {max_gap!r}")
     gap_ns = 2.0 * typical if max_gap is None else float(max_gap) * 60e9
     step_ns = int(round(step * 60e9))
+    if step_ns < 1:
+        raise InputError(f"minutes must be at least a nanosecond, got {minutes!r}")
     if start is None:
         day = times[0].astype("datetime64[D]").astype("datetime64[ns]").astype(np.int64)
         first = day + -(-(t_ns[0] - day) // step_ns) * step_ns

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._compat import nan_filled
 from ..errors import InputError
 
 __all__ = [
@@ -140,7 +141,7 @@ def normalize_unit(unit: str) -> str:
 def _as_array(x: Any) -> np.ndarray | torch.Tensor:
     if isinstance(x, torch.Tensor):
         return x if x.is_floating_point() else x.to(torch.get_default_dtype())
-    arr = np.asarray(x)
+    arr = np.asarray(nan_filled(x))  # masked pixels (e.g. netCDF4's fill values) are no data
     if arr.dtype.kind not in "fc":
         arr = arr.astype(np.float64)
     return arr
@@ -182,13 +183,7 @@ def rainrate_to_dbz(rainrate: Any, a: float = 200.0, b: float = 1.6) -> Any:
 
 def accumulation_to_rainrate(mm: Any, accutime_min: float) -> Any:
     """Rain rate (mm/h) from an accumulation in mm over ``accutime_min`` minutes: ``mm / accutime * 60``."""
-    try:
-        acc = float(accutime_min)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"accutime must be a number of minutes, got {accutime_min!r}") from exc
-    if not (acc > 0 and math.isfinite(acc)):
-        raise InputError(f"accutime must be a positive number of minutes, got {accutime_min!r}")
-    return _as_array(mm) * (60.0 / acc)
+    return _as_array(mm) * (60.0 / positive_minutes(accutime_min, "accutime"))
 
 
 def rainrate_to_dbr(rainrate: Any, threshold: float = 0.1, zerovalue: float = -15.0) -> Any:
@@ -221,6 +216,8 @@ def dbr_to_rainrate(dbr: Any, threshold: float = -10.0) -> Any:
         threshold = float(threshold)
     except (TypeError, ValueError):
         raise InputError(f"threshold must be a number (dBR), got {threshold!r}") from None
+    if math.isnan(threshold):  # (every comparison with NaN is false: nothing was thresholded)
+        raise InputError("threshold must be a number (dBR), got NaN")
     x = _as_array(dbr)
     r = 10.0 ** (x / 10.0)
     if isinstance(x, torch.Tensor):
@@ -255,6 +252,8 @@ def to_rainrate(
 
 def positive_minutes(value: Any, name: str = "timestep") -> float:
     """``value`` as a positive, finite number of minutes, or an :class:`InputError` naming ``name``."""
+    if isinstance(value, (bool, np.bool_)):  # (True was taken as 1 minute)
+        raise InputError(f"{name} must be a number of minutes, got {value!r}")
     try:
         minutes = float(value)
     except (TypeError, ValueError) as exc:

@@ -1,7 +1,7 @@
 """Training of the nowcasting networks with Lightning: :class:`NowcastModule` and :func:`train`.
 
 :class:`NowcastModule` wraps any registered model (:func:`skydiff.nowcast.models.create_model`) with its
-training recipe (reference ``nowcasting.md`` §1-§4); :func:`train` is the function behind
+training recipe (from its paper, cited in its module); :func:`train` is the function behind
 ``skydiff train MODEL --config FILE``: it reads a TOML/JSON config, builds the data, trains with checkpoints,
 early stopping, a progress bar and a CSV log, resumes an interrupted run automatically, and exports the best
 model with :func:`~skydiff.nowcast.models.save_model`.

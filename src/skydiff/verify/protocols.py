@@ -1,4 +1,5 @@
-"""The two published NL-50 metric protocols, reproduced with their quirks (reference ``nowcasting.md`` §7).
+"""The two published NL-50 metric protocols, reproduced with their quirks (those of
+the SmaAt-UNet and SpaT-SparK reference code).
 
 SmaAt-UNet and SpaT-SparK report "pMSE", accuracy, precision, recall, F1, CSI, FAR and HSS on the NL-50 test
 set, but they compute them differently, and neither computes them the textbook way. The functions here

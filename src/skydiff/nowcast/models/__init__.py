@@ -14,14 +14,14 @@ Every model is an ``nn.Module`` (a :class:`~skydiff.nowcast.models.blocks.Nowcas
 
 Any grid size works: the U-Nets pad to a multiple of ``2**depth`` (reflection) and crop back.
 
-| name | class | default input | data space (``scaler``) | reference |
+| name | class | default input | data space (``scaler``) | paper |
 |---|---|---|---|---|
-| ``rainnet`` | :class:`RainNet` | 4 frames -> +5 min | ``ln(R/12 + 0.01)`` | nowcasting.md §3 |
-| ``smaat`` | :class:`SmaAtUNet` | 12 frames -> +30 min | ``R / 12 / 47.83`` | §4 |
-| ``lupin`` | :class:`LUPIN` | 6 frames -> +5 min | mm/h (MF-U-Net: ``ln(R + 0.01)``) | §1 |
-| ``lcnn`` | :class:`LCNN` | 5 frames (4 Lagrangian differences) -> +5 min | mm/h | §2 |
-| ``spatspark`` | :class:`SpaTSparK` | 12 frames -> 12 frames (+5 ... +60 min) | ``R / 12 / 47.83`` | §6 |
-| ``spatspark-pretrain`` | :class:`SparKPretrain` | 12 masked frames -> reconstruction | ``R / 12 / 47.83`` | §5, §6 |
+| ``rainnet`` | :class:`RainNet` | 4 frames -> +5 min | ``ln(R/12 + 0.01)`` | Ayzel et al. 2020 |
+| ``smaat`` | :class:`SmaAtUNet` | 12 frames -> +30 min | ``R / 12 / 47.83`` | Trebing et al. 2021 |
+| ``lupin`` | :class:`LUPIN` | 6 frames -> +5 min | mm/h (MF-U-Net: ``ln(R + 0.01)``) | Pavlík et al. 2024 |
+| ``lcnn`` | :class:`LCNN` | 5 frames (4 Lagrangian differences) -> +5 min | mm/h | Ritvanen et al. 2023 |
+| ``spatspark`` | :class:`SpaTSparK` | 12 frames -> 12 frames (+5 ... +60 min) | ``R / 12 / 47.83`` | Li et al. 2024 |
+| ``spatspark-pretrain`` | :class:`SparKPretrain` | 12 masked frames -> the 12 | ``R / 12 / 47.83`` | Li et al. 2024 |
 
 ``spatspark-pretrain`` is not a nowcasting model (no ``predict``): it is the SparK pretraining stage whose encoder
 and decoder initialise ``spatspark`` (:func:`init_from_pretrain`).

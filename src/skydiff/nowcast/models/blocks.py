@@ -606,10 +606,11 @@ class NowcastModel(nn.Module):
             KNMI composite, for example, has data on 26 % of its 765 x 700 pixels. Outside the box every output
             is NaN anyway (no input there); inside it the nowcast differs from the untrimmed one only through
             what the networks saw of the zero-filled no-data area: RainNet by 0.0013 mm/h at most, the shipped
-            LUPIN by up to 1.6 mm/h (its 4D-Var motion is estimated on the window) and SmaAt-UNet by up to 1.1
-            mm/h (its channel attention pools over the whole field), with the same pooled CSI (measured in
-            ``benchmarks/RESULTS.md`` §5 "Trimming the no-data frame"). Each sequence of a batch gets its own
-            window (sequences whose windows differ run one by one). ``False``: always the whole grid.
+            LUPIN by up to 3.3 mm/h at single pixels (mean ~0.01 mm/h; its 4D-Var motion is estimated on the
+            window) and SmaAt-UNet by up to 1.1 mm/h (its ``align_corners`` upsampling scales with the grid), with
+            the same pooled CSI (measured in ``benchmarks/RESULTS.md`` §5 "Trimming the no-data frame"). Each
+            sequence of a batch gets its own window (sequences whose windows differ run one by one). ``False``:
+            always the whole grid.
         return_motion
             Also return the steady motion the model moved the rain along, ``(B, 2, H, W)`` px per step (``(2, H, W)``
             for a ``(T, H, W)`` input; NaN outside the trimmed window, where none was estimated): L-CNN and a LUPIN

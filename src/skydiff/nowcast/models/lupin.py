@@ -1,4 +1,4 @@
-"""LUPIN: fully differentiable Lagrangian CNN (Pavlík et al., arXiv 2402.10747; reference ``nowcasting.md`` §1).
+"""LUPIN: fully differentiable Lagrangian CNN (Pavlík et al., arXiv 2402.10747).
 
 Two RainNet-type U-Nets joined by the differentiable semi-Lagrangian operator :func:`skydiff.advect`:
 

@@ -1,4 +1,4 @@
-"""RainNet (Ayzel, Scheffer & Heistermann, GMD 13:2631, 2020; reference ``nowcasting.md`` §3).
+"""RainNet (Ayzel, Scheffer & Heistermann, GMD 13:2631, 2020).
 
 :class:`RainNetUNet` is the bare U-Net, also used by LUPIN (MF-U-Net and AF-U-Net, §1) and L-CNN (§2);
 :class:`RainNet` is the nowcasting model (4 frames -> the next frame, autoregressive).

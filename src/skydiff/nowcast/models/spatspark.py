@@ -1,4 +1,4 @@
-"""SpaT-SparK (Li, Siebes & Mehrkanoon 2024, arXiv 2412.15917; reference ``nowcasting.md`` §5-§6).
+"""SpaT-SparK (Li, Siebes & Mehrkanoon 2024, arXiv 2412.15917).
 
 Self-supervised pretraining of a CNN encoder-decoder by SparK-style masked image modelling, then a nowcasting
 model that puts a *translation network* between the pretrained encoder and decoder.
