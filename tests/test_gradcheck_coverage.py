@@ -277,6 +277,21 @@ def test_lupin_forward_end_to_end():
     assert gradcheck(lambda a: m(a), (x,), eps=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("name, cfg", [
+    ("rainnet", {"in_frames": 3, "base_channels": 2, "depth": 2, "dropout": 0.0}),
+    ("smaat", {"in_frames": 3, "n_out": 2, "base_channels": 4, "depth": 2, "reduction": 2}),
+])
+def test_network_forwards(name, cfg):
+    """The baselines' forward passes (eval mode, in their data space), as LUPIN's above: RainNet's U-Net and
+    SmaAt-UNet's depthwise-separable convolutions with CBAM attention."""
+    from skydiff.nowcast.models import create_model
+
+    torch.manual_seed(0)
+    m = create_model(name, **cfg).double().eval()
+    x = _randn(1, 3, 8, 8, seed=61, scale=0.5)
+    assert gradcheck(lambda a: m(a), (x,), eps=1e-6, atol=1e-6)
+
+
 def test_lupin_extrapolate_with_data_mask():
     m = _tiny_lupin()
     last = _rand(1, 1, 7, 8, seed=55, lo=0.0, hi=3.0)
@@ -483,6 +498,14 @@ def test_dycore_tendencies(schaer_small):
     model, state = schaer_small
     ins = tuple(x.clone().requires_grad_() for x in state)
     assert gradcheck(lambda *a: tuple(tendencies(State(*a), model)), ins)
+
+
+def test_dycore_total_mass(schaer_small):
+    from skydiff.dycore.equations import total_mass
+
+    model, state = schaer_small
+    m = state.m.clone().requires_grad_()
+    assert gradcheck(lambda a: total_mass(state._replace(m=a), model.ref, model.dx, model.dr), (m,))
 
 
 def test_dycore_ssprk3_step(schaer_small):
