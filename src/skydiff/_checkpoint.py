@@ -83,7 +83,8 @@ class SaveOnInterrupt(L.Callback):  # type: ignore[misc]
         if isinstance(exception, (KeyboardInterrupt, SIGTERMException)) and trainer.world_size == 1:
             import sys
 
-            if trainer.validating or trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            progress = getattr(getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None), "batch_progress", None)
+            if getattr(trainer, "validating", False) or getattr(progress, "is_last_batch", False):
                 print(f"{self.who}: interrupted at the end of epoch {trainer.current_epoch} (its training done, its "
                       f"validation not): not saved; a run again resumes from the checkpoint written before, "
                       f"{self.path}, and trains the batches since again" if os.path.exists(self.path) else
