@@ -243,6 +243,37 @@ def test_time_step_is_checked():
     # extrapolation works at any step (lead times in steps of the input)
     out = forecast(two_min, 2)
     np.testing.assert_allclose(out, forecast(frames, 2), equal_nan=True)
+    # the time dimension under another name, or a list of frames cut from a DataArray: checked alike (they were
+    # nowcast as if 5 min apart)
+    for other in (two_min.rename(time="valid_time"), two_min.rename(time="t"), [two_min[i] for i in range(6)]):
+        with pytest.raises(InputError, match="trained on 5-min steps but the frames are 2 min apart"):
+            forecast(other, 2, model="lupin")
+    with pytest.raises(InputError, match="regular time step"):
+        forecast(list(_timed(frames, [0, 5, 10, 20, 25, 30])), 2)
+    np.testing.assert_allclose(forecast(list(_timed(frames, [0, 5, 10, 15, 20, 25])), 2), forecast(frames, 2),
+                               equal_nan=True)
+    with pytest.raises(InputError, match=r"motion_kwargs\['frames'\] = 10: only 3 frames were given"):
+        forecast(frames[-3:], 2, motion_kwargs={"frames": 10})
+
+
+def test_a_network_of_the_users_own_takes_its_own_number_of_frames(tmp_path):
+    """forecast, evaluate and skydiff nowcast took the frame count of the shipped network (RainNet: 4): a user's
+    RainNet on 6 frames got 4 and failed, one on 2 frames was refused 3."""
+    from skydiff.nowcast.evaluation import evaluate
+    from skydiff.nowcast.models import create_model, save_model
+
+    torch.manual_seed(0)
+    for n in (2, 6):
+        save_model(create_model("rainnet", in_frames=n, base_channels=4, depth=2), tmp_path / f"rn{n}")
+    frames = moving_blob(T=8, H=32, W=40)
+    assert forecast(frames[-3:], 2, model="rainnet", weights=tmp_path / "rn2.safetensors").shape == (2, 32, 40)
+    assert forecast(frames[-6:], 2, model="rainnet", weights=tmp_path / "rn6.safetensors").shape == (2, 32, 40)
+    with pytest.raises(InputError, match="need at least 6 frames"):
+        forecast(frames[-5:], 2, model="rainnet", weights=tmp_path / "rn6.safetensors")
+    da = _timed(frames, 5 * np.arange(8))
+    ev = evaluate(da, ["rainnet"], weights={"rainnet": tmp_path / "rn6.safetensors"}, leadtimes=2, n_in=6,
+                  thresholds=(1.0,))
+    assert len(ev.cases) == 1 and ev.n_in == 6 and np.isfinite(ev.scores["mae"]).all()
 
 
 def test_options_a_model_does_not_take_are_refused():

@@ -177,7 +177,7 @@ def cmd_nowcast(args: argparse.Namespace) -> int:
         if asked and not is_neural(args.model):
             raise InputError(f"{flag} applies to the neural-network models, not {args.model!r}")
     from .nowcast import get_model
-    from .nowcast.interface import default_motion_frames
+    from .nowcast.interface import default_motion_frames, input_frames
 
     # every option is checked before the (possibly long) reading
     check_device(args.device, "a nowcast")
@@ -207,7 +207,7 @@ def cmd_nowcast(args: argparse.Namespace) -> int:
                          f"extrapolation's); {args.model!r} {why}")
     motion = args.motion or "lk"  # extrapolation's default; the networks use their own unless --motion is given
     n_motion = args.motion_frames or default_motion_frames(motion)
-    n_need = max(n_motion if spec.uses_motion else 1, spec.min_frames)
+    n_need = max(n_motion if spec.uses_motion else 1, input_frames(spec.name, args.weights or None))
     prog = _Progress(4 + bool(args.plot), args.quiet)
     prog.step(f"reading {len(args.files)} input path(s)", bar=_many_files(args.files))
     da = read_radar(args.files, importer=args.importer, progress=not args.quiet, **_read_options(args))

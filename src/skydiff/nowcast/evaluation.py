@@ -43,7 +43,7 @@ import torch
 
 from ..errors import InputError, ShapeError, check_device, check_int, check_rain_rate, positive_finite
 from ..io.units import is_rain_rate
-from .interface import _NN_MIN_FRAMES, NN_TIMESTEP_MIN, default_motion_frames, forecast, get_model, is_neural
+from .interface import NN_TIMESTEP_MIN, default_motion_frames, forecast, get_model, input_frames, is_neural
 
 __all__ = ["Evaluation", "evaluate", "CATEGORICAL", "CONTINUOUS", "PROTOCOLS"]
 
@@ -177,9 +177,9 @@ def _load(source: Any) -> tuple[str, Any]:
     return name, da
 
 
-def _frames_needed(name: str, motion: str, n_motion: int | None) -> int:
+def _frames_needed(name: str, motion: str, n_motion: int | None, weights: Any = None) -> int:
     m = get_model(name)
-    need = max(m.min_frames, _NN_MIN_FRAMES.get(m.name, 0))
+    need = input_frames(name, weights)
     if m.uses_motion:
         need = max(need, n_motion or default_motion_frames(motion))
     return need
@@ -330,7 +330,7 @@ def evaluate(
     unknown = set(weights) - set(models)
     if unknown:
         raise InputError(f"evaluate: weights given for models not evaluated: {sorted(unknown)}")
-    need = {m: _frames_needed(m, motion, motion_frames) for m in models}
+    need = {m: _frames_needed(m, motion, motion_frames, weights.get(m)) for m in models}
     # ``motion`` is the extrapolation models': the networks move rain along their own, persistence along none
     motions = {m: None if is_neural(m) or not get_model(m).uses_motion else motion for m in models}
     from .._compat import autocast_dtype

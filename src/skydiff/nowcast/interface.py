@@ -105,12 +105,20 @@ def available_models() -> list[str]:
 
 def _stacked(frames: Any, what: str) -> Any:
     """A list or tuple of frames checked for one shape; of tensors, stacked into one (keeping their graph and
-    device); anything else unchanged."""
+    device); of DataArrays (e.g. ``[da[i] for i in ...]``), concatenated along their time so that their times are
+    checked as a DataArray's are; anything else unchanged."""
     if not isinstance(frames, (list, tuple)):
         return frames
     shapes = {tuple(np.shape(f)) for f in frames}
     if len(shapes) > 1:
         raise ShapeError(f"{what} must all have the same shape, got {sorted(shapes)}")
+    if frames and all(hasattr(f, "dims") and hasattr(f, "values") and not hasattr(f, "data_vars") for f in frames):
+        import xarray as xr
+
+        from ..io.units import time_dim
+
+        dim = time_dim(frames[0]) or next((c for c in ("time", "valid_time") if c in frames[0].coords), "time")
+        return xr.concat(list(frames), dim=dim)
     return torch.stack(list(frames)) if frames and all(isinstance(f, torch.Tensor) for f in frames) else frames
 
 
@@ -253,7 +261,7 @@ def forecast(
                              f"motion without them: pass motion= (e.g. its own, {own_motion(m.name)!r}) with them")
     _check_options(m, kwargs)
     dev = check_device(device, "a nowcast")
-    x = check_frames(frames, m.min_frames)
+    x = check_frames(frames, input_frames(m.name, kwargs.get("weights")) if neural else m.min_frames)
     home = x.device
     if dev is not None and x.device != dev:
         x = x.to(dev)
@@ -297,15 +305,21 @@ def _frames_timestep(frames: Any, timestep: float | None) -> float | None:
     from ..io.radar import _infer_timestep
     from ..io.units import positive_minutes
 
+    import xarray as xr
+
+    from ..io.units import time_dim
+
     given = None if timestep is None else positive_minutes(timestep)
-    if not (hasattr(frames, "dims") and "time" in getattr(frames, "coords", {}) and frames.sizes.get("time", 0) > 1):
+    td = time_dim(frames) if hasattr(frames, "dims") and not hasattr(frames, "data_vars") else None
+    if td is None or td not in frames.coords or frames.sizes.get(td, 0) < 2:
         return given
-    t = np.asarray(frames["time"].values)
+    t = np.asarray(frames[td].values)
     if not np.issubdtype(t.dtype, np.datetime64):
         return given
     step = _infer_timestep(t.astype("datetime64[ns]"))
     try:
-        check_regular(frames, timestep=step)
+        check_regular(frames if td == "time" else xr.DataArray(np.zeros(t.size), dims="time", coords={"time": t}),
+                      timestep=step)  # (its times alone, under the name check_regular reads)
     except TimeGapError as exc:
         raise InputError(f"the frames are not at a regular time step ({exc}): a nowcast needs consecutive frames "
                          "without gaps") from None
@@ -348,6 +362,8 @@ def _velocity_for(x: torch.Tensor, velocity: Any, motion: str, motion_kwargs: di
     if n is None:
         n = default_motion_frames(motion)
     n = check_int("motion_kwargs['frames'] (the frames the motion is estimated from)", n, 2)
+    if n > x.shape[0]:  # (x[-n:] silently took the T there are)
+        raise InputError(f"motion_kwargs['frames'] = {n}: only {x.shape[0]} frames were given")
     return estimate(x[-n:], method=motion, **motion_kwargs).to(dtype=x.dtype, device=x.device)
 
 
@@ -395,6 +411,15 @@ register_model(
 
 _NN_CACHE: dict[tuple[Any, ...], Any] = {}
 _NN_MIN_FRAMES = {"rainnet": 4, "smaat": 12, "lupin": 6, "lcnn": 5, "spatspark": 12}
+
+
+def input_frames(name: str, weights: Any = None) -> int:
+    """Frames the nowcast model ``name`` needs: a network's own ``n_input_frames`` (a user's ``weights`` may take
+    more or fewer than the shipped ones), else the registered ``min_frames``."""
+    m = get_model(name)
+    if m.name not in _NN_MIN_FRAMES:
+        return int(m.min_frames)
+    return int(_network(m.name, weights, "cpu").n_input_frames)
 
 
 def is_neural(name: str) -> bool:
