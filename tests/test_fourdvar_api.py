@@ -57,3 +57,41 @@ def test_bad_input():
         fourdvar(np.stack([blobs()] * 3), times=[0, 10, 5])
     with pytest.raises(InputError):
         fourdvar(np.full((3, 32, 32), np.nan))
+
+
+def test_dataarray_times_layouts_and_a_weak_window_without_model_errors(translated):
+    """Found by an audit: fourdvar(DataArray) took its values as frames one step apart whatever its times; cftime
+    dates (non-standard calendars) skipped every time check (reversed frames gave the reversed motion); a
+    (time, x, y) array came back transposed; a weak-constraint window of one model step crashed."""
+    import cftime
+    import xarray as xr
+
+    from skydiff.nowcast import forecast
+
+    frames, V, rainy = translated
+    minutes = np.array([0, 5, 15])  # irregular: the third frame is 2 intervals after the second
+    irr = np.concatenate([frames[:2], skydiff.advect(frames[1], V, 2, outval=0.0)[-1:]])
+    t = np.datetime64("2021-01-01T00:00", "ns") + minutes * np.timedelta64(1, "m")
+    da = xr.DataArray(irr, dims=("time", "y", "x"), coords={"time": t}, attrs={"units": "mm/h"})
+    kw = dict(max_iter=5, levels=2)
+    with pytest.warns(SkydiffWarning):
+        own = fourdvar(da, **kw)
+        given = fourdvar(irr, times=minutes, **kw)
+    np.testing.assert_allclose(own.velocity, given.velocity, rtol=1e-6, atol=1e-8)
+    with pytest.warns(SkydiffWarning):
+        np.testing.assert_allclose(estimate(da, "4dvar", **kw), given.velocity, rtol=1e-6, atol=1e-8)
+    with pytest.warns(SkydiffWarning):  # (the times matter: as frames one step apart it differs)
+        assert not np.allclose(fourdvar(irr, **kw).velocity, given.velocity, rtol=1e-3)
+    # cftime dates: refused with a clear error (reversed frames gave the reversed motion before)
+    noleap = da.assign_coords(time=[cftime.DatetimeNoLeap(2021, 1, 1, 0, m) for m in minutes])
+    for call in (lambda: estimate(noleap, "lk"), lambda: forecast(noleap, 1),
+                 lambda: fourdvar(noleap, max_iter=2)):
+        with pytest.raises(InputError, match="cftime dates .*noleap.*convert_calendar"):
+            call()
+    # (time, x, y) is read by name: the same motion, in (y, x) layout
+    regular = xr.DataArray(frames, dims=("time", "y", "x"), attrs={"units": "mm/h"})
+    np.testing.assert_allclose(estimate(regular.transpose("time", "x", "y"), "lk"), estimate(regular, "lk"))
+    # weak constraint, 2 frames, 1 sub-step: no model-error field to solve for (it crashed on the empty one)
+    with pytest.warns(SkydiffWarning):
+        weak = fourdvar(frames[:2], constraint="weak", n_substeps=1, **kw)
+    assert np.isfinite(weak.velocity).all()

@@ -79,15 +79,42 @@ def time_dim(da: Any) -> str | None:
     return found[0] if found else None
 
 
+def datetimes_of(da: Any, dim: str | None = None) -> np.ndarray | None:
+    """The ``datetime64`` values of a DataArray's time dimension (``dim``, default :func:`time_dim`), None when it
+    has none; :class:`InputError` for cftime dates (a non-standard calendar), which every time check would
+    otherwise skip as "no times"."""
+    dim = time_dim(da) if dim is None else dim
+    if dim is None or dim not in getattr(da, "coords", {}):
+        return None
+    t = np.asarray(da[dim].values)
+    if np.issubdtype(t.dtype, np.datetime64):
+        return t
+    first = t.reshape(-1)[0] if t.size else None
+    if hasattr(first, "calendar") and hasattr(first, "year"):  # cftime
+        raise InputError(f"the time coordinate {dim!r} holds cftime dates (calendar {first.calendar!r}), whose "
+                         "spacing is not checked: convert them to standard datetimes first, e.g. "
+                         "da.convert_calendar('standard', use_cftime=False), or read the file with "
+                         "skydiff.io.read_radar")
+    return None
+
+
+# (x, y)-ordered grid dimensions, read as (y, x): rows first
+_XY_PAIRS = (("x", "y"), ("lon", "lat"), ("longitude", "latitude"))
+
+
 def frames_of_dataarray(da: Any, what: str = "frames", *, rate: bool = True, hint: str = "") -> np.ndarray:
-    """The values of a ``(time, y, x)`` DataArray with its time dimension first (:func:`time_dim`, the grid's order
-    kept); with ``rate``, InputError when its ``units`` attribute is not a rain rate in mm/h (none: taken as mm/h)."""
+    """The values of a ``(time, y, x)`` DataArray with its time dimension first (:func:`time_dim`) and its grid in
+    ``(y, x)`` order (a ``(time, x, y)`` array, as some netCDF files store it, is transposed by its dimension
+    names); with ``rate``, InputError when its ``units`` attribute is not a rain rate in mm/h (none: taken as
+    mm/h)."""
     units = da.attrs.get("units")
     if rate and units is not None and not is_rain_rate(units):
         raise InputError(f"{what} must be a rain rate in mm/h, the DataArray has units {units!r}{hint}")
     td = time_dim(da)
     if td is not None and da.ndim == 3 and da.dims[0] != td:
         da = da.transpose(td, ...)
+    if da.ndim >= 2 and tuple(da.dims[-2:]) in _XY_PAIRS:
+        da = da.transpose(*da.dims[:-2], da.dims[-1], da.dims[-2])
     return np.ascontiguousarray(da.values)
 
 

@@ -505,7 +505,7 @@ def _minimise(
             best["J"] = v
             for b, p in zip(best["x"], params):
                 b.copy_(p.detach())
-            best["gmax"] = max(float(p.grad.abs().max()) for p in params if p.grad is not None) * n_pix
+            best["gmax"] = max(float(p.grad.abs().max()) for p in params if p.grad is not None and p.numel()) * n_pix
         return J
 
     stop = None
@@ -608,7 +608,17 @@ def _weights(Y: torch.Tensor, valid: torch.Tensor, ymin: float, dry_weight: floa
 def _prepare(
     frames: Any, times: Any, transform: str | None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool, float, bool, torch.Tensor | None]:
-    """Checks and transform. Returns (Y with NaN, valid mask, tau, dry, ymin, torch_in, template tensor)."""
+    """Checks and transform. Returns (Y with NaN, valid mask, tau, dry, ymin, torch_in, template tensor).
+
+    A DataArray gives its values by dimension name (units checked with the dB transform) and, without ``times``,
+    its own times (its ``.values`` alone were taken as frames one step apart, whatever its times)."""
+    if hasattr(frames, "dims") and hasattr(frames, "values") and not hasattr(frames, "data_vars"):
+        from ..io.units import datetimes_of, frames_of_dataarray
+
+        if times is None:
+            times = datetimes_of(frames)
+        frames = frames_of_dataarray(frames, "4dvar: frames", rate=transform is not None,
+                                     hint=" (with transform='db'; pass transform=None for data already in dBR)")
     is_torch = isinstance(frames, torch.Tensor)
     arr = _frames_array(frames)
     T = arr.shape[0]

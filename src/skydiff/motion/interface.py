@@ -413,14 +413,14 @@ def _dataarray_times(da: Any, rec: MotionMethod, kwargs: dict[str, Any]) -> np.n
     every method but 4D-Var (which takes irregular times) equally spaced (to 1 s) over the frames the method uses
     (its last ``max_frames``) — the methods assume frames one time step apart, so a reversed or gapped series gave
     a wrong motion without a word. Not for a zero-motion method, or 4D-Var given ``times`` of its own."""
-    from ..io.units import time_dim
+    from ..io.units import datetimes_of, time_dim
 
     td = time_dim(da)
     if rec.zero or (rec.name == "4dvar" and "times" in kwargs) or td is None or td not in da.coords \
             or da.sizes[td] < 2:
         return None
-    t = np.asarray(da[td].values)
-    if not np.issubdtype(t.dtype, np.datetime64):
+    t = datetimes_of(da, td)
+    if t is None:
         return None
     used = t if rec.max_frames is None else t[-rec.max_frames:]
     d = np.diff(used).astype("timedelta64[ms]").astype(np.float64) / 60_000.0  # minutes

@@ -313,8 +313,10 @@ def _frames_timestep(frames: Any, timestep: float | None) -> float | None:
     td = time_dim(frames) if hasattr(frames, "dims") and not hasattr(frames, "data_vars") else None
     if td is None or td not in frames.coords or frames.sizes.get(td, 0) < 2:
         return given
-    t = np.asarray(frames[td].values)
-    if not np.issubdtype(t.dtype, np.datetime64):
+    from ..io.units import datetimes_of
+
+    t = datetimes_of(frames, td)
+    if t is None:
         return given
     step = _infer_timestep(t.astype("datetime64[ns]"))
     try:
