@@ -232,6 +232,26 @@ def test_train_downscaler_restart_resume_and_bad_input_found_by_an_audit(tmp_pat
     nan_pairs = TilePairs(hi, block_mean(hi, 4), 4, pairs.source, pairs.time, pairs.origin)
     with pytest.raises(InputError, match="pairs.hi holds 4 no-data .* first in pair 0"):
         train_downscaler(nan_pairs, "edm-radar-tp", max_steps=2, **{**kw, "out": tmp_path / "nan"})
+    # found by a later audit: a diverging loss was exported as NaN weights; pairs that do not fit together, whole
+    # non-square tiles and a PP path for a model without PP failed deep inside or were ignored
+    fresh = rainy(12, 16, 16).numpy()
+    ok = TilePairs(fresh, block_mean(fresh, 4), 4, pairs.source, pairs.time, pairs.origin)
+    with pytest.raises(InputError, match="training loss is nan at step .*nothing was exported"):
+        train_downscaler(ok, "edm-radar-tp", max_steps=6, **{**kw, "out": tmp_path / "div", "lr": 1e8})
+    assert not list((tmp_path / "div").rglob("*.safetensors"))
+    bad_pairs = (TilePairs(ok.hi, block_mean(ok.hi, 4), 2, ok.source, ok.time, ok.origin),
+                 TilePairs(ok.hi, ok.lo[:, :3], 4, ok.source, ok.time, ok.origin),
+                 TilePairs(ok.hi[:0], ok.lo[:0], 4, ok.source[:0], ok.time[:0], ok.origin[:0]))
+    for bad, match in zip(bad_pairs, ("do not fit factor 2", "do not fit factor 4", "pairs is empty")):
+        with pytest.raises((InputError, ShapeError), match=match):
+            train_downscaler(bad, "edm-radar-tp", max_steps=2, **{**kw, "out": tmp_path / "bad"})
+    wide = TilePairs(rainy(4, 16, 24).numpy(), block_mean(rainy(4, 16, 24).numpy(), 4), 4, ok.source[:4],
+                     ok.time[:4], ok.origin[:4])
+    with pytest.raises(ShapeError, match="must be square .* 16 x 24: give a crop"):
+        train_downscaler(wide, "edm-radar-tp", max_steps=2, **{**kw, "out": tmp_path / "bad", "crop": None})
+    with pytest.raises(InputError, match="pp_weights='/no/such': 'edm-radar-tp' .*no PP model"):
+        train_downscaler(ok, "edm-radar-tp", max_steps=2, **{**kw, "out": tmp_path / "bad", "pp_weights": "/no/such"})
+    assert not (tmp_path / "bad").exists()
 
 
 def test_registered_names():

@@ -42,13 +42,22 @@ from .._checkpoint import (
     set_rng_state,
     with_atomic_checkpoints,
 )
-from ..errors import InputError, check_int, check_seed, positive_finite
+from ..errors import InputError, ShapeError, check_int, check_seed, positive_finite
 from ..io.atomic import atomic_path
 from ..registry import create_model, save_model
 from . import diffusion as _diffusion  # noqa: F401  (registers the edm-* models)
 from .data import TilePairs
 
 __all__ = ["PairDataset", "DownscaleModule", "train_downscaler", "residual_std"]
+
+
+def _check_crop(crop: int | None, f: int, H: int, W: int, augment: bool = True) -> None:
+    """A crop that fits the tiles and the factor; whole tiles (``crop=None``) square where they are turned."""
+    if crop is not None and (crop % f or crop > min(H, W)):
+        raise InputError(f"crop {crop} must be a multiple of the factor {f} and <= the tile size {H} × {W}")
+    if crop is None and augment and H != W:  # (the 90-degree turns made tiles of two shapes in one batch)
+        raise ShapeError(f"crop=None trains on whole tiles, which must be square for the augmentation's 90-degree "
+                         f"turns; the tiles are {H} x {W}: give a crop")
 
 
 class PairDataset(Dataset):
@@ -65,9 +74,7 @@ class PairDataset(Dataset):
     def __init__(self, pairs: TilePairs, crop: int | None = 32, augment: bool = True, seed: int = 0,
                  length: int | None = None, labels: np.ndarray | None = None):
         f = pairs.factor
-        H, W = pairs.hi.shape[1:]
-        if crop is not None and (crop % f or crop > min(H, W)):
-            raise InputError(f"crop {crop} must be a multiple of the factor {f} and <= the tile size {H} × {W}")
+        _check_crop(crop, f, *pairs.hi.shape[1:], augment)
         self.pairs, self.crop, self.augment, self.f = pairs, crop, augment, f
         self.seed = int(seed)
         self.has_vimd = "vimd_hi" in pairs.extra
@@ -147,6 +154,9 @@ class DownscaleModule(_lightning().LightningModule):  # type: ignore[misc]
             drop = torch.rand(label.shape, device=label.device) < self.label_dropout
             label = torch.where(drop, torch.full_like(label, len(self.model.labels)), label)
         loss = self.model.loss(batch["hi"], batch["lo"], batch.get("hi_vimd"), batch.get("lo_vimd"), label=label)
+        if not bool(torch.isfinite(loss)):  # (it went on, and the non-finite weights were exported)
+            raise InputError(f"the training loss is {float(loss)} at step {self.global_step}: training diverged "
+                             "(lower lr) or the data hold values the model cannot take; nothing was exported")
         self.log("loss", loss, prog_bar=True, on_step=True, on_epoch=False)
         self.losses.append(float(loss))
         return loss
@@ -231,10 +241,13 @@ def train_downscaler(pairs: TilePairs, name: str = "edm-radar", *, out: str | os
     _check_settings(max_steps=max_steps, batch_size=batch_size, crop=crop, lr=lr, ema_decay=ema_decay,
                     ckpt_every=ckpt_every, label_dropout=label_dropout)
     _check_pairs(pairs)
+    _check_crop(crop, pairs.factor, *pairs.hi.shape[1:])  # (before the run folder is made)
     model_config.setdefault("factor", pairs.factor)
     if model_config["factor"] != pairs.factor:
         raise InputError(f"model factor {model_config['factor']} differs from the pairs' factor {pairs.factor}")
     model = create_model(name, **model_config)  # (an unknown name is refused before the run folder is made)
+    if model.pp is None and pp_weights not in (True, False, None):  # (a path was ignored without a word)
+        raise InputError(f"pp_weights={pp_weights!r}: {name!r} trains in its own data space, with no PP model")
     run = Path(out) / name
     run.mkdir(parents=True, exist_ok=True)
     if model.pp is not None and pp_weights:
@@ -335,7 +348,19 @@ def _check_settings(**v: Any) -> None:
 
 def _check_pairs(pairs: TilePairs) -> None:
     """Refuse pairs with no-data (NaN) or infinite values, or negative rain: the loss would turn NaN and the exported
-    weights with it."""
+    weights with it; and pairs whose fields do not fit together (counts, ``lo`` not ``hi`` / factor)."""
+    n = len(pairs)
+    if n < 1:
+        raise InputError("pairs is empty: no tile to train on")
+    f = int(pairs.factor)
+    hi_shape = tuple(np.shape(pairs.hi))
+    want_lo = (n, hi_shape[1] // f, hi_shape[2] // f) if len(hi_shape) == 3 else None
+    if want_lo is None or hi_shape[1] % f or hi_shape[2] % f or tuple(np.shape(pairs.lo)) != want_lo:
+        raise ShapeError(f"pairs: hi {hi_shape} and lo {tuple(np.shape(pairs.lo))} do not fit factor {f} (lo must be "
+                         "(N, H / factor, W / factor) with H and W multiples of the factor)")
+    for what, a in pairs.extra.items():
+        if np.shape(a)[0] != n:
+            raise ShapeError(f"pairs.extra[{what!r}] has {np.shape(a)[0]} entries for {n} pairs")
     for what, a in (("hi", pairs.hi), ("lo", pairs.lo), *pairs.extra.items()):
         a = np.asarray(a)
         if a.dtype.kind not in "fiu" or not a.size:

@@ -34,7 +34,8 @@ def stable_dt(model: Model, dx: float, umax: float = 0.0) -> tuple[float, float,
     c = float(torch.sqrt(CP / CV * RD * temp).max())
     dz_min = float((geom.sigma_c.detach().min()) * model.dr)
     if geom.sigma_w.shape[0] > 2:  # the distances between layer centres; the ground and lid faces (where w = 0
-        # and no equation reads sigma_w) do not count: a NEUVE squeezed at the lid had its limit cut by 20-35 %
+        # and no equation reads sigma_w) do not count (NEUVE's lid value, wrong by half until the nineteenth
+        # session, cut its limit by 20-35 %)
         dz_min = min(dz_min, float(geom.sigma_w[1:-1].detach().min()) * model.dr)
     if not (math.isfinite(c) and math.isfinite(dz_min) and dz_min > 0):
         raise InputError(f"no stability limit: the reference state's largest sound speed is {c:.3g} m/s and the "
