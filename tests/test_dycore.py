@@ -768,3 +768,32 @@ def test_flow_from_the_other_side_is_the_mirror_image() -> None:
         w[u0] = s.w
     assert float(w[10.0].abs().max()) > 1e-3
     assert float((w[10.0] - w[-10.0].flip(-1)).abs().max()) < 1e-12
+
+
+def test_train_neuve_keeps_a_users_card_names_a_diverged_run_and_writes_strict_json(tmp_path) -> None:
+    """Found by an audit: train_neuve replaced an existing <out>.json (only the weights were checked); a run whose
+    last weights blew up in the evaluation said "reduce the time step or smooth the terrain" (no train options);
+    a card with lam = inf held 'Infinity' (not JSON); make_coordinate(Path) was an unknown coordinate."""
+    import json
+    from pathlib import Path
+
+    from skydiff.dycore.coordinates import WEIGHTS_DIR as DY_WEIGHTS
+    from skydiff.dycore.training import train_neuve
+    from skydiff.registry import save_model
+
+    (tmp_path / "n.json").write_text('{"my": "config"}')
+    with pytest.raises(InputError, match="n.json exists"):
+        train_neuve(out=tmp_path / "n", iterations=1, seconds=5, eval_seconds=0.5, progress=False)
+    assert (tmp_path / "n.json").read_text() == '{"my": "config"}'
+    with pytest.raises(InputError, match="unstable in the Klemp evaluation .*lower lr \\(now 1000\\)"):
+        train_neuve(out=tmp_path / "d", iterations=1, seconds=5, eval_seconds=0.5, progress=False, lr=1000.0,
+                    init=DY_WEIGHTS / "neuve")
+    coord = make_coordinate("neuve")
+    save_model(coord, tmp_path / "c", card={"terrains": [[1000.0, 5000.0, float("inf")]], "nan": float("nan")})
+
+    def refuse(name: str) -> None:
+        raise ValueError(name)
+
+    card = json.loads((tmp_path / "c.json").read_text(), parse_constant=refuse)["card"]
+    assert card == {"terrains": [[1000.0, 5000.0, "inf"]], "nan": "nan"}
+    assert isinstance(make_coordinate(Path(tmp_path / "c")), Neuve)

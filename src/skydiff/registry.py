@@ -17,6 +17,7 @@ from __future__ import annotations
 import difflib
 import inspect
 import json
+import math
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -166,6 +167,18 @@ def _stem(path: str | Path) -> Path:
                          "(<stem>.safetensors + <stem>.json, e.g. OUT/<model>), or start training from it with "
                          "training.init_from")
     return p.with_suffix("") if p.suffix in (".safetensors", ".json") else p
+
+
+def _strict_json(obj: Any) -> Any:
+    """``obj`` with its non-finite floats as the strings "inf", "-inf" and "nan": JSON has no such numbers (Python
+    wrote ``Infinity``, which other JSON readers refuse; e.g. a terrain with ``lam = inf`` in a NEUVE card)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return "nan" if math.isnan(obj) else ("inf" if obj > 0 else "-inf")
+    if isinstance(obj, dict):
+        return {k: _strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict_json(v) for v in obj]
+    return obj
 
 
 def weights_paths(path: str | Path) -> tuple[Path, Path]:
@@ -366,7 +379,7 @@ def save_model(model: nn.Module, path: str | Path, card: Mapping[str, Any] | Non
         "config": config,
         "format": FORMAT_VERSION,
         "skydiff_version": __version__,
-        "card": card,
+        "card": _strict_json(card),
     }
     predict = _predict_defaults(model)
     if predict:

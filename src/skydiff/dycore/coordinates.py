@@ -23,6 +23,7 @@ Coordinates (additive form ``z = r + sum_n h_n(x) b_n(r)``):
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -287,6 +288,8 @@ def make_coordinate(coordinate: str | VerticalCoordinate, pretrained: bool = Tru
     """
     if isinstance(coordinate, VerticalCoordinate):
         return coordinate
+    if isinstance(coordinate, os.PathLike):  # (a Path was "unknown", its string form worked)
+        coordinate = os.fspath(coordinate)
     if isinstance(coordinate, str) and coordinate.lower() not in COORDINATES and _is_weights(coordinate):
         from ..registry import load_model
 

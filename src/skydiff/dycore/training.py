@@ -30,7 +30,7 @@ from ..registry import save_model
 from .cases import build, get_case
 from .coordinates import Neuve, Sleve, Terrain, VerticalCoordinate, coordinate_metrics
 from .equations import full_w
-from .stepping import integrate, integrate_loss
+from .stepping import StabilityError, integrate, integrate_loss
 
 __all__ = ["TRAIN_TERRAINS", "HELDOUT_TERRAINS", "fit_to_coordinate", "klemp_loss", "schaer_loss", "train_neuve",
            "klemp_max_w"]
@@ -270,9 +270,11 @@ def train_neuve(out: str | Path = "runs/dycore/neuve", iterations: int = 15, sec
                 "schaer_seconds": float(schaer_seconds),
                 "slope_max": None if slope_max is None else float(slope_max)}
     saved = _read_state(state_file, settings) if resume and state_file.is_file() else None
-    if saved is None and weights.is_file() and not overwrite:
-        raise InputError(f"{weights} exists (an earlier run's weights) and there is no unfinished run to continue: "
-                         "this run would replace it; give another out, or overwrite=True (CLI: --overwrite)")
+    held = [p for p in weights_paths(weights) if p.is_file()]  # (the card too: a file of the user's was replaced)
+    if saved is None and held and not overwrite:
+        raise InputError(f"{held[0]} exists (an earlier run's weights or card) and there is no unfinished run to "
+                         "continue: this run would replace it; give another out, or overwrite=True (CLI: "
+                         "--overwrite)")
     if saved is not None and saved["iteration"] > iterations:
         raise InputError(f"{state_file} holds an unfinished run already {saved['iteration']} iterations long; ask for "
                          f"at least that many iterations to continue it (now {iterations}), or start again "
@@ -317,7 +319,12 @@ def train_neuve(out: str | Path = "runs/dycore/neuve", iterations: int = 15, sec
     for it in bar:
         opt.zero_grad()
         terr = train_terrains[it % len(train_terrains)]  # one training terrain per iteration, in turn
-        loss = loss_of(model, terr)
+        try:
+            loss = loss_of(model, terr)
+        except StabilityError as exc:  # (its advice, a smaller time step or smoother terrain, is no train option)
+            raise InputError(f"NEUVE became unstable in training iteration {it + 1} on {terr} ({exc}): training "
+                             f"diverged; train again with a lower lr (now {lr:g}) and resume=False (CLI: --restart)"
+                             ) from None
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         # Schär (one loss per iteration): keep the weights the loss belongs to; Klemp and joint (several items in
@@ -342,8 +349,13 @@ def train_neuve(out: str | Path = "runs/dycore/neuve", iterations: int = 15, sec
     coords = (("neuve", model), ("sleve", sleve), ("sleve2", Sleve2()), ("btf", BasicTerrainFollowing()))
     evaluation: dict[str, Any] = {}  # the first training terrain, then the held-out ones (the card keeps them apart)
     for terr in klemp_terrains[:1] + HELDOUT_TERRAINS:
-        evaluation["h0=%g a=%g lam=%g" % terr] = {name: klemp_max_w(c, terr, eval_seconds, compile=compile)
-                                                  for name, c in coords}
+        try:
+            evaluation["h0=%g a=%g lam=%g" % terr] = {name: klemp_max_w(c, terr, eval_seconds, compile=compile)
+                                                      for name, c in coords}
+        except StabilityError as exc:  # (it said to reduce the time step or smooth the terrain: no train options)
+            raise InputError(f"the trained NEUVE is unstable in the Klemp evaluation on terrain h0={terr[0]:g} "
+                             f"a={terr[1]:g} lam={terr[2]:g} ({exc}): training diverged; train again with a lower "
+                             f"lr (now {lr:g}) and resume=False (CLI: --restart)") from None
     keys = list(evaluation)
     card = {
         "trained_on": {
