@@ -194,6 +194,15 @@ def test_bad_input(trained):
         trained.encode(torch.ones(4))
     with pytest.raises(InputError, match="negative"):
         train_pseudo(-np.ones((2, 4, 4)), steps=1, progress=False)
+    # found by an audit: fractional steps were cut, derived options overwritten silently, a TP-only 'pp-era5' made,
+    # an unknown option a bare TypeError
+    tp = np.abs(np.random.default_rng(0).normal(size=(2, 8, 8)))
+    for kw, match in (({"steps": 2.7}, "steps must be an integer"), ({"batch": 100.9}, "batch must be an integer"),
+                      ({"use_vimd": True}, "use_vimd are set from the data"),
+                      ({"p_dry": 0.3}, "p_dry are set from the data"), ({"name": "pp-era5"}, "needs vimd="),
+                      ({"bogus": 1}, "unknown PseudoPrecip option.*bogus")):
+        with pytest.raises(InputError, match=match):
+            train_pseudo(tp, progress=False, **{"steps": 1, **kw})
     with pytest.raises(InputError, match="p_dry"):
         PseudoPrecip(p_dry=1.0)
     # thirteenth-session audit: a numpy input gave a tensor holding a graph of the weights, inf went through, a

@@ -25,8 +25,11 @@ block means (4 km; 16 × 16):
              last 20 % of its 8 frames, rounded up)
 ============ ==========================================================================================
 
-``fit`` + ``validation`` = ``train``: a model meant to be compared on ``validation`` (to choose a variant without
-touching the test part) trains on ``fit``; the shipped models train on all of ``train``.
+``fit`` + ``validation`` = ``train`` in time (the same frames): a model meant to be compared on ``validation`` (to
+choose a variant without touching the test part) trains on ``fit``; the shipped models train on all of ``train``.
+For KNMI and FMI the tiles are the same too; MRMS draws its ``mrms_tiles_per_frame`` tiles per part (the random
+draw depends on the part and on the source's place in ``sources``), so ``fit`` + ``validation`` hold other MRMS
+tiles of the same frames than ``train``.
 
 Tiles lie on a regular grid of non-overlapping tiles (stride = tile) over every frame; a tile is kept when all
 its pixels are valid and at least ``min_wet_fraction`` of them are ``>= wet_threshold`` mm/h. MRMS frames
@@ -54,7 +57,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import InputError, ReadError, ShapeError
+from ..errors import InputError, ReadError, ShapeError, check_int
 
 __all__ = ["block_mean", "TilePairs", "radar_pairs", "era5_pairs", "RADAR_SOURCES", "RADAR_PRODUCTS", "RADAR_LABELS",
            "radar_label", "product_label", "tile_grid"]
@@ -457,7 +460,7 @@ def radar_pairs(
         raise InputError(f"no rainy tile in the {part} part with these settings (min_wet_fraction "
                          f"{min_wet_fraction}, wet_threshold {wet_threshold} mm/h)")
     pairs = TilePairs(hi, block_mean(hi, f), f, np.concatenate(srcs), np.concatenate(times), np.concatenate(origins))
-    if max_tiles is not None and len(pairs) > int(max_tiles):
+    if max_tiles is not None and len(pairs) > check_int("max_tiles", max_tiles, 1):
         idx = np.sort(np.random.default_rng(seed).choice(len(pairs), int(max_tiles), replace=False))
         pairs = pairs.subset(idx)
     return pairs

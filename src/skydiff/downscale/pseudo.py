@@ -58,7 +58,7 @@ import torch
 from torch import nn
 
 from .._compat import check_real, nan_filled
-from ..errors import InputError, ShapeError, check_seed, positive_finite
+from ..errors import InputError, ShapeError, check_int, check_seed, positive_finite
 from ..registry import register_model
 from . import WEIGHTS_DIR
 
@@ -500,13 +500,23 @@ def train_pseudo(
             raise InputError(f"{which} holds no data (all NaN): nothing to train on")
         if np.nanmin(a) < 0:
             raise InputError(f"{which} contains negative values: rain rates must be >= 0 mm/h")
-    if isinstance(steps, bool) or int(steps) < 1 or int(batch) < 2:
-        raise InputError(f"steps must be >= 1 and batch >= 2, got {steps!r}, {batch!r}")
+    steps, batch = check_int("steps", steps, 1), check_int("batch", batch, 2)  # (2.7 steps trained 2)
     if not (positive_finite(lr) and (rec_weight == 0 or positive_finite(rec_weight))):
         raise InputError(f"lr must be a finite number > 0 and rec_weight one >= 0, got {lr!r}, {rec_weight!r}")
     name = name or ("pp-era5" if vims is not None else "pp-radar")
     if name not in ("pp-radar", "pp-era5"):  # (another registered name saved weights load_model could not read)
         raise InputError(f"name must be 'pp-radar' or 'pp-era5' (the pseudo-precipitation models), got {name!r}")
+    if name == "pp-era5" and vims is None:  # (a TP-only model under the name edm-era5 reads with VIMD)
+        raise InputError("name='pp-era5' needs vimd= (the ERA5 PP encodes TP with VIMD); train 'pp-radar' without")
+    derived = sorted({"use_vimd", "p_dry", "vimd_scale"} & set(config))  # (they were overwritten without a word)
+    if derived:
+        raise InputError(f"{', '.join(derived)} are set from the data (vimd given or not, the dry share, the VIMD "
+                         "spread), not options of train_pseudo")
+    from inspect import signature
+
+    unknown = sorted(set(config) - set(signature(PseudoPrecip).parameters))
+    if unknown:  # (a bare TypeError)
+        raise InputError(f"unknown PseudoPrecip option(s) {', '.join(unknown)}")
     defaults = {"pp-radar": {"use_vimd": False, "dry_spread": True, "dry_threshold": 0.1},
                 "pp-era5": {"use_vimd": True, "dry_spread": False, "dry_threshold": 0.01}}.get(name, {})
     cfg = {**defaults, **config}
