@@ -466,6 +466,15 @@ def test_sigterm_during_training_saves_the_state_and_exits_non_zero(tmp_path, mo
 
     SaveOnInterrupt(tmp_path / "last.ckpt").on_exception(Trainer(), None, SIGTERMException())
     assert saved == [str(tmp_path / "last.ckpt")]
+    # at an epoch's last batch: skipped where a validation follows (resumed, it would be skipped), saved where none
+    from types import SimpleNamespace
+
+    for validates, n_saved in ((True, 1), (False, 2)):
+        t = Trainer()
+        t.enable_validation = validates
+        t.fit_loop = SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=SimpleNamespace(is_last_batch=True)))
+        SaveOnInterrupt(tmp_path / "last.ckpt").on_exception(t, None, SIGTERMException())
+        assert len(saved) == n_saved
 
     def terminated(args):
         raise SIGTERMException()

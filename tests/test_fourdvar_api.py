@@ -82,12 +82,18 @@ def test_dataarray_times_layouts_and_a_weak_window_without_model_errors(translat
         np.testing.assert_allclose(estimate(da, "4dvar", **kw), given.velocity, rtol=1e-6, atol=1e-8)
     with pytest.warns(SkydiffWarning):  # (the times matter: as frames one step apart it differs)
         assert not np.allclose(fourdvar(irr, **kw).velocity, given.velocity, rtol=1e-3)
-    # cftime dates: refused with a clear error (reversed frames gave the reversed motion before)
+    # cftime dates: checked by their spacing (reversed frames gave the reversed motion before), with a warning
     noleap = da.assign_coords(time=[cftime.DatetimeNoLeap(2021, 1, 1, 0, m) for m in minutes])
+    with pytest.warns(SkydiffWarning, match="cftime dates .*noleap"):
+        np.testing.assert_allclose(fourdvar(noleap, **kw).velocity, given.velocity, rtol=1e-6, atol=1e-8)
     for call in (lambda: estimate(noleap, "lk"), lambda: forecast(noleap, 1),
-                 lambda: fourdvar(noleap, max_iter=2)):
-        with pytest.raises(InputError, match="cftime dates .*noleap.*convert_calendar"):
+                 lambda: estimate(noleap.isel(time=[2, 1, 0]), "4dvar")):
+        with pytest.raises(InputError, match="regular time step|not strictly increasing"), \
+                pytest.warns(SkydiffWarning, match="cftime"):
             call()
+    d360 = da.assign_coords(time=[cftime.Datetime360Day(2021, 2, 30, 0, m) for m in (0, 5, 10)])
+    with pytest.warns(SkydiffWarning, match="cftime dates .*360_day.*1970-01-01"):
+        assert forecast(d360, 1).shape == (1, 64, 64)
     # (time, x, y) is read by name: the same motion, in (y, x) layout
     regular = xr.DataArray(frames, dims=("time", "y", "x"), attrs={"units": "mm/h"})
     np.testing.assert_allclose(estimate(regular.transpose("time", "x", "y"), "lk"), estimate(regular, "lk"))

@@ -968,6 +968,8 @@ def test_bad_arguments_of_transforms_writers_and_resampling_are_skydiff_errors(t
                           attrs={"n": value})
     assert not (tmp_path / "a.nc").exists()
     write_nowcast(tmp_path / "b.nc", np.zeros((1, 2, 2)), reference_time="2021-01-01", timestep=5,
-                  attrs={"n": 3, "f": 0.5, "s": "text", "v": [1, 2.5], "u": np.uint64(2**63)})
+                  attrs={"n": 3, "f": 0.5, "s": "text", "v": [1, 2.5], "u": np.uint64(2**63), "peak": np.array(5.0),
+                         "flag": True})
     with xr.open_dataset(tmp_path / "b.nc") as ds:
         assert ds.attrs["n"] == 3 and list(ds.attrs["v"]) == [1.0, 2.5]
+        assert ds.attrs["peak"] == 5.0 and ds.attrs["flag"] == 1  # (a 0-d array, as da.max().values; a bool as 0/1)

@@ -252,6 +252,11 @@ def test_time_step_is_checked():
         forecast(list(_timed(frames, [0, 5, 10, 20, 25, 30])), 2)
     np.testing.assert_allclose(forecast(list(_timed(frames, [0, 5, 10, 15, 20, 25])), 2), forecast(frames, 2),
                                equal_nan=True)
+    shifted = [two_min[i] for i in range(6)]  # frames of slightly different grids: were joined into a wider, NaN one
+    shifted[2] = shifted[2].assign_coords(x=np.arange(frames.shape[-1]) + 1e-3)
+    shifted = [f.assign_coords(x=np.arange(frames.shape[-1]) * 1.0) if i != 2 else f for i, f in enumerate(shifted)]
+    with pytest.raises(InputError, match="DataArrays on different grids"):
+        forecast(shifted, 2)
     with pytest.raises(InputError, match=r"motion_kwargs\['frames'\] = 10: only 3 frames were given"):
         forecast(frames[-3:], 2, motion_kwargs={"frames": 10})
 

@@ -541,6 +541,7 @@ def test_bad_configs(tmp_path, monkeypatch):
         resolve_config(lupin, {"training.stage": "joint", "training.gamma": 0.3, "training.beta": 0.2,
                                "training.divergence": "sobel"})
         resolve_config(good, {"training.beta": 0.0, "training.rollout_steps": 2})
+        resolve_config(lupin, {"training.stage": "tendency", "training.gamma": 0.5, "training.beta": 0.1})
     cfg = resolve_config(good, {"data.batch_size": 2.0, "training.lr": 1, "training.precision": "bf16-mixed"})
     assert cfg["data"]["batch_size"] == 2 and isinstance(cfg["data"]["batch_size"], int)
     assert resolve_config(good, {"data.shape": (40, 48)})["data"]["shape"] == (40, 48)  # a tuple is a list

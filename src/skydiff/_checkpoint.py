@@ -84,7 +84,8 @@ class SaveOnInterrupt(L.Callback):  # type: ignore[misc]
             import sys
 
             progress = getattr(getattr(getattr(trainer, "fit_loop", None), "epoch_loop", None), "batch_progress", None)
-            if getattr(trainer, "validating", False) or getattr(progress, "is_last_batch", False):
+            validates = getattr(trainer, "enable_validation", False)  # (no validation: nothing to skip)
+            if getattr(trainer, "validating", False) or (validates and getattr(progress, "is_last_batch", False)):
                 print(f"{self.who}: interrupted at the end of epoch {trainer.current_epoch} (its training done, its "
                       f"validation not): not saved; a run again resumes from the checkpoint written before, "
                       f"{self.path}, and trains the batches since again" if os.path.exists(self.path) else

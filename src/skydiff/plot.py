@@ -10,8 +10,10 @@ Conventions (the same as the rest of skydiff):
 - motion fields are ``(2, H, W)`` in pixels per time step, ``[0]`` = x (columns, to the right) and ``[1]`` = y
   (rows, downward); images are drawn with ``origin="upper"`` (row 0 at the top, like radar composites with
   ``yorigin="upper"``), so a positive ``[1]`` component points *down* on the figure. A DataArray whose ``y``
-  coordinate increases (north in the last row, ``yorigin="lower"``) is flipped to north-up when drawn; for numpy
-  fields and motion of such a grid, :func:`north_up` does the same (rows flipped, ``[1]`` negated).
+  coordinate increases (north in the last row, ``yorigin="lower"``) is flipped to north-up when drawn, and so are
+  the plain arrays (fields and motion) drawn in one figure with it: they are taken to be on its grid, in its row
+  order. For a figure of plain arrays only, :func:`north_up` does the same (rows flipped, ``[1]`` negated); do not
+  pass its output beside the DataArray itself (it would be flipped twice).
 
 Figure-level functions (:func:`plot_nowcast`, :func:`plot_scores`, :func:`plot_spectra`, :func:`plot_sequence`)
 return the :class:`~matplotlib.figure.Figure` and, when ``path`` is given, save it atomically (written to a

@@ -71,7 +71,8 @@ def get_downscaler(model: Any = "radar") -> EDMDownscaler:
         elif Path(os.fspath(model)).with_suffix(".json").is_file():
             m = load_model(os.fspath(model))
         else:
-            raise InputError(f"unknown downscaling model {os.fspath(model)!r}; use one of {', '.join(MODELS)} or a weights path")
+            raise InputError(f"unknown downscaling model {os.fspath(model)!r}; use one of {', '.join(MODELS)} or a "
+                             "weights path")
         if not isinstance(m, EDMDownscaler):
             raise InputError(f"{os.fspath(model)!r} is not a downscaling model")
         _CACHE[key] = m.eval()

@@ -382,6 +382,13 @@ def read_cf_frames(path: str, variable: str | None = None,
 
 
 # ----------------------------------------------------------------------------------------- writing
+def _attr_value(v: Any) -> Any:
+    """A 0-d array as its number (``da.max().values``), a bool as 0/1 (netCDF has no booleans)."""
+    if isinstance(v, np.ndarray) and v.ndim == 0:
+        v = v.item()
+    return int(v) if isinstance(v, (bool, np.bool_)) else v
+
+
 def _storable_attr(v: Any) -> bool:
     """Whether netCDF4 stores ``v`` as an attribute: text, a number (not a bool, an int within 64 bits) or a flat
     non-empty list of numbers."""
@@ -726,6 +733,7 @@ def write_nowcast(
         if bad:
             raise InputError(f"attrs names must be netCDF attribute names (letters, digits, _ . @ + -, not starting "
                              f"with a digit), got {bad[:3]}")
+        attrs = {k: _attr_value(v) for k, v in attrs.items()}
         bad = [k for k, v in attrs.items() if not _storable_attr(v)]
         if bad:
             raise InputError(f"attrs values must be text, numbers (integers within 64 bits) or flat lists of numbers, "

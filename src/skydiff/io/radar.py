@@ -1103,9 +1103,9 @@ def crop_bbox(da: xr.DataArray, bbox: Sequence[float]) -> xr.DataArray:
     axes = None if not isinstance(da, (xr.DataArray, xr.Dataset)) else next(
         (a for a in _BBOX_AXES if all(n in da.coords and da[n].ndim == 1 for n in a)), None)
     if axes is None:
-        raise InputError(f"crop_bbox needs a DataArray with x and y (or 1-D lon and lat) coordinates (from read_radar), "
-                         f"got {type(da).__name__}" + (f" with coordinates {', '.join(map(str, da.coords))}"
-                                                      if hasattr(da, "coords") else ""))
+        coords = f" with coordinates {', '.join(map(str, da.coords))}" if hasattr(da, "coords") else ""
+        raise InputError(f"crop_bbox needs a DataArray with x and y (or 1-D lon and lat) coordinates (from "
+                         f"read_radar), got {type(da).__name__}{coords}")
     try:
         xmin, xmax, ymin, ymax = (float(v) for v in bbox)
     except (TypeError, ValueError):

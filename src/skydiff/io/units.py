@@ -81,21 +81,28 @@ def time_dim(da: Any) -> str | None:
 
 def datetimes_of(da: Any, dim: str | None = None) -> np.ndarray | None:
     """The ``datetime64`` values of a DataArray's time dimension (``dim``, default :func:`time_dim`), None when it
-    has none; :class:`InputError` for cftime dates (a non-standard calendar), which every time check would
-    otherwise skip as "no times"."""
+    has none. cftime dates (a non-standard calendar), which every time check skipped as "no times", are given as
+    the first date (1970-01-01 where the standard calendar has no such date) plus each frame's offset from it in
+    their own calendar, with a warning: the spacing, what the checks read, is exact."""
     dim = time_dim(da) if dim is None else dim
     if dim is None or dim not in getattr(da, "coords", {}):
         return None
-    t = np.asarray(da[dim].values)
+    t = np.asarray(da[dim].values).reshape(-1)
     if np.issubdtype(t.dtype, np.datetime64):
         return t
-    first = t.reshape(-1)[0] if t.size else None
-    if hasattr(first, "calendar") and hasattr(first, "year"):  # cftime
-        raise InputError(f"the time coordinate {dim!r} holds cftime dates (calendar {first.calendar!r}), whose "
-                         "spacing is not checked: convert them to standard datetimes first, e.g. "
-                         "da.convert_calendar('standard', use_cftime=False), or read the file with "
-                         "skydiff.io.read_radar")
-    return None
+    first = t[0] if t.size else None
+    if not (hasattr(first, "calendar") and hasattr(first, "year")):  # not cftime
+        return None
+    from ..errors import warn
+
+    try:
+        start = np.datetime64(first.strftime("%Y-%m-%dT%H:%M:%S"), "ns")
+    except ValueError:  # e.g. 30 February of a 360-day calendar
+        start = np.datetime64("1970-01-01T00:00:00", "ns")
+    offsets = np.array([round((ti - first).total_seconds() * 1e9) for ti in t], dtype="timedelta64[ns]")
+    warn(f"the time coordinate {dim!r} holds cftime dates (calendar {first.calendar!r}): read as {start} plus "
+         "their offsets in that calendar (convert them with da.convert_calendar to keep the dates)")
+    return start + offsets
 
 
 # (x, y)-ordered grid dimensions, read as (y, x): rows first

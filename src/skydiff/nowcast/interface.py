@@ -118,7 +118,10 @@ def _stacked(frames: Any, what: str) -> Any:
         from ..io.units import time_dim
 
         dim = time_dim(frames[0]) or next((c for c in ("time", "valid_time") if c in frames[0].coords), "time")
-        return xr.concat(list(frames), dim=dim)
+        try:  # (the default outer join put frames with slightly different x/y on a union grid, all NaN)
+            return xr.concat(list(frames), dim=dim, join="exact")
+        except ValueError as exc:
+            raise InputError(f"{what} are DataArrays on different grids ({exc}); give frames of one grid") from None
     return torch.stack(list(frames)) if frames and all(isinstance(f, torch.Tensor) for f in frames) else frames
 
 
@@ -320,8 +323,8 @@ def _frames_timestep(frames: Any, timestep: float | None) -> float | None:
         return given
     step = _infer_timestep(t.astype("datetime64[ns]"))
     try:
-        check_regular(frames if td == "time" else xr.DataArray(np.zeros(t.size), dims="time", coords={"time": t}),
-                      timestep=step)  # (its times alone, under the name check_regular reads)
+        check_regular(xr.DataArray(np.zeros(t.size), dims="time", coords={"time": t}),
+                      timestep=step)  # (its times alone, as datetime64, under the name check_regular reads)
     except TimeGapError as exc:
         raise InputError(f"the frames are not at a regular time step ({exc}): a nowcast needs consecutive frames "
                          "without gaps") from None

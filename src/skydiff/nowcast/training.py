@@ -1267,10 +1267,10 @@ def _warn_unused(data: Mapping[str, Any], training: Mapping[str, Any], source: s
 
 def _training_key_used(key: str, name: str, stage: str | None, training: Mapping[str, Any]) -> bool:
     """Whether the model ``name`` (LUPIN: its ``stage``) reads the [training] key ``key``."""
-    lupin_motion_or_joint = name == "lupin" and stage in ("motion", "joint")
-    return {"beta": lupin_motion_or_joint,
-            "gamma": name == "lupin" and stage == "joint",
-            "divergence": lupin_motion_or_joint and float(training["beta"]) > 0,
+    lupin = name == "lupin"  # (every stage reads beta; the tendency and joint stages gamma)
+    return {"beta": lupin,
+            "gamma": lupin and stage != "motion",
+            "divergence": lupin and float(training["beta"]) > 0,
             "motion_teacher": float(training.get("teacher_weight") or 0.0) > 0,
             "rollout_steps": name not in (*_DIRECT, _PRETRAIN),
             "bptt": name not in (*_DIRECT, _PRETRAIN)}.get(key, True)
