@@ -303,21 +303,17 @@ def _frames_timestep(frames: Any, timestep: float | None) -> float | None:
     """Minutes between frames: from a DataArray's time coordinate, which must be regular (its spacing, not a
     ``timestep`` attribute that may be stale after a resampling), and agree with ``timestep`` when that is given;
     else ``timestep``."""
+    import xarray as xr
+
     from ..errors import TimeGapError
     from ..io import check_regular
     from ..io.radar import _infer_timestep
-    from ..io.units import positive_minutes
-
-    import xarray as xr
-
-    from ..io.units import time_dim
+    from ..io.units import datetimes_of, positive_minutes, time_dim
 
     given = None if timestep is None else positive_minutes(timestep)
     td = time_dim(frames) if hasattr(frames, "dims") and not hasattr(frames, "data_vars") else None
     if td is None or td not in frames.coords or frames.sizes.get(td, 0) < 2:
         return given
-    from ..io.units import datetimes_of
-
     t = datetimes_of(frames, td)
     if t is None:
         return given
