@@ -641,3 +641,22 @@ def test_importer_option_edge_cases(tmp_path, capsys):
         shutil.copy(f, folder)
     assert main(["evaluate", str(folder), str(folder / "acc_0.nc"), "--models", "persistence", "-q"]) == 2
     assert "in two of the sources" in capsys.readouterr().err
+
+
+def test_system_errors_paths_naming_folders_and_absurd_sizes_are_one_line_errors(tmp_path, capsys):
+    """Found by an audit: a folder that cannot be made (or a full disk) gave a traceback, an --out ending in '/'
+    was written as a file, 100 000 threads crashed the process, max_epochs = 0 exported untrained weights."""
+    (tmp_path / "file").write_text("mine")
+    assert main(["demo", "--out", str(tmp_path / "file" / "demo"), "--quiet"]) == 1
+    assert "skydiff: error: system error: " in capsys.readouterr().err
+    assert (tmp_path / "file").read_text() == "mine"
+    assert main(["nowcast", str(tmp_path / "in.nc"), "--out", str(tmp_path / "newdir") + "/"]) == 2
+    assert "names a folder" in capsys.readouterr().err
+    assert main(["dycore", "run", "schaer", "--threads", "100000", "--hours", "0.001"]) == 2
+    assert "CPU cores" in capsys.readouterr().err
+    from skydiff.errors import InputError
+    from skydiff.nowcast.training import resolve_config
+
+    with pytest.raises(InputError, match="max_epochs must be -1 .* got 0"):
+        resolve_config({"model": {"name": "rainnet"}, "data": {"source": "synthetic"},
+                        "training": {"max_epochs": 0}})

@@ -75,6 +75,9 @@ def _check_outputs(paths: Sequence[str | None], overwrite: bool, *, plot: str | 
     --overwrite, a folder, one path given twice, an input file (glob patterns and folders of inputs are
     expanded), and a --plot file type matplotlib cannot write."""
     given = [p for p in paths if p]
+    for p in given:  # (out/newdir/ was written as a file named newdir)
+        if p.endswith(("/", os.sep)):
+            raise InputError(f"the output {p} names a folder (it ends in {p[-1]!r}): give a file name")
     real = [os.path.realpath(p) for p in given]
     if len(set(real)) < len(real):
         raise InputError(f"the output paths must differ, got {given}: one file would replace the other")
@@ -142,6 +145,8 @@ def _check_writable(path: str) -> None:
 def _check_threads(n: Any) -> None:
     if n is not None and n < 1:
         raise InputError(f"--threads must be >= 1, got {n}")
+    if n is not None and n > 4 * (os.cpu_count() or 1):  # (100 000 threads crashed the process)
+        raise InputError(f"--threads {n} is far more than the {os.cpu_count()} CPU cores of this machine")
 
 
 def _one_file_per_frame(da: Any) -> bool:
@@ -1344,6 +1349,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"\nskydiff: error: {exc}", file=sys.stderr)
         return 2
+    except (OSError, MemoryError, OverflowError) as exc:  # a full disk, a folder that cannot be made, a size too
+        if args.debug:  # large to allocate: the system's reason, without a traceback (nothing was replaced: writes
+            raise  # are atomic)
+        what = {MemoryError: "not enough memory", OverflowError: "a number too large"}.get(type(exc), "system error")
+        print(f"\nskydiff: error: {what}: {exc or type(exc).__name__} (check the output folder, free space and the "
+              "sizes asked for)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\nskydiff: interrupted", file=sys.stderr)
         return 130

@@ -1317,8 +1317,9 @@ def _check_types(section: str, values: dict[str, Any], defaults: Mapping[str, An
         least = _LEAST.get(key)
         if least is not None and value < least:
             raise InputError(f"{where} must be >= {least}, got {value!r}")
-    if values.get("max_steps") == 0:
-        raise InputError(f"{section}.max_steps must be -1 (no limit) or >= 1, got 0")
+    for key in ("max_steps", "max_epochs"):  # (max_epochs = 0 exported untrained weights)
+        if values.get(key) == 0:
+            raise InputError(f"{section}.{key} must be -1 (no limit) or >= 1, got 0")
 
 
 def resolve_config(config: Mapping[str, Any] | str | os.PathLike[str],
