@@ -71,8 +71,8 @@ class SaveOnInterrupt(L.Callback):  # type: ignore[misc]
 
     Not when, in a run that validates, it stops between an epoch's last training batch and the end of its
     validation: Lightning resumes such a state without that epoch's validation (or repeats it without the scheduler
-    step that follows it), so the resumed run would differ from the uninterrupted one. The checkpoint written before is kept instead, and the
-    resumed run trains that epoch again (the same batches)."""
+    step that follows it), so the resumed run would differ from the uninterrupted one. The checkpoint written before
+    is kept instead, and the resumed run trains that epoch again (the same batches)."""
 
     def __init__(self, path: Any, who: str = "skydiff") -> None:
         self.path, self.who = path, who
