@@ -896,3 +896,20 @@ def test_smooth_block_means_correction_is_smooth_and_converges():
     lo = block_mean(sparse, 4) + 0.5 * block_mean((sparse > 0).double(), 4)
     eight, many = (smooth_block_means(sparse, lo, 4, iterations=n) for n in (8, 60))
     assert float((eight - many).abs().max()) < 0.01 * float((many - sparse).abs().max())
+
+
+def test_variable_for_a_radar_file_or_era5_is_refused_and_endless_dycore_runs_too(tmp_path, capsys):
+    """Found by an audit: --variable was ignored for radar files and --model era5 (exit 0), and a dycore dt of
+    1e-300 s ran without end."""
+    from skydiff import dycore
+    from skydiff.cli import main
+    from skydiff.downscale.interface import read_lowres
+
+    radar = tmp_path / "r.h5"
+    radar.write_bytes(b"not read")
+    with pytest.raises(InputError, match="variable='nosuch' selects a variable of a netCDF file"):
+        read_lowres(radar, variable="nosuch")
+    assert main(["downscale", str(radar), "--model", "era5", "--variable", "tp", "--out", str(tmp_path / "o.nc")]) == 2
+    assert "--variable is for a netCDF of rain" in capsys.readouterr().err
+    with pytest.raises(InputError, match="1.8e\\+304 time steps"):
+        dycore.run("schaer", dt=1e-300)

@@ -852,6 +852,8 @@ def cmd_downscale(args: argparse.Namespace) -> int:
     prog = _Progress(2 + bool(args.out) + bool(args.plot), args.quiet)
     prog.step(f"reading {args.input}" + (" (ERA5 TP, and VIMD from the variables present)" if era5 else ""))
     if era5:
+        if args.variable is not None:  # (ignored without a word)
+            raise InputError("--variable is for a netCDF of rain; --model era5 reads TP and the VIMD variables itself")
         lo, vimd = read_era5_lowres(args.input)
     else:
         lo, vimd = read_lowres(args.input, variable=args.variable), None

@@ -455,6 +455,9 @@ def read_lowres(path: str | os.PathLike[str], variable: str | None = None) -> An
     if not p.is_file():
         raise ReadError(f"input file {p} not found")
     if p.suffix.lower() not in (".nc", ".nc4", ".netcdf"):
+        if variable is not None:  # (it was ignored without a word)
+            raise InputError(f"variable={variable!r} selects a variable of a netCDF file; {p.name} is a radar file "
+                             "read by its pysteps importer")
         return read_radar(str(p))
     with open_netcdf(p) as ds:
         fields = {n: v for n, v in ds.data_vars.items() if v.ndim in (2, 3)}

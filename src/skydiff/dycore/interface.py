@@ -39,6 +39,10 @@ def _warn_terrain(cs: Any, options: dict[str, Any]) -> None:
              "and lam >= 4 dx are needed; narrower terrain is lost or aliased between the grid points)")
 
 
+#: most time steps one run takes (1e8: years on a CPU; far more is a mistaken dt or hours)
+MAX_STEPS = 1e8
+
+
 def run(
     case: str,
     coordinate: str | VerticalCoordinate = "sleve",
@@ -136,7 +140,11 @@ def run(
         umax = float(state.u.abs().max()) + 5.0
         if dt is None:  # the case's time step, or less where this coordinate's thinnest layer needs it
             dt = min(cs.dt, _default_dt(stable_dt(model, model.dx, umax)[0]))
-        nsteps = int(round(hours * 3600.0 / dt))  # hours rounded to whole time steps
+        steps_f = hours * 3600.0 / dt
+        if steps_f > MAX_STEPS:  # (dt = 1e-300 ran without end, showing 3.6e301 steps)
+            raise InputError(f"hours = {hours:g} at dt = {dt:g} s is {steps_f:.3g} time steps, more than "
+                             f"{MAX_STEPS:.0e}: use a larger dt or fewer hours")
+        nsteps = int(round(steps_f))  # hours rounded to whole time steps
         if nsteps < 1:
             raise InputError(f"hours = {hours:g} ({hours * 3600.0:.3g} s) is shorter than one time step dt = {dt:g} s "
                              f"(it rounds to 0 steps); use hours >= {dt / 3600.0:.3g} or a smaller dt")
