@@ -188,6 +188,18 @@ def weights_paths(path: str | Path) -> tuple[Path, Path]:
     return _file(stem, ".safetensors"), _file(stem, ".json")
 
 
+def weights_version(path: str | Path) -> tuple[str, tuple[Any, ...]]:
+    """``(real path of the weights, (mtime, size) of both files)``: a cache key under which weights saved again
+    under the same path, or a relative path from another folder, are read anew; ``("missing",)`` as the stamp
+    where a file is missing (loading them says so)."""
+    files = weights_paths(path)
+    try:
+        stamp: tuple[Any, ...] = tuple((st.st_mtime_ns, st.st_size) for st in map(os.stat, files))
+    except OSError:
+        stamp = ("missing",)
+    return os.path.realpath(files[0]), stamp
+
+
 def weights_file(path: str | Path) -> Path:
     """The ``.safetensors`` file of a weights path (a stem, its ``.safetensors`` or ``.json``); :class:`InputError`
     for a training checkpoint or a missing file (for checking a path before long work)."""

@@ -29,8 +29,8 @@ import torch
 
 from .._compat import autocast_dtype, nan_filled
 from ..errors import InputError, ShapeError, check_device, check_int, warn
-from ..io.units import MAX_PLAUSIBLE_RAIN_MM_H, is_rain_rate, time_dim, warn_implausible_rain
-from ..registry import create_model, load_model, weights_paths
+from ..io.units import MAX_PLAUSIBLE_RAIN_MM_H, XY_DIMS, is_rain_rate, time_dim, warn_implausible_rain
+from ..registry import create_model, load_model, weights_paths, weights_version
 from .diffusion import TILE, TILE_OVERLAP, EDMDownscaler  # (importing it registers the edm-* models)
 
 __all__ = ["downscale", "get_downscaler", "MODELS", "write_downscaled", "plot_downscaled", "read_lowres"]
@@ -60,11 +60,8 @@ def get_downscaler(model: Any = "radar") -> EDMDownscaler:
                          f"got {type(model).__name__}")
     key = os.fspath(model)
     name = MODELS.get(key.lower(), key.lower())
-    if name not in MODELS.values():  # a weights path: cached per file version (weights saved again, or another
-        w = weights_paths(Path(key).expanduser())[0]  # folder after a chdir, are read again)
-        if w.is_file():
-            st = w.stat()
-            key = f"{w.resolve()}|{st.st_mtime_ns}|{st.st_size}"
+    if name not in MODELS.values() and weights_paths(Path(key).expanduser())[0].is_file():  # a weights path:
+        key = str(weights_version(Path(key).expanduser()))  # cached per file version (weights saved again are read)
     if key not in _CACHE:
         if name in MODELS.values():  # registered by the diffusion module imported above
             m = create_model(name, pretrained=True)
@@ -115,7 +112,7 @@ def _as_tensor(x: Any, name: str) -> tuple[torch.Tensor, str]:
     return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)), "numpy"
 
 
-_YX = {("x", "y"): ("y", "x"), ("lon", "lat"): ("lat", "lon"), ("longitude", "latitude"): ("latitude", "longitude")}
+_YX = {xy: xy[::-1] for xy in XY_DIMS}
 
 
 def time_first(da: Any) -> Any:

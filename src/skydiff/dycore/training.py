@@ -14,10 +14,12 @@ w error against the linear solution (:func:`schaer_loss`, 25 m mountain where li
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -319,12 +321,8 @@ def train_neuve(out: str | Path = "runs/dycore/neuve", iterations: int = 15, sec
     for it in bar:
         opt.zero_grad()
         terr = train_terrains[it % len(train_terrains)]  # one training terrain per iteration, in turn
-        try:
+        with _diverged(f"NEUVE became unstable in training iteration {it + 1} on {terr}", lr):
             loss = loss_of(model, terr)
-        except StabilityError as exc:  # (its advice, a smaller time step or smoother terrain, is no train option)
-            raise InputError(f"NEUVE became unstable in training iteration {it + 1} on {terr} ({exc}): training "
-                             f"diverged; train again with a lower lr (now {lr:g}) and resume=False (CLI: --restart)"
-                             ) from None
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         # Schär (one loss per iteration): keep the weights the loss belongs to; Klemp and joint (several items in
@@ -349,13 +347,10 @@ def train_neuve(out: str | Path = "runs/dycore/neuve", iterations: int = 15, sec
     coords = (("neuve", model), ("sleve", sleve), ("sleve2", Sleve2()), ("btf", BasicTerrainFollowing()))
     evaluation: dict[str, Any] = {}  # the first training terrain, then the held-out ones (the card keeps them apart)
     for terr in klemp_terrains[:1] + HELDOUT_TERRAINS:
-        try:
+        with _diverged(f"the trained NEUVE is unstable in the Klemp evaluation on terrain h0={terr[0]:g} "
+                       f"a={terr[1]:g} lam={terr[2]:g}", lr):
             evaluation["h0=%g a=%g lam=%g" % terr] = {name: klemp_max_w(c, terr, eval_seconds, compile=compile)
                                                       for name, c in coords}
-        except StabilityError as exc:  # (it said to reduce the time step or smooth the terrain: no train options)
-            raise InputError(f"the trained NEUVE is unstable in the Klemp evaluation on terrain h0={terr[0]:g} "
-                             f"a={terr[1]:g} lam={terr[2]:g} ({exc}): training diverged; train again with a lower "
-                             f"lr (now {lr:g}) and resume=False (CLI: --restart)") from None
     keys = list(evaluation)
     card = {
         "trained_on": {
@@ -381,6 +376,17 @@ def train_neuve(out: str | Path = "runs/dycore/neuve", iterations: int = 15, sec
     state_file.unlink(missing_ok=True)  # the run is complete: nothing to resume
     return {"iterations": iterations, "time_s": time.perf_counter() - t0, "loss": history, "evaluation": evaluation,
             "weights": str(w), "fit_loss": fit, "resumed_from": start or None}
+
+
+@contextlib.contextmanager
+def _diverged(what: str, lr: float) -> Iterator[None]:
+    """A StabilityError inside as an InputError that says training diverged: its own advice (a smaller time step,
+    smoother terrain) is no option of a training run."""
+    try:
+        yield
+    except StabilityError as exc:
+        raise InputError(f"{what} ({exc}): training diverged; train again with a lower lr (now {lr:g}) and "
+                         "resume=False (CLI: --restart)") from None
 
 
 def _read_state(path: Path, settings: dict[str, Any]) -> dict[str, Any]:

@@ -78,7 +78,7 @@ import xarray as xr
 from .._compat import import_pysteps
 from ..errors import InputError, ReadError, SkydiffError, TimeGapError, check_int, positive_finite, warn
 from .netcdf import _find_precip_variable, read_cf_frames
-from .units import dbr_to_rainrate, normalize_unit, positive_minutes, to_rainrate
+from .units import XY_DIMS, dbr_to_rainrate, normalize_unit, positive_minutes, to_rainrate
 
 __all__ = ["read_radar", "check_regular", "require_frames", "importer_names"]
 
@@ -1088,9 +1088,6 @@ def require_frames(da: xr.DataArray, n: int) -> xr.DataArray:
     return da
 
 
-_BBOX_AXES = (("x", "y"), ("lon", "lat"), ("longitude", "latitude"))
-
-
 def crop_bbox(da: xr.DataArray, bbox: Sequence[float]) -> xr.DataArray:
     """The pixels of ``da`` whose centres lie in ``bbox = (xmin, xmax, ymin, ymax)``, in the units of its ``x`` and
     ``y`` coordinates (metres of the projection; degrees of longitude/latitude for MRMS), or of its 1-D
@@ -1101,7 +1098,7 @@ def crop_bbox(da: xr.DataArray, bbox: Sequence[float]) -> xr.DataArray:
     or one that holds no pixel (naming the extent of the data).
     """
     axes = None if not isinstance(da, (xr.DataArray, xr.Dataset)) else next(
-        (a for a in _BBOX_AXES if all(n in da.coords and da[n].ndim == 1 for n in a)), None)
+        (a for a in XY_DIMS if all(n in da.coords and da[n].ndim == 1 for n in a)), None)
     if axes is None:
         coords = f" with coordinates {', '.join(map(str, da.coords))}" if hasattr(da, "coords") else ""
         raise InputError(f"crop_bbox needs a DataArray with x and y (or 1-D lon and lat) coordinates (from "

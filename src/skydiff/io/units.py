@@ -105,8 +105,8 @@ def datetimes_of(da: Any, dim: str | None = None) -> np.ndarray | None:
     return start + offsets
 
 
-# (x, y)-ordered grid dimensions, read as (y, x): rows first
-_XY_PAIRS = (("x", "y"), ("lon", "lat"), ("longitude", "latitude"))
+#: the names of a grid's (x, y) dimensions or coordinates that skydiff recognises (read in (y, x) order: rows first)
+XY_DIMS = (("x", "y"), ("lon", "lat"), ("longitude", "latitude"))
 
 
 def frames_of_dataarray(da: Any, what: str = "frames", *, rate: bool = True, hint: str = "") -> np.ndarray:
@@ -120,7 +120,7 @@ def frames_of_dataarray(da: Any, what: str = "frames", *, rate: bool = True, hin
     td = time_dim(da)
     if td is not None and da.ndim == 3 and da.dims[0] != td:
         da = da.transpose(td, ...)
-    if da.ndim >= 2 and tuple(da.dims[-2:]) in _XY_PAIRS:
+    if da.ndim >= 2 and tuple(da.dims[-2:]) in XY_DIMS:
         da = da.transpose(*da.dims[:-2], da.dims[-1], da.dims[-2])
     return np.ascontiguousarray(da.values)
 

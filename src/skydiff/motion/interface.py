@@ -347,10 +347,7 @@ def estimate(frames: Any, method: str = "lk", *, transform: str | None = "db", *
         kwargs["times"] = da_times[offset:]  # 4D-Var takes irregular times: the DataArray's own
     data, dry = _transform(arr, transform, offset)
 
-    if rec.zero:
-        _no_unknown(rec.name, kwargs, frozenset())
-    else:
-        _check_keywords(rec, kwargs)  # a typo is refused before the method runs, and also on dry frames
+    _check_keywords(rec, kwargs)  # a typo is refused before the method runs, and also on dry frames
     if rec.zero:
         vel: Any = np.zeros((2, h, w))
     elif dry:
@@ -503,15 +500,7 @@ DARTS_KEYWORDS = frozenset({"N_t", "N_x", "N_y", "M_x", "M_y", "fft_method", "ls
                             "n_threads", "print_info", "verbose"})
 
 
-def _no_unknown(method: str, kwargs: dict[str, Any], known: frozenset[str]) -> None:
-    unknown = sorted(set(kwargs) - known)
-    if unknown:
-        raise InputError(f"motion method {method!r} got unexpected keyword argument(s) {', '.join(unknown)}; it "
-                         f"takes {', '.join(sorted(known)) or 'none'}")
-
-
 def _darts(frames: np.ndarray, **kwargs: Any) -> np.ndarray:
-    _no_unknown("darts", kwargs, DARTS_KEYWORDS)
     n_t = kwargs.get("N_t", 4)
     t = frames.shape[0]
     if not isinstance(n_t, (int, np.integer)) or n_t < 1:
@@ -554,12 +543,10 @@ def _farneback(frames: np.ndarray, **kwargs: Any) -> np.ndarray:
 
 
 def _constant(frames: np.ndarray, **kwargs: Any) -> np.ndarray:
-    _no_unknown("constant", kwargs, frozenset())
     return _pysteps_motion("constant")(frames)
 
 
 def _zero(frames: np.ndarray, **kwargs: Any) -> np.ndarray:
-    _no_unknown("none", kwargs, frozenset())
     return np.zeros((2, *frames.shape[1:]))
 
 
@@ -611,7 +598,7 @@ register("proesmans", _proesmans, min_frames=2, max_frames=2, keywords=_wrapped_
 register("constant", _constant, min_frames=2, max_frames=2, keywords=())
 if _has_pysteps_module("farneback"):  # pysteps >= 1.14
     register("farneback", _farneback, min_frames=2, keywords=_wrapped_keywords("farneback"))
-_REGISTRY["none"] = MotionMethod("none", _zero, min_frames=1, aliases=("zero",), zero=True)
+_REGISTRY["none"] = MotionMethod("none", _zero, min_frames=1, aliases=("zero",), zero=True, keywords=frozenset())
 _LOOKUP["none"] = _LOOKUP["zero"] = "none"
 
 __all__ = [

@@ -434,7 +434,7 @@ def _network(name: str, weights: Any, device: torch.device | str) -> Any:
     served from cache; a user's weights by the real path of their files and the files' size and modification time,
     so weights saved again under the same path (or a relative path from another folder) are read anew, and the
     entry they replace is dropped; untrained models have their own key."""
-    from ..registry import create_model, weights_dir, weights_paths
+    from ..registry import create_model, weights_dir, weights_version
 
     stamp: tuple[Any, ...] = ()
     if weights is None or weights is True:
@@ -442,12 +442,7 @@ def _network(name: str, weights: Any, device: torch.device | str) -> Any:
     elif weights is False:
         tag = "<untrained>"
     elif isinstance(weights, (str, os.PathLike)):
-        files = weights_paths(weights)
-        tag = os.path.realpath(files[0])
-        try:
-            stamp = tuple((st.st_mtime_ns, st.st_size) for st in map(os.stat, files))
-        except OSError:  # (a missing file: create_model says so)
-            stamp = ("missing",)
+        tag, stamp = weights_version(weights)
     else:
         raise InputError(f"weights must be a path to saved weights, True (the shipped ones) or False "
                          f"(untrained), got {type(weights).__name__}")

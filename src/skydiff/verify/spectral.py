@@ -91,14 +91,7 @@ def rapsd(
         raise InputError(f"d (sample spacing) must be a positive number, got {d!r}") from exc
     if not d > 0 or not np.isfinite(d):
         raise InputError(f"d (sample spacing) must be a positive number, got {d!r}")
-    finite = torch.isfinite(x)
-    if not bool(finite.all()):
-        if fill is None:
-            n_bad = int((~finite).sum())
-            raise InputError(
-                f"field contains {n_bad} non-finite value(s) (NaN or inf); pass fill=<value> to replace them"
-            )
-        x = torch.where(finite, x, torch.as_tensor(_check_fill(fill), dtype=x.dtype, device=x.device))
+    x = _filled(x, fill, "field")
 
     h, w = x.shape[-2:]
     spec = torch.fft.fftshift(torch.fft.fft2(x), dim=(-2, -1))
@@ -128,6 +121,18 @@ def rapsd(
     if return_freq:
         return out, freq.to(dtype=out.dtype, device=x.device)
     return out
+
+
+def _filled(x: torch.Tensor, fill: Any, name: str) -> torch.Tensor:
+    """``x`` with its non-finite values replaced by ``fill``; InputError naming ``name`` when there are some and
+    ``fill`` is None."""
+    finite = torch.isfinite(x)
+    if bool(finite.all()):
+        return x
+    if fill is None:
+        raise InputError(f"{name} contains {int((~finite).sum())} non-finite value(s) (NaN or inf); pass "
+                         "fill=<value> to replace them")
+    return torch.where(finite, x, torch.as_tensor(_check_fill(fill), dtype=x.dtype, device=x.device))
 
 
 def _check_fill(fill: Any) -> float:
@@ -179,18 +184,16 @@ def rapsd_ratio_db(pred: Any, obs: Any, *, d: float = 1.0, fill: float | None = 
         )
     if isinstance(obs, torch.Tensor) and not isinstance(pred, torch.Tensor):
         p = p.to(o.device)
-    for name, x in (("pred", p), ("obs", o)):  # (rapsd's own message would not say which)
-        if fill is None and not bool(torch.isfinite(x).all()):
-            raise InputError(f"{name} contains {int((~torch.isfinite(x)).sum())} non-finite value(s) (NaN or inf); "
-                             "pass fill=<value> to replace them")
+    if fill is not None:
+        _check_fill(fill)  # (checked whether or not there is something to fill)
+    p, o = _filled(p, fill, "pred"), _filled(o, fill, "obs")  # (rapsd's own message would not say which)
     dtype = torch.promote_types(p.dtype, o.dtype)
-    sp = rapsd(p.to(dtype), d=d, fill=fill)
-    so = rapsd(o.to(dtype), d=d, fill=fill)
+    sp = rapsd(p.to(dtype), d=d)
+    so = rapsd(o.to(dtype), d=d)
     n = sp.shape[-1]
     mp = sp.reshape(-1, n).mean(0)[1:]
     mo = so.reshape(-1, n).mean(0)[1:]
-    of = o if fill is None else torch.where(torch.isfinite(o), o, torch.as_tensor(_check_fill(fill), dtype=o.dtype))
-    of = of.reshape(-1, o.shape[-2] * o.shape[-1])
+    of = o.reshape(-1, o.shape[-2] * o.shape[-1])  # (filled above)
     if not bool((mo > 0).any()) or bool((of == of[:, :1]).all()):  # constant fields: FFT round-off is no power
         raise InputError("obs (the truth) has no power at any wavelength: all values equal in every field (e.g. a "
                          "dry field), so the ratio is undefined")
